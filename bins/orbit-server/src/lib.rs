@@ -1,0 +1,5 @@
+//! The Orbit server as a library, so that tests start the same thing `main` does.
+
+pub mod config;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,254 @@
+//! The file primitives every filesystem store goes through.
+//!
+//! - [`write_json`] writes a uniquely named temp file in the target's directory, fsyncs it,
+//!   renames it over the target and fsyncs the directory, so a reader or a crash sees the
+//!   old record or the new one, never a mix.
+//! - [`create_json`] does the same but refuses to replace: it links the temp file to the
+//!   target, which fails when the target exists, so of two racing creators exactly one wins.
+//! - [`append_line`] appends one line under an exclusive lock of the file and fsyncs it. A
+//!   torn last line left by a crash is first closed with a newline, so it stays one bad line
+//!   instead of swallowing the next record.
+//! - [`read_jsonl`] skips lines that do not parse, logging them, and ignores a last line
+//!   without its newline (a crash, or a writer still at work), so one bad line never hides the
+//!   rest of a history.
+//!
+//! Temp files are named `.<target>.<ulid>.tmp`; listings ignore names that start with a dot
+//! and remove temp files that a crash left behind.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Error, Result};
+
+/// A temp file older than this is left over from a crash, not a write in progress.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
+
+fn temp_path_for(target: &Path) -> Result<PathBuf> {
+    let dir = target.parent().ok_or_else(|| Error::Invalid(format!("no parent directory: {}", target.display())))?;
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("record");
+    Ok(dir.join(format!(".{name}.{}.tmp", crate::ids::new_ulid())))
+}
+
+fn write_temp(target: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let temp = temp_path_for(target)?;
+    let written = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    })();
+    if let Err(err) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::io(&temp, err));
+    }
+    Ok(temp)
+}
+
+/// Fsyncs a directory, so that a rename or a new entry in it survives a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|err| Error::io(dir, err))
+}
+
+fn parent(path: &Path) -> Result<&Path> {
+    path.parent().ok_or_else(|| Error::Invalid(format!("no parent directory: {}", path.display())))
+}
+
+/// Makes a directory and its parents.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|err| Error::io(dir, err))
+}
+
+/// Atomically replaces `path` with `bytes`.
+pub(crate) fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    let temp = write_temp(path, bytes)?;
+    if let Err(err) = fs::rename(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::io(path, err));
+    }
+    sync_dir(parent(path)?)
+}
+
+/// Atomically replaces `path` with `value` as JSON.
+pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
+    write_bytes(path, &bytes)
+}
+
+/// Atomically creates `path` holding `value` as JSON; `false` when it exists already.
+pub(crate) fn create_json<T: Serialize>(path: &Path, value: &T) -> Result<bool> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
+    let temp = write_temp(path, &bytes)?;
+    let linked = fs::hard_link(&temp, path);
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => {
+            sync_dir(parent(path)?)?;
+            Ok(true)
+        }
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(err) => Err(Error::io(path, err)),
+    }
+}
+
+/// Reads a JSON record; `None` when the file does not exist.
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(Error::io(path, err)),
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|err| Error::Corrupt { path: path.into(), source: err })
+}
+
+/// Reads a JSON record for a listing: a missing file (deleted meanwhile) is `None`, and a
+/// corrupt one is logged and skipped.
+pub(crate) fn read_json_lenient<T: DeserializeOwned>(path: &Path) -> Option<T> {
+    match read_json(path) {
+        Ok(value) => value,
+        Err(err) => {
+            tracing::warn!(error = %err, "skipping unreadable record");
+            None
+        }
+    }
+}
+
+/// Appends `line` (without its newline) to `path` durably.
+pub(crate) fn append_line(path: &Path, line: &[u8]) -> Result<()> {
+    let io_err = |err| Error::io(path, err);
+    let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
+    // The lock orders writers of this file, across processes too, so the torn-line check
+    // below sees a file that no one else is writing.
+    file.lock().map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    let mut record = Vec::with_capacity(line.len() + 2);
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::Start(len - 1)).map_err(io_err)?;
+        file.read_exact(&mut last).map_err(io_err)?;
+        if last[0] != b'\n' {
+            tracing::warn!(path = %path.display(), "closing a torn last line before appending");
+            record.push(b'\n');
+        }
+    }
+    record.extend_from_slice(line);
+    record.push(b'\n');
+    file.write_all(&record).map_err(io_err)?;
+    file.sync_data().map_err(io_err)?;
+    if len == 0 {
+        // A new file: make its directory entry durable too.
+        sync_dir(parent(path)?)?;
+    }
+    Ok(())
+}
+
+/// Appends `value` as one JSON line.
+pub(crate) fn append_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let line = serde_json::to_vec(value).map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
+    append_line(path, &line)
+}
+
+/// Parses the complete lines of `bytes`, skipping (and logging) those that do not parse.
+/// Returns the records and how many bytes the complete lines take.
+pub(crate) fn parse_jsonl<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> (Vec<T>, usize) {
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let mut records = Vec::new();
+    for (index, line) in bytes[..complete].split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice(line) {
+            Ok(record) => records.push(record),
+            Err(err) => tracing::warn!(path = %path.display(), line = index + 1, error = %err, "skipping a line that does not parse"),
+        }
+    }
+    (records, complete)
+}
+
+/// Reads every complete, parseable line of a JSONL file; empty when the file is missing.
+pub(crate) fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(Error::io(path, err)),
+    };
+    Ok(parse_jsonl(path, &bytes).0)
+}
+
+/// The visible entries of a directory whose names end in `suffix`, sorted. Missing
+/// directories are empty. Temp files left behind by a crash are removed on the way.
+pub(crate) fn list_names(dir: &Path, suffix: &str) -> Result<Vec<String>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(Error::io(dir, err)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|err| Error::io(dir, err))?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if name.starts_with('.') {
+            if name.ends_with(".tmp") {
+                remove_if_stale(&entry.path());
+            }
+            continue;
+        }
+        if name.ends_with(suffix) {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+fn remove_if_stale(temp: &Path) {
+    let age = fs::metadata(temp).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
+    if age.is_some_and(|age| age > STALE_TEMP_AGE) {
+        match fs::remove_file(temp) {
+            Ok(()) => tracing::info!(path = %temp.display(), "removed a temp file left by a crash"),
+            Err(err) => tracing::debug!(path = %temp.display(), error = %err, "could not remove a stale temp file"),
+        }
+    }
+}
+
+/// Removes a file; `false` when it was not there.
+pub(crate) fn remove_file(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(Error::io(path, err)),
+    }
+}
+
+/// Removes a directory tree; `false` when it was not there.
+pub(crate) fn remove_dir_all(path: &Path) -> Result<bool> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(Error::io(path, err)),
+    }
+}
+
+/// Moves `from` to `to` atomically; `false` when `from` was not there (someone else moved
+/// it first: the loser of a claim race).
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<bool> {
+    match fs::rename(from, to) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(Error::io(from, err)),
+    }
+}
+
+/// Runs `body` holding an exclusive lock on `lock_path` (made if missing), which orders
+/// read-modify-write cycles across threads and processes. The lock file is never renamed or
+/// removed while the directory lives, so every process locks the same inode.
+pub(crate) fn with_lock<T>(lock_path: &Path, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    let file = OpenOptions::new().write(true).create(true).truncate(false).open(lock_path).map_err(|err| Error::io(lock_path, err))?;
+    file.lock().map_err(|err| Error::io(lock_path, err))?;
+    let result = body();
+    drop(file);
+    result
+}

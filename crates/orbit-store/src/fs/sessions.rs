@@ -1,0 +1,304 @@
+//! Sessions, indexed by a per-agent journal.
+//!
+//! Session metadata lives in `agents/<name>/sessions.jsonl`, an append-only journal whose
+//! lines are whole session records (`{"op":"put","session":{..}}`) or deletions
+//! (`{"op":"delete","id":".."}`); the last line for an id wins. Messages live in
+//! `agents/<name>/sessions/<id>.jsonl`.
+//!
+//! Why a journal: listing 10,000 sessions must not read 10,000 files. Each process keeps the
+//! journal replayed in memory with the byte offset it has read to; a read fstats the journal
+//! and parses only the bytes other writers appended since. That stays correct with several
+//! processes on one directory because every change is a line in the shared file:
+//!
+//! - writers hold `sessions.lock` (an exclusive `flock`) while they refresh, apply a change
+//!   to the current record and append it, so concurrent updates never lose each other;
+//! - readers take no lock and parse only complete lines, so a write in progress is invisible
+//!   until its newline lands;
+//! - when the journal holds many superseded lines it is compacted under the lock into a new
+//!   file renamed over the old one; readers notice the new inode and replay it from the start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{FsStore, Inner, io};
+use crate::{
+    AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch, SessionStore, Usage,
+    timestamp,
+};
+
+/// Compact once the journal has this many lines and more than twice as many as sessions.
+const COMPACT_MIN_LINES: u64 = 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Entry {
+    Put { session: Box<Session> },
+    Delete { id: SessionId },
+}
+
+/// One agent's journal, replayed.
+#[derive(Default)]
+struct Journal {
+    /// Device and inode of the file replayed, to notice a compaction.
+    file_id: Option<(u64, u64)>,
+    /// Bytes of the file consumed (always the end of a complete line).
+    offset: u64,
+    /// Lines consumed, to decide when to compact.
+    lines: u64,
+    sessions: BTreeMap<SessionId, Session>,
+}
+
+impl Journal {
+    fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Put { session } => {
+                self.sessions.insert(session.id, *session);
+            }
+            Entry::Delete { id } => {
+                self.sessions.remove(&id);
+            }
+        }
+        self.lines += 1;
+    }
+
+    /// Catches up with the file: replays what was appended since the last read, or the
+    /// whole file when it was replaced. Returns the file's length.
+    fn refresh(&mut self, path: &Path) -> Result<u64> {
+        let mut file = match File::open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                *self = Journal::default();
+                return Ok(0);
+            }
+            Err(err) => return Err(Error::io(path, err)),
+        };
+        let meta = file.metadata().map_err(|err| Error::io(path, err))?;
+        let file_id = (meta.dev(), meta.ino());
+        if self.file_id != Some(file_id) || meta.len() < self.offset {
+            *self = Journal { file_id: Some(file_id), ..Journal::default() };
+        }
+        if meta.len() > self.offset {
+            let mut bytes = Vec::with_capacity((meta.len() - self.offset) as usize);
+            file.seek(SeekFrom::Start(self.offset)).map_err(|err| Error::io(path, err))?;
+            file.read_to_end(&mut bytes).map_err(|err| Error::io(path, err))?;
+            let (entries, consumed) = io::parse_jsonl::<Entry>(path, &bytes);
+            entries.into_iter().for_each(|entry| self.apply(entry));
+            self.offset += consumed as u64;
+        }
+        Ok(meta.len())
+    }
+}
+
+/// Each agent's replayed journal, shared by the store's clones.
+#[derive(Default)]
+pub(crate) struct JournalCache {
+    journals: Mutex<HashMap<AgentName, Arc<Mutex<Journal>>>>,
+}
+
+impl JournalCache {
+    fn journal(&self, agent: &AgentName) -> Arc<Mutex<Journal>> {
+        let mut journals = self.journals.lock().unwrap_or_else(PoisonError::into_inner);
+        journals.entry(agent.clone()).or_default().clone()
+    }
+}
+
+impl Inner {
+    fn journal_path(&self, agent: &AgentName) -> PathBuf {
+        self.agent_dir(agent).join("sessions.jsonl")
+    }
+
+    fn messages_path(&self, agent: &AgentName, id: &SessionId) -> PathBuf {
+        self.agent_dir(agent).join("sessions").join(format!("{id}.jsonl"))
+    }
+
+    /// Reads with the journal replayed up to date, without the cross-process lock.
+    fn read_sessions<T>(&self, agent: &AgentName, read: impl FnOnce(&BTreeMap<SessionId, Session>) -> T) -> Result<T> {
+        self.require_agent(agent)?;
+        let journal = self.sessions.journal(agent);
+        let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
+        journal.refresh(&self.journal_path(agent))?;
+        Ok(read(&journal.sessions))
+    }
+
+    /// Changes the journal under the cross-process lock. `change` sees every session as of
+    /// now and returns the entry to append (or `None` to append nothing) and a result.
+    fn write_sessions<T>(
+        &self,
+        agent: &AgentName,
+        change: impl FnOnce(&BTreeMap<SessionId, Session>) -> Result<(Option<Entry>, T)>,
+    ) -> Result<T> {
+        self.require_agent(agent)?;
+        let path = self.journal_path(agent);
+        let journal = self.sessions.journal(agent);
+        io::with_lock(&self.agent_dir(agent).join("sessions.lock"), || {
+            let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
+            journal.refresh(&path)?;
+            let (entry, result) = change(&journal.sessions)?;
+            if let Some(entry) = entry {
+                let line = serde_json::to_vec(&entry).map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
+                io::append_line(&path, &line)?;
+                // Replaying our own line keeps the offset exact, torn-line repair included.
+                journal.refresh(&path)?;
+                if journal.lines >= COMPACT_MIN_LINES && journal.lines > 2 * journal.sessions.len() as u64 {
+                    compact(&path, &mut journal)?;
+                }
+            }
+            Ok(result)
+        })
+    }
+
+    fn create_session(&self, agent: &AgentName, new: NewSession) -> Result<Session> {
+        let session = Session {
+            id: SessionId::new(),
+            agent_name: agent.clone(),
+            title: new.title,
+            sdk_session_id: None,
+            model: new.model,
+            permission_mode: new.permission_mode,
+            worktree_id: new.worktree_id,
+            created_at: timestamp::now(),
+            last_message_at: None,
+            message_count: 0,
+            total_cost_usd: None,
+            usage: None,
+        };
+        self.write_sessions(agent, |_| Ok((Some(Entry::Put { session: Box::new(session.clone()) }), session)))
+    }
+
+    fn update_session(&self, agent: &AgentName, id: &SessionId, change: impl FnOnce(&mut Session)) -> Result<Session> {
+        self.write_sessions(agent, |sessions| {
+            let mut session = sessions.get(id).cloned().ok_or_else(|| Error::not_found("session", id))?;
+            change(&mut session);
+            Ok((Some(Entry::Put { session: Box::new(session.clone()) }), session))
+        })
+    }
+}
+
+/// Rewrites the journal as one line per live session.
+fn compact(path: &Path, journal: &mut Journal) -> Result<()> {
+    let mut bytes = Vec::new();
+    for session in journal.sessions.values() {
+        let entry = Entry::Put { session: Box::new(session.clone()) };
+        serde_json::to_writer(&mut bytes, &entry).map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
+        bytes.push(b'\n');
+    }
+    io::write_bytes(path, &bytes)?;
+    tracing::debug!(path = %path.display(), lines = journal.lines, sessions = journal.sessions.len(), "compacted session journal");
+    *journal = Journal::default();
+    journal.refresh(path)?;
+    Ok(())
+}
+
+#[async_trait]
+impl SessionStore for FsStore {
+    async fn create(&self, agent: &AgentName, new: NewSession) -> Result<Session> {
+        let agent = agent.clone();
+        self.blocking(move |s| s.create_session(&agent, new)).await
+    }
+
+    async fn get(&self, agent: &AgentName, id: &SessionId) -> Result<Session> {
+        let (agent, id) = (agent.clone(), *id);
+        self.blocking(move |s| s.read_sessions(&agent, |sessions| sessions.get(&id).cloned())?.ok_or_else(|| Error::not_found("session", id)))
+            .await
+    }
+
+    async fn list_by_agent(&self, agent: &AgentName) -> Result<Vec<Session>> {
+        let agent = agent.clone();
+        // Ids are ULIDs, so reverse id order is newest first.
+        self.blocking(move |s| s.read_sessions(&agent, |sessions| sessions.values().rev().cloned().collect())).await
+    }
+
+    async fn update(&self, agent: &AgentName, id: &SessionId, patch: SessionPatch) -> Result<Session> {
+        let (agent, id) = (agent.clone(), *id);
+        self.blocking(move |s| {
+            s.update_session(&agent, &id, |session| {
+                if let Some(title) = patch.title {
+                    session.title = Some(title);
+                }
+                if let Some(sdk) = patch.sdk_session_id {
+                    session.sdk_session_id = Some(sdk);
+                }
+                if let Some(model) = patch.model {
+                    session.model = Some(model);
+                }
+                if let Some(mode) = patch.permission_mode {
+                    session.permission_mode = Some(mode);
+                }
+                if let Some(cost) = patch.add_cost_usd {
+                    session.total_cost_usd = Some(session.total_cost_usd.unwrap_or(0.0) + cost);
+                }
+                if let Some(usage) = patch.add_usage {
+                    session.usage.get_or_insert_with(Usage::default).add(&usage);
+                }
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, agent: &AgentName, id: &SessionId) -> Result<()> {
+        let (agent, id) = (agent.clone(), *id);
+        self.blocking(move |s| {
+            s.write_sessions(&agent, |sessions| {
+                if !sessions.contains_key(&id) {
+                    return Err(Error::not_found("session", id));
+                }
+                Ok((Some(Entry::Delete { id }), ()))
+            })?;
+            io::remove_file(&s.messages_path(&agent, &id))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append_message(&self, agent: &AgentName, id: &SessionId, message: SessionMessage) -> Result<()> {
+        let (agent, id) = (agent.clone(), *id);
+        self.blocking(move |s| {
+            let messages = s.messages_path(&agent, &id);
+            // The message is written under the journal lock, so it cannot land after a
+            // concurrent delete removed the history, and the count moves with it.
+            s.write_sessions(&agent, |sessions| {
+                let mut session = sessions.get(&id).cloned().ok_or_else(|| Error::not_found("session", id))?;
+                io::ensure_dir(messages.parent().unwrap_or(Path::new(".")))?;
+                io::append_json(&messages, &message)?;
+                session.message_count += 1;
+                session.last_message_at = Some(message.created_at);
+                Ok((Some(Entry::Put { session: Box::new(session) }), ()))
+            })
+        })
+        .await
+    }
+
+    async fn get_messages(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>> {
+        let (agent, id) = (agent.clone(), *id);
+        self.blocking(move |s| {
+            let session = s.read_sessions(&agent, |sessions| sessions.get(&id).cloned())?.ok_or_else(|| Error::not_found("session", id))?;
+            let path = s.messages_path(&agent, &id);
+            let messages: Vec<SessionMessage> = io::read_jsonl(&path)?;
+            if session.message_count == messages.len() as u64 {
+                return Ok(messages);
+            }
+            // A crash between a message and its count, or a skipped torn line: make the record
+            // agree with the history that is really there, re-reading both under the lock so
+            // that a concurrent append is not mistaken for damage.
+            s.write_sessions(&agent, |sessions| {
+                let mut session = sessions.get(&id).cloned().ok_or_else(|| Error::not_found("session", id))?;
+                let messages: Vec<SessionMessage> = io::read_jsonl(&path)?;
+                if session.message_count == messages.len() as u64 {
+                    return Ok((None, messages));
+                }
+                tracing::warn!(%agent, session = %id, recorded = session.message_count, found = messages.len(), "repairing message count");
+                session.message_count = messages.len() as u64;
+                session.last_message_at = messages.last().map(|m| m.created_at);
+                Ok((Some(Entry::Put { session: Box::new(session) }), messages))
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,52 @@
+//! # orbit-store
+//!
+//! Orbit's domain types (agents, sessions, inbox messages, tasks, runs, memory), the async
+//! store traits the rest of Orbit uses as `Arc<dyn Trait>`, and [`FsStore`], their
+//! implementation as JSON and JSONL files under one data directory.
+//!
+//! This is the only crate that reads or writes Orbit's records in the data directory. Every
+//! name and id is parsed into a newtype ([`AgentName`], [`SessionId`], ...) before a path is
+//! built from it. Every JSON write is atomic (temp file, fsync, rename, fsync of the
+//! directory) and every JSONL append is fsynced; see `fs::io` for the rules and `fs::inbox`
+//! for the atomic claim.
+//!
+//! With the `contract` feature, [`contract`] holds the test suite that every implementation
+//! of the traits must pass.
+
+mod agent;
+#[cfg(feature = "contract")]
+pub mod contract;
+mod error;
+mod fs;
+mod ids;
+mod inbox;
+mod memory;
+mod session;
+mod task;
+pub mod timestamp;
+
+use std::sync::Arc;
+
+pub use agent::{Agent, AgentPatch, AgentStatus, AgentStore, NewAgent, PermissionMode};
+pub use error::{Error, ErrorKind};
+pub use fs::{FsOptions, FsStore};
+pub use ids::{AgentName, MessageId, RunId, SessionId, TaskId, new_ulid};
+pub use inbox::{InboxMessage, InboxStore, MessageStatus, MessageType, NewMessage};
+pub use memory::{MemoryHit, MemoryStore};
+pub use session::{NewSession, Role, Session, SessionMessage, SessionPatch, SessionStore, Usage};
+pub use task::{
+    ContextMode, NewTask, Run, RunOutcome, RunStatus, ScheduleType, Task, TaskPatch, TaskStatus, TaskStore,
+};
+
+/// The result of every store operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every store, as trait objects: what the rest of Orbit is given.
+#[derive(Clone)]
+pub struct Stores {
+    pub agents: Arc<dyn AgentStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub inbox: Arc<dyn InboxStore>,
+    pub tasks: Arc<dyn TaskStore>,
+    pub memory: Arc<dyn MemoryStore>,
+}

@@ -1,0 +1,126 @@
+//! Sessions: one conversation each, with its own CLI state and message history.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{AgentName, PermissionMode, Result, SessionId};
+
+/// Token counts, summed over a session's turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    #[serde(default)]
+    pub input_tokens: u64,
+    #[serde(default)]
+    pub output_tokens: u64,
+    #[serde(default)]
+    pub cache_creation_input_tokens: u64,
+    #[serde(default)]
+    pub cache_read_input_tokens: u64,
+}
+
+impl Usage {
+    /// Adds `other` to these totals.
+    pub fn add(&mut self, other: &Usage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cache_creation_input_tokens += other.cache_creation_input_tokens;
+        self.cache_read_input_tokens += other.cache_read_input_tokens;
+    }
+}
+
+/// A session's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub id: SessionId,
+    pub agent_name: AgentName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The Claude Code CLI's own session id, resumed by later turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdk_session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<PermissionMode>,
+    /// The git worktree this session's turns run in, if it asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree_id: Option<String>,
+    #[serde(with = "crate::timestamp::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "crate::timestamp::rfc3339::option")]
+    pub last_message_at: Option<OffsetDateTime>,
+    pub message_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_cost_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// What a caller gives to make a session.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    pub title: Option<String>,
+    pub model: Option<String>,
+    pub permission_mode: Option<PermissionMode>,
+    pub worktree_id: Option<String>,
+}
+
+/// A partial update of a session; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct SessionPatch {
+    pub title: Option<String>,
+    pub sdk_session_id: Option<String>,
+    pub model: Option<String>,
+    pub permission_mode: Option<PermissionMode>,
+    /// Added to the session's `totalCostUsd`.
+    pub add_cost_usd: Option<f64>,
+    /// Added to the session's usage totals.
+    pub add_usage: Option<Usage>,
+}
+
+/// Who wrote a session message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Assistant,
+}
+
+/// One line of a session's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionMessage {
+    pub role: Role,
+    pub content: String,
+    #[serde(with = "crate::timestamp::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl SessionMessage {
+    /// A message stamped now.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self { role, content: content.into(), created_at: crate::timestamp::now() }
+    }
+}
+
+/// Storage of sessions and their histories.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Makes a session of an existing agent (`NotFound` otherwise).
+    async fn create(&self, agent: &AgentName, new: NewSession) -> Result<Session>;
+    /// `NotFound` when missing.
+    async fn get(&self, agent: &AgentName, id: &SessionId) -> Result<Session>;
+    /// The agent's sessions, newest first.
+    async fn list_by_agent(&self, agent: &AgentName) -> Result<Vec<Session>>;
+    /// Applies a partial update atomically with respect to other updates.
+    async fn update(&self, agent: &AgentName, id: &SessionId, patch: SessionPatch) -> Result<Session>;
+    /// Removes the session and its history.
+    async fn delete(&self, agent: &AgentName, id: &SessionId) -> Result<()>;
+    /// Appends to the history, keeping `messageCount` and `lastMessageAt` right.
+    async fn append_message(&self, agent: &AgentName, id: &SessionId, message: SessionMessage) -> Result<()>;
+    /// The whole history, oldest first.
+    async fn get_messages(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>>;
+}

@@ -1,0 +1,167 @@
+//! A writer process killed with SIGKILL at random moments, over and over: afterwards every
+//! JSON file parses and every write the writer saw succeed is there.
+//!
+//! The writer is this test binary run again on `crash_writer_child`. It prints `ACK <kind>
+//! <ids>` after each write returns Ok; the parent kills it after a random delay, then checks
+//! every acknowledged write against the store and parses every file in the data directory.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use orbit_store::{AgentName, AgentPatch, FsStore, MessageId, MessageType, NewAgent, NewMessage, NewSession, Role, SessionId, SessionMessage, SessionPatch, Stores};
+
+const DIR: &str = "ORBIT_STORE_CRASH_DIR";
+const KILLS: usize = 120;
+
+fn random_below(bound: u64) -> u64 {
+    RandomState::new().hash_one(std::time::Instant::now()) % bound
+}
+
+fn agent() -> AgentName {
+    AgentName::parse("writer").unwrap()
+}
+
+#[derive(Default)]
+struct Acked {
+    sessions: Vec<SessionId>,
+    messages: Vec<(SessionId, String)>,
+    inbox: Vec<MessageId>,
+    titles: Vec<(SessionId, String)>,
+}
+
+fn run_writer_until_killed(dir: &Path, acked: &mut Acked) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash::crash_writer_child", "--nocapture", "--test-threads=1"])
+        .env(DIR, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        // A line cut off by the kill has no newline and was never acknowledged.
+        while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.ends_with('\n') {
+                lines.push(line.trim_end().to_owned());
+            }
+            line.clear();
+        }
+        lines
+    });
+    // Kill somewhere between start-up and well into the writing.
+    std::thread::sleep(Duration::from_millis(5 + random_below(60)));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for line in reader.join().unwrap() {
+        // libtest prints `test <name> ... ` without a newline before the test's own output.
+        let Some(start) = line.find("ACK ") else { continue };
+        let parts: Vec<&str> = line[start..].split(' ').collect();
+        match parts.as_slice() {
+            ["ACK", "session", id] => acked.sessions.push(SessionId::parse(id).unwrap()),
+            ["ACK", "message", id, text] => acked.messages.push((SessionId::parse(id).unwrap(), (*text).to_owned())),
+            ["ACK", "inbox", id] => acked.inbox.push(MessageId::parse(id).unwrap()),
+            ["ACK", "title", id, title] => acked.titles.push((SessionId::parse(id).unwrap(), (*title).to_owned())),
+            _ => {}
+        }
+    }
+}
+
+/// Every `.json` file parses; every complete `.jsonl` line but a torn last one parses.
+fn assert_every_file_parses(dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path: PathBuf = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.starts_with('.') {
+                continue; // a temp file: never a record
+            } else if name.ends_with(".json") {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_ok(), "{} does not parse", path.display());
+            }
+        }
+    }
+}
+
+async fn assert_acked_writes_present(stores: &Stores, acked: &Acked) {
+    let writer = agent();
+    for id in &acked.sessions {
+        stores.sessions.get(&writer, id).await.unwrap();
+    }
+    for (id, text) in &acked.messages {
+        let messages = stores.sessions.get_messages(&writer, id).await.unwrap();
+        assert!(messages.iter().any(|m| &m.content == text), "acknowledged message {text} of {id} is lost");
+        assert_eq!(stores.sessions.get(&writer, id).await.unwrap().message_count, messages.len() as u64);
+    }
+    for id in &acked.inbox {
+        stores.inbox.get(&writer, id).await.unwrap();
+    }
+    // Only the last acknowledged title of a session must be there (later ones may land too).
+    let mut last_titles = std::collections::HashMap::new();
+    for (id, title) in &acked.titles {
+        last_titles.insert(*id, title.clone());
+    }
+    for (id, title) in last_titles {
+        let stored = stores.sessions.get(&writer, &id).await.unwrap().title.unwrap();
+        assert!(stored.parse::<u64>().unwrap() >= title.parse::<u64>().unwrap(), "title {title} of {id} went back to {stored}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_sigkill_at_random_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = FsStore::open(dir.path()).unwrap().stores();
+    stores.agents.create(&agent(), NewAgent::default()).await.unwrap();
+    let mut total = Acked::default();
+    for round in 0..KILLS {
+        let mut acked = Acked::default();
+        run_writer_until_killed(dir.path(), &mut acked);
+        assert_acked_writes_present(&stores, &acked).await;
+        if round % 20 == 0 {
+            assert_every_file_parses(dir.path());
+        }
+        total.sessions.extend(acked.sessions);
+        total.messages.extend(acked.messages);
+        total.inbox.extend(acked.inbox);
+    }
+    assert_every_file_parses(dir.path());
+    assert_acked_writes_present(&stores, &total).await;
+    assert!(total.messages.len() > KILLS, "the writer did too little to prove anything: {}", total.messages.len());
+    // The store still works after all of that.
+    let session = stores.sessions.create(&agent(), NewSession::default()).await.unwrap();
+    stores.sessions.append_message(&agent(), &session.id, SessionMessage::new(Role::User, "after")).await.unwrap();
+}
+
+/// The writer; a no-op when run as an ordinary test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_writer_child() {
+    let Ok(dir) = std::env::var(DIR) else { return };
+    let stores = FsStore::open(dir).unwrap().stores();
+    let writer = agent();
+    let mut counter = 0u64;
+    loop {
+        let session = stores.sessions.create(&writer, NewSession::default()).await.unwrap();
+        println!("ACK session {}", session.id);
+        for _ in 0..5 {
+            counter += 1;
+            let text = format!("m{counter}");
+            stores.sessions.append_message(&writer, &session.id, SessionMessage::new(Role::User, &text)).await.unwrap();
+            println!("ACK message {} {text}", session.id);
+            stores.sessions.update(&writer, &session.id, SessionPatch { title: Some(counter.to_string()), ..SessionPatch::default() }).await.unwrap();
+            println!("ACK title {} {counter}", session.id);
+        }
+        let message = NewMessage { from_agent: writer.clone(), to_agent: writer.clone(), message: format!("note {counter}"), message_type: MessageType::Request, request_id: None };
+        let sent = stores.inbox.send(message).await.unwrap();
+        println!("ACK inbox {}", sent.id);
+        stores.agents.update(&writer, AgentPatch { model: Some(format!("model-{counter}")), ..AgentPatch::default() }).await.unwrap();
+    }
+}

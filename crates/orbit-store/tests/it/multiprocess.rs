@@ -1,0 +1,169 @@
+//! Claims under contention: 64 claimers in one process, claimers in two processes, and a
+//! claim whose holder process was killed.
+//!
+//! The child processes are this test binary run again on one test (`child_claimer`), which
+//! does nothing unless its environment names a role.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orbit_store::{AgentName, FsStore, MessageId, MessageType, NewAgent, NewMessage, SessionId, Stores};
+
+const ROLE: &str = "ORBIT_STORE_TEST_CHILD";
+const DIR: &str = "ORBIT_STORE_TEST_DIR";
+
+async fn seeded(dir: &Path, count: usize) -> (Stores, AgentName, HashSet<MessageId>) {
+    let stores = FsStore::open(dir).unwrap().stores();
+    let sender = AgentName::parse("sender").unwrap();
+    let worker = AgentName::parse("worker").unwrap();
+    stores.agents.create(&sender, NewAgent::default()).await.unwrap();
+    stores.agents.create(&worker, NewAgent::default()).await.unwrap();
+    let mut ids = HashSet::new();
+    for index in 0..count {
+        let message = NewMessage {
+            from_agent: sender.clone(),
+            to_agent: worker.clone(),
+            message: format!("job {index}"),
+            message_type: MessageType::Request,
+            request_id: None,
+        };
+        ids.insert(stores.inbox.send(message).await.unwrap().id);
+    }
+    (stores, worker, ids)
+}
+
+/// Claims everything it can with `claimers` concurrent sessions; returns what it won.
+async fn claim_all(stores: &Stores, worker: &AgentName, claimers: usize) -> Vec<MessageId> {
+    let mut handles = Vec::new();
+    for _ in 0..claimers {
+        let (inbox, worker) = (stores.inbox.clone(), worker.clone());
+        handles.push(tokio::spawn(async move {
+            let session = SessionId::new();
+            let mut won = Vec::new();
+            loop {
+                let unclaimed = inbox.get_unclaimed(&worker).await.unwrap();
+                if unclaimed.is_empty() {
+                    return won;
+                }
+                for message in unclaimed {
+                    if inbox.claim(&worker, &message.id, &session).await.unwrap() {
+                        won.push(message.id);
+                    }
+                }
+            }
+        }));
+    }
+    let mut won = Vec::new();
+    for handle in handles {
+        won.extend(handle.await.unwrap());
+    }
+    won
+}
+
+fn assert_exactly_once(won: &[MessageId], expected: &HashSet<MessageId>) {
+    let unique: HashSet<MessageId> = won.iter().copied().collect();
+    assert_eq!(unique.len(), won.len(), "a message was claimed twice");
+    let never: Vec<_> = expected.difference(&unique).collect();
+    assert!(never.is_empty(), "{} messages were never claimed, such as {:?}", never.len(), never.first());
+    assert_eq!(&unique, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_claimers_take_each_of_a_thousand_messages_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stores, worker, ids) = seeded(dir.path(), 1000).await;
+    let won = claim_all(&stores, &worker, 64).await;
+    assert_exactly_once(&won, &ids);
+}
+
+fn spawn_child(role: &str, dir: &Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "multiprocess::child_claimer", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(DIR, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The ids a child printed as `WON <id>` lines before it said `HOLDING`.
+fn held_claims(child: &mut std::process::Child) -> HashSet<MessageId> {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut held = HashSet::new();
+    while let Some(Ok(line)) = lines.next() {
+        // libtest prints `test <name> ... ` without a newline before the test's own output.
+        if let Some((_, id)) = line.split_once("WON ") {
+            assert!(held.insert(MessageId::parse(id).unwrap()), "claimed twice in one process");
+        }
+        if line.ends_with("HOLDING") {
+            break;
+        }
+    }
+    // Keep reading, so that the child's last words do not hit a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    held
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimers_in_two_processes_take_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stores, _worker, ids) = seeded(dir.path(), 600).await;
+    let mut children = [spawn_child("claim-and-hold", dir.path()), spawn_child("claim-and-hold", dir.path())];
+    // Both children start before either is given the go, so their claims overlap in time.
+    std::fs::write(dir.path().join("go"), b"").unwrap();
+    let mut won: Vec<MessageId> = Vec::new();
+    for child in &mut children {
+        won.extend(held_claims(child));
+    }
+    // Only now may the children exit: a holder that exits early has its claims given back,
+    // rightly, to the other.
+    std::fs::write(dir.path().join("exit"), b"").unwrap();
+    for child in &mut children {
+        assert!(child.wait().unwrap().success());
+    }
+    assert_exactly_once(&won, &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_of_a_killed_process_become_claimable_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stores, worker, ids) = seeded(dir.path(), 5).await;
+    let mut child = spawn_child("claim-and-hold", dir.path());
+    std::fs::write(dir.path().join("go"), b"").unwrap();
+    assert_eq!(held_claims(&mut child), ids);
+    assert!(stores.inbox.get_unclaimed(&worker).await.unwrap().is_empty(), "claims of a live process hold");
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let back: HashSet<_> = stores.inbox.get_unclaimed(&worker).await.unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(back, ids, "every claim of the dead process is given back");
+    let message = stores.inbox.get(&worker, ids.iter().next().unwrap()).await.unwrap();
+    assert_eq!((message.claimed_by, message.deliveries), (None, 1));
+}
+
+/// The child side of the tests above; a no-op when run as an ordinary test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn child_claimer() {
+    let Ok(role) = std::env::var(ROLE) else { return };
+    let dir = std::path::PathBuf::from(std::env::var(DIR).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("go").exists() {
+        assert!(Instant::now() < deadline, "never told to go");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stores = FsStore::open(&dir).unwrap().stores();
+    let worker = AgentName::parse("worker").unwrap();
+    for id in claim_all(&stores, &worker, 8).await {
+        println!("WON {id}");
+    }
+    assert_eq!(role, "claim-and-hold");
+    println!("HOLDING");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !dir.join("exit").exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
