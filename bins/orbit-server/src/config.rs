@@ -22,7 +22,8 @@ impl Settings {
     /// The data directory, defaulting to `~/.orbit`.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+            let home =
+                std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
             home.join(".orbit")
         })
     }

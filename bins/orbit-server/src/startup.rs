@@ -29,14 +29,20 @@ impl Application {
     /// Opens the stores and binds the listener.
     pub fn build(settings: &Settings) -> Result<Self, StartupError> {
         let data_dir = settings.data_dir();
-        let store = FsStore::open(&data_dir).map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
+        let store = FsStore::open(&data_dir)
+            .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
         let state = Arc::new(AppState { stores: store.stores() });
-        let listener = TcpListener::bind(settings.bind).map_err(|source| StartupError::Bind { addr: settings.bind, source })?;
-        let port = listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.bind, source })?.port();
-        let server = HttpServer::new(move || App::new().configure(orbit_api::configure(state.clone())))
-            .listen(listener)
+        let listener = TcpListener::bind(settings.bind)
+            .map_err(|source| StartupError::Bind { addr: settings.bind, source })?;
+        let port = listener
+            .local_addr()
             .map_err(|source| StartupError::Bind { addr: settings.bind, source })?
-            .run();
+            .port();
+        let server =
+            HttpServer::new(move || App::new().configure(orbit_api::configure(state.clone())))
+                .listen(listener)
+                .map_err(|source| StartupError::Bind { addr: settings.bind, source })?
+                .run();
         Ok(Self { port, server })
     }
 

@@ -24,6 +24,8 @@ pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
 }
 
 async fn health() -> HttpResponse {
-    let timestamp = orbit_store::timestamp::now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+    let timestamp = orbit_store::timestamp::now()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
     HttpResponse::Ok().json(json!({ "status": "ok", "timestamp": timestamp }))
 }

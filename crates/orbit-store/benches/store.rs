@@ -3,9 +3,15 @@
 //! A plain binary rather than a benchmark framework: each figure is the median of repeated
 //! runs, printed as a markdown table row.
 
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
-use orbit_store::{AgentName, FsStore, MessageType, NewAgent, NewMessage, NewSession, Role, SessionId, SessionMessage};
+use orbit_store::{
+    AgentName, FsStore, MessageType, NewAgent, NewMessage, NewSession, Role, SessionId,
+    SessionMessage,
+};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
@@ -29,12 +35,18 @@ async fn main() {
     for _ in 0..10_000 {
         stores.sessions.create(&agent, NewSession::default()).await.unwrap();
     }
-    row("create 10,000 sessions (fsync each)", format!("{:.0} sessions/s", 10_000.0 / started.elapsed().as_secs_f64()));
+    row(
+        "create 10,000 sessions (fsync each)",
+        format!("{:.0} sessions/s", 10_000.0 / started.elapsed().as_secs_f64()),
+    );
 
     let cold = FsStore::open(dir.path()).unwrap().stores();
     let started = Instant::now();
     assert_eq!(cold.sessions.list_by_agent(&agent).await.unwrap().len(), 10_000);
-    row("list 10,000 sessions, first call of a new process (journal replay)", format!("{:.2} ms", started.elapsed().as_secs_f64() * 1e3));
+    row(
+        "list 10,000 sessions, first call of a new process (journal replay)",
+        format!("{:.2} ms", started.elapsed().as_secs_f64() * 1e3),
+    );
 
     let mut samples = Vec::new();
     for _ in 0..50 {
@@ -43,7 +55,10 @@ async fn main() {
         samples.push(started.elapsed());
         assert_eq!(sessions.len(), 10_000);
     }
-    row("list 10,000 sessions, warm (median of 50)", format!("{:.2} ms", median(samples).as_secs_f64() * 1e3));
+    row(
+        "list 10,000 sessions, warm (median of 50)",
+        format!("{:.2} ms", median(samples).as_secs_f64() * 1e3),
+    );
 
     // Another process's write, seen by this one: one more line to read.
     let other = FsStore::open(dir.path()).unwrap().stores();
@@ -54,12 +69,23 @@ async fn main() {
         stores.sessions.list_by_agent(&agent).await.unwrap();
         samples.push(started.elapsed());
     }
-    row("list 10,000 sessions after another store instance wrote one (median of 20)", format!("{:.2} ms", median(samples).as_secs_f64() * 1e3));
+    row(
+        "list 10,000 sessions after another store instance wrote one (median of 20)",
+        format!("{:.2} ms", median(samples).as_secs_f64() * 1e3),
+    );
 
     let session = stores.sessions.create(&agent, NewSession::default()).await.unwrap();
     for index in 0..1000 {
         let role = if index % 2 == 0 { Role::User } else { Role::Assistant };
-        stores.sessions.append_message(&agent, &session.id, SessionMessage::new(role, format!("message {index} ").repeat(20))).await.unwrap();
+        stores
+            .sessions
+            .append_message(
+                &agent,
+                &session.id,
+                SessionMessage::new(role, format!("message {index} ").repeat(20)),
+            )
+            .await
+            .unwrap();
     }
     let mut samples = Vec::new();
     for _ in 0..50 {
@@ -67,15 +93,25 @@ async fn main() {
         assert_eq!(stores.sessions.get_messages(&agent, &session.id).await.unwrap().len(), 1000);
         samples.push(started.elapsed());
     }
-    row("read a session with 1,000 messages (median of 50)", format!("{:.2} ms", median(samples).as_secs_f64() * 1e3));
+    row(
+        "read a session with 1,000 messages (median of 50)",
+        format!("{:.2} ms", median(samples).as_secs_f64() * 1e3),
+    );
 
     let sender = AgentName::parse("sender").unwrap();
     stores.agents.create(&sender, NewAgent::default()).await.unwrap();
     for index in 0..2000 {
-        let message = NewMessage { from_agent: sender.clone(), to_agent: agent.clone(), message: format!("job {index}"), message_type: MessageType::Request, request_id: None };
+        let message = NewMessage {
+            from_agent: sender.clone(),
+            to_agent: agent.clone(),
+            message: format!("job {index}"),
+            message_type: MessageType::Request,
+            request_id: None,
+        };
         stores.inbox.send(message).await.unwrap();
     }
-    let ids: Vec<_> = stores.inbox.get_unclaimed(&agent).await.unwrap().into_iter().map(|m| m.id).collect();
+    let ids: Vec<_> =
+        stores.inbox.get_unclaimed(&agent).await.unwrap().into_iter().map(|m| m.id).collect();
     let started = Instant::now();
     let mut handles = Vec::new();
     for claimer in 0..64 {
@@ -99,5 +135,13 @@ async fn main() {
     }
     let elapsed = started.elapsed();
     assert_eq!(won, ids.len());
-    row("claims with 64 claimers racing over 2,000 messages", format!("{:.0} claims/s ({} claim attempts in {:.2} s)", won as f64 / elapsed.as_secs_f64(), 64 * ids.len(), elapsed.as_secs_f64()));
+    row(
+        "claims with 64 claimers racing over 2,000 messages",
+        format!(
+            "{:.0} claims/s ({} claim attempts in {:.2} s)",
+            won as f64 / elapsed.as_secs_f64(),
+            64 * ids.len(),
+            elapsed.as_secs_f64()
+        ),
+    );
 }

@@ -17,13 +17,12 @@
 
 use std::collections::HashSet;
 
-
 use time::macros::datetime;
 
 use crate::{
-    AgentName, AgentPatch, AgentStatus, ContextMode, ErrorKind, MessageStatus, MessageType, NewAgent, NewMessage,
-    NewSession, NewTask, PermissionMode, Role, RunOutcome, RunStatus, ScheduleType, SessionId, SessionMessage,
-    SessionPatch, Stores, TaskPatch, TaskStatus, Usage,
+    AgentName, AgentPatch, AgentStatus, ContextMode, ErrorKind, MessageStatus, MessageType,
+    NewAgent, NewMessage, NewSession, NewTask, PermissionMode, Role, RunOutcome, RunStatus,
+    ScheduleType, SessionId, SessionMessage, SessionPatch, Stores, TaskPatch, TaskStatus, Usage,
 };
 
 /// Generates one `#[tokio::test]` per contract case for a store factory.
@@ -71,7 +70,10 @@ pub async fn agents_lifecycle(stores: &Stores) {
     let bot = name("bot-a");
     let created = stores
         .agents
-        .create(&bot, NewAgent { model: Some("m1".into()), permission_mode: Some(PermissionMode::Ask) })
+        .create(
+            &bot,
+            NewAgent { model: Some("m1".into()), permission_mode: Some(PermissionMode::Ask) },
+        )
         .await
         .unwrap();
     assert_eq!(created.permission_mode, PermissionMode::Ask);
@@ -113,11 +115,16 @@ pub async fn sessions_lifecycle(stores: &Stores) {
     assert_eq!(err.kind(), ErrorKind::NotFound);
 
     let bot = agent(stores, "bot").await;
-    let first = stores.sessions.create(&bot, NewSession { title: Some("one".into()), ..NewSession::default() }).await.unwrap();
+    let first = stores
+        .sessions
+        .create(&bot, NewSession { title: Some("one".into()), ..NewSession::default() })
+        .await
+        .unwrap();
     let second = stores.sessions.create(&bot, NewSession::default()).await.unwrap();
     assert_eq!(first.message_count, 0);
     assert_eq!(first.last_message_at, None);
-    let listed: Vec<SessionId> = stores.sessions.list_by_agent(&bot).await.unwrap().iter().map(|s| s.id).collect();
+    let listed: Vec<SessionId> =
+        stores.sessions.list_by_agent(&bot).await.unwrap().iter().map(|s| s.id).collect();
     assert_eq!(listed, vec![second.id, first.id], "newest first");
 
     let updated = stores
@@ -155,7 +162,10 @@ pub async fn sessions_lifecycle(stores: &Stores) {
 
     stores.sessions.delete(&bot, &first.id).await.unwrap();
     assert_eq!(stores.sessions.get(&bot, &first.id).await.unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(stores.sessions.delete(&bot, &first.id).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        stores.sessions.delete(&bot, &first.id).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     let unknown = SessionId::new();
     let err = stores.sessions.update(&bot, &unknown, SessionPatch::default()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
@@ -170,11 +180,18 @@ pub async fn session_messages(stores: &Stores) {
     let assistant = SessionMessage::new(Role::Assistant, "hi there");
     stores.sessions.append_message(&bot, &session.id, user.clone()).await.unwrap();
     stores.sessions.append_message(&bot, &session.id, assistant.clone()).await.unwrap();
-    assert_eq!(stores.sessions.get_messages(&bot, &session.id).await.unwrap(), vec![user, assistant.clone()]);
+    assert_eq!(
+        stores.sessions.get_messages(&bot, &session.id).await.unwrap(),
+        vec![user, assistant.clone()]
+    );
     let session = stores.sessions.get(&bot, &session.id).await.unwrap();
     assert_eq!(session.message_count, 2);
     assert_eq!(session.last_message_at, Some(assistant.created_at));
-    let err = stores.sessions.append_message(&bot, &SessionId::new(), SessionMessage::new(Role::User, "x")).await.unwrap_err();
+    let err = stores
+        .sessions
+        .append_message(&bot, &SessionId::new(), SessionMessage::new(Role::User, "x"))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
@@ -187,7 +204,14 @@ pub async fn session_updates_do_not_lose_each_other(stores: &Stores) {
         let sessions = stores.sessions.clone();
         let bot = bot.clone();
         handles.push(tokio::spawn(async move {
-            sessions.update(&bot, &session.id, SessionPatch { add_cost_usd: Some(1.0), ..SessionPatch::default() }).await.unwrap();
+            sessions
+                .update(
+                    &bot,
+                    &session.id,
+                    SessionPatch { add_cost_usd: Some(1.0), ..SessionPatch::default() },
+                )
+                .await
+                .unwrap();
         }));
     }
     for handle in handles {
@@ -208,7 +232,11 @@ pub async fn inbox_send_and_read(stores: &Stores) {
     assert_eq!(stores.inbox.get(&b, &sent.id).await.unwrap(), sent);
     let reply = stores
         .inbox
-        .send(NewMessage { message_type: MessageType::Response, request_id: Some(sent.id), ..request(&b, &a, "hello back") })
+        .send(NewMessage {
+            message_type: MessageType::Response,
+            request_id: Some(sent.id),
+            ..request(&b, &a, "hello back")
+        })
         .await
         .unwrap();
     assert_eq!(stores.inbox.get(&a, &reply.id).await.unwrap().request_id, Some(sent.id));
@@ -228,7 +256,8 @@ pub async fn inbox_claim_is_exclusive(stores: &Stores) {
     assert!(!stores.inbox.claim(&b, &first.id, &s2).await.unwrap());
     assert!(!stores.inbox.claim(&b, &first.id, &s1).await.unwrap());
 
-    let unclaimed: Vec<_> = stores.inbox.get_unclaimed(&b).await.unwrap().into_iter().map(|m| m.id).collect();
+    let unclaimed: Vec<_> =
+        stores.inbox.get_unclaimed(&b).await.unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(unclaimed, vec![second.id]);
     let pending = stores.inbox.get_pending(&b).await.unwrap();
     assert_eq!(pending.len(), 2);
@@ -243,7 +272,10 @@ pub async fn inbox_claim_is_exclusive(stores: &Stores) {
     assert_eq!(read.status, MessageStatus::Read);
     assert!(read.read_at.is_some());
     assert_eq!(stores.inbox.get_pending(&b).await.unwrap().len(), 1);
-    assert!(!stores.inbox.claim(&b, &first.id, &s2).await.unwrap(), "a read message cannot be claimed");
+    assert!(
+        !stores.inbox.claim(&b, &first.id, &s2).await.unwrap(),
+        "a read message cannot be claimed"
+    );
 }
 
 /// A released claim is claimable again; after three deliveries it is set aside as dead.
@@ -255,7 +287,10 @@ pub async fn inbox_release_and_dead_letter(stores: &Stores) {
     assert_eq!(err.kind(), ErrorKind::Conflict);
     for delivery in 1..=3 {
         let session = SessionId::new();
-        assert!(stores.inbox.claim(&b, &message.id, &session).await.unwrap(), "delivery {delivery}");
+        assert!(
+            stores.inbox.claim(&b, &message.id, &session).await.unwrap(),
+            "delivery {delivery}"
+        );
         assert_eq!(stores.inbox.get(&b, &message.id).await.unwrap().deliveries, delivery);
         stores.inbox.release(&b, &message.id, &session).await.unwrap();
     }
@@ -312,7 +347,10 @@ pub async fn inbox_archive(stores: &Stores) {
         assert_eq!(stores.inbox.get(&b, &id).await.unwrap().status, MessageStatus::Archived);
     }
     assert!(stores.inbox.get_pending(&b).await.unwrap().is_empty());
-    assert_eq!(stores.inbox.mark_read(&b, &held.id, &session).await.unwrap_err().kind(), ErrorKind::Conflict);
+    assert_eq!(
+        stores.inbox.mark_read(&b, &held.id, &session).await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
     let err = stores.inbox.archive(&b, &crate::MessageId::new()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
@@ -338,7 +376,8 @@ pub async fn tasks_lifecycle(stores: &Stores) {
     assert_eq!(stores.tasks.get(&a, &task.id).await.unwrap(), task);
     let other = stores.tasks.create(&b, interval_task("other")).await.unwrap();
     assert_eq!(stores.tasks.list_by_agent(&a).await.unwrap(), vec![task.clone()]);
-    let mut all: Vec<_> = stores.tasks.list_all().await.unwrap().into_iter().map(|t| t.id).collect();
+    let mut all: Vec<_> =
+        stores.tasks.list_all().await.unwrap().into_iter().map(|t| t.id).collect();
     all.sort();
     assert_eq!(all, vec![task.id, other.id]);
 
@@ -347,7 +386,11 @@ pub async fn tasks_lifecycle(stores: &Stores) {
         .update(
             &a,
             &task.id,
-            TaskPatch { status: Some(TaskStatus::Paused), next_run: Some(None), ..TaskPatch::default() },
+            TaskPatch {
+                status: Some(TaskStatus::Paused),
+                next_run: Some(None),
+                ..TaskPatch::default()
+            },
         )
         .await
         .unwrap();
@@ -364,7 +407,8 @@ pub async fn runs_lifecycle(stores: &Stores) {
     let a = agent(stores, "a").await;
     let task = stores.tasks.create(&a, interval_task("p")).await.unwrap();
     let session = SessionId::new();
-    let first = stores.tasks.create_run(&a, &task.id, Some(session), RunStatus::Running).await.unwrap();
+    let first =
+        stores.tasks.create_run(&a, &task.id, Some(session), RunStatus::Running).await.unwrap();
     assert_eq!(first.status, RunStatus::Running);
     assert_eq!(first.completed_at, None);
     let skipped = stores.tasks.create_run(&a, &task.id, None, RunStatus::Skipped).await.unwrap();
@@ -375,7 +419,12 @@ pub async fn runs_lifecycle(stores: &Stores) {
             &a,
             &task.id,
             &first.id,
-            RunOutcome { status: RunStatus::Success, result: Some("done".into()), error: None, cost_usd: Some(0.1) },
+            RunOutcome {
+                status: RunStatus::Success,
+                result: Some("done".into()),
+                error: None,
+                cost_usd: Some(0.1),
+            },
         )
         .await
         .unwrap();
@@ -394,11 +443,20 @@ pub async fn memory_days_and_search(stores: &Stores) {
     stores.memory.append(&a, tuesday, "Rotated the deploy key").await.unwrap();
     let day = stores.memory.read_day(&a, monday.date()).await.unwrap().unwrap();
     assert!(day.contains("## 09:30:00 UTC") && day.contains("Lunch was fine"));
-    assert_eq!(stores.memory.read_day(&a, datetime!(2026-01-01 0:00 UTC).date()).await.unwrap(), None);
+    assert_eq!(
+        stores.memory.read_day(&a, datetime!(2026-01-01 0:00 UTC).date()).await.unwrap(),
+        None
+    );
     assert_eq!(stores.memory.list_days(&a).await.unwrap(), vec![monday.date(), tuesday.date()]);
     let hits = stores.memory.search(&a, "DEPLOY KEY", 10).await.unwrap();
     let texts: Vec<_> = hits.iter().map(|h| (h.date.as_str(), h.text.as_str())).collect();
-    assert_eq!(texts, vec![("2026-11-24", "Rotated the deploy key"), ("2026-11-23", "The deploy key is in the Vault")]);
+    assert_eq!(
+        texts,
+        vec![
+            ("2026-11-24", "Rotated the deploy key"),
+            ("2026-11-23", "The deploy key is in the Vault")
+        ]
+    );
     assert_eq!(stores.memory.search(&a, "deploy", 1).await.unwrap().len(), 1);
 }
 
@@ -414,4 +472,3 @@ pub async fn invalid_input_is_refused(stores: &Stores) {
     assert!(stores.inbox.get_pending(&a).await.unwrap().is_empty());
     assert!(stores.tasks.list_by_agent(&a).await.unwrap().is_empty());
 }
-

@@ -45,7 +45,8 @@ impl AgentName {
         if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
             return Err(invalid("it must start with a lowercase letter or a digit"));
         }
-        let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-';
+        let allowed =
+            |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'-';
         if !bytes.iter().all(allowed) {
             return Err(invalid("only a-z, 0-9, '_' and '-' are allowed"));
         }

@@ -44,7 +44,11 @@ pub struct InboxMessage {
     pub status: MessageStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claimed_by: Option<SessionId>,
-    #[serde(default, with = "crate::timestamp::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::timestamp::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub claimed_at: Option<OffsetDateTime>,
     /// How many times a session has claimed this message.
     #[serde(default)]
@@ -90,7 +94,8 @@ pub trait InboxStore: Send + Sync {
     async fn release(&self, agent: &AgentName, id: &MessageId, session: &SessionId) -> Result<()>;
     /// Marks a message the session holds as read and files it away. `Conflict` when the
     /// session does not hold it.
-    async fn mark_read(&self, agent: &AgentName, id: &MessageId, session: &SessionId) -> Result<()>;
+    async fn mark_read(&self, agent: &AgentName, id: &MessageId, session: &SessionId)
+    -> Result<()>;
     /// Files a message away as archived, whoever holds it; `NotFound` when it is not pending.
     async fn archive(&self, agent: &AgentName, id: &MessageId) -> Result<()>;
     /// Messages set aside as dead, oldest first.

@@ -35,7 +35,8 @@ pub use inbox::{InboxMessage, InboxStore, MessageStatus, MessageType, NewMessage
 pub use memory::{MemoryHit, MemoryStore};
 pub use session::{NewSession, Role, Session, SessionMessage, SessionPatch, SessionStore, Usage};
 pub use task::{
-    ContextMode, NewTask, Run, RunOutcome, RunStatus, ScheduleType, Task, TaskPatch, TaskStatus, TaskStore,
+    ContextMode, NewTask, Run, RunOutcome, RunStatus, ScheduleType, Task, TaskPatch, TaskStatus,
+    TaskStore,
 };
 
 /// The result of every store operation.

@@ -116,11 +116,21 @@ pub trait SessionStore: Send + Sync {
     /// The agent's sessions, newest first.
     async fn list_by_agent(&self, agent: &AgentName) -> Result<Vec<Session>>;
     /// Applies a partial update atomically with respect to other updates.
-    async fn update(&self, agent: &AgentName, id: &SessionId, patch: SessionPatch) -> Result<Session>;
+    async fn update(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        patch: SessionPatch,
+    ) -> Result<Session>;
     /// Removes the session and its history.
     async fn delete(&self, agent: &AgentName, id: &SessionId) -> Result<()>;
     /// Appends to the history, keeping `messageCount` and `lastMessageAt` right.
-    async fn append_message(&self, agent: &AgentName, id: &SessionId, message: SessionMessage) -> Result<()>;
+    async fn append_message(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        message: SessionMessage,
+    ) -> Result<()>;
     /// The whole history, oldest first.
     async fn get_messages(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>>;
 }

@@ -111,7 +111,11 @@ pub struct Run {
     pub error: Option<String>,
     #[serde(with = "crate::timestamp::rfc3339")]
     pub started_at: OffsetDateTime,
-    #[serde(default, with = "crate::timestamp::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::timestamp::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub completed_at: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
@@ -144,9 +148,21 @@ pub trait TaskStore: Send + Sync {
     /// Removes the task and its runs.
     async fn delete(&self, agent: &AgentName, id: &TaskId) -> Result<()>;
     /// Records a run that starts now, status `running`, or `skipped` when `skipped` is set.
-    async fn create_run(&self, agent: &AgentName, task: &TaskId, session: Option<SessionId>, status: RunStatus) -> Result<Run>;
+    async fn create_run(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        session: Option<SessionId>,
+        status: RunStatus,
+    ) -> Result<Run>;
     /// Finishes a running run with its outcome, stamping its end and duration.
-    async fn finish_run(&self, agent: &AgentName, task: &TaskId, run: &RunId, outcome: RunOutcome) -> Result<Run>;
+    async fn finish_run(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        run: &RunId,
+        outcome: RunOutcome,
+    ) -> Result<Run>;
     /// The task's runs, newest first.
     async fn list_runs(&self, agent: &AgentName, task: &TaskId) -> Result<Vec<Run>>;
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 
 use super::{FsStore, Inner, io};
-use crate::{Agent, AgentName, AgentPatch, AgentStatus, AgentStore, Error, NewAgent, Result, timestamp};
+use crate::{
+    Agent, AgentName, AgentPatch, AgentStatus, AgentStore, Error, NewAgent, Result, timestamp,
+};
 
 impl Inner {
     fn agent_path(&self, name: &AgentName) -> PathBuf {
@@ -50,7 +52,11 @@ impl AgentStore for FsStore {
     async fn create(&self, name: &AgentName, new: NewAgent) -> Result<Agent> {
         let name = name.clone();
         let (agent, created) = self.blocking(move |s| s.create_agent(&name, new)).await?;
-        if created { Ok(agent) } else { Err(Error::AlreadyExists { what: "agent", id: agent.name.to_string() }) }
+        if created {
+            Ok(agent)
+        } else {
+            Err(Error::AlreadyExists { what: "agent", id: agent.name.to_string() })
+        }
     }
 
     async fn ensure(&self, name: &AgentName) -> Result<Agent> {
@@ -115,7 +121,10 @@ impl AgentStore for FsStore {
 
     async fn update_last_active(&self, name: &AgentName) -> Result<()> {
         let name = name.clone();
-        self.blocking(move |s| s.update_agent(&name, |agent| agent.last_active_at = timestamp::now()).map(drop)).await
+        self.blocking(move |s| {
+            s.update_agent(&name, |agent| agent.last_active_at = timestamp::now()).map(drop)
+        })
+        .await
     }
 
     async fn working_dir(&self, name: &AgentName) -> Result<PathBuf> {

@@ -28,7 +28,8 @@ use ulid::Ulid;
 
 use super::{FsStore, Inner, io};
 use crate::{
-    AgentName, Error, InboxMessage, InboxStore, MessageId, MessageStatus, NewMessage, Result, SessionId, timestamp,
+    AgentName, Error, InboxMessage, InboxStore, MessageId, MessageStatus, NewMessage, Result,
+    SessionId, timestamp,
 };
 
 /// A file in `claimed/`.
@@ -56,7 +57,10 @@ fn process_alive(pid: u32) -> bool {
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state is the first field after the parenthesised command name.
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
 }
@@ -83,12 +87,19 @@ impl Inner {
 
     fn claim_files(&self, agent: &AgentName) -> Result<Vec<ClaimFile>> {
         let dir = self.inbox_dir(agent, "claimed");
-        Ok(io::list_names(&dir, ".json")?.iter().filter_map(|name| ClaimFile::parse(&dir, name)).collect())
+        Ok(io::list_names(&dir, ".json")?
+            .iter()
+            .filter_map(|name| ClaimFile::parse(&dir, name))
+            .collect())
     }
 
     /// Takes over a claim file by renaming it to a fresh claim name; `None` when a rival
     /// moved it first.
-    fn take_over(&self, agent: &AgentName, claim: &ClaimFile) -> Result<Option<(PathBuf, InboxMessage)>> {
+    fn take_over(
+        &self,
+        agent: &AgentName,
+        claim: &ClaimFile,
+    ) -> Result<Option<(PathBuf, InboxMessage)>> {
         let mine = self.fresh_claim_path(agent, &claim.id)?;
         if !io::rename(&claim.path, &mine)? {
             return Ok(None);
@@ -99,14 +110,22 @@ impl Inner {
             Err(err) => {
                 tracing::warn!(error = %err, "setting aside an unreadable inbox message");
                 io::ensure_dir(&self.inbox_dir(agent, "dead"))?;
-                io::rename(&mine, &self.inbox_dir(agent, "dead").join(format!("{}.corrupt.json", claim.id)))?;
+                io::rename(
+                    &mine,
+                    &self.inbox_dir(agent, "dead").join(format!("{}.corrupt.json", claim.id)),
+                )?;
                 Ok(None)
             }
         }
     }
 
     /// Writes a message held in `claim_path` and moves it to where its status belongs.
-    fn file_away(&self, agent: &AgentName, claim_path: &Path, message: &InboxMessage) -> Result<()> {
+    fn file_away(
+        &self,
+        agent: &AgentName,
+        claim_path: &Path,
+        message: &InboxMessage,
+    ) -> Result<()> {
         let state = match message.status {
             MessageStatus::Pending => "pending",
             MessageStatus::Read | MessageStatus::Archived => "archive",
@@ -121,7 +140,12 @@ impl Inner {
 
     /// Puts a message whose delivery failed back in line, or sets it aside when it has
     /// failed too often.
-    fn give_back(&self, agent: &AgentName, claim_path: &Path, mut message: InboxMessage) -> Result<()> {
+    fn give_back(
+        &self,
+        agent: &AgentName,
+        claim_path: &Path,
+        mut message: InboxMessage,
+    ) -> Result<()> {
         if message.deliveries >= self.options.max_deliveries {
             tracing::warn!(%agent, message = %message.id, deliveries = message.deliveries, "setting aside an inbox message that keeps failing");
             message.status = MessageStatus::Dead;
@@ -134,9 +158,17 @@ impl Inner {
     }
 
     /// Finds the claim file of `id` that `session` holds and takes it over.
-    fn take_session_claim(&self, agent: &AgentName, id: &MessageId, session: &SessionId) -> Result<(PathBuf, InboxMessage)> {
+    fn take_session_claim(
+        &self,
+        agent: &AgentName,
+        id: &MessageId,
+        session: &SessionId,
+    ) -> Result<(PathBuf, InboxMessage)> {
         for claim in self.claim_files(agent)?.into_iter().filter(|c| c.id == *id) {
-            let held_by_session = io::read_json::<InboxMessage>(&claim.path).ok().flatten().is_some_and(|m| m.claimed_by == Some(*session));
+            let held_by_session = io::read_json::<InboxMessage>(&claim.path)
+                .ok()
+                .flatten()
+                .is_some_and(|m| m.claimed_by == Some(*session));
             if held_by_session && let Some(taken) = self.take_over(agent, &claim)? {
                 return Ok(taken);
             }
@@ -145,7 +177,8 @@ impl Inner {
     }
 
     fn recover_stale_claims(&self, agent: &AgentName) -> Result<()> {
-        let now_ms = u64::try_from(timestamp::now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let now_ms =
+            u64::try_from(timestamp::now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
         let lease_ms = u64::try_from(self.options.claim_lease.as_millis()).unwrap_or(u64::MAX);
         for claim in self.claim_files(agent)? {
             let expired = now_ms.saturating_sub(claim.token.timestamp_ms()) > lease_ms;
@@ -157,7 +190,9 @@ impl Inner {
             match message.status {
                 MessageStatus::Pending => self.give_back(agent, &path, message)?,
                 // A holder that died while filing the message away: finish the filing.
-                MessageStatus::Read | MessageStatus::Archived | MessageStatus::Dead => self.file_away(agent, &path, &message)?,
+                MessageStatus::Read | MessageStatus::Archived | MessageStatus::Dead => {
+                    self.file_away(agent, &path, &message)?
+                }
             }
         }
         Ok(())
@@ -165,7 +200,10 @@ impl Inner {
 
     fn read_dir_messages(&self, agent: &AgentName, state: &str) -> Result<Vec<InboxMessage>> {
         let dir = self.inbox_dir(agent, state);
-        Ok(io::list_names(&dir, ".json")?.iter().filter_map(|name| io::read_json_lenient(&dir.join(name))).collect())
+        Ok(io::list_names(&dir, ".json")?
+            .iter()
+            .filter_map(|name| io::read_json_lenient(&dir.join(name)))
+            .collect())
     }
 
     fn find_message(&self, agent: &AgentName, id: &MessageId) -> Result<Option<InboxMessage>> {
@@ -268,7 +306,9 @@ impl InboxStore for FsStore {
                 return Ok(false);
             }
             io::sync_dir(&s.inbox_dir(&agent, "pending"))?;
-            let Some(mut message) = io::read_json::<InboxMessage>(&claim_path)? else { return Ok(false) };
+            let Some(mut message) = io::read_json::<InboxMessage>(&claim_path)? else {
+                return Ok(false);
+            };
             message.claimed_by = Some(session);
             message.claimed_at = Some(timestamp::now());
             message.deliveries += 1;
@@ -287,7 +327,12 @@ impl InboxStore for FsStore {
         .await
     }
 
-    async fn mark_read(&self, agent: &AgentName, id: &MessageId, session: &SessionId) -> Result<()> {
+    async fn mark_read(
+        &self,
+        agent: &AgentName,
+        id: &MessageId,
+        session: &SessionId,
+    ) -> Result<()> {
         let (agent, id, session) = (agent.clone(), *id, *session);
         self.blocking(move |s| {
             let (path, mut message) = s.take_session_claim(&agent, &id, &session)?;

@@ -29,7 +29,9 @@ use crate::{Error, Result};
 const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
 
 fn temp_path_for(target: &Path) -> Result<PathBuf> {
-    let dir = target.parent().ok_or_else(|| Error::Invalid(format!("no parent directory: {}", target.display())))?;
+    let dir = target
+        .parent()
+        .ok_or_else(|| Error::Invalid(format!("no parent directory: {}", target.display())))?;
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("record");
     Ok(dir.join(format!(".{name}.{}.tmp", crate::ids::new_ulid())))
 }
@@ -74,13 +76,15 @@ pub(crate) fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Atomically replaces `path` with `value` as JSON.
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
     write_bytes(path, &bytes)
 }
 
 /// Atomically creates `path` holding `value` as JSON; `false` when it exists already.
 pub(crate) fn create_json<T: Serialize>(path: &Path, value: &T) -> Result<bool> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
     let temp = write_temp(path, &bytes)?;
     let linked = fs::hard_link(&temp, path);
     let _ = fs::remove_file(&temp);
@@ -101,7 +105,9 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(Error::io(path, err)),
     };
-    serde_json::from_slice(&bytes).map(Some).map_err(|err| Error::Corrupt { path: path.into(), source: err })
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|err| Error::Corrupt { path: path.into(), source: err })
 }
 
 /// Reads a JSON record for a listing: a missing file (deleted meanwhile) is `None`, and a
@@ -119,7 +125,8 @@ pub(crate) fn read_json_lenient<T: DeserializeOwned>(path: &Path) -> Option<T> {
 /// Appends `line` (without its newline) to `path` durably.
 pub(crate) fn append_line(path: &Path, line: &[u8]) -> Result<()> {
     let io_err = |err| Error::io(path, err);
-    let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
+    let mut file =
+        OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
     // The lock orders writers of this file, across processes too, so the torn-line check
     // below sees a file that no one else is writing.
     file.lock().map_err(io_err)?;
@@ -147,7 +154,8 @@ pub(crate) fn append_line(path: &Path, line: &[u8]) -> Result<()> {
 
 /// Appends `value` as one JSON line.
 pub(crate) fn append_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let line = serde_json::to_vec(value).map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
+    let line = serde_json::to_vec(value)
+        .map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
     append_line(path, &line)
 }
 
@@ -162,7 +170,9 @@ pub(crate) fn parse_jsonl<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> (Ve
         }
         match serde_json::from_slice(line) {
             Ok(record) => records.push(record),
-            Err(err) => tracing::warn!(path = %path.display(), line = index + 1, error = %err, "skipping a line that does not parse"),
+            Err(err) => {
+                tracing::warn!(path = %path.display(), line = index + 1, error = %err, "skipping a line that does not parse")
+            }
         }
     }
     (records, complete)
@@ -205,11 +215,16 @@ pub(crate) fn list_names(dir: &Path, suffix: &str) -> Result<Vec<String>> {
 }
 
 fn remove_if_stale(temp: &Path) {
-    let age = fs::metadata(temp).and_then(|m| m.modified()).ok().and_then(|t| SystemTime::now().duration_since(t).ok());
+    let age = fs::metadata(temp)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok());
     if age.is_some_and(|age| age > STALE_TEMP_AGE) {
         match fs::remove_file(temp) {
             Ok(()) => tracing::info!(path = %temp.display(), "removed a temp file left by a crash"),
-            Err(err) => tracing::debug!(path = %temp.display(), error = %err, "could not remove a stale temp file"),
+            Err(err) => {
+                tracing::debug!(path = %temp.display(), error = %err, "could not remove a stale temp file")
+            }
         }
     }
 }
@@ -246,7 +261,12 @@ pub(crate) fn rename(from: &Path, to: &Path) -> Result<bool> {
 /// read-modify-write cycles across threads and processes. The lock file is never renamed or
 /// removed while the directory lives, so every process locks the same inode.
 pub(crate) fn with_lock<T>(lock_path: &Path, body: impl FnOnce() -> Result<T>) -> Result<T> {
-    let file = OpenOptions::new().write(true).create(true).truncate(false).open(lock_path).map_err(|err| Error::io(lock_path, err))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path)
+        .map_err(|err| Error::io(lock_path, err))?;
     file.lock().map_err(|err| Error::io(lock_path, err))?;
     let result = body();
     drop(file);

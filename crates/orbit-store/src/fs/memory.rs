@@ -9,7 +9,8 @@ use time::{Date, OffsetDateTime, UtcOffset};
 use super::{FsStore, Inner, io};
 use crate::{AgentName, Error, MemoryHit, MemoryStore, Result};
 
-const DAY_FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = format_description!("[year]-[month]-[day]");
+const DAY_FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]");
 
 impl Inner {
     fn memory_dir(&self, agent: &AgentName) -> PathBuf {
@@ -17,13 +18,18 @@ impl Inner {
     }
 
     fn day_path(&self, agent: &AgentName, day: Date) -> Result<PathBuf> {
-        let name = day.format(DAY_FORMAT).map_err(|err| Error::Invalid(format!("unprintable day: {err}")))?;
+        let name = day
+            .format(DAY_FORMAT)
+            .map_err(|err| Error::Invalid(format!("unprintable day: {err}")))?;
         Ok(self.memory_dir(agent).join(format!("{name}.md")))
     }
 
     fn memory_days(&self, agent: &AgentName) -> Result<Vec<Date>> {
         let names = io::list_names(&self.memory_dir(agent), ".md")?;
-        Ok(names.iter().filter_map(|name| Date::parse(name.trim_end_matches(".md"), DAY_FORMAT).ok()).collect())
+        Ok(names
+            .iter()
+            .filter_map(|name| Date::parse(name.trim_end_matches(".md"), DAY_FORMAT).ok())
+            .collect())
     }
 }
 
@@ -80,7 +86,11 @@ impl MemoryStore for FsStore {
                 let date = day.format(DAY_FORMAT).unwrap_or_default();
                 for (index, line) in text.lines().enumerate() {
                     if line.to_lowercase().contains(&needle) {
-                        hits.push(MemoryHit { date: date.clone(), line: index + 1, text: line.to_owned() });
+                        hits.push(MemoryHit {
+                            date: date.clone(),
+                            line: index + 1,
+                            text: line.to_owned(),
+                        });
                         if hits.len() >= limit {
                             return Ok(hits);
                         }

@@ -72,7 +72,9 @@ impl FsStore {
         let probe = root.join(".write-probe");
         io::write_bytes(&probe, b"ok")?;
         io::remove_file(&probe)?;
-        Ok(Self { inner: Arc::new(Inner { root, options, sessions: sessions::JournalCache::default() }) })
+        Ok(Self {
+            inner: Arc::new(Inner { root, options, sessions: sessions::JournalCache::default() }),
+        })
     }
 
     /// The data directory.
@@ -98,7 +100,9 @@ impl FsStore {
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || work(&inner)).await.map_err(|err| Error::Worker(err.to_string()))?
+        tokio::task::spawn_blocking(move || work(&inner))
+            .await
+            .map_err(|err| Error::Worker(err.to_string()))?
     }
 }
 

@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{FsStore, Inner, io};
 use crate::{
-    AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch, SessionStore, Usage,
-    timestamp,
+    AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
+    SessionStore, Usage, timestamp,
 };
 
 /// Compact once the journal has this many lines and more than twice as many as sessions.
@@ -119,7 +119,11 @@ impl Inner {
     }
 
     /// Reads with the journal replayed up to date, without the cross-process lock.
-    fn read_sessions<T>(&self, agent: &AgentName, read: impl FnOnce(&BTreeMap<SessionId, Session>) -> T) -> Result<T> {
+    fn read_sessions<T>(
+        &self,
+        agent: &AgentName,
+        read: impl FnOnce(&BTreeMap<SessionId, Session>) -> T,
+    ) -> Result<T> {
         self.require_agent(agent)?;
         let journal = self.sessions.journal(agent);
         let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
@@ -142,11 +146,14 @@ impl Inner {
             journal.refresh(&path)?;
             let (entry, result) = change(&journal.sessions)?;
             if let Some(entry) = entry {
-                let line = serde_json::to_vec(&entry).map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
+                let line = serde_json::to_vec(&entry)
+                    .map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
                 io::append_line(&path, &line)?;
                 // Replaying our own line keeps the offset exact, torn-line repair included.
                 journal.refresh(&path)?;
-                if journal.lines >= COMPACT_MIN_LINES && journal.lines > 2 * journal.sessions.len() as u64 {
+                if journal.lines >= COMPACT_MIN_LINES
+                    && journal.lines > 2 * journal.sessions.len() as u64
+                {
                     compact(&path, &mut journal)?;
                 }
             }
@@ -169,12 +176,20 @@ impl Inner {
             total_cost_usd: None,
             usage: None,
         };
-        self.write_sessions(agent, |_| Ok((Some(Entry::Put { session: Box::new(session.clone()) }), session)))
+        self.write_sessions(agent, |_| {
+            Ok((Some(Entry::Put { session: Box::new(session.clone()) }), session))
+        })
     }
 
-    fn update_session(&self, agent: &AgentName, id: &SessionId, change: impl FnOnce(&mut Session)) -> Result<Session> {
+    fn update_session(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        change: impl FnOnce(&mut Session),
+    ) -> Result<Session> {
         self.write_sessions(agent, |sessions| {
-            let mut session = sessions.get(id).cloned().ok_or_else(|| Error::not_found("session", id))?;
+            let mut session =
+                sessions.get(id).cloned().ok_or_else(|| Error::not_found("session", id))?;
             change(&mut session);
             Ok((Some(Entry::Put { session: Box::new(session.clone()) }), session))
         })
@@ -186,7 +201,8 @@ fn compact(path: &Path, journal: &mut Journal) -> Result<()> {
     let mut bytes = Vec::new();
     for session in journal.sessions.values() {
         let entry = Entry::Put { session: Box::new(session.clone()) };
-        serde_json::to_writer(&mut bytes, &entry).map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
+        serde_json::to_writer(&mut bytes, &entry)
+            .map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
         bytes.push(b'\n');
     }
     io::write_bytes(path, &bytes)?;
@@ -205,17 +221,28 @@ impl SessionStore for FsStore {
 
     async fn get(&self, agent: &AgentName, id: &SessionId) -> Result<Session> {
         let (agent, id) = (agent.clone(), *id);
-        self.blocking(move |s| s.read_sessions(&agent, |sessions| sessions.get(&id).cloned())?.ok_or_else(|| Error::not_found("session", id)))
-            .await
+        self.blocking(move |s| {
+            s.read_sessions(&agent, |sessions| sessions.get(&id).cloned())?
+                .ok_or_else(|| Error::not_found("session", id))
+        })
+        .await
     }
 
     async fn list_by_agent(&self, agent: &AgentName) -> Result<Vec<Session>> {
         let agent = agent.clone();
         // Ids are ULIDs, so reverse id order is newest first.
-        self.blocking(move |s| s.read_sessions(&agent, |sessions| sessions.values().rev().cloned().collect())).await
+        self.blocking(move |s| {
+            s.read_sessions(&agent, |sessions| sessions.values().rev().cloned().collect())
+        })
+        .await
     }
 
-    async fn update(&self, agent: &AgentName, id: &SessionId, patch: SessionPatch) -> Result<Session> {
+    async fn update(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        patch: SessionPatch,
+    ) -> Result<Session> {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
             s.update_session(&agent, &id, |session| {
@@ -257,14 +284,20 @@ impl SessionStore for FsStore {
         .await
     }
 
-    async fn append_message(&self, agent: &AgentName, id: &SessionId, message: SessionMessage) -> Result<()> {
+    async fn append_message(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        message: SessionMessage,
+    ) -> Result<()> {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
             let messages = s.messages_path(&agent, &id);
             // The message is written under the journal lock, so it cannot land after a
             // concurrent delete removed the history, and the count moves with it.
             s.write_sessions(&agent, |sessions| {
-                let mut session = sessions.get(&id).cloned().ok_or_else(|| Error::not_found("session", id))?;
+                let mut session =
+                    sessions.get(&id).cloned().ok_or_else(|| Error::not_found("session", id))?;
                 io::ensure_dir(messages.parent().unwrap_or(Path::new(".")))?;
                 io::append_json(&messages, &message)?;
                 session.message_count += 1;

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 
 use super::{FsStore, Inner, io};
 use crate::{
-    AgentName, Error, NewTask, Result, Run, RunId, RunOutcome, RunStatus, SessionId, Task, TaskId, TaskPatch, TaskStatus,
-    TaskStore, timestamp,
+    AgentName, Error, NewTask, Result, Run, RunId, RunOutcome, RunStatus, SessionId, Task, TaskId,
+    TaskPatch, TaskStatus, TaskStore, timestamp,
 };
 
 impl Inner {
@@ -25,7 +25,10 @@ impl Inner {
 
     fn tasks_of(&self, agent: &AgentName) -> Result<Vec<Task>> {
         let dir = self.agent_dir(agent).join("tasks");
-        Ok(io::list_names(&dir, ".json")?.iter().filter_map(|name| io::read_json_lenient(&dir.join(name))).collect())
+        Ok(io::list_names(&dir, ".json")?
+            .iter()
+            .filter_map(|name| io::read_json_lenient(&dir.join(name)))
+            .collect())
     }
 
     fn tasks_lock(&self, agent: &AgentName) -> PathBuf {
@@ -145,7 +148,13 @@ impl TaskStore for FsStore {
         .await
     }
 
-    async fn create_run(&self, agent: &AgentName, task: &TaskId, session: Option<SessionId>, status: RunStatus) -> Result<Run> {
+    async fn create_run(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        session: Option<SessionId>,
+        status: RunStatus,
+    ) -> Result<Run> {
         let (agent, task) = (agent.clone(), *task);
         self.blocking(move |s| {
             s.get_task(&agent, &task)?;
@@ -171,18 +180,26 @@ impl TaskStore for FsStore {
         .await
     }
 
-    async fn finish_run(&self, agent: &AgentName, task: &TaskId, run: &RunId, outcome: RunOutcome) -> Result<Run> {
+    async fn finish_run(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        run: &RunId,
+        outcome: RunOutcome,
+    ) -> Result<Run> {
         let (agent, task, run_id) = (agent.clone(), *task, *run);
         self.blocking(move |s| {
             let path = s.runs_dir(&agent, &task).join(format!("{run_id}.json"));
-            let mut run: Run = io::read_json(&path)?.ok_or_else(|| Error::not_found("run", run_id))?;
+            let mut run: Run =
+                io::read_json(&path)?.ok_or_else(|| Error::not_found("run", run_id))?;
             let now = timestamp::now();
             run.status = outcome.status;
             run.result = outcome.result;
             run.error = outcome.error;
             run.cost_usd = outcome.cost_usd;
             run.completed_at = Some(now);
-            run.duration_ms = Some(u64::try_from((now - run.started_at).whole_milliseconds()).unwrap_or(0));
+            run.duration_ms =
+                Some(u64::try_from((now - run.started_at).whole_milliseconds()).unwrap_or(0));
             io::write_json(&path, &run)?;
             Ok(run)
         })
@@ -194,7 +211,10 @@ impl TaskStore for FsStore {
         self.blocking(move |s| {
             s.get_task(&agent, &task)?;
             let dir = s.runs_dir(&agent, &task);
-            let mut runs: Vec<Run> = io::list_names(&dir, ".json")?.iter().filter_map(|name| io::read_json_lenient(&dir.join(name))).collect();
+            let mut runs: Vec<Run> = io::list_names(&dir, ".json")?
+                .iter()
+                .filter_map(|name| io::read_json_lenient(&dir.join(name)))
+                .collect();
             runs.sort_by_key(|run| std::cmp::Reverse(run.id));
             Ok(runs)
         })

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use orbit_store::{AgentName, AgentPatch, FsStore, MessageId, MessageType, NewAgent, NewMessage, NewSession, Role, SessionId, SessionMessage, SessionPatch, Stores};
+use orbit_store::{
+    AgentName, AgentPatch, FsStore, MessageId, MessageType, NewAgent, NewMessage, NewSession, Role,
+    SessionId, SessionMessage, SessionPatch, Stores,
+};
 
 const DIR: &str = "ORBIT_STORE_CRASH_DIR";
 const KILLS: usize = 120;
@@ -65,9 +68,13 @@ fn run_writer_until_killed(dir: &Path, acked: &mut Acked) {
         let parts: Vec<&str> = line[start..].split(' ').collect();
         match parts.as_slice() {
             ["ACK", "session", id] => acked.sessions.push(SessionId::parse(id).unwrap()),
-            ["ACK", "message", id, text] => acked.messages.push((SessionId::parse(id).unwrap(), (*text).to_owned())),
+            ["ACK", "message", id, text] => {
+                acked.messages.push((SessionId::parse(id).unwrap(), (*text).to_owned()))
+            }
             ["ACK", "inbox", id] => acked.inbox.push(MessageId::parse(id).unwrap()),
-            ["ACK", "title", id, title] => acked.titles.push((SessionId::parse(id).unwrap(), (*title).to_owned())),
+            ["ACK", "title", id, title] => {
+                acked.titles.push((SessionId::parse(id).unwrap(), (*title).to_owned()))
+            }
             _ => {}
         }
     }
@@ -86,7 +93,11 @@ fn assert_every_file_parses(dir: &Path) {
                 continue; // a temp file: never a record
             } else if name.ends_with(".json") {
                 let bytes = std::fs::read(&path).unwrap();
-                assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_ok(), "{} does not parse", path.display());
+                assert!(
+                    serde_json::from_slice::<serde_json::Value>(&bytes).is_ok(),
+                    "{} does not parse",
+                    path.display()
+                );
             }
         }
     }
@@ -99,8 +110,14 @@ async fn assert_acked_writes_present(stores: &Stores, acked: &Acked) {
     }
     for (id, text) in &acked.messages {
         let messages = stores.sessions.get_messages(&writer, id).await.unwrap();
-        assert!(messages.iter().any(|m| &m.content == text), "acknowledged message {text} of {id} is lost");
-        assert_eq!(stores.sessions.get(&writer, id).await.unwrap().message_count, messages.len() as u64);
+        assert!(
+            messages.iter().any(|m| &m.content == text),
+            "acknowledged message {text} of {id} is lost"
+        );
+        assert_eq!(
+            stores.sessions.get(&writer, id).await.unwrap().message_count,
+            messages.len() as u64
+        );
     }
     for id in &acked.inbox {
         stores.inbox.get(&writer, id).await.unwrap();
@@ -112,7 +129,10 @@ async fn assert_acked_writes_present(stores: &Stores, acked: &Acked) {
     }
     for (id, title) in last_titles {
         let stored = stores.sessions.get(&writer, &id).await.unwrap().title.unwrap();
-        assert!(stored.parse::<u64>().unwrap() >= title.parse::<u64>().unwrap(), "title {title} of {id} went back to {stored}");
+        assert!(
+            stored.parse::<u64>().unwrap() >= title.parse::<u64>().unwrap(),
+            "title {title} of {id} went back to {stored}"
+        );
     }
 }
 
@@ -135,10 +155,18 @@ async fn writes_survive_sigkill_at_random_moments() {
     }
     assert_every_file_parses(dir.path());
     assert_acked_writes_present(&stores, &total).await;
-    assert!(total.messages.len() > KILLS, "the writer did too little to prove anything: {}", total.messages.len());
+    assert!(
+        total.messages.len() > KILLS,
+        "the writer did too little to prove anything: {}",
+        total.messages.len()
+    );
     // The store still works after all of that.
     let session = stores.sessions.create(&agent(), NewSession::default()).await.unwrap();
-    stores.sessions.append_message(&agent(), &session.id, SessionMessage::new(Role::User, "after")).await.unwrap();
+    stores
+        .sessions
+        .append_message(&agent(), &session.id, SessionMessage::new(Role::User, "after"))
+        .await
+        .unwrap();
 }
 
 /// The writer; a no-op when run as an ordinary test.
@@ -154,14 +182,39 @@ async fn crash_writer_child() {
         for _ in 0..5 {
             counter += 1;
             let text = format!("m{counter}");
-            stores.sessions.append_message(&writer, &session.id, SessionMessage::new(Role::User, &text)).await.unwrap();
+            stores
+                .sessions
+                .append_message(&writer, &session.id, SessionMessage::new(Role::User, &text))
+                .await
+                .unwrap();
             println!("ACK message {} {text}", session.id);
-            stores.sessions.update(&writer, &session.id, SessionPatch { title: Some(counter.to_string()), ..SessionPatch::default() }).await.unwrap();
+            stores
+                .sessions
+                .update(
+                    &writer,
+                    &session.id,
+                    SessionPatch { title: Some(counter.to_string()), ..SessionPatch::default() },
+                )
+                .await
+                .unwrap();
             println!("ACK title {} {counter}", session.id);
         }
-        let message = NewMessage { from_agent: writer.clone(), to_agent: writer.clone(), message: format!("note {counter}"), message_type: MessageType::Request, request_id: None };
+        let message = NewMessage {
+            from_agent: writer.clone(),
+            to_agent: writer.clone(),
+            message: format!("note {counter}"),
+            message_type: MessageType::Request,
+            request_id: None,
+        };
         let sent = stores.inbox.send(message).await.unwrap();
         println!("ACK inbox {}", sent.id);
-        stores.agents.update(&writer, AgentPatch { model: Some(format!("model-{counter}")), ..AgentPatch::default() }).await.unwrap();
+        stores
+            .agents
+            .update(
+                &writer,
+                AgentPatch { model: Some(format!("model-{counter}")), ..AgentPatch::default() },
+            )
+            .await
+            .unwrap();
     }
 }

@@ -1,5 +1,8 @@
 //! orbit-store's integration tests, one binary so they link once.
 
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod contract;
 mod crash;
 mod ids;

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use orbit_store::{AgentName, FsStore, MessageId, MessageType, NewAgent, NewMessage, SessionId, Stores};
+use orbit_store::{
+    AgentName, FsStore, MessageId, MessageType, NewAgent, NewMessage, SessionId, Stores,
+};
 
 const ROLE: &str = "ORBIT_STORE_TEST_CHILD";
 const DIR: &str = "ORBIT_STORE_TEST_DIR";
@@ -67,7 +69,12 @@ fn assert_exactly_once(won: &[MessageId], expected: &HashSet<MessageId>) {
     let unique: HashSet<MessageId> = won.iter().copied().collect();
     assert_eq!(unique.len(), won.len(), "a message was claimed twice");
     let never: Vec<_> = expected.difference(&unique).collect();
-    assert!(never.is_empty(), "{} messages were never claimed, such as {:?}", never.len(), never.first());
+    assert!(
+        never.is_empty(),
+        "{} messages were never claimed, such as {:?}",
+        never.len(),
+        never.first()
+    );
     assert_eq!(&unique, expected);
 }
 
@@ -112,7 +119,8 @@ fn held_claims(child: &mut std::process::Child) -> HashSet<MessageId> {
 async fn claimers_in_two_processes_take_each_message_once() {
     let dir = tempfile::tempdir().unwrap();
     let (_stores, _worker, ids) = seeded(dir.path(), 600).await;
-    let mut children = [spawn_child("claim-and-hold", dir.path()), spawn_child("claim-and-hold", dir.path())];
+    let mut children =
+        [spawn_child("claim-and-hold", dir.path()), spawn_child("claim-and-hold", dir.path())];
     // Both children start before either is given the go, so their claims overlap in time.
     std::fs::write(dir.path().join("go"), b"").unwrap();
     let mut won: Vec<MessageId> = Vec::new();
@@ -135,11 +143,15 @@ async fn claims_of_a_killed_process_become_claimable_again() {
     let mut child = spawn_child("claim-and-hold", dir.path());
     std::fs::write(dir.path().join("go"), b"").unwrap();
     assert_eq!(held_claims(&mut child), ids);
-    assert!(stores.inbox.get_unclaimed(&worker).await.unwrap().is_empty(), "claims of a live process hold");
+    assert!(
+        stores.inbox.get_unclaimed(&worker).await.unwrap().is_empty(),
+        "claims of a live process hold"
+    );
 
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let back: HashSet<_> = stores.inbox.get_unclaimed(&worker).await.unwrap().into_iter().map(|m| m.id).collect();
+    let back: HashSet<_> =
+        stores.inbox.get_unclaimed(&worker).await.unwrap().into_iter().map(|m| m.id).collect();
     assert_eq!(back, ids, "every claim of the dead process is given back");
     let message = stores.inbox.get(&worker, ids.iter().next().unwrap()).await.unwrap();
     assert_eq!((message.claimed_by, message.deliveries), (None, 1));
