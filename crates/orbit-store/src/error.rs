@@ -56,8 +56,10 @@ pub enum ErrorKind {
     Invalid,
     /// The thing asked for does not exist.
     NotFound,
-    /// The thing exists already, or is busy.
+    /// The thing exists already, or is in a state that forbids the request.
     Conflict,
+    /// A capacity limit was reached; the same request may succeed later.
+    Busy,
     /// A fault of the machine or the data, not of the caller.
     Internal,
 }

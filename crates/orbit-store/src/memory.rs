@@ -1,5 +1,7 @@
 //! An agent's memory: one markdown file per day.
 
+use std::path::PathBuf;
+
 use async_trait::async_trait;
 use serde::Serialize;
 use time::{Date, OffsetDateTime};
@@ -28,4 +30,10 @@ pub trait MemoryStore: Send + Sync {
     async fn list_days(&self, agent: &AgentName) -> Result<Vec<Date>>;
     /// Lines containing `query` (case-insensitive), newest day first, at most `limit`.
     async fn search(&self, agent: &AgentName, query: &str, limit: usize) -> Result<Vec<MemoryHit>>;
+    /// Where an agent's memory files are, for implementations that keep them as files (the
+    /// agent is told so that its own tools can read them).
+    fn location(&self, agent: &AgentName) -> Option<PathBuf> {
+        let _ = agent;
+        None
+    }
 }

@@ -101,4 +101,8 @@ impl MemoryStore for FsStore {
         })
         .await
     }
+
+    fn location(&self, agent: &AgentName) -> Option<PathBuf> {
+        Some(self.inner.memory_dir(agent))
+    }
 }

@@ -1,0 +1,103 @@
+//! The real Claude Code CLI, driven over its stream-json protocol as the SDK does.
+//!
+//! One process per active session: `claude -p --input-format stream-json --output-format
+//! stream-json --verbose --permission-prompt-tool stdio ...`, in its own process group. Each
+//! turn is a `user` line on stdin; the CLI answers with stream-json messages on stdout until a
+//! `result`. Its control requests (`can_use_tool`, `hook_callback`, `mcp_message`) are answered
+//! by the session's [`ControlHandler`]. Stderr goes to the log.
+
+mod process;
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use orbit_store::PermissionMode;
+use tokio::process::Command;
+
+pub use process::ClaudeProcess;
+
+use crate::runtime::{Runtime, RuntimeProcess, SpawnSpec};
+use crate::{Error, Result};
+
+/// Environment variables of Orbit's own that the CLI must not inherit.
+const ORBIT_SECRETS: &[&str] = &["ORBIT_API_TOKEN"];
+
+/// How to run the CLI.
+#[derive(Debug, Clone)]
+pub struct ClaudeCliConfig {
+    /// The `claude` binary.
+    pub bin: PathBuf,
+    /// The CLI's own state (`CLAUDE_CONFIG_DIR`), apart from the user's `~/.claude`.
+    pub config_dir: PathBuf,
+    /// Extra environment for the CLI, on top of the server's own.
+    pub env: Vec<(String, String)>,
+    /// A cap on model round trips per turn.
+    pub max_turns: Option<u32>,
+}
+
+/// The [`Runtime`] backed by the Claude Code CLI.
+#[derive(Debug, Clone)]
+pub struct ClaudeCli {
+    config: ClaudeCliConfig,
+}
+
+impl ClaudeCli {
+    pub fn new(config: ClaudeCliConfig) -> Self {
+        Self { config }
+    }
+
+    fn command(&self, spec: &SpawnSpec) -> Command {
+        let mut command = Command::new(&self.config.bin);
+        command.args([
+            "-p",
+            "--input-format",
+            "stream-json",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+        ]);
+        command.args(["--permission-prompt-tool", "stdio"]);
+        let mode = match spec.permission_mode {
+            PermissionMode::AllowAll => "bypassPermissions",
+            PermissionMode::Safe | PermissionMode::Ask => "default",
+        };
+        command.args(["--permission-mode", mode]);
+        if let Some(resume) = &spec.resume {
+            command.args(["--resume", resume]);
+        }
+        if let Some(model) = &spec.model {
+            command.args(["--model", model]);
+        }
+        if let Some(max_turns) = self.config.max_turns {
+            command.args(["--max-turns", &max_turns.to_string()]);
+        }
+        for secret in ORBIT_SECRETS {
+            command.env_remove(secret);
+        }
+        command.env("CLAUDE_CONFIG_DIR", &self.config.config_dir);
+        if spec.permission_mode == PermissionMode::AllowAll && nix::unistd::geteuid().is_root() {
+            // The CLI refuses bypassPermissions as root unless told it runs in a sandbox.
+            command.env("IS_SANDBOX", "1");
+        }
+        command.envs(self.config.env.iter().map(|(k, v)| (k, v)));
+        command.current_dir(&spec.cwd);
+        command
+    }
+}
+
+#[async_trait]
+impl Runtime for ClaudeCli {
+    async fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn RuntimeProcess>> {
+        tokio::fs::create_dir_all(&self.config.config_dir).await.map_err(|err| {
+            Error::Protocol(format!(
+                "cannot make CLI config dir {}: {err}",
+                self.config.config_dir.display()
+            ))
+        })?;
+        let command = self.command(&spec);
+        let process = ClaudeProcess::start(command, &spec).await.map_err(|source| {
+            Error::CliMissing { bin: self.config.bin.display().to_string(), source }
+        })?;
+        Ok(Box::new(process))
+    }
+}

@@ -1,0 +1,74 @@
+//! The one error type of the agent crate.
+
+use orbit_store::ErrorKind;
+
+/// Everything a turn, the pool or the runtime can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] orbit_store::Error),
+
+    /// The session already has a running turn; a second one is refused, not queued.
+    #[error("session {0} already has a running turn")]
+    TurnInProgress(String),
+
+    /// No CLI process slot came free within the wait; the caller may retry later.
+    #[error("all {0} agent processes are busy; try again shortly")]
+    Busy(usize),
+
+    /// Abort was asked of a session with no running turn.
+    #[error("session {0} has no running turn")]
+    NotRunning(String),
+
+    /// The Claude Code CLI binary could not be started.
+    #[error(
+        "cannot start the Claude Code CLI at '{bin}': {source}. Install it (./scripts/setup-claude.sh) or point --claude-bin / ORBIT_CLAUDE_BIN at it"
+    )]
+    CliMissing {
+        bin: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The CLI process ended in the middle of a turn.
+    #[error("the Claude Code CLI exited during the turn ({status}){}", stderr_hint(.stderr))]
+    CliExited { status: String, stderr: String },
+
+    /// The CLI finished the turn with an error result (an API error, missing credentials, ...).
+    #[error("the turn failed: {0}")]
+    TurnFailed(String),
+
+    /// The turn was aborted on request.
+    #[error("the turn was aborted")]
+    Aborted,
+
+    /// The turn ran past its time limit and was aborted.
+    #[error("the turn took longer than {0} s and was aborted")]
+    TimedOut(u64),
+
+    /// Talking to the CLI failed (a write to its stdin, a malformed line).
+    #[error("CLI protocol error: {0}")]
+    Protocol(String),
+}
+
+fn stderr_hint(stderr: &str) -> String {
+    if stderr.trim().is_empty() { String::new() } else { format!(": {}", stderr.trim()) }
+}
+
+impl Error {
+    /// Classifies this error for callers that map failures to answers.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Store(err) => err.kind(),
+            Error::TurnInProgress(_) => ErrorKind::Conflict,
+            Error::Busy(_) => ErrorKind::Busy,
+            Error::NotRunning(_) => ErrorKind::NotFound,
+            Error::CliMissing { .. }
+            | Error::CliExited { .. }
+            | Error::TurnFailed(_)
+            | Error::Aborted
+            | Error::TimedOut(_)
+            | Error::Protocol(_) => ErrorKind::Internal,
+        }
+    }
+}

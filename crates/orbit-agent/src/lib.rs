@@ -1,0 +1,30 @@
+//! # orbit-agent
+//!
+//! The heart of Orbit: it runs sessions' turns on the Claude Code CLI.
+//!
+//! - [`runtime`]: the seam, "one turn in, a stream of events out, abortable" ([`Runtime`],
+//!   [`RuntimeProcess`]), and [`claude::ClaudeCli`], its implementation over stream-json.
+//! - [`SessionAgent`]: one session's warm process and its chat turns, with inbox claims.
+//! - [`AgentPool`]: session agents keyed `agentName:sessionId`, a cap on live processes,
+//!   idle eviction, shutdown.
+//!
+//! Usable without the server: see `examples/one_turn.rs`.
+
+pub mod claude;
+mod error;
+mod policy;
+mod pool;
+pub mod prompt;
+mod qmd;
+pub mod runtime;
+mod session;
+
+pub use error::Error;
+pub use policy::{PermissionPolicy, is_read_only};
+pub use pool::{AgentPool, PoolOptions};
+pub use prompt::TurnKind;
+pub use runtime::{ControlHandler, ProcessEvent, Runtime, RuntimeProcess, SpawnSpec};
+pub use session::{ChatOptions, SessionAgent, TurnOutcome};
+
+/// The result of every agent operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

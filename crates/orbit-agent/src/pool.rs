@@ -1,0 +1,215 @@
+//! The pool of session agents, keyed `agentName:sessionId`, with a cap on live CLI processes
+//! and idle eviction.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use orbit_store::{AgentName, SessionId, Stores};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::runtime::Runtime;
+use crate::session::SessionAgent;
+use crate::{Error, Result};
+
+/// Limits and timings of the pool.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Most CLI processes alive at once (running or warm).
+    pub max_processes: usize,
+    /// How long a turn waits for a process slot before failing with `Busy`.
+    pub slot_wait: Duration,
+    /// A session idle this long has its CLI process ended.
+    pub idle_ttl: Duration,
+    /// How long an interrupted turn may take to end before its process is killed.
+    pub abort_grace: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_processes: 8,
+            slot_wait: Duration::from_secs(10),
+            idle_ttl: Duration::from_secs(10 * 60),
+            abort_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every session agent of a pool shares.
+pub(crate) struct PoolShared {
+    pub(crate) stores: Stores,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) options: PoolOptions,
+    slots: Arc<Semaphore>,
+    agents: Mutex<HashMap<(AgentName, SessionId), Arc<SessionAgent>>>,
+}
+
+impl PoolShared {
+    fn snapshot(&self) -> Vec<Arc<SessionAgent>> {
+        self.agents.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    /// A process slot: free at once, or by ending the longest-idle warm process, or within
+    /// the wait; `Busy` otherwise.
+    pub(crate) async fn acquire_process_slot(
+        &self,
+        agent: &AgentName,
+        session: &SessionId,
+    ) -> Result<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let mut idle: Vec<_> = self
+            .snapshot()
+            .into_iter()
+            .filter(|a| !(a.is_running() || (a.agent() == agent && a.session() == *session)))
+            .collect();
+        idle.sort_by_key(|a| std::cmp::Reverse(a.idle_for()));
+        for candidate in idle {
+            if candidate.stop_process(false).await {
+                tracing::debug!(agent = %candidate.agent(), session = %candidate.session(), "ended an idle CLI process to make room");
+                break;
+            }
+        }
+        match tokio::time::timeout(self.options.slot_wait, self.slots.clone().acquire_owned()).await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Error::Busy(self.options.max_processes)),
+        }
+    }
+}
+
+/// The session agents of a server, created on demand.
+#[derive(Clone)]
+pub struct AgentPool {
+    shared: Arc<PoolShared>,
+}
+
+impl AgentPool {
+    pub fn new(stores: Stores, runtime: Arc<dyn Runtime>, options: PoolOptions) -> Self {
+        let slots = Arc::new(Semaphore::new(options.max_processes));
+        Self {
+            shared: Arc::new(PoolShared {
+                stores,
+                runtime,
+                options,
+                slots,
+                agents: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The session agent of `agent:session`, made on first use.
+    pub fn get(&self, agent: &AgentName, session: &SessionId) -> Arc<SessionAgent> {
+        let mut agents = self.shared.agents.lock().unwrap_or_else(PoisonError::into_inner);
+        agents
+            .entry((agent.clone(), *session))
+            .or_insert_with(|| {
+                Arc::new(SessionAgent::new(agent.clone(), *session, self.shared.clone()))
+            })
+            .clone()
+    }
+
+    /// The session agent if it is in the pool.
+    pub fn find(&self, agent: &AgentName, session: &SessionId) -> Option<Arc<SessionAgent>> {
+        self.shared
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(agent.clone(), *session))
+            .cloned()
+    }
+
+    pub fn has(&self, agent: &AgentName, session: &SessionId) -> bool {
+        self.find(agent, session).is_some()
+    }
+
+    /// How many session agents the pool holds.
+    pub fn size(&self) -> usize {
+        self.shared.agents.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Removes a session agent, aborting its turn and ending its process.
+    pub async fn release(&self, agent: &AgentName, session: &SessionId) {
+        let removed = self
+            .shared
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(agent.clone(), *session));
+        if let Some(removed) = removed {
+            removed.stop_process(true).await;
+        }
+    }
+
+    /// Removes every session agent of an agent.
+    pub async fn release_agent(&self, agent: &AgentName) {
+        let removed: Vec<_> = {
+            let mut agents = self.shared.agents.lock().unwrap_or_else(PoisonError::into_inner);
+            let keys: Vec<_> = agents.keys().filter(|(name, _)| name == agent).cloned().collect();
+            keys.into_iter().filter_map(|key| agents.remove(&key)).collect()
+        };
+        for session in removed {
+            session.stop_process(true).await;
+        }
+    }
+
+    /// Ends the processes of sessions idle longer than the TTL and drops those agents.
+    pub async fn evict_idle(&self) -> usize {
+        let ttl = self.shared.options.idle_ttl;
+        let mut evicted = 0;
+        for agent in self.shared.snapshot() {
+            if agent.is_running() || agent.idle_for() < ttl {
+                continue;
+            }
+            agent.stop_process(false).await;
+            let mut agents = self.shared.agents.lock().unwrap_or_else(PoisonError::into_inner);
+            let key = (agent.agent().clone(), agent.session());
+            if agents.get(&key).is_some_and(|a| Arc::ptr_eq(a, &agent) && !a.is_running()) {
+                agents.remove(&key);
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+
+    /// Evicts idle sessions every half TTL until `shutdown` resolves.
+    pub fn spawn_eviction(
+        &self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            tokio::pin!(shutdown);
+            let period = pool.shared.options.idle_ttl / 2;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(period) => { pool.evict_idle().await; }
+                    () = &mut shutdown => return,
+                }
+            }
+        })
+    }
+
+    /// Lets running turns finish until `deadline`, then aborts them, and ends every process.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let until = tokio::time::Instant::now() + deadline;
+        while self.shared.snapshot().iter().any(|a| a.is_running())
+            && tokio::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let agents: Vec<_> = self
+            .shared
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, a)| a)
+            .collect();
+        for agent in agents {
+            agent.stop_process(true).await;
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The seam between a session and whatever runs its turns: one turn in, a stream of events
+//! out, abortable. [`crate::claude::ClaudeCli`] implements it with the real CLI.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use orbit_store::PermissionMode;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::Result;
+
+/// How to start a conversation process.
+#[derive(Clone)]
+pub struct SpawnSpec {
+    /// The working directory of the turns (the agent's, or a worktree).
+    pub cwd: PathBuf,
+    /// The CLI session to continue, if any.
+    pub resume: Option<String>,
+    pub model: Option<String>,
+    /// Appended to the CLI's system prompt; fixed for the life of the process.
+    pub append_system_prompt: String,
+    pub permission_mode: PermissionMode,
+    /// Answers the CLI's control requests (tool permissions, hooks, MCP).
+    pub control: Arc<dyn ControlHandler>,
+}
+
+/// What a live process reports to the turn that is running.
+#[derive(Debug, Clone)]
+pub enum ProcessEvent {
+    /// One stream-json message, unchanged.
+    Message(Value),
+    /// The process ended; no more events follow.
+    Exited { status: String, stderr: String },
+}
+
+/// Starts conversation processes.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    async fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn RuntimeProcess>>;
+}
+
+/// A live conversation process that runs turns one after another.
+#[async_trait]
+pub trait RuntimeProcess: Send + Sync {
+    /// Sends one user turn. Its events arrive on the returned channel, ending with a
+    /// `result` message or [`ProcessEvent::Exited`].
+    async fn send_turn(&self, text: &str) -> Result<mpsc::UnboundedReceiver<ProcessEvent>>;
+    /// Asks the running turn to stop; it ends with an error result.
+    async fn interrupt(&self) -> Result<()>;
+    /// Ends the process: closes its input, waits a grace period, then kills its process group.
+    async fn shutdown(&self);
+    /// Whether the process has ended.
+    fn has_exited(&self) -> bool;
+    /// The operating system's process id, while it lives.
+    fn pid(&self) -> Option<u32>;
+}
+
+/// Answers a control request from the CLI.
+#[async_trait]
+pub trait ControlHandler: Send + Sync {
+    /// `subtype` is the request's subtype (`can_use_tool`, `hook_callback`, `mcp_message`);
+    /// returns the response payload, or an error text the CLI is told.
+    async fn handle(&self, subtype: &str, request: &Value) -> std::result::Result<Value, String>;
+}

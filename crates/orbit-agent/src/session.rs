@@ -1,0 +1,468 @@
+//! A session agent: one Orbit session, its warm CLI process, and its chat turns.
+//!
+//! A turn (the plan's `OrbitAgent.chat`, corrected):
+//! 1. claim the agent's unclaimed inbox messages for this session, atomically;
+//! 2. put them in this turn's user message, so they reach the model even on a warm or resumed
+//!    CLI session whose system prompt is fixed;
+//! 3. run the turn, passing every CLI event on unchanged, storing the CLI's `session_id` as
+//!    soon as its `init` names it;
+//! 4. mark the claimed messages read on success, give them back on failure or abort;
+//! 5. record the exchange: messages, last activity, daily memory, cost and usage.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use orbit_store::{AgentName, InboxMessage, Role, SessionId, SessionMessage, SessionPatch, Usage};
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+
+use crate::pool::PoolShared;
+use crate::prompt::{self, TurnKind};
+use crate::runtime::{ProcessEvent, RuntimeProcess, SpawnSpec};
+use crate::{Error, PermissionPolicy, Result};
+
+/// What a caller may set for one turn.
+#[derive(Debug, Clone, Default)]
+pub struct ChatOptions {
+    /// A model for this session from now on.
+    pub model: Option<String>,
+    pub kind: TurnKind,
+    /// Abort the turn after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone)]
+pub struct TurnOutcome {
+    /// The assistant's final text.
+    pub result: String,
+    pub cost_usd: Option<f64>,
+    /// Inbox messages handled in this turn.
+    pub handled_messages: Vec<orbit_store::MessageId>,
+}
+
+/// A live CLI process and the slot it holds.
+struct LiveProcess {
+    process: Box<dyn RuntimeProcess>,
+    _permit: OwnedSemaphorePermit,
+    /// Whether the process was started with `--resume` and has not yet begun a turn.
+    resuming: bool,
+    /// The CLI session id its turns report.
+    cli_session: Option<String>,
+    /// The CLI session's running cost total as last reported, to turn totals into per-turn
+    /// costs. For a resumed CLI session it starts at what the Orbit session recorded.
+    cost_base: f64,
+}
+
+/// One Orbit session's agent.
+pub struct SessionAgent {
+    agent: AgentName,
+    session: SessionId,
+    shared: Arc<PoolShared>,
+    running: AtomicBool,
+    abort: watch::Sender<u64>,
+    live: tokio::sync::Mutex<Option<LiveProcess>>,
+    last_used: Mutex<Instant>,
+}
+
+/// Resets the running flag when a turn ends, however it ends.
+struct RunningGuard<'a>(&'a AtomicBool);
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+enum TurnEnd {
+    Result(Value),
+    ResumeFailed(String),
+}
+
+impl SessionAgent {
+    pub(crate) fn new(agent: AgentName, session: SessionId, shared: Arc<PoolShared>) -> Self {
+        Self {
+            agent,
+            session,
+            shared,
+            running: AtomicBool::new(false),
+            abort: watch::channel(0).0,
+            live: tokio::sync::Mutex::new(None),
+            last_used: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn agent(&self) -> &AgentName {
+        &self.agent
+    }
+
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// Whether a turn is running.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.last_used.lock().unwrap_or_else(PoisonError::into_inner).elapsed()
+    }
+
+    /// The pid of the live CLI process, if any.
+    pub async fn process_id(&self) -> Option<u32> {
+        self.live.lock().await.as_ref().and_then(|live| live.process.pid())
+    }
+
+    /// Interrupts the running turn. `NotRunning` when there is none.
+    pub fn abort(&self) -> Result<()> {
+        if !self.is_running() {
+            return Err(Error::NotRunning(self.session.to_string()));
+        }
+        self.abort.send_modify(|generation| *generation += 1);
+        Ok(())
+    }
+
+    /// Ends the live CLI process, if idle (`force` ends it even mid-turn, after an abort).
+    pub(crate) async fn stop_process(&self, force: bool) -> bool {
+        if force {
+            let _ = self.abort();
+        }
+        let mut live = if force {
+            self.live.lock().await
+        } else {
+            match self.live.try_lock() {
+                Ok(live) => live,
+                Err(_) => return false,
+            }
+        };
+        match live.take() {
+            Some(live) => {
+                live.process.shutdown().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs one chat turn, sending every event to `events`. Refused with `TurnInProgress`
+    /// while another turn of this session runs.
+    pub async fn chat(
+        &self,
+        prompt: &str,
+        options: ChatOptions,
+        events: mpsc::UnboundedSender<Value>,
+    ) -> Result<TurnOutcome> {
+        if self.running.swap(true, Ordering::SeqCst) {
+            return Err(Error::TurnInProgress(self.session.to_string()));
+        }
+        let _running = RunningGuard(&self.running);
+        *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let stores = &self.shared.stores;
+        // The session must exist before anything is claimed for it.
+        stores.sessions.get(&self.agent, &self.session).await?;
+        let claimed = self.claim_inbox().await?;
+        let outcome = self.run_turn(prompt, &claimed, &options, &events).await;
+        self.settle_claims(&claimed, outcome.is_ok()).await;
+        *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let result = match &outcome {
+            Ok(outcome) => outcome.result.clone(),
+            Err(err) => format!("(turn failed: {err})"),
+        };
+        self.record(prompt, &result, options.kind).await;
+        outcome.map(|mut outcome| {
+            outcome.handled_messages = claimed.iter().map(|m| m.id).collect();
+            outcome
+        })
+    }
+
+    async fn claim_inbox(&self) -> Result<Vec<InboxMessage>> {
+        let inbox = &self.shared.stores.inbox;
+        let mut claimed = Vec::new();
+        for message in inbox.get_unclaimed(&self.agent).await? {
+            if inbox.claim(&self.agent, &message.id, &self.session).await? {
+                claimed.push(message);
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn settle_claims(&self, claimed: &[InboxMessage], success: bool) {
+        let inbox = &self.shared.stores.inbox;
+        for message in claimed {
+            let settled = if success {
+                inbox.mark_read(&self.agent, &message.id, &self.session).await
+            } else {
+                inbox.release(&self.agent, &message.id, &self.session).await
+            };
+            if let Err(err) = settled {
+                tracing::warn!(agent = %self.agent, message = %message.id, error = %err, success, "could not settle an inbox claim");
+            }
+        }
+    }
+
+    async fn run_turn(
+        &self,
+        prompt: &str,
+        claimed: &[InboxMessage],
+        options: &ChatOptions,
+        events: &mpsc::UnboundedSender<Value>,
+    ) -> Result<TurnOutcome> {
+        let text = prompt::user_message(prompt, claimed);
+        let mut live = self.live.lock().await;
+        if live.as_ref().is_some_and(|l| l.process.has_exited()) {
+            *live = None;
+        }
+        if let Some(model) = &options.model {
+            let patch = SessionPatch { model: Some(model.clone()), ..SessionPatch::default() };
+            self.shared.stores.sessions.update(&self.agent, &self.session, patch).await?;
+            // A different model needs a new process (it resumes the same CLI session).
+            if let Some(old) = live.take() {
+                old.process.shutdown().await;
+            }
+        }
+        let mut resume = true;
+        loop {
+            if live.is_none() {
+                *live = Some(self.start_process(options.kind, resume).await?);
+            }
+            let Some(current) = live.as_mut() else { continue };
+            let end = self.drive_turn(current, &text, options, events).await;
+            match end {
+                Ok(TurnEnd::Result(result)) => return self.finish(current, result).await,
+                Ok(TurnEnd::ResumeFailed(reason)) => {
+                    let old = current.cli_session.clone();
+                    tracing::warn!(session = %self.session, old_cli_session = ?old, %reason, "resume failed; continuing in a fresh CLI session");
+                    let _ = events.send(json!({
+                        "type": "system",
+                        "subtype": "orbit_resume_failed",
+                        "previousSdkSessionId": old,
+                        "message": format!("The previous Claude Code session could not be resumed ({reason}); this turn runs in a fresh one."),
+                    }));
+                    if let Some(old) = live.take() {
+                        old.process.shutdown().await;
+                    }
+                    resume = false;
+                }
+                Err(err) => {
+                    // After an abort, a crash or a timeout the process is not trusted with
+                    // another turn; the next turn resumes the CLI session in a new one.
+                    if let Some(old) = live.take() {
+                        old.process.shutdown().await;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    async fn start_process(&self, kind: TurnKind, resume: bool) -> Result<LiveProcess> {
+        let stores = &self.shared.stores;
+        let session = stores.sessions.get(&self.agent, &self.session).await?;
+        let agent = stores.agents.get(&self.agent).await?;
+        let cwd: PathBuf = stores.agents.working_dir(&self.agent).await?;
+        let permission_mode = session.permission_mode.unwrap_or(agent.permission_mode);
+        let permit = self.shared.acquire_process_slot(&self.agent, &self.session).await?;
+        let resume = if resume { session.sdk_session_id.clone() } else { None };
+        let memory_dir = stores.memory.location(&self.agent);
+        let spec = SpawnSpec {
+            cwd,
+            resume: resume.clone(),
+            model: session.model.clone().or(agent.model.clone()),
+            append_system_prompt: prompt::system_prompt(
+                &self.agent,
+                &self.session,
+                kind,
+                memory_dir.as_deref(),
+            ),
+            permission_mode,
+            control: Arc::new(PermissionPolicy { mode: permission_mode }),
+        };
+        let process = self.shared.runtime.spawn(spec).await?;
+        let cost_base = if resume.is_some() { session.total_cost_usd.unwrap_or(0.0) } else { 0.0 };
+        Ok(LiveProcess {
+            process,
+            _permit: permit,
+            resuming: resume.is_some(),
+            cli_session: resume,
+            cost_base,
+        })
+    }
+
+    /// Sends the turn and forwards its events until its result.
+    async fn drive_turn(
+        &self,
+        live: &mut LiveProcess,
+        text: &str,
+        options: &ChatOptions,
+        events: &mpsc::UnboundedSender<Value>,
+    ) -> Result<TurnEnd> {
+        let mut abort = self.abort.subscribe();
+        abort.borrow_and_update();
+        let mut stream = live.process.send_turn(text).await?;
+        let resuming = std::mem::replace(&mut live.resuming, false);
+        let mut seen_init = false;
+        let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut stop: Option<(Error, tokio::time::Instant)> = None;
+        loop {
+            let give_up_at = stop.as_ref().map(|(_, at)| *at).or(deadline);
+            let event = tokio::select! {
+                event = stream.recv() => event,
+                changed = abort.changed(), if stop.is_none() => {
+                    if changed.is_ok() {
+                        live.process.interrupt().await.ok();
+                        stop = Some((Error::Aborted, tokio::time::Instant::now() + self.shared.options.abort_grace));
+                    }
+                    continue;
+                }
+                () = sleep_until_opt(give_up_at) => {
+                    match stop.take() {
+                        // The interrupt was not heeded in time.
+                        Some((err, _)) => {
+                            live.process.shutdown().await;
+                            return Err(err);
+                        }
+                        None => {
+                            live.process.interrupt().await.ok();
+                            let secs = options.timeout.map_or(0, |t| t.as_secs());
+                            stop = Some((Error::TimedOut(secs), tokio::time::Instant::now() + self.shared.options.abort_grace));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let message = match event {
+                Some(ProcessEvent::Message(message)) => message,
+                Some(ProcessEvent::Exited { stderr, .. })
+                    if resuming && !seen_init && stderr_says_no_conversation(&stderr) =>
+                {
+                    return Ok(TurnEnd::ResumeFailed(first_line(&stderr)));
+                }
+                Some(ProcessEvent::Exited { status, stderr }) => {
+                    return Err(stop.map_or(Error::CliExited { status, stderr }, |(err, _)| err));
+                }
+                None => {
+                    return Err(Error::CliExited {
+                        status: "unknown".into(),
+                        stderr: String::new(),
+                    });
+                }
+            };
+            let kind = (
+                message["type"].as_str().unwrap_or_default(),
+                message["subtype"].as_str().unwrap_or_default(),
+            );
+            if kind == ("system", "init") {
+                seen_init = true;
+                self.note_cli_session(live, &message).await;
+            }
+            if kind.0 == "result" && resuming && !seen_init {
+                // A resume the CLI could not do ends in an error result before any init.
+                return Ok(TurnEnd::ResumeFailed(message["errors"].to_string()));
+            }
+            let _ = events.send(message.clone());
+            if kind.0 == "result" {
+                return match stop {
+                    Some((err, _)) => Err(err),
+                    None => Ok(TurnEnd::Result(message)),
+                };
+            }
+        }
+    }
+
+    async fn note_cli_session(&self, live: &mut LiveProcess, init: &Value) {
+        let Some(id) = init["session_id"].as_str() else { return };
+        if live.cli_session.as_deref() == Some(id) {
+            return;
+        }
+        live.cli_session = Some(id.to_owned());
+        let patch = SessionPatch { sdk_session_id: Some(id.to_owned()), ..SessionPatch::default() };
+        if let Err(err) =
+            self.shared.stores.sessions.update(&self.agent, &self.session, patch).await
+        {
+            tracing::warn!(session = %self.session, error = %err, "could not store the CLI session id");
+        }
+    }
+
+    async fn finish(&self, live: &mut LiveProcess, result: Value) -> Result<TurnOutcome> {
+        let text = result["result"].as_str().unwrap_or_default().to_owned();
+        // `total_cost_usd` is the CLI session's running total; a fresh CLI session starts at 0.
+        let total = result["total_cost_usd"].as_f64();
+        let usage: Option<Usage> = serde_json::from_value(result["usage"].clone()).ok();
+        let turn_cost = total.map(|total| (total - live.cost_base).max(0.0));
+        if let Some(total) = total {
+            live.cost_base = total;
+        }
+        let patch =
+            SessionPatch { add_cost_usd: turn_cost, add_usage: usage, ..SessionPatch::default() };
+        self.shared.stores.sessions.update(&self.agent, &self.session, patch).await?;
+        if result["is_error"].as_bool() == Some(true) {
+            let reason = if text.is_empty() {
+                result["subtype"].as_str().unwrap_or("error").to_owned()
+            } else {
+                text
+            };
+            return Err(Error::TurnFailed(reason));
+        }
+        Ok(TurnOutcome { result: text, cost_usd: turn_cost, handled_messages: Vec::new() })
+    }
+
+    /// Appends the exchange to the session and the agent's memory. Failures are logged: the
+    /// turn itself already happened.
+    async fn record(&self, prompt: &str, result: &str, kind: TurnKind) {
+        let stores = &self.shared.stores;
+        for (role, content) in [(Role::User, prompt), (Role::Assistant, result)] {
+            if let Err(err) = stores
+                .sessions
+                .append_message(&self.agent, &self.session, SessionMessage::new(role, content))
+                .await
+            {
+                tracing::warn!(session = %self.session, error = %err, "could not append to the session");
+            }
+        }
+        if let Err(err) = stores.agents.update_last_active(&self.agent).await {
+            tracing::warn!(agent = %self.agent, error = %err, "could not update last activity");
+        }
+        let label = match kind {
+            TurnKind::Chat => "chat",
+            TurnKind::ScheduledTask => "scheduled task",
+        };
+        let entry = format!(
+            "{label}, session {}\n\n**Prompt:** {}\n\n**Result:** {}",
+            self.session,
+            clip(prompt, 500),
+            clip(result, 1000)
+        );
+        if let Err(err) =
+            stores.memory.append(&self.agent, orbit_store::timestamp::now(), &entry).await
+        {
+            tracing::warn!(agent = %self.agent, error = %err, "could not append to memory");
+        }
+        crate::qmd::refresh_in_background(stores.memory.location(&self.agent));
+    }
+}
+
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        format!("{}...", text.chars().take(max).collect::<String>())
+    }
+}
+
+fn stderr_says_no_conversation(stderr: &str) -> bool {
+    stderr.contains("No conversation found")
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("resume failed").to_owned()
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,46 @@
+//! The process cap and the pool's bookkeeping.
+
+use std::time::Duration;
+
+use orbit_agent::{Error, PoolOptions};
+use orbit_testkit::{Reply, Rule};
+
+use crate::harness::{Harness, text};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_process_cap_a_turn_fails_busy() {
+    let options = PoolOptions {
+        max_processes: 1,
+        slot_wait: Duration::from_millis(300),
+        ..PoolOptions::default()
+    };
+    let h = Harness::with_options(
+        vec![
+            Rule::when_user_says(
+                "slow",
+                Reply::Delayed(Duration::from_secs(4), Box::new(text("slow done"))),
+            ),
+            Rule::always(text("ok")),
+        ],
+        options,
+    )
+    .await;
+    let (first, second) = (h.session().await, h.session().await);
+    let busy_turn = {
+        let agent = h.pool.get(&h.agent, &first);
+        tokio::spawn(async move {
+            agent.chat("slow", Default::default(), tokio::sync::mpsc::unbounded_channel().0).await
+        })
+    };
+    h.wait_for_requests(1).await;
+    let (refused, _) = h.chat(&second, "hi").await;
+    assert!(matches!(refused, Err(Error::Busy(1))), "{refused:?}");
+    assert_eq!(busy_turn.await.unwrap().unwrap().result, "slow done");
+    // The first session is idle now: its warm process makes room for the second.
+    assert_eq!(h.chat(&second, "hi").await.0.unwrap().result, "ok");
+    assert!(h.pool.has(&h.agent, &first) && h.pool.has(&h.agent, &second));
+    assert_eq!(h.pool.size(), 2);
+    h.pool.release_agent(&h.agent).await;
+    assert_eq!(h.pool.size(), 0);
+    assert!(h.live_cli_processes().is_empty());
+}

@@ -1,0 +1,256 @@
+//! A scripted Anthropic Messages API on 127.0.0.1.
+//!
+//! It speaks just enough HTTP/1.1 for the CLI (one request per connection, answered with
+//! `Connection: close`) and streams replies in the Messages SSE format. Each request is
+//! matched against the rules in order; the first match answers. Every request body is kept.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the scripted model answers.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A text reply ending the turn.
+    Text(String),
+    /// A tool call: the CLI runs the tool and sends its result in the next request.
+    ToolUse { name: String, input: Value },
+    /// The same reply after a pause (to let a test act mid-turn).
+    Delayed(Duration, Box<Reply>),
+    /// An HTTP error status with an Anthropic error body.
+    HttpError(u16, String),
+}
+
+/// When a rule answers.
+#[derive(Clone)]
+pub struct Rule {
+    matcher: Arc<dyn Fn(&Value) -> bool + Send + Sync>,
+    reply: Reply,
+}
+
+impl Rule {
+    /// Answers when the last user message's text contains `needle`.
+    pub fn when_user_says(needle: &str, reply: Reply) -> Self {
+        let needle = needle.to_owned();
+        Self::when(move |request| last_user_text(request).contains(&needle), reply)
+    }
+
+    /// Answers when the last message carries a tool result.
+    pub fn after_tool_result(reply: Reply) -> Self {
+        Self::when(last_is_tool_result, reply)
+    }
+
+    /// Answers when `matcher` accepts the request body.
+    pub fn when(matcher: impl Fn(&Value) -> bool + Send + Sync + 'static, reply: Reply) -> Self {
+        Self { matcher: Arc::new(matcher), reply }
+    }
+
+    /// Answers every request.
+    pub fn always(reply: Reply) -> Self {
+        Self::when(|_| true, reply)
+    }
+}
+
+/// The text of the last `user` message of a Messages request.
+pub fn last_user_text(request: &Value) -> String {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let Some(last) = messages.iter().rev().find(|m| m["role"] == "user") else {
+        return String::new();
+    };
+    match &last["content"] {
+        Value::String(text) => text.clone(),
+        Value::Array(blocks) => {
+            blocks.iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n")
+        }
+        _ => String::new(),
+    }
+}
+
+fn last_is_tool_result(request: &Value) -> bool {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    messages
+        .last()
+        .and_then(|m| m["content"].as_array().cloned())
+        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+}
+
+struct Shared {
+    rules: Mutex<Vec<Rule>>,
+    requests: Mutex<Vec<Value>>,
+}
+
+/// The scripted server; stops when dropped.
+pub struct ModelServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl ModelServer {
+    /// Starts a server on 127.0.0.1 with these rules, on a thread of its own so that it
+    /// answers whatever runtime the test uses.
+    pub fn start(rules: Vec<Rule>) -> Self {
+        let shared =
+            Arc::new(Shared { rules: Mutex::new(rules), requests: Mutex::new(Vec::new()) });
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+        let server_shared = shared.clone();
+        std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                let serve = async {
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else { continue };
+                        tokio::spawn(handle(stream, server_shared.clone()));
+                    }
+                };
+                tokio::select! {
+                    () = serve => {}
+                    _ = shutdown_rx => {}
+                }
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Self { addr, shared, _shutdown: shutdown_tx }
+    }
+
+    /// `http://127.0.0.1:PORT`, for `ANTHROPIC_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request body received so far.
+    pub fn requests(&self) -> Vec<Value> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Replaces the rules.
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        *self.shared.rules.lock().unwrap() = rules;
+    }
+}
+
+async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
+    let Some((head, body)) = read_request(&mut stream).await else { return };
+    if !head.starts_with("POST /v1/messages") {
+        let _ = stream
+            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
+        return;
+    }
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    shared.requests.lock().unwrap().push(request.clone());
+    let reply = {
+        let rules = shared.rules.lock().unwrap();
+        rules.iter().find(|rule| (rule.matcher)(&request)).map(|rule| rule.reply.clone())
+    };
+    let mut reply = reply.unwrap_or_else(|| Reply::Text("(no rule matched)".into()));
+    while let Reply::Delayed(pause, inner) = reply {
+        tokio::time::sleep(pause).await;
+        reply = *inner;
+    }
+    let model = request["model"].as_str().unwrap_or("claude-test").to_owned();
+    let response = match reply {
+        Reply::HttpError(status, message) => {
+            let body = json!({"type": "error", "error": {"type": "api_error", "message": message}})
+                .to_string();
+            format!(
+                "HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+        reply => {
+            let body = sse_body(&model, &reply);
+            format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        }
+    };
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn read_request(stream: &mut TcpStream) -> Option<(String, Vec<u8>)> {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        let read = stream.read(&mut chunk).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..header_end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|line| {
+            line.split_once(':')
+                .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.trim().parse::<usize>().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    while buffer.len() < header_end + length {
+        let read = stream.read(&mut chunk).await.ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    Some((head, buffer[header_end..header_end + length].to_vec()))
+}
+
+fn event(name: &str, data: &Value) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+fn sse_body(model: &str, reply: &Reply) -> String {
+    let mut body = event(
+        "message_start",
+        &json!({"type": "message_start", "message": {"id": "msg_scripted", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+    );
+    let stop_reason = match reply {
+        Reply::ToolUse { name, input } => {
+            let id =
+                format!("toolu_{}", std::process::id() as u64 * 1000 + (body.len() as u64 % 997));
+            body += &event(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+            );
+            body += &event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
+            );
+            "tool_use"
+        }
+        Reply::Text(text) => {
+            body += &event(
+                "content_block_start",
+                &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            );
+            body += &event(
+                "content_block_delta",
+                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+            );
+            "end_turn"
+        }
+        Reply::Delayed(..) | Reply::HttpError(..) => "end_turn",
+    };
+    body += &event("content_block_stop", &json!({"type": "content_block_stop", "index": 0}));
+    body += &event(
+        "message_delta",
+        &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": {"output_tokens": 5}}),
+    );
+    body += &event("message_stop", &json!({"type": "message_stop"}));
+    body
+}
