@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 /// The Orbit server.
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(name = "orbit-server", version, about)]
 pub struct Settings {
     /// Address to listen on. A non-loopback address needs an API token.
@@ -16,6 +16,38 @@ pub struct Settings {
     /// Data directory (default: ~/.orbit).
     #[arg(long, env = "ORBIT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// Bearer token every /api request must carry.
+    #[arg(long, env = "ORBIT_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// The Claude Code CLI binary.
+    #[arg(long, env = "ORBIT_CLAUDE_BIN", default_value = "claude")]
+    pub claude_bin: PathBuf,
+
+    /// Most CLI processes alive at once.
+    #[arg(long, env = "ORBIT_MAX_PROCESSES", default_value_t = 8)]
+    pub max_processes: usize,
+
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+
+    /// Extra environment for the CLI (tests point it at a scripted model this way).
+    #[arg(skip)]
+    pub cli_env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Settings {
+    // The token never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("claude_bin", &self.claude_bin)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {

@@ -2,13 +2,20 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_web::HttpServer;
 use actix_web::dev::Server;
-use actix_web::{App, HttpServer};
+use actix_web::web::Data;
+use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig};
+use orbit_agent::{AgentPool, PoolOptions};
 use orbit_api::AppState;
 use orbit_store::FsStore;
 
 use crate::config::Settings;
+
+/// How long running turns may go on after a shutdown signal before they are aborted.
+const TURN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -17,33 +24,55 @@ pub enum StartupError {
     DataDir { path: std::path::PathBuf, source: orbit_store::Error },
     #[error("cannot listen on {addr}: {source} (is another server using the port?)")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(
+        "refusing to listen on {0} without an API token: set --api-token or ORBIT_API_TOKEN, or bind to 127.0.0.1"
+    )]
+    ExposedWithoutToken(std::net::SocketAddr),
 }
 
 /// A built server, listening, not yet serving.
 pub struct Application {
     port: u16,
     server: Server,
+    pool: AgentPool,
 }
 
 impl Application {
-    /// Opens the stores and binds the listener.
+    /// Opens the stores, composes the agent pool and binds the listener.
     pub fn build(settings: &Settings) -> Result<Self, StartupError> {
+        if !settings.bind.ip().is_loopback()
+            && settings.api_token.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(StartupError::ExposedWithoutToken(settings.bind));
+        }
         let data_dir = settings.data_dir();
         let store = FsStore::open(&data_dir)
             .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
-        let state = Arc::new(AppState { stores: store.stores() });
-        let listener = TcpListener::bind(settings.bind)
-            .map_err(|source| StartupError::Bind { addr: settings.bind, source })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind { addr: settings.bind, source })?
-            .port();
-        let server =
-            HttpServer::new(move || App::new().configure(orbit_api::configure(state.clone())))
-                .listen(listener)
-                .map_err(|source| StartupError::Bind { addr: settings.bind, source })?
-                .run();
-        Ok(Self { port, server })
+        let runtime = ClaudeCli::new(ClaudeCliConfig {
+            bin: settings.claude_bin.clone(),
+            config_dir: data_dir.join("claude"),
+            env: settings.cli_env.clone(),
+            max_turns: None,
+        });
+        let options =
+            PoolOptions { max_processes: settings.max_processes, ..PoolOptions::default() };
+        let pool = AgentPool::new(store.stores(), Arc::new(runtime), options);
+        let state = Data::new(AppState {
+            stores: store.stores(),
+            pool: pool.clone(),
+            api_token: settings.api_token.clone().filter(|t| !t.is_empty()),
+            body_limit: settings.body_limit,
+        });
+        let bind_error = |source| StartupError::Bind { addr: settings.bind, source };
+        let listener = TcpListener::bind(settings.bind).map_err(bind_error)?;
+        let port = listener.local_addr().map_err(bind_error)?.port();
+        let server = HttpServer::new(move || orbit_api::app(state.clone()))
+            .listen(listener)
+            .map_err(bind_error)?
+            // Open chat streams get this long after SIGINT/SIGTERM before their connections close.
+            .shutdown_timeout(5)
+            .run();
+        Ok(Self { port, server, pool })
     }
 
     /// The port actually bound (useful with port 0).
@@ -51,8 +80,15 @@ impl Application {
         self.port
     }
 
-    /// Serves until the server is stopped.
+    /// Serves until SIGINT or SIGTERM, then lets running turns finish up to a deadline,
+    /// aborts the rest and ends every CLI process.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let eviction = self.pool.spawn_eviction(std::future::pending());
+        let served = self.server.await;
+        tracing::info!("stopping: finishing running turns");
+        self.pool.shutdown(TURN_DEADLINE).await;
+        eviction.abort();
+        tracing::info!("stopped");
+        served
     }
 }

@@ -1,26 +1,58 @@
 //! # orbit-api
 //!
-//! Orbit's HTTP surface. This is the only crate that knows HTTP: it parses requests into the
-//! library crates' types, calls them, and maps their error kinds to statuses and the
-//! `{error, code}` body.
+//! Orbit's HTTP surface (`../shared/contract/API.md`). This is the only crate that knows HTTP:
+//! it parses requests into the library crates' types before any store is touched, calls them,
+//! and maps their error kinds to statuses and the `{error, code}` body (`error`).
 
-use std::sync::Arc;
+mod body;
+mod error;
+mod extract;
+mod middleware;
+mod routes;
 
 use actix_web::{HttpResponse, web};
+use orbit_agent::AgentPool;
 use orbit_store::Stores;
 use serde_json::json;
 
+pub use body::BodyLimit;
+pub use error::ApiError;
+
 /// Everything the handlers need, registered once as `web::Data<AppState>`.
-#[derive(Clone)]
 pub struct AppState {
     pub stores: Stores,
+    pub pool: AgentPool,
+    /// When set, every `/api` route needs `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    /// The largest request body accepted.
+    pub body_limit: usize,
 }
 
-/// Registers every route.
-pub fn configure(state: Arc<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
-    move |cfg| {
-        cfg.app_data(web::Data::from(state)).route("/health", web::get().to(health));
-    }
+/// Registers every route, the middleware and the JSON 404 on an `App`.
+pub fn app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let limit = BodyLimit(state.body_limit);
+    actix_web::App::new()
+        .app_data(state)
+        .app_data(limit)
+        .wrap(actix_web::middleware::from_fn(middleware::authenticate))
+        .wrap(actix_web::middleware::from_fn(middleware::request_span))
+        .route("/health", web::get().to(health))
+        .configure(routes::agents::configure)
+        .configure(routes::sessions::configure)
+        .configure(routes::inbox::configure)
+        .configure(routes::tasks::configure)
+        .configure(routes::chat::configure)
+        .default_service(web::to(not_found))
 }
 
 async fn health() -> HttpResponse {
@@ -28,4 +60,8 @@ async fn health() -> HttpResponse {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     HttpResponse::Ok().json(json!({ "status": "ok", "timestamp": timestamp }))
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!("no route for {} {}", req.method(), req.path())))
 }

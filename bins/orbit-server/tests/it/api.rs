@@ -1,0 +1,223 @@
+//! The plan's verification flow and the contract's error rows, over HTTP.
+
+use orbit_testkit::{Reply, Rule};
+use serde_json::json;
+
+use crate::helpers::{TestApp, read};
+
+#[actix_web::test]
+async fn the_verification_flow_works_end_to_end() {
+    let app = TestApp::spawn(vec![Rule::always(Reply::Text("hello from the model".into()))]).await;
+    assert_eq!(app.call("GET", "/health", None).await.status, 200);
+
+    let created = app.call("POST", "/api/agents", Some(json!({"name": "test-bot"}))).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["agent"]["name"], "test-bot");
+    let session = app.call("POST", "/api/agents/test-bot/sessions", None).await;
+    assert_eq!(session.status, 201);
+    let session_id = session.body["session"]["id"].as_str().unwrap().to_owned();
+
+    for prompt in ["hello", "hello again"] {
+        let (status, events) = app
+            .chat(json!({"agentName": "test-bot", "sessionId": session_id, "message": prompt}))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            events[0],
+            json!({"type": "system", "sessionId": session_id}),
+            "Orbit's session id comes first"
+        );
+        assert!(
+            events.iter().any(|e| e["type"] == "system" && e["subtype"] == "init"),
+            "runtime events pass through"
+        );
+        let result = events.iter().find(|e| e["type"] == "result").unwrap();
+        assert_eq!(result["result"], "hello from the model");
+    }
+
+    let sessions = app.call("GET", "/api/agents/test-bot/sessions", None).await;
+    assert_eq!(
+        sessions.body["sessions"].as_array().unwrap().len(),
+        1,
+        "the chat reused the session"
+    );
+    let detail =
+        app.call("GET", &format!("/api/agents/test-bot/sessions/{session_id}"), None).await;
+    assert_eq!(detail.body["messages"].as_array().unwrap().len(), 4);
+    assert_eq!(detail.body["session"]["messageCount"], 4);
+    assert!(detail.body["session"]["sdkSessionId"].is_string());
+
+    let sent = app
+        .call(
+            "POST",
+            "/api/agents/test-bot/inbox",
+            Some(json!({"fromAgent": "alice", "message": "status?"})),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{}", sent.body);
+    let message_id = sent.body["message"]["id"].as_str().unwrap().to_owned();
+    let inbox = app.call("GET", "/api/agents/test-bot/inbox", None).await;
+    assert_eq!(inbox.body["messages"][0]["id"], message_id.as_str());
+    assert_eq!(
+        app.call("DELETE", &format!("/api/agents/test-bot/inbox/{message_id}"), None).await.status,
+        200
+    );
+    let archived = app.call("GET", &format!("/api/agents/test-bot/inbox/{message_id}"), None).await;
+    assert_eq!(archived.body["message"]["status"], "archived");
+
+    let task = app
+        .call("POST", "/api/agents/test-bot/tasks", Some(json!({"prompt": "Check status", "scheduleType": "interval", "scheduleValue": "60000", "contextMode": "isolated"})))
+        .await;
+    assert_eq!(task.status, 201, "{}", task.body);
+    assert!(task.body["task"]["nextRun"].is_string());
+    let task_id = task.body["task"]["id"].as_str().unwrap().to_owned();
+    let all = app.call("GET", "/api/tasks", None).await;
+    assert_eq!(all.body["tasks"].as_array().unwrap().len(), 1);
+    let paused = app
+        .call(
+            "PUT",
+            &format!("/api/agents/test-bot/tasks/{task_id}"),
+            Some(json!({"status": "paused"})),
+        )
+        .await;
+    assert_eq!(
+        (paused.body["task"]["status"].as_str(), paused.body["task"]["nextRun"].is_null()),
+        (Some("paused"), true)
+    );
+    assert_eq!(
+        app.call("GET", &format!("/api/agents/test-bot/tasks/{task_id}/runs"), None).await.body,
+        json!({"runs": []})
+    );
+
+    // A chat without a session makes one.
+    let (_, events) = app.chat(json!({"agentName": "test-bot", "message": "new thread"})).await;
+    assert_ne!(events[0]["sessionId"], session_id.as_str());
+    assert_eq!(
+        app.call("GET", "/api/agents/test-bot/sessions", None).await.body["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(app.call("DELETE", "/api/agents/test-bot", None).await.status, 200);
+    assert_eq!(app.call("GET", "/api/agents/test-bot", None).await.status, 404);
+}
+
+#[actix_web::test]
+async fn every_error_is_json_with_a_fitting_status() {
+    let app = TestApp::spawn(vec![]).await;
+    app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+    let unknown_session = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    let cases: Vec<(&str, String, Option<serde_json::Value>, u16)> = vec![
+        ("POST", "/api/agents".into(), Some(json!({"name": "bot"})), 409),
+        ("POST", "/api/agents".into(), Some(json!({"name": "Bad Name"})), 400),
+        ("POST", "/api/agents".into(), Some(json!({"nom": "x"})), 400),
+        ("GET", "/api/agents/..".into(), None, 400),
+        ("GET", "/api/agents/%2e%2e".into(), None, 400),
+        ("GET", "/api/agents/A".into(), None, 400),
+        ("GET", format!("/api/agents/{}", "a".repeat(65)), None, 400),
+        ("GET", "/api/agents/ghost".into(), None, 404),
+        ("GET", "/api/agents/bot/sessions/not-a-ulid".into(), None, 400),
+        ("GET", format!("/api/agents/bot/sessions/{unknown_session}"), None, 404),
+        ("POST", format!("/api/agents/bot/sessions/{unknown_session}/abort"), None, 404),
+        ("GET", format!("/api/agents/bot/inbox/{unknown_session}"), None, 404),
+        (
+            "POST",
+            "/api/agents/bot/inbox".into(),
+            Some(json!({"fromAgent": "a", "message": ""})),
+            400,
+        ),
+        (
+            "POST",
+            "/api/agents/bot/tasks".into(),
+            Some(
+                json!({"prompt": "p", "scheduleType": "cron", "scheduleValue": "61 * * * *", "contextMode": "isolated"}),
+            ),
+            400,
+        ),
+        (
+            "POST",
+            "/api/agents/bot/tasks".into(),
+            Some(
+                json!({"prompt": "p", "scheduleType": "interval", "scheduleValue": "10", "contextMode": "isolated"}),
+            ),
+            400,
+        ),
+        (
+            "POST",
+            "/api/chat".into(),
+            Some(json!({"agentName": "bot", "sessionId": unknown_session, "message": "hi"})),
+            404,
+        ),
+        ("GET", "/no/such/route".into(), None, 404),
+    ];
+    for (method, path, body, status) in cases {
+        let answer = app.call(method, &path, body).await;
+        assert_eq!(answer.status, status, "{method} {path}: {}", answer.body);
+        assert!(
+            answer.body["error"].is_string() && answer.body["code"].is_string(),
+            "{method} {path}: {}",
+            answer.body
+        );
+    }
+    let cron = app
+        .call("POST", "/api/agents/bot/tasks", Some(json!({"prompt": "p", "scheduleType": "cron", "scheduleValue": "61 * * * *", "contextMode": "isolated"})))
+        .await;
+    assert!(
+        cron.body["error"].as_str().unwrap().contains("invalid cron expression '61 * * * *'"),
+        "{}",
+        cron.body
+    );
+
+    let malformed = read(
+        app.builder("POST", "/api/agents")
+            .insert_header(("content-type", "application/json"))
+            .send_body("{not json")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(malformed.status, 400);
+    let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    let too_large = read(
+        app.builder("POST", "/api/agents")
+            .insert_header(("content-type", "application/json"))
+            .send_body(huge)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (too_large.status, too_large.body["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    assert_eq!(
+        app.call("GET", "/api/agents", None).await.body["agents"].as_array().unwrap().len(),
+        1,
+        "bad input changed nothing"
+    );
+}
+
+#[actix_web::test]
+async fn a_token_guards_every_api_route() {
+    let app = TestApp::spawn_with_token(vec![], Some("s3cret-token")).await;
+    assert_eq!(app.call("GET", "/api/agents", None).await.status, 200);
+    let anonymous = |path: &str| app.client.get(format!("{}{path}", app.address));
+    assert_eq!(read(anonymous("/api/agents").send().await.unwrap()).await.status, 401);
+    assert_eq!(
+        read(anonymous("/api/agents?token=s3cret-token").send().await.unwrap()).await.status,
+        401,
+        "never from the query string"
+    );
+    let wrong = anonymous("/api/agents")
+        .insert_header(("Authorization", "Bearer s3cret-tokeX"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read(wrong).await.status, 401);
+    assert_eq!(
+        read(anonymous("/health").send().await.unwrap()).await.status,
+        200,
+        "health needs no token"
+    );
+}

@@ -1,0 +1,115 @@
+//! `TestApp`: a server on port 0 with its own data directory and scripted model.
+
+use std::time::Duration;
+
+use clap::Parser;
+use orbit_server::config::Settings;
+use orbit_server::startup::Application;
+use orbit_testkit::{ModelServer, Rule};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub struct TestApp {
+    pub address: String,
+    pub dir: TempDir,
+    pub model: ModelServer,
+    pub client: awc::Client,
+    pub token: Option<String>,
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub async fn spawn(rules: Vec<Rule>) -> Self {
+        Self::spawn_with_token(rules, None).await
+    }
+
+    pub async fn spawn_with_token(rules: Vec<Rule>, token: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        let model = ModelServer::start(rules);
+        let mut settings = Settings::parse_from(["orbit-server", "--bind", "127.0.0.1:0"]);
+        settings.data_dir = Some(dir.path().join("data"));
+        settings.claude_bin = orbit_testkit::claude_bin();
+        settings.api_token = token.map(str::to_owned);
+        settings.cli_env = orbit_testkit::cli_env(&model, &dir.path().join("tmp"));
+        let app = Application::build(&settings).unwrap();
+        let address = format!("http://127.0.0.1:{}", app.port());
+        actix_web::rt::spawn(app.run_until_stopped());
+        let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+        Self { address, dir, model, client, token: token.map(str::to_owned) }
+    }
+
+    fn request(&self, method: awc::http::Method, path: &str) -> awc::ClientRequest {
+        let request = self.client.request(method, format!("{}{path}", self.address));
+        match &self.token {
+            Some(token) => request.insert_header(("Authorization", format!("Bearer {token}"))),
+            None => request,
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let request = self.request(method, path);
+        let response = match body {
+            Some(body) => request.send_json(&body).await,
+            None => request.send().await,
+        };
+        read(response.unwrap()).await
+    }
+
+    pub fn builder(&self, method: &str, path: &str) -> awc::ClientRequest {
+        self.request(awc::http::Method::from_bytes(method.as_bytes()).unwrap(), path)
+    }
+
+    /// Posts a chat and returns its SSE events once the stream ends.
+    pub async fn chat(&self, body: Value) -> (u16, Vec<Value>) {
+        let mut response = self.builder("POST", "/api/chat").send_json(&body).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.body().limit(16 * 1024 * 1024).await.unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        if status != 200 {
+            return (status, vec![serde_json::from_str(&text).unwrap_or(Value::Null)]);
+        }
+        let events = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .map(|data| serde_json::from_str(data).unwrap())
+            .collect();
+        (status, events)
+    }
+
+    pub fn tmp_marker(&self) -> String {
+        self.dir.path().join("tmp").display().to_string()
+    }
+
+    pub async fn wait_for_model_requests(&self, count: usize) {
+        for _ in 0..600 {
+            if self.model.requests().len() >= count {
+                return;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the model never got {count} requests");
+    }
+}
+
+pub async fn read(
+    mut response: awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>
+        + Unpin,
+    >,
+) -> Answer {
+    let status = response.status().as_u16();
+    let bytes = response.body().limit(16 * 1024 * 1024).await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    Answer { status, body }
+}

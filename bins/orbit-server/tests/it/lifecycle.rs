@@ -1,0 +1,126 @@
+//! Turns aborted over HTTP, and the process's own life: refusal to expose itself, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use orbit_testkit::{ModelServer, Reply, Rule};
+use serde_json::json;
+
+use crate::helpers::TestApp;
+
+fn slow_rules() -> Vec<Rule> {
+    vec![
+        Rule::when_user_says(
+            "slow",
+            Reply::Delayed(Duration::from_secs(30), Box::new(Reply::Text("late".into()))),
+        ),
+        Rule::always(Reply::Text("fast".into())),
+    ]
+}
+
+#[actix_web::test]
+async fn a_turn_aborted_over_http_ends_cleanly() {
+    let app = std::rc::Rc::new(TestApp::spawn(slow_rules()).await);
+    let session = app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let chat = {
+        let (app, session) = (app.clone(), session.clone());
+        actix_web::rt::spawn(async move {
+            app.chat(json!({"agentName": "bot", "sessionId": session, "message": "slow"})).await
+        })
+    };
+    app.wait_for_model_requests(1).await;
+    let busy =
+        app.chat(json!({"agentName": "bot", "sessionId": session, "message": "again"})).await;
+    assert_eq!(busy.0, 409, "a second chat on a running session is refused");
+    let aborted =
+        app.call("POST", &format!("/api/agents/bot/sessions/{session}/abort"), None).await;
+    assert_eq!(aborted.status, 200, "{}", aborted.body);
+    let (status, events) = chat.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(events.last().unwrap()["type"], "error");
+    assert!(orbit_testkit::processes_with_env(&app.tmp_marker()).is_empty());
+    let (_, events) =
+        app.chat(json!({"agentName": "bot", "sessionId": session, "message": "hello"})).await;
+    assert_eq!(events.iter().find(|e| e["type"] == "result").unwrap()["result"], "fast");
+}
+
+#[test]
+fn the_server_refuses_a_public_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_orbit-server"))
+        .args(["--bind", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("ORBIT_API_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("without an API token"));
+}
+
+#[test]
+fn sigterm_during_a_turn_leaves_no_claude_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let model = ModelServer::start(slow_rules());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_orbit-server"))
+        .args(["--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--claude-bin")
+        .arg(orbit_testkit::claude_bin())
+        .envs(orbit_testkit::cli_env(&model, &tmp))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(server.stderr.take().unwrap());
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("port=").nth(1) {
+                let _ = port_tx.send(
+                    rest.split_whitespace().next().unwrap_or_default().parse::<u16>().unwrap_or(0),
+                );
+            }
+        }
+    });
+    let Ok(port) = port_rx.recv_timeout(Duration::from_secs(30)) else {
+        server.kill().unwrap();
+        panic!("the server never said where it listens");
+    };
+    let runtime = actix_web::rt::System::new();
+    runtime.block_on(async {
+        let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();
+        let chat = actix_web::rt::spawn(async move {
+            let _ = client
+                .post(format!("http://127.0.0.1:{port}/api/chat"))
+                .send_json(&json!({"agentName": "bot", "message": "slow"}))
+                .await;
+        });
+        for _ in 0..400 {
+            if !model.requests().is_empty() {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            !orbit_testkit::processes_with_env(&tmp.display().to_string()).is_empty(),
+            "a CLI runs the turn"
+        );
+        kill(Pid::from_raw(server.id() as i32), Signal::SIGTERM).unwrap();
+        chat.abort();
+    });
+    let status = server.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        orbit_testkit::processes_with_env(&tmp.display().to_string()).is_empty(),
+        "no claude process outlives the server"
+    );
+}

@@ -1,0 +1,9 @@
+//! The real server on 127.0.0.1, driven over HTTP, with the real Claude Code CLI and the
+//! scripted model server. One binary so the suite links once.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod helpers;
+mod lifecycle;

@@ -1,0 +1,54 @@
+//! Reading request bodies under the size limit.
+
+use actix_web::HttpRequest;
+use actix_web::http::StatusCode;
+use actix_web::web::{Bytes, BytesMut, Payload};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ApiResult};
+
+/// The body limit in force, registered as app data.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body is over the limit of {limit} bytes"),
+    )
+}
+
+/// Reads the whole body, refusing it with 413 past the limit.
+pub async fn read(req: &HttpRequest, mut payload: Payload) -> ApiResult<Bytes> {
+    let limit = req.app_data::<BodyLimit>().map_or(1024 * 1024, |l| l.0);
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        return Err(too_large(limit));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|err| ApiError::bad_request(format!("cannot read the request body: {err}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Reads and parses a JSON body; an empty body is `T::default()` when `empty_ok`.
+pub async fn json<T: DeserializeOwned + Default>(
+    req: &HttpRequest,
+    payload: Payload,
+    empty_ok: bool,
+) -> ApiResult<T> {
+    let body = read(req, payload).await?;
+    crate::extract::json_body(&body, empty_ok)
+}

@@ -1,0 +1,140 @@
+//! `/api/tasks` and `/api/agents/:name/tasks...`. Schedules are checked and `nextRun`
+//! computed here; firing them is the scheduler's job.
+
+use actix_web::web::{Data, Path, Payload};
+use actix_web::{HttpRequest, HttpResponse, web};
+use orbit_scheduler::Schedule;
+use orbit_store::{ContextMode, NewTask, ScheduleType, TaskPatch, TaskStatus, timestamp};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::{ApiError, ApiResult};
+use crate::{AppState, body, extract};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/api/tasks").route(web::get().to(list_all)))
+        .service(
+            web::resource("/api/agents/{name}/tasks")
+                .route(web::get().to(list))
+                .route(web::post().to(create)),
+        )
+        .service(
+            web::resource("/api/agents/{name}/tasks/{id}")
+                .route(web::put().to(update))
+                .route(web::delete().to(delete)),
+        )
+        .service(web::resource("/api/agents/{name}/tasks/{id}/runs").route(web::get().to(runs)));
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateTask {
+    prompt: String,
+    schedule_type: ScheduleType,
+    schedule_value: String,
+    context_mode: ContextMode,
+    name: Option<String>,
+    timezone: Option<String>,
+}
+
+// Required fields make a default meaningless; an empty body is refused before this is used.
+impl Default for CreateTask {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            schedule_type: ScheduleType::Once,
+            schedule_value: String::new(),
+            context_mode: ContextMode::Isolated,
+            name: None,
+            timezone: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UpdateTask {
+    status: Option<TaskStatus>,
+    prompt: Option<String>,
+    schedule_value: Option<String>,
+    name: Option<String>,
+    timezone: Option<String>,
+}
+
+async fn list_all(state: Data<AppState>) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(json!({ "tasks": state.stores.tasks.list_all().await? })))
+}
+
+async fn list(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
+    let name = extract::agent(&path)?;
+    Ok(HttpResponse::Ok().json(json!({ "tasks": state.stores.tasks.list_by_agent(&name).await? })))
+}
+
+async fn create(
+    state: Data<AppState>,
+    path: Path<String>,
+    req: HttpRequest,
+    payload: Payload,
+) -> ApiResult<HttpResponse> {
+    let name = extract::agent(&path)?;
+    let body: CreateTask = body::json(&req, payload, false).await?;
+    let schedule =
+        Schedule::parse(body.schedule_type, &body.schedule_value, body.timezone.as_deref())?;
+    let next_run = schedule.next_after(timestamp::now());
+    if next_run.is_none() {
+        return Err(ApiError::bad_request(format!(
+            "schedule '{}' never fires: the time is past",
+            body.schedule_value
+        )));
+    }
+    let new = NewTask {
+        name: body.name,
+        prompt: body.prompt,
+        schedule_type: body.schedule_type,
+        schedule_value: body.schedule_value,
+        context_mode: body.context_mode,
+        timezone: body.timezone,
+        next_run,
+    };
+    Ok(HttpResponse::Created()
+        .json(json!({ "task": state.stores.tasks.create(&name, new).await? })))
+}
+
+async fn update(
+    state: Data<AppState>,
+    path: Path<(String, String)>,
+    req: HttpRequest,
+    payload: Payload,
+) -> ApiResult<HttpResponse> {
+    let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
+    let body: UpdateTask = body::json(&req, payload, false).await?;
+    let current = state.stores.tasks.get(&name, &id).await?;
+    let value = body.schedule_value.clone().unwrap_or(current.schedule_value.clone());
+    let timezone = body.timezone.clone().or(current.timezone.clone());
+    let schedule = Schedule::parse(current.schedule_type, &value, timezone.as_deref())?;
+    let status = body.status.unwrap_or(current.status);
+    let next_run =
+        if status == TaskStatus::Active { schedule.next_after(timestamp::now()) } else { None };
+    let patch = TaskPatch {
+        name: body.name,
+        prompt: body.prompt,
+        schedule_value: body.schedule_value,
+        timezone: body.timezone,
+        status: body.status,
+        next_run: Some(next_run),
+        last_run: None,
+    };
+    Ok(HttpResponse::Ok()
+        .json(json!({ "task": state.stores.tasks.update(&name, &id, patch).await? })))
+}
+
+async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
+    state.stores.tasks.delete(&name, &id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "success": true })))
+}
+
+async fn runs(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
+    Ok(HttpResponse::Ok().json(json!({ "runs": state.stores.tasks.list_runs(&name, &id).await? })))
+}

@@ -1,0 +1,118 @@
+//! A task's schedule, parsed at the boundary.
+
+use std::time::Duration;
+
+use orbit_store::ScheduleType;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Why a schedule is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid cron expression '{expr}': {reason}")]
+    Cron { expr: String, reason: String },
+    #[error("invalid interval '{0}': milliseconds as a whole number, at least 1000")]
+    Interval(String),
+    #[error("invalid once time '{value}': {reason}")]
+    Once { value: String, reason: String },
+    #[error("unsupported timezone '{0}': only UTC is supported so far")]
+    Timezone(String),
+}
+
+impl Error {
+    /// Every schedule error is bad input.
+    pub fn kind(&self) -> orbit_store::ErrorKind {
+        orbit_store::ErrorKind::Invalid
+    }
+}
+
+/// A parsed schedule.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// A 5-field cron expression, evaluated in UTC.
+    Cron(Box<croner::Cron>),
+    Interval(Duration),
+    Once(OffsetDateTime),
+}
+
+impl Schedule {
+    /// Parses and checks a schedule as a task gives it.
+    pub fn parse(kind: ScheduleType, value: &str, timezone: Option<&str>) -> crate::Result<Self> {
+        if let Some(zone) = timezone
+            && !matches!(zone, "UTC" | "Etc/UTC")
+        {
+            return Err(Error::Timezone(zone.to_owned()));
+        }
+        match kind {
+            ScheduleType::Cron => {
+                let cron_error = |reason: String| Error::Cron { expr: value.to_owned(), reason };
+                if value.split_whitespace().count() != 5 {
+                    return Err(cron_error(
+                        "it needs exactly 5 fields (minute hour day-of-month month day-of-week)"
+                            .into(),
+                    ));
+                }
+                let cron =
+                    croner::Cron::new(value).parse().map_err(|err| cron_error(err.to_string()))?;
+                Ok(Self::Cron(Box::new(cron)))
+            }
+            ScheduleType::Interval => match value.trim().parse::<u64>() {
+                Ok(ms) if ms >= 1000 => Ok(Self::Interval(Duration::from_millis(ms))),
+                _ => Err(Error::Interval(value.to_owned())),
+            },
+            ScheduleType::Once => OffsetDateTime::parse(value, &Rfc3339)
+                .map(Self::Once)
+                .map_err(|err| Error::Once { value: value.to_owned(), reason: err.to_string() }),
+        }
+    }
+
+    /// The first fire time strictly after `after`; `None` when it will never fire again.
+    pub fn next_after(&self, after: OffsetDateTime) -> Option<OffsetDateTime> {
+        match self {
+            Self::Interval(every) => Some(after + *every),
+            Self::Once(at) => (*at > after).then_some(*at),
+            Self::Cron(cron) => {
+                let start =
+                    chrono::DateTime::from_timestamp(after.unix_timestamp(), after.nanosecond())?;
+                let next = cron.find_next_occurrence(&start, false).ok()?;
+                OffsetDateTime::from_unix_timestamp(next.timestamp()).ok()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn parses_and_steps_each_kind() {
+        let at = datetime!(2026-11-23 10:00:30 UTC);
+        let cron = Schedule::parse(ScheduleType::Cron, "*/15 * * * *", None).unwrap();
+        assert_eq!(cron.next_after(at), Some(datetime!(2026-11-23 10:15 UTC)));
+        let every = Schedule::parse(ScheduleType::Interval, "60000", None).unwrap();
+        assert_eq!(every.next_after(at), Some(datetime!(2026-11-23 10:01:30 UTC)));
+        let once = Schedule::parse(ScheduleType::Once, "2026-11-24T00:00:00Z", None).unwrap();
+        assert_eq!(once.next_after(at), Some(datetime!(2026-11-24 0:00 UTC)));
+        assert_eq!(once.next_after(datetime!(2026-12-01 0:00 UTC)), None);
+    }
+
+    #[test]
+    fn refuses_bad_schedules_with_the_reason() {
+        for (kind, value) in [
+            (ScheduleType::Cron, "61 * * * *"),
+            (ScheduleType::Cron, "* * * * * *"),
+            (ScheduleType::Cron, "nonsense"),
+            (ScheduleType::Interval, "999"),
+            (ScheduleType::Interval, "-5"),
+            (ScheduleType::Interval, "1e3"),
+            (ScheduleType::Once, "tomorrow"),
+        ] {
+            let err = Schedule::parse(kind, value, None).unwrap_err();
+            assert!(err.to_string().contains(value), "{err}");
+        }
+        assert!(Schedule::parse(ScheduleType::Interval, "1000", Some("Europe/Paris")).is_err());
+    }
+}
