@@ -5,6 +5,7 @@
 //! and maps their error kinds to statuses and the `{error, code}` body (`error`).
 
 mod body;
+mod endpoint;
 mod error;
 mod extract;
 mod middleware;
@@ -46,12 +47,7 @@ pub fn app(
         .app_data(limit)
         .wrap(actix_web::middleware::from_fn(middleware::authenticate))
         .wrap(actix_web::middleware::from_fn(middleware::request_span))
-        .route("/health", web::get().to(health))
-        .configure(routes::agents::configure)
-        .configure(routes::sessions::configure)
-        .configure(routes::inbox::configure)
-        .configure(routes::tasks::configure)
-        .configure(routes::chat::configure)
+        .configure(|cfg| endpoint::register(cfg, routes::endpoints()))
         .default_service(web::to(not_found))
 }
 
@@ -60,6 +56,15 @@ async fn health() -> HttpResponse {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     HttpResponse::Ok().json(json!({ "status": "ok", "timestamp": timestamp }))
+}
+
+/// The OpenAPI document, built from the same table the routes are registered from.
+pub fn openapi_document() -> serde_json::Value {
+    endpoint::openapi(&routes::endpoints())
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(openapi_document())
 }
 
 async fn not_found(req: actix_web::HttpRequest) -> Result<HttpResponse, ApiError> {

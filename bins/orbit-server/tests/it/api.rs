@@ -221,3 +221,54 @@ async fn a_token_guards_every_api_route() {
         "health needs no token"
     );
 }
+
+#[actix_web::test]
+async fn the_openapi_document_lists_every_route() {
+    let app = TestApp::spawn(vec![]).await;
+    let document = app.call("GET", "/api/openapi.json", None).await;
+    assert_eq!(document.status, 200);
+    assert_eq!(document.body["openapi"], "3.1.0");
+    let contract = [
+        ("get", "/health"),
+        ("post", "/api/agents"),
+        ("get", "/api/agents"),
+        ("get", "/api/agents/{name}"),
+        ("put", "/api/agents/{name}"),
+        ("delete", "/api/agents/{name}"),
+        ("get", "/api/agents/{name}/sessions"),
+        ("post", "/api/agents/{name}/sessions"),
+        ("get", "/api/agents/{name}/sessions/{id}"),
+        ("put", "/api/agents/{name}/sessions/{id}"),
+        ("delete", "/api/agents/{name}/sessions/{id}"),
+        ("post", "/api/agents/{name}/sessions/{id}/abort"),
+        ("get", "/api/agents/{name}/inbox"),
+        ("post", "/api/agents/{name}/inbox"),
+        ("get", "/api/agents/{name}/inbox/{msg}"),
+        ("delete", "/api/agents/{name}/inbox/{msg}"),
+        ("get", "/api/tasks"),
+        ("get", "/api/agents/{name}/tasks"),
+        ("post", "/api/agents/{name}/tasks"),
+        ("put", "/api/agents/{name}/tasks/{id}"),
+        ("delete", "/api/agents/{name}/tasks/{id}"),
+        ("get", "/api/agents/{name}/tasks/{id}/runs"),
+        ("post", "/api/chat"),
+        ("get", "/api/openapi.json"),
+    ];
+    for (method, path) in contract {
+        assert!(
+            document.body["paths"][path][method]["summary"].is_string(),
+            "{method} {path} is not documented"
+        );
+    }
+    let documented: usize = document.body["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented,
+        contract.len(),
+        "the document has no route the server lacks, and the other way round"
+    );
+}

@@ -124,3 +124,36 @@ fn sigterm_during_a_turn_leaves_no_claude_process() {
         "no claude process outlives the server"
     );
 }
+
+#[test]
+fn a_taken_port_or_an_unusable_data_dir_is_a_clear_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let output = Command::new(env!("CARGO_BIN_EXE_orbit-server"))
+        .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot listen on"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A file where the data directory should be: not writable as a directory, even for root.
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_orbit-server"))
+        .args(["--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot use data directory"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

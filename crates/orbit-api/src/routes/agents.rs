@@ -6,19 +6,30 @@ use orbit_store::{AgentPatch, AgentStatus, NewAgent, PermissionMode};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::endpoint::{Endpoint, object};
 use crate::error::ApiResult;
 use crate::{AppState, body, extract};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/agents").route(web::post().to(create)).route(web::get().to(list)),
-    )
-    .service(
-        web::resource("/api/agents/{name}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(delete)),
-    );
+pub fn endpoints() -> Vec<Endpoint> {
+    let create_body =
+        object(&[("name", "string"), ("model", "string"), ("permissionMode", "string")], &["name"]);
+    let update_body =
+        object(&[("model", "string"), ("permissionMode", "string"), ("status", "string")], &[]);
+    vec![
+        Endpoint::new("POST", "/api/agents", "Create an agent", || web::post().to(create))
+            .status(201)
+            .body(create_body),
+        Endpoint::new("GET", "/api/agents", "List agents", || web::get().to(list)),
+        Endpoint::new("GET", "/api/agents/{name}", "Get an agent", || web::get().to(get)),
+        Endpoint::new("PUT", "/api/agents/{name}", "Update an agent", || web::put().to(update))
+            .body(update_body),
+        Endpoint::new(
+            "DELETE",
+            "/api/agents/{name}",
+            "Delete an agent, aborting its chats",
+            || web::delete().to(delete),
+        ),
+    ]
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,11 +15,29 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::endpoint::{Endpoint, object};
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, body, extract};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/chat").route(web::post().to(chat)));
+pub fn endpoints() -> Vec<Endpoint> {
+    let body = object(
+        &[
+            ("agentName", "string"),
+            ("message", "string"),
+            ("sessionId", "string"),
+            ("model", "string"),
+        ],
+        &["agentName", "message"],
+    );
+    vec![
+        Endpoint::new(
+            "POST",
+            "/api/chat",
+            "Run a chat turn, streamed as server-sent events",
+            || web::post().to(chat),
+        )
+        .body(body),
+    ]
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,20 +6,45 @@ use orbit_store::{MessageType, NewMessage};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::endpoint::{Endpoint, object};
 use crate::error::ApiResult;
 use crate::{AppState, body, extract};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/agents/{name}/inbox")
-            .route(web::get().to(list))
-            .route(web::post().to(send)),
-    )
-    .service(
-        web::resource("/api/agents/{name}/inbox/{msg}")
-            .route(web::get().to(get))
-            .route(web::delete().to(archive)),
+pub fn endpoints() -> Vec<Endpoint> {
+    let send_body = object(
+        &[
+            ("fromAgent", "string"),
+            ("message", "string"),
+            ("messageType", "string"),
+            ("requestId", "string"),
+        ],
+        &["fromAgent", "message"],
     );
+    vec![
+        Endpoint::new(
+            "GET",
+            "/api/agents/{name}/inbox",
+            "List pending inbox messages, claimed or not",
+            || web::get().to(list),
+        ),
+        Endpoint::new(
+            "POST",
+            "/api/agents/{name}/inbox",
+            "Send a message to the agent's inbox",
+            || web::post().to(send),
+        )
+        .status(201)
+        .body(send_body),
+        Endpoint::new("GET", "/api/agents/{name}/inbox/{msg}", "Get an inbox message", || {
+            web::get().to(get)
+        }),
+        Endpoint::new(
+            "DELETE",
+            "/api/agents/{name}/inbox/{msg}",
+            "Archive an inbox message",
+            || web::delete().to(archive),
+        ),
+    ]
 }
 
 #[derive(Debug, Default, Deserialize)]

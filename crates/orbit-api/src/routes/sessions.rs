@@ -6,22 +6,48 @@ use orbit_store::{NewSession, PermissionMode, SessionPatch};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::endpoint::{Endpoint, object};
 use crate::error::ApiResult;
 use crate::{AppState, body, extract};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/agents/{name}/sessions")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/api/agents/{name}/sessions/{id}")
-            .route(web::get().to(get))
-            .route(web::put().to(update))
-            .route(web::delete().to(delete)),
-    )
-    .service(web::resource("/api/agents/{name}/sessions/{id}/abort").route(web::post().to(abort)));
+pub fn endpoints() -> Vec<Endpoint> {
+    let fields =
+        object(&[("title", "string"), ("model", "string"), ("permissionMode", "string")], &[]);
+    vec![
+        Endpoint::new(
+            "GET",
+            "/api/agents/{name}/sessions",
+            "List an agent's sessions, newest first",
+            || web::get().to(list),
+        ),
+        Endpoint::new(
+            "POST",
+            "/api/agents/{name}/sessions",
+            "Create a session (and the agent if missing)",
+            || web::post().to(create),
+        )
+        .status(201)
+        .body(fields.clone()),
+        Endpoint::new(
+            "GET",
+            "/api/agents/{name}/sessions/{id}",
+            "Get a session with its messages",
+            || web::get().to(get),
+        ),
+        Endpoint::new("PUT", "/api/agents/{name}/sessions/{id}", "Update a session", || {
+            web::put().to(update)
+        })
+        .body(fields),
+        Endpoint::new("DELETE", "/api/agents/{name}/sessions/{id}", "Delete a session", || {
+            web::delete().to(delete)
+        }),
+        Endpoint::new(
+            "POST",
+            "/api/agents/{name}/sessions/{id}/abort",
+            "Abort the session's running turn",
+            || web::post().to(abort),
+        ),
+    ]
 }
 
 #[derive(Debug, Default, Deserialize)]

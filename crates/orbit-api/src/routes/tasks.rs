@@ -8,22 +8,56 @@ use orbit_store::{ContextMode, NewTask, ScheduleType, TaskPatch, TaskStatus, tim
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::endpoint::{Endpoint, object};
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, body, extract};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/api/tasks").route(web::get().to(list_all)))
-        .service(
-            web::resource("/api/agents/{name}/tasks")
-                .route(web::get().to(list))
-                .route(web::post().to(create)),
-        )
-        .service(
-            web::resource("/api/agents/{name}/tasks/{id}")
-                .route(web::put().to(update))
-                .route(web::delete().to(delete)),
-        )
-        .service(web::resource("/api/agents/{name}/tasks/{id}/runs").route(web::get().to(runs)));
+pub fn endpoints() -> Vec<Endpoint> {
+    let create_body = object(
+        &[
+            ("prompt", "string"),
+            ("scheduleType", "string"),
+            ("scheduleValue", "string"),
+            ("contextMode", "string"),
+            ("name", "string"),
+            ("timezone", "string"),
+        ],
+        &["prompt", "scheduleType", "scheduleValue", "contextMode"],
+    );
+    let update_body = object(
+        &[
+            ("status", "string"),
+            ("prompt", "string"),
+            ("scheduleValue", "string"),
+            ("name", "string"),
+            ("timezone", "string"),
+        ],
+        &[],
+    );
+    vec![
+        Endpoint::new("GET", "/api/tasks", "List every agent's tasks", || web::get().to(list_all)),
+        Endpoint::new("GET", "/api/agents/{name}/tasks", "List an agent's tasks", || {
+            web::get().to(list)
+        }),
+        Endpoint::new("POST", "/api/agents/{name}/tasks", "Create a task", || {
+            web::post().to(create)
+        })
+        .status(201)
+        .body(create_body),
+        Endpoint::new("PUT", "/api/agents/{name}/tasks/{id}", "Update a task", || {
+            web::put().to(update)
+        })
+        .body(update_body),
+        Endpoint::new("DELETE", "/api/agents/{name}/tasks/{id}", "Delete a task", || {
+            web::delete().to(delete)
+        }),
+        Endpoint::new(
+            "GET",
+            "/api/agents/{name}/tasks/{id}/runs",
+            "List a task's runs, newest first",
+            || web::get().to(runs),
+        ),
+    ]
 }
 
 #[derive(Debug, Deserialize)]
