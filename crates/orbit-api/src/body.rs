@@ -52,3 +52,16 @@ pub async fn json<T: DeserializeOwned + Default>(
     let body = read(req, payload).await?;
     crate::extract::json_body(&body, empty_ok)
 }
+
+/// A one-key JSON object (`{"sessions": [...]}`) that serializes its value in place, without
+/// building a `serde_json::Value` tree first (which dominated the cost of large listings).
+pub struct Envelope<'a, T: serde::Serialize>(pub &'static str, pub &'a T);
+
+impl<T: serde::Serialize> serde::Serialize for Envelope<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.0, self.1)?;
+        map.end()
+    }
+}

@@ -64,12 +64,12 @@ async fn create(
 }
 
 async fn list(state: Data<AppState>) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(json!({ "agents": state.stores.agents.list().await? })))
+    Ok(HttpResponse::Ok().json(body::Envelope("agents", &state.stores.agents.list().await?)))
 }
 
 async fn get(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
     let name = extract::agent(&path)?;
-    Ok(HttpResponse::Ok().json(json!({ "agent": state.stores.agents.get(&name).await? })))
+    Ok(HttpResponse::Ok().json(body::Envelope("agent", &state.stores.agents.get(&name).await?)))
 }
 
 async fn update(
@@ -85,7 +85,8 @@ async fn update(
         permission_mode: body.permission_mode,
         status: body.status,
     };
-    Ok(HttpResponse::Ok().json(json!({ "agent": state.stores.agents.update(&name, patch).await? })))
+    Ok(HttpResponse::Ok()
+        .json(body::Envelope("agent", &state.stores.agents.update(&name, patch).await?)))
 }
 
 async fn delete(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {

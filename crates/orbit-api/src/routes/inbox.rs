@@ -58,7 +58,8 @@ struct SendMessage {
 
 async fn list(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
     let name = extract::agent(&path)?;
-    Ok(HttpResponse::Ok().json(json!({ "messages": state.stores.inbox.get_pending(&name).await? })))
+    Ok(HttpResponse::Ok()
+        .json(body::Envelope("messages", &state.stores.inbox.get_pending(&name).await?)))
 }
 
 async fn send(
@@ -76,12 +77,14 @@ async fn send(
         message_type: body.message_type.unwrap_or_default(),
         request_id: body.request_id.as_deref().map(extract::message).transpose()?,
     };
-    Ok(HttpResponse::Created().json(json!({ "message": state.stores.inbox.send(new).await? })))
+    Ok(HttpResponse::Created()
+        .json(body::Envelope("message", &state.stores.inbox.send(new).await?)))
 }
 
 async fn get(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
     let (name, id) = (extract::agent(&path.0)?, extract::message(&path.1)?);
-    Ok(HttpResponse::Ok().json(json!({ "message": state.stores.inbox.get(&name, &id).await? })))
+    Ok(HttpResponse::Ok()
+        .json(body::Envelope("message", &state.stores.inbox.get(&name, &id).await?)))
 }
 
 async fn archive(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {

@@ -61,7 +61,7 @@ struct SessionFields {
 async fn list(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
     let name = extract::agent(&path)?;
     Ok(HttpResponse::Ok()
-        .json(json!({ "sessions": state.stores.sessions.list_by_agent(&name).await? })))
+        .json(body::Envelope("sessions", &state.stores.sessions.list_by_agent(&name).await?)))
 }
 
 async fn create(
@@ -105,7 +105,7 @@ async fn update(
         ..SessionPatch::default()
     };
     Ok(HttpResponse::Ok()
-        .json(json!({ "session": state.stores.sessions.update(&name, &id, patch).await? })))
+        .json(body::Envelope("session", &state.stores.sessions.update(&name, &id, patch).await?)))
 }
 
 async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {

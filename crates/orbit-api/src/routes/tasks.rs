@@ -96,12 +96,13 @@ struct UpdateTask {
 }
 
 async fn list_all(state: Data<AppState>) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(json!({ "tasks": state.stores.tasks.list_all().await? })))
+    Ok(HttpResponse::Ok().json(body::Envelope("tasks", &state.stores.tasks.list_all().await?)))
 }
 
 async fn list(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
     let name = extract::agent(&path)?;
-    Ok(HttpResponse::Ok().json(json!({ "tasks": state.stores.tasks.list_by_agent(&name).await? })))
+    Ok(HttpResponse::Ok()
+        .json(body::Envelope("tasks", &state.stores.tasks.list_by_agent(&name).await?)))
 }
 
 async fn create(
@@ -131,7 +132,7 @@ async fn create(
         next_run,
     };
     Ok(HttpResponse::Created()
-        .json(json!({ "task": state.stores.tasks.create(&name, new).await? })))
+        .json(body::Envelope("task", &state.stores.tasks.create(&name, new).await?)))
 }
 
 async fn update(
@@ -159,7 +160,7 @@ async fn update(
         last_run: None,
     };
     Ok(HttpResponse::Ok()
-        .json(json!({ "task": state.stores.tasks.update(&name, &id, patch).await? })))
+        .json(body::Envelope("task", &state.stores.tasks.update(&name, &id, patch).await?)))
 }
 
 async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
@@ -170,5 +171,6 @@ async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResul
 
 async fn runs(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
     let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
-    Ok(HttpResponse::Ok().json(json!({ "runs": state.stores.tasks.list_runs(&name, &id).await? })))
+    Ok(HttpResponse::Ok()
+        .json(body::Envelope("runs", &state.stores.tasks.list_runs(&name, &id).await?)))
 }
