@@ -5,4 +5,4 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 ORBIT_TEST_CLAUDE_BIN="$("$root/scripts/setup-claude.sh")"
 export ORBIT_TEST_CLAUDE_BIN
-cargo test --workspace --locked --all-targets "$@"
+cargo test --workspace --locked "$@"

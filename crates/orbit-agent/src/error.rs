@@ -49,6 +49,26 @@ pub enum Error {
     /// Talking to the CLI failed (a write to its stdin, a malformed line).
     #[error("CLI protocol error: {0}")]
     Protocol(String),
+
+    /// An answer for a permission request that is not waiting.
+    #[error("no permission request {0} is pending")]
+    PermissionNotPending(String),
+
+    /// Bad input to a worktree operation (a hostile branch name, say).
+    #[error("{0}")]
+    Invalid(String),
+
+    /// A worktree that does not exist.
+    #[error("worktree '{0}' not found")]
+    WorktreeNotFound(String),
+
+    /// A worktree with uncommitted changes, kept rather than destroyed.
+    #[error("worktree '{0}' has uncommitted changes and was kept")]
+    WorktreeDirty(String),
+
+    /// git failed.
+    #[error("git failed: {0}")]
+    Git(String),
 }
 
 fn stderr_hint(stderr: &str) -> String {
@@ -62,13 +82,18 @@ impl Error {
             Error::Store(err) => err.kind(),
             Error::TurnInProgress(_) => ErrorKind::Conflict,
             Error::Busy(_) => ErrorKind::Busy,
-            Error::NotRunning(_) => ErrorKind::NotFound,
+            Error::NotRunning(_) | Error::PermissionNotPending(_) | Error::WorktreeNotFound(_) => {
+                ErrorKind::NotFound
+            }
+            Error::Invalid(_) => ErrorKind::Invalid,
+            Error::WorktreeDirty(_) => ErrorKind::Conflict,
             Error::CliMissing { .. }
             | Error::CliExited { .. }
             | Error::TurnFailed(_)
             | Error::Aborted
             | Error::TimedOut(_)
-            | Error::Protocol(_) => ErrorKind::Internal,
+            | Error::Protocol(_)
+            | Error::Git(_) => ErrorKind::Internal,
         }
     }
 }

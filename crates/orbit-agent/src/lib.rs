@@ -18,9 +18,11 @@ pub mod prompt;
 mod qmd;
 pub mod runtime;
 mod session;
+mod tools;
+pub mod worktree;
 
 pub use error::Error;
-pub use policy::{PermissionPolicy, is_read_only};
+pub use policy::{Decision, is_read_only};
 pub use pool::{AgentPool, PoolOptions};
 pub use prompt::TurnKind;
 pub use runtime::{ControlHandler, ProcessEvent, Runtime, RuntimeProcess, SpawnSpec};

@@ -23,6 +23,8 @@ pub struct PoolOptions {
     pub idle_ttl: Duration,
     /// How long an interrupted turn may take to end before its process is killed.
     pub abort_grace: Duration,
+    /// How long an `ask` permission request waits for a person before it is denied.
+    pub ask_timeout: Duration,
 }
 
 impl Default for PoolOptions {
@@ -32,6 +34,7 @@ impl Default for PoolOptions {
             slot_wait: Duration::from_secs(10),
             idle_ttl: Duration::from_secs(10 * 60),
             abort_grace: Duration::from_secs(5),
+            ask_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -42,6 +45,8 @@ pub(crate) struct PoolShared {
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) options: PoolOptions,
     slots: Arc<Semaphore>,
+    /// Woken when an agent's own tools change its tasks.
+    pub(crate) task_changes: Arc<tokio::sync::Notify>,
     agents: Mutex<HashMap<(AgentName, SessionId), Arc<SessionAgent>>>,
 }
 
@@ -95,6 +100,7 @@ impl AgentPool {
                 runtime,
                 options,
                 slots,
+                task_changes: Arc::new(tokio::sync::Notify::new()),
                 agents: Mutex::new(HashMap::new()),
             }),
         }
@@ -109,6 +115,11 @@ impl AgentPool {
                 Arc::new(SessionAgent::new(agent.clone(), *session, self.shared.clone()))
             })
             .clone()
+    }
+
+    /// Notified when an agent changes its own tasks through Orbit's tools.
+    pub fn task_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.shared.task_changes.clone()
     }
 
     /// The session agent if it is in the pool.

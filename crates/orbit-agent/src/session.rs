@@ -14,14 +14,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use orbit_store::{AgentName, InboxMessage, Role, SessionId, SessionMessage, SessionPatch, Usage};
+use orbit_store::{
+    AgentName, InboxMessage, PermissionMode, Role, SessionId, SessionMessage, SessionPatch, Usage,
+};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 
+use crate::policy::{Decision, SessionControl};
 use crate::pool::PoolShared;
 use crate::prompt::{self, TurnKind};
 use crate::runtime::{ProcessEvent, RuntimeProcess, SpawnSpec};
-use crate::{Error, PermissionPolicy, Result};
+use crate::tools::OrbitTools;
+use crate::{Error, Result};
 
 /// What a caller may set for one turn.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +58,8 @@ struct LiveProcess {
     /// The CLI session's running cost total as last reported, to turn totals into per-turn
     /// costs. For a resumed CLI session it starts at what the Orbit session recorded.
     cost_base: f64,
+    /// The mode the process was started in (`allow-all` starts the CLI differently).
+    mode: PermissionMode,
 }
 
 /// One Orbit session's agent.
@@ -65,6 +71,7 @@ pub struct SessionAgent {
     abort: watch::Sender<u64>,
     live: tokio::sync::Mutex<Option<LiveProcess>>,
     last_used: Mutex<Instant>,
+    control: Arc<SessionControl>,
 }
 
 /// Resets the running flag when a turn ends, however it ends.
@@ -83,7 +90,15 @@ enum TurnEnd {
 
 impl SessionAgent {
     pub(crate) fn new(agent: AgentName, session: SessionId, shared: Arc<PoolShared>) -> Self {
+        let tools = OrbitTools {
+            agent: agent.clone(),
+            session,
+            stores: shared.stores.clone(),
+            task_changes: shared.task_changes.clone(),
+        };
+        let control = Arc::new(SessionControl::new(shared.options.ask_timeout, tools));
         Self {
+            control,
             agent,
             session,
             shared,
@@ -123,6 +138,16 @@ impl SessionAgent {
         }
         self.abort.send_modify(|generation| *generation += 1);
         Ok(())
+    }
+
+    /// Answers a pending `ask` permission request of this session's running turn.
+    pub fn answer_permission(
+        &self,
+        request_id: &str,
+        allow: bool,
+        message: Option<String>,
+    ) -> Result<()> {
+        self.control.answer(request_id, Decision { allow, message })
     }
 
     /// Ends the live CLI process, if idle (`force` ends it even mid-turn, after an abort).
@@ -165,6 +190,7 @@ impl SessionAgent {
         stores.sessions.get(&self.agent, &self.session).await?;
         let claimed = self.claim_inbox().await?;
         let outcome = self.run_turn(prompt, &claimed, &options, &events).await;
+        self.control.end_turn();
         self.settle_claims(&claimed, outcome.is_ok()).await;
         *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         let result = match &outcome {
@@ -211,9 +237,17 @@ impl SessionAgent {
         events: &mpsc::UnboundedSender<Value>,
     ) -> Result<TurnOutcome> {
         let text = prompt::user_message(prompt, claimed);
+        let mode = self.permission_mode().await?;
+        self.control.begin_turn(mode, events.clone());
         let mut live = self.live.lock().await;
-        if live.as_ref().is_some_and(|l| l.process.has_exited()) {
-            *live = None;
+        // A process that ended, or that was started for `allow-all` when the mode is now
+        // stricter (or the other way round), is replaced; the next one resumes.
+        let stale = live.as_ref().is_some_and(|l| {
+            l.process.has_exited()
+                || (l.mode == PermissionMode::AllowAll) != (mode == PermissionMode::AllowAll)
+        });
+        if stale && let Some(old) = live.take() {
+            old.process.shutdown().await;
         }
         if let Some(model) = &options.model {
             let patch = SessionPatch { model: Some(model.clone()), ..SessionPatch::default() };
@@ -226,7 +260,7 @@ impl SessionAgent {
         let mut resume = true;
         loop {
             if live.is_none() {
-                *live = Some(self.start_process(options.kind, resume).await?);
+                *live = Some(self.start_process(options.kind, resume, mode).await?);
             }
             let Some(current) = live.as_mut() else { continue };
             let end = self.drive_turn(current, &text, options, events).await;
@@ -258,12 +292,31 @@ impl SessionAgent {
         }
     }
 
-    async fn start_process(&self, kind: TurnKind, resume: bool) -> Result<LiveProcess> {
+    /// The session's mode, else its agent's.
+    async fn permission_mode(&self) -> Result<PermissionMode> {
+        let stores = &self.shared.stores;
+        let session = stores.sessions.get(&self.agent, &self.session).await?;
+        match session.permission_mode {
+            Some(mode) => Ok(mode),
+            None => Ok(stores.agents.get(&self.agent).await?.permission_mode),
+        }
+    }
+
+    async fn start_process(
+        &self,
+        kind: TurnKind,
+        resume: bool,
+        permission_mode: PermissionMode,
+    ) -> Result<LiveProcess> {
         let stores = &self.shared.stores;
         let session = stores.sessions.get(&self.agent, &self.session).await?;
         let agent = stores.agents.get(&self.agent).await?;
-        let cwd: PathBuf = stores.agents.working_dir(&self.agent).await?;
-        let permission_mode = session.permission_mode.unwrap_or(agent.permission_mode);
+        let base: PathBuf = stores.agents.working_dir(&self.agent).await?;
+        // A session with its own worktree runs there, resumes included.
+        let cwd = match &session.worktree_id {
+            Some(id) => crate::worktree::path_of(&base, id),
+            None => base,
+        };
         let permit = self.shared.acquire_process_slot(&self.agent, &self.session).await?;
         let resume = if resume { session.sdk_session_id.clone() } else { None };
         let memory_dir = stores.memory.location(&self.agent);
@@ -278,7 +331,7 @@ impl SessionAgent {
                 memory_dir.as_deref(),
             ),
             permission_mode,
-            control: Arc::new(PermissionPolicy { mode: permission_mode }),
+            control: self.control.clone(),
         };
         let process = self.shared.runtime.spawn(spec).await?;
         let cost_base = if resume.is_some() { session.total_cost_usd.unwrap_or(0.0) } else { 0.0 };
@@ -288,6 +341,7 @@ impl SessionAgent {
             resuming: resume.is_some(),
             cli_session: resume,
             cost_base,
+            mode: permission_mode,
         })
     }
 

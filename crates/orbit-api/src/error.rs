@@ -69,9 +69,9 @@ impl From<orbit_agent::Error> for ApiError {
     }
 }
 
-impl From<orbit_scheduler::Error> for ApiError {
-    fn from(err: orbit_scheduler::Error) -> Self {
-        Self::from_kind(err.kind(), err.to_string())
+impl From<orbit_store::ScheduleError> for ApiError {
+    fn from(err: orbit_store::ScheduleError) -> Self {
+        Self::from_kind(ErrorKind::Invalid, err.to_string())
     }
 }
 

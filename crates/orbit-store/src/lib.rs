@@ -21,6 +21,7 @@ mod fs;
 mod ids;
 mod inbox;
 mod memory;
+mod schedule;
 mod session;
 mod task;
 pub mod timestamp;
@@ -33,6 +34,7 @@ pub use fs::{FsOptions, FsStore};
 pub use ids::{AgentName, MessageId, RunId, SessionId, TaskId, new_ulid};
 pub use inbox::{InboxMessage, InboxStore, MessageStatus, MessageType, NewMessage};
 pub use memory::{MemoryHit, MemoryStore};
+pub use schedule::{Schedule, ScheduleError};
 pub use session::{NewSession, Role, Session, SessionMessage, SessionPatch, SessionStore, Usage};
 pub use task::{
     ContextMode, NewTask, Run, RunOutcome, RunStatus, ScheduleType, Task, TaskPatch, TaskStatus,

@@ -110,7 +110,17 @@ impl SessionMessage {
 #[async_trait]
 pub trait SessionStore: Send + Sync {
     /// Makes a session of an existing agent (`NotFound` otherwise).
-    async fn create(&self, agent: &AgentName, new: NewSession) -> Result<Session>;
+    async fn create(&self, agent: &AgentName, new: NewSession) -> Result<Session> {
+        self.create_with_id(agent, SessionId::new(), new).await
+    }
+    /// Makes a session with an id chosen beforehand (for things named after the session,
+    /// like its worktree); `AlreadyExists` when the id is taken.
+    async fn create_with_id(
+        &self,
+        agent: &AgentName,
+        id: SessionId,
+        new: NewSession,
+    ) -> Result<Session>;
     /// `NotFound` when missing.
     async fn get(&self, agent: &AgentName, id: &SessionId) -> Result<Session>;
     /// The agent's sessions, newest first.

@@ -16,7 +16,7 @@ mod model_server;
 
 use std::path::{Path, PathBuf};
 
-pub use model_server::{ModelServer, Reply, Rule, last_user_text};
+pub use model_server::{ModelServer, Reply, Rule, last_conversation_message, last_user_text};
 
 /// The pinned Claude Code CLI: `ORBIT_TEST_CLAUDE_BIN`, else the project-local install made
 /// by `scripts/setup-claude.sh`. Panics with what to do when neither exists, so a test that

@@ -55,28 +55,52 @@ impl Rule {
     }
 }
 
-/// The text of the last `user` message of a Messages request.
-pub fn last_user_text(request: &Value) -> String {
-    let messages = request["messages"].as_array().cloned().unwrap_or_default();
-    let Some(last) = messages.iter().rev().find(|m| m["role"] == "user") else {
-        return String::new();
-    };
+/// The blocks of the newest conversation message that are not the CLI's own
+/// `<system-reminder>` texts.
+fn newest_blocks(request: &Value) -> Vec<Value> {
+    let last = last_conversation_message(request);
+    if last["role"] != "user" {
+        return Vec::new();
+    }
     match &last["content"] {
-        Value::String(text) => text.clone(),
-        Value::Array(blocks) => {
-            blocks.iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n")
-        }
-        _ => String::new(),
+        Value::String(text) => vec![serde_json::json!({"type": "text", "text": text})],
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| {
+                !(b["type"] == "text"
+                    && b["text"]
+                        .as_str()
+                        .is_some_and(|t| t.trim_start().starts_with("<system-reminder>")))
+            })
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
-fn last_is_tool_result(request: &Value) -> bool {
-    let messages = request["messages"].as_array().cloned().unwrap_or_default();
-    messages
-        .last()
-        .and_then(|m| m["content"].as_array().cloned())
-        .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "tool_result"))
+/// The user's newest prompt: the text the CLI sent after the last tool result of the newest
+/// user message (the CLI merges tool results and the next prompt into one message), without
+/// its own reminders. Empty when the model is answering a tool result.
+pub fn last_user_text(request: &Value) -> String {
+    let blocks = newest_blocks(request);
+    let after_tools = blocks.iter().rposition(|b| b["type"] == "tool_result").map_or(0, |i| i + 1);
+    blocks[after_tools..].iter().filter_map(|b| b["text"].as_str()).collect::<Vec<_>>().join("\n")
 }
+
+/// The last message that is not a `system` entry (the CLI puts those inside `messages`).
+pub fn last_conversation_message(request: &Value) -> Value {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    messages.into_iter().rev().find(|m| m["role"] != "system").unwrap_or_default()
+}
+
+/// Whether the model is answering a tool result: the newest block (reminders aside) is one.
+fn last_is_tool_result(request: &Value) -> bool {
+    newest_blocks(request).last().is_some_and(|b| b["type"] == "tool_result")
+}
+
+/// Every reply and tool call gets its own id: the CLI merges assistant messages that share an
+/// id and treats a repeated tool id as the same call.
+static NEXT_TOOL_USE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 struct Shared {
     rules: Mutex<Vec<Rule>>,
@@ -217,12 +241,14 @@ fn event(name: &str, data: &Value) -> String {
 fn sse_body(model: &str, reply: &Reply) -> String {
     let mut body = event(
         "message_start",
-        &json!({"type": "message_start", "message": {"id": "msg_scripted", "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
+        &json!({"type": "message_start", "message": {"id": format!("msg_{:08}", NEXT_TOOL_USE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)), "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
     );
     let stop_reason = match reply {
         Reply::ToolUse { name, input } => {
-            let id =
-                format!("toolu_{}", std::process::id() as u64 * 1000 + (body.len() as u64 % 997));
+            let id = format!(
+                "toolu_{:08}",
+                NEXT_TOOL_USE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
             body += &event(
                 "content_block_start",
                 &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),

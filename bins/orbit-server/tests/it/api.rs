@@ -253,6 +253,9 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/api/agents/{name}/tasks/{id}/runs"),
         ("post", "/api/chat"),
         ("get", "/api/openapi.json"),
+        ("post", "/api/agents/{name}/sessions/{id}/permissions/{requestId}"),
+        ("get", "/api/agents/{name}/worktrees"),
+        ("delete", "/api/agents/{name}/worktrees/{id}"),
     ];
     for (method, path) in contract {
         assert!(

@@ -7,3 +7,4 @@
 mod api;
 mod helpers;
 mod lifecycle;
+mod permissions;

@@ -75,6 +75,8 @@ impl ClaudeCli {
             command.env_remove(secret);
         }
         command.env("CLAUDE_CONFIG_DIR", &self.config.config_dir);
+        // Orbit's tools go straight into the model's tool list instead of behind ToolSearch.
+        command.env("ENABLE_TOOL_SEARCH", "false");
         if spec.permission_mode == PermissionMode::AllowAll && nix::unistd::geteuid().is_root() {
             // The CLI refuses bypassPermissions as root unless told it runs in a sandbox.
             command.env("IS_SANDBOX", "1");

@@ -72,6 +72,8 @@ impl ClaudeProcess {
             "subtype": "initialize",
             "hooks": {"PreToolUse": [{"matcher": ".*", "hookCallbackIds": ["orbit_pre_tool_use"]}]},
             "appendSystemPrompt": spec.append_system_prompt,
+            // Orbit's tools, served in this process over `mcp_message`.
+            "sdkMcpServers": ["orbit"],
         });
         // The answer comes on stdout like any other line and needs no waiting for: a turn
         // written after it is processed after it.

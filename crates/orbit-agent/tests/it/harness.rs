@@ -59,6 +59,15 @@ impl Harness {
         Self { dir, stores, model, pool, agent }
     }
 
+    pub async fn set_mode(&self, mode: PermissionMode) {
+        let patch = orbit_store::AgentPatch { permission_mode: Some(mode), ..Default::default() };
+        self.stores.agents.update(&self.agent, patch).await.unwrap();
+    }
+
+    pub async fn workspace(&self) -> std::path::PathBuf {
+        self.stores.agents.working_dir(&self.agent).await.unwrap()
+    }
+
     pub async fn session(&self) -> SessionId {
         self.stores.sessions.create(&self.agent, NewSession::default()).await.unwrap().id
     }

@@ -6,5 +6,8 @@
 
 mod harness;
 mod inbox;
+mod permissions;
 mod pool;
+mod tools;
 mod turns;
+mod worktrees;

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod inbox;
 pub mod sessions;
 pub mod tasks;
+pub mod worktrees;
 
 use crate::endpoint::Endpoint;
 
@@ -23,5 +24,6 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(inbox::endpoints());
     all.extend(tasks::endpoints());
     all.extend(chat::endpoints());
+    all.extend(worktrees::endpoints());
     all
 }

@@ -2,12 +2,13 @@
 
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse, web};
-use orbit_store::{NewSession, PermissionMode, SessionPatch};
+use orbit_agent::worktree;
+use orbit_store::{NewSession, PermissionMode, SessionId, SessionPatch};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::endpoint::{Endpoint, object};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::{AppState, body, extract};
 
 pub fn endpoints() -> Vec<Endpoint> {
@@ -23,11 +24,20 @@ pub fn endpoints() -> Vec<Endpoint> {
         Endpoint::new(
             "POST",
             "/api/agents/{name}/sessions",
-            "Create a session (and the agent if missing)",
+            "Create a session (and the agent if missing), optionally in its own git worktree",
             || web::post().to(create),
         )
         .status(201)
-        .body(fields.clone()),
+        .body(object(
+            &[
+                ("title", "string"),
+                ("model", "string"),
+                ("permissionMode", "string"),
+                ("worktree", "boolean"),
+                ("branch", "string"),
+            ],
+            &[],
+        )),
         Endpoint::new(
             "GET",
             "/api/agents/{name}/sessions/{id}",
@@ -47,6 +57,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Abort the session's running turn",
             || web::post().to(abort),
         ),
+        Endpoint::new(
+            "POST",
+            "/api/agents/{name}/sessions/{id}/permissions/{requestId}",
+            "Answer an ask-mode permission request",
+            || web::post().to(answer_permission),
+        )
+        .body(object(&[("allow", "boolean"), ("message", "string")], &["allow"])),
     ]
 }
 
@@ -56,6 +73,26 @@ struct SessionFields {
     title: Option<String>,
     model: Option<String>,
     permission_mode: Option<PermissionMode>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateSession {
+    title: Option<String>,
+    model: Option<String>,
+    permission_mode: Option<PermissionMode>,
+    /// Run this session's turns in a git worktree of its own.
+    #[serde(default)]
+    worktree: bool,
+    /// The new branch of that worktree (detached at HEAD without one).
+    branch: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PermissionAnswer {
+    allow: bool,
+    message: Option<String>,
 }
 
 async fn list(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
@@ -71,15 +108,26 @@ async fn create(
     payload: Payload,
 ) -> ApiResult<HttpResponse> {
     let name = extract::agent(&path)?;
-    let fields: SessionFields = body::json(&req, payload, true).await?;
+    let fields: CreateSession = body::json(&req, payload, true).await?;
+    if fields.branch.is_some() && !fields.worktree {
+        return Err(ApiError::bad_request("'branch' needs \"worktree\": true"));
+    }
     state.stores.agents.ensure(&name).await?;
+    // The worktree is named after the session, so its id is chosen before both exist.
+    let id = SessionId::new();
+    let worktree_id = if fields.worktree {
+        let base = state.stores.agents.working_dir(&name).await?;
+        Some(worktree::create(&base, &id.to_string(), fields.branch.as_deref()).await?.id)
+    } else {
+        None
+    };
     let new = NewSession {
         title: fields.title,
         model: fields.model,
         permission_mode: fields.permission_mode,
-        worktree_id: None,
+        worktree_id,
     };
-    let session = state.stores.sessions.create(&name, new).await?;
+    let session = state.stores.sessions.create_with_id(&name, id, new).await?;
     Ok(HttpResponse::Created().json(json!({ "session": session })))
 }
 
@@ -110,18 +158,47 @@ async fn update(
 
 async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
     let (name, id) = (extract::agent(&path.0)?, extract::session(&path.1)?);
-    state.stores.sessions.get(&name, &id).await?;
+    let session = state.stores.sessions.get(&name, &id).await?;
     state.pool.release(&name, &id).await;
     state.stores.sessions.delete(&name, &id).await?;
+    // The session's worktree goes with it, unless it holds uncommitted work.
+    let mut answer = json!({ "success": true });
+    if let Some(worktree_id) = session.worktree_id {
+        let base = state.stores.agents.working_dir(&name).await?;
+        match worktree::remove(&base, &worktree_id).await {
+            Ok(()) | Err(orbit_agent::Error::WorktreeNotFound(_)) => {}
+            Err(orbit_agent::Error::WorktreeDirty(_)) => {
+                answer["worktreeKept"] =
+                    json!({"id": worktree_id, "reason": "it has uncommitted changes"});
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+async fn answer_permission(
+    state: Data<AppState>,
+    path: Path<(String, String, String)>,
+    req: HttpRequest,
+    payload: Payload,
+) -> ApiResult<HttpResponse> {
+    let (name, id) = (extract::agent(&path.0)?, extract::session(&path.1)?);
+    let answer: PermissionAnswer = body::json(&req, payload, false).await?;
+    let not_pending =
+        || ApiError::not_found(format!("no permission request {} is pending", path.2));
+    let agent = state.pool.find(&name, &id).ok_or_else(not_pending)?;
+    agent.answer_permission(&path.2, answer.allow, answer.message)?;
     Ok(HttpResponse::Ok().json(json!({ "success": true })))
 }
 
 async fn abort(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
     let (name, id) = (extract::agent(&path.0)?, extract::session(&path.1)?);
     state.stores.sessions.get(&name, &id).await?;
-    let agent = state.pool.find(&name, &id).ok_or_else(|| {
-        crate::error::ApiError::not_found(format!("session {id} has no running turn"))
-    })?;
+    let agent = state
+        .pool
+        .find(&name, &id)
+        .ok_or_else(|| ApiError::not_found(format!("session {id} has no running turn")))?;
     agent.abort()?;
     Ok(HttpResponse::Ok().json(json!({ "success": true })))
 }

@@ -3,8 +3,7 @@
 
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse, web};
-use orbit_scheduler::Schedule;
-use orbit_store::{ContextMode, NewTask, ScheduleType, TaskPatch, TaskStatus, timestamp};
+use orbit_store::{ContextMode, NewTask, Schedule, ScheduleType, TaskPatch, TaskStatus, timestamp};
 use serde::Deserialize;
 use serde_json::json;
 

@@ -161,9 +161,9 @@ impl Inner {
         })
     }
 
-    fn create_session(&self, agent: &AgentName, new: NewSession) -> Result<Session> {
+    fn create_session(&self, agent: &AgentName, id: SessionId, new: NewSession) -> Result<Session> {
         let session = Session {
-            id: SessionId::new(),
+            id,
             agent_name: agent.clone(),
             title: new.title,
             sdk_session_id: None,
@@ -176,7 +176,10 @@ impl Inner {
             total_cost_usd: None,
             usage: None,
         };
-        self.write_sessions(agent, |_| {
+        self.write_sessions(agent, |sessions| {
+            if sessions.contains_key(&session.id) {
+                return Err(Error::AlreadyExists { what: "session", id: session.id.to_string() });
+            }
             Ok((Some(Entry::Put { session: Box::new(session.clone()) }), session))
         })
     }
@@ -214,9 +217,14 @@ fn compact(path: &Path, journal: &mut Journal) -> Result<()> {
 
 #[async_trait]
 impl SessionStore for FsStore {
-    async fn create(&self, agent: &AgentName, new: NewSession) -> Result<Session> {
+    async fn create_with_id(
+        &self,
+        agent: &AgentName,
+        id: SessionId,
+        new: NewSession,
+    ) -> Result<Session> {
         let agent = agent.clone();
-        self.blocking(move |s| s.create_session(&agent, new)).await
+        self.blocking(move |s| s.create_session(&agent, id, new)).await
     }
 
     async fn get(&self, agent: &AgentName, id: &SessionId) -> Result<Session> {

@@ -1,14 +1,15 @@
-//! A task's schedule, parsed at the boundary.
+//! A task's schedule, parsed at the boundary. What a valid schedule is belongs to the domain:
+//! the API, the agent's own scheduling tool and the scheduler all check schedules the same way.
 
 use std::time::Duration;
 
-use orbit_store::ScheduleType;
+use crate::ScheduleType;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Why a schedule is refused.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ScheduleError {
     #[error("invalid cron expression '{expr}': {reason}")]
     Cron { expr: String, reason: String },
     #[error("invalid interval '{0}': milliseconds as a whole number, at least 1000")]
@@ -19,10 +20,9 @@ pub enum Error {
     Timezone(String),
 }
 
-impl Error {
-    /// Every schedule error is bad input.
-    pub fn kind(&self) -> orbit_store::ErrorKind {
-        orbit_store::ErrorKind::Invalid
+impl From<ScheduleError> for crate::Error {
+    fn from(err: ScheduleError) -> Self {
+        crate::Error::Invalid(err.to_string())
     }
 }
 
@@ -37,15 +37,20 @@ pub enum Schedule {
 
 impl Schedule {
     /// Parses and checks a schedule as a task gives it.
-    pub fn parse(kind: ScheduleType, value: &str, timezone: Option<&str>) -> crate::Result<Self> {
+    pub fn parse(
+        kind: ScheduleType,
+        value: &str,
+        timezone: Option<&str>,
+    ) -> Result<Self, ScheduleError> {
         if let Some(zone) = timezone
             && !matches!(zone, "UTC" | "Etc/UTC")
         {
-            return Err(Error::Timezone(zone.to_owned()));
+            return Err(ScheduleError::Timezone(zone.to_owned()));
         }
         match kind {
             ScheduleType::Cron => {
-                let cron_error = |reason: String| Error::Cron { expr: value.to_owned(), reason };
+                let cron_error =
+                    |reason: String| ScheduleError::Cron { expr: value.to_owned(), reason };
                 if value.split_whitespace().count() != 5 {
                     return Err(cron_error(
                         "it needs exactly 5 fields (minute hour day-of-month month day-of-week)"
@@ -58,11 +63,13 @@ impl Schedule {
             }
             ScheduleType::Interval => match value.trim().parse::<u64>() {
                 Ok(ms) if ms >= 1000 => Ok(Self::Interval(Duration::from_millis(ms))),
-                _ => Err(Error::Interval(value.to_owned())),
+                _ => Err(ScheduleError::Interval(value.to_owned())),
             },
-            ScheduleType::Once => OffsetDateTime::parse(value, &Rfc3339)
-                .map(Self::Once)
-                .map_err(|err| Error::Once { value: value.to_owned(), reason: err.to_string() }),
+            ScheduleType::Once => {
+                OffsetDateTime::parse(value, &Rfc3339).map(Self::Once).map_err(|err| {
+                    ScheduleError::Once { value: value.to_owned(), reason: err.to_string() }
+                })
+            }
         }
     }
 

@@ -1,0 +1,152 @@
+//! Issue 5 over HTTP: `ask` answered by a person mid-stream, and worktree routes.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use orbit_testkit::{Reply, Rule};
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+fn write_file_rules() -> Vec<Rule> {
+    vec![
+        Rule::after_tool_result(Reply::Text("done".into())),
+        Rule::when_user_says(
+            "write the file",
+            Reply::ToolUse {
+                name: "Bash".into(),
+                input: json!({"command": "echo hi > made.txt", "description": "write"}),
+            },
+        ),
+        Rule::always(Reply::Text("ok".into())),
+    ]
+}
+
+/// Streams a chat, answering its first permission request with `allow` over HTTP.
+async fn chat_answering(app: &TestApp, session: &str, allow: bool) -> Vec<Value> {
+    let mut response = app
+        .builder("POST", "/api/chat")
+        .send_json(&json!({"agentName": "bot", "sessionId": session, "message": "write the file"}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let (mut buffer, mut events) = (String::new(), Vec::new());
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(60), response.next())
+        .await
+        .expect("the stream goes on")
+    {
+        buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
+            let event: Value = serde_json::from_str(data).unwrap();
+            if event["type"] == "permission_request" {
+                let path = format!(
+                    "/api/agents/bot/sessions/{session}/permissions/{}",
+                    event["requestId"].as_str().unwrap()
+                );
+                assert_eq!(
+                    app.call("POST", &path, Some(json!({"allow": allow}))).await.status,
+                    200
+                );
+                assert_eq!(
+                    app.call("POST", &path, Some(json!({"allow": allow}))).await.status,
+                    404,
+                    "an answer for a request no longer pending"
+                );
+            }
+            events.push(event);
+        }
+    }
+    events
+}
+
+#[actix_web::test]
+async fn ask_mode_is_answered_over_http() {
+    let app = TestApp::spawn(write_file_rules()).await;
+    app.call("POST", "/api/agents", Some(json!({"name": "bot", "permissionMode": "ask"}))).await;
+    let workspace = app.dir.path().join("data/workspaces/bot/made.txt");
+
+    let denied = app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = chat_answering(&app, &denied, false).await;
+    assert!(events.iter().any(|e| e["type"] == "permission_request" && e["toolName"] == "Bash"));
+    assert!(!workspace.exists(), "deny keeps the file away");
+
+    let allowed = app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    chat_answering(&app, &allowed, true).await;
+    assert!(workspace.exists(), "allow lets the write happen");
+    let unknown = app
+        .call(
+            "POST",
+            &format!("/api/agents/bot/sessions/{allowed}/permissions/nothing"),
+            Some(json!({"allow": true})),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+}
+
+#[actix_web::test]
+async fn sessions_in_worktrees_over_http() {
+    let app = TestApp::spawn(vec![Rule::always(Reply::Text("ok".into()))]).await;
+    app.call("POST", "/api/agents", Some(json!({"name": "bot", "permissionMode": "allow-all"})))
+        .await;
+    for hostile in ["--upload-pack=x", "../x"] {
+        let refused = app
+            .call(
+                "POST",
+                "/api/agents/bot/sessions",
+                Some(json!({"worktree": true, "branch": hostile})),
+            )
+            .await;
+        assert_eq!(refused.status, 400, "{hostile}: {}", refused.body);
+    }
+    let created = app
+        .call(
+            "POST",
+            "/api/agents/bot/sessions",
+            Some(json!({"worktree": true, "branch": "feature/a"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let session = created.body["session"]["id"].as_str().unwrap().to_owned();
+    let listed = app.call("GET", "/api/agents/bot/worktrees", None).await.body;
+    assert_eq!(listed["worktrees"][0]["sessionId"], session.as_str());
+    assert_eq!(listed["worktrees"][0]["branch"], "feature/a");
+    let path = listed["worktrees"][0]["path"].as_str().unwrap().to_owned();
+
+    let (_, events) =
+        app.chat(json!({"agentName": "bot", "sessionId": session, "message": "hi"})).await;
+    let init = events.iter().find(|e| e["subtype"] == "init").unwrap();
+    assert_eq!(
+        std::fs::canonicalize(init["cwd"].as_str().unwrap()).unwrap(),
+        std::fs::canonicalize(&path).unwrap(),
+        "the turn ran in the worktree"
+    );
+
+    std::fs::write(format!("{path}/wip.txt"), "work in progress").unwrap();
+    let refused = app.call("DELETE", &format!("/api/agents/bot/worktrees/{session}"), None).await;
+    assert_eq!(refused.status, 409);
+    let deleted = app.call("DELETE", &format!("/api/agents/bot/sessions/{session}"), None).await;
+    assert_eq!(
+        deleted.body["worktreeKept"]["id"],
+        session.as_str(),
+        "a dirty worktree is kept and reported"
+    );
+    assert!(std::path::Path::new(&path).exists());
+    std::fs::remove_file(format!("{path}/wip.txt")).unwrap();
+    assert_eq!(
+        app.call("DELETE", &format!("/api/agents/bot/worktrees/{session}"), None).await.status,
+        200
+    );
+    assert!(!std::path::Path::new(&path).exists());
+    assert_eq!(
+        app.call("GET", "/api/agents/bot/worktrees", None).await.body,
+        json!({"worktrees": []})
+    );
+}
