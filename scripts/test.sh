@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Installs what the tests need, then runs every test of the workspace.
+# Installs what the tests need, then runs every test of the workspace and prints the total.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 ORBIT_TEST_CLAUDE_BIN="$("$root/scripts/setup-claude.sh")"
 export ORBIT_TEST_CLAUDE_BIN
-cargo test --workspace --locked "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole workspace: cargo's own last line is the summary of
+# whichever test binary ran last, which may hold no tests at all.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "total: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

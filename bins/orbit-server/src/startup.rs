@@ -10,6 +10,7 @@ use actix_web::web::Data;
 use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig};
 use orbit_agent::{AgentPool, PoolOptions};
 use orbit_api::AppState;
+use orbit_scheduler::{AgentRunner, Scheduler, SchedulerOptions, SystemClock};
 use orbit_store::FsStore;
 
 use crate::config::Settings;
@@ -35,6 +36,7 @@ pub struct Application {
     port: u16,
     server: Server,
     pool: AgentPool,
+    scheduler: Scheduler,
 }
 
 impl Application {
@@ -57,9 +59,18 @@ impl Application {
         let options =
             PoolOptions { max_processes: settings.max_processes, ..PoolOptions::default() };
         let pool = AgentPool::new(store.stores(), Arc::new(runtime), options);
+        let runner = Arc::new(AgentRunner { pool: pool.clone() });
+        let scheduler = Scheduler::new(
+            store.stores(),
+            runner,
+            Arc::new(SystemClock),
+            SchedulerOptions::default(),
+        );
+        pool.set_task_listener(Arc::new(scheduler.clone()));
         let state = Data::new(AppState {
             stores: store.stores(),
             pool: pool.clone(),
+            scheduler: scheduler.clone(),
             api_token: settings.api_token.clone().filter(|t| !t.is_empty()),
             body_limit: settings.body_limit,
         });
@@ -72,7 +83,7 @@ impl Application {
             // Open chat streams get this long after SIGINT/SIGTERM before their connections close.
             .shutdown_timeout(5)
             .run();
-        Ok(Self { port, server, pool })
+        Ok(Self { port, server, pool, scheduler })
     }
 
     /// The port actually bound (useful with port 0).
@@ -84,8 +95,15 @@ impl Application {
     /// aborts the rest and ends every CLI process.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let eviction = self.pool.spawn_eviction(std::future::pending());
+        let (stop_scheduler, scheduler_stopped) = tokio::sync::oneshot::channel::<()>();
+        let scheduler = self.scheduler.clone();
+        let scheduling = tokio::spawn(async move {
+            scheduler.run(async { scheduler_stopped.await.unwrap_or(()) }).await;
+        });
         let served = self.server.await;
-        tracing::info!("stopping: finishing running turns");
+        tracing::info!("stopping: no more task runs; finishing running turns");
+        let _ = stop_scheduler.send(());
+        let _ = scheduling.await;
         self.pool.shutdown(TURN_DEADLINE).await;
         eviction.abort();
         tracing::info!("stopped");

@@ -23,7 +23,7 @@ pub mod worktree;
 
 pub use error::Error;
 pub use policy::{Decision, is_read_only};
-pub use pool::{AgentPool, PoolOptions};
+pub use pool::{AgentPool, PoolOptions, TaskListener};
 pub use prompt::TurnKind;
 pub use runtime::{ControlHandler, ProcessEvent, Runtime, RuntimeProcess, SpawnSpec};
 pub use session::{ChatOptions, SessionAgent, TurnOutcome};

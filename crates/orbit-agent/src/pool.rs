@@ -39,14 +39,32 @@ impl Default for PoolOptions {
     }
 }
 
+/// Told when a task is made, changed or deleted outside the API.
+pub trait TaskListener: Send + Sync {
+    fn task_changed(&self, agent: &AgentName, task: &orbit_store::TaskId);
+}
+
+/// The pool's listener, set once the scheduler exists.
+#[derive(Default)]
+pub(crate) struct TaskListenerSlot(Mutex<Option<Arc<dyn TaskListener>>>);
+
+impl TaskListenerSlot {
+    pub(crate) fn notify(&self, agent: &AgentName, task: &orbit_store::TaskId) {
+        let listener = self.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(listener) = listener {
+            listener.task_changed(agent, task);
+        }
+    }
+}
+
 /// What every session agent of a pool shares.
 pub(crate) struct PoolShared {
     pub(crate) stores: Stores,
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) options: PoolOptions,
     slots: Arc<Semaphore>,
-    /// Woken when an agent's own tools change its tasks.
-    pub(crate) task_changes: Arc<tokio::sync::Notify>,
+    /// Told when an agent's own tools change its tasks.
+    pub(crate) task_listener: Arc<TaskListenerSlot>,
     agents: Mutex<HashMap<(AgentName, SessionId), Arc<SessionAgent>>>,
 }
 
@@ -100,7 +118,7 @@ impl AgentPool {
                 runtime,
                 options,
                 slots,
-                task_changes: Arc::new(tokio::sync::Notify::new()),
+                task_listener: Arc::new(TaskListenerSlot::default()),
                 agents: Mutex::new(HashMap::new()),
             }),
         }
@@ -117,9 +135,11 @@ impl AgentPool {
             .clone()
     }
 
-    /// Notified when an agent changes its own tasks through Orbit's tools.
-    pub fn task_changes(&self) -> Arc<tokio::sync::Notify> {
-        self.shared.task_changes.clone()
+    /// Sets who is told when an agent changes its own tasks through Orbit's tools (the
+    /// scheduler, so that it re-plans them).
+    pub fn set_task_listener(&self, listener: Arc<dyn TaskListener>) {
+        *self.shared.task_listener.0.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(listener);
     }
 
     /// The session agent if it is in the pool.

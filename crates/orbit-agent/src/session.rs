@@ -94,7 +94,7 @@ impl SessionAgent {
             agent: agent.clone(),
             session,
             stores: shared.stores.clone(),
-            task_changes: shared.task_changes.clone(),
+            task_listener: shared.task_listener.clone(),
         };
         let control = Arc::new(SessionControl::new(shared.options.ask_timeout, tools));
         Self {

@@ -14,15 +14,14 @@ use orbit_store::{
 use serde_json::{Value, json};
 use time::Date;
 use time::macros::format_description;
-use tokio::sync::Notify;
 
 /// The `orbit` MCP server of one session.
 pub(crate) struct OrbitTools {
     pub(crate) agent: AgentName,
     pub(crate) session: SessionId,
     pub(crate) stores: Stores,
-    /// Woken when this agent's tasks change, so the scheduler re-plans.
-    pub(crate) task_changes: Arc<Notify>,
+    /// Told when this agent's tasks change, so the scheduler re-plans them.
+    pub(crate) task_listener: Arc<crate::pool::TaskListenerSlot>,
 }
 
 type ToolResult = std::result::Result<Value, String>;
@@ -168,14 +167,14 @@ impl OrbitTools {
                     next_run: Some(next_run),
                 };
                 let task = stores.tasks.create(&self.agent, new).await.map_err(fail)?;
-                self.task_changes.notify_one();
+                self.task_listener.notify(&self.agent, &task.id);
                 Ok(json!(task))
             }
             "list_tasks" => Ok(json!(stores.tasks.list_by_agent(&self.agent).await.map_err(fail)?)),
             "cancel_task" => {
                 let id = TaskId::parse(text_arg(args, "taskId")?).map_err(fail)?;
                 stores.tasks.delete(&self.agent, &id).await.map_err(fail)?;
-                self.task_changes.notify_one();
+                self.task_listener.notify(&self.agent, &id);
                 Ok(json!({"cancelled": id}))
             }
             "memory_search" => {

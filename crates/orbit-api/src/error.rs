@@ -69,6 +69,12 @@ impl From<orbit_agent::Error> for ApiError {
     }
 }
 
+impl From<orbit_scheduler::RunNowError> for ApiError {
+    fn from(err: orbit_scheduler::RunNowError) -> Self {
+        Self::from_kind(err.kind(), err.to_string())
+    }
+}
+
 impl From<orbit_store::ScheduleError> for ApiError {
     fn from(err: orbit_store::ScheduleError) -> Self {
         Self::from_kind(ErrorKind::Invalid, err.to_string())

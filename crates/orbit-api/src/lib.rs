@@ -23,6 +23,8 @@ pub use error::ApiError;
 pub struct AppState {
     pub stores: Stores,
     pub pool: AgentPool,
+    /// Told of every task change, and runs tasks on demand.
+    pub scheduler: orbit_scheduler::Scheduler,
     /// When set, every `/api` route needs `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
     /// The largest request body accepted.

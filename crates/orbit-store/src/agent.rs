@@ -43,6 +43,9 @@ pub struct Agent {
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::timestamp::rfc3339")]
     pub last_active_at: OffsetDateTime,
+    /// The session that `main`-mode task runs continue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_session_id: Option<crate::SessionId>,
 }
 
 /// What a caller gives to make an agent.
@@ -58,6 +61,7 @@ pub struct AgentPatch {
     pub model: Option<String>,
     pub permission_mode: Option<PermissionMode>,
     pub status: Option<AgentStatus>,
+    pub main_session_id: Option<crate::SessionId>,
 }
 
 /// Storage of agents.

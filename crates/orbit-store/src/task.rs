@@ -121,6 +121,10 @@ pub struct Run {
     pub duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// The process running it, to tell a run interrupted by a crash from one that another
+    /// server on the same data directory is still running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_pid: Option<u32>,
 }
 
 /// How a run ended.
@@ -165,4 +169,14 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Run>;
     /// The task's runs, newest first.
     async fn list_runs(&self, agent: &AgentName, task: &TaskId) -> Result<Vec<Run>>;
+    /// The task's newest run, without reading the others.
+    async fn latest_run(&self, agent: &AgentName, task: &TaskId) -> Result<Option<Run>>;
+    /// Claims a slot (a scheduled fire time) of a task: `true` for exactly one caller per
+    /// slot, across processes and restarts.
+    async fn claim_slot(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        slot: OffsetDateTime,
+    ) -> Result<bool>;
 }

@@ -256,6 +256,7 @@ async fn the_openapi_document_lists_every_route() {
         ("post", "/api/agents/{name}/sessions/{id}/permissions/{requestId}"),
         ("get", "/api/agents/{name}/worktrees"),
         ("delete", "/api/agents/{name}/worktrees/{id}"),
+        ("post", "/api/agents/{name}/tasks/{id}/run"),
     ];
     for (method, path) in contract {
         assert!(

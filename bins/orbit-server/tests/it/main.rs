@@ -8,3 +8,4 @@ mod api;
 mod helpers;
 mod lifecycle;
 mod permissions;
+mod scheduling;

@@ -84,6 +84,7 @@ async fn update(
         model: body.model,
         permission_mode: body.permission_mode,
         status: body.status,
+        main_session_id: None,
     };
     Ok(HttpResponse::Ok()
         .json(body::Envelope("agent", &state.stores.agents.update(&name, patch).await?)))

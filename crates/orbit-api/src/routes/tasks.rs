@@ -56,6 +56,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             "List a task's runs, newest first",
             || web::get().to(runs),
         ),
+        Endpoint::new(
+            "POST",
+            "/api/agents/{name}/tasks/{id}/run",
+            "Run a task now (never overlapping its running run)",
+            || web::post().to(run_now),
+        )
+        .status(202),
     ]
 }
 
@@ -130,8 +137,9 @@ async fn create(
         timezone: body.timezone,
         next_run,
     };
-    Ok(HttpResponse::Created()
-        .json(body::Envelope("task", &state.stores.tasks.create(&name, new).await?)))
+    let task = state.stores.tasks.create(&name, new).await?;
+    state.scheduler.task_changed(&name, &task.id);
+    Ok(HttpResponse::Created().json(body::Envelope("task", &task)))
 }
 
 async fn update(
@@ -158,14 +166,22 @@ async fn update(
         next_run: Some(next_run),
         last_run: None,
     };
-    Ok(HttpResponse::Ok()
-        .json(body::Envelope("task", &state.stores.tasks.update(&name, &id, patch).await?)))
+    let task = state.stores.tasks.update(&name, &id, patch).await?;
+    state.scheduler.task_changed(&name, &id);
+    Ok(HttpResponse::Ok().json(body::Envelope("task", &task)))
 }
 
 async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
     let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
     state.stores.tasks.delete(&name, &id).await?;
+    state.scheduler.task_changed(&name, &id);
     Ok(HttpResponse::Ok().json(json!({ "success": true })))
+}
+
+async fn run_now(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
+    let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
+    let run = state.scheduler.run_now(&name, &id).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "run": run })))
 }
 
 async fn runs(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {

@@ -25,6 +25,7 @@ impl Inner {
             status: AgentStatus::Active,
             created_at: now,
             last_active_at: now,
+            main_session_id: None,
         };
         if io::create_json(&self.agent_path(name), &agent)? {
             return Ok((agent, true));
@@ -100,6 +101,9 @@ impl AgentStore for FsStore {
                 }
                 if let Some(status) = patch.status {
                     agent.status = status;
+                }
+                if let Some(session) = patch.main_session_id {
+                    agent.main_session_id = Some(session);
                 }
             })
         })

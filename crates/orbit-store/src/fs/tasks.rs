@@ -171,6 +171,7 @@ impl TaskStore for FsStore {
                 completed_at: finished.then_some(now),
                 duration_ms: finished.then_some(0),
                 cost_usd: None,
+                owner_pid: (!finished).then(std::process::id),
             };
             let dir = s.runs_dir(&agent, &task);
             io::ensure_dir(&dir)?;
@@ -217,6 +218,39 @@ impl TaskStore for FsStore {
                 .collect();
             runs.sort_by_key(|run| std::cmp::Reverse(run.id));
             Ok(runs)
+        })
+        .await
+    }
+
+    async fn latest_run(&self, agent: &AgentName, task: &TaskId) -> Result<Option<Run>> {
+        let (agent, task) = (agent.clone(), *task);
+        self.blocking(move |s| {
+            let dir = s.runs_dir(&agent, &task);
+            // Run ids are ULIDs: the last name is the newest run.
+            Ok(io::list_names(&dir, ".json")?
+                .last()
+                .and_then(|name| io::read_json_lenient(&dir.join(name))))
+        })
+        .await
+    }
+
+    async fn claim_slot(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        slot: time::OffsetDateTime,
+    ) -> Result<bool> {
+        let (agent, task) = (agent.clone(), *task);
+        self.blocking(move |s| {
+            s.get_task(&agent, &task)?;
+            let dir = s.runs_dir(&agent, &task).join("slots");
+            io::ensure_dir(&dir)?;
+            let slot_ms = slot.unix_timestamp_nanos() / 1_000_000;
+            // Create-if-absent: of any number of schedulers, exactly one creates the marker.
+            io::create_json(
+                &dir.join(format!("{slot_ms}.json")),
+                &serde_json::json!({"pid": std::process::id()}),
+            )
         })
         .await
     }

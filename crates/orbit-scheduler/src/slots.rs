@@ -1,0 +1,72 @@
+//! Slot arithmetic: when a task fires next, and which missed slot to catch up.
+
+use std::time::Duration;
+
+use orbit_store::{Schedule, ScheduleType, Task};
+use time::OffsetDateTime;
+
+/// Most slots walked when looking for the last missed one (a minutely cron over an hour
+/// needs 60).
+const MAX_WALK: usize = 10_000;
+
+/// What to do about a task now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Fire the slot at this time (now or later).
+    FireAt(OffsetDateTime),
+    /// Nothing will fire.
+    Never,
+}
+
+/// The plan for an active task at `now`, given its stored `next_run`: a slot in the future
+/// as it is; a missed slot within the catch-up window as the most recent missed slot, fired
+/// now; older misses skipped to the next slot after now.
+pub fn plan(
+    task: &Task,
+    schedule: &Schedule,
+    now: OffsetDateTime,
+    catch_up_recurring: Duration,
+    catch_up_once: Duration,
+) -> Plan {
+    let Some(next) = task.next_run else {
+        return schedule.next_after(now).map_or(Plan::Never, Plan::FireAt);
+    };
+    if next > now {
+        return Plan::FireAt(next);
+    }
+    let window =
+        if task.schedule_type == ScheduleType::Once { catch_up_once } else { catch_up_recurring };
+    let last_missed = last_slot_at_or_before(schedule, next, now);
+    if now - last_missed <= window {
+        Plan::FireAt(last_missed)
+    } else {
+        schedule.next_after(now).map_or(Plan::Never, Plan::FireAt)
+    }
+}
+
+/// The latest slot of `schedule` in `[first, now]`, `first` being a slot.
+fn last_slot_at_or_before(
+    schedule: &Schedule,
+    first: OffsetDateTime,
+    now: OffsetDateTime,
+) -> OffsetDateTime {
+    match schedule {
+        Schedule::Interval(every) => {
+            let every = time::Duration::try_from(*every).unwrap_or(time::Duration::SECOND);
+            let periods =
+                ((now - first).whole_milliseconds() / every.whole_milliseconds().max(1)) as i32;
+            first + every * periods
+        }
+        Schedule::Once(_) => first,
+        Schedule::Cron(_) => {
+            let mut last = first;
+            for _ in 0..MAX_WALK {
+                match schedule.next_after(last) {
+                    Some(next) if next <= now => last = next,
+                    _ => break,
+                }
+            }
+            last
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Firing on schedule: intervals, once, pause and resume, overlap, two schedulers.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use orbit_store::{ContextMode, RunStatus, ScheduleType, TaskPatch, TaskStatus};
+use time::Duration as WallDuration;
+
+use crate::harness::{Harness, START, pass};
+
+#[tokio::test]
+async fn an_interval_fires_on_time_with_a_fresh_session_each_run() {
+    let h = Harness::new(Duration::from_secs(1)).await;
+    let task = h
+        .task(
+            ScheduleType::Interval,
+            "60000",
+            ContextMode::Isolated,
+            Some(START + WallDuration::minutes(1)),
+        )
+        .await;
+    let scheduler = h.scheduler();
+    let (stop, handle) = h.start(&scheduler);
+    pass(Duration::from_secs(5 * 60 + 30)).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+
+    let calls = h.calls();
+    assert_eq!(calls.len(), 5, "one run per minute for five minutes");
+    for (index, (_, _, at)) in calls.iter().enumerate() {
+        let slot = START + WallDuration::minutes(index as i64 + 1);
+        assert!(
+            *at >= slot && *at - slot < WallDuration::seconds(3),
+            "run {index} fired at {at}, slot {slot}"
+        );
+    }
+    let sessions: HashSet<_> = calls.iter().map(|(_, session, _)| *session).collect();
+    assert_eq!(sessions.len(), 5, "a fresh session each run");
+    let runs = h.runs(&task).await;
+    assert_eq!(runs.len(), 5);
+    assert!(runs.iter().all(|r| r.status == RunStatus::Success
+        && r.result.as_deref() == Some("did check")
+        && r.completed_at.is_some()));
+    let stored = h.stores.tasks.get(&h.agent, &task.id).await.unwrap();
+    assert_eq!(stored.last_run, Some(START + WallDuration::minutes(5)));
+    assert_eq!(stored.next_run, Some(START + WallDuration::minutes(6)));
+}
+
+#[tokio::test]
+async fn a_once_task_fires_exactly_once_then_completes() {
+    let h = Harness::new(Duration::from_secs(1)).await;
+    let task = h
+        .task(
+            ScheduleType::Once,
+            "2026-11-23T10:02:00Z",
+            ContextMode::Isolated,
+            Some(START + WallDuration::minutes(2)),
+        )
+        .await;
+    let scheduler = h.scheduler();
+    let (stop, handle) = h.start(&scheduler);
+    pass(Duration::from_secs(10 * 60)).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+    assert_eq!(h.calls().len(), 1);
+    let stored = h.stores.tasks.get(&h.agent, &task.id).await.unwrap();
+    assert_eq!((stored.status, stored.next_run), (TaskStatus::Completed, None));
+}
+
+#[tokio::test]
+async fn a_paused_task_never_fires_and_does_not_catch_up_when_resumed() {
+    let h = Harness::new(Duration::from_secs(1)).await;
+    let task = h
+        .task(
+            ScheduleType::Interval,
+            "60000",
+            ContextMode::Isolated,
+            Some(START + WallDuration::minutes(1)),
+        )
+        .await;
+    let scheduler = h.scheduler();
+    let (stop, handle) = h.start(&scheduler);
+    let paused = TaskPatch {
+        status: Some(TaskStatus::Paused),
+        next_run: Some(None),
+        ..TaskPatch::default()
+    };
+    h.stores.tasks.update(&h.agent, &task.id, paused).await.unwrap();
+    scheduler.task_changed(&h.agent, &task.id);
+    pass(Duration::from_secs(5 * 60)).await;
+    assert!(h.calls().is_empty(), "a paused task fired");
+
+    // Resuming plans from now (as the API does), so the paused minutes are not caught up.
+    let now = START + WallDuration::seconds(300);
+    let resumed = TaskPatch {
+        status: Some(TaskStatus::Active),
+        next_run: Some(Some(now + WallDuration::minutes(1))),
+        ..TaskPatch::default()
+    };
+    h.stores.tasks.update(&h.agent, &task.id, resumed).await.unwrap();
+    scheduler.task_changed(&h.agent, &task.id);
+    pass(Duration::from_secs(90)).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+    assert_eq!(h.calls().len(), 1, "one run after resuming, none for the paused time");
+}
+
+#[tokio::test]
+async fn a_slot_that_comes_while_the_previous_run_runs_is_skipped_and_recorded() {
+    let h = Harness::new(Duration::from_secs(150)).await;
+    let task = h
+        .task(
+            ScheduleType::Interval,
+            "60000",
+            ContextMode::Isolated,
+            Some(START + WallDuration::minutes(1)),
+        )
+        .await;
+    let scheduler = h.scheduler();
+    let (stop, handle) = h.start(&scheduler);
+    pass(Duration::from_secs(4 * 60 + 30)).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+    // Slots at 1..4 minutes: the run of minute 1 lasts until 3:30, so minutes 2 and 3 skip;
+    // the run of minute 4 is still going at shutdown and outlives the grace period.
+    let runs = h.runs(&task).await;
+    let statuses: Vec<RunStatus> = runs.iter().rev().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        vec![RunStatus::Success, RunStatus::Skipped, RunStatus::Skipped, RunStatus::Error]
+    );
+    assert_eq!(runs[0].error.as_deref(), Some("aborted at shutdown"));
+}
+
+#[tokio::test]
+async fn two_schedulers_on_one_directory_fire_each_slot_once() {
+    let h = Harness::new(Duration::from_secs(1)).await;
+    let task = h
+        .task(
+            ScheduleType::Interval,
+            "60000",
+            ContextMode::Isolated,
+            Some(START + WallDuration::minutes(1)),
+        )
+        .await;
+    let other_stores = orbit_store::FsStore::open(h.dir.path()).unwrap().stores();
+    let (first, second) = (h.scheduler(), h.scheduler_on(other_stores));
+    let (stop_first, first_handle) = h.start(&first);
+    let (stop_second, second_handle) = h.start(&second);
+    pass(Duration::from_secs(5 * 60 + 30)).await;
+    stop_first.send(()).unwrap();
+    stop_second.send(()).unwrap();
+    first_handle.await.unwrap();
+    second_handle.await.unwrap();
+    assert_eq!(h.calls().len(), 5, "five slots, five runs");
+    assert_eq!(h.runs(&task).await.len(), 5);
+}
+
+#[tokio::test]
+async fn main_mode_runs_continue_one_session() {
+    let h = Harness::new(Duration::from_secs(1)).await;
+    h.task(
+        ScheduleType::Interval,
+        "60000",
+        ContextMode::Main,
+        Some(START + WallDuration::minutes(1)),
+    )
+    .await;
+    let scheduler = h.scheduler();
+    let (stop, handle) = h.start(&scheduler);
+    pass(Duration::from_secs(3 * 60 + 30)).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+    let sessions: HashSet<_> = h.calls().iter().map(|(_, session, _)| *session).collect();
+    assert_eq!((h.calls().len(), sessions.len()), (3, 1), "three runs in the one main session");
+    let agent = h.stores.agents.get(&h.agent).await.unwrap();
+    assert_eq!(agent.main_session_id, sessions.into_iter().next());
+}

@@ -1,0 +1,9 @@
+//! The scheduler on paused tokio time, a test clock and the filesystem store, with a scripted
+//! task runner; one binary so the suite links once.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod firing;
+mod harness;
+mod recovery;
