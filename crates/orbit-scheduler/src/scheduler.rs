@@ -27,6 +27,9 @@ use crate::clock::Clock;
 use crate::runner::TaskRunner;
 use crate::slots::{Plan, plan};
 
+/// Most slots fired at once.
+const MAX_CONCURRENT_FIRES: usize = 64;
+
 /// Timings of the scheduler.
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
@@ -168,9 +171,17 @@ impl Scheduler {
         loop {
             self.apply_changes().await;
             let now = self.inner.clock.now();
+            // Due slots of different tasks fire side by side: each costs a few fsyncs, and
+            // one after another they would make the last of many slots late.
+            let mut firing = tokio::task::JoinSet::new();
             for (agent, task, slot) in self.take_due(now) {
-                self.fire(&agent, &task, slot).await;
+                let this = self.clone();
+                firing.spawn(async move { this.fire(&agent, &task, slot).await });
+                if firing.len() >= MAX_CONCURRENT_FIRES {
+                    firing.join_next().await;
+                }
             }
+            while firing.join_next().await.is_some() {}
             let next = self.state().heap.peek().map(|Reverse((at, _))| *at);
             let wait = match next {
                 Some(at) if at > now => Duration::try_from(at - now)

@@ -171,6 +171,9 @@ pub trait TaskStore: Send + Sync {
     async fn list_runs(&self, agent: &AgentName, task: &TaskId) -> Result<Vec<Run>>;
     /// The task's newest run, without reading the others.
     async fn latest_run(&self, agent: &AgentName, task: &TaskId) -> Result<Option<Run>>;
+    /// Every run still marked `running`, of every agent, with its agent (read at start-up to
+    /// find runs a crash interrupted; only tasks that ever ran are looked at).
+    async fn running_runs(&self) -> Result<Vec<(AgentName, Run)>>;
     /// Claims a slot (a scheduled fire time) of a task: `true` for exactly one caller per
     /// slot, across processes and restarts.
     async fn claim_slot(

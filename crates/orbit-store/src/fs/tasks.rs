@@ -234,6 +234,27 @@ impl TaskStore for FsStore {
         .await
     }
 
+    async fn running_runs(&self) -> Result<Vec<(AgentName, Run)>> {
+        self.blocking(|s| {
+            let mut running = Vec::new();
+            for name in io::list_names(&s.root.join("agents"), "")? {
+                let Ok(agent) = AgentName::parse(&name) else { continue };
+                let runs_root = s.agent_dir(&agent).join("runs");
+                for task in io::list_names(&runs_root, "")? {
+                    let dir = runs_root.join(&task);
+                    let newest = io::list_names(&dir, ".json")?
+                        .last()
+                        .and_then(|n| io::read_json_lenient::<Run>(&dir.join(n)));
+                    if let Some(run) = newest.filter(|run| run.status == RunStatus::Running) {
+                        running.push((agent.clone(), run));
+                    }
+                }
+            }
+            Ok(running)
+        })
+        .await
+    }
+
     async fn claim_slot(
         &self,
         agent: &AgentName,
