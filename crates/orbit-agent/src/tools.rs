@@ -50,8 +50,8 @@ fn tool_list() -> Value {
         tool("list_inbox", "List the messages waiting in your own inbox.", json!({}), &[]),
         tool(
             "schedule_task",
-            "Schedule a task for yourself: cron (5 fields, UTC), interval (milliseconds, at least 1000) or once (RFC 3339).",
-            json!({"prompt": s, "scheduleType": {"type": "string", "enum": ["cron", "interval", "once"]}, "scheduleValue": s, "contextMode": {"type": "string", "enum": ["isolated", "main"]}, "name": s}),
+            "Schedule a task for yourself: cron (5 fields, in 'timezone', default UTC), interval (milliseconds, at least 1000) or once (RFC 3339).",
+            json!({"prompt": s, "scheduleType": {"type": "string", "enum": ["cron", "interval", "once"]}, "scheduleValue": s, "contextMode": {"type": "string", "enum": ["isolated", "main"]}, "name": s, "timezone": s}),
             &["prompt", "scheduleType", "scheduleValue"]
         ),
         tool("list_tasks", "List your scheduled tasks.", json!({}), &[]),
@@ -148,7 +148,9 @@ impl OrbitTools {
                 let kind: ScheduleType = serde_json::from_value(args["scheduleType"].clone())
                     .map_err(|_| "'scheduleType' must be cron, interval or once".to_owned())?;
                 let value = text_arg(args, "scheduleValue")?;
-                let schedule = Schedule::parse(kind, value, None).map_err(|err| err.to_string())?;
+                let timezone = args["timezone"].as_str();
+                let schedule =
+                    Schedule::parse(kind, value, timezone).map_err(|err| err.to_string())?;
                 let context_mode: ContextMode = match args.get("contextMode") {
                     None | Some(Value::Null) => ContextMode::Isolated,
                     Some(mode) => serde_json::from_value(mode.clone())
@@ -163,7 +165,7 @@ impl OrbitTools {
                     schedule_type: kind,
                     schedule_value: value.to_owned(),
                     context_mode,
-                    timezone: None,
+                    timezone: timezone.map(str::to_owned),
                     next_run: Some(next_run),
                 };
                 let task = stores.tasks.create(&self.agent, new).await.map_err(fail)?;

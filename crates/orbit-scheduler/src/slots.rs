@@ -58,7 +58,7 @@ fn last_slot_at_or_before(
             first + every * periods
         }
         Schedule::Once(_) => first,
-        Schedule::Cron(_) => {
+        Schedule::Cron(..) => {
             let mut last = first;
             for _ in 0..MAX_WALK {
                 match schedule.next_after(last) {

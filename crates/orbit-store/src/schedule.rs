@@ -16,7 +16,7 @@ pub enum ScheduleError {
     Interval(String),
     #[error("invalid once time '{value}': {reason}")]
     Once { value: String, reason: String },
-    #[error("unsupported timezone '{0}': only UTC is supported so far")]
+    #[error("unknown timezone '{0}': use an IANA name such as Europe/Paris")]
     Timezone(String),
 }
 
@@ -29,8 +29,8 @@ impl From<ScheduleError> for crate::Error {
 /// A parsed schedule.
 #[derive(Debug, Clone)]
 pub enum Schedule {
-    /// A 5-field cron expression, evaluated in UTC.
-    Cron(Box<croner::Cron>),
+    /// A 5-field cron expression, evaluated in an IANA timezone (UTC by default).
+    Cron(Box<croner::Cron>, chrono_tz::Tz),
     Interval(Duration),
     Once(OffsetDateTime),
 }
@@ -42,11 +42,12 @@ impl Schedule {
         value: &str,
         timezone: Option<&str>,
     ) -> Result<Self, ScheduleError> {
-        if let Some(zone) = timezone
-            && !matches!(zone, "UTC" | "Etc/UTC")
-        {
-            return Err(ScheduleError::Timezone(zone.to_owned()));
-        }
+        let zone = match timezone {
+            None => chrono_tz::Tz::UTC,
+            Some(name) => name
+                .parse::<chrono_tz::Tz>()
+                .map_err(|_| ScheduleError::Timezone(name.to_owned()))?,
+        };
         match kind {
             ScheduleType::Cron => {
                 let cron_error =
@@ -59,7 +60,7 @@ impl Schedule {
                 }
                 let cron =
                     croner::Cron::new(value).parse().map_err(|err| cron_error(err.to_string()))?;
-                Ok(Self::Cron(Box::new(cron)))
+                Ok(Self::Cron(Box::new(cron), zone))
             }
             ScheduleType::Interval => match value.trim().parse::<u64>() {
                 Ok(ms) if ms >= 1000 => Ok(Self::Interval(Duration::from_millis(ms))),
@@ -78,9 +79,10 @@ impl Schedule {
         match self {
             Self::Interval(every) => Some(after + *every),
             Self::Once(at) => (*at > after).then_some(*at),
-            Self::Cron(cron) => {
+            Self::Cron(cron, zone) => {
                 let start =
-                    chrono::DateTime::from_timestamp(after.unix_timestamp(), after.nanosecond())?;
+                    chrono::DateTime::from_timestamp(after.unix_timestamp(), after.nanosecond())?
+                        .with_timezone(zone);
                 let next = cron.find_next_occurrence(&start, false).ok()?;
                 OffsetDateTime::from_unix_timestamp(next.timestamp()).ok()
             }
@@ -120,6 +122,21 @@ mod tests {
             let err = Schedule::parse(kind, value, None).unwrap_err();
             assert!(err.to_string().contains(value), "{err}");
         }
-        assert!(Schedule::parse(ScheduleType::Interval, "1000", Some("Europe/Paris")).is_err());
+        assert!(Schedule::parse(ScheduleType::Cron, "0 9 * * *", Some("Mars/Olympus")).is_err());
+    }
+
+    #[test]
+    fn cron_follows_the_task_timezone() {
+        // 09:00 in Paris is 08:00 UTC in winter.
+        let paris = Schedule::parse(ScheduleType::Cron, "0 9 * * *", Some("Europe/Paris")).unwrap();
+        assert_eq!(
+            paris.next_after(datetime!(2026-11-23 10:00 UTC)),
+            Some(datetime!(2026-11-24 8:00 UTC))
+        );
+        let utc = Schedule::parse(ScheduleType::Cron, "0 9 * * *", None).unwrap();
+        assert_eq!(
+            utc.next_after(datetime!(2026-11-23 10:00 UTC)),
+            Some(datetime!(2026-11-24 9:00 UTC))
+        );
     }
 }
