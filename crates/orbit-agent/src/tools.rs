@@ -167,6 +167,8 @@ impl OrbitTools {
                     context_mode,
                     timezone: timezone.map(str::to_owned),
                     next_run: Some(next_run),
+                    worktree: false,
+                    branch: None,
                 };
                 let task = stores.tasks.create(&self.agent, new).await.map_err(fail)?;
                 self.task_listener.notify(&self.agent, &task.id);

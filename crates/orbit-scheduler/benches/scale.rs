@@ -79,6 +79,8 @@ async fn main() {
                     context_mode: ContextMode::Isolated,
                     timezone: None,
                     next_run: Some(far),
+                    worktree: false,
+                    branch: None,
                 };
                 stores.tasks.create(&agent, new).await.unwrap();
             }
@@ -136,6 +138,8 @@ async fn main() {
                 context_mode: ContextMode::Main,
                 timezone: None,
                 next_run: Some(first),
+                worktree: false,
+                branch: None,
             };
             let task = stores.tasks.create(&agent, new).await.unwrap();
             scheduler.task_changed(&agent, &task.id);

@@ -385,14 +385,12 @@ impl Scheduler {
             task.name.as_deref().unwrap_or(&task.prompt).chars().take(60).collect::<String>()
         );
         match task.context_mode {
-            ContextMode::Isolated => Ok(stores
-                .sessions
-                .create(
-                    &task.agent_name,
-                    NewSession { title: Some(title), ..NewSession::default() },
-                )
-                .await?
-                .id),
+            ContextMode::Isolated => {
+                let worktree_id =
+                    if task.worktree { Some(self.ensure_worktree(task).await?) } else { None };
+                let new = NewSession { title: Some(title), worktree_id, ..NewSession::default() };
+                Ok(stores.sessions.create(&task.agent_name, new).await?.id)
+            }
             ContextMode::Main => {
                 let agent = stores.agents.get(&task.agent_name).await?;
                 if let Some(main) = agent.main_session_id
@@ -417,6 +415,20 @@ impl Scheduler {
                 Ok(main.id)
             }
         }
+    }
+
+    /// The task's worktree, made at its first run.
+    async fn ensure_worktree(&self, task: &Task) -> orbit_store::Result<String> {
+        let base = self.inner.stores.agents.working_dir(&task.agent_name).await?;
+        let id = task.id.to_string();
+        if !orbit_agent::worktree::path_of(&base, &id).is_dir() {
+            orbit_agent::worktree::create(&base, &id, task.branch.as_deref()).await.map_err(
+                |err| {
+                    orbit_store::Error::Invalid(format!("cannot make the task's worktree: {err}"))
+                },
+            )?;
+        }
+        Ok(id)
     }
 
     /// Writes the run record and runs the turn on a task of its own.

@@ -364,6 +364,8 @@ fn interval_task(prompt: &str) -> NewTask {
         context_mode: ContextMode::Isolated,
         timezone: None,
         next_run: Some(datetime!(2026-11-23 12:00 UTC)),
+        worktree: false,
+        branch: None,
     }
 }
 

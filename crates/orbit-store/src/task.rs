@@ -58,6 +58,12 @@ pub struct Task {
     pub last_run: Option<OffsetDateTime>,
     #[serde(with = "crate::timestamp::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Whether runs work in the task's own git worktree (named after the task).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub worktree: bool,
+    /// The branch of that worktree, made at the first run (detached at HEAD without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 /// What a caller gives to make a task. The schedule is checked by the scheduler, not here.
@@ -70,6 +76,8 @@ pub struct NewTask {
     pub context_mode: ContextMode,
     pub timezone: Option<String>,
     pub next_run: Option<OffsetDateTime>,
+    pub worktree: bool,
+    pub branch: Option<String>,
 }
 
 /// A partial update of a task; `None` leaves a field as it is.

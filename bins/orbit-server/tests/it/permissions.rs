@@ -150,3 +150,61 @@ async fn sessions_in_worktrees_over_http() {
         json!({"worktrees": []})
     );
 }
+
+#[actix_web::test]
+async fn tasks_in_worktrees_over_http() {
+    let app = TestApp::spawn(vec![Rule::always(Reply::Text("ok".into()))]).await;
+    app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+    let body = |extra: Value| {
+        let mut body = json!({"prompt": "build it", "scheduleType": "cron", "scheduleValue": "0 0 1 1 *", "contextMode": "isolated"});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (extra, why) in [
+        (json!({"worktree": true, "branch": "--upload-pack=x"}), "a hostile branch"),
+        (json!({"branch": "feature/x"}), "a branch without a worktree"),
+        (json!({"worktree": true, "contextMode": "main"}), "a worktree for the main session"),
+    ] {
+        assert_eq!(
+            app.call("POST", "/api/agents/bot/tasks", Some(body(extra))).await.status,
+            400,
+            "{why}"
+        );
+    }
+    let task = app
+        .call(
+            "POST",
+            "/api/agents/bot/tasks",
+            Some(body(json!({"worktree": true, "branch": "task/build"}))),
+        )
+        .await;
+    assert_eq!(task.status, 201, "{}", task.body);
+    let task_id = task.body["task"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.call("POST", &format!("/api/agents/bot/tasks/{task_id}/run"), None).await.status,
+        202
+    );
+    let mut listed = Value::Null;
+    for _ in 0..60 {
+        listed = app.call("GET", "/api/agents/bot/worktrees", None).await.body;
+        if listed["worktrees"].as_array().is_some_and(|w| !w.is_empty()) {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(listed["worktrees"][0]["taskId"], task_id.as_str(), "{listed}");
+    let path = listed["worktrees"][0]["path"].as_str().unwrap().to_owned();
+    for _ in 0..60 {
+        let runs =
+            app.call("GET", &format!("/api/agents/bot/tasks/{task_id}/runs"), None).await.body;
+        if runs["runs"][0]["status"] != "running" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        app.call("DELETE", &format!("/api/agents/bot/tasks/{task_id}"), None).await.status,
+        200
+    );
+    assert!(!std::path::Path::new(&path).exists(), "deleting the task removes its worktree");
+}

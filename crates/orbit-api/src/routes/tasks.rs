@@ -75,6 +75,10 @@ struct CreateTask {
     context_mode: ContextMode,
     name: Option<String>,
     timezone: Option<String>,
+    /// Run in the task's own git worktree.
+    #[serde(default)]
+    worktree: bool,
+    branch: Option<String>,
 }
 
 // Required fields make a default meaningless; an empty body is refused before this is used.
@@ -87,6 +91,8 @@ impl Default for CreateTask {
             context_mode: ContextMode::Isolated,
             name: None,
             timezone: None,
+            worktree: false,
+            branch: None,
         }
     }
 }
@@ -128,6 +134,17 @@ async fn create(
             body.schedule_value
         )));
     }
+    if body.branch.is_some() && !body.worktree {
+        return Err(ApiError::bad_request("'branch' needs \"worktree\": true"));
+    }
+    if body.worktree && body.context_mode == ContextMode::Main {
+        return Err(ApiError::bad_request(
+            "a task in its own worktree needs \"contextMode\": \"isolated\" (the main session has its own working directory)",
+        ));
+    }
+    if let Some(branch) = &body.branch {
+        orbit_agent::worktree::check_branch(branch).await?;
+    }
     let new = NewTask {
         name: body.name,
         prompt: body.prompt,
@@ -136,6 +153,8 @@ async fn create(
         context_mode: body.context_mode,
         timezone: body.timezone,
         next_run,
+        worktree: body.worktree,
+        branch: body.branch,
     };
     let task = state.stores.tasks.create(&name, new).await?;
     state.scheduler.task_changed(&name, &task.id);
@@ -173,9 +192,22 @@ async fn update(
 
 async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
     let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
+    let task = state.stores.tasks.get(&name, &id).await?;
     state.stores.tasks.delete(&name, &id).await?;
     state.scheduler.task_changed(&name, &id);
-    Ok(HttpResponse::Ok().json(json!({ "success": true })))
+    // The task's worktree goes with it, unless it holds uncommitted work.
+    let mut answer = json!({ "success": true });
+    if task.worktree {
+        let base = state.stores.agents.working_dir(&name).await?;
+        match orbit_agent::worktree::remove(&base, &id.to_string()).await {
+            Ok(()) | Err(orbit_agent::Error::WorktreeNotFound(_)) => {}
+            Err(orbit_agent::Error::WorktreeDirty(_)) => {
+                answer["worktreeKept"] = json!({"id": id, "reason": "it has uncommitted changes"});
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 async fn run_now(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {

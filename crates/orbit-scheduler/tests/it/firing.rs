@@ -176,3 +176,41 @@ async fn main_mode_runs_continue_one_session() {
     let agent = h.stores.agents.get(&h.agent).await.unwrap();
     assert_eq!(agent.main_session_id, sessions.into_iter().next());
 }
+
+#[tokio::test]
+async fn a_task_in_its_own_worktree_runs_every_run_there() {
+    let h = Harness::new(Duration::from_secs(1)).await;
+    let new = orbit_store::NewTask {
+        name: None,
+        prompt: "build".into(),
+        schedule_type: ScheduleType::Interval,
+        schedule_value: "60000".into(),
+        context_mode: ContextMode::Isolated,
+        timezone: None,
+        next_run: Some(START + WallDuration::minutes(1)),
+        worktree: true,
+        branch: Some("task/build".into()),
+    };
+    let task = h.stores.tasks.create(&h.agent, new).await.unwrap();
+    let scheduler = h.scheduler();
+    let (stop, handle) = h.start(&scheduler);
+    pass(Duration::from_secs(2 * 60 + 30)).await;
+    stop.send(()).unwrap();
+    handle.await.unwrap();
+    let calls = h.calls();
+    assert_eq!(calls.len(), 2);
+    for (_, session, _) in &calls {
+        let session = h.stores.sessions.get(&h.agent, session).await.unwrap();
+        assert_eq!(
+            session.worktree_id,
+            Some(task.id.to_string()),
+            "each run's session works in the task's worktree"
+        );
+    }
+    let base = h.stores.agents.working_dir(&h.agent).await.unwrap();
+    let trees = orbit_agent::worktree::list(&base).await.unwrap();
+    assert_eq!(
+        (trees.len(), trees[0].id.clone(), trees[0].branch.as_deref()),
+        (1, task.id.to_string(), Some("task/build"))
+    );
+}

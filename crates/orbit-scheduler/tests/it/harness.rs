@@ -95,6 +95,8 @@ impl Harness {
             context_mode: mode,
             timezone: None,
             next_run,
+            worktree: false,
+            branch: None,
         };
         self.stores.tasks.create(&self.agent, new).await.unwrap()
     }

@@ -58,6 +58,8 @@ impl TaskStore for FsStore {
                 next_run: new.next_run,
                 last_run: None,
                 created_at: timestamp::now(),
+                worktree: new.worktree,
+                branch: new.branch,
             };
             let path = s.task_path(&agent, &task.id);
             io::ensure_dir(path.parent().unwrap_or(&s.root))?;
