@@ -1,11 +1,11 @@
 //! Request middleware: a request id on every log line, and bearer-token authentication.
 
-use actix_web::Error;
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::web::Data;
+use actix_web::{Error, ResponseError};
 use tracing::Instrument;
 
 use crate::{ApiError, AppState};
@@ -28,8 +28,8 @@ pub async fn request_span(
 /// compared in constant time, never read from the query string, never logged.
 pub async fn authenticate(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, Error> {
     let expected = req.app_data::<Data<AppState>>().and_then(|state| state.api_token.clone());
     if let Some(expected) = expected
         && req.path().starts_with("/api")
@@ -40,15 +40,15 @@ pub async fn authenticate(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
-            return Err(ApiError::new(
+            let refusal = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "a valid bearer token is required",
-            )
-            .into());
+            );
+            return Ok(req.into_response(refusal.error_response()).map_into_right_body());
         }
     }
-    next.call(req).await
+    next.call(req).await.map(ServiceResponse::map_into_left_body)
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing of the token.

@@ -28,6 +28,10 @@ impl TestApp {
     }
 
     pub async fn spawn_with_token(rules: Vec<Rule>, token: Option<&str>) -> Self {
+        Self::spawn_with(rules, token, 8).await
+    }
+
+    pub async fn spawn_with(rules: Vec<Rule>, token: Option<&str>, max_processes: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
         let model = ModelServer::start(rules);
@@ -35,6 +39,7 @@ impl TestApp {
         settings.data_dir = Some(dir.path().join("data"));
         settings.claude_bin = orbit_testkit::claude_bin();
         settings.api_token = token.map(str::to_owned);
+        settings.max_processes = max_processes;
         settings.cli_env = orbit_testkit::cli_env(&model, &dir.path().join("tmp"));
         let app = Application::build(&settings).unwrap();
         let address = format!("http://127.0.0.1:{}", app.port());

@@ -157,3 +157,65 @@ fn a_taken_port_or_an_unusable_data_dir_is_a_clear_failure() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[actix_web::test]
+async fn a_client_that_disconnects_mid_turn_loses_nothing() {
+    let app = TestApp::spawn(vec![
+        Rule::when_user_says(
+            "slow",
+            Reply::Delayed(Duration::from_secs(2), Box::new(Reply::Text("finished anyway".into()))),
+        ),
+        Rule::always(Reply::Text("ok".into())),
+    ])
+    .await;
+    let session = app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    {
+        // Read the first event, then hang up.
+        let mut response = app
+            .builder("POST", "/api/chat")
+            .send_json(&json!({"agentName": "bot", "sessionId": session, "message": "slow"}))
+            .await
+            .unwrap();
+        use futures_util::StreamExt;
+        let first = response.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains(&session));
+    }
+    let mut messages = Vec::new();
+    for _ in 0..80 {
+        messages = app.call("GET", &format!("/api/agents/bot/sessions/{session}"), None).await.body
+            ["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if messages.len() == 2 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(messages.len(), 2, "the turn finished and was recorded");
+    assert_eq!(messages[1]["content"], "finished anyway");
+}
+
+#[actix_web::test]
+async fn past_the_process_cap_a_chat_is_answered_429() {
+    let app = std::rc::Rc::new(TestApp::spawn_with(slow_rules(), None, 1).await);
+    let first = app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let chat = {
+        let (app, first) = (app.clone(), first.clone());
+        actix_web::rt::spawn(async move {
+            app.chat(json!({"agentName": "bot", "sessionId": first, "message": "slow"})).await
+        })
+    };
+    app.wait_for_model_requests(1).await;
+    let (status, body) = app.chat(json!({"agentName": "bot", "message": "hello"})).await;
+    assert_eq!(status, 429, "{body:?}");
+    assert_eq!(body[0]["code"], "busy");
+    app.call("POST", &format!("/api/agents/bot/sessions/{first}/abort"), None).await;
+    chat.await.unwrap();
+}

@@ -164,3 +164,40 @@ async fn a_missing_cli_is_a_clear_error() {
     assert!(matches!(err, Error::CliMissing { .. }), "{err}");
     assert!(err.to_string().contains("ORBIT_CLAUDE_BIN"), "the error says what to do: {err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_crash_mid_turn_fails_the_turn_and_leaves_the_session_usable() {
+    let h = Harness::new(vec![
+        Rule::when_user_says(
+            "slow",
+            Reply::Delayed(Duration::from_secs(30), Box::new(text("late"))),
+        ),
+        Rule::always(text("recovered")),
+    ])
+    .await;
+    let session = h.session().await;
+    let agent = h.pool.get(&h.agent, &session);
+    let turn = {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            agent
+                .chat("slow please", Default::default(), tokio::sync::mpsc::unbounded_channel().0)
+                .await
+        })
+    };
+    h.wait_for_requests(1).await;
+    for pid in h.live_cli_processes() {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let result = tokio::time::timeout(Duration::from_secs(20), turn)
+        .await
+        .expect("the crash ends the turn")
+        .unwrap();
+    assert!(matches!(result, Err(Error::CliExited { .. })), "{result:?}");
+    let (outcome, _) = h.chat(&session, "still there?").await;
+    assert_eq!(outcome.unwrap().result, "recovered");
+}

@@ -1,0 +1,112 @@
+//! orbit-api in process (`actix_web::test`, no socket): error shapes, limits and auth. The
+//! real-server tests, with the CLI, live in `bins/orbit-server/tests`.
+
+// Test code: a failed expectation is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use actix_web::test::{TestRequest, call_service, init_service, read_body_json};
+use actix_web::web::Data;
+use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig};
+use orbit_agent::{AgentPool, PoolOptions};
+use orbit_api::AppState;
+use orbit_scheduler::{AgentRunner, Scheduler, SchedulerOptions, SystemClock};
+use orbit_store::FsStore;
+use serde_json::{Value, json};
+
+fn state(dir: &std::path::Path, token: Option<&str>) -> Data<AppState> {
+    let store = FsStore::open(dir).unwrap();
+    // No test here starts a turn, so the CLI is never spawned.
+    let runtime = ClaudeCli::new(ClaudeCliConfig {
+        bin: "/nonexistent/claude".into(),
+        config_dir: dir.join("claude"),
+        env: vec![],
+        max_turns: None,
+    });
+    let pool = AgentPool::new(store.stores(), Arc::new(runtime), PoolOptions::default());
+    let scheduler = Scheduler::new(
+        store.stores(),
+        Arc::new(AgentRunner { pool: pool.clone() }),
+        Arc::new(SystemClock),
+        SchedulerOptions::default(),
+    );
+    Data::new(AppState {
+        stores: store.stores(),
+        pool,
+        scheduler,
+        api_token: token.map(str::to_owned),
+        body_limit: 1024,
+    })
+}
+
+#[actix_web::test]
+async fn errors_are_json_with_a_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = init_service(orbit_api::app(state(dir.path(), None))).await;
+    for (request, status, code) in [
+        (TestRequest::get().uri("/nowhere").to_request(), 404, "not_found"),
+        (TestRequest::get().uri("/api/agents/Not-Valid").to_request(), 400, "invalid_input"),
+        (
+            TestRequest::post().uri("/api/agents").set_payload("{oops").to_request(),
+            400,
+            "bad_request",
+        ),
+        (
+            TestRequest::post()
+                .uri("/api/agents")
+                .set_payload(format!("{{\"name\":\"{}\"}}", "a".repeat(2000)))
+                .to_request(),
+            413,
+            "payload_too_large",
+        ),
+    ] {
+        let response = call_service(&app, request).await;
+        assert_eq!(response.status().as_u16(), status);
+        let body: Value = read_body_json(response).await;
+        assert_eq!(body["code"], code, "{body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    }
+    let created = call_service(
+        &app,
+        TestRequest::post().uri("/api/agents").set_json(json!({"name": "bot"})).to_request(),
+    )
+    .await;
+    assert_eq!(created.status().as_u16(), 201);
+    let again = call_service(
+        &app,
+        TestRequest::post().uri("/api/agents").set_json(json!({"name": "bot"})).to_request(),
+    )
+    .await;
+    assert_eq!(again.status().as_u16(), 409);
+}
+
+#[actix_web::test]
+async fn the_token_is_checked_on_api_routes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = init_service(orbit_api::app(state(dir.path(), Some("tok")))).await;
+    let anonymous = call_service(&app, TestRequest::get().uri("/api/agents").to_request()).await;
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let body: Value = read_body_json(anonymous).await;
+    assert_eq!(body["code"], "unauthorized");
+    let shorter = call_service(
+        &app,
+        TestRequest::get()
+            .uri("/api/agents")
+            .insert_header(("Authorization", "Bearer to"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(shorter.status().as_u16(), 401);
+    let good = call_service(
+        &app,
+        TestRequest::get()
+            .uri("/api/agents")
+            .insert_header(("Authorization", "Bearer tok"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(good.status().as_u16(), 200);
+    let health = call_service(&app, TestRequest::get().uri("/health").to_request()).await;
+    assert_eq!(health.status().as_u16(), 200);
+}
