@@ -101,6 +101,18 @@ impl Harness {
         (result, events)
     }
 
+    /// Starts a turn on a task of its own, its events dropped.
+    pub fn spawn_turn(
+        &self,
+        session: &SessionId,
+        prompt: &str,
+    ) -> tokio::task::JoinHandle<orbit_agent::Result<TurnOutcome>> {
+        let (agent, prompt) = (self.pool.get(&self.agent, session), prompt.to_owned());
+        tokio::spawn(async move {
+            agent.chat(&prompt, ChatOptions::default(), mpsc::unbounded_channel().0).await
+        })
+    }
+
     /// The CLI processes this harness started that are still alive.
     pub fn live_cli_processes(&self) -> Vec<u32> {
         orbit_testkit::processes_with_env(&self.dir.path().join("tmp").display().to_string())

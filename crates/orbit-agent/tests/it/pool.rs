@@ -26,12 +26,7 @@ async fn past_the_process_cap_a_turn_fails_busy() {
     )
     .await;
     let (first, second) = (h.session().await, h.session().await);
-    let busy_turn = {
-        let agent = h.pool.get(&h.agent, &first);
-        tokio::spawn(async move {
-            agent.chat("slow", Default::default(), tokio::sync::mpsc::unbounded_channel().0).await
-        })
-    };
+    let busy_turn = h.spawn_turn(&first, "slow");
     h.wait_for_requests(1).await;
     let (refused, _) = h.chat(&second, "hi").await;
     assert!(matches!(refused, Err(Error::Busy(1))), "{refused:?}");

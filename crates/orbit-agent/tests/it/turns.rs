@@ -109,13 +109,7 @@ async fn abort_mid_turn_leaves_no_process_and_the_next_turn_works() {
     .await;
     let session = h.session().await;
     let agent = h.pool.get(&h.agent, &session);
-    let turn = {
-        let agent = agent.clone();
-        tokio::spawn(async move {
-            let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-            agent.chat("slow please", orbit_agent::ChatOptions::default(), tx).await
-        })
-    };
+    let turn = h.spawn_turn(&session, "slow please");
     h.wait_for_requests(1).await;
     assert!(
         matches!(
@@ -176,15 +170,7 @@ async fn a_cli_crash_mid_turn_fails_the_turn_and_leaves_the_session_usable() {
     ])
     .await;
     let session = h.session().await;
-    let agent = h.pool.get(&h.agent, &session);
-    let turn = {
-        let agent = agent.clone();
-        tokio::spawn(async move {
-            agent
-                .chat("slow please", Default::default(), tokio::sync::mpsc::unbounded_channel().0)
-                .await
-        })
-    };
+    let turn = h.spawn_turn(&session, "slow please");
     h.wait_for_requests(1).await;
     for pid in h.live_cli_processes() {
         nix::sys::signal::kill(

@@ -75,7 +75,7 @@ async fn chat(
     }
 
     let (events_tx, mut events) = mpsc::unbounded_channel::<Value>();
-    let (done_tx, mut done) = oneshot::channel::<orbit_agent::Result<TurnOutcome>>();
+    let (done_tx, done) = oneshot::channel::<orbit_agent::Result<TurnOutcome>>();
     let options = ChatOptions { model: body.model, ..ChatOptions::default() };
     let message = body.message;
     tokio::spawn(async move {
@@ -84,21 +84,25 @@ async fn chat(
     });
 
     // Wait for the turn to start (or to fail before starting) to choose the answer.
-    let first = tokio::select! {
-        first = events.recv() => first,
-        outcome = &mut done => match outcome {
-            Ok(Err(err @ (AgentError::Busy(_) | AgentError::TurnInProgress(_)))) => return Err(err.into()),
+    // The first event means the turn started. No event at all means it ended before it
+    // started, and its outcome decides the answer: a refusal is JSON with its status.
+    let first = events.recv().await;
+    if first.is_none() {
+        let (tx, rx) = mpsc::channel(4);
+        let _ = tx.send(event(&json!({"type": "system", "sessionId": session.id}))).await;
+        match done.await {
+            Ok(Err(err @ (AgentError::Busy(_) | AgentError::TurnInProgress(_)))) => {
+                return Err(err.into());
+            }
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "chat turn failed before it started");
-                let (tx, rx) = mpsc::channel(4);
-                let _ = tx.send(event(&json!({"type": "system", "sessionId": session.id}))).await;
                 let _ = tx.send(event(&json!({"type": "error", "message": err.to_string()}))).await;
-                return Ok(sse::Sse::from_infallible_receiver(rx));
             }
-            // The turn ended before its first event was read: its events are still queued.
-            _ => events.recv().await,
-        },
-    };
+            // A turn that ended without a single event: nothing more to tell.
+            Ok(Ok(_)) | Err(_) => {}
+        }
+        return Ok(sse::Sse::from_infallible_receiver(rx));
+    }
 
     let (tx, rx) = mpsc::channel(64);
     let session_id = session.id;

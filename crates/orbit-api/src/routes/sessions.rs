@@ -163,16 +163,10 @@ async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResul
     state.stores.sessions.delete(&name, &id).await?;
     // The session's worktree goes with it, unless it holds uncommitted work.
     let mut answer = json!({ "success": true });
-    if let Some(worktree_id) = session.worktree_id {
-        let base = state.stores.agents.working_dir(&name).await?;
-        match worktree::remove(&base, &worktree_id).await {
-            Ok(()) | Err(orbit_agent::Error::WorktreeNotFound(_)) => {}
-            Err(orbit_agent::Error::WorktreeDirty(_)) => {
-                answer["worktreeKept"] =
-                    json!({"id": worktree_id, "reason": "it has uncommitted changes"});
-            }
-            Err(err) => return Err(err.into()),
-        }
+    if let Some(worktree_id) = session.worktree_id
+        && let Some(kept) = super::worktrees::remove_owned(&state, &name, &worktree_id).await?
+    {
+        answer["worktreeKept"] = kept;
     }
     Ok(HttpResponse::Ok().json(answer))
 }

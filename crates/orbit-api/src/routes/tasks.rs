@@ -197,15 +197,10 @@ async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResul
     state.scheduler.task_changed(&name, &id);
     // The task's worktree goes with it, unless it holds uncommitted work.
     let mut answer = json!({ "success": true });
-    if task.worktree {
-        let base = state.stores.agents.working_dir(&name).await?;
-        match orbit_agent::worktree::remove(&base, &id.to_string()).await {
-            Ok(()) | Err(orbit_agent::Error::WorktreeNotFound(_)) => {}
-            Err(orbit_agent::Error::WorktreeDirty(_)) => {
-                answer["worktreeKept"] = json!({"id": id, "reason": "it has uncommitted changes"});
-            }
-            Err(err) => return Err(err.into()),
-        }
+    if task.worktree
+        && let Some(kept) = super::worktrees::remove_owned(&state, &name, &id.to_string()).await?
+    {
+        answer["worktreeKept"] = kept;
     }
     Ok(HttpResponse::Ok().json(answer))
 }

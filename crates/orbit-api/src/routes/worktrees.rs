@@ -54,3 +54,20 @@ async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResul
     worktree::remove(&base, &path.1).await?;
     Ok(HttpResponse::Ok().json(json!({ "success": true })))
 }
+
+/// Removes the worktree of a deleted session or task. One that holds uncommitted work is kept,
+/// and the returned note says so for the answer.
+pub(crate) async fn remove_owned(
+    state: &AppState,
+    agent: &orbit_store::AgentName,
+    id: &str,
+) -> ApiResult<Option<serde_json::Value>> {
+    let base = state.stores.agents.working_dir(agent).await?;
+    match worktree::remove(&base, id).await {
+        Ok(()) | Err(orbit_agent::Error::WorktreeNotFound(_)) => Ok(None),
+        Err(orbit_agent::Error::WorktreeDirty(_)) => {
+            Ok(Some(json!({"id": id, "reason": "it has uncommitted changes"})))
+        }
+        Err(err) => Err(err.into()),
+    }
+}

@@ -20,10 +20,7 @@ async fn an_interval_fires_on_time_with_a_fresh_session_each_run() {
         )
         .await;
     let scheduler = h.scheduler();
-    let (stop, handle) = h.start(&scheduler);
-    pass(Duration::from_secs(5 * 60 + 30)).await;
-    stop.send(()).unwrap();
-    handle.await.unwrap();
+    h.run_for(&scheduler, Duration::from_secs(5 * 60 + 30)).await;
 
     let calls = h.calls();
     assert_eq!(calls.len(), 5, "one run per minute for five minutes");
@@ -58,10 +55,7 @@ async fn a_once_task_fires_exactly_once_then_completes() {
         )
         .await;
     let scheduler = h.scheduler();
-    let (stop, handle) = h.start(&scheduler);
-    pass(Duration::from_secs(10 * 60)).await;
-    stop.send(()).unwrap();
-    handle.await.unwrap();
+    h.run_for(&scheduler, Duration::from_secs(10 * 60)).await;
     assert_eq!(h.calls().len(), 1);
     let stored = h.stores.tasks.get(&h.agent, &task.id).await.unwrap();
     assert_eq!((stored.status, stored.next_run), (TaskStatus::Completed, None));
@@ -117,10 +111,7 @@ async fn a_slot_that_comes_while_the_previous_run_runs_is_skipped_and_recorded()
         )
         .await;
     let scheduler = h.scheduler();
-    let (stop, handle) = h.start(&scheduler);
-    pass(Duration::from_secs(4 * 60 + 30)).await;
-    stop.send(()).unwrap();
-    handle.await.unwrap();
+    h.run_for(&scheduler, Duration::from_secs(4 * 60 + 30)).await;
     // Slots at 1..4 minutes: the run of minute 1 lasts until 3:30, so minutes 2 and 3 skip;
     // the run of minute 4 is still going at shutdown and outlives the grace period.
     let runs = h.runs(&task).await;
@@ -167,10 +158,7 @@ async fn main_mode_runs_continue_one_session() {
     )
     .await;
     let scheduler = h.scheduler();
-    let (stop, handle) = h.start(&scheduler);
-    pass(Duration::from_secs(3 * 60 + 30)).await;
-    stop.send(()).unwrap();
-    handle.await.unwrap();
+    h.run_for(&scheduler, Duration::from_secs(3 * 60 + 30)).await;
     let sessions: HashSet<_> = h.calls().iter().map(|(_, session, _)| *session).collect();
     assert_eq!((h.calls().len(), sessions.len()), (3, 1), "three runs in the one main session");
     let agent = h.stores.agents.get(&h.agent).await.unwrap();
@@ -193,10 +181,7 @@ async fn a_task_in_its_own_worktree_runs_every_run_there() {
     };
     let task = h.stores.tasks.create(&h.agent, new).await.unwrap();
     let scheduler = h.scheduler();
-    let (stop, handle) = h.start(&scheduler);
-    pass(Duration::from_secs(2 * 60 + 30)).await;
-    stop.send(()).unwrap();
-    handle.await.unwrap();
+    h.run_for(&scheduler, Duration::from_secs(2 * 60 + 30)).await;
     let calls = h.calls();
     assert_eq!(calls.len(), 2);
     for (_, session, _) in &calls {

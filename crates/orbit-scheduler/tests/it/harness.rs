@@ -80,6 +80,14 @@ impl Harness {
         (stop, handle)
     }
 
+    /// Runs `scheduler` for `duration` of tokio time, then stops it and waits for it.
+    pub async fn run_for(&self, scheduler: &Scheduler, duration: Duration) {
+        let (stop, handle) = self.start(scheduler);
+        pass(duration).await;
+        stop.send(()).unwrap();
+        handle.await.unwrap();
+    }
+
     pub async fn task(
         &self,
         kind: ScheduleType,

@@ -39,10 +39,7 @@ async fn after_an_outage_the_most_recent_missed_slot_runs_once() {
         )
         .await;
     let scheduler = h.scheduler();
-    let (stop, handle) = h.start(&scheduler);
-    pass(Duration::from_secs(30)).await;
-    stop.send(()).unwrap();
-    handle.await.unwrap();
+    h.run_for(&scheduler, Duration::from_secs(30)).await;
     let calls = h.calls();
     assert_eq!(calls.len(), 1, "one catch-up run, not thirty");
     assert_eq!(calls[0].0.id, recent.id);
@@ -98,10 +95,7 @@ async fn a_restart_mid_run_marks_the_run_interrupted_and_does_not_fire_its_slot_
     child.wait().unwrap();
 
     let scheduler = h.scheduler();
-    let (stop, handle) = h.start(&scheduler);
-    pass(Duration::from_secs(30)).await;
-    stop.send(()).unwrap();
-    handle.await.unwrap();
+    h.run_for(&scheduler, Duration::from_secs(30)).await;
     let runs = h.runs(&task).await;
     assert_eq!(runs.len(), 1, "the claimed slot did not fire again");
     assert_eq!((runs[0].status, runs[0].error.as_deref()), (RunStatus::Error, Some("interrupted")));
