@@ -29,6 +29,10 @@ pub struct Settings {
     #[arg(long, env = "ORBIT_MAX_PROCESSES", default_value_t = 8)]
     pub max_processes: usize,
 
+    /// Seconds an `ask` permission request waits for a person before the tool is denied.
+    #[arg(long, env = "ORBIT_ASK_TIMEOUT_SECS", default_value_t = 60)]
+    pub ask_timeout_secs: u64,
+
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub body_limit: usize,

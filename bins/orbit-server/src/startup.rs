@@ -56,8 +56,11 @@ impl Application {
             env: settings.cli_env.clone(),
             max_turns: None,
         });
-        let options =
-            PoolOptions { max_processes: settings.max_processes, ..PoolOptions::default() };
+        let options = PoolOptions {
+            max_processes: settings.max_processes,
+            ask_timeout: Duration::from_secs(settings.ask_timeout_secs),
+            ..PoolOptions::default()
+        };
         let pool = AgentPool::new(store.stores(), Arc::new(runtime), options);
         let runner = Arc::new(AgentRunner { pool: pool.clone() });
         let scheduler = Scheduler::new(
