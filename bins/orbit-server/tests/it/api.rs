@@ -99,8 +99,16 @@ async fn the_verification_flow_works_end_to_end() {
             .len(),
         2
     );
+    assert!(
+        !orbit_testkit::processes_with_env(&app.tmp_marker()).is_empty(),
+        "warm CLI processes between turns"
+    );
     assert_eq!(app.call("DELETE", "/api/agents/test-bot", None).await.status, 200);
     assert_eq!(app.call("GET", "/api/agents/test-bot", None).await.status, 404);
+    assert!(
+        orbit_testkit::processes_with_env(&app.tmp_marker()).is_empty(),
+        "no CLI outlives its agent's deletion"
+    );
 }
 
 #[actix_web::test]

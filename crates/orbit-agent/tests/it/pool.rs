@@ -39,3 +39,21 @@ async fn past_the_process_cap_a_turn_fails_busy() {
     assert_eq!(h.pool.size(), 0);
     assert!(h.live_cli_processes().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_eviction_ends_the_process_and_the_next_turn_resumes() {
+    let options = PoolOptions { idle_ttl: Duration::ZERO, ..PoolOptions::default() };
+    let h = Harness::with_options(vec![Rule::always(text("ok"))], options).await;
+    let session = h.session().await;
+    h.chat(&session, "remember the word quince").await.0.unwrap();
+    assert_eq!(h.live_cli_processes().len(), 1, "a warm process between turns");
+    assert_eq!(h.pool.evict_idle().await, 1);
+    assert!(h.live_cli_processes().is_empty(), "eviction ends the process");
+    assert!(!h.pool.has(&h.agent, &session));
+    h.chat(&session, "which word?").await.0.unwrap();
+    let last = h.model.requests().last().cloned().unwrap();
+    assert!(
+        crate::harness::all_user_text(&last).contains("quince"),
+        "the next turn resumed the conversation"
+    );
+}

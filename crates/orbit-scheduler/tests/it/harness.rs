@@ -64,7 +64,11 @@ impl Harness {
     }
 
     pub fn scheduler_on(&self, stores: Stores) -> Scheduler {
-        Scheduler::new(stores, self.runner.clone(), self.clock.clone(), SchedulerOptions::default())
+        self.scheduler_with(stores, SchedulerOptions::default())
+    }
+
+    pub fn scheduler_with(&self, stores: Stores, options: SchedulerOptions) -> Scheduler {
+        Scheduler::new(stores, self.runner.clone(), self.clock.clone(), options)
     }
 
     /// Starts the loop in the background; the returned sender stops it.

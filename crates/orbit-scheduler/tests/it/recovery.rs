@@ -115,3 +115,28 @@ async fn crashing_scheduler_child() {
     println!("RUNNING");
     std::process::exit(0);
 }
+
+#[tokio::test]
+async fn a_run_past_its_timeout_is_aborted_and_recorded_as_an_error() {
+    let h = Harness::new(Duration::from_secs(10 * 60)).await;
+    let task = h
+        .task(
+            ScheduleType::Once,
+            "2026-11-23T10:01:00Z",
+            ContextMode::Isolated,
+            Some(START + WallDuration::minutes(1)),
+        )
+        .await;
+    let options = orbit_scheduler::SchedulerOptions {
+        run_timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let scheduler = h.scheduler_with(h.stores.clone(), options);
+    h.run_for(&scheduler, Duration::from_secs(3 * 60)).await;
+    let runs = h.runs(&task).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].status, runs[0].error.as_deref()),
+        (RunStatus::Error, Some("timed out after 60 s"))
+    );
+}
