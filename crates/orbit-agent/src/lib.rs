@@ -22,7 +22,7 @@ mod tools;
 pub mod worktree;
 
 pub use error::Error;
-pub use policy::{Decision, is_read_only};
+pub use policy::Decision;
 pub use pool::{AgentPool, PoolOptions, TaskListener};
 pub use prompt::TurnKind;
 pub use runtime::{ControlHandler, ProcessEvent, Runtime, RuntimeProcess, SpawnSpec};

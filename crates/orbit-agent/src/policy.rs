@@ -35,7 +35,7 @@ const READ_ONLY_TOOLS: &[&str] = &[
 ];
 
 /// Whether a tool only reads.
-pub fn is_read_only(tool: &str) -> bool {
+fn is_read_only(tool: &str) -> bool {
     READ_ONLY_TOOLS.contains(&tool)
 }
 

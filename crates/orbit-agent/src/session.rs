@@ -250,11 +250,15 @@ impl SessionAgent {
             old.process.shutdown().await;
         }
         if let Some(model) = &options.model {
-            let patch = SessionPatch { model: Some(model.clone()), ..SessionPatch::default() };
-            self.shared.stores.sessions.update(&self.agent, &self.session, patch).await?;
-            // A different model needs a new process (it resumes the same CLI session).
-            if let Some(old) = live.take() {
-                old.process.shutdown().await;
+            let current = self.shared.stores.sessions.get(&self.agent, &self.session).await?.model;
+            if current.as_deref() != Some(model.as_str()) {
+                let patch = SessionPatch { model: Some(model.clone()), ..SessionPatch::default() };
+                self.shared.stores.sessions.update(&self.agent, &self.session, patch).await?;
+                // A different model needs a new process (it resumes the same CLI session);
+                // the same model again keeps the warm one.
+                if let Some(old) = live.take() {
+                    old.process.shutdown().await;
+                }
             }
         }
         let mut resume = true;

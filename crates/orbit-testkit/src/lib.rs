@@ -55,14 +55,6 @@ pub fn processes_with_env(needle: &str) -> Vec<u32> {
     })
 }
 
-/// Pids of live (not zombie) processes whose command line contains `needle`.
-pub fn processes_matching(needle: &str) -> Vec<u32> {
-    processes_where(|dir| {
-        std::fs::read(dir.join("cmdline"))
-            .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(needle))
-    })
-}
-
 fn processes_where(matches: impl Fn(&Path) -> bool) -> Vec<u32> {
     let mut pids = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else { return pids };

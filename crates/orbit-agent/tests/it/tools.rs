@@ -138,4 +138,20 @@ async fn an_agent_schedules_and_cancels_its_own_task() {
     h.chat(&session, "bad schedule please").await.0.unwrap();
     assert!(h.model.requests().last().unwrap().to_string().contains("invalid cron expression"));
     assert_eq!(h.stores.tasks.list_by_agent(&h.agent).await.unwrap().len(), 1);
+
+    h.model.set_rules(vec![
+        Rule::after_tool_result(text("cancelled")),
+        Rule::when_user_says(
+            "cancel",
+            Reply::ToolUse {
+                name: "mcp__orbit__cancel_task".into(),
+                input: json!({"taskId": tasks[0].id.to_string()}),
+            },
+        ),
+    ]);
+    h.chat(&session, "cancel the check").await.0.unwrap();
+    assert!(
+        h.stores.tasks.list_by_agent(&h.agent).await.unwrap().is_empty(),
+        "the agent cancelled its task"
+    );
 }

@@ -187,3 +187,23 @@ async fn a_cli_crash_mid_turn_fails_the_turn_and_leaves_the_session_usable() {
     let (outcome, _) = h.chat(&session, "still there?").await;
     assert_eq!(outcome.unwrap().result, "recovered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeating_the_same_model_keeps_the_warm_process() {
+    let h = Harness::new(vec![Rule::always(text("ok"))]).await;
+    let session = h.session().await;
+    let agent = h.pool.get(&h.agent, &session);
+    let with_model = || orbit_agent::ChatOptions {
+        model: Some("claude-test-model".into()),
+        ..Default::default()
+    };
+    agent.chat("one", with_model(), tokio::sync::mpsc::unbounded_channel().0).await.unwrap();
+    let pid = agent.process_id().await.expect("a warm process");
+    agent.chat("two", with_model(), tokio::sync::mpsc::unbounded_channel().0).await.unwrap();
+    assert_eq!(agent.process_id().await, Some(pid), "the same model does not restart the CLI");
+    assert_eq!(
+        h.stores.sessions.get(&h.agent, &session).await.unwrap().model.as_deref(),
+        Some("claude-test-model")
+    );
+    assert_eq!(h.model.requests().last().unwrap()["model"], "claude-test-model");
+}
