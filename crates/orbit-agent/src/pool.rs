@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use orbit_store::{AgentName, SessionId, Stores};
+use orbit_store::{AgentName, InstanceId, SessionId, Stores};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::runtime::Runtime;
@@ -25,6 +25,11 @@ pub struct PoolOptions {
     pub abort_grace: Duration,
     /// How long an `ask` permission request waits for a person before it is denied.
     pub ask_timeout: Duration,
+    /// This server process's registration: inbox claims name it.
+    pub instance: InstanceId,
+    /// How long an inbox claim lasts unless its turn renews it (it renews at a third of this
+    /// while it lives); a claim of a server that died is taken back after this long.
+    pub claim_lease: Duration,
 }
 
 impl Default for PoolOptions {
@@ -35,6 +40,8 @@ impl Default for PoolOptions {
             idle_ttl: Duration::from_secs(10 * 60),
             abort_grace: Duration::from_secs(5),
             ask_timeout: Duration::from_secs(60),
+            instance: InstanceId::new(),
+            claim_lease: Duration::from_secs(30),
         }
     }
 }

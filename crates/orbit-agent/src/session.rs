@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use orbit_store::{
-    AgentName, InboxMessage, PermissionMode, Role, SessionId, SessionMessage, SessionPatch, Usage,
+    AgentName, Claimer, InboxMessage, PermissionMode, Role, SessionId, SessionMessage,
+    SessionPatch, Usage,
 };
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
@@ -26,6 +27,9 @@ use crate::prompt::{self, TurnKind};
 use crate::runtime::{ProcessEvent, RuntimeProcess, SpawnSpec};
 use crate::tools::OrbitTools;
 use crate::{Error, Result};
+
+/// Most inbox messages one turn takes.
+const MAX_CLAIMS: usize = 20;
 
 /// What a caller may set for one turn.
 #[derive(Debug, Clone, Default)]
@@ -205,23 +209,22 @@ impl SessionAgent {
     }
 
     async fn claim_inbox(&self) -> Result<Vec<InboxMessage>> {
-        let inbox = &self.shared.stores.inbox;
-        let mut claimed = Vec::new();
-        for message in inbox.get_unclaimed(&self.agent).await? {
-            if inbox.claim(&self.agent, &message.id, &self.session).await? {
-                claimed.push(message);
-            }
-        }
-        Ok(claimed)
+        let claimer = Claimer {
+            session: self.session,
+            instance: self.shared.options.instance,
+            until: orbit_store::timestamp::now() + self.shared.options.claim_lease,
+        };
+        Ok(self.shared.stores.inbox.claim_unclaimed(&self.agent, &claimer, MAX_CLAIMS).await?)
     }
 
     async fn settle_claims(&self, claimed: &[InboxMessage], success: bool) {
         let inbox = &self.shared.stores.inbox;
         for message in claimed {
+            let Some(lease) = message.lease else { continue };
             let settled = if success {
-                inbox.mark_read(&self.agent, &message.id, &self.session).await
+                inbox.mark_read(&self.agent, &message.id, &lease.token).await.map(drop)
             } else {
-                inbox.release(&self.agent, &message.id, &self.session).await
+                inbox.release(&self.agent, &message.id, &lease.token, true).await.map(drop)
             };
             if let Err(err) = settled {
                 tracing::warn!(agent = %self.agent, message = %message.id, error = %err, success, "could not settle an inbox claim");

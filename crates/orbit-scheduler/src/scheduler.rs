@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use orbit_store::{
-    AgentName, AgentPatch, ContextMode, ErrorKind, NewSession, Run, RunOutcome, RunStatus,
-    Schedule, ScheduleType, SessionId, Stores, Task, TaskId, TaskPatch, TaskStatus,
+    AgentName, AgentPatch, ContextMode, ErrorKind, InstanceId, Lease, LeaseToken, NewSession, Run,
+    RunOutcome, RunStart, RunStatus, Schedule, ScheduleType, SessionId, Stores, Task, TaskId,
+    TaskPatch, TaskStatus,
 };
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -43,6 +44,10 @@ pub struct SchedulerOptions {
     pub recheck: Duration,
     /// How long running runs may finish after shutdown before they are aborted.
     pub shutdown_grace: Duration,
+    /// This server process's registration: running runs name it.
+    pub instance: InstanceId,
+    /// How long a running run's lease lasts unless renewed.
+    pub run_lease: Duration,
 }
 
 impl Default for SchedulerOptions {
@@ -53,6 +58,8 @@ impl Default for SchedulerOptions {
             run_timeout: Duration::from_secs(30 * 60),
             recheck: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
+            instance: InstanceId::new(),
+            run_lease: Duration::from_secs(30),
         }
     }
 }
@@ -92,6 +99,7 @@ struct Active {
     agent: AgentName,
     task: TaskId,
     run: orbit_store::RunId,
+    token: LeaseToken,
     session: SessionId,
     handle: JoinHandle<()>,
 }
@@ -321,7 +329,8 @@ impl Scheduler {
         }
         match self.inner.stores.tasks.latest_run(&task.agent_name, &task.id).await {
             Ok(Some(run)) => {
-                run.status == RunStatus::Running && run.owner_pid.is_some_and(process_alive)
+                run.status == RunStatus::Running
+                    && run.lease.is_some_and(|lease| !lease.expired_at(self.inner.clock.now()))
             }
             _ => false,
         }
@@ -338,9 +347,7 @@ impl Scheduler {
             Ok(true) => {
                 if self.is_running(&task).await {
                     tracing::info!(task = %id, %slot, "previous run still running; skipping the slot");
-                    if let Err(err) =
-                        stores.tasks.create_run(agent, id, None, RunStatus::Skipped).await
-                    {
+                    if let Err(err) = stores.tasks.record_skip(agent, id).await {
                         tracing::warn!(task = %id, error = %err, "could not record a skipped run");
                     }
                 } else if let Err(err) = self.start_run(task.clone()).await {
@@ -434,12 +441,26 @@ impl Scheduler {
     /// Writes the run record and runs the turn on a task of its own.
     async fn start_run(&self, task: Task) -> orbit_store::Result<Run> {
         let session = self.session_for(&task).await?;
-        let run = self
+        let lease = Lease::new(
+            self.inner.options.instance,
+            self.inner.clock.now() + self.inner.options.run_lease,
+        );
+        let run = match self
             .inner
             .stores
             .tasks
-            .create_run(&task.agent_name, &task.id, Some(session), RunStatus::Running)
-            .await?;
+            .start_run(&task.agent_name, &task.id, Some(session), lease)
+            .await?
+        {
+            RunStart::Started(run) => run,
+            RunStart::Overlap(run) => {
+                return Err(orbit_store::Error::Conflict(format!(
+                    "run {} is still running",
+                    run.id
+                )));
+            }
+        };
+        let token = lease.token;
         tracing::info!(task = %task.id, run = %run.id, %session, "run started");
         let this = self.clone();
         let (agent, task_id, run_id) = (task.agent_name.clone(), task.id, run.id);
@@ -480,7 +501,7 @@ impl Scheduler {
                 .inner
                 .stores
                 .tasks
-                .finish_run(&task.agent_name, &task.id, &run_id, outcome)
+                .finish_run(&task.agent_name, &task.id, &run_id, &token, outcome)
                 .await
             {
                 tracing::warn!(task = %task.id, run = %run_id, error = %err, "could not finish a run record");
@@ -493,7 +514,7 @@ impl Scheduler {
         });
         state
             .running
-            .insert(task_id, Active { agent, task: task_id, run: run_id, session, handle });
+            .insert(task_id, Active { agent, task: task_id, run: run_id, token, session, handle });
         Ok(run)
     }
 
@@ -505,15 +526,15 @@ impl Scheduler {
             let Ok(Some(run)) = stores.tasks.latest_run(&task.agent_name, &task.id).await else {
                 continue;
             };
-            if run.status == RunStatus::Running && !run.owner_pid.is_some_and(process_alive) {
-                let outcome = RunOutcome {
-                    status: RunStatus::Error,
-                    result: None,
-                    error: Some("interrupted".into()),
-                    cost_usd: None,
-                };
-                match stores.tasks.finish_run(&task.agent_name, &task.id, &run.id, outcome).await {
-                    Ok(_) => {
+            if run.status == RunStatus::Running {
+                let now = self.inner.clock.now();
+                match stores
+                    .tasks
+                    .interrupt_lapsed_run(&task.agent_name, &task.id, &run.id, now)
+                    .await
+                {
+                    Ok(None) => {}
+                    Ok(Some(_)) => {
                         tracing::warn!(task = %task.id, run = %run.id, "marked a run interrupted by a crash")
                     }
                     Err(err) => {
@@ -547,7 +568,7 @@ impl Scheduler {
                     .inner
                     .stores
                     .tasks
-                    .finish_run(&active.agent, &active.task, &active.run, outcome)
+                    .finish_run(&active.agent, &active.task, &active.run, &active.token, outcome)
                     .await
                 {
                     tracing::warn!(run = %active.run, error = %err, "could not finish an aborted run");
@@ -556,17 +577,6 @@ impl Scheduler {
         }
         tracing::info!("scheduler stopped");
     }
-}
-
-/// Whether a process lives (same host; a zombie does not count).
-fn process_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next()))
-        .is_some_and(|state| state != Some('Z') && state != Some('X'))
 }
 
 impl orbit_agent::TaskListener for Scheduler {

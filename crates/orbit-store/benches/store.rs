@@ -117,12 +117,16 @@ async fn main() {
     for claimer in 0..64 {
         let (inbox, agent, ids) = (stores.inbox.clone(), agent.clone(), ids.clone());
         handles.push(tokio::spawn(async move {
-            let session = SessionId::new();
+            let me = orbit_store::Claimer {
+                session: SessionId::new(),
+                instance: orbit_store::InstanceId::new(),
+                until: orbit_store::timestamp::now() + std::time::Duration::from_secs(600),
+            };
             let mut won = 0;
             // Each claimer walks the list from its own offset, as racing sessions would.
             for index in 0..ids.len() {
                 let id = ids[(index + claimer * 31) % ids.len()];
-                if inbox.claim(&agent, &id, &session).await.unwrap() {
+                if inbox.claim(&agent, &id, &me).await.unwrap().is_some() {
                     won += 1;
                 }
             }

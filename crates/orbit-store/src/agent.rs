@@ -80,6 +80,15 @@ pub trait AgentStore: Send + Sync {
     /// Removes the agent with its sessions, inbox, tasks, runs and memory. Its working
     /// directory is the user's work and is kept.
     async fn delete(&self, name: &AgentName) -> Result<()>;
+    /// Makes `candidate` the agent's main session unless it has one already (other than
+    /// `stale`, a main session found deleted); returns the main session as it now is. Of two
+    /// callers racing to make the first main session, both get the same answer.
+    async fn claim_main_session(
+        &self,
+        name: &AgentName,
+        candidate: crate::SessionId,
+        stale: Option<crate::SessionId>,
+    ) -> Result<crate::SessionId>;
     /// Sets `lastActiveAt` to now.
     async fn update_last_active(&self, name: &AgentName) -> Result<()>;
     /// The agent's working directory, made if missing.

@@ -16,14 +16,30 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
+use std::time::Duration;
 
+use time::OffsetDateTime;
 use time::macros::datetime;
 
 use crate::{
-    AgentName, AgentPatch, AgentStatus, ContextMode, ErrorKind, MessageStatus, MessageType,
-    NewAgent, NewMessage, NewSession, NewTask, PermissionMode, Role, RunOutcome, RunStatus,
-    ScheduleType, SessionId, SessionMessage, SessionPatch, Stores, TaskPatch, TaskStatus, Usage,
+    AgentName, AgentPatch, AgentStatus, Claimer, ContextMode, ErrorKind, InboxMessage, InstanceId,
+    Lease, LeaseToken, MessageStatus, MessageType, NewAgent, NewMessage, NewSession, NewTask,
+    PermissionMode, Role, RunOutcome, RunStart, RunStatus, ScheduleType, SessionId, SessionMessage,
+    SessionPatch, Stores, TaskPatch, TaskStatus, Usage, timestamp,
 };
+
+/// A claimer whose lease runs for a minute.
+fn claimer(session: SessionId) -> Claimer {
+    Claimer { session, instance: InstanceId::new(), until: in_secs(60) }
+}
+
+fn in_secs(secs: i64) -> OffsetDateTime {
+    timestamp::now() + time::Duration::seconds(secs)
+}
+
+fn token(message: &InboxMessage) -> LeaseToken {
+    message.lease.expect("a claimed message carries its lease").token
+}
 
 /// Generates one `#[tokio::test]` per contract case for a store factory.
 #[macro_export]
@@ -32,7 +48,10 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@cases $factory;
             agents_lifecycle, sessions_lifecycle, session_messages, session_updates_do_not_lose_each_other,
             inbox_send_and_read, inbox_claim_is_exclusive, inbox_release_and_dead_letter, inbox_concurrent_claims,
-            inbox_archive, tasks_lifecycle, runs_lifecycle, memory_days_and_search, invalid_input_is_refused);
+            inbox_archive, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
+            tasks_lifecycle, runs_lifecycle, run_leases, slots_fire_once_in_order, task_change_feed,
+            instances_register_and_beat, main_session_is_chosen_once, deleted_agent_leaves_nothing,
+            memory_days_and_search, invalid_input_is_refused);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
@@ -252,9 +271,10 @@ pub async fn inbox_claim_is_exclusive(stores: &Stores) {
     let first = stores.inbox.send(request(&a, &b, "one")).await.unwrap();
     let second = stores.inbox.send(request(&a, &b, "two")).await.unwrap();
     let (s1, s2) = (SessionId::new(), SessionId::new());
-    assert!(stores.inbox.claim(&b, &first.id, &s1).await.unwrap());
-    assert!(!stores.inbox.claim(&b, &first.id, &s2).await.unwrap());
-    assert!(!stores.inbox.claim(&b, &first.id, &s1).await.unwrap());
+    let held = stores.inbox.claim(&b, &first.id, &claimer(s1)).await.unwrap().unwrap();
+    assert_eq!(held.claimed_by, Some(s1));
+    assert!(stores.inbox.claim(&b, &first.id, &claimer(s2)).await.unwrap().is_none());
+    assert!(stores.inbox.claim(&b, &first.id, &claimer(s1)).await.unwrap().is_none());
 
     let unclaimed: Vec<_> =
         stores.inbox.get_unclaimed(&b).await.unwrap().into_iter().map(|m| m.id).collect();
@@ -263,36 +283,43 @@ pub async fn inbox_claim_is_exclusive(stores: &Stores) {
     assert_eq!(pending.len(), 2);
     assert_eq!(pending[0].claimed_by, Some(s1));
     assert!(pending[0].claimed_at.is_some());
+    assert_eq!(pending[0].deliveries, 0, "a claim alone is not a delivery");
     assert_eq!(pending[1].claimed_by, None);
 
-    let err = stores.inbox.mark_read(&b, &first.id, &s2).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Conflict, "only the holder marks it read");
-    stores.inbox.mark_read(&b, &first.id, &s1).await.unwrap();
-    let read = stores.inbox.get(&b, &first.id).await.unwrap();
+    let err = stores.inbox.mark_read(&b, &first.id, &LeaseToken::new()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "only the holder's token marks it read");
+    let read = stores.inbox.mark_read(&b, &first.id, &token(&held)).await.unwrap();
     assert_eq!(read.status, MessageStatus::Read);
-    assert!(read.read_at.is_some());
+    assert_eq!(stores.inbox.get(&b, &first.id).await.unwrap(), read);
+    assert!(read.read_at.is_some() && read.lease.is_none());
     assert_eq!(stores.inbox.get_pending(&b).await.unwrap().len(), 1);
     assert!(
-        !stores.inbox.claim(&b, &first.id, &s2).await.unwrap(),
+        stores.inbox.claim(&b, &first.id, &claimer(s2)).await.unwrap().is_none(),
         "a read message cannot be claimed"
     );
+    let batch = stores.inbox.claim_unclaimed(&b, &claimer(s2), 10).await.unwrap();
+    assert_eq!(batch.iter().map(|m| m.id).collect::<Vec<_>>(), vec![second.id]);
+    assert!(stores.inbox.claim_unclaimed(&b, &claimer(s1), 10).await.unwrap().is_empty());
 }
 
-/// A released claim is claimable again; after three deliveries it is set aside as dead.
+/// A released claim is claimable again; a release that never reached the model does not
+/// count; after three failed deliveries the message is set aside as dead.
 pub async fn inbox_release_and_dead_letter(stores: &Stores) {
     let a = agent(stores, "a").await;
     let b = agent(stores, "b").await;
     let message = stores.inbox.send(request(&a, &b, "flaky")).await.unwrap();
-    let err = stores.inbox.release(&b, &message.id, &SessionId::new()).await.unwrap_err();
+    let err = stores.inbox.release(&b, &message.id, &LeaseToken::new(), true).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
+    for _ in 0..5 {
+        let held = stores.inbox.claim(&b, &message.id, &claimer(SessionId::new())).await.unwrap();
+        let released = stores.inbox.release(&b, &message.id, &token(&held.unwrap()), false).await;
+        assert_eq!(released.unwrap().deliveries, 0, "refused turns are not deliveries");
+    }
     for delivery in 1..=3 {
-        let session = SessionId::new();
-        assert!(
-            stores.inbox.claim(&b, &message.id, &session).await.unwrap(),
-            "delivery {delivery}"
-        );
-        assert_eq!(stores.inbox.get(&b, &message.id).await.unwrap().deliveries, delivery);
-        stores.inbox.release(&b, &message.id, &session).await.unwrap();
+        let held = stores.inbox.claim(&b, &message.id, &claimer(SessionId::new())).await.unwrap();
+        let held = held.unwrap_or_else(|| panic!("delivery {delivery}"));
+        let released = stores.inbox.release(&b, &message.id, &token(&held), true).await.unwrap();
+        assert_eq!(released.deliveries, delivery);
     }
     let dead = stores.inbox.get(&b, &message.id).await.unwrap();
     assert_eq!(dead.status, MessageStatus::Dead);
@@ -310,14 +337,23 @@ pub async fn inbox_concurrent_claims(stores: &Stores) {
         ids.insert(stores.inbox.send(request(&a, &b, &format!("m{index}"))).await.unwrap().id);
     }
     let mut handles = Vec::new();
-    for _ in 0..16 {
+    for worker in 0..16 {
         let inbox = stores.inbox.clone();
         let b = b.clone();
         handles.push(tokio::spawn(async move {
-            let session = SessionId::new();
+            let me = claimer(SessionId::new());
+            if worker % 2 == 0 {
+                return inbox
+                    .claim_unclaimed(&b, &me, 7)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|m| m.id)
+                    .collect();
+            }
             let mut won = Vec::new();
             for message in inbox.get_unclaimed(&b).await.unwrap() {
-                if inbox.claim(&b, &message.id, &session).await.unwrap() {
+                if let Some(message) = inbox.claim(&b, &message.id, &me).await.unwrap() {
                     won.push(message.id);
                 }
             }
@@ -332,27 +368,131 @@ pub async fn inbox_concurrent_claims(stores: &Stores) {
     assert_eq!(claimed.into_iter().collect::<HashSet<_>>(), ids);
 }
 
-/// Archiving files a message away, claimed or not, and never destroys it.
+/// Archiving files a message away, claimed or not, and never destroys it; the holder's
+/// settling is refused afterwards; a read message is not archived over.
 pub async fn inbox_archive(stores: &Stores) {
     let a = agent(stores, "a").await;
     let b = agent(stores, "b").await;
     let loose = stores.inbox.send(request(&a, &b, "loose")).await.unwrap();
     let held = stores.inbox.send(request(&a, &b, "held")).await.unwrap();
     let session = SessionId::new();
-    assert!(stores.inbox.claim(&b, &held.id, &session).await.unwrap());
-    stores.inbox.archive(&b, &loose.id).await.unwrap();
+    let claim = stores.inbox.claim(&b, &held.id, &claimer(session)).await.unwrap().unwrap();
+    assert_eq!(stores.inbox.archive(&b, &loose.id).await.unwrap().status, MessageStatus::Archived);
     stores.inbox.archive(&b, &held.id).await.unwrap();
     stores.inbox.archive(&b, &held.id).await.unwrap();
     for id in [loose.id, held.id] {
         assert_eq!(stores.inbox.get(&b, &id).await.unwrap().status, MessageStatus::Archived);
     }
     assert!(stores.inbox.get_pending(&b).await.unwrap().is_empty());
-    assert_eq!(
-        stores.inbox.mark_read(&b, &held.id, &session).await.unwrap_err().kind(),
-        ErrorKind::Conflict
-    );
+    for settle in [
+        stores.inbox.mark_read(&b, &held.id, &token(&claim)).await.map(drop),
+        stores.inbox.release(&b, &held.id, &token(&claim), true).await.map(drop),
+        stores.inbox.renew(&b, &held.id, &token(&claim), in_secs(60)).await,
+    ] {
+        assert_eq!(settle.unwrap_err().kind(), ErrorKind::Conflict);
+    }
+    assert_eq!(stores.inbox.get(&b, &held.id).await.unwrap().status, MessageStatus::Archived);
     let err = stores.inbox.archive(&b, &crate::MessageId::new()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
+    let read = stores.inbox.send(request(&a, &b, "read")).await.unwrap();
+    let claim = stores.inbox.claim(&b, &read.id, &claimer(session)).await.unwrap().unwrap();
+    stores.inbox.mark_read(&b, &read.id, &token(&claim)).await.unwrap();
+    assert_eq!(stores.inbox.archive(&b, &read.id).await.unwrap_err().kind(), ErrorKind::Conflict);
+    assert_eq!(stores.inbox.get(&b, &read.id).await.unwrap().status, MessageStatus::Read);
+}
+
+/// A claim whose lease lapsed is taken back (counting a delivery); its old holder can no
+/// longer renew, release or mark it read, and a renewed lease keeps it.
+pub async fn inbox_lapsed_lease_is_fenced(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    let b = agent(stores, "b").await;
+    let message = stores.inbox.send(request(&a, &b, "slow")).await.unwrap();
+    let stale = Claimer { until: in_secs(-1), ..claimer(SessionId::new()) };
+    let old = stores.inbox.claim(&b, &message.id, &stale).await.unwrap().unwrap();
+    let unclaimed = stores.inbox.get_unclaimed(&b).await.unwrap();
+    assert_eq!(unclaimed.len(), 1, "a lapsed claim is given back");
+    assert_eq!(unclaimed[0].deliveries, 1, "its holder may have shown it to the model");
+    let new =
+        stores.inbox.claim(&b, &message.id, &claimer(SessionId::new())).await.unwrap().unwrap();
+    assert_ne!(token(&old), token(&new));
+    assert_eq!(
+        stores.inbox.renew(&b, &message.id, &token(&old), in_secs(60)).await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        stores.inbox.mark_read(&b, &message.id, &token(&old)).await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    assert_eq!(
+        stores.inbox.release(&b, &message.id, &token(&old), true).await.unwrap_err().kind(),
+        ErrorKind::Conflict
+    );
+    // The new holder renews past a lapse and keeps it.
+    stores.inbox.renew(&b, &message.id, &token(&new), in_secs(60)).await.unwrap();
+    assert!(stores.inbox.get_unclaimed(&b).await.unwrap().is_empty());
+    assert!(
+        stores.inbox.claim(&b, &message.id, &claimer(SessionId::new())).await.unwrap().is_none()
+    );
+    let read = stores.inbox.mark_read(&b, &message.id, &token(&new)).await.unwrap();
+    assert_eq!((read.status, read.deliveries), (MessageStatus::Read, 2));
+}
+
+/// Claims, releases, reads and archives racing on the same messages: every message ends in
+/// exactly one state, an archive that answered Ok left the message archived, and a settle
+/// that answered Ok was not undone.
+pub async fn inbox_state_changes_never_undo_each_other(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    let b = agent(stores, "b").await;
+    for round in 0..40 {
+        let message = stores.inbox.send(request(&a, &b, &format!("r{round}"))).await.unwrap();
+        let id = message.id;
+        let holder = stores.inbox.clone();
+        let archiver = stores.inbox.clone();
+        let (b1, b2) = (b.clone(), b.clone());
+        let settle = tokio::spawn(async move {
+            let Some(held) = holder.claim(&b1, &id, &claimer(SessionId::new())).await.unwrap()
+            else {
+                return None;
+            };
+            let outcome = if round % 2 == 0 {
+                holder.mark_read(&b1, &id, &token(&held)).await.map(|m| m.status)
+            } else {
+                holder.release(&b1, &id, &token(&held), true).await.map(|m| m.status)
+            };
+            outcome.ok()
+        });
+        let archive =
+            tokio::spawn(async move { archiver.archive(&b2, &id).await.map(|m| m.status) });
+        let (settled, archived) = (settle.await.unwrap(), archive.await.unwrap());
+        let end = stores.inbox.get(&b, &id).await.unwrap();
+        let pending: Vec<_> =
+            stores.inbox.get_pending(&b).await.unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(pending.contains(&id), end.status == MessageStatus::Pending, "round {round}");
+        match archived {
+            Ok(_) => {
+                assert_eq!(end.status, MessageStatus::Archived, "round {round}: archive said Ok")
+            }
+            Err(err) => {
+                assert_eq!(err.kind(), ErrorKind::Conflict, "round {round}");
+                assert_eq!(
+                    settled,
+                    Some(MessageStatus::Read),
+                    "round {round}: only a read message refuses archiving"
+                );
+            }
+        }
+        if settled == Some(MessageStatus::Read) {
+            assert_eq!(
+                end.status,
+                MessageStatus::Read,
+                "round {round}: a read answered Ok stays read"
+            );
+        }
+        if end.status == MessageStatus::Pending {
+            stores.inbox.archive(&b, &id).await.unwrap();
+        }
+    }
+    assert!(stores.inbox.get_pending(&b).await.unwrap().is_empty());
 }
 
 fn interval_task(prompt: &str) -> NewTask {
@@ -367,6 +507,14 @@ fn interval_task(prompt: &str) -> NewTask {
         worktree: false,
         branch: None,
     }
+}
+
+fn outcome(status: RunStatus) -> RunOutcome {
+    RunOutcome { status, result: Some("done".into()), error: None, cost_usd: Some(0.1) }
+}
+
+fn lease(secs: i64) -> Lease {
+    Lease::new(InstanceId::new(), in_secs(secs))
 }
 
 /// Create, read, list, update and delete tasks.
@@ -404,35 +552,231 @@ pub async fn tasks_lifecycle(stores: &Stores) {
     assert_eq!(stores.tasks.delete(&a, &task.id).await.unwrap_err().kind(), ErrorKind::NotFound);
 }
 
-/// Runs are recorded when they start, finished with their outcome, listed newest first.
+/// Runs are recorded when they start, finished with their outcome, listed newest first;
+/// consecutive skips share one record.
 pub async fn runs_lifecycle(stores: &Stores) {
     let a = agent(stores, "a").await;
     let task = stores.tasks.create(&a, interval_task("p")).await.unwrap();
     let session = SessionId::new();
-    let first =
-        stores.tasks.create_run(&a, &task.id, Some(session), RunStatus::Running).await.unwrap();
-    assert_eq!(first.status, RunStatus::Running);
-    assert_eq!(first.completed_at, None);
-    let skipped = stores.tasks.create_run(&a, &task.id, None, RunStatus::Skipped).await.unwrap();
+    let held = lease(60);
+    let RunStart::Started(first) =
+        stores.tasks.start_run(&a, &task.id, Some(session), held).await.unwrap()
+    else {
+        panic!("nothing runs yet")
+    };
+    assert_eq!((first.status, first.completed_at), (RunStatus::Running, None));
+    assert_eq!(stores.tasks.latest_run(&a, &task.id).await.unwrap(), Some(first.clone()));
+    let skipped = stores.tasks.record_skip(&a, &task.id).await.unwrap();
     assert!(skipped.completed_at.is_some());
+    let again = stores.tasks.record_skip(&a, &task.id).await.unwrap();
+    assert_eq!(
+        (again.id, again.skipped_slots),
+        (skipped.id, Some(2)),
+        "consecutive skips are one record"
+    );
     let finished = stores
         .tasks
-        .finish_run(
-            &a,
-            &task.id,
-            &first.id,
-            RunOutcome {
-                status: RunStatus::Success,
-                result: Some("done".into()),
-                error: None,
-                cost_usd: Some(0.1),
-            },
-        )
+        .finish_run(&a, &task.id, &first.id, &held.token, outcome(RunStatus::Success))
         .await
         .unwrap();
     assert_eq!(finished.status, RunStatus::Success);
-    assert!(finished.completed_at.is_some() && finished.duration_ms.is_some());
-    assert_eq!(stores.tasks.list_runs(&a, &task.id).await.unwrap(), vec![skipped, finished]);
+    assert!(
+        finished.completed_at.is_some()
+            && finished.duration_ms.is_some()
+            && finished.lease.is_none()
+    );
+    assert_eq!(stores.tasks.list_runs(&a, &task.id).await.unwrap(), vec![again, finished.clone()]);
+    let err = stores
+        .tasks
+        .finish_run(&a, &task.id, &first.id, &held.token, outcome(RunStatus::Error))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "a run is finished once");
+    let RunStart::Started(second) =
+        stores.tasks.start_run(&a, &task.id, None, lease(60)).await.unwrap()
+    else {
+        panic!("the first run finished")
+    };
+    let skip = stores.tasks.record_skip(&a, &task.id).await.unwrap();
+    assert_eq!(skip.skipped_slots, Some(1), "a run in between starts a new skip record");
+    assert_eq!(stores.tasks.latest_run(&a, &task.id).await.unwrap().map(|r| r.id), Some(second.id));
+}
+
+/// A run under a live lease refuses a second start; a lapsed one is marked interrupted and
+/// its holder can no longer renew or finish it.
+pub async fn run_leases(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    let task = stores.tasks.create(&a, interval_task("p")).await.unwrap();
+    let held = lease(60);
+    let RunStart::Started(run) = stores.tasks.start_run(&a, &task.id, None, held).await.unwrap()
+    else {
+        panic!("nothing runs yet")
+    };
+    match stores.tasks.start_run(&a, &task.id, None, lease(60)).await.unwrap() {
+        RunStart::Overlap(running) => assert_eq!(running.id, run.id),
+        RunStart::Started(_) => panic!("two runs at once"),
+    }
+    assert_eq!(
+        stores.tasks.interrupt_lapsed_run(&a, &task.id, &run.id, timestamp::now()).await.unwrap(),
+        None
+    );
+    stores.tasks.renew_run(&a, &task.id, &run.id, &held.token, in_secs(-1)).await.unwrap();
+    let err = stores
+        .tasks
+        .renew_run(&a, &task.id, &run.id, &LeaseToken::new(), in_secs(60))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    let interrupted = stores
+        .tasks
+        .interrupt_lapsed_run(&a, &task.id, &run.id, timestamp::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(interrupted.status, RunStatus::Error);
+    assert!(interrupted.error.unwrap().contains("interrupted"));
+    for settled in [
+        stores
+            .tasks
+            .finish_run(&a, &task.id, &run.id, &held.token, outcome(RunStatus::Success))
+            .await
+            .map(drop),
+        stores.tasks.renew_run(&a, &task.id, &run.id, &held.token, in_secs(60)).await,
+    ] {
+        assert_eq!(settled.unwrap_err().kind(), ErrorKind::Conflict);
+    }
+    // A lapsed run found by the next start is interrupted on the way.
+    let stale = lease(-1);
+    let RunStart::Started(lapsed) =
+        stores.tasks.start_run(&a, &task.id, None, stale).await.unwrap()
+    else {
+        panic!("the last run was interrupted")
+    };
+    let RunStart::Started(next) =
+        stores.tasks.start_run(&a, &task.id, None, lease(60)).await.unwrap()
+    else {
+        panic!("a lapsed run does not block")
+    };
+    let runs = stores.tasks.list_runs(&a, &task.id).await.unwrap();
+    assert_eq!(runs[0].id, next.id);
+    assert_eq!((runs[1].id, runs[1].status), (lapsed.id, RunStatus::Error));
+}
+
+/// Of any number of claimers of one slot exactly one wins; slots are claimed in time order.
+pub async fn slots_fire_once_in_order(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    let task = stores.tasks.create(&a, interval_task("p")).await.unwrap();
+    let slot = datetime!(2026-11-23 12:00 UTC);
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let tasks = stores.tasks.clone();
+        let (a, id) = (a.clone(), task.id);
+        handles.push(tokio::spawn(async move { tasks.claim_slot(&a, &id, slot).await.unwrap() }));
+    }
+    let mut wins = 0;
+    for handle in handles {
+        wins += usize::from(handle.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+    assert!(
+        !stores.tasks.claim_slot(&a, &task.id, slot - time::Duration::minutes(1)).await.unwrap()
+    );
+    assert!(
+        stores.tasks.claim_slot(&a, &task.id, slot + time::Duration::minutes(1)).await.unwrap()
+    );
+    let err = stores.tasks.claim_slot(&a, &crate::TaskId::new(), slot).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+/// Creates, updates and deletes reach every reader of the change feed.
+pub async fn task_change_feed(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    let start = stores.tasks.changes_since(None).await.unwrap();
+    assert!(start.changes.is_empty() && !start.reset);
+    let task = stores.tasks.create(&a, interval_task("p")).await.unwrap();
+    stores
+        .tasks
+        .update(&a, &task.id, TaskPatch { prompt: Some("q".into()), ..TaskPatch::default() })
+        .await
+        .unwrap();
+    stores.tasks.delete(&a, &task.id).await.unwrap();
+    let seen = stores.tasks.changes_since(Some(start.cursor)).await.unwrap();
+    assert!(!seen.reset);
+    assert_eq!(seen.changes.len(), 3);
+    assert!(seen.changes.iter().all(|c| c.agent == a && c.task == task.id));
+    let quiet = stores.tasks.changes_since(Some(seen.cursor)).await.unwrap();
+    assert!(quiet.changes.is_empty() && !quiet.reset);
+}
+
+/// Instances register under fresh ids, beat, list and deregister.
+pub async fn instances_register_and_beat(stores: &Stores) {
+    let first = stores.instances.register("host-a", 1, in_secs(15)).await.unwrap();
+    let second = stores.instances.register("host-a", 1, in_secs(15)).await.unwrap();
+    assert_ne!(first.id, second.id, "the same pid twice is two instances");
+    let beat = stores.instances.heartbeat(&first.id, in_secs(30)).await.unwrap();
+    assert!(beat.until > first.until);
+    let listed: HashSet<_> =
+        stores.instances.list().await.unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(listed, HashSet::from([first.id, second.id]));
+    stores.instances.deregister(&second.id).await.unwrap();
+    assert_eq!(
+        stores.instances.heartbeat(&second.id, in_secs(30)).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(stores.instances.list().await.unwrap().len(), 1);
+}
+
+/// Two callers racing to make the agent's first main session agree on one.
+pub async fn main_session_is_chosen_once(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    let (one, two) = (SessionId::new(), SessionId::new());
+    let (x, y) = tokio::join!(
+        stores.agents.claim_main_session(&a, one, None),
+        stores.agents.claim_main_session(&a, two, None)
+    );
+    let winner = x.unwrap();
+    assert_eq!(winner, y.unwrap());
+    assert!(winner == one || winner == two);
+    assert_eq!(stores.agents.get(&a).await.unwrap().main_session_id, Some(winner));
+    let replaced = stores.agents.claim_main_session(&a, two, Some(winner)).await.unwrap();
+    assert_eq!(replaced, two, "a stale main session is replaced");
+}
+
+/// A deleted agent's sessions, inbox and tasks never reach a new agent of the same name, and
+/// writes racing the deletion either land before it or fail.
+pub async fn deleted_agent_leaves_nothing(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    stores.sessions.create(&a, NewSession::default()).await.unwrap();
+    stores.inbox.send(request(&a, &a, "old")).await.unwrap();
+    stores.tasks.create(&a, interval_task("old")).await.unwrap();
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let sessions = stores.sessions.clone();
+        let a = a.clone();
+        writers.push(tokio::spawn(async move {
+            let mut made = 0;
+            while sessions.create(&a, NewSession::default()).await.is_ok() {
+                made += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            made
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stores.agents.delete(&a).await.unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert_eq!(stores.agents.get(&a).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        stores.sessions.create(&a, NewSession::default()).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let again = agent(stores, "a").await;
+    assert!(stores.sessions.list_by_agent(&again).await.unwrap().is_empty());
+    assert!(stores.inbox.get_pending(&again).await.unwrap().is_empty());
+    assert!(stores.tasks.list_by_agent(&again).await.unwrap().is_empty());
+    assert!(stores.tasks.list_all().await.unwrap().is_empty());
 }
 
 /// Memory appends to the day's file and searches across days.

@@ -185,3 +185,22 @@ ulid_id!(
     RunId,
     "run id"
 );
+ulid_id!(
+    /// The id of one server process's registration in the store (see `InstanceStore`): fresh
+    /// at every start, so a restarted server, PID 1 of a new container included, never
+    /// mistakes its predecessor's work for its own.
+    InstanceId,
+    "instance id"
+);
+ulid_id!(
+    /// The fencing token of a lease: fresh whenever work changes hands, so a holder whose
+    /// lease lapsed and was taken over can no longer act on the work.
+    LeaseToken,
+    "lease token"
+);
+ulid_id!(
+    /// The id in an append-only file's header line (a session journal, the task change
+    /// feed): fresh for every file written, so a reader knows a replaced file by its content.
+    JournalId,
+    "journal id"
+);

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{AgentName, MessageId, Result, SessionId};
+use crate::{AgentName, InstanceId, Lease, LeaseToken, MessageId, Result, SessionId};
 
 /// Whether a message asks or answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -50,9 +50,13 @@ pub struct InboxMessage {
         skip_serializing_if = "Option::is_none"
     )]
     pub claimed_at: Option<OffsetDateTime>,
-    /// How many times a session has claimed this message.
+    /// How many turns this message reached the model in without being handled (a turn that
+    /// never started, refused for want of a process say, does not count).
     #[serde(default)]
     pub deliveries: u32,
+    /// The claim's holder, fencing token and expiry while the message is claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
     #[serde(with = "crate::timestamp::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::timestamp::rfc3339::option")]
@@ -69,12 +73,24 @@ pub struct NewMessage {
     pub request_id: Option<MessageId>,
 }
 
+/// Who claims messages, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimer {
+    pub session: SessionId,
+    pub instance: InstanceId,
+    /// The claims lapse at this moment unless renewed.
+    pub until: OffsetDateTime,
+}
+
 /// Storage of inbox messages with an atomic claim.
 ///
-/// A claim is exclusive across tasks, threads and processes sharing one store: of any number
-/// of concurrent `claim` calls for one message, exactly one returns `true`. A claim whose
-/// holder died becomes claimable again; a message claimed and given back too often is set
-/// aside with status `dead`.
+/// Every change of a message's state is one atomic step from the state its caller holds, so
+/// claim, renew, release, mark-read, archive and dead-lettering cannot undo each other, across
+/// tasks, threads and processes sharing one store. A claim is a [`Lease`]: of any number of
+/// concurrent claimers exactly one wins; the winner settles the message with the lease's
+/// token, which is refused (`Conflict`) once the lease lapsed and the message was taken back
+/// or archived. Expired claims are given back before unclaimed messages are listed; a
+/// message that reached the model too often without being handled is set aside as `dead`.
 #[async_trait]
 pub trait InboxStore: Send + Sync {
     /// Delivers a message to `to_agent`'s inbox (`NotFound` when that agent does not exist).
@@ -83,21 +99,55 @@ pub trait InboxStore: Send + Sync {
     async fn get_pending(&self, agent: &AgentName) -> Result<Vec<InboxMessage>>;
     /// One message wherever it is in its life; `NotFound` when unknown.
     async fn get(&self, agent: &AgentName, id: &MessageId) -> Result<InboxMessage>;
-    /// Pending messages that no live session holds, oldest first. Claims of dead holders are
-    /// given back first.
+    /// Pending messages that nobody holds, oldest first. Expired claims are given back first.
     async fn get_unclaimed(&self, agent: &AgentName) -> Result<Vec<InboxMessage>>;
-    /// Claims a message for a session; `false` when it is claimed already or gone.
-    async fn claim(&self, agent: &AgentName, id: &MessageId, session: &SessionId) -> Result<bool>;
-    /// Gives a session's claim back, so that another session can take the message (or sets it
-    /// aside as dead when it has been delivered too often). `Conflict` when the session does
-    /// not hold the message.
-    async fn release(&self, agent: &AgentName, id: &MessageId, session: &SessionId) -> Result<()>;
-    /// Marks a message the session holds as read and files it away. `Conflict` when the
-    /// session does not hold it.
-    async fn mark_read(&self, agent: &AgentName, id: &MessageId, session: &SessionId)
-    -> Result<()>;
-    /// Files a message away as archived, whoever holds it; `NotFound` when it is not pending.
-    async fn archive(&self, agent: &AgentName, id: &MessageId) -> Result<()>;
+    /// Claims one message: the claimed message with its lease, or `None` when it is held
+    /// by someone else already or no longer pending.
+    async fn claim(
+        &self,
+        agent: &AgentName,
+        id: &MessageId,
+        claimer: &Claimer,
+    ) -> Result<Option<InboxMessage>>;
+    /// Gives expired claims back, then claims every unclaimed message, oldest first, up to
+    /// `limit`, in one step. Returns the messages claimed, each with its lease.
+    async fn claim_unclaimed(
+        &self,
+        agent: &AgentName,
+        claimer: &Claimer,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>>;
+    /// Extends a claim the caller holds. `Conflict` when `token` no longer holds it.
+    async fn renew(
+        &self,
+        agent: &AgentName,
+        id: &MessageId,
+        token: &LeaseToken,
+        until: OffsetDateTime,
+    ) -> Result<()>;
+    /// Gives a claim back so that another session can take the message. `delivered` says
+    /// whether the message reached the model; such a failed delivery counts towards setting
+    /// the message aside as dead. Returns the message as it now is. `Conflict` when `token`
+    /// no longer holds it.
+    async fn release(
+        &self,
+        agent: &AgentName,
+        id: &MessageId,
+        token: &LeaseToken,
+        delivered: bool,
+    ) -> Result<InboxMessage>;
+    /// Marks a message the caller holds as read and files it away. `Conflict` when `token`
+    /// no longer holds it.
+    async fn mark_read(
+        &self,
+        agent: &AgentName,
+        id: &MessageId,
+        token: &LeaseToken,
+    ) -> Result<InboxMessage>;
+    /// Files a pending message away as archived, whoever holds it (the holder's settling is
+    /// refused from then on). Archiving an archived message again succeeds; `NotFound` when
+    /// the message is unknown, `Conflict` when it is read or dead.
+    async fn archive(&self, agent: &AgentName, id: &MessageId) -> Result<InboxMessage>;
     /// Messages set aside as dead, oldest first.
     async fn list_dead(&self, agent: &AgentName) -> Result<Vec<InboxMessage>>;
 }

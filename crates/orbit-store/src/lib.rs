@@ -20,6 +20,7 @@ mod error;
 mod fs;
 mod ids;
 mod inbox;
+mod lease;
 mod memory;
 mod schedule;
 mod session;
@@ -31,14 +32,17 @@ use std::sync::Arc;
 pub use agent::{Agent, AgentPatch, AgentStatus, AgentStore, NewAgent, PermissionMode};
 pub use error::{Error, ErrorKind};
 pub use fs::{FsOptions, FsStore};
-pub use ids::{AgentName, MessageId, RunId, SessionId, TaskId, new_ulid};
-pub use inbox::{InboxMessage, InboxStore, MessageStatus, MessageType, NewMessage};
+pub use ids::{
+    AgentName, InstanceId, JournalId, LeaseToken, MessageId, RunId, SessionId, TaskId, new_ulid,
+};
+pub use inbox::{Claimer, InboxMessage, InboxStore, MessageStatus, MessageType, NewMessage};
+pub use lease::{Instance, InstanceStore, Lease};
 pub use memory::{MemoryHit, MemoryStore};
 pub use schedule::{Schedule, ScheduleError};
 pub use session::{NewSession, Role, Session, SessionMessage, SessionPatch, SessionStore, Usage};
 pub use task::{
-    ContextMode, NewTask, Run, RunOutcome, RunStatus, ScheduleType, Task, TaskPatch, TaskStatus,
-    TaskStore,
+    ChangeCursor, ContextMode, NewTask, Run, RunOutcome, RunStart, RunStatus, ScheduleType, Task,
+    TaskChange, TaskChanges, TaskPatch, TaskStatus, TaskStore,
 };
 
 /// The result of every store operation.
@@ -52,4 +56,5 @@ pub struct Stores {
     pub inbox: Arc<dyn InboxStore>,
     pub tasks: Arc<dyn TaskStore>,
     pub memory: Arc<dyn MemoryStore>,
+    pub instances: Arc<dyn InstanceStore>,
 }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{AgentName, Result, RunId, SessionId, TaskId};
+use crate::{AgentName, Lease, LeaseToken, Result, RunId, SessionId, TaskId};
 
 /// How a task's schedule is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +64,34 @@ pub struct Task {
     /// The branch of that worktree, made at the first run (detached at HEAD without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// When the schedule was set: interval slots are `anchor + k * interval`, so every
+    /// scheduler computes the same slots from the record alone.
+    #[serde(
+        default,
+        with = "crate::timestamp::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub anchor: Option<OffsetDateTime>,
+    /// The latest slot a scheduler claimed; a slot fires only if it is later than this.
+    #[serde(
+        default,
+        with = "crate::timestamp::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_slot: Option<OffsetDateTime>,
+    /// The newest run record (not counting skips), so that it is found without listing runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_run: Option<RunId>,
+    /// The newest skip record, which later skips join while no run starts in between.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_skip: Option<RunId>,
+}
+
+impl Task {
+    /// The slot origin of this task's schedule: its anchor, else its creation.
+    pub fn schedule_origin(&self) -> OffsetDateTime {
+        self.anchor.unwrap_or(self.created_at)
+    }
 }
 
 /// What a caller gives to make a task. The schedule is checked by the scheduler, not here.
@@ -80,6 +108,39 @@ pub struct NewTask {
     pub branch: Option<String>,
 }
 
+/// A change to a task, as the change feed tells it to every scheduler sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskChange {
+    pub agent: AgentName,
+    pub task: TaskId,
+}
+
+/// Where a reader of the change feed is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeCursor {
+    /// Which feed (it is replaced now and then).
+    pub feed: ulid::Ulid,
+    pub offset: u64,
+}
+
+/// What the change feed holds past a cursor.
+#[derive(Debug, Clone)]
+pub struct TaskChanges {
+    pub changes: Vec<TaskChange>,
+    /// The feed was replaced (or the cursor is from nowhere): changes may be missing, so the
+    /// reader should re-read every task.
+    pub reset: bool,
+    pub cursor: ChangeCursor,
+}
+
+/// How starting a run went.
+#[derive(Debug, Clone)]
+pub enum RunStart {
+    Started(Run),
+    /// The task's previous run is still running under a live lease.
+    Overlap(Run),
+}
+
 /// A partial update of a task; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct TaskPatch {
@@ -91,6 +152,8 @@ pub struct TaskPatch {
     /// `Some(None)` clears the next run.
     pub next_run: Option<Option<OffsetDateTime>>,
     pub last_run: Option<OffsetDateTime>,
+    /// A new slot origin (set with a new schedule).
+    pub anchor: Option<OffsetDateTime>,
 }
 
 /// How a run ended, or that it is still going.
@@ -129,10 +192,12 @@ pub struct Run {
     pub duration_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
-    /// The process running it, to tell a run interrupted by a crash from one that another
-    /// server on the same data directory is still running.
+    /// While running: the server process running it and until when (see `Lease`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub owner_pid: Option<u32>,
+    pub lease: Option<Lease>,
+    /// For a skipped run: how many slots in a row were skipped (one record for all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_slots: Option<u32>,
 }
 
 /// How a run ended.
@@ -159,22 +224,46 @@ pub trait TaskStore: Send + Sync {
     async fn update(&self, agent: &AgentName, id: &TaskId, patch: TaskPatch) -> Result<Task>;
     /// Removes the task and its runs.
     async fn delete(&self, agent: &AgentName, id: &TaskId) -> Result<()>;
-    /// Records a run that starts now, status `running`, or `skipped` when `skipped` is set.
-    async fn create_run(
+    /// Starts a run now under `lease`, unless the task's previous run still runs under a
+    /// live lease (`Overlap`); a previous run whose lease lapsed is marked interrupted first.
+    /// Atomic with respect to other starts: two callers never both start.
+    async fn start_run(
         &self,
         agent: &AgentName,
         task: &TaskId,
         session: Option<SessionId>,
-        status: RunStatus,
-    ) -> Result<Run>;
-    /// Finishes a running run with its outcome, stamping its end and duration.
+        lease: Lease,
+    ) -> Result<RunStart>;
+    /// Records a skipped slot. Consecutive skips share one record, counting them.
+    async fn record_skip(&self, agent: &AgentName, task: &TaskId) -> Result<Run>;
+    /// Extends a running run's lease. `Conflict` when `token` no longer holds it.
+    async fn renew_run(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        run: &RunId,
+        token: &LeaseToken,
+        until: OffsetDateTime,
+    ) -> Result<()>;
+    /// Finishes a running run with its outcome, stamping its end and duration. `Conflict`
+    /// when `token` no longer holds it (it was found lapsed and marked interrupted).
     async fn finish_run(
         &self,
         agent: &AgentName,
         task: &TaskId,
         run: &RunId,
+        token: &LeaseToken,
         outcome: RunOutcome,
     ) -> Result<Run>;
+    /// Marks a running run whose lease lapsed before `now` as interrupted; `None` when it is
+    /// not running or its lease still holds.
+    async fn interrupt_lapsed_run(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        run: &RunId,
+        now: OffsetDateTime,
+    ) -> Result<Option<Run>>;
     /// The task's runs, newest first.
     async fn list_runs(&self, agent: &AgentName, task: &TaskId) -> Result<Vec<Run>>;
     /// The task's newest run, without reading the others.
@@ -183,11 +272,15 @@ pub trait TaskStore: Send + Sync {
     /// find runs a crash interrupted; only tasks that ever ran are looked at).
     async fn running_runs(&self) -> Result<Vec<(AgentName, Run)>>;
     /// Claims a slot (a scheduled fire time) of a task: `true` for exactly one caller per
-    /// slot, across processes and restarts.
+    /// slot, across processes and restarts. Slots are claimed in time order: a slot no later
+    /// than the task's last claimed slot is refused.
     async fn claim_slot(
         &self,
         agent: &AgentName,
         task: &TaskId,
         slot: OffsetDateTime,
     ) -> Result<bool>;
+    /// Changes to tasks (created, updated, deleted) made through this store, by any process,
+    /// since `cursor`; `None` asks only for the current position.
+    async fn changes_since(&self, cursor: Option<ChangeCursor>) -> Result<TaskChanges>;
 }

@@ -176,6 +176,8 @@ async fn update(
     let status = body.status.unwrap_or(current.status);
     let next_run =
         if status == TaskStatus::Active { schedule.next_after(timestamp::now()) } else { None };
+    // A new schedule starts its slots from now.
+    let anchor = (body.schedule_value.is_some() || body.timezone.is_some()).then(timestamp::now);
     let patch = TaskPatch {
         name: body.name,
         prompt: body.prompt,
@@ -184,6 +186,7 @@ async fn update(
         status: body.status,
         next_run: Some(next_run),
         last_run: None,
+        anchor,
     };
     let task = state.stores.tasks.update(&name, &id, patch).await?;
     state.scheduler.task_changed(&name, &id);

@@ -6,7 +6,8 @@ use async_trait::async_trait;
 
 use super::{FsStore, Inner, io};
 use crate::{
-    Agent, AgentName, AgentPatch, AgentStatus, AgentStore, Error, NewAgent, Result, timestamp,
+    Agent, AgentName, AgentPatch, AgentStatus, AgentStore, Error, NewAgent, Result, SessionId,
+    timestamp,
 };
 
 impl Inner {
@@ -15,6 +16,18 @@ impl Inner {
     }
 
     fn create_agent(&self, name: &AgentName, new: NewAgent) -> Result<(Agent, bool)> {
+        self.with_agent_exclusive(name, || self.create_agent_locked(name, new))
+    }
+
+    fn create_agent_locked(&self, name: &AgentName, new: NewAgent) -> Result<(Agent, bool)> {
+        if let Some(agent) = io::read_json::<Agent>(&self.agent_path(name))? {
+            return Ok((agent, false));
+        }
+        // A directory without its agent.json is what an older, interrupted deletion left:
+        // nothing in it may reach the new agent.
+        if self.trash_agent_dir(name)? {
+            tracing::warn!(agent = %name, "cleared the remains of an earlier agent of this name");
+        }
         let dir = self.agent_dir(name);
         io::ensure_dir(&dir)?;
         let now = timestamp::now();
@@ -37,13 +50,18 @@ impl Inner {
         io::read_json(&self.agent_path(name))?.ok_or_else(|| Error::not_found("agent", name))
     }
 
-    fn update_agent(&self, name: &AgentName, change: impl FnOnce(&mut Agent)) -> Result<Agent> {
-        self.require_agent(name)?;
-        io::with_lock(&self.agent_dir(name).join("agent.lock"), || {
-            let mut agent = self.get_agent(name)?;
-            change(&mut agent);
-            io::write_json(&self.agent_path(name), &agent)?;
-            Ok(agent)
+    fn update_agent<T>(
+        &self,
+        name: &AgentName,
+        change: impl FnOnce(&mut Agent) -> T,
+    ) -> Result<(Agent, T)> {
+        self.with_agent(name, || {
+            io::with_lock(&self.agent_dir(name).join("agent.lock"), || {
+                let mut agent = self.get_agent(name)?;
+                let result = change(&mut agent);
+                io::write_json(&self.agent_path(name), &agent)?;
+                Ok((agent, result))
+            })
         })
     }
 }
@@ -106,6 +124,27 @@ impl AgentStore for FsStore {
                     agent.main_session_id = Some(session);
                 }
             })
+            .map(|(agent, ())| agent)
+        })
+        .await
+    }
+
+    async fn claim_main_session(
+        &self,
+        name: &AgentName,
+        candidate: SessionId,
+        stale: Option<SessionId>,
+    ) -> Result<SessionId> {
+        let name = name.clone();
+        self.blocking(move |s| {
+            s.update_agent(&name, |agent| match agent.main_session_id {
+                Some(current) if Some(current) != stale => current,
+                _ => {
+                    agent.main_session_id = Some(candidate);
+                    candidate
+                }
+            })
+            .map(|(_, main)| main)
         })
         .await
     }
@@ -113,11 +152,13 @@ impl AgentStore for FsStore {
     async fn delete(&self, name: &AgentName) -> Result<()> {
         let name = name.clone();
         self.blocking(move |s| {
-            s.require_agent(&name)?;
-            // Removing agent.json first makes the agent unknown at once, even if removing
-            // the rest of its tree is interrupted.
-            io::remove_file(&s.agent_path(&name))?;
-            io::remove_dir_all(&s.agent_dir(&name))?;
+            s.with_agent_exclusive(&name, || {
+                s.require_agent(&name)?;
+                // One rename makes the agent and everything of it unknown at once.
+                s.trash_agent_dir(&name)?;
+                io::sync_dir(&s.root.join("agents"))
+            })?;
+            s.empty_trash();
             Ok(())
         })
         .await

@@ -124,6 +124,16 @@ pub(crate) fn read_json_lenient<T: DeserializeOwned>(path: &Path) -> Option<T> {
 
 /// Appends `line` (without its newline) to `path` durably.
 pub(crate) fn append_line(path: &Path, line: &[u8]) -> Result<()> {
+    append(path, line, true)
+}
+
+/// Appends `line` without waiting for the disk: for lines whose loss in a crash costs nothing
+/// (a notification that readers also recover from by other means).
+pub(crate) fn append_line_unsynced(path: &Path, line: &[u8]) -> Result<()> {
+    append(path, line, false)
+}
+
+fn append(path: &Path, line: &[u8], durable: bool) -> Result<()> {
     let io_err = |err| Error::io(path, err);
     let mut file =
         OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
@@ -144,6 +154,9 @@ pub(crate) fn append_line(path: &Path, line: &[u8]) -> Result<()> {
     record.extend_from_slice(line);
     record.push(b'\n');
     file.write_all(&record).map_err(io_err)?;
+    if !durable {
+        return Ok(());
+    }
     file.sync_data().map_err(io_err)?;
     if len == 0 {
         // A new file: make its directory entry durable too.
@@ -261,13 +274,24 @@ pub(crate) fn rename(from: &Path, to: &Path) -> Result<bool> {
 /// read-modify-write cycles across threads and processes. The lock file is never renamed or
 /// removed while the directory lives, so every process locks the same inode.
 pub(crate) fn with_lock<T>(lock_path: &Path, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    with_lock_mode(lock_path, true, body)
+}
+
+/// Like [`with_lock`], with a shared lock when `exclusive` is false: shared holders run side
+/// by side and exclude only exclusive ones.
+pub(crate) fn with_lock_mode<T>(
+    lock_path: &Path,
+    exclusive: bool,
+    body: impl FnOnce() -> Result<T>,
+) -> Result<T> {
     let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(lock_path)
         .map_err(|err| Error::io(lock_path, err))?;
-    file.lock().map_err(|err| Error::io(lock_path, err))?;
+    let locked = if exclusive { file.lock() } else { file.lock_shared() };
+    locked.map_err(|err| Error::io(lock_path, err))?;
     let result = body();
     drop(file);
     result

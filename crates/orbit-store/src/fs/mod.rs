@@ -6,18 +6,31 @@
 //! <root>/agents/<name>/agent.json                  the agent
 //! <root>/agents/<name>/sessions.jsonl              session journal (see `sessions`)
 //! <root>/agents/<name>/sessions/<id>.jsonl         a session's messages
-//! <root>/agents/<name>/inbox/{pending,claimed,archive,dead}/   inbox (see `inbox`)
+//! <root>/agents/<name>/inbox/{open,archive,dead}/   inbox (see `inbox`)
 //! <root>/agents/<name>/tasks/<id>.json             a task
 //! <root>/agents/<name>/runs/<task>/<run>.json      a run record
+//! <root>/agents/.locks/<name>.lock                 the agent's lock (see below)
+//! <root>/agents/.trash/                            agents being deleted
+//! <root>/instances/<id>.json                       registered server processes
+//! <root>/task-changes.jsonl                        the task change feed (see `tasks`)
 //! <root>/agents/<name>/memory/YYYY-MM-DD.md        daily memory
 //! <root>/workspaces/<name>/                        the agent's working directory (kept on delete)
 //! ```
 //!
 //! Every path is built from an [`AgentName`](crate::AgentName) or a ULID newtype, never from
 //! raw input. Blocking file work runs on tokio's blocking pool.
+//!
+//! # An agent's lock
+//!
+//! Every write under an agent's directory holds the agent's lock shared and first checks that
+//! the agent exists; creating and deleting the agent hold it exclusively. Deleting renames the
+//! whole directory into `.trash/` in that one step and removes it afterwards. So a write either
+//! lands before the deletion and goes with it, or finds the agent gone; nothing a racing write
+//! does can leave a record behind that a new agent of the same name would inherit.
 
 mod agents;
 mod inbox;
+mod instances;
 pub(crate) mod io;
 mod memory;
 mod sessions;
@@ -25,23 +38,21 @@ mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::{AgentName, Error, Result, Stores};
 
 /// Settings of the filesystem store.
 #[derive(Debug, Clone)]
 pub struct FsOptions {
-    /// A claim older than this is given back even if its holder's process still lives
-    /// (a guard against a reused process id). Must exceed the longest turn.
-    pub claim_lease: Duration,
-    /// After this many deliveries a released message is set aside as dead.
+    /// After this many failed deliveries a released message is set aside as dead.
     pub max_deliveries: u32,
+    /// How many finished runs a task keeps; older ones are removed as new ones start.
+    pub runs_kept: usize,
 }
 
 impl Default for FsOptions {
     fn default() -> Self {
-        Self { claim_lease: Duration::from_secs(6 * 60 * 60), max_deliveries: 3 }
+        Self { max_deliveries: 3, runs_kept: 200 }
     }
 }
 
@@ -66,15 +77,18 @@ impl FsStore {
     /// Opens (making if needed) a data directory, checking that it is writable.
     pub fn open_with(root: impl Into<PathBuf>, options: FsOptions) -> Result<Self> {
         let root = root.into();
-        io::ensure_dir(&root.join("agents"))?;
+        io::ensure_dir(&root.join("agents").join(".locks"))?;
+        io::ensure_dir(&root.join("agents").join(".trash"))?;
         io::ensure_dir(&root.join("workspaces"))?;
+        io::ensure_dir(&root.join("instances"))?;
         // Prove the directory is writable now rather than at the first user request.
         let probe = root.join(".write-probe");
         io::write_bytes(&probe, b"ok")?;
         io::remove_file(&probe)?;
-        Ok(Self {
-            inner: Arc::new(Inner { root, options, sessions: sessions::JournalCache::default() }),
-        })
+        let inner = Inner { root, options, sessions: sessions::JournalCache::default() };
+        // Agents whose deletion a crash interrupted.
+        inner.empty_trash();
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// The data directory.
@@ -90,6 +104,7 @@ impl FsStore {
             inbox: Arc::new(self.clone()),
             tasks: Arc::new(self.clone()),
             memory: Arc::new(self.clone()),
+            instances: Arc::new(self.clone()),
         }
     }
 
@@ -117,5 +132,48 @@ impl Inner {
 
     fn require_agent(&self, agent: &AgentName) -> Result<()> {
         if self.agent_exists(agent) { Ok(()) } else { Err(Error::not_found("agent", agent)) }
+    }
+
+    fn agent_lock(&self, agent: &AgentName) -> PathBuf {
+        self.root.join("agents").join(".locks").join(format!("{agent}.lock"))
+    }
+
+    /// Runs a write under the agent's directory: the agent must exist, and cannot be deleted
+    /// until `body` returns (see the module docs).
+    fn with_agent<T>(&self, agent: &AgentName, body: impl FnOnce() -> Result<T>) -> Result<T> {
+        io::with_lock_mode(&self.agent_lock(agent), false, || {
+            self.require_agent(agent)?;
+            body()
+        })
+    }
+
+    /// Runs `body` with every write to the agent excluded (creation and deletion).
+    fn with_agent_exclusive<T>(
+        &self,
+        agent: &AgentName,
+        body: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        io::with_lock_mode(&self.agent_lock(agent), true, body)
+    }
+
+    /// Moves an agent's directory out of the way in one step; its removal comes later.
+    fn trash_agent_dir(&self, agent: &AgentName) -> Result<bool> {
+        let trash = self
+            .root
+            .join("agents")
+            .join(".trash")
+            .join(format!("{agent}.{}", crate::ids::new_ulid()));
+        io::rename(&self.agent_dir(agent), &trash)
+    }
+
+    /// Removes what deletions left in the trash.
+    fn empty_trash(&self) {
+        let trash = self.root.join("agents").join(".trash");
+        let Ok(entries) = std::fs::read_dir(&trash) else { return };
+        for entry in entries.flatten() {
+            if let Err(err) = io::remove_dir_all(&entry.path()) {
+                tracing::warn!(error = %err, "could not remove a deleted agent's files");
+            }
+        }
     }
 }

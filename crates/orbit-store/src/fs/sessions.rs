@@ -1,9 +1,10 @@
 //! Sessions, indexed by a per-agent journal.
 //!
 //! Session metadata lives in `agents/<name>/sessions.jsonl`, an append-only journal whose
-//! lines are whole session records (`{"op":"put","session":{..}}`) or deletions
-//! (`{"op":"delete","id":".."}`); the last line for an id wins. Messages live in
-//! `agents/<name>/sessions/<id>.jsonl`.
+//! first line names the journal (`{"op":"header","journal":"<ulid>"}`, fresh for every file
+//! ever written) and whose other lines are whole session records
+//! (`{"op":"put","session":{..}}`) or deletions (`{"op":"delete","id":".."}`); the last line
+//! for an id wins. Messages live in `agents/<name>/sessions/<id>.jsonl`.
 //!
 //! Why a journal: listing 10,000 sessions must not read 10,000 files. Each process keeps the
 //! journal replayed in memory with the byte offset it has read to; a read fstats the journal
@@ -14,13 +15,18 @@
 //!   to the current record and append it, so concurrent updates never lose each other;
 //! - readers take no lock and parse only complete lines, so a write in progress is invisible
 //!   until its newline lands;
-//! - when the journal holds many superseded lines it is compacted under the lock into a new
-//!   file renamed over the old one; readers notice the new inode and replay it from the start.
+//! - when the journal holds many superseded lines or bytes it is compacted under the lock into
+//!   a new file, with a new header, renamed over the old one; readers notice the new header and
+//!   replay it from the start.
+//!
+//! A reader knows the file it replayed by the header's id, read again at every refresh, and
+//! never by device and inode: a filesystem reuses a freed inode at once, so a journal deleted
+//! with its agent, or compacted twice, can come back under the same inode with a longer length,
+//! and a reader trusting the inode would go on from its old offset in a different file.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -35,10 +41,16 @@ use crate::{
 
 /// Compact once the journal has this many lines and more than twice as many as sessions.
 const COMPACT_MIN_LINES: u64 = 1024;
+/// Or once it has this many bytes and more than twice the bytes of the live records, so that
+/// updates of large records cannot grow it without bound between line-count compactions.
+const COMPACT_MIN_BYTES: u64 = 4 * 1024 * 1024;
+/// Bytes read at the start of the file to find its header.
+const HEADER_PROBE: usize = 128;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 enum Entry {
+    Header { journal: crate::ids::JournalId },
     Put { session: Box<Session> },
     Delete { id: SessionId },
 }
@@ -46,26 +58,38 @@ enum Entry {
 /// One agent's journal, replayed.
 #[derive(Default)]
 struct Journal {
-    /// Device and inode of the file replayed, to notice a compaction.
-    file_id: Option<(u64, u64)>,
+    /// The header id of the file replayed, to notice a replaced file.
+    journal: Option<crate::ids::JournalId>,
     /// Bytes of the file consumed (always the end of a complete line).
     offset: u64,
     /// Lines consumed, to decide when to compact.
     lines: u64,
+    /// Bytes of the line that put each live session, to decide when to compact.
+    live_bytes: HashMap<SessionId, u64>,
     sessions: BTreeMap<SessionId, Session>,
 }
 
 impl Journal {
-    fn apply(&mut self, entry: Entry) {
+    fn apply(&mut self, entry: Entry, bytes: u64) {
         match entry {
+            Entry::Header { .. } => {}
             Entry::Put { session } => {
+                self.live_bytes.insert(session.id, bytes);
                 self.sessions.insert(session.id, *session);
             }
             Entry::Delete { id } => {
+                self.live_bytes.remove(&id);
                 self.sessions.remove(&id);
             }
         }
         self.lines += 1;
+    }
+
+    fn wants_compaction(&self) -> bool {
+        let live_lines = self.sessions.len() as u64;
+        let live_bytes: u64 = self.live_bytes.values().sum();
+        (self.lines >= COMPACT_MIN_LINES && self.lines > 2 * live_lines)
+            || (self.offset >= COMPACT_MIN_BYTES && self.offset > 2 * live_bytes)
     }
 
     /// Catches up with the file: replays what was appended since the last read, or the
@@ -79,21 +103,60 @@ impl Journal {
             }
             Err(err) => return Err(Error::io(path, err)),
         };
-        let meta = file.metadata().map_err(|err| Error::io(path, err))?;
-        let file_id = (meta.dev(), meta.ino());
-        if self.file_id != Some(file_id) || meta.len() < self.offset {
-            *self = Journal { file_id: Some(file_id), ..Journal::default() };
+        let len = file.metadata().map_err(|err| Error::io(path, err))?.len();
+        let header = read_header(&mut file, path)?;
+        if header.is_none() || header != self.journal || len < self.offset {
+            // A different file (or one whose header is not complete yet): start over.
+            *self = Journal { journal: header, ..Journal::default() };
         }
-        if meta.len() > self.offset {
-            let mut bytes = Vec::with_capacity((meta.len() - self.offset) as usize);
+        if len > self.offset {
+            let mut bytes = Vec::with_capacity((len - self.offset) as usize);
             file.seek(SeekFrom::Start(self.offset)).map_err(|err| Error::io(path, err))?;
             file.read_to_end(&mut bytes).map_err(|err| Error::io(path, err))?;
-            let (entries, consumed) = io::parse_jsonl::<Entry>(path, &bytes);
-            entries.into_iter().for_each(|entry| self.apply(entry));
-            self.offset += consumed as u64;
+            let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            for line in bytes[..complete].split(|b| *b == b'\n') {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match serde_json::from_slice::<Entry>(line) {
+                    Ok(entry) => self.apply(entry, line.len() as u64 + 1),
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), error = %err, "skipping a journal line that does not parse")
+                    }
+                }
+            }
+            self.offset += complete as u64;
         }
-        Ok(meta.len())
+        Ok(len)
     }
+}
+
+/// The id in a journal's header line; `None` for a file without one (empty, being written,
+/// or from before headers, which is then replayed in full at every refresh until compacted).
+fn read_header(file: &mut File, path: &Path) -> Result<Option<crate::ids::JournalId>> {
+    let mut probe = [0u8; HEADER_PROBE];
+    let mut filled = 0;
+    file.seek(SeekFrom::Start(0)).map_err(|err| Error::io(path, err))?;
+    while filled < probe.len() {
+        match file.read(&mut probe[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) => return Err(Error::io(path, err)),
+        }
+    }
+    let Some(end) = probe[..filled].iter().position(|b| *b == b'\n') else { return Ok(None) };
+    match serde_json::from_slice::<Entry>(&probe[..end]) {
+        Ok(Entry::Header { journal }) => Ok(Some(journal)),
+        _ => Ok(None),
+    }
+}
+
+/// A new journal's first line.
+fn header_line(path: &Path) -> Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(&Entry::Header { journal: crate::ids::JournalId::new() })
+        .map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
+    line.push(b'\n');
+    Ok(line)
 }
 
 /// Each agent's replayed journal, shared by the store's clones.
@@ -138,26 +201,29 @@ impl Inner {
         agent: &AgentName,
         change: impl FnOnce(&BTreeMap<SessionId, Session>) -> Result<(Option<Entry>, T)>,
     ) -> Result<T> {
-        self.require_agent(agent)?;
         let path = self.journal_path(agent);
         let journal = self.sessions.journal(agent);
-        io::with_lock(&self.agent_dir(agent).join("sessions.lock"), || {
-            let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
-            journal.refresh(&path)?;
-            let (entry, result) = change(&journal.sessions)?;
-            if let Some(entry) = entry {
-                let line = serde_json::to_vec(&entry)
-                    .map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
-                io::append_line(&path, &line)?;
-                // Replaying our own line keeps the offset exact, torn-line repair included.
-                journal.refresh(&path)?;
-                if journal.lines >= COMPACT_MIN_LINES
-                    && journal.lines > 2 * journal.sessions.len() as u64
-                {
-                    compact(&path, &mut journal)?;
+        self.with_agent(agent, || {
+            io::with_lock(&self.agent_dir(agent).join("sessions.lock"), || {
+                let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
+                let len = journal.refresh(&path)?;
+                if journal.journal.is_none() {
+                    // A new journal, or one from before headers: give it a header first.
+                    compact(&path, &mut journal, len > 0)?;
                 }
-            }
-            Ok(result)
+                let (entry, result) = change(&journal.sessions)?;
+                if let Some(entry) = entry {
+                    let line = serde_json::to_vec(&entry)
+                        .map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
+                    io::append_line(&path, &line)?;
+                    // Replaying our own line keeps the offset exact, torn-line repair included.
+                    journal.refresh(&path)?;
+                    if journal.wants_compaction() {
+                        compact(&path, &mut journal, true)?;
+                    }
+                }
+                Ok(result)
+            })
         })
     }
 
@@ -199,9 +265,9 @@ impl Inner {
     }
 }
 
-/// Rewrites the journal as one line per live session.
-fn compact(path: &Path, journal: &mut Journal) -> Result<()> {
-    let mut bytes = Vec::new();
+/// Rewrites the journal as a fresh header and one line per live session.
+fn compact(path: &Path, journal: &mut Journal, log: bool) -> Result<()> {
+    let mut bytes = header_line(path)?;
     for session in journal.sessions.values() {
         let entry = Entry::Put { session: Box::new(session.clone()) };
         serde_json::to_writer(&mut bytes, &entry)
@@ -209,7 +275,9 @@ fn compact(path: &Path, journal: &mut Journal) -> Result<()> {
         bytes.push(b'\n');
     }
     io::write_bytes(path, &bytes)?;
-    tracing::debug!(path = %path.display(), lines = journal.lines, sessions = journal.sessions.len(), "compacted session journal");
+    if log {
+        tracing::debug!(path = %path.display(), lines = journal.lines, sessions = journal.sessions.len(), "compacted session journal");
+    }
     *journal = Journal::default();
     journal.refresh(path)?;
     Ok(())

@@ -1,14 +1,41 @@
-//! Tasks as `agents/<name>/tasks/<id>.json`, runs as `agents/<name>/runs/<task>/<run>.json`.
+//! Tasks as `agents/<name>/tasks/<id>.json`, runs as `agents/<name>/runs/<task>/<run>.json`,
+//! and the task change feed `task-changes.jsonl`.
+//!
+//! Every change to a task or its runs holds the agent's `tasks.lock`, so a slot claim (the
+//! task's `lastSlot` moves forward or the claim is refused), a run start (refused while the
+//! task's newest run runs under a live lease) and a run's settling (refused to a holder whose
+//! lease was found lapsed) are each one step. The task record points at its newest run, so no
+//! fire lists the runs directory; a task keeps its newest `runs_kept` runs.
+//!
+//! The change feed tells every process sharing the directory that a task was created, updated
+//! or deleted: an append-only file with a header line naming it (like the session journal),
+//! which readers tail from their offset. It is a wake-up call, not data: it is appended without
+//! fsync (after a crash every scheduler re-reads all tasks anyway), and replaced by an empty
+//! one when it grows past a bound, which tells its readers to re-read every task.
 
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use async_trait::async_trait;
+use time::OffsetDateTime;
 
 use super::{FsStore, Inner, io};
 use crate::{
-    AgentName, Error, NewTask, Result, Run, RunId, RunOutcome, RunStatus, SessionId, Task, TaskId,
-    TaskPatch, TaskStatus, TaskStore, timestamp,
+    AgentName, ChangeCursor, Error, Lease, LeaseToken, NewTask, Result, Run, RunId, RunOutcome,
+    RunStart, RunStatus, SessionId, Task, TaskChange, TaskChanges, TaskId, TaskPatch, TaskStatus,
+    TaskStore, timestamp,
 };
+
+/// The change feed is replaced by an empty one past this size.
+const FEED_MAX_BYTES: u64 = 1024 * 1024;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum FeedLine {
+    Header { feed: crate::ids::JournalId },
+    Change(TaskChange),
+}
 
 impl Inner {
     fn task_path(&self, agent: &AgentName, id: &TaskId) -> PathBuf {
@@ -17,6 +44,10 @@ impl Inner {
 
     fn runs_dir(&self, agent: &AgentName, task: &TaskId) -> PathBuf {
         self.agent_dir(agent).join("runs").join(task.to_string())
+    }
+
+    fn run_path(&self, agent: &AgentName, task: &TaskId, run: &RunId) -> PathBuf {
+        self.runs_dir(agent, task).join(format!("{run}.json"))
     }
 
     fn get_task(&self, agent: &AgentName, id: &TaskId) -> Result<Task> {
@@ -31,8 +62,143 @@ impl Inner {
             .collect())
     }
 
-    fn tasks_lock(&self, agent: &AgentName) -> PathBuf {
-        self.agent_dir(agent).join("tasks.lock")
+    /// Runs a change to an agent's tasks or runs: the agent exists and stays, and no other
+    /// change to its tasks runs meanwhile.
+    fn with_tasks<T>(&self, agent: &AgentName, body: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.with_agent(agent, || io::with_lock(&self.agent_dir(agent).join("tasks.lock"), body))
+    }
+
+    fn put_task(&self, task: &Task) -> Result<()> {
+        let path = self.task_path(&task.agent_name, &task.id);
+        io::ensure_dir(path.parent().unwrap_or(&self.root))?;
+        io::write_json(&path, task)
+    }
+
+    fn read_run(&self, agent: &AgentName, task: &TaskId, run: &RunId) -> Result<Run> {
+        io::read_json(&self.run_path(agent, task, run))?.ok_or_else(|| Error::not_found("run", run))
+    }
+
+    fn put_run(&self, agent: &AgentName, run: &Run) -> Result<()> {
+        let dir = self.runs_dir(agent, &run.task_id);
+        io::ensure_dir(&dir)?;
+        io::write_json(&dir.join(format!("{}.json", run.id)), run)
+    }
+
+    /// The task's newest run, through the task's pointer.
+    fn newest_run(&self, task: &Task) -> Result<Option<Run>> {
+        match task.latest_run {
+            Some(run) => Ok(io::read_json(&self.run_path(&task.agent_name, &task.id, &run))?),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds a run as the task's newest, and drops runs beyond the retention.
+    fn add_run(&self, mut task: Task, run: &Run) -> Result<()> {
+        self.put_run(&task.agent_name, run)?;
+        task.latest_run = Some(run.id);
+        self.put_task(&task)?;
+        let dir = self.runs_dir(&task.agent_name, &task.id);
+        let names = io::list_names(&dir, ".json")?;
+        let excess = names.len().saturating_sub(self.options.runs_kept);
+        for name in names.iter().take(excess) {
+            io::remove_file(&dir.join(name))?;
+        }
+        Ok(())
+    }
+
+    fn finish(run: &mut Run, outcome: RunOutcome) {
+        let now = timestamp::now();
+        run.status = outcome.status;
+        run.result = outcome.result;
+        run.error = outcome.error;
+        run.cost_usd = outcome.cost_usd;
+        run.lease = None;
+        run.completed_at = Some(now);
+        run.duration_ms =
+            Some(u64::try_from((now - run.started_at).whole_milliseconds()).unwrap_or(0));
+    }
+
+    fn interrupt(&self, agent: &AgentName, mut run: Run) -> Result<Run> {
+        let holder = run.lease.map(|lease| lease.instance.to_string()).unwrap_or_default();
+        tracing::warn!(%agent, task = %run.task_id, run = %run.id, %holder, "marking a run interrupted: its server stopped renewing it");
+        let outcome = RunOutcome {
+            status: RunStatus::Error,
+            result: None,
+            error: Some("interrupted: the server running it went away".into()),
+            cost_usd: None,
+        };
+        Self::finish(&mut run, outcome);
+        self.put_run(agent, &run)?;
+        Ok(run)
+    }
+
+    fn feed_path(&self) -> PathBuf {
+        self.root.join("task-changes.jsonl")
+    }
+
+    /// Tells every process that a task changed. A failure is logged, not returned: the
+    /// change itself is stored, and other schedulers re-read every task now and then.
+    fn publish_change(&self, agent: &AgentName, task: &TaskId) {
+        let published = io::with_lock(&self.root.join("task-changes.lock"), || {
+            let path = self.feed_path();
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if len == 0 || len > FEED_MAX_BYTES {
+                let mut header =
+                    serde_json::to_vec(&FeedLine::Header { feed: crate::ids::JournalId::new() })
+                        .map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
+                header.push(b'\n');
+                io::write_bytes(&path, &header)?;
+            }
+            let line = serde_json::to_vec(&FeedLine::Change(TaskChange {
+                agent: agent.clone(),
+                task: *task,
+            }))
+            .map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
+            io::append_line_unsynced(&path, &line)
+        });
+        if let Err(err) = published {
+            tracing::warn!(%agent, %task, error = %err, "could not publish a task change");
+        }
+    }
+
+    fn read_feed(&self, cursor: Option<ChangeCursor>) -> Result<TaskChanges> {
+        let path = self.feed_path();
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                // No feed yet: nothing changed since whatever the reader read.
+                let cursor = ChangeCursor { feed: ulid::Ulid::nil(), offset: 0 };
+                return Ok(TaskChanges { changes: Vec::new(), reset: false, cursor });
+            }
+            Err(err) => return Err(Error::io(&path, err)),
+        };
+        let mut bytes = Vec::new();
+        file.seek(SeekFrom::Start(0)).map_err(|err| Error::io(&path, err))?;
+        file.read_to_end(&mut bytes).map_err(|err| Error::io(&path, err))?;
+        let (lines, complete) = io::parse_jsonl::<FeedLine>(&path, &bytes);
+        let mut lines = lines.into_iter();
+        let feed = match lines.next() {
+            Some(FeedLine::Header { feed }) => feed.ulid(),
+            _ => ulid::Ulid::nil(),
+        };
+        let end = ChangeCursor { feed, offset: complete as u64 };
+        let Some(cursor) = cursor else {
+            return Ok(TaskChanges { changes: Vec::new(), reset: false, cursor: end });
+        };
+        let same_feed = cursor.feed == feed || cursor.feed.is_nil();
+        if !same_feed || cursor.offset > end.offset {
+            return Ok(TaskChanges { changes: Vec::new(), reset: true, cursor: end });
+        }
+        let (changes, _) =
+            io::parse_jsonl::<FeedLine>(&path, &bytes[cursor.offset as usize..complete]);
+        let changes = changes
+            .into_iter()
+            .filter_map(|line| match line {
+                FeedLine::Change(change) => Some(change),
+                FeedLine::Header { .. } => None,
+            })
+            .collect();
+        Ok(TaskChanges { changes, reset: false, cursor: end })
     }
 }
 
@@ -44,7 +210,7 @@ impl TaskStore for FsStore {
         }
         let agent = agent.clone();
         self.blocking(move |s| {
-            s.require_agent(&agent)?;
+            let now = timestamp::now();
             let task = Task {
                 id: TaskId::new(),
                 agent_name: agent.clone(),
@@ -57,13 +223,16 @@ impl TaskStore for FsStore {
                 status: TaskStatus::Active,
                 next_run: new.next_run,
                 last_run: None,
-                created_at: timestamp::now(),
+                created_at: now,
                 worktree: new.worktree,
                 branch: new.branch,
+                anchor: Some(now),
+                last_slot: None,
+                latest_run: None,
+                latest_skip: None,
             };
-            let path = s.task_path(&agent, &task.id);
-            io::ensure_dir(path.parent().unwrap_or(&s.root))?;
-            io::write_json(&path, &task)?;
+            s.with_tasks(&agent, || s.put_task(&task))?;
+            s.publish_change(&agent, &task.id);
             Ok(task)
         })
         .await
@@ -104,8 +273,7 @@ impl TaskStore for FsStore {
     async fn update(&self, agent: &AgentName, id: &TaskId, patch: TaskPatch) -> Result<Task> {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
-            s.require_agent(&agent)?;
-            io::with_lock(&s.tasks_lock(&agent), || {
+            let task = s.with_tasks(&agent, || {
                 let mut task = s.get_task(&agent, &id)?;
                 if let Some(name) = patch.name {
                     task.name = Some(name);
@@ -128,9 +296,14 @@ impl TaskStore for FsStore {
                 if let Some(last_run) = patch.last_run {
                     task.last_run = Some(last_run);
                 }
-                io::write_json(&s.task_path(&agent, &id), &task)?;
+                if let Some(anchor) = patch.anchor {
+                    task.anchor = Some(anchor);
+                }
+                s.put_task(&task)?;
                 Ok(task)
-            })
+            })?;
+            s.publish_change(&agent, &id);
+            Ok(task)
         })
         .await
     }
@@ -138,47 +311,130 @@ impl TaskStore for FsStore {
     async fn delete(&self, agent: &AgentName, id: &TaskId) -> Result<()> {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
-            s.require_agent(&agent)?;
-            io::with_lock(&s.tasks_lock(&agent), || {
+            s.with_tasks(&agent, || {
                 if !io::remove_file(&s.task_path(&agent, &id))? {
                     return Err(Error::not_found("task", id));
                 }
                 io::remove_dir_all(&s.runs_dir(&agent, &id))?;
                 Ok(())
+            })?;
+            s.publish_change(&agent, &id);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn start_run(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        session: Option<SessionId>,
+        lease: Lease,
+    ) -> Result<RunStart> {
+        let (agent, task_id) = (agent.clone(), *task);
+        self.blocking(move |s| {
+            s.with_tasks(&agent, || {
+                let task = s.get_task(&agent, &task_id)?;
+                let now = timestamp::now();
+                if let Some(previous) = s.newest_run(&task)?
+                    && previous.status == RunStatus::Running
+                {
+                    match previous.lease {
+                        Some(held) if !held.expired_at(now) => {
+                            return Ok(RunStart::Overlap(previous));
+                        }
+                        _ => {
+                            s.interrupt(&agent, previous)?;
+                        }
+                    }
+                }
+                let run = Run {
+                    id: RunId::new(),
+                    task_id,
+                    session_id: session,
+                    status: RunStatus::Running,
+                    result: None,
+                    error: None,
+                    started_at: now,
+                    completed_at: None,
+                    duration_ms: None,
+                    cost_usd: None,
+                    lease: Some(lease),
+                    skipped_slots: None,
+                };
+                s.add_run(task, &run)?;
+                Ok(RunStart::Started(run))
             })
         })
         .await
     }
 
-    async fn create_run(
+    async fn record_skip(&self, agent: &AgentName, task: &TaskId) -> Result<Run> {
+        let (agent, task_id) = (agent.clone(), *task);
+        self.blocking(move |s| {
+            s.with_tasks(&agent, || {
+                let task = s.get_task(&agent, &task_id)?;
+                let now = timestamp::now();
+                // Skips join the newest skip record while no run started after it (ids are
+                // ULIDs, so a later run has a greater id).
+                let consecutive = task
+                    .latest_skip
+                    .is_some_and(|skip| task.latest_run.is_none_or(|run| run < skip));
+                if consecutive
+                    && let Some(skip_id) = task.latest_skip
+                    && let Ok(mut skip) = s.read_run(&agent, &task_id, &skip_id)
+                {
+                    skip.skipped_slots = Some(skip.skipped_slots.unwrap_or(1).saturating_add(1));
+                    skip.completed_at = Some(now);
+                    s.put_run(&agent, &skip)?;
+                    return Ok(skip);
+                }
+                let run = Run {
+                    id: RunId::new(),
+                    task_id,
+                    session_id: None,
+                    status: RunStatus::Skipped,
+                    result: None,
+                    error: None,
+                    started_at: now,
+                    completed_at: Some(now),
+                    duration_ms: Some(0),
+                    cost_usd: None,
+                    lease: None,
+                    skipped_slots: Some(1),
+                };
+                s.put_run(&agent, &run)?;
+                let mut task = task;
+                task.latest_skip = Some(run.id);
+                s.put_task(&task)?;
+                Ok(run)
+            })
+        })
+        .await
+    }
+
+    async fn renew_run(
         &self,
         agent: &AgentName,
         task: &TaskId,
-        session: Option<SessionId>,
-        status: RunStatus,
-    ) -> Result<Run> {
-        let (agent, task) = (agent.clone(), *task);
+        run: &RunId,
+        token: &LeaseToken,
+        until: OffsetDateTime,
+    ) -> Result<()> {
+        let (agent, task, run_id, token) = (agent.clone(), *task, *run, *token);
         self.blocking(move |s| {
-            s.get_task(&agent, &task)?;
-            let now = timestamp::now();
-            let finished = status != RunStatus::Running;
-            let run = Run {
-                id: RunId::new(),
-                task_id: task,
-                session_id: session,
-                status,
-                result: None,
-                error: None,
-                started_at: now,
-                completed_at: finished.then_some(now),
-                duration_ms: finished.then_some(0),
-                cost_usd: None,
-                owner_pid: (!finished).then(std::process::id),
-            };
-            let dir = s.runs_dir(&agent, &task);
-            io::ensure_dir(&dir)?;
-            io::write_json(&dir.join(format!("{}.json", run.id)), &run)?;
-            Ok(run)
+            s.with_tasks(&agent, || {
+                let mut run = s.read_run(&agent, &task, &run_id)?;
+                match run.lease.as_mut() {
+                    Some(lease) if lease.token == token && run.status == RunStatus::Running => {
+                        lease.until = until;
+                        s.put_run(&agent, &run)
+                    }
+                    _ => Err(Error::Conflict(format!(
+                        "run {run_id} is no longer held by this server"
+                    ))),
+                }
+            })
         })
         .await
     }
@@ -188,23 +444,47 @@ impl TaskStore for FsStore {
         agent: &AgentName,
         task: &TaskId,
         run: &RunId,
+        token: &LeaseToken,
         outcome: RunOutcome,
     ) -> Result<Run> {
+        let (agent, task, run_id, token) = (agent.clone(), *task, *run, *token);
+        self.blocking(move |s| {
+            s.with_tasks(&agent, || {
+                let mut run = s.read_run(&agent, &task, &run_id)?;
+                let held = run.status == RunStatus::Running
+                    && run.lease.is_some_and(|lease| lease.token == token);
+                if !held {
+                    return Err(Error::Conflict(format!(
+                        "run {run_id} is no longer held by this server (it is {:?})",
+                        run.status
+                    )));
+                }
+                Inner::finish(&mut run, outcome);
+                s.put_run(&agent, &run)?;
+                Ok(run)
+            })
+        })
+        .await
+    }
+
+    async fn interrupt_lapsed_run(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        run: &RunId,
+        now: OffsetDateTime,
+    ) -> Result<Option<Run>> {
         let (agent, task, run_id) = (agent.clone(), *task, *run);
         self.blocking(move |s| {
-            let path = s.runs_dir(&agent, &task).join(format!("{run_id}.json"));
-            let mut run: Run =
-                io::read_json(&path)?.ok_or_else(|| Error::not_found("run", run_id))?;
-            let now = timestamp::now();
-            run.status = outcome.status;
-            run.result = outcome.result;
-            run.error = outcome.error;
-            run.cost_usd = outcome.cost_usd;
-            run.completed_at = Some(now);
-            run.duration_ms =
-                Some(u64::try_from((now - run.started_at).whole_milliseconds()).unwrap_or(0));
-            io::write_json(&path, &run)?;
-            Ok(run)
+            s.with_tasks(&agent, || {
+                let run = s.read_run(&agent, &task, &run_id)?;
+                let lapsed = run.status == RunStatus::Running
+                    && run.lease.is_none_or(|lease| lease.expired_at(now));
+                if !lapsed {
+                    return Ok(None);
+                }
+                s.interrupt(&agent, run).map(Some)
+            })
         })
         .await
     }
@@ -227,11 +507,8 @@ impl TaskStore for FsStore {
     async fn latest_run(&self, agent: &AgentName, task: &TaskId) -> Result<Option<Run>> {
         let (agent, task) = (agent.clone(), *task);
         self.blocking(move |s| {
-            let dir = s.runs_dir(&agent, &task);
-            // Run ids are ULIDs: the last name is the newest run.
-            Ok(io::list_names(&dir, ".json")?
-                .last()
-                .and_then(|name| io::read_json_lenient(&dir.join(name))))
+            let task = s.get_task(&agent, &task)?;
+            s.newest_run(&task)
         })
         .await
     }
@@ -241,13 +518,13 @@ impl TaskStore for FsStore {
             let mut running = Vec::new();
             for name in io::list_names(&s.root.join("agents"), "")? {
                 let Ok(agent) = AgentName::parse(&name) else { continue };
-                let runs_root = s.agent_dir(&agent).join("runs");
-                for task in io::list_names(&runs_root, "")? {
-                    let dir = runs_root.join(&task);
-                    let newest = io::list_names(&dir, ".json")?
-                        .last()
-                        .and_then(|n| io::read_json_lenient::<Run>(&dir.join(n)));
-                    if let Some(run) = newest.filter(|run| run.status == RunStatus::Running) {
+                if !s.agent_exists(&agent) {
+                    continue;
+                }
+                for task in s.tasks_of(&agent)? {
+                    if let Some(run) =
+                        s.newest_run(&task)?.filter(|r| r.status == RunStatus::Running)
+                    {
                         running.push((agent.clone(), run));
                     }
                 }
@@ -261,20 +538,24 @@ impl TaskStore for FsStore {
         &self,
         agent: &AgentName,
         task: &TaskId,
-        slot: time::OffsetDateTime,
+        slot: OffsetDateTime,
     ) -> Result<bool> {
         let (agent, task) = (agent.clone(), *task);
         self.blocking(move |s| {
-            s.get_task(&agent, &task)?;
-            let dir = s.runs_dir(&agent, &task).join("slots");
-            io::ensure_dir(&dir)?;
-            let slot_ms = slot.unix_timestamp_nanos() / 1_000_000;
-            // Create-if-absent: of any number of schedulers, exactly one creates the marker.
-            io::create_json(
-                &dir.join(format!("{slot_ms}.json")),
-                &serde_json::json!({"pid": std::process::id()}),
-            )
+            s.with_tasks(&agent, || {
+                let mut record = s.get_task(&agent, &task)?;
+                if record.last_slot.is_some_and(|last| last >= slot) {
+                    return Ok(false);
+                }
+                record.last_slot = Some(slot);
+                s.put_task(&record)?;
+                Ok(true)
+            })
         })
         .await
+    }
+
+    async fn changes_since(&self, cursor: Option<ChangeCursor>) -> Result<TaskChanges> {
+        self.blocking(move |s| s.read_feed(cursor)).await
     }
 }

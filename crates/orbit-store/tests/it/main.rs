@@ -6,4 +6,5 @@
 mod contract;
 mod crash;
 mod ids;
+mod journal;
 mod multiprocess;

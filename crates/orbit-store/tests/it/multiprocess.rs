@@ -11,8 +11,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use orbit_store::{
-    AgentName, FsStore, MessageId, MessageType, NewAgent, NewMessage, SessionId, Stores,
+    AgentName, Claimer, FsStore, InboxMessage, InstanceId, MessageId, MessageType, NewAgent,
+    NewMessage, SessionId, Stores, timestamp,
 };
+
+/// How long the children's claims last unless renewed.
+const CHILD_LEASE: Duration = Duration::from_millis(1500);
+
+fn lease_until(lease: Duration) -> time::OffsetDateTime {
+    timestamp::now() + lease
+}
 
 const ROLE: &str = "ORBIT_STORE_TEST_CHILD";
 const DIR: &str = "ORBIT_STORE_TEST_DIR";
@@ -38,7 +46,13 @@ async fn seeded(dir: &Path, count: usize) -> (Stores, AgentName, HashSet<Message
 }
 
 /// Claims everything it can with `claimers` concurrent sessions; returns what it won.
-async fn claim_all(stores: &Stores, worker: &AgentName, claimers: usize) -> Vec<MessageId> {
+async fn claim_all(
+    stores: &Stores,
+    worker: &AgentName,
+    claimers: usize,
+    lease: Duration,
+) -> Vec<InboxMessage> {
+    let instance = InstanceId::new();
     let mut handles = Vec::new();
     for _ in 0..claimers {
         let (inbox, worker) = (stores.inbox.clone(), worker.clone());
@@ -51,8 +65,9 @@ async fn claim_all(stores: &Stores, worker: &AgentName, claimers: usize) -> Vec<
                     return won;
                 }
                 for message in unclaimed {
-                    if inbox.claim(&worker, &message.id, &session).await.unwrap() {
-                        won.push(message.id);
+                    let me = Claimer { session, instance, until: lease_until(lease) };
+                    if let Some(message) = inbox.claim(&worker, &message.id, &me).await.unwrap() {
+                        won.push(message);
                     }
                 }
             }
@@ -82,7 +97,8 @@ fn assert_exactly_once(won: &[MessageId], expected: &HashSet<MessageId>) {
 async fn sixty_four_claimers_take_each_of_a_thousand_messages_once() {
     let dir = tempfile::tempdir().unwrap();
     let (stores, worker, ids) = seeded(dir.path(), 1000).await;
-    let won = claim_all(&stores, &worker, 64).await;
+    let won = claim_all(&stores, &worker, 64, Duration::from_secs(60)).await;
+    let won: Vec<_> = won.iter().map(|m| m.id).collect();
     assert_exactly_once(&won, &ids);
 }
 
@@ -137,24 +153,37 @@ async fn claimers_in_two_processes_take_each_message_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_of_a_killed_process_become_claimable_again() {
+async fn claims_of_a_killed_process_become_claimable_when_their_leases_lapse() {
     let dir = tempfile::tempdir().unwrap();
     let (stores, worker, ids) = seeded(dir.path(), 5).await;
-    let mut child = spawn_child("claim-and-hold", dir.path());
+    let mut child = spawn_child("claim-and-renew", dir.path());
     std::fs::write(dir.path().join("go"), b"").unwrap();
     assert_eq!(held_claims(&mut child), ids);
+    // Well past the lease: the child's renewals keep its claims.
+    tokio::time::sleep(CHILD_LEASE * 2).await;
     assert!(
         stores.inbox.get_unclaimed(&worker).await.unwrap().is_empty(),
-        "claims of a live process hold"
+        "claims whose holder renews them hold past their first lease"
     );
 
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let back: HashSet<_> =
-        stores.inbox.get_unclaimed(&worker).await.unwrap().into_iter().map(|m| m.id).collect();
+    assert!(
+        stores.inbox.get_unclaimed(&worker).await.unwrap().is_empty(),
+        "nothing asks whether the holder's pid lives: the claims hold until their lease lapses"
+    );
+    let deadline = Instant::now() + CHILD_LEASE * 4;
+    let back = loop {
+        let back: HashSet<_> =
+            stores.inbox.get_unclaimed(&worker).await.unwrap().into_iter().map(|m| m.id).collect();
+        if back == ids || Instant::now() > deadline {
+            break back;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(back, ids, "every claim of the dead process is given back");
     let message = stores.inbox.get(&worker, ids.iter().next().unwrap()).await.unwrap();
-    assert_eq!((message.claimed_by, message.deliveries), (None, 1));
+    assert_eq!((message.claimed_by, message.deliveries, message.lease), (None, 1, None));
 }
 
 /// The child side of the tests above; a no-op when run as an ordinary test.
@@ -169,13 +198,21 @@ async fn child_claimer() {
     }
     let stores = FsStore::open(&dir).unwrap().stores();
     let worker = AgentName::parse("worker").unwrap();
-    for id in claim_all(&stores, &worker, 8).await {
-        println!("WON {id}");
+    // Five claims are taken well within a short lease; six hundred are not, and a lease that
+    // lapses while its holder is still busy claiming is rightly taken by the other process.
+    let lease = if role == "claim-and-renew" { CHILD_LEASE } else { Duration::from_secs(120) };
+    let held = claim_all(&stores, &worker, 8, lease).await;
+    for message in &held {
+        println!("WON {}", message.id);
     }
-    assert_eq!(role, "claim-and-hold");
     println!("HOLDING");
+    // A holder renews its claims while it lives, as a turn does.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !dir.join("exit").exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        for message in &held {
+            let token = message.lease.unwrap().token;
+            stores.inbox.renew(&worker, &message.id, &token, lease_until(lease)).await.unwrap();
+        }
+        tokio::time::sleep(lease.min(CHILD_LEASE) / 5).await;
     }
 }

@@ -1,0 +1,72 @@
+//! Ownership of work by lease: who holds an inbox claim or a running run, and until when.
+//!
+//! Orbit never asks "is this process alive": process ids repeat, a server in a container is
+//! PID 1 at every start, and two nodes do not share them. Instead every server process
+//! registers an [`Instance`] with a heartbeat, and every piece of work it takes carries a
+//! [`Lease`]: the instance that holds it, a fencing [`LeaseToken`] and an expiry that the
+//! holder renews while the work lives. Whoever finds a lease expired may take the work back;
+//! taking it issues a new token, so the old holder, should it wake up, can no longer settle
+//! it (every settling operation names the token it holds and is refused without a match).
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{InstanceId, LeaseToken, Result};
+
+/// A holder's right to a piece of work until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// The server process that holds the work.
+    pub instance: InstanceId,
+    /// Fresh whenever the work changes hands; settling the work needs it.
+    pub token: LeaseToken,
+    /// The work may be taken back after this moment unless the holder renews it.
+    #[serde(with = "crate::timestamp::rfc3339")]
+    pub until: OffsetDateTime,
+}
+
+impl Lease {
+    /// A new lease with a fresh token.
+    pub fn new(instance: InstanceId, until: OffsetDateTime) -> Self {
+        Self { instance, token: LeaseToken::new(), until }
+    }
+
+    /// Whether the lease has lapsed at `now`.
+    pub fn expired_at(&self, now: OffsetDateTime) -> bool {
+        self.until <= now
+    }
+}
+
+/// One registered server process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Instance {
+    pub id: InstanceId,
+    /// For people reading the registry: where it runs. Nothing depends on it.
+    pub host: String,
+    /// For people reading the registry. Nothing depends on it: pids repeat.
+    pub pid: u32,
+    #[serde(with = "crate::timestamp::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "crate::timestamp::rfc3339")]
+    pub heartbeat_at: OffsetDateTime,
+    /// The instance counts as gone after this moment unless it beats again.
+    #[serde(with = "crate::timestamp::rfc3339")]
+    pub until: OffsetDateTime,
+}
+
+/// The registry of server processes sharing one store.
+#[async_trait]
+pub trait InstanceStore: Send + Sync {
+    /// Registers this process under a fresh id, alive until `until`.
+    async fn register(&self, host: &str, pid: u32, until: OffsetDateTime) -> Result<Instance>;
+    /// Renews the registration. `NotFound` when it was removed (deregistered, or pruned by
+    /// another instance long after it expired): the caller should register again.
+    async fn heartbeat(&self, id: &InstanceId, until: OffsetDateTime) -> Result<Instance>;
+    /// Every registration, expired ones included (pruned a while after they expire).
+    async fn list(&self) -> Result<Vec<Instance>>;
+    /// Removes the registration at a clean stop.
+    async fn deregister(&self, id: &InstanceId) -> Result<()>;
+}
