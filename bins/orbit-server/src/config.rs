@@ -33,6 +33,15 @@ pub struct Settings {
     #[arg(long, env = "ORBIT_ASK_TIMEOUT_SECS", default_value_t = 60)]
     pub ask_timeout_secs: u64,
 
+    /// Seconds an inbox claim or a running task run lasts unless its server renews it: how
+    /// long the work of a server that died stays with it before another takes it back.
+    #[arg(long, env = "ORBIT_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lease_secs: u64,
+
+    /// Process slots kept for people's chats, which scheduled runs may not take.
+    #[arg(long, env = "ORBIT_RESERVED_FOR_CHATS", default_value_t = 1)]
+    pub reserved_for_chats: usize,
+
     /// Largest request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub body_limit: usize,

@@ -11,12 +11,16 @@ use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig};
 use orbit_agent::{AgentPool, PoolOptions};
 use orbit_api::AppState;
 use orbit_scheduler::{AgentRunner, Scheduler, SchedulerOptions, SystemClock};
-use orbit_store::FsStore;
+use orbit_store::{FsStore, InstanceId, Stores};
 
 use crate::config::Settings;
 
-/// How long running turns may go on after a shutdown signal before they are aborted.
-const TURN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long running turns may go on after a shutdown signal before they are aborted. With
+/// the abort's grace and the CLIs' exit this keeps a stop under 10 s, inside a supervisor's
+/// usual stop timeout (docker's is 10 s), after which would come a SIGKILL.
+const TURN_DEADLINE: Duration = Duration::from_secs(4);
+/// How long an aborted turn's CLI gets to stop before it is killed, at shutdown.
+const SHUTDOWN_ABORT_GRACE: Duration = Duration::from_secs(2);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,9 @@ pub struct Application {
     server: Server,
     pool: AgentPool,
     scheduler: Scheduler,
+    stores: Stores,
+    instance: InstanceId,
+    lease: Duration,
 }
 
 impl Application {
@@ -56,9 +63,17 @@ impl Application {
             env: settings.cli_env.clone(),
             max_turns: None,
         });
+        // A fresh identity at every start: work this process takes names it, and nothing of
+        // a predecessor's (a crashed server, PID 1 of the container before) is mistaken for ours.
+        let instance = InstanceId::new();
+        let lease = Duration::from_secs(settings.lease_secs);
         let options = PoolOptions {
             max_processes: settings.max_processes,
             ask_timeout: Duration::from_secs(settings.ask_timeout_secs),
+            instance,
+            claim_lease: lease,
+            reserved_for_chats: settings.reserved_for_chats,
+            shutdown_abort_grace: SHUTDOWN_ABORT_GRACE,
             ..PoolOptions::default()
         };
         let pool = AgentPool::new(store.stores(), Arc::new(runtime), options);
@@ -67,7 +82,7 @@ impl Application {
             store.stores(),
             runner,
             Arc::new(SystemClock),
-            SchedulerOptions::default(),
+            SchedulerOptions { instance, run_lease: lease, ..SchedulerOptions::default() },
         );
         pool.set_task_listener(Arc::new(scheduler.clone()));
         let state = Data::new(AppState {
@@ -83,10 +98,12 @@ impl Application {
         let server = HttpServer::new(move || orbit_api::app(state.clone()))
             .listen(listener)
             .map_err(bind_error)?
-            // Open chat streams get this long after SIGINT/SIGTERM before their connections close.
-            .shutdown_timeout(5)
+            // Signals are handled by `run_until_stopped`, which stops things in order.
+            .disable_signals()
+            // Chat streams end with their turns, which the pool ends within its deadline.
+            .shutdown_timeout(2)
             .run();
-        Ok(Self { port, server, pool, scheduler })
+        Ok(Self { port, server, pool, scheduler, stores: store.stores(), instance, lease })
     }
 
     /// The port actually bound (useful with port 0).
@@ -94,22 +111,75 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGINT or SIGTERM, then lets running turns finish up to a deadline,
-    /// aborts the rest and ends every CLI process.
+    /// Serves until SIGINT or SIGTERM, then stops in order: no new connections, no more task
+    /// runs, running turns finish up to a deadline and the rest are aborted (each settles its
+    /// inbox claims and records itself), every CLI process ends side by side, the instance
+    /// is deregistered.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.register().await;
+        let heartbeat = tokio::spawn(heartbeat(self.stores.clone(), self.instance, self.lease));
         let eviction = self.pool.spawn_eviction(std::future::pending());
         let (stop_scheduler, scheduler_stopped) = tokio::sync::oneshot::channel::<()>();
         let scheduler = self.scheduler.clone();
         let scheduling = tokio::spawn(async move {
             scheduler.run(async { scheduler_stopped.await.unwrap_or(()) }).await;
         });
-        let served = self.server.await;
-        tracing::info!("stopping: no more task runs; finishing running turns");
-        let _ = stop_scheduler.send(());
-        let _ = scheduling.await;
-        self.pool.shutdown(TURN_DEADLINE).await;
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let served = tokio::select! {
+            served = &mut server => served,
+            () = stop_signal() => {
+                tracing::info!("stopping: no new requests or task runs; finishing running turns");
+                let stopping = tokio::spawn(async move { handle.stop(true).await });
+                let _ = stop_scheduler.send(());
+                let _ = scheduling.await;
+                self.pool.shutdown(TURN_DEADLINE).await;
+                let _ = stopping.await;
+                server.await
+            }
+        };
         eviction.abort();
+        heartbeat.abort();
+        if let Err(err) = self.stores.instances.deregister(&self.instance).await {
+            tracing::warn!(error = %err, "could not deregister this instance");
+        }
         tracing::info!("stopped");
-        served
+        served.unwrap_or_else(|err| Err(std::io::Error::other(err)))
+    }
+
+    async fn register(&self) {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        let until = orbit_store::timestamp::now() + self.lease;
+        match self.stores.instances.register(self.instance, &host, std::process::id(), until).await {
+            Ok(_) => tracing::info!(instance = %self.instance, "registered"),
+            Err(err) => tracing::warn!(error = %err, "could not register this instance"),
+        }
+    }
+}
+
+/// Renews this instance's registration at a third of the lease.
+async fn heartbeat(stores: Stores, instance: InstanceId, lease: Duration) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        if let Err(err) = stores.instances.heartbeat(&instance, orbit_store::timestamp::now() + lease).await {
+            tracing::warn!(error = %err, "could not renew this instance's registration");
+        }
+    }
+}
+
+/// Resolves at the first SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        tracing::error!("cannot listen for stop signals; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
     }
 }

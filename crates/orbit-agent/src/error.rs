@@ -16,6 +16,10 @@ pub enum Error {
     #[error("all {0} agent processes are busy; try again shortly")]
     Busy(usize),
 
+    /// The server is shutting down and takes no new turns.
+    #[error("the server is shutting down and takes no new turns")]
+    ShuttingDown,
+
     /// Abort was asked of a session with no running turn.
     #[error("session {0} has no running turn")]
     NotRunning(String),
@@ -81,7 +85,7 @@ impl Error {
         match self {
             Error::Store(err) => err.kind(),
             Error::TurnInProgress(_) => ErrorKind::Conflict,
-            Error::Busy(_) => ErrorKind::Busy,
+            Error::Busy(_) | Error::ShuttingDown => ErrorKind::Busy,
             Error::NotRunning(_) | Error::PermissionNotPending(_) | Error::WorktreeNotFound(_) => {
                 ErrorKind::NotFound
             }

@@ -2,12 +2,16 @@
 //! and idle eviction.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use orbit_store::{AgentName, InstanceId, SessionId, Stores};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 
+use crate::prompt::TurnKind;
 use crate::runtime::Runtime;
 use crate::session::SessionAgent;
 use crate::{Error, Result};
@@ -23,6 +27,8 @@ pub struct PoolOptions {
     pub idle_ttl: Duration,
     /// How long an interrupted turn may take to end before its process is killed.
     pub abort_grace: Duration,
+    /// The same when the turn is aborted by a shutdown, which has a deadline to keep.
+    pub shutdown_abort_grace: Duration,
     /// How long an `ask` permission request waits for a person before it is denied.
     pub ask_timeout: Duration,
     /// This server process's registration: inbox claims name it.
@@ -30,6 +36,9 @@ pub struct PoolOptions {
     /// How long an inbox claim lasts unless its turn renews it (it renews at a third of this
     /// while it lives); a claim of a server that died is taken back after this long.
     pub claim_lease: Duration,
+    /// Process slots that scheduled runs may not take, kept for people's chats (at most
+    /// `max_processes - 1`, so scheduled runs always have one).
+    pub reserved_for_chats: usize,
 }
 
 impl Default for PoolOptions {
@@ -39,9 +48,11 @@ impl Default for PoolOptions {
             slot_wait: Duration::from_secs(10),
             idle_ttl: Duration::from_secs(10 * 60),
             abort_grace: Duration::from_secs(5),
+            shutdown_abort_grace: Duration::from_secs(2),
             ask_timeout: Duration::from_secs(60),
             instance: InstanceId::new(),
             claim_lease: Duration::from_secs(30),
+            reserved_for_chats: 1,
         }
     }
 }
@@ -70,6 +81,14 @@ pub(crate) struct PoolShared {
     pub(crate) runtime: Arc<dyn Runtime>,
     pub(crate) options: PoolOptions,
     slots: Arc<Semaphore>,
+    /// The slots scheduled runs may take (fewer than `slots` by the chats' reserve); a
+    /// scheduled turn holds one of these beside its process slot.
+    scheduled_slots: Arc<Semaphore>,
+    /// Every turn started, so that shutdown can wait for them.
+    turns: TaskTracker,
+    /// Where turns run: the runtime the pool was made on, which outlives request handlers.
+    runtime_handle: Option<tokio::runtime::Handle>,
+    closing: AtomicBool,
     /// Told when an agent's own tools change its tasks.
     pub(crate) task_listener: Arc<TaskListenerSlot>,
     agents: Mutex<HashMap<(AgentName, SessionId), Arc<SessionAgent>>>,
@@ -80,9 +99,48 @@ impl PoolShared {
         self.agents.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
     }
 
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// How long an interrupted turn may take to end before its process is killed.
+    pub(crate) fn abort_grace(&self) -> Duration {
+        if self.is_closing() { self.options.shutdown_abort_grace } else { self.options.abort_grace }
+    }
+
+    /// Runs a turn on the pool's runtime, tracked for shutdown.
+    pub(crate) fn spawn_turn(&self, turn: impl Future<Output = ()> + Send + 'static) {
+        let turn = self.turns.track_future(turn);
+        match &self.runtime_handle {
+            Some(handle) => drop(handle.spawn(turn)),
+            None => drop(tokio::spawn(turn)),
+        }
+    }
+
     /// A process slot: free at once, or by ending the longest-idle warm process, or within
-    /// the wait; `Busy` otherwise.
+    /// the wait; `Busy` otherwise. A scheduled turn also needs one of the slots not kept for
+    /// chats.
     pub(crate) async fn acquire_process_slot(
+        &self,
+        agent: &AgentName,
+        session: &SessionId,
+        kind: TurnKind,
+    ) -> Result<ProcessSlot> {
+        let share = match kind {
+            TurnKind::Chat => None,
+            TurnKind::ScheduledTask => {
+                let share = self.scheduled_slots.clone();
+                match tokio::time::timeout(self.options.slot_wait, share.acquire_owned()).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => return Err(Error::Busy(self.options.max_processes)),
+                }
+            }
+        };
+        let process = self.acquire_slot(agent, session).await?;
+        Ok(ProcessSlot { _process: process, _share: share })
+    }
+
+    async fn acquire_slot(
         &self,
         agent: &AgentName,
         session: &SessionId,
@@ -110,6 +168,13 @@ impl PoolShared {
     }
 }
 
+/// A live process's right to exist: a process slot, and for a scheduled turn's process one
+/// of the slots scheduled runs may take.
+pub(crate) struct ProcessSlot {
+    _process: OwnedSemaphorePermit,
+    _share: Option<OwnedSemaphorePermit>,
+}
+
 /// The session agents of a server, created on demand.
 #[derive(Clone)]
 pub struct AgentPool {
@@ -117,14 +182,23 @@ pub struct AgentPool {
 }
 
 impl AgentPool {
+    /// A pool whose turns run on the current tokio runtime (made outside one, on the
+    /// runtime of whoever starts each turn).
     pub fn new(stores: Stores, runtime: Arc<dyn Runtime>, options: PoolOptions) -> Self {
         let slots = Arc::new(Semaphore::new(options.max_processes));
+        let scheduled = options
+            .max_processes
+            .saturating_sub(options.reserved_for_chats.min(options.max_processes.saturating_sub(1)));
         Self {
             shared: Arc::new(PoolShared {
                 stores,
                 runtime,
                 options,
                 slots,
+                scheduled_slots: Arc::new(Semaphore::new(scheduled)),
+                turns: TaskTracker::new(),
+                runtime_handle: tokio::runtime::Handle::try_current().ok(),
+                closing: AtomicBool::new(false),
                 task_listener: Arc::new(TaskListenerSlot::default()),
                 agents: Mutex::new(HashMap::new()),
             }),
@@ -230,13 +304,25 @@ impl AgentPool {
         })
     }
 
-    /// Lets running turns finish until `deadline`, then aborts them, and ends every process.
+    /// Shuts down in order: refuses new turns, lets running turns finish until `deadline`,
+    /// aborts the rest and waits for them to settle and record themselves, then ends every
+    /// CLI process side by side.
     pub async fn shutdown(&self, deadline: Duration) {
-        let until = tokio::time::Instant::now() + deadline;
-        while self.shared.snapshot().iter().any(|a| a.is_running())
-            && tokio::time::Instant::now() < until
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.shared.turns.close();
+        if tokio::time::timeout(deadline, self.shared.turns.wait()).await.is_err() {
+            let running: Vec<_> =
+                self.shared.snapshot().into_iter().filter(|a| a.is_running()).collect();
+            tracing::warn!(turns = running.len(), "aborting turns still running at shutdown");
+            for agent in &running {
+                let _ = agent.abort();
+            }
+            // An aborted turn ends within the grace (its process is killed then), and then
+            // settles its claims and records itself.
+            let settle = self.shared.options.shutdown_abort_grace + Duration::from_secs(2);
+            if tokio::time::timeout(settle, self.shared.turns.wait()).await.is_err() {
+                tracing::error!("turns did not settle after being aborted");
+            }
         }
         let agents: Vec<_> = self
             .shared
@@ -246,8 +332,7 @@ impl AgentPool {
             .drain()
             .map(|(_, a)| a)
             .collect();
-        for agent in agents {
-            agent.stop_process(true).await;
-        }
+        let stops = agents.iter().map(|agent| agent.stop_process(true));
+        futures_util::future::join_all(stops).await;
     }
 }

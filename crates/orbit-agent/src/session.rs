@@ -1,28 +1,43 @@
 //! A session agent: one Orbit session, its warm CLI process, and its chat turns.
 //!
-//! A turn (the plan's `OrbitAgent.chat`, corrected):
-//! 1. claim the agent's unclaimed inbox messages for this session, atomically;
-//! 2. put them in this turn's user message, so they reach the model even on a warm or resumed
-//!    CLI session whose system prompt is fixed;
+//! Starting a turn ([`SessionAgent::start_turn`]) is a fallible step that refuses at once,
+//! before anything is claimed or created: a turn already running (`TurnInProgress`), an
+//! unknown session, no process slot (`Busy`), a pool shutting down. An accepted turn runs on
+//! a task that the pool owns, never on the caller's: a caller that goes away, or whose future
+//! is dropped (an HTTP worker stopping, a scheduler's timeout), cannot cut a turn in half.
+//!
+//! The turn itself (the plan's `OrbitAgent.chat`, corrected):
+//! 1. make sure a CLI process runs (its slot was taken when the turn started);
+//! 2. claim the agent's unclaimed inbox messages for this session, under a lease that the
+//!    turn renews while it lives, and put them in this turn's user message, so they reach the
+//!    model even on a warm or resumed CLI session whose system prompt is fixed;
 //! 3. run the turn, passing every CLI event on unchanged, storing the CLI's `session_id` as
 //!    soon as its `init` names it;
-//! 4. mark the claimed messages read on success, give them back on failure or abort;
+//! 4. mark the claimed messages read on success, give them back on failure or abort (a
+//!    delivery counts only if the turn reached the model);
 //! 5. record the exchange: messages, last activity, daily memory, cost and usage.
+//!
+//! Whatever ends the turn, steps 4 and 5 run exactly once, on the turn's own task. An abort
+//! is latched from the moment the turn is accepted, so one that arrives while the turn is
+//! still starting its process ends it before the model is asked. A process whose turn did not
+//! end with a result (an abort, a timeout, a crash) is ended, never given another turn.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OwnedMutexGuard, oneshot};
+
 use orbit_store::{
     AgentName, Claimer, InboxMessage, PermissionMode, Role, SessionId, SessionMessage,
     SessionPatch, Usage,
 };
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::policy::{Decision, SessionControl};
-use crate::pool::PoolShared;
+use crate::pool::{PoolShared, ProcessSlot};
 use crate::prompt::{self, TurnKind};
 use crate::runtime::{ProcessEvent, RuntimeProcess, SpawnSpec};
 use crate::tools::OrbitTools;
@@ -51,10 +66,43 @@ pub struct TurnOutcome {
     pub handled_messages: Vec<orbit_store::MessageId>,
 }
 
+/// An accepted turn: its events as they happen, and how it ended.
+pub struct Turn {
+    /// The turn's events; the channel closes when the turn ends.
+    pub events: mpsc::UnboundedReceiver<Value>,
+    outcome: oneshot::Receiver<Result<TurnOutcome>>,
+}
+
+impl Turn {
+    /// Waits for the turn's end. Dropping a `Turn` instead leaves the turn running to its
+    /// end all the same.
+    pub async fn outcome(self) -> Result<TurnOutcome> {
+        self.outcome
+            .await
+            .unwrap_or_else(|_| Err(Error::Protocol("the turn's task ended without an outcome".into())))
+    }
+
+    /// Splits the turn into its events and the wait for its end.
+    pub fn into_parts(
+        self,
+    ) -> (mpsc::UnboundedReceiver<Value>, impl std::future::Future<Output = Result<TurnOutcome>>) {
+        let outcome = self.outcome;
+        let wait = async move {
+            outcome.await.unwrap_or_else(|_| {
+                Err(Error::Protocol("the turn's task ended without an outcome".into()))
+            })
+        };
+        (self.events, wait)
+    }
+}
+
 /// A live CLI process and the slot it holds.
 struct LiveProcess {
     process: Box<dyn RuntimeProcess>,
-    _permit: OwnedSemaphorePermit,
+    _permit: ProcessSlot,
+    /// A turn was sent and has not ended with a result: the process may still be working on
+    /// it, so it must never be given another turn.
+    mid_turn: bool,
     /// Whether the process was started with `--resume` and has not yet begun a turn.
     resuming: bool,
     /// The CLI session id its turns report.
@@ -73,18 +121,27 @@ pub struct SessionAgent {
     shared: Arc<PoolShared>,
     running: AtomicBool,
     abort: watch::Sender<u64>,
-    live: tokio::sync::Mutex<Option<LiveProcess>>,
+    live: Arc<tokio::sync::Mutex<Option<LiveProcess>>>,
     last_used: Mutex<Instant>,
     control: Arc<SessionControl>,
 }
 
 /// Resets the running flag when a turn ends, however it ends.
-struct RunningGuard<'a>(&'a AtomicBool);
+struct RunningGuard(Arc<SessionAgent>);
 
-impl Drop for RunningGuard<'_> {
+impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
+        self.0.running.store(false, Ordering::SeqCst);
     }
+}
+
+/// What a turn was given when it was accepted.
+struct Accepted {
+    live: OwnedMutexGuard<Option<LiveProcess>>,
+    /// A process slot, taken when no reusable process was there.
+    permit: Option<ProcessSlot>,
+    abort: watch::Receiver<u64>,
+    mode: PermissionMode,
 }
 
 enum TurnEnd {
@@ -108,7 +165,7 @@ impl SessionAgent {
             shared,
             running: AtomicBool::new(false),
             abort: watch::channel(0).0,
-            live: tokio::sync::Mutex::new(None),
+            live: Arc::new(tokio::sync::Mutex::new(None)),
             last_used: Mutex::new(Instant::now()),
         }
     }
@@ -154,7 +211,8 @@ impl SessionAgent {
         self.control.answer(request_id, Decision { allow, message })
     }
 
-    /// Ends the live CLI process, if idle (`force` ends it even mid-turn, after an abort).
+    /// Ends the live CLI process, if idle (`force` ends it even mid-turn, after an abort, and
+    /// waits for the turn to settle).
     pub(crate) async fn stop_process(&self, force: bool) -> bool {
         if force {
             let _ = self.abort();
@@ -176,27 +234,106 @@ impl SessionAgent {
         }
     }
 
-    /// Runs one chat turn, sending every event to `events`. Refused with `TurnInProgress`
-    /// while another turn of this session runs.
+    /// Runs one chat turn to its end, sending every event to `events`: [`Self::start_turn`]
+    /// and then the turn's outcome.
     pub async fn chat(
-        &self,
+        self: &Arc<Self>,
         prompt: &str,
         options: ChatOptions,
         events: mpsc::UnboundedSender<Value>,
     ) -> Result<TurnOutcome> {
+        let (mut turn_events, outcome) = self.start_turn(prompt, options).await?.into_parts();
+        while let Some(event) = turn_events.recv().await {
+            let _ = events.send(event);
+        }
+        outcome.await
+    }
+
+    /// Accepts a turn and starts it on a task the pool owns, or refuses it at once: another
+    /// turn of this session runs (`TurnInProgress`), the session does not exist, no process
+    /// slot comes free (`Busy`), or the pool is shutting down. Nothing is claimed, created or
+    /// spent for a refused turn.
+    pub async fn start_turn(self: &Arc<Self>, prompt: &str, options: ChatOptions) -> Result<Turn> {
+        // Subscribed before the turn counts as running, so an abort that sees it running is
+        // seen by the turn, however early.
+        let mut abort = self.abort.subscribe();
+        abort.borrow_and_update();
+        if self.shared.is_closing() {
+            return Err(Error::ShuttingDown);
+        }
         if self.running.swap(true, Ordering::SeqCst) {
             return Err(Error::TurnInProgress(self.session.to_string()));
         }
-        let _running = RunningGuard(&self.running);
+        let running = RunningGuard(self.clone());
         *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        let stores = &self.shared.stores;
-        // The session must exist before anything is claimed for it.
-        stores.sessions.get(&self.agent, &self.session).await?;
-        let claimed = self.claim_inbox().await?;
-        let outcome = self.run_turn(prompt, &claimed, &options, &events).await;
+        let accepted = self.accept(&options, abort).await?;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (outcome_tx, outcome) = oneshot::channel();
+        let this = self.clone();
+        let prompt = prompt.to_owned();
+        self.shared.spawn_turn(async move {
+            let _running = running;
+            let outcome = this.run(&prompt, options, accepted, &events_tx).await;
+            let _ = outcome_tx.send(outcome);
+        });
+        Ok(Turn { events, outcome })
+    }
+
+    /// The checks and the slot of a turn being started.
+    async fn accept(&self, options: &ChatOptions, abort: watch::Receiver<u64>) -> Result<Accepted> {
+        // The session must exist before anything is claimed or spent for it.
+        self.shared.stores.sessions.get(&self.agent, &self.session).await?;
+        let mode = self.permission_mode().await?;
+        let mut live = self.live.clone().lock_owned().await;
+        // A process that ended, that did not finish its last turn, or that was started for
+        // `allow-all` when the mode is now stricter (or the other way round) is replaced;
+        // the next one resumes.
+        let stale = live.as_ref().is_some_and(|l| {
+            l.mid_turn
+                || l.process.has_exited()
+                || (l.mode == PermissionMode::AllowAll) != (mode == PermissionMode::AllowAll)
+        });
+        if stale && let Some(old) = live.take() {
+            old.process.shutdown().await;
+        }
+        let permit = match &*live {
+            Some(_) => None,
+            None => Some(
+                self.shared.acquire_process_slot(&self.agent, &self.session, options.kind).await?,
+            ),
+        };
+        Ok(Accepted { live, permit, abort, mode })
+    }
+
+    /// The accepted turn, start to end; settles and records exactly once.
+    async fn run(
+        &self,
+        prompt: &str,
+        options: ChatOptions,
+        accepted: Accepted,
+        events: &mpsc::UnboundedSender<Value>,
+    ) -> Result<TurnOutcome> {
+        let Accepted { mut live, permit, mut abort, mode } = accepted;
+        self.control.begin_turn(mode, events.clone());
+        let mut claimed = Vec::new();
+        let mut delivered = false;
+        let outcome = async {
+            self.prepare_process(&mut live, permit, &options, mode).await?;
+            if abort.has_changed().unwrap_or(false) {
+                return Err(Error::Aborted);
+            }
+            claimed = self.claim_inbox().await?;
+            let _renewing = self.renew_claims(&claimed);
+            let text = prompt::user_message(prompt, &claimed);
+            self.run_turn(&mut live, &text, &options, &mut abort, events, &mut delivered).await
+        }
+        .await;
         self.control.end_turn();
-        self.settle_claims(&claimed, outcome.is_ok()).await;
+        self.settle_claims(&claimed, outcome.is_ok(), delivered).await;
         *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        if let Err(err) = &outcome {
+            tracing::info!(agent = %self.agent, session = %self.session, error = %err, "turn failed");
+        }
         let result = match &outcome {
             Ok(outcome) => outcome.result.clone(),
             Err(err) => format!("(turn failed: {err})"),
@@ -217,14 +354,36 @@ impl SessionAgent {
         Ok(self.shared.stores.inbox.claim_unclaimed(&self.agent, &claimer, MAX_CLAIMS).await?)
     }
 
-    async fn settle_claims(&self, claimed: &[InboxMessage], success: bool) {
+    /// Renews the claims' leases at a third of their length until the returned guard drops.
+    fn renew_claims(&self, claimed: &[InboxMessage]) -> Option<AbortOnDrop> {
+        if claimed.is_empty() {
+            return None;
+        }
+        let (inbox, agent) = (self.shared.stores.inbox.clone(), self.agent.clone());
+        let lease = self.shared.options.claim_lease;
+        let held: Vec<_> =
+            claimed.iter().filter_map(|m| m.lease.map(|lease| (m.id, lease.token))).collect();
+        Some(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                let until = orbit_store::timestamp::now() + lease;
+                for (id, token) in &held {
+                    if let Err(err) = inbox.renew(&agent, id, token, until).await {
+                        tracing::warn!(%agent, message = %id, error = %err, "could not renew an inbox claim");
+                    }
+                }
+            }
+        })))
+    }
+
+    async fn settle_claims(&self, claimed: &[InboxMessage], success: bool, delivered: bool) {
         let inbox = &self.shared.stores.inbox;
         for message in claimed {
             let Some(lease) = message.lease else { continue };
             let settled = if success {
                 inbox.mark_read(&self.agent, &message.id, &lease.token).await.map(drop)
             } else {
-                inbox.release(&self.agent, &message.id, &lease.token, true).await.map(drop)
+                inbox.release(&self.agent, &message.id, &lease.token, delivered).await.map(drop)
             };
             if let Err(err) = settled {
                 tracing::warn!(agent = %self.agent, message = %message.id, error = %err, success, "could not settle an inbox claim");
@@ -232,47 +391,59 @@ impl SessionAgent {
         }
     }
 
-    async fn run_turn(
+    /// Makes sure a live process fits this turn: a model change restarts it (resuming), and
+    /// a missing one is started in the slot the turn was given.
+    async fn prepare_process(
         &self,
-        prompt: &str,
-        claimed: &[InboxMessage],
+        live: &mut Option<LiveProcess>,
+        permit: Option<ProcessSlot>,
         options: &ChatOptions,
-        events: &mpsc::UnboundedSender<Value>,
-    ) -> Result<TurnOutcome> {
-        let text = prompt::user_message(prompt, claimed);
-        let mode = self.permission_mode().await?;
-        self.control.begin_turn(mode, events.clone());
-        let mut live = self.live.lock().await;
-        // A process that ended, or that was started for `allow-all` when the mode is now
-        // stricter (or the other way round), is replaced; the next one resumes.
-        let stale = live.as_ref().is_some_and(|l| {
-            l.process.has_exited()
-                || (l.mode == PermissionMode::AllowAll) != (mode == PermissionMode::AllowAll)
-        });
-        if stale && let Some(old) = live.take() {
-            old.process.shutdown().await;
-        }
+        mode: PermissionMode,
+    ) -> Result<()> {
+        let mut permit = permit;
         if let Some(model) = &options.model {
             let current = self.shared.stores.sessions.get(&self.agent, &self.session).await?.model;
             if current.as_deref() != Some(model.as_str()) {
                 let patch = SessionPatch { model: Some(model.clone()), ..SessionPatch::default() };
                 self.shared.stores.sessions.update(&self.agent, &self.session, patch).await?;
                 // A different model needs a new process (it resumes the same CLI session);
-                // the same model again keeps the warm one.
+                // the same model again keeps the warm one. The old process's slot passes on.
                 if let Some(old) = live.take() {
                     old.process.shutdown().await;
+                    permit = Some(old._permit);
                 }
             }
         }
-        let mut resume = true;
+        if live.is_none() {
+            let permit = match permit {
+                Some(permit) => permit,
+                None => self.shared.acquire_process_slot(&self.agent, &self.session, options.kind).await?,
+            };
+            *live = Some(self.start_process(options.kind, true, mode, permit).await?);
+        }
+        Ok(())
+    }
+
+    async fn run_turn(
+        &self,
+        live: &mut Option<LiveProcess>,
+        text: &str,
+        options: &ChatOptions,
+        abort: &mut watch::Receiver<u64>,
+        events: &mpsc::UnboundedSender<Value>,
+        delivered: &mut bool,
+    ) -> Result<TurnOutcome> {
         loop {
-            if live.is_none() {
-                *live = Some(self.start_process(options.kind, resume, mode).await?);
-            }
-            let Some(current) = live.as_mut() else { continue };
-            let end = self.drive_turn(current, &text, options, events).await;
+            let Some(current) = live.as_mut() else {
+                return Err(Error::Protocol("no CLI process for the turn".into()));
+            };
+            current.mid_turn = true;
+            let end = self.drive_turn(current, text, options, abort, events, delivered).await;
             match end {
-                Ok(TurnEnd::Result(result)) => return self.finish(current, result).await,
+                Ok(TurnEnd::Result(result)) => {
+                    current.mid_turn = false;
+                    return self.finish(current, result).await;
+                }
                 Ok(TurnEnd::ResumeFailed(reason)) => {
                     let old = current.cli_session.clone();
                     tracing::warn!(session = %self.session, old_cli_session = ?old, %reason, "resume failed; continuing in a fresh CLI session");
@@ -282,10 +453,9 @@ impl SessionAgent {
                         "previousSdkSessionId": old,
                         "message": format!("The previous Claude Code session could not be resumed ({reason}); this turn runs in a fresh one."),
                     }));
-                    if let Some(old) = live.take() {
-                        old.process.shutdown().await;
-                    }
-                    resume = false;
+                    let Some(old) = live.take() else { continue };
+                    old.process.shutdown().await;
+                    *live = Some(self.start_process(options.kind, false, old.mode, old._permit).await?);
                 }
                 Err(err) => {
                     // After an abort, a crash or a timeout the process is not trusted with
@@ -314,6 +484,7 @@ impl SessionAgent {
         kind: TurnKind,
         resume: bool,
         permission_mode: PermissionMode,
+        permit: ProcessSlot,
     ) -> Result<LiveProcess> {
         let stores = &self.shared.stores;
         let session = stores.sessions.get(&self.agent, &self.session).await?;
@@ -324,7 +495,6 @@ impl SessionAgent {
             Some(id) => crate::worktree::path_of(&base, id),
             None => base,
         };
-        let permit = self.shared.acquire_process_slot(&self.agent, &self.session).await?;
         let resume = if resume { session.sdk_session_id.clone() } else { None };
         let memory_dir = stores.memory.location(&self.agent);
         let spec = SpawnSpec {
@@ -345,6 +515,7 @@ impl SessionAgent {
         Ok(LiveProcess {
             process,
             _permit: permit,
+            mid_turn: false,
             resuming: resume.is_some(),
             cli_session: resume,
             cost_base,
@@ -358,11 +529,16 @@ impl SessionAgent {
         live: &mut LiveProcess,
         text: &str,
         options: &ChatOptions,
+        abort: &mut watch::Receiver<u64>,
         events: &mpsc::UnboundedSender<Value>,
+        delivered: &mut bool,
     ) -> Result<TurnEnd> {
-        let mut abort = self.abort.subscribe();
-        abort.borrow_and_update();
+        if abort.has_changed().unwrap_or(false) {
+            return Err(Error::Aborted);
+        }
         let mut stream = live.process.send_turn(text).await?;
+        // From here the model may see the turn's inbox messages.
+        *delivered = true;
         let resuming = std::mem::replace(&mut live.resuming, false);
         let mut seen_init = false;
         let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
@@ -374,7 +550,7 @@ impl SessionAgent {
                 changed = abort.changed(), if stop.is_none() => {
                     if changed.is_ok() {
                         live.process.interrupt().await.ok();
-                        stop = Some((Error::Aborted, tokio::time::Instant::now() + self.shared.options.abort_grace));
+                        stop = Some((Error::Aborted, tokio::time::Instant::now() + self.shared.abort_grace()));
                     }
                     continue;
                 }
@@ -388,7 +564,7 @@ impl SessionAgent {
                         None => {
                             live.process.interrupt().await.ok();
                             let secs = options.timeout.map_or(0, |t| t.as_secs());
-                            stop = Some((Error::TimedOut(secs), tokio::time::Instant::now() + self.shared.options.abort_grace));
+                            stop = Some((Error::TimedOut(secs), tokio::time::Instant::now() + self.shared.abort_grace()));
                             continue;
                         }
                     }
@@ -525,5 +701,14 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -60,8 +60,14 @@ pub struct Instance {
 /// The registry of server processes sharing one store.
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
-    /// Registers this process under a fresh id, alive until `until`.
-    async fn register(&self, host: &str, pid: u32, until: OffsetDateTime) -> Result<Instance>;
+    /// Registers this process under `id` (fresh for every start), alive until `until`.
+    async fn register(
+        &self,
+        id: InstanceId,
+        host: &str,
+        pid: u32,
+        until: OffsetDateTime,
+    ) -> Result<Instance>;
     /// Renews the registration. `NotFound` when it was removed (deregistered, or pruned by
     /// another instance long after it expired): the caller should register again.
     async fn heartbeat(&self, id: &InstanceId, until: OffsetDateTime) -> Result<Instance>;

@@ -17,8 +17,10 @@ use tokio::sync::{Notify, mpsc};
 use crate::runtime::{ControlHandler, ProcessEvent, RuntimeProcess, SpawnSpec};
 use crate::{Error, Result};
 
-/// How long a process may take to exit after its stdin closes before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// How long a process may take to exit after its stdin closes before it is asked to stop
+/// with SIGTERM, and after that before it is killed. An idle CLI exits within half a second
+/// of its input closing; one that waits on a control answer it can no longer get does not.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// Stderr lines kept to explain a crash.
 const STDERR_TAIL: usize = 20;
 
@@ -44,7 +46,7 @@ impl ClaudeProcess {
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // Its own process group, so that an abort can end the CLI and everything it started.
         command.process_group(0).kill_on_drop(true);
-        let mut child = command.spawn()?;
+        let mut child = super::spawn::spawn_tied_to_server(command).await?;
         let pid = child.id().unwrap_or(0);
         let stdin = child
             .stdin
@@ -95,8 +97,12 @@ impl ClaudeProcess {
     }
 
     fn kill_group(&self) {
+        self.signal_group(Signal::SIGKILL);
+    }
+
+    fn signal_group(&self, signal: Signal) {
         if self.pid != 0 && !self.shared.exited.load(Ordering::SeqCst) {
-            let _ = killpg(Pid::from_raw(self.pid as i32), Signal::SIGKILL);
+            let _ = killpg(Pid::from_raw(self.pid as i32), signal);
         }
     }
 }
@@ -240,15 +246,19 @@ impl RuntimeProcess for ClaudeProcess {
         if self.shared.exited.load(Ordering::SeqCst) {
             return;
         }
+        tokio::pin!(exited);
         // Closing stdin lets the CLI save its session and exit on its own.
         self.stdin.lock().await.take();
-        if tokio::time::timeout(EXIT_GRACE, exited).await.is_err()
+        if tokio::time::timeout(EXIT_GRACE, &mut exited).await.is_ok()
+            || self.shared.exited.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        self.signal_group(Signal::SIGTERM);
+        if tokio::time::timeout(EXIT_GRACE, &mut exited).await.is_err()
             && !self.shared.exited.load(Ordering::SeqCst)
         {
-            tracing::warn!(
-                pid = self.pid,
-                "CLI did not exit after its input closed; killing its process group"
-            );
+            tracing::warn!(pid = self.pid, "CLI did not exit when asked; killing its process group");
             self.kill_group();
         }
     }

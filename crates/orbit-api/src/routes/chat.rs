@@ -1,19 +1,21 @@
 //! `POST /api/chat`: a turn streamed as server-sent events.
 //!
-//! The turn runs on a task of its own, so a client that disconnects loses nothing: the turn
-//! finishes and records itself; only the forwarding stops. Failures known before the first
-//! event (a running turn: 409, no process slot: 429) are answered as JSON, not as a stream.
+//! Starting the turn is a step of its own: a refusal (a running turn: 409, no process slot:
+//! 429, an unknown session: 404) is answered as JSON before any stream begins, and a session
+//! made for a refused turn is removed again. An accepted turn runs on a task the agent pool
+//! owns, so a client that disconnects loses nothing: the turn finishes and records itself;
+//! only the forwarding stops.
 
 use std::time::Duration;
 
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, Responder, web};
 use actix_web_lab::sse;
-use orbit_agent::{ChatOptions, Error as AgentError, TurnOutcome};
+use orbit_agent::ChatOptions;
 use orbit_store::NewSession;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::endpoint::{Endpoint, object};
 use crate::error::{ApiError, ApiResult};
@@ -65,59 +67,38 @@ async fn chat(
     }
     let session_id = body.session_id.as_deref().map(extract::session).transpose()?;
     state.stores.agents.ensure(&name).await?;
-    let session = match session_id {
-        Some(id) => state.stores.sessions.get(&name, &id).await?,
-        None => state.stores.sessions.create(&name, NewSession::default()).await?,
+    let (session, made_here) = match session_id {
+        Some(id) => (state.stores.sessions.get(&name, &id).await?, false),
+        None => (state.stores.sessions.create(&name, NewSession::default()).await?, true),
     };
     let agent = state.pool.get(&name, &session.id);
-    if agent.is_running() {
-        return Err(AgentError::TurnInProgress(session.id.to_string()).into());
-    }
-
-    let (events_tx, mut events) = mpsc::unbounded_channel::<Value>();
-    let (done_tx, done) = oneshot::channel::<orbit_agent::Result<TurnOutcome>>();
     let options = ChatOptions { model: body.model, ..ChatOptions::default() };
-    let message = body.message;
-    tokio::spawn(async move {
-        let outcome = agent.chat(&message, options, events_tx).await;
-        let _ = done_tx.send(outcome);
-    });
-
-    // Wait for the turn to start (or to fail before starting) to choose the answer.
-    // The first event means the turn started. No event at all means it ended before it
-    // started, and its outcome decides the answer: a refusal is JSON with its status.
-    let first = events.recv().await;
-    if first.is_none() {
-        let (tx, rx) = mpsc::channel(4);
-        let _ = tx.send(event(&json!({"type": "system", "sessionId": session.id}))).await;
-        match done.await {
-            Ok(Err(err @ (AgentError::Busy(_) | AgentError::TurnInProgress(_)))) => {
-                return Err(err.into());
+    let turn = match agent.start_turn(&body.message, options).await {
+        Ok(turn) => turn,
+        Err(err) => {
+            if made_here {
+                state.pool.release(&name, &session.id).await;
+                if let Err(cleanup) = state.stores.sessions.delete(&name, &session.id).await {
+                    tracing::warn!(error = %cleanup, "could not remove the session of a refused chat");
+                }
             }
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "chat turn failed before it started");
-                let _ = tx.send(event(&json!({"type": "error", "message": err.to_string()}))).await;
-            }
-            // A turn that ended without a single event: nothing more to tell.
-            Ok(Ok(_)) | Err(_) => {}
+            return Err(err.into());
         }
-        return Ok(sse::Sse::from_infallible_receiver(rx));
-    }
+    };
+    let (mut events, outcome) = turn.into_parts();
 
     let (tx, rx) = mpsc::channel(64);
     let session_id = session.id;
     tokio::spawn(async move {
         let mut connected =
             tx.send(event(&json!({"type": "system", "sessionId": session_id}))).await.is_ok();
-        let mut next = first;
-        while let Some(message) = next {
+        while let Some(message) = events.recv().await {
             if connected && tx.send(event(&message)).await.is_err() {
                 tracing::info!(session = %session_id, "client disconnected; the turn goes on");
                 connected = false;
             }
-            next = events.recv().await;
         }
-        if let Ok(Err(err)) = done.await
+        if let Err(err) = outcome.await
             && connected
         {
             let _ = tx.send(event(&json!({"type": "error", "message": err.to_string()}))).await;

@@ -21,12 +21,18 @@ impl Inner {
 
 #[async_trait]
 impl InstanceStore for FsStore {
-    async fn register(&self, host: &str, pid: u32, until: OffsetDateTime) -> Result<Instance> {
+    async fn register(
+        &self,
+        id: InstanceId,
+        host: &str,
+        pid: u32,
+        until: OffsetDateTime,
+    ) -> Result<Instance> {
         let host = host.to_owned();
         self.blocking(move |s| {
             let now = timestamp::now();
             let instance = Instance {
-                id: InstanceId::new(),
+                id,
                 host,
                 pid,
                 started_at: now,
