@@ -152,7 +152,8 @@ impl Application {
             .map(|h| h.trim().to_owned())
             .unwrap_or_default();
         let until = orbit_store::timestamp::now() + self.lease;
-        match self.stores.instances.register(self.instance, &host, std::process::id(), until).await {
+        match self.stores.instances.register(self.instance, &host, std::process::id(), until).await
+        {
             Ok(_) => tracing::info!(instance = %self.instance, "registered"),
             Err(err) => tracing::warn!(error = %err, "could not register this instance"),
         }
@@ -163,7 +164,9 @@ impl Application {
 async fn heartbeat(stores: Stores, instance: InstanceId, lease: Duration) {
     loop {
         tokio::time::sleep(lease / 3).await;
-        if let Err(err) = stores.instances.heartbeat(&instance, orbit_store::timestamp::now() + lease).await {
+        if let Err(err) =
+            stores.instances.heartbeat(&instance, orbit_store::timestamp::now() + lease).await
+        {
             tracing::warn!(error = %err, "could not renew this instance's registration");
         }
     }

@@ -186,9 +186,9 @@ impl AgentPool {
     /// runtime of whoever starts each turn).
     pub fn new(stores: Stores, runtime: Arc<dyn Runtime>, options: PoolOptions) -> Self {
         let slots = Arc::new(Semaphore::new(options.max_processes));
-        let scheduled = options
-            .max_processes
-            .saturating_sub(options.reserved_for_chats.min(options.max_processes.saturating_sub(1)));
+        let scheduled = options.max_processes.saturating_sub(
+            options.reserved_for_chats.min(options.max_processes.saturating_sub(1)),
+        );
         Self {
             shared: Arc::new(PoolShared {
                 stores,

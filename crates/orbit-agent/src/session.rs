@@ -77,15 +77,16 @@ impl Turn {
     /// Waits for the turn's end. Dropping a `Turn` instead leaves the turn running to its
     /// end all the same.
     pub async fn outcome(self) -> Result<TurnOutcome> {
-        self.outcome
-            .await
-            .unwrap_or_else(|_| Err(Error::Protocol("the turn's task ended without an outcome".into())))
+        self.outcome.await.unwrap_or_else(|_| {
+            Err(Error::Protocol("the turn's task ended without an outcome".into()))
+        })
     }
 
     /// Splits the turn into its events and the wait for its end.
     pub fn into_parts(
         self,
-    ) -> (mpsc::UnboundedReceiver<Value>, impl std::future::Future<Output = Result<TurnOutcome>>) {
+    ) -> (mpsc::UnboundedReceiver<Value>, impl std::future::Future<Output = Result<TurnOutcome>>)
+    {
         let outcome = self.outcome;
         let wait = async move {
             outcome.await.unwrap_or_else(|_| {
@@ -417,7 +418,11 @@ impl SessionAgent {
         if live.is_none() {
             let permit = match permit {
                 Some(permit) => permit,
-                None => self.shared.acquire_process_slot(&self.agent, &self.session, options.kind).await?,
+                None => {
+                    self.shared
+                        .acquire_process_slot(&self.agent, &self.session, options.kind)
+                        .await?
+                }
             };
             *live = Some(self.start_process(options.kind, true, mode, permit).await?);
         }
@@ -455,7 +460,8 @@ impl SessionAgent {
                     }));
                     let Some(old) = live.take() else { continue };
                     old.process.shutdown().await;
-                    *live = Some(self.start_process(options.kind, false, old.mode, old._permit).await?);
+                    *live =
+                        Some(self.start_process(options.kind, false, old.mode, old._permit).await?);
                 }
                 Err(err) => {
                     // After an abort, a crash or a timeout the process is not trusted with

@@ -258,7 +258,10 @@ impl RuntimeProcess for ClaudeProcess {
         if tokio::time::timeout(EXIT_GRACE, &mut exited).await.is_err()
             && !self.shared.exited.load(Ordering::SeqCst)
         {
-            tracing::warn!(pid = self.pid, "CLI did not exit when asked; killing its process group");
+            tracing::warn!(
+                pid = self.pid,
+                "CLI did not exit when asked; killing its process group"
+            );
             self.kill_group();
         }
     }

@@ -31,14 +31,7 @@ impl InstanceStore for FsStore {
         let host = host.to_owned();
         self.blocking(move |s| {
             let now = timestamp::now();
-            let instance = Instance {
-                id,
-                host,
-                pid,
-                started_at: now,
-                heartbeat_at: now,
-                until,
-            };
+            let instance = Instance { id, host, pid, started_at: now, heartbeat_at: now, until };
             io::write_json(&s.instance_path(&instance.id), &instance)?;
             Ok(instance)
         })
