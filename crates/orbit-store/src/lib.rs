@@ -20,6 +20,7 @@ mod error;
 mod fs;
 mod ids;
 mod inbox;
+pub mod limits;
 mod memory;
 mod schedule;
 mod session;
