@@ -1,20 +1,21 @@
 //! `POST /api/chat`: a turn streamed as server-sent events.
 //!
 //! The turn runs on a task of its own, so a client that disconnects loses nothing: the turn
-//! finishes and records itself; only the forwarding stops. Failures known before the first
+//! finishes and records itself; only the forwarding stops. A client that reads too slowly is
+//! dropped the same way (`client_stream`). Failures known before the first
 //! event (a running turn: 409, no process slot: 429) are answered as JSON, not as a stream.
 
 use std::time::Duration;
 
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, Responder, web};
-use actix_web_lab::sse;
 use orbit_agent::{ChatOptions, Error as AgentError, TurnOutcome};
-use orbit_store::NewSession;
+use orbit_store::{NewSession, limits};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::client_stream::ClientStream;
 use crate::endpoint::{Endpoint, object};
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, body, extract};
@@ -49,10 +50,6 @@ struct ChatRequest {
     model: Option<String>,
 }
 
-fn event(value: &Value) -> sse::Event {
-    sse::Data::new(value.to_string()).into()
-}
-
 async fn chat(
     state: Data<AppState>,
     req: HttpRequest,
@@ -63,6 +60,8 @@ async fn chat(
     if body.message.trim().is_empty() {
         return Err(ApiError::bad_request("message must not be empty"));
     }
+    limits::check_len("message", &body.message, limits::CHAT_MESSAGE)?;
+    super::agents::check_model(body.model.as_deref())?;
     let session_id = body.session_id.as_deref().map(extract::session).transpose()?;
     state.stores.agents.ensure(&name).await?;
     let session = match session_id {
@@ -87,41 +86,39 @@ async fn chat(
     // The first event means the turn started. No event at all means it ended before it
     // started, and its outcome decides the answer: a refusal is JSON with its status.
     let first = events.recv().await;
+    let session_id = session.id;
+    let (mut client, response) = ClientStream::new(state.slow_client_timeout);
     if first.is_none() {
-        let (tx, rx) = mpsc::channel(4);
-        let _ = tx.send(event(&json!({"type": "system", "sessionId": session.id}))).await;
+        client.send(&json!({"type": "system", "sessionId": session_id}), &session_id).await;
         match done.await {
             Ok(Err(err @ (AgentError::Busy(_) | AgentError::TurnInProgress(_)))) => {
                 return Err(err.into());
             }
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, "chat turn failed before it started");
-                let _ = tx.send(event(&json!({"type": "error", "message": err.to_string()}))).await;
+                let failure = json!({"type": "error", "message": err.to_string()});
+                client.send(&failure, &session_id).await;
             }
             // A turn that ended without a single event: nothing more to tell.
             Ok(Ok(_)) | Err(_) => {}
         }
-        return Ok(sse::Sse::from_infallible_receiver(rx));
+        return Ok(response);
     }
 
-    let (tx, rx) = mpsc::channel(64);
-    let session_id = session.id;
     tokio::spawn(async move {
-        let mut connected =
-            tx.send(event(&json!({"type": "system", "sessionId": session_id}))).await.is_ok();
+        client.send(&json!({"type": "system", "sessionId": session_id}), &session_id).await;
         let mut next = first;
         while let Some(message) = next {
-            if connected && tx.send(event(&message)).await.is_err() {
-                tracing::info!(session = %session_id, "client disconnected; the turn goes on");
-                connected = false;
+            if client.is_connected() {
+                client.send(&message, &session_id).await;
             }
+            // The turn's events are read to its end whatever the client does, so the turn
+            // never waits on a client.
             next = events.recv().await;
         }
-        if let Ok(Err(err)) = done.await
-            && connected
-        {
-            let _ = tx.send(event(&json!({"type": "error", "message": err.to_string()}))).await;
+        if let Ok(Err(err)) = done.await {
+            client.send(&json!({"type": "error", "message": err.to_string()}), &session_id).await;
         }
     });
-    Ok(sse::Sse::from_infallible_receiver(rx).with_keep_alive(Duration::from_secs(15)))
+    Ok(response.with_keep_alive(Duration::from_secs(15)))
 }
