@@ -17,9 +17,19 @@ pub struct Settings {
     #[arg(long, env = "ORBIT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Bearer token every /api request must carry.
+    /// Bearer token every request but /health must carry. Prefer ORBIT_API_TOKEN or
+    /// --api-token-file: a command-line argument is visible to every local user in `ps`.
     #[arg(long, env = "ORBIT_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+
+    /// A file holding the API token (its first line), readable by the owner only.
+    #[arg(long, env = "ORBIT_API_TOKEN_FILE", conflicts_with = "api_token")]
+    pub api_token_file: Option<PathBuf>,
+
+    /// Another name (or name:port) clients reach the server by, besides its own address and,
+    /// on loopback, localhost. Requests naming any other Host are refused. Repeatable.
+    #[arg(long = "allowed-host", env = "ORBIT_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
 
     /// The Claude Code CLI binary.
     #[arg(long, env = "ORBIT_CLAUDE_BIN", default_value = "claude")]
@@ -46,6 +56,23 @@ pub struct Settings {
     #[arg(long, default_value_t = 1024 * 1024)]
     pub body_limit: usize,
 
+    /// Seconds a request body may take to arrive (408 past it).
+    #[arg(long, env = "ORBIT_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+
+    /// Seconds a client has to send a request's headers (408 past it).
+    #[arg(long, env = "ORBIT_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Seconds a chat stream waits for a client that reads nothing before dropping it; the
+    /// turn goes on and is recorded.
+    #[arg(long, env = "ORBIT_SLOW_CLIENT_TIMEOUT_SECS", default_value_t = 30)]
+    pub slow_client_timeout_secs: u64,
+
+    /// Most connections open at once; further clients wait to be accepted.
+    #[arg(long, env = "ORBIT_MAX_CONNECTIONS", default_value_t = 256)]
+    pub max_connections: usize,
+
     /// Extra environment for the CLI (tests point it at a scripted model this way).
     #[arg(skip)]
     pub cli_env: Vec<(String, String)>,
@@ -58,12 +85,54 @@ impl std::fmt::Debug for Settings {
             .field("bind", &self.bind)
             .field("data_dir", &self.data_dir)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("api_token_file", &self.api_token_file)
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("claude_bin", &self.claude_bin)
             .finish_non_exhaustive()
     }
 }
 
+/// Why the API token could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the API token file {path}: {source}")]
+pub struct TokenFileError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
 impl Settings {
+    /// Parses the command line and the environment, warning about a token given as an
+    /// argument.
+    pub fn from_command_line() -> Self {
+        let matches = <Self as clap::CommandFactory>::command().get_matches();
+        let given_as_argument =
+            matches.value_source("api_token") == Some(clap::parser::ValueSource::CommandLine);
+        let settings = match <Self as clap::FromArgMatches>::from_arg_matches(&matches) {
+            Ok(settings) => settings,
+            Err(err) => err.exit(),
+        };
+        if given_as_argument {
+            tracing::warn!(
+                "--api-token is visible to every local user in the process list; use ORBIT_API_TOKEN or --api-token-file instead"
+            );
+        }
+        settings
+    }
+
+    /// The API token in force: `--api-token` / `ORBIT_API_TOKEN`, or the first line of
+    /// `--api-token-file`; `None` when empty or not given.
+    pub fn api_token(&self) -> Result<Option<String>, TokenFileError> {
+        let token = match &self.api_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| TokenFileError { path: path.clone(), source })?;
+                text.lines().next().map(|line| line.trim().to_owned())
+            }
+            None => self.api_token.clone(),
+        };
+        Ok(token.filter(|token| !token.is_empty()))
+    }
+
     /// The data directory, defaulting to `~/.orbit`.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| {

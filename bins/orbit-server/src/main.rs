@@ -1,13 +1,12 @@
 //! `orbit-server`: parse settings, build, serve.
 
-use clap::Parser;
 use orbit_server::config::Settings;
 use orbit_server::startup::Application;
 
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     orbit_server::telemetry::init();
-    let settings = Settings::parse();
+    let settings = Settings::from_command_line();
     let app = match Application::build(&settings) {
         Ok(app) => app,
         Err(err) => {

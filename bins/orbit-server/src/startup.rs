@@ -9,7 +9,7 @@ use actix_web::dev::Server;
 use actix_web::web::Data;
 use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig};
 use orbit_agent::{AgentPool, PoolOptions};
-use orbit_api::AppState;
+use orbit_api::{AllowedHosts, AppState};
 use orbit_scheduler::{AgentRunner, Scheduler, SchedulerOptions, SystemClock};
 use orbit_store::{FsStore, InstanceId, Stores};
 
@@ -33,6 +33,8 @@ pub enum StartupError {
         "refusing to listen on {0} without an API token: set --api-token or ORBIT_API_TOKEN, or bind to 127.0.0.1"
     )]
     ExposedWithoutToken(std::net::SocketAddr),
+    #[error(transparent)]
+    TokenFile(#[from] crate::config::TokenFileError),
 }
 
 /// A built server, listening, not yet serving.
@@ -49,9 +51,8 @@ pub struct Application {
 impl Application {
     /// Opens the stores, composes the agent pool and binds the listener.
     pub fn build(settings: &Settings) -> Result<Self, StartupError> {
-        if !settings.bind.ip().is_loopback()
-            && settings.api_token.as_deref().is_none_or(str::is_empty)
-        {
+        let api_token = settings.api_token()?;
+        if !settings.bind.ip().is_loopback() && api_token.is_none() {
             return Err(StartupError::ExposedWithoutToken(settings.bind));
         }
         let data_dir = settings.data_dir();
@@ -85,17 +86,28 @@ impl Application {
             SchedulerOptions { instance, run_lease: lease, ..SchedulerOptions::default() },
         );
         pool.set_task_listener(Arc::new(scheduler.clone()));
+        let bind_error = |source| StartupError::Bind { addr: settings.bind, source };
+        let listener = TcpListener::bind(settings.bind).map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        let port = local.port();
         let state = Data::new(AppState {
             stores: store.stores(),
             pool: pool.clone(),
             scheduler: scheduler.clone(),
-            api_token: settings.api_token.clone().filter(|t| !t.is_empty()),
+            api_token,
             body_limit: settings.body_limit,
+            body_read_timeout: Duration::from_secs(settings.body_timeout_secs),
+            slow_client_timeout: Duration::from_secs(settings.slow_client_timeout_secs),
+            allowed_hosts: AllowedHosts::for_address(local, &settings.allowed_hosts),
         });
-        let bind_error = |source| StartupError::Bind { addr: settings.bind, source };
-        let listener = TcpListener::bind(settings.bind).map_err(bind_error)?;
-        let port = listener.local_addr().map_err(bind_error)?.port();
+        // actix counts connections per worker; split the total the same way it picks its
+        // worker count.
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let server = HttpServer::new(move || orbit_api::app(state.clone()))
+            .workers(workers)
+            .max_connections(settings.max_connections.div_ceil(workers).max(1))
+            .client_request_timeout(Duration::from_secs(settings.header_timeout_secs))
+            .client_disconnect_timeout(Duration::from_secs(1))
             .listen(listener)
             .map_err(bind_error)?
             // Signals are handled by `run_until_stopped`, which stops things in order.

@@ -66,6 +66,10 @@ pub enum Error {
     #[error("worktree '{0}' not found")]
     WorktreeNotFound(String),
 
+    /// A new worktree's branch exists, or clashes with one that does (`a/b` beside `a`).
+    #[error("branch '{0}' already exists or clashes with an existing branch")]
+    BranchExists(String),
+
     /// A worktree with uncommitted changes, kept rather than destroyed.
     #[error("worktree '{0}' has uncommitted changes and was kept")]
     WorktreeDirty(String),
@@ -90,7 +94,7 @@ impl Error {
                 ErrorKind::NotFound
             }
             Error::Invalid(_) => ErrorKind::Invalid,
-            Error::WorktreeDirty(_) => ErrorKind::Conflict,
+            Error::WorktreeDirty(_) | Error::BranchExists(_) => ErrorKind::Conflict,
             Error::CliMissing { .. }
             | Error::CliExited { .. }
             | Error::TurnFailed(_)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use orbit_store::{
     AgentName, ContextMode, MessageId, MessageType, NewMessage, NewTask, Schedule, ScheduleType,
-    SessionId, Stores, TaskId, timestamp,
+    SessionId, Stores, TaskId, limits, timestamp,
 };
 use serde_json::{Value, json};
 use time::Date;
@@ -124,10 +124,12 @@ impl OrbitTools {
                 if message_type == MessageType::Response && request_id.is_none() {
                     return Err("a response needs the 'requestId' of the request it answers".into());
                 }
+                let message = text_arg(args, "message")?;
+                limits::check_len("message", message, limits::INBOX_MESSAGE).map_err(fail)?;
                 let new = NewMessage {
                     from_agent: self.agent.clone(),
                     to_agent: to,
-                    message: text_arg(args, "message")?.to_owned(),
+                    message: message.to_owned(),
                     message_type,
                     request_id,
                 };
@@ -149,6 +151,12 @@ impl OrbitTools {
                     .map_err(|_| "'scheduleType' must be cron, interval or once".to_owned())?;
                 let value = text_arg(args, "scheduleValue")?;
                 let timezone = args["timezone"].as_str();
+                let prompt = text_arg(args, "prompt")?;
+                limits::check_len("scheduleValue", value, limits::SCHEDULE_VALUE).map_err(fail)?;
+                limits::check_optional("timezone", timezone, limits::TIMEZONE).map_err(fail)?;
+                limits::check_len("prompt", prompt, limits::PROMPT).map_err(fail)?;
+                limits::check_optional("name", args["name"].as_str(), limits::TITLE)
+                    .map_err(fail)?;
                 let schedule =
                     Schedule::parse(kind, value, timezone).map_err(|err| err.to_string())?;
                 let context_mode: ContextMode = match args.get("contextMode") {
@@ -161,7 +169,7 @@ impl OrbitTools {
                     .ok_or("that schedule never fires: the time is past")?;
                 let new = NewTask {
                     name: args["name"].as_str().map(str::to_owned),
-                    prompt: text_arg(args, "prompt")?.to_owned(),
+                    prompt: prompt.to_owned(),
                     schedule_type: kind,
                     schedule_value: value.to_owned(),
                     context_mode,

@@ -4,6 +4,10 @@
 //! git always runs as an argument list, never through a shell; branch names are checked with
 //! `git check-ref-format --branch` and may not start with `-`; `--` goes before every path.
 //! A worktree with uncommitted changes is kept and reported, never removed silently.
+//!
+//! The repository is the working directory's own (`<base>/.git`), made by Orbit when missing:
+//! a data directory that happens to sit inside someone's repository must not get Orbit's
+//! branches and worktrees in that repository.
 
 use std::path::{Path, PathBuf};
 
@@ -52,10 +56,23 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Refuses branch names git would not take, or that could be read as an option.
+/// Names git gives a meaning of its own: a branch called so would be read as something else.
+const RESERVED: &[&str] = &["HEAD", "@"];
+
+/// Refuses branch names git would not take, that could be read as an option, or that name
+/// something else to git (`HEAD`, `FETCH_HEAD`, `@`, `@{-1}`, `refs/heads/x`).
 pub async fn check_branch(name: &str) -> Result<()> {
     let invalid = || Error::Invalid(format!("invalid branch name {name:?}"));
-    if name.is_empty() || name.starts_with('-') || name.len() > 200 {
+    let ambiguous = RESERVED.contains(&name)
+        || name.ends_with("_HEAD")
+        || name.starts_with("refs/")
+        || name.contains("@{");
+    if name.is_empty()
+        || name.starts_with('-')
+        || name.len() > 200
+        || name.chars().any(char::is_control)
+        || ambiguous
+    {
         return Err(invalid());
     }
     let status = Command::new("git")
@@ -71,7 +88,7 @@ pub async fn check_branch(name: &str) -> Result<()> {
 
 /// Makes `base` a git repository with at least one commit, as worktrees need.
 async fn ensure_repository(base: &Path) -> Result<()> {
-    if git(base, &["rev-parse", "--is-inside-work-tree"]).await.is_err() {
+    if !tokio::fs::try_exists(base.join(".git")).await.unwrap_or(false) {
         git(base, &["init", "--quiet"]).await?;
     }
     if git(base, &["rev-parse", "--verify", "--quiet", "HEAD"]).await.is_err() {
@@ -97,15 +114,41 @@ pub async fn create(base: &Path, id: &str, branch: Option<&str>) -> Result<Workt
         check_branch(branch).await?;
     }
     ensure_repository(base).await?;
+    if let Some(branch) = branch {
+        refuse_clashing_branch(base, branch).await?;
+    }
     let path = path_of(base, id);
     let path_text = path.to_string_lossy().into_owned();
-    match branch {
+    let added = match branch {
         Some(branch) => {
-            git(base, &["worktree", "add", "--quiet", "-b", branch, "--", &path_text]).await?
+            git(base, &["worktree", "add", "--quiet", "-b", branch, "--", &path_text]).await
         }
-        None => git(base, &["worktree", "add", "--quiet", "--detach", "--", &path_text]).await?,
+        None => git(base, &["worktree", "add", "--quiet", "--detach", "--", &path_text]).await,
     };
+    match (added, branch) {
+        (Ok(_), _) => {}
+        // Made by someone else between the check and the add.
+        (Err(Error::Git(message)), Some(branch))
+            if message.contains("already exists") || message.contains("cannot lock ref") =>
+        {
+            return Err(Error::BranchExists(branch.to_owned()));
+        }
+        (Err(err), _) => return Err(err),
+    }
     Ok(Worktree { id: id.to_owned(), path, branch: branch.map(str::to_owned) })
+}
+
+/// `BranchExists` when `branch` exists, or when git could not make it beside the existing
+/// ones: `a/b` needs the directory `refs/heads/a` where a branch `a` is a file, and the other
+/// way round.
+async fn refuse_clashing_branch(base: &Path, branch: &str) -> Result<()> {
+    let listed = git(base, &["for-each-ref", "--format=%(refname:short)", "refs/heads/"]).await?;
+    let clashes = listed.lines().any(|existing| {
+        existing == branch
+            || branch.strip_prefix(existing).is_some_and(|rest| rest.starts_with('/'))
+            || existing.strip_prefix(branch).is_some_and(|rest| rest.starts_with('/'))
+    });
+    if clashes { Err(Error::BranchExists(branch.to_owned())) } else { Ok(()) }
 }
 
 /// The worktrees under `base`.

@@ -1,5 +1,7 @@
 //! Reading request bodies under the size limit.
 
+use std::time::Duration;
+
 use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
 use actix_web::web::{Bytes, BytesMut, Payload};
@@ -8,9 +10,20 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, ApiResult};
 
-/// The body limit in force, registered as app data.
+/// The body limits in force, registered as app data.
 #[derive(Debug, Clone, Copy)]
-pub struct BodyLimit(pub usize);
+pub struct BodyLimit {
+    /// The largest body, in bytes (413 past it).
+    pub bytes: usize,
+    /// How long the whole body may take to arrive (408 past it).
+    pub read_timeout: Duration,
+}
+
+impl Default for BodyLimit {
+    fn default() -> Self {
+        Self { bytes: 1024 * 1024, read_timeout: Duration::from_secs(30) }
+    }
+}
 
 fn too_large(limit: usize) -> ApiError {
     ApiError::new(
@@ -20,9 +33,26 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-/// Reads the whole body, refusing it with 413 past the limit.
-pub async fn read(req: &HttpRequest, mut payload: Payload) -> ApiResult<Bytes> {
-    let limit = req.app_data::<BodyLimit>().map_or(1024 * 1024, |l| l.0);
+/// Reads the whole body, refusing it with 413 past the size limit and 408 past the time
+/// limit: the HTTP layer bounds only the time to the end of the headers, and a client that
+/// sends its body a byte at a time would otherwise hold its connection for ever.
+pub async fn read(req: &HttpRequest, payload: Payload) -> ApiResult<Bytes> {
+    let limits = req.app_data::<BodyLimit>().copied().unwrap_or_default();
+    tokio::time::timeout(limits.read_timeout, read_within(req, payload, limits.bytes))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    limits.read_timeout.as_secs_f64()
+                ),
+            ))
+        })
+}
+
+async fn read_within(req: &HttpRequest, mut payload: Payload, limit: usize) -> ApiResult<Bytes> {
     let declared = req
         .headers()
         .get("content-length")

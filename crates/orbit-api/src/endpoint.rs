@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{Route, web};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
 use serde_json::{Value, json};
 
 /// One method on one path.
@@ -54,11 +55,30 @@ pub fn register(cfg: &mut web::ServiceConfig, endpoints: Vec<Endpoint>) {
         by_path.entry(endpoint.path).or_default().push(endpoint);
     }
     for (path, endpoints) in by_path {
+        let allow = endpoints.iter().map(|endpoint| endpoint.method).collect::<Vec<_>>().join(", ");
         let resource = endpoints
             .iter()
-            .fold(web::resource(path), |resource, endpoint| resource.route((endpoint.route)()));
+            .fold(web::resource(path), |resource, endpoint| resource.route((endpoint.route)()))
+            .default_service(web::to(move |req: HttpRequest| {
+                let allow = allow.clone();
+                async move { method_not_allowed(&req, allow) }
+            }));
         cfg.service(resource);
     }
+}
+
+/// A known path asked with a method it does not have: 405 naming the ones it has.
+fn method_not_allowed(req: &HttpRequest, allow: String) -> HttpResponse {
+    let error = crate::ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}; allowed: {allow}", req.method(), req.path()),
+    );
+    let mut answer = error.error_response();
+    if let Ok(allow) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        answer.headers_mut().insert(actix_web::http::header::ALLOW, allow);
+    }
+    answer
 }
 
 /// The OpenAPI 3.1 document of the endpoints.
@@ -77,7 +97,7 @@ pub fn openapi(endpoints: &[Endpoint]) -> Value {
             "parameters": parameters,
             "responses": {
                 endpoint.status.to_string(): {"description": endpoint.summary},
-                "400": error, "401": error, "404": error, "409": error, "413": error, "429": error, "500": error,
+                "400": error, "401": error, "403": error, "404": error, "408": error, "409": error, "413": error, "415": error, "429": error, "500": error,
             },
         });
         if endpoint.path.starts_with("/api") {

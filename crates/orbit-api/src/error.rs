@@ -35,7 +35,14 @@ impl ApiError {
             ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         if status == StatusCode::INTERNAL_SERVER_ERROR {
+            // The cause goes to the log only: it may name paths of the data directory, which
+            // are nobody's business over HTTP.
             tracing::error!(error = %message, "internal error");
+            return Self::new(
+                status,
+                code,
+                "an internal error occurred; the server log has its cause",
+            );
         }
         Self::new(status, code, message)
     }

@@ -5,9 +5,11 @@
 //! and maps their error kinds to statuses and the `{error, code}` body (`error`).
 
 mod body;
+mod client_stream;
 mod endpoint;
 mod error;
 mod extract;
+mod guard;
 mod middleware;
 mod routes;
 
@@ -18,6 +20,7 @@ use serde_json::json;
 
 pub use body::BodyLimit;
 pub use error::ApiError;
+pub use guard::AllowedHosts;
 
 /// Everything the handlers need, registered once as `web::Data<AppState>`.
 pub struct AppState {
@@ -29,6 +32,14 @@ pub struct AppState {
     pub api_token: Option<String>,
     /// The largest request body accepted.
     pub body_limit: usize,
+    /// How long a request body may take to arrive (408 past it), so slow senders cannot
+    /// hold connections open.
+    pub body_read_timeout: std::time::Duration,
+    /// How long a chat stream waits for a client that does not read before dropping it
+    /// (the turn goes on).
+    pub slow_client_timeout: std::time::Duration,
+    /// The `Host` values the server answers to (`guard`).
+    pub allowed_hosts: AllowedHosts,
 }
 
 /// Registers every route, the middleware and the JSON 404 on an `App`.
@@ -43,11 +54,15 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let limit = BodyLimit(state.body_limit);
+    let limit = BodyLimit { bytes: state.body_limit, read_timeout: state.body_read_timeout };
+    // The last `wrap` runs first: the span sees every answer, errors get their JSON body,
+    // foreign hosts and origins are refused before the token is looked at.
     actix_web::App::new()
         .app_data(state)
         .app_data(limit)
         .wrap(actix_web::middleware::from_fn(middleware::authenticate))
+        .wrap(actix_web::middleware::from_fn(guard::check_request))
+        .wrap(actix_web::middleware::from_fn(middleware::json_errors))
         .wrap(actix_web::middleware::from_fn(middleware::request_span))
         .configure(|cfg| endpoint::register(cfg, routes::endpoints()))
         .default_service(web::to(not_found))

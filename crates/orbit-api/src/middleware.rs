@@ -1,38 +1,60 @@
-//! Request middleware: a request id on every log line, and bearer-token authentication.
+//! Request middleware: a request id on every log line, bearer-token authentication, and the
+//! `{error, code}` body on every error answer.
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web::Data;
-use actix_web::{Error, ResponseError};
+use actix_web::{Error, HttpResponse, ResponseError};
 use tracing::Instrument;
 
 use crate::{ApiError, AppState};
 
+/// The one route that never needs a token.
+const HEALTH: &str = "/health";
+
 /// Runs the request inside a span carrying a fresh request id, and logs its outcome.
+///
+/// Health checks and refused requests (401, 403) are logged at debug only: anyone who can
+/// connect can send them by the million, and each must not cost a log line at the default
+/// level.
 pub async fn request_span(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let span = tracing::info_span!("request", id = %ulid::Ulid::new(), method = %req.method(), path = %req.path());
+    let health = req.path() == HEALTH;
     let response = next.call(req).instrument(span.clone()).await;
     span.in_scope(|| match &response {
-        Ok(response) => tracing::info!(status = response.status().as_u16(), "answered"),
+        Ok(response) => {
+            let status = response.status();
+            if health || matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+                tracing::debug!(status = status.as_u16(), "answered");
+            } else {
+                tracing::info!(status = status.as_u16(), "answered");
+            }
+        }
         Err(err) => tracing::info!(error = %err, "failed"),
     });
     response
 }
 
-/// With a token configured, `/api` routes need `Authorization: Bearer <token>`. The token is
-/// compared in constant time, never read from the query string, never logged.
+/// With a token configured, every request but `GET /health` needs
+/// `Authorization: Bearer <token>`. The token is compared in constant time, never read from
+/// the query string, never logged.
+///
+/// The exemption is one exact raw path rather than a prefix of the protected ones: actix
+/// routes on the percent-decoded path, so a check of the raw path against `/api` could be
+/// skipped by spelling it `/%61pi`. No spelling of a route but `/health` itself escapes this.
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, Error> {
     let expected = req.app_data::<Data<AppState>>().and_then(|state| state.api_token.clone());
     if let Some(expected) = expected
-        && req.path().starts_with("/api")
+        && req.path() != HEALTH
     {
         let given = req
             .headers()
@@ -58,4 +80,55 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
         difference |= usize::from(byte ^ given.get(index).copied().unwrap_or(0));
     }
     difference == 0
+}
+
+/// Gives every error answer the `{error, code}` body: actix's own (405 from a resource, the
+/// errors of its extractors) come empty or as plain text.
+pub async fn json_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, Error> {
+    let response = match next.call(req).await {
+        Ok(response) => response,
+        // Rendered by actix from `ApiError`, so in Orbit's shape.
+        Err(err) => {
+            let status = err.as_response_error().status_code();
+            return Err(ApiError::new(status, code_of(status), err.to_string()).into());
+        }
+    };
+    let status = response.status();
+    let is_json = response.headers().get(header::CONTENT_TYPE)
+        == Some(&HeaderValue::from_static("application/json"));
+    let is_empty = matches!(response.response().body().size(), BodySize::None | BodySize::Sized(0));
+    if !(status.is_client_error() || status.is_server_error()) || (is_json && !is_empty) {
+        return Ok(response.map_into_left_body());
+    }
+    let (request, old) = response.into_parts();
+    let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let mut answer: HttpResponse = ApiError::new(status, code_of(status), reason).error_response();
+    // Headers that belong to the answer (Allow on a 405, say) are kept.
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    Ok(ServiceResponse::new(request, answer).map_into_right_body())
+}
+
+/// The `code` of an error that carries only a status.
+fn code_of(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::TOO_MANY_REQUESTS => "busy",
+        status if status.is_server_error() => "internal",
+        _ => "error",
+    }
 }

@@ -52,10 +52,14 @@ fn last_slot_at_or_before(
 ) -> OffsetDateTime {
     match schedule {
         Schedule::Interval(every) => {
-            let every = time::Duration::try_from(*every).unwrap_or(time::Duration::SECOND);
-            let periods =
-                ((now - first).whole_milliseconds() / every.whole_milliseconds().max(1)) as i32;
-            first + every * periods
+            // Checked throughout: `first` comes from a stored record, and a slot no sum can
+            // reach is a slot that does not exist, not a reason to panic.
+            let every_ms = i128::try_from(every.as_millis()).unwrap_or(i128::MAX).max(1);
+            let periods = (now - first).whole_milliseconds() / every_ms;
+            i64::try_from(periods.saturating_mul(every_ms))
+                .ok()
+                .and_then(|ms| first.checked_add(time::Duration::milliseconds(ms)))
+                .unwrap_or(first)
         }
         Schedule::Once(_) => first,
         Schedule::Cron(..) => {

@@ -21,6 +21,7 @@ mod fs;
 mod ids;
 mod inbox;
 mod lease;
+pub mod limits;
 mod memory;
 mod schedule;
 mod session;

@@ -12,7 +12,9 @@ use time::format_description::well_known::Rfc3339;
 pub enum ScheduleError {
     #[error("invalid cron expression '{expr}': {reason}")]
     Cron { expr: String, reason: String },
-    #[error("invalid interval '{0}': milliseconds as a whole number, at least 1000")]
+    #[error(
+        "invalid interval '{0}': milliseconds as a whole number, at least 1000 and at most {MAX_INTERVAL_MS} (366 days)"
+    )]
     Interval(String),
     #[error("invalid once time '{value}': {reason}")]
     Once { value: String, reason: String },
@@ -25,6 +27,10 @@ impl From<ScheduleError> for crate::Error {
         crate::Error::Invalid(err.to_string())
     }
 }
+
+/// The longest interval: a longer one is better said as a cron or once schedule, and the
+/// limit keeps every sum of a time and an interval far from `time`'s range.
+pub const MAX_INTERVAL_MS: u64 = 366 * 24 * 60 * 60 * 1000;
 
 /// A parsed schedule.
 #[derive(Debug, Clone)]
@@ -60,10 +66,17 @@ impl Schedule {
                 }
                 let cron =
                     croner::Cron::new(value).parse().map_err(|err| cron_error(err.to_string()))?;
-                Ok(Self::Cron(Box::new(cron), zone))
+                let schedule = Self::Cron(Box::new(cron), zone);
+                // A valid expression may name a day that never comes (30 February).
+                if schedule.next_after(crate::timestamp::now()).is_none() {
+                    return Err(cron_error("it never fires".into()));
+                }
+                Ok(schedule)
             }
             ScheduleType::Interval => match value.trim().parse::<u64>() {
-                Ok(ms) if ms >= 1000 => Ok(Self::Interval(Duration::from_millis(ms))),
+                Ok(ms) if (1000..=MAX_INTERVAL_MS).contains(&ms) => {
+                    Ok(Self::Interval(Duration::from_millis(ms)))
+                }
                 _ => Err(ScheduleError::Interval(value.to_owned())),
             },
             ScheduleType::Once => {
@@ -77,7 +90,7 @@ impl Schedule {
     /// The first fire time strictly after `after`; `None` when it will never fire again.
     pub fn next_after(&self, after: OffsetDateTime) -> Option<OffsetDateTime> {
         match self {
-            Self::Interval(every) => Some(after + *every),
+            Self::Interval(every) => after.checked_add(time::Duration::try_from(*every).ok()?),
             Self::Once(at) => (*at > after).then_some(*at),
             Self::Cron(cron, zone) => {
                 let start =
@@ -117,6 +130,9 @@ mod tests {
             (ScheduleType::Interval, "999"),
             (ScheduleType::Interval, "-5"),
             (ScheduleType::Interval, "1e3"),
+            (ScheduleType::Interval, "300000000000000"),
+            (ScheduleType::Interval, "18446744073709551615"),
+            (ScheduleType::Cron, "0 0 30 2 *"),
             (ScheduleType::Once, "tomorrow"),
         ] {
             let err = Schedule::parse(kind, value, None).unwrap_err();

@@ -32,6 +32,16 @@ impl TestApp {
     }
 
     pub async fn spawn_with(rules: Vec<Rule>, token: Option<&str>, max_processes: usize) -> Self {
+        Self::spawn_configured(rules, token, |settings| settings.max_processes = max_processes)
+            .await
+    }
+
+    /// A server whose settings `configure` adjusts last.
+    pub async fn spawn_configured(
+        rules: Vec<Rule>,
+        token: Option<&str>,
+        configure: impl FnOnce(&mut Settings),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
         let model = ModelServer::start(rules);
@@ -39,8 +49,8 @@ impl TestApp {
         settings.data_dir = Some(dir.path().join("data"));
         settings.claude_bin = orbit_testkit::claude_bin();
         settings.api_token = token.map(str::to_owned);
-        settings.max_processes = max_processes;
         settings.cli_env = orbit_testkit::cli_env(&model, &dir.path().join("tmp"));
+        configure(&mut settings);
         let app = Application::build(&settings).unwrap();
         let address = format!("http://127.0.0.1:{}", app.port());
         actix_web::rt::spawn(app.run_until_stopped());
@@ -87,6 +97,26 @@ impl TestApp {
         (status, events)
     }
 
+    /// Sends `head` (request line and headers, without the blank line) and `body` on a new
+    /// connection as they are, byte for byte, and reads the answer to its end. For what an
+    /// HTTP client library would not send: odd paths, foreign hosts, a browser's headers.
+    pub async fn raw(&self, head: &str, body: &str) -> Answer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = self.address.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request =
+            format!("{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        parse_answer(&answer)
+    }
+
+    /// The `host:port` the server listens on.
+    pub fn authority(&self) -> &str {
+        self.address.trim_start_matches("http://")
+    }
+
     pub fn tmp_marker(&self) -> String {
         self.dir.path().join("tmp").display().to_string()
     }
@@ -116,5 +146,14 @@ pub async fn read(
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
+    Answer { status, body }
+}
+
+/// Parses a raw HTTP/1.1 answer (no chunked bodies: error answers have a length).
+pub fn parse_answer(bytes: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(bytes);
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
     Answer { status, body }
 }

@@ -165,7 +165,18 @@ async fn read_stdout(
                     let request_id = message["request_id"].clone();
                     let request = &message["request"];
                     let subtype = request["subtype"].as_str().unwrap_or_default();
-                    let response = match control.handle(subtype, request).await {
+                    // Handled on a task of its own so that a handler that panics still gets
+                    // an answer to the CLI, which would otherwise wait for it for ever.
+                    let handled = {
+                        let (kind, request) = (subtype.to_owned(), request.clone());
+                        tokio::spawn(async move { control.handle(&kind, &request).await })
+                            .await
+                            .unwrap_or_else(|err| {
+                                tracing::error!(error = %err, "a control request handler failed");
+                                Err(format!("Orbit failed to handle the {subtype} request"))
+                            })
+                    };
+                    let response = match handled {
                         Ok(payload) => {
                             json!({"subtype": "success", "request_id": request_id, "response": payload})
                         }

@@ -55,12 +55,18 @@ async fn create(
 ) -> ApiResult<HttpResponse> {
     let body: CreateAgent = body::json(&req, payload, false).await?;
     let name = extract::agent(&body.name)?;
+    check_model(body.model.as_deref())?;
     let agent = state
         .stores
         .agents
         .create(&name, NewAgent { model: body.model, permission_mode: body.permission_mode })
         .await?;
     Ok(HttpResponse::Created().json(json!({ "agent": agent })))
+}
+
+/// A model goes into the CLI's argument list; it is checked before it is stored.
+pub(crate) fn check_model(model: Option<&str>) -> ApiResult<()> {
+    Ok(model.map_or(Ok(()), orbit_store::limits::check_model)?)
 }
 
 async fn list(state: Data<AppState>) -> ApiResult<HttpResponse> {
@@ -80,6 +86,7 @@ async fn update(
 ) -> ApiResult<HttpResponse> {
     let name = extract::agent(&path)?;
     let body: UpdateAgent = body::json(&req, payload, false).await?;
+    check_model(body.model.as_deref())?;
     let patch = AgentPatch {
         model: body.model,
         permission_mode: body.permission_mode,

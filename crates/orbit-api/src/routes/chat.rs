@@ -4,19 +4,19 @@
 //! 429, an unknown session: 404) is answered as JSON before any stream begins, and a session
 //! made for a refused turn is removed again. An accepted turn runs on a task the agent pool
 //! owns, so a client that disconnects loses nothing: the turn finishes and records itself;
-//! only the forwarding stops.
+//! only the forwarding stops. A client that reads too slowly is dropped the same way
+//! (`client_stream`).
 
 use std::time::Duration;
 
 use actix_web::web::{Data, Payload};
 use actix_web::{HttpRequest, Responder, web};
-use actix_web_lab::sse;
 use orbit_agent::ChatOptions;
-use orbit_store::NewSession;
+use orbit_store::{NewSession, limits};
 use serde::Deserialize;
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use serde_json::json;
 
+use crate::client_stream::ClientStream;
 use crate::endpoint::{Endpoint, object};
 use crate::error::{ApiError, ApiResult};
 use crate::{AppState, body, extract};
@@ -51,10 +51,6 @@ struct ChatRequest {
     model: Option<String>,
 }
 
-fn event(value: &Value) -> sse::Event {
-    sse::Data::new(value.to_string()).into()
-}
-
 async fn chat(
     state: Data<AppState>,
     req: HttpRequest,
@@ -65,6 +61,8 @@ async fn chat(
     if body.message.trim().is_empty() {
         return Err(ApiError::bad_request("message must not be empty"));
     }
+    limits::check_len("message", &body.message, limits::CHAT_MESSAGE)?;
+    super::agents::check_model(body.model.as_deref())?;
     let session_id = body.session_id.as_deref().map(extract::session).transpose()?;
     state.stores.agents.ensure(&name).await?;
     let (session, made_here) = match session_id {
@@ -86,23 +84,21 @@ async fn chat(
         }
     };
     let (mut events, outcome) = turn.into_parts();
-
-    let (tx, rx) = mpsc::channel(64);
     let session_id = session.id;
+    let (mut client, response) = ClientStream::new(state.slow_client_timeout);
+
     tokio::spawn(async move {
-        let mut connected =
-            tx.send(event(&json!({"type": "system", "sessionId": session_id}))).await.is_ok();
+        client.send(&json!({"type": "system", "sessionId": session_id}), &session_id).await;
+        // The turn's events are read to its end whatever the client does, so the turn never
+        // waits on a client.
         while let Some(message) = events.recv().await {
-            if connected && tx.send(event(&message)).await.is_err() {
-                tracing::info!(session = %session_id, "client disconnected; the turn goes on");
-                connected = false;
+            if client.is_connected() {
+                client.send(&message, &session_id).await;
             }
         }
-        if let Err(err) = outcome.await
-            && connected
-        {
-            let _ = tx.send(event(&json!({"type": "error", "message": err.to_string()}))).await;
+        if let Err(err) = outcome.await {
+            client.send(&json!({"type": "error", "message": err.to_string()}), &session_id).await;
         }
     });
-    Ok(sse::Sse::from_infallible_receiver(rx).with_keep_alive(Duration::from_secs(15)))
+    Ok(response.with_keep_alive(Duration::from_secs(15)))
 }

@@ -2,7 +2,7 @@
 
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse, web};
-use orbit_store::{MessageType, NewMessage};
+use orbit_store::{MessageType, NewMessage, limits};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -70,6 +70,7 @@ async fn send(
 ) -> ApiResult<HttpResponse> {
     let name = extract::agent(&path)?;
     let body: SendMessage = body::json(&req, payload, false).await?;
+    limits::check_len("message", &body.message, limits::INBOX_MESSAGE)?;
     let new = NewMessage {
         from_agent: extract::agent(&body.from_agent)?,
         to_agent: name,

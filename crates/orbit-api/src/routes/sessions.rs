@@ -3,7 +3,7 @@
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse, web};
 use orbit_agent::worktree;
-use orbit_store::{NewSession, PermissionMode, SessionId, SessionPatch};
+use orbit_store::{NewSession, PermissionMode, SessionId, SessionPatch, limits};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -109,6 +109,8 @@ async fn create(
 ) -> ApiResult<HttpResponse> {
     let name = extract::agent(&path)?;
     let fields: CreateSession = body::json(&req, payload, true).await?;
+    limits::check_optional("title", fields.title.as_deref(), limits::TITLE)?;
+    super::agents::check_model(fields.model.as_deref())?;
     if fields.branch.is_some() && !fields.worktree {
         return Err(ApiError::bad_request("'branch' needs \"worktree\": true"));
     }
@@ -146,6 +148,8 @@ async fn update(
 ) -> ApiResult<HttpResponse> {
     let (name, id) = (extract::agent(&path.0)?, extract::session(&path.1)?);
     let fields: SessionFields = body::json(&req, payload, false).await?;
+    limits::check_optional("title", fields.title.as_deref(), limits::TITLE)?;
+    super::agents::check_model(fields.model.as_deref())?;
     let patch = SessionPatch {
         title: fields.title,
         model: fields.model,
@@ -179,6 +183,7 @@ async fn answer_permission(
 ) -> ApiResult<HttpResponse> {
     let (name, id) = (extract::agent(&path.0)?, extract::session(&path.1)?);
     let answer: PermissionAnswer = body::json(&req, payload, false).await?;
+    limits::check_optional("message", answer.message.as_deref(), limits::PERMISSION_MESSAGE)?;
     let not_pending =
         || ApiError::not_found(format!("no permission request {} is pending", path.2));
     let agent = state.pool.find(&name, &id).ok_or_else(not_pending)?;

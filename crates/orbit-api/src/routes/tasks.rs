@@ -3,7 +3,9 @@
 
 use actix_web::web::{Data, Path, Payload};
 use actix_web::{HttpRequest, HttpResponse, web};
-use orbit_store::{ContextMode, NewTask, Schedule, ScheduleType, TaskPatch, TaskStatus, timestamp};
+use orbit_store::{
+    ContextMode, NewTask, Schedule, ScheduleType, TaskPatch, TaskStatus, limits, timestamp,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -107,6 +109,20 @@ struct UpdateTask {
     timezone: Option<String>,
 }
 
+/// The length limits of a task's free-text fields.
+fn check_fields(
+    prompt: Option<&str>,
+    schedule_value: Option<&str>,
+    name: Option<&str>,
+    timezone: Option<&str>,
+) -> ApiResult<()> {
+    limits::check_optional("prompt", prompt, limits::PROMPT)?;
+    limits::check_optional("scheduleValue", schedule_value, limits::SCHEDULE_VALUE)?;
+    limits::check_optional("name", name, limits::TITLE)?;
+    limits::check_optional("timezone", timezone, limits::TIMEZONE)?;
+    Ok(())
+}
+
 async fn list_all(state: Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(body::Envelope("tasks", &state.stores.tasks.list_all().await?)))
 }
@@ -125,6 +141,12 @@ async fn create(
 ) -> ApiResult<HttpResponse> {
     let name = extract::agent(&path)?;
     let body: CreateTask = body::json(&req, payload, false).await?;
+    check_fields(
+        Some(&body.prompt),
+        Some(&body.schedule_value),
+        body.name.as_deref(),
+        body.timezone.as_deref(),
+    )?;
     let schedule =
         Schedule::parse(body.schedule_type, &body.schedule_value, body.timezone.as_deref())?;
     let next_run = schedule.next_after(timestamp::now());
@@ -169,6 +191,12 @@ async fn update(
 ) -> ApiResult<HttpResponse> {
     let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
     let body: UpdateTask = body::json(&req, payload, false).await?;
+    check_fields(
+        body.prompt.as_deref(),
+        body.schedule_value.as_deref(),
+        body.name.as_deref(),
+        body.timezone.as_deref(),
+    )?;
     let current = state.stores.tasks.get(&name, &id).await?;
     let value = body.schedule_value.clone().unwrap_or(current.schedule_value.clone());
     let timezone = body.timezone.clone().or(current.timezone.clone());

@@ -37,6 +37,9 @@ fn state(dir: &std::path::Path, token: Option<&str>) -> Data<AppState> {
         scheduler,
         api_token: token.map(str::to_owned),
         body_limit: 1024,
+        body_read_timeout: std::time::Duration::from_secs(30),
+        slow_client_timeout: std::time::Duration::from_secs(10),
+        allowed_hosts: orbit_api::AllowedHosts::Any,
     })
 }
 
@@ -48,13 +51,18 @@ async fn errors_are_json_with_a_code() {
         (TestRequest::get().uri("/nowhere").to_request(), 404, "not_found"),
         (TestRequest::get().uri("/api/agents/Not-Valid").to_request(), 400, "invalid_input"),
         (
-            TestRequest::post().uri("/api/agents").set_payload("{oops").to_request(),
+            TestRequest::post()
+                .uri("/api/agents")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{oops")
+                .to_request(),
             400,
             "bad_request",
         ),
         (
             TestRequest::post()
                 .uri("/api/agents")
+                .insert_header(("content-type", "application/json"))
                 .set_payload(format!("{{\"name\":\"{}\"}}", "a".repeat(2000)))
                 .to_request(),
             413,
@@ -82,7 +90,7 @@ async fn errors_are_json_with_a_code() {
 }
 
 #[actix_web::test]
-async fn the_token_is_checked_on_api_routes_only() {
+async fn the_token_is_checked_on_every_route_but_health() {
     let dir = tempfile::tempdir().unwrap();
     let app = init_service(orbit_api::app(state(dir.path(), Some("tok")))).await;
     let anonymous = call_service(&app, TestRequest::get().uri("/api/agents").to_request()).await;

@@ -12,11 +12,16 @@
 //!   without its newline (a crash, or a writer still at work), so one bad line never hides the
 //!   rest of a history.
 //!
+//! Everything is created private to the owner, directories 0700 and files 0600 whatever the
+//! umask: the data directory holds conversations, inbox messages and prompts, which other
+//! local users have no business reading.
+//!
 //! Temp files are named `.<target>.<ulid>.tmp`; listings ignore names that start with a dot
 //! and remove temp files that a crash left behind.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -39,7 +44,8 @@ fn temp_path_for(target: &Path) -> Result<PathBuf> {
 fn write_temp(target: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let temp = temp_path_for(target)?;
     let written = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).open(&temp)?;
+        let mut file =
+            OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()
     })();
@@ -59,9 +65,26 @@ fn parent(path: &Path) -> Result<&Path> {
     path.parent().ok_or_else(|| Error::Invalid(format!("no parent directory: {}", path.display())))
 }
 
-/// Makes a directory and its parents.
+/// The mode of every directory the store makes.
+const DIR_MODE: u32 = 0o700;
+/// The mode of every file the store makes.
+const FILE_MODE: u32 = 0o600;
+
+/// Makes a directory and its parents, private to the owner.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|err| Error::io(dir, err))
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|err| Error::io(dir, err))
+}
+
+/// Makes `dir` private to the owner when others may read or enter it (a data directory from
+/// before Orbit did so, or made by hand); `true` when it changed.
+pub(crate) fn make_private(dir: &Path) -> Result<bool> {
+    let mode = fs::metadata(dir).map_err(|err| Error::io(dir, err))?.permissions().mode();
+    if mode & 0o077 == 0 {
+        return Ok(false);
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))
+        .map_err(|err| Error::io(dir, err))?;
+    Ok(true)
 }
 
 /// Atomically replaces `path` with `bytes`.
@@ -135,8 +158,13 @@ pub(crate) fn append_line_unsynced(path: &Path, line: &[u8]) -> Result<()> {
 
 fn append(path: &Path, line: &[u8], durable: bool) -> Result<()> {
     let io_err = |err| Error::io(path, err);
-    let mut file =
-        OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io_err)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(io_err)?;
     // The lock orders writers of this file, across processes too, so the torn-line check
     // below sees a file that no one else is writing.
     file.lock().map_err(io_err)?;
@@ -288,6 +316,7 @@ pub(crate) fn with_lock_mode<T>(
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(FILE_MODE)
         .open(lock_path)
         .map_err(|err| Error::io(lock_path, err))?;
     let locked = if exclusive { file.lock() } else { file.lock_shared() };

@@ -77,6 +77,13 @@ impl FsStore {
     /// Opens (making if needed) a data directory, checking that it is writable.
     pub fn open_with(root: impl Into<PathBuf>, options: FsOptions) -> Result<Self> {
         let root = root.into();
+        io::ensure_dir(&root)?;
+        if io::make_private(&root)? {
+            tracing::warn!(
+                path = %root.display(),
+                "the data directory was readable by other users; it is now private to its owner (0700)"
+            );
+        }
         io::ensure_dir(&root.join("agents").join(".locks"))?;
         io::ensure_dir(&root.join("agents").join(".trash"))?;
         io::ensure_dir(&root.join("workspaces"))?;

@@ -1,0 +1,75 @@
+//! The sending side of one SSE response, bounded in bytes.
+//!
+//! A chat turn writes as fast as the model answers; a client may read slower, or never. The
+//! events waiting for one client hold at most `BUDGET` bytes (an event larger than that takes
+//! the whole budget), and a client that leaves the budget spent for the stall limit is
+//! dropped: its stream ends, and the turn, which never waits on a client, goes on.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web_lab::sse;
+use futures_util::Stream;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Bytes of events held for one client at most.
+const BUDGET: usize = 1024 * 1024;
+
+type Item = (sse::Event, OwnedSemaphorePermit);
+
+/// Where a turn's events go for one client, until it is gone or too slow.
+pub struct ClientStream {
+    tx: Option<mpsc::Sender<Item>>,
+    budget: Arc<Semaphore>,
+    stall_limit: Duration,
+}
+
+impl ClientStream {
+    /// A stream and its response body.
+    pub fn new(
+        stall_limit: Duration,
+    ) -> (Self, sse::Sse<impl Stream<Item = Result<sse::Event, Infallible>>>) {
+        // The byte budget is the real bound; the count only has to be large enough not to
+        // matter before it.
+        let (tx, rx) = mpsc::channel::<Item>(1024);
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            // The permit is dropped here, as actix takes the event to write it.
+            rx.recv().await.map(|(event, _permit)| (Ok(event), rx))
+        });
+        let budget = Arc::new(Semaphore::new(BUDGET));
+        (Self { tx: Some(tx), budget, stall_limit }, sse::Sse::from_stream(body))
+    }
+
+    /// Whether the client is still being sent events.
+    pub fn is_connected(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Sends `value` as one event; a client that is gone or has not read for the stall limit
+    /// is dropped (and said so in the log), and later sends do nothing.
+    pub async fn send(&mut self, value: &Value, session_id: &orbit_store::SessionId) {
+        let Some(tx) = self.tx.as_ref() else { return };
+        let data = value.to_string();
+        let cost = u32::try_from(data.len().clamp(1, BUDGET)).unwrap_or(u32::MAX);
+        let event: sse::Event = sse::Data::new(data).into();
+        let budget = self.budget.clone();
+        let sent = tokio::time::timeout(self.stall_limit, async move {
+            let permit = budget.acquire_many_owned(cost).await.ok()?;
+            tx.send((event, permit)).await.ok()
+        })
+        .await;
+        match sent {
+            Ok(Some(())) => {}
+            Ok(None) => {
+                tracing::info!(session = %session_id, "client disconnected; the turn goes on");
+                self.tx = None;
+            }
+            Err(_) => {
+                tracing::warn!(session = %session_id, "client fell too far behind and was dropped; the turn goes on");
+                self.tx = None;
+            }
+        }
+    }
+}

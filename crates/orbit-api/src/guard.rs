@@ -1,0 +1,179 @@
+//! Who may talk to the API from a browser: the `Host`, `Origin` and `Content-Type` checks.
+//!
+//! Orbit's agents run commands on the owner's machine, so a web page the owner visits must not
+//! be able to drive a server that listens on loopback without a token. Three browser rules
+//! make that hold:
+//!
+//! - A page can make the browser send a "simple" cross-origin POST (`text/plain`, no
+//!   preflight) but never one with `Content-Type: application/json`; requests with a body
+//!   must therefore say `application/json` (415 otherwise).
+//! - A browser names the page's origin in `Origin` on every cross-origin request it makes;
+//!   one that is not the server's own is refused (403).
+//! - A DNS-rebound name reaches the server with the attacker's name in `Host`, which is
+//!   the only trace it leaves; a `Host` that is not one of the server's own names is refused
+//!   (403).
+//!
+//! Clients that are not browsers (curl, scripts) send no `Origin` and pass all three.
+
+use std::net::SocketAddr;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::middleware::Next;
+use actix_web::web::Data;
+use actix_web::{Error, ResponseError};
+
+use crate::{ApiError, AppState};
+
+/// The `Host` values the server answers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedHosts {
+    /// Any host. Only for a server listening on every address (`0.0.0.0`), which cannot know
+    /// the names it is reached by and needs a token anyway.
+    Any,
+    /// Only these authorities (`name:port` or `name`), in lower case.
+    Only(Vec<String>),
+}
+
+impl AllowedHosts {
+    /// The hosts of a server listening on `addr` (its real port), plus `extra` names
+    /// (`--allowed-host`), each taken with and without the port.
+    ///
+    /// A loopback server answers to `localhost`, `127.0.0.1` and `[::1]` on its port; a
+    /// server on one address answers to that address; a server on every address answers to
+    /// any host unless `extra` names some, then to those and the loopback names.
+    pub fn for_address(addr: SocketAddr, extra: &[String]) -> Self {
+        let port = addr.port();
+        if addr.ip().is_unspecified() && extra.is_empty() {
+            return Self::Any;
+        }
+        let mut hosts = Vec::new();
+        if addr.ip().is_loopback() || addr.ip().is_unspecified() {
+            for name in ["localhost", "127.0.0.1", "[::1]"] {
+                hosts.push(format!("{name}:{port}"));
+            }
+        }
+        if !addr.ip().is_unspecified() {
+            hosts.push(addr.to_string());
+        }
+        for name in extra {
+            let name = name.trim().to_ascii_lowercase();
+            if !name.contains(':') || name.ends_with(']') {
+                hosts.push(format!("{name}:{port}"));
+            }
+            hosts.push(name);
+        }
+        hosts.sort();
+        hosts.dedup();
+        Self::Only(hosts)
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(hosts) => hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)),
+        }
+    }
+}
+
+/// Refuses foreign hosts and origins (403) and bodies that are not JSON (415).
+pub async fn check_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, Error> {
+    let refusal = req
+        .app_data::<Data<AppState>>()
+        .and_then(|state| refusal(&state.allowed_hosts, req.headers()));
+    if let Some(refusal) = refusal {
+        return Ok(req.into_response(refusal.error_response()).map_into_right_body());
+    }
+    next.call(req).await.map(ServiceResponse::map_into_left_body)
+}
+
+/// Why this request is refused, if it is.
+fn refusal(allowed: &AllowedHosts, headers: &HeaderMap) -> Option<ApiError> {
+    // HTTP/1.1 clients always send Host; a request without one (HTTP/1.0) cannot come from a
+    // browser, so it has nothing to prove.
+    let host = headers.get(header::HOST).map(|v| v.to_str().unwrap_or_default());
+    if let Some(host) = host
+        && !allowed.allows(host)
+    {
+        return Some(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden_host",
+            "this server does not answer to the host this request names; add it with --allowed-host",
+        ));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let authority = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")));
+        let same_origin = authority.is_some_and(|authority| {
+            allowed.allows(authority) && host.is_some_and(|h| h.eq_ignore_ascii_case(authority))
+        });
+        if !same_origin {
+            return Some(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross_origin",
+                "requests from another origin are refused",
+            ));
+        }
+    }
+    if has_body(headers) && !is_json(headers) {
+        return Some(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "request bodies must be JSON, sent with Content-Type: application/json",
+        ));
+    }
+    None
+}
+
+fn has_body(headers: &HeaderMap) -> bool {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    length.is_some_and(|len| len > 0) || headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loopback_server_answers_to_its_loopback_names_on_its_port() {
+        let hosts = AllowedHosts::for_address("127.0.0.1:3001".parse().unwrap(), &[]);
+        for host in ["localhost:3001", "127.0.0.1:3001", "[::1]:3001", "LOCALHOST:3001"] {
+            assert!(hosts.allows(host), "{host}");
+        }
+        for host in ["evil.example:3001", "localhost:3002", "localhost", "127.0.0.1"] {
+            assert!(!hosts.allows(host), "{host}");
+        }
+    }
+
+    #[test]
+    fn extra_names_are_taken_with_and_without_the_port() {
+        let hosts =
+            AllowedHosts::for_address("10.0.0.5:80".parse().unwrap(), &["orbit.lan".into()]);
+        for host in ["orbit.lan", "orbit.lan:80", "10.0.0.5:80"] {
+            assert!(hosts.allows(host), "{host}");
+        }
+        assert!(!hosts.allows("localhost:80"), "not loopback");
+        assert_eq!(
+            AllowedHosts::for_address("0.0.0.0:80".parse().unwrap(), &[]),
+            AllowedHosts::Any
+        );
+    }
+}

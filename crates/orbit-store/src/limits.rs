@@ -1,0 +1,68 @@
+//! How long each free-text field may be. Every field a client or an agent sets has a limit, so
+//! that no single request can make the server hold (and list, and send) megabytes it did not
+//! need; past a limit the input is refused as invalid, with the field and the limit named.
+//! The API checks these at the boundary and the agents' own tools check the same ones.
+
+use crate::{Error, Result};
+
+/// A session's or task's title or name.
+pub const TITLE: usize = 256;
+/// A chat message, one turn's text.
+pub const CHAT_MESSAGE: usize = 256 * 1024;
+/// A task's prompt.
+pub const PROMPT: usize = 64 * 1024;
+/// An inbox message.
+pub const INBOX_MESSAGE: usize = 64 * 1024;
+/// The message that goes with an answer to a permission request.
+pub const PERMISSION_MESSAGE: usize = 4 * 1024;
+/// A schedule's value (cron expression, interval, timestamp).
+pub const SCHEDULE_VALUE: usize = 128;
+/// A timezone's IANA name.
+pub const TIMEZONE: usize = 64;
+/// A model name.
+pub const MODEL: usize = 128;
+
+/// Refuses `value` when it is longer than `max` bytes.
+pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(Error::Invalid(format!(
+            "'{field}' is {} bytes long; the limit is {max}",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Checks `value` when there is one.
+pub fn check_optional(field: &str, value: Option<&str>, max: usize) -> Result<()> {
+    value.map_or(Ok(()), |value| check_len(field, value, max))
+}
+
+/// Refuses a model name that is not one: it goes into the CLI's argument list, so it must be
+/// short, printable ASCII without spaces, and not look like an option.
+pub fn check_model(model: &str) -> Result<()> {
+    check_len("model", model, MODEL)?;
+    let printable = model.bytes().all(|b| b.is_ascii_graphic());
+    if model.is_empty() || model.starts_with('-') || !printable {
+        return Err(Error::Invalid(format!(
+            "invalid model name {model:?}: printable ASCII without spaces, not starting with '-'"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_are_short_printable_words() {
+        for good in ["sonnet", "claude-sonnet-4-5", "claude-opus-4-1[1m]", "us.anthropic.x:0"] {
+            assert!(check_model(good).is_ok(), "{good}");
+        }
+        let long = "m".repeat(MODEL + 1);
+        for bad in ["", "-p", "two words", "tab\there", "nul\0", long.as_str()] {
+            assert!(check_model(bad).is_err(), "{bad:?}");
+        }
+    }
+}
