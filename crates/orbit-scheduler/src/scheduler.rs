@@ -347,7 +347,9 @@ impl Scheduler {
             Ok(true) => {
                 if self.is_running(&task).await {
                     tracing::info!(task = %id, %slot, "previous run still running; skipping the slot");
-                    if let Err(err) = stores.tasks.record_skip(agent, id).await {
+                    if let Err(err) =
+                        stores.tasks.record_skip(agent, id, self.inner.clock.now()).await
+                    {
                         tracing::warn!(task = %id, error = %err, "could not record a skipped run");
                     }
                 } else if let Err(err) = self.start_run(task.clone()).await {
@@ -449,7 +451,7 @@ impl Scheduler {
             .inner
             .stores
             .tasks
-            .start_run(&task.agent_name, &task.id, Some(session), lease)
+            .start_run(&task.agent_name, &task.id, Some(session), lease, self.inner.clock.now())
             .await?
         {
             RunStart::Started(run) => run,
@@ -501,7 +503,14 @@ impl Scheduler {
                 .inner
                 .stores
                 .tasks
-                .finish_run(&task.agent_name, &task.id, &run_id, &token, outcome)
+                .finish_run(
+                    &task.agent_name,
+                    &task.id,
+                    &run_id,
+                    &token,
+                    outcome,
+                    this.inner.clock.now(),
+                )
                 .await
             {
                 tracing::warn!(task = %task.id, run = %run_id, error = %err, "could not finish a run record");
@@ -568,7 +577,14 @@ impl Scheduler {
                     .inner
                     .stores
                     .tasks
-                    .finish_run(&active.agent, &active.task, &active.run, &active.token, outcome)
+                    .finish_run(
+                        &active.agent,
+                        &active.task,
+                        &active.run,
+                        &active.token,
+                        outcome,
+                        self.inner.clock.now(),
+                    )
                     .await
                 {
                     tracing::warn!(run = %active.run, error = %err, "could not finish an aborted run");

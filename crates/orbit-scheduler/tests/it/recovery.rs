@@ -119,7 +119,7 @@ async fn crashing_scheduler_child() {
     // A lease that the crash let lapse (it is never renewed).
     let lease =
         orbit_store::Lease::new(orbit_store::InstanceId::new(), START - WallDuration::minutes(1));
-    stores.tasks.start_run(&agent, &task, None, lease).await.unwrap();
+    stores.tasks.start_run(&agent, &task, None, lease, START).await.unwrap();
     println!("RUNNING");
     std::process::exit(0);
 }
