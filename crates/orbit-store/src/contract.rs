@@ -450,10 +450,7 @@ pub async fn inbox_state_changes_never_undo_each_other(stores: &Stores) {
         let archiver = stores.inbox.clone();
         let (b1, b2) = (b.clone(), b.clone());
         let settle = tokio::spawn(async move {
-            let Some(held) = holder.claim(&b1, &id, &claimer(SessionId::new())).await.unwrap()
-            else {
-                return None;
-            };
+            let held = holder.claim(&b1, &id, &claimer(SessionId::new())).await.unwrap()?;
             let outcome = if round % 2 == 0 {
                 holder.mark_read(&b1, &id, &token(&held)).await.map(|m| m.status)
             } else {
