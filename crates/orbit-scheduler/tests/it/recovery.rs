@@ -147,4 +147,7 @@ async fn a_run_past_its_timeout_is_aborted_and_recorded_as_an_error() {
         (runs[0].status, runs[0].error.as_deref()),
         (RunStatus::Error, Some("timed out after 60 s"))
     );
+    // The safety net asked the turn to stop and let it settle; it did not drop it unseen.
+    assert_eq!(h.runner.aborted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(h.runner.dropped.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
