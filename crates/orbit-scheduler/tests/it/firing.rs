@@ -235,6 +235,37 @@ async fn two_main_tasks_due_on_one_slot_run_one_after_the_other_in_one_main_sess
 }
 
 #[tokio::test]
+async fn a_main_mode_run_waits_for_a_turn_it_did_not_start_rather_than_failing() {
+    let h = Harness::new(Duration::from_secs(20)).await;
+    let task = h
+        .task(
+            ScheduleType::Interval,
+            "3600000",
+            ContextMode::Main,
+            Some(START + WallDuration::seconds(10)),
+        )
+        .await;
+    let main =
+        h.stores.sessions.create(&h.agent, orbit_store::NewSession::default()).await.unwrap();
+    h.stores.agents.claim_main_session(&h.agent, main.id, None).await.unwrap();
+    // A person's 20 s chat turn in the main session, from before the slot.
+    let runner = h.runner.clone();
+    let chat = task.clone();
+    let person = tokio::spawn(async move {
+        orbit_scheduler::TaskRunner::run(&*runner, &chat, main.id, Duration::from_secs(60)).await
+    });
+    let scheduler = h.scheduler();
+    h.run_for(&scheduler, Duration::from_secs(60)).await;
+    assert!(person.await.unwrap().is_ok());
+    let calls = h.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(calls[1].2 >= START + WallDuration::seconds(20), "after the person's turn ended");
+    assert!(h.runner.refused.load(Ordering::SeqCst) >= 1, "the session was found busy");
+    let runs = h.runs(&task).await;
+    assert_eq!((runs.len(), runs[0].status), (1, RunStatus::Success), "{runs:?}");
+}
+
+#[tokio::test]
 async fn a_task_in_its_own_worktree_runs_every_run_there() {
     let h = Harness::new(Duration::from_secs(1)).await;
     let new = orbit_store::NewTask {
