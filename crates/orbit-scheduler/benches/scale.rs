@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use orbit_scheduler::{Clock, RunReport, Scheduler, SchedulerOptions, SystemClock, TaskRunner};
+use orbit_scheduler::{
+    Clock, RunError, RunReport, Scheduler, SchedulerOptions, SystemClock, TaskRunner,
+};
 use orbit_store::{
     AgentName, ContextMode, FsStore, NewAgent, NewTask, ScheduleType, SessionId, Task,
 };
@@ -32,7 +34,7 @@ impl TaskRunner for LatenessRunner {
         task: &Task,
         _session: SessionId,
         _timeout: Duration,
-    ) -> Result<RunReport, String> {
+    ) -> Result<RunReport, RunError> {
         if let Some(slot) = task.next_run {
             let late = (SystemClock.now() - slot).as_seconds_f64() * 1e3;
             self.lateness_ms.lock().unwrap().push(late);

@@ -14,6 +14,6 @@ mod slots;
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use orbit_store::{Schedule, ScheduleError};
-pub use runner::{AgentRunner, RunReport, TaskRunner};
+pub use runner::{AgentRunner, RunError, RunReport, TaskRunner};
 pub use scheduler::{RunNowError, Scheduler, SchedulerOptions};
 pub use slots::{Plan, plan};

@@ -14,16 +14,29 @@ pub struct RunReport {
     pub cost_usd: Option<f64>,
 }
 
+/// Why a run's turn did not end well.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// The session already runs a turn someone else started; the turn did not begin and may
+    /// be tried again.
+    #[error("the session is busy with another turn")]
+    SessionBusy,
+    /// The turn ran, or could not run, and failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Runs tasks' turns.
 #[async_trait]
 pub trait TaskRunner: Send + Sync {
-    /// Runs the task's prompt as one turn of `session`, within `timeout`.
+    /// Runs the task's prompt as one turn of `session`, within `timeout`. `SessionBusy` when
+    /// the session has a turn going.
     async fn run(
         &self,
         task: &Task,
         session: SessionId,
         timeout: Duration,
-    ) -> Result<RunReport, String>;
+    ) -> Result<RunReport, RunError>;
     /// Lets go of a session that will not be used again (an isolated run's).
     async fn release(&self, agent: &AgentName, session: &SessionId);
     /// Aborts the session's running turn.
@@ -42,7 +55,7 @@ impl TaskRunner for AgentRunner {
         task: &Task,
         session: SessionId,
         timeout: Duration,
-    ) -> Result<RunReport, String> {
+    ) -> Result<RunReport, RunError> {
         let agent = self.pool.get(&task.agent_name, &session);
         let options = ChatOptions {
             kind: TurnKind::ScheduledTask,
@@ -51,8 +64,10 @@ impl TaskRunner for AgentRunner {
         };
         // Nobody watches a scheduled turn's events; the run record keeps its outcome.
         let (events, _) = tokio::sync::mpsc::unbounded_channel();
-        let outcome =
-            agent.chat(&task.prompt, options, events).await.map_err(|err| err.to_string())?;
+        let outcome = agent.chat(&task.prompt, options, events).await.map_err(|err| match err {
+            orbit_agent::Error::TurnInProgress(_) => RunError::SessionBusy,
+            err => RunError::Failed(err.to_string()),
+        })?;
         Ok(RunReport { result: outcome.result, cost_usd: outcome.cost_usd })
     }
 

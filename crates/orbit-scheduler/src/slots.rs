@@ -18,9 +18,12 @@ pub enum Plan {
     Never,
 }
 
-/// The plan for an active task at `now`, given its stored `next_run`: a slot in the future
-/// as it is; a missed slot within the catch-up window as the most recent missed slot, fired
-/// now; older misses skipped to the next slot after now.
+/// The plan for an active task at `now`. Its pending slot is the first slot of its schedule
+/// at or after its stored next run (which moves past paused time and skipped misses) and
+/// after the last slot any scheduler claimed; a pending slot in the future fires as it is;
+/// a missed one fires as the most recent missed slot when that is within the catch-up
+/// window; older misses are skipped to the next slot after now. Only stored fields and `now`
+/// go in, and slots come from the schedule's anchor, so every scheduler plans alike.
 pub fn plan(
     task: &Task,
     schedule: &Schedule,
@@ -28,19 +31,23 @@ pub fn plan(
     catch_up_recurring: Duration,
     catch_up_once: Duration,
 ) -> Plan {
-    let Some(next) = task.next_run else {
-        return schedule.next_after(now).map_or(Plan::Never, Plan::FireAt);
+    let mut from = task.next_run.unwrap_or(now);
+    if let Some(claimed) = task.last_slot {
+        from = from.max(claimed + time::Duration::MILLISECOND);
+    }
+    let Some(pending) = task.slot_at_or_after(schedule, from) else {
+        return Plan::Never;
     };
-    if next > now {
-        return Plan::FireAt(next);
+    if pending > now {
+        return Plan::FireAt(pending);
     }
     let window =
         if task.schedule_type == ScheduleType::Once { catch_up_once } else { catch_up_recurring };
-    let last_missed = last_slot_at_or_before(schedule, next, now);
+    let last_missed = last_slot_at_or_before(schedule, pending, now);
     if now - last_missed <= window {
         Plan::FireAt(last_missed)
     } else {
-        schedule.next_after(now).map_or(Plan::Never, Plan::FireAt)
+        task.slot_at_or_after(schedule, now).map_or(Plan::Never, Plan::FireAt)
     }
 }
 

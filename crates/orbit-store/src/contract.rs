@@ -49,7 +49,7 @@ macro_rules! store_contract_tests {
             agents_lifecycle, sessions_lifecycle, session_messages, session_updates_do_not_lose_each_other,
             inbox_send_and_read, inbox_claim_is_exclusive, inbox_release_and_dead_letter, inbox_concurrent_claims,
             inbox_archive, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
-            tasks_lifecycle, runs_lifecycle, run_leases, slots_fire_once_in_order, task_change_feed,
+            tasks_lifecycle, runs_lifecycle, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
             instances_register_and_beat, main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused);
     };
@@ -450,10 +450,7 @@ pub async fn inbox_state_changes_never_undo_each_other(stores: &Stores) {
         let archiver = stores.inbox.clone();
         let (b1, b2) = (b.clone(), b.clone());
         let settle = tokio::spawn(async move {
-            let Some(held) = holder.claim(&b1, &id, &claimer(SessionId::new())).await.unwrap()
-            else {
-                return None;
-            };
+            let held = holder.claim(&b1, &id, &claimer(SessionId::new())).await.unwrap()?;
             let outcome = if round % 2 == 0 {
                 holder.mark_read(&b1, &id, &token(&held)).await.map(|m| m.status)
             } else {
@@ -523,6 +520,7 @@ pub async fn tasks_lifecycle(stores: &Stores) {
     let b = agent(stores, "b").await;
     let task = stores.tasks.create(&a, interval_task("check status")).await.unwrap();
     assert_eq!(task.status, TaskStatus::Active);
+    assert_eq!(task.anchor, task.next_run, "the first slot fixes the phase of the others");
     assert_eq!(stores.tasks.get(&a, &task.id).await.unwrap(), task);
     let other = stores.tasks.create(&b, interval_task("other")).await.unwrap();
     assert_eq!(stores.tasks.list_by_agent(&a).await.unwrap(), vec![task.clone()]);
@@ -560,15 +558,15 @@ pub async fn runs_lifecycle(stores: &Stores) {
     let session = SessionId::new();
     let held = lease(60);
     let RunStart::Started(first) =
-        stores.tasks.start_run(&a, &task.id, Some(session), held).await.unwrap()
+        stores.tasks.start_run(&a, &task.id, Some(session), held, timestamp::now()).await.unwrap()
     else {
         panic!("nothing runs yet")
     };
     assert_eq!((first.status, first.completed_at), (RunStatus::Running, None));
     assert_eq!(stores.tasks.latest_run(&a, &task.id).await.unwrap(), Some(first.clone()));
-    let skipped = stores.tasks.record_skip(&a, &task.id).await.unwrap();
+    let skipped = stores.tasks.record_skip(&a, &task.id, timestamp::now()).await.unwrap();
     assert!(skipped.completed_at.is_some());
-    let again = stores.tasks.record_skip(&a, &task.id).await.unwrap();
+    let again = stores.tasks.record_skip(&a, &task.id, timestamp::now()).await.unwrap();
     assert_eq!(
         (again.id, again.skipped_slots),
         (skipped.id, Some(2)),
@@ -576,7 +574,14 @@ pub async fn runs_lifecycle(stores: &Stores) {
     );
     let finished = stores
         .tasks
-        .finish_run(&a, &task.id, &first.id, &held.token, outcome(RunStatus::Success))
+        .finish_run(
+            &a,
+            &task.id,
+            &first.id,
+            &held.token,
+            outcome(RunStatus::Success),
+            timestamp::now(),
+        )
         .await
         .unwrap();
     assert_eq!(finished.status, RunStatus::Success);
@@ -588,16 +593,23 @@ pub async fn runs_lifecycle(stores: &Stores) {
     assert_eq!(stores.tasks.list_runs(&a, &task.id).await.unwrap(), vec![again, finished.clone()]);
     let err = stores
         .tasks
-        .finish_run(&a, &task.id, &first.id, &held.token, outcome(RunStatus::Error))
+        .finish_run(
+            &a,
+            &task.id,
+            &first.id,
+            &held.token,
+            outcome(RunStatus::Error),
+            timestamp::now(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "a run is finished once");
     let RunStart::Started(second) =
-        stores.tasks.start_run(&a, &task.id, None, lease(60)).await.unwrap()
+        stores.tasks.start_run(&a, &task.id, None, lease(60), timestamp::now()).await.unwrap()
     else {
         panic!("the first run finished")
     };
-    let skip = stores.tasks.record_skip(&a, &task.id).await.unwrap();
+    let skip = stores.tasks.record_skip(&a, &task.id, timestamp::now()).await.unwrap();
     assert_eq!(skip.skipped_slots, Some(1), "a run in between starts a new skip record");
     assert_eq!(stores.tasks.latest_run(&a, &task.id).await.unwrap().map(|r| r.id), Some(second.id));
 }
@@ -608,11 +620,12 @@ pub async fn run_leases(stores: &Stores) {
     let a = agent(stores, "a").await;
     let task = stores.tasks.create(&a, interval_task("p")).await.unwrap();
     let held = lease(60);
-    let RunStart::Started(run) = stores.tasks.start_run(&a, &task.id, None, held).await.unwrap()
+    let RunStart::Started(run) =
+        stores.tasks.start_run(&a, &task.id, None, held, timestamp::now()).await.unwrap()
     else {
         panic!("nothing runs yet")
     };
-    match stores.tasks.start_run(&a, &task.id, None, lease(60)).await.unwrap() {
+    match stores.tasks.start_run(&a, &task.id, None, lease(60), timestamp::now()).await.unwrap() {
         RunStart::Overlap(running) => assert_eq!(running.id, run.id),
         RunStart::Started(_) => panic!("two runs at once"),
     }
@@ -638,7 +651,14 @@ pub async fn run_leases(stores: &Stores) {
     for settled in [
         stores
             .tasks
-            .finish_run(&a, &task.id, &run.id, &held.token, outcome(RunStatus::Success))
+            .finish_run(
+                &a,
+                &task.id,
+                &run.id,
+                &held.token,
+                outcome(RunStatus::Success),
+                timestamp::now(),
+            )
             .await
             .map(drop),
         stores.tasks.renew_run(&a, &task.id, &run.id, &held.token, in_secs(60)).await,
@@ -648,18 +668,54 @@ pub async fn run_leases(stores: &Stores) {
     // A lapsed run found by the next start is interrupted on the way.
     let stale = lease(-1);
     let RunStart::Started(lapsed) =
-        stores.tasks.start_run(&a, &task.id, None, stale).await.unwrap()
+        stores.tasks.start_run(&a, &task.id, None, stale, timestamp::now()).await.unwrap()
     else {
         panic!("the last run was interrupted")
     };
     let RunStart::Started(next) =
-        stores.tasks.start_run(&a, &task.id, None, lease(60)).await.unwrap()
+        stores.tasks.start_run(&a, &task.id, None, lease(60), timestamp::now()).await.unwrap()
     else {
         panic!("a lapsed run does not block")
     };
     let runs = stores.tasks.list_runs(&a, &task.id).await.unwrap();
     assert_eq!(runs[0].id, next.id);
     assert_eq!((runs[1].id, runs[1].status), (lapsed.id, RunStatus::Error));
+}
+
+/// Whether a run's lease has lapsed is judged at the caller's `now`, not by the store's own
+/// clock, so a scheduler on a test clock (or a skewed one) and the store agree.
+pub async fn run_expiry_follows_the_callers_clock(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    let task = stores.tasks.create(&a, interval_task("p")).await.unwrap();
+    let at = datetime!(2020-01-01 0:00 UTC);
+    let seconds = |s: i64| at + time::Duration::seconds(s);
+    let first = Lease::new(InstanceId::new(), seconds(30));
+    let RunStart::Started(run) =
+        stores.tasks.start_run(&a, &task.id, None, first, at).await.unwrap()
+    else {
+        panic!("nothing runs yet")
+    };
+    assert_eq!(run.started_at, at);
+    let second = Lease::new(InstanceId::new(), seconds(60));
+    match stores.tasks.start_run(&a, &task.id, None, second, seconds(10)).await.unwrap() {
+        RunStart::Overlap(running) => assert_eq!(running.id, run.id),
+        RunStart::Started(_) => panic!("the first lease holds until 00:00:30 at 00:00:10"),
+    }
+    let RunStart::Started(next) =
+        stores.tasks.start_run(&a, &task.id, None, second, seconds(31)).await.unwrap()
+    else {
+        panic!("the first lease lapsed at 00:00:30")
+    };
+    let finished = stores
+        .tasks
+        .finish_run(&a, &task.id, &next.id, &second.token, outcome(RunStatus::Success), seconds(40))
+        .await
+        .unwrap();
+    assert_eq!((finished.completed_at, finished.duration_ms), (Some(seconds(40)), Some(9_000)));
+    let runs = stores.tasks.list_runs(&a, &task.id).await.unwrap();
+    assert_eq!((runs[1].id, runs[1].completed_at), (run.id, Some(seconds(31))));
+    let skip = stores.tasks.record_skip(&a, &task.id, seconds(50)).await.unwrap();
+    assert_eq!(skip.started_at, seconds(50));
 }
 
 /// Of any number of claimers of one slot exactly one wins; slots are claimed in time order.

@@ -87,6 +87,40 @@ impl Schedule {
         }
     }
 
+    /// The first slot at or after `at` of this schedule set with `origin` as its first slot;
+    /// `None` when it will never fire again. A pure function of the stored schedule, so every
+    /// scheduler sharing a store computes the same slots: interval slots are
+    /// `origin + k * interval` (never before `origin`), cron slots are the cron's times from
+    /// `origin` on, and a once has its one time.
+    pub fn slot_at_or_after(
+        &self,
+        origin: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        match self {
+            Self::Interval(every) => {
+                if at <= origin {
+                    return Some(origin);
+                }
+                let every_ms = i128::try_from(every.as_millis()).ok()?.max(1);
+                let since = (at - origin).whole_milliseconds();
+                // Round up to a whole number of intervals; sub-millisecond parts are not kept
+                // in stored times, so millisecond arithmetic is exact.
+                let periods = (since + every_ms - 1) / every_ms;
+                let offset = i64::try_from(periods * every_ms).ok()?;
+                Some(origin + time::Duration::milliseconds(offset))
+            }
+            Self::Once(when) => (*when >= at).then_some(*when),
+            Self::Cron(..) => {
+                // Cron times are whole minutes: the next time after one second earlier is the
+                // first at or after `at`, unless `at` has a fraction of a second past one.
+                let from = at.max(origin);
+                let next = self.next_after(from - time::Duration::SECOND)?;
+                if next >= from { Some(next) } else { self.next_after(next) }
+            }
+        }
+    }
+
     /// The first fire time strictly after `after`; `None` when it will never fire again.
     pub fn next_after(&self, after: OffsetDateTime) -> Option<OffsetDateTime> {
         match self {
@@ -119,6 +153,38 @@ mod tests {
         let once = Schedule::parse(ScheduleType::Once, "2026-11-24T00:00:00Z", None).unwrap();
         assert_eq!(once.next_after(at), Some(datetime!(2026-11-24 0:00 UTC)));
         assert_eq!(once.next_after(datetime!(2026-12-01 0:00 UTC)), None);
+    }
+
+    #[test]
+    fn slots_are_fixed_by_the_origin_not_by_when_they_are_asked() {
+        let origin = datetime!(2026-11-23 10:00:00.250 UTC);
+        let every = Schedule::parse(ScheduleType::Interval, "1000", None).unwrap();
+        assert_eq!(every.slot_at_or_after(origin, origin - time::Duration::hours(1)), Some(origin));
+        assert_eq!(every.slot_at_or_after(origin, origin), Some(origin));
+        assert_eq!(
+            every.slot_at_or_after(origin, datetime!(2026-11-23 10:00:05.100 UTC)),
+            Some(datetime!(2026-11-23 10:00:05.250 UTC))
+        );
+        assert_eq!(
+            every.slot_at_or_after(origin, datetime!(2026-11-23 10:00:05.251 UTC)),
+            Some(datetime!(2026-11-23 10:00:06.250 UTC))
+        );
+        let cron = Schedule::parse(ScheduleType::Cron, "*/15 * * * *", None).unwrap();
+        let quarter = datetime!(2026-11-23 10:15 UTC);
+        assert_eq!(cron.slot_at_or_after(origin, quarter), Some(quarter));
+        assert_eq!(
+            cron.slot_at_or_after(origin, quarter + time::Duration::MILLISECOND),
+            Some(datetime!(2026-11-23 10:30 UTC))
+        );
+        assert_eq!(
+            cron.slot_at_or_after(datetime!(2026-11-23 10:20 UTC), quarter),
+            Some(datetime!(2026-11-23 10:30 UTC)),
+            "no slot before the origin"
+        );
+        let at = datetime!(2026-11-24 0:00 UTC);
+        let once = Schedule::parse(ScheduleType::Once, "2026-11-24T00:00:00Z", None).unwrap();
+        assert_eq!(once.slot_at_or_after(origin, at), Some(at));
+        assert_eq!(once.slot_at_or_after(origin, at + time::Duration::MILLISECOND), None);
     }
 
     #[test]

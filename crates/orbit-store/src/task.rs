@@ -64,8 +64,9 @@ pub struct Task {
     /// The branch of that worktree, made at the first run (detached at HEAD without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    /// When the schedule was set: interval slots are `anchor + k * interval`, so every
-    /// scheduler computes the same slots from the record alone.
+    /// The first slot of the schedule as it was set (the next run computed when the task was
+    /// made or its schedule changed): slots are never earlier, and interval slots are
+    /// `anchor + k * interval`, so every scheduler computes the same slots from the record.
     #[serde(
         default,
         with = "crate::timestamp::rfc3339::option",
@@ -91,6 +92,21 @@ impl Task {
     /// The slot origin of this task's schedule: its anchor, else its creation.
     pub fn schedule_origin(&self) -> OffsetDateTime {
         self.anchor.unwrap_or(self.created_at)
+    }
+
+    /// The first slot of the task's schedule at or after `at`, or `None` when none is left.
+    pub fn slot_at_or_after(
+        &self,
+        schedule: &crate::Schedule,
+        at: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        schedule.slot_at_or_after(self.schedule_origin(), at)
+    }
+
+    /// Whether `at` is a slot of the task's schedule (a fire time no other instance would
+    /// compute differently).
+    pub fn is_slot(&self, schedule: &crate::Schedule, at: OffsetDateTime) -> bool {
+        self.slot_at_or_after(schedule, at) == Some(at)
     }
 }
 
@@ -152,7 +168,7 @@ pub struct TaskPatch {
     /// `Some(None)` clears the next run.
     pub next_run: Option<Option<OffsetDateTime>>,
     pub last_run: Option<OffsetDateTime>,
-    /// A new slot origin (set with a new schedule).
+    /// A new slot origin: the new schedule's first slot (set with a new schedule).
     pub anchor: Option<OffsetDateTime>,
 }
 
@@ -224,18 +240,25 @@ pub trait TaskStore: Send + Sync {
     async fn update(&self, agent: &AgentName, id: &TaskId, patch: TaskPatch) -> Result<Task>;
     /// Removes the task and its runs.
     async fn delete(&self, agent: &AgentName, id: &TaskId) -> Result<()>;
-    /// Starts a run now under `lease`, unless the task's previous run still runs under a
-    /// live lease (`Overlap`); a previous run whose lease lapsed is marked interrupted first.
-    /// Atomic with respect to other starts: two callers never both start.
+    /// Starts a run at `now` under `lease`, unless the task's previous run still runs under a
+    /// live lease at `now` (`Overlap`); a previous run whose lease lapsed is marked
+    /// interrupted first. Atomic with respect to other starts: two callers never both start.
+    /// `now` is the caller's clock, so that the store and the scheduler judge expiry alike.
     async fn start_run(
         &self,
         agent: &AgentName,
         task: &TaskId,
         session: Option<SessionId>,
         lease: Lease,
+        now: OffsetDateTime,
     ) -> Result<RunStart>;
-    /// Records a skipped slot. Consecutive skips share one record, counting them.
-    async fn record_skip(&self, agent: &AgentName, task: &TaskId) -> Result<Run>;
+    /// Records a slot skipped at `now`. Consecutive skips share one record, counting them.
+    async fn record_skip(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        now: OffsetDateTime,
+    ) -> Result<Run>;
     /// Extends a running run's lease. `Conflict` when `token` no longer holds it.
     async fn renew_run(
         &self,
@@ -245,8 +268,8 @@ pub trait TaskStore: Send + Sync {
         token: &LeaseToken,
         until: OffsetDateTime,
     ) -> Result<()>;
-    /// Finishes a running run with its outcome, stamping its end and duration. `Conflict`
-    /// when `token` no longer holds it (it was found lapsed and marked interrupted).
+    /// Finishes a running run with its outcome, stamping its end (`now`) and duration.
+    /// `Conflict` when `token` no longer holds it (it was found lapsed and marked interrupted).
     async fn finish_run(
         &self,
         agent: &AgentName,
@@ -254,6 +277,7 @@ pub trait TaskStore: Send + Sync {
         run: &RunId,
         token: &LeaseToken,
         outcome: RunOutcome,
+        now: OffsetDateTime,
     ) -> Result<Run>;
     /// Marks a running run whose lease lapsed before `now` as interrupted; `None` when it is
     /// not running or its lease still holds.

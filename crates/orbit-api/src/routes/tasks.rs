@@ -202,17 +202,28 @@ async fn update(
     let timezone = body.timezone.clone().or(current.timezone.clone());
     let schedule = Schedule::parse(current.schedule_type, &value, timezone.as_deref())?;
     let status = body.status.unwrap_or(current.status);
-    let next_run =
-        if status == TaskStatus::Active { schedule.next_after(timestamp::now()) } else { None };
-    // A new schedule starts its slots from now.
-    let anchor = (body.schedule_value.is_some() || body.timezone.is_some()).then(timestamp::now);
+    let now = timestamp::now();
+    // Slots come from the stored schedule and anchor, so that every scheduler sharing the
+    // data directory fires the same ones. Only a new schedule starts a new phase (its first
+    // slot from now becomes the anchor); a resume takes the next slot of the old phase, and
+    // any other change leaves the next run alone.
+    let (next_run, anchor) = if body.schedule_value.is_some() || body.timezone.is_some() {
+        let first = schedule.next_after(now);
+        (Some(first.filter(|_| status == TaskStatus::Active)), first)
+    } else if status != TaskStatus::Active {
+        (Some(None), None)
+    } else if current.status != TaskStatus::Active {
+        (Some(current.slot_at_or_after(&schedule, now)), None)
+    } else {
+        (None, None)
+    };
     let patch = TaskPatch {
         name: body.name,
         prompt: body.prompt,
         schedule_value: body.schedule_value,
         timezone: body.timezone,
         status: body.status,
-        next_run: Some(next_run),
+        next_run,
         last_run: None,
         anchor,
     };

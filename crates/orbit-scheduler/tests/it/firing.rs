@@ -1,7 +1,10 @@
 //! Firing on schedule: intervals, once, pause and resume, overlap, two schedulers.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use orbit_scheduler::SchedulerOptions;
 
 use orbit_store::{ContextMode, RunStatus, ScheduleType, TaskPatch, TaskStatus};
 use time::Duration as WallDuration;
@@ -100,8 +103,37 @@ async fn a_paused_task_never_fires_and_does_not_catch_up_when_resumed() {
 }
 
 #[tokio::test]
-async fn a_slot_that_comes_while_the_previous_run_runs_is_skipped_and_recorded() {
-    let h = Harness::new(Duration::from_secs(150)).await;
+async fn slots_that_come_while_the_previous_run_runs_are_skipped_as_one_record() {
+    // Each run takes 10 s; the task fires every second.
+    let h = Harness::new(Duration::from_secs(10)).await;
+    let task = h
+        .task(
+            ScheduleType::Interval,
+            "1000",
+            ContextMode::Isolated,
+            Some(START + WallDuration::seconds(1)),
+        )
+        .await;
+    let scheduler = h.scheduler();
+    h.run_for(&scheduler, Duration::from_secs(14)).await;
+    // The run of second 1 lasts until second 11: the slots of seconds 2 to 10 (and 11, when
+    // it comes a moment before the run's end is recorded) are one skip record; the run of
+    // second 11 or 12 finishes within the shutdown grace, and the slots after it start the
+    // next skip record.
+    let runs = h.runs(&task).await;
+    let statuses: Vec<RunStatus> = runs.iter().rev().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        vec![RunStatus::Success, RunStatus::Skipped, RunStatus::Success, RunStatus::Skipped],
+        "{runs:#?}"
+    );
+    let skipped = runs[2].skipped_slots.unwrap();
+    assert!((9..=10).contains(&skipped), "one record for {skipped} skipped slots");
+}
+
+#[tokio::test]
+async fn a_run_still_going_at_shutdown_is_aborted_after_the_grace_and_says_so() {
+    let h = Harness::new(Duration::from_secs(10 * 60)).await;
     let task = h
         .task(
             ScheduleType::Interval,
@@ -110,17 +142,18 @@ async fn a_slot_that_comes_while_the_previous_run_runs_is_skipped_and_recorded()
             Some(START + WallDuration::minutes(1)),
         )
         .await;
-    let scheduler = h.scheduler();
-    h.run_for(&scheduler, Duration::from_secs(4 * 60 + 30)).await;
-    // Slots at 1..4 minutes: the run of minute 1 lasts until 3:30, so minutes 2 and 3 skip;
-    // the run of minute 4 is still going at shutdown and outlives the grace period.
+    let options =
+        SchedulerOptions { shutdown_grace: Duration::from_secs(30), ..Default::default() };
+    let scheduler = h.scheduler_with(h.stores.clone(), options);
+    h.run_for(&scheduler, Duration::from_secs(90)).await;
     let runs = h.runs(&task).await;
-    let statuses: Vec<RunStatus> = runs.iter().rev().map(|r| r.status).collect();
+    assert_eq!(runs.len(), 1);
     assert_eq!(
-        statuses,
-        vec![RunStatus::Success, RunStatus::Skipped, RunStatus::Skipped, RunStatus::Error]
+        (runs[0].status, runs[0].error.as_deref()),
+        (RunStatus::Error, Some("aborted at shutdown"))
     );
-    assert_eq!(runs[0].error.as_deref(), Some("aborted at shutdown"));
+    assert_eq!(h.runner.aborted.load(Ordering::SeqCst), 1, "the turn was asked to stop");
+    assert_eq!(h.runner.dropped.load(Ordering::SeqCst), 0, "and settled, not dropped");
 }
 
 #[tokio::test]
@@ -163,6 +196,73 @@ async fn main_mode_runs_continue_one_session() {
     assert_eq!((h.calls().len(), sessions.len()), (3, 1), "three runs in the one main session");
     let agent = h.stores.agents.get(&h.agent).await.unwrap();
     assert_eq!(agent.main_session_id, sessions.into_iter().next());
+}
+
+#[tokio::test]
+async fn two_main_tasks_due_on_one_slot_run_one_after_the_other_in_one_main_session() {
+    // Each run takes 20 s; two processes share the directory, and the agent has no main
+    // session yet, so whichever process fires each task may be the one to make it.
+    let h = Harness::new(Duration::from_secs(20)).await;
+    let first = Some(START + WallDuration::minutes(1));
+    let one = h.task(ScheduleType::Interval, "3600000", ContextMode::Main, first).await;
+    let two = h.task(ScheduleType::Interval, "3600000", ContextMode::Main, first).await;
+    let (_, other) = h.other_process();
+    let (a, b) = (h.scheduler(), other);
+    let (stop_a, handle_a) = h.start(&a);
+    let (stop_b, handle_b) = h.start(&b);
+    pass(Duration::from_secs(2 * 60)).await;
+    stop_a.send(()).unwrap();
+    stop_b.send(()).unwrap();
+    handle_a.await.unwrap();
+    handle_b.await.unwrap();
+
+    let calls = h.calls();
+    assert_eq!(calls.len(), 2, "both tasks ran");
+    assert_eq!(calls[0].1, calls[1].1, "in the one main session");
+    assert!(calls[1].2 - calls[0].2 >= WallDuration::seconds(20), "one after the other");
+    for task in [&one, &two] {
+        let runs = h.runs(task).await;
+        assert_eq!(
+            (runs.len(), runs[0].status),
+            (1, RunStatus::Success),
+            "neither failed on a busy session: {runs:?}"
+        );
+    }
+    let sessions = h.stores.sessions.list_by_agent(&h.agent).await.unwrap();
+    assert_eq!(sessions.len(), 1, "the main session was made once");
+    let agent = h.stores.agents.get(&h.agent).await.unwrap();
+    assert_eq!(agent.main_session_id, Some(calls[0].1));
+}
+
+#[tokio::test]
+async fn a_main_mode_run_waits_for_a_turn_it_did_not_start_rather_than_failing() {
+    let h = Harness::new(Duration::from_secs(20)).await;
+    let task = h
+        .task(
+            ScheduleType::Interval,
+            "3600000",
+            ContextMode::Main,
+            Some(START + WallDuration::seconds(10)),
+        )
+        .await;
+    let main =
+        h.stores.sessions.create(&h.agent, orbit_store::NewSession::default()).await.unwrap();
+    h.stores.agents.claim_main_session(&h.agent, main.id, None).await.unwrap();
+    // A person's 20 s chat turn in the main session, from before the slot.
+    let runner = h.runner.clone();
+    let chat = task.clone();
+    let person = tokio::spawn(async move {
+        orbit_scheduler::TaskRunner::run(&*runner, &chat, main.id, Duration::from_secs(60)).await
+    });
+    let scheduler = h.scheduler();
+    h.run_for(&scheduler, Duration::from_secs(60)).await;
+    assert!(person.await.unwrap().is_ok());
+    let calls = h.calls();
+    assert_eq!(calls.len(), 2);
+    assert!(calls[1].2 >= START + WallDuration::seconds(20), "after the person's turn ended");
+    assert!(h.runner.refused.load(Ordering::SeqCst) >= 1, "the session was found busy");
+    let runs = h.runs(&task).await;
+    assert_eq!((runs.len(), runs[0].status), (1, RunStatus::Success), "{runs:?}");
 }
 
 #[tokio::test]

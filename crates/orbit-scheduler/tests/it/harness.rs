@@ -1,24 +1,49 @@
 //! A scheduler over a temp data directory with a runner that records its calls.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orbit_scheduler::{Clock, RunReport, Scheduler, SchedulerOptions, TaskRunner, TokioClock};
+use orbit_scheduler::{
+    Clock, RunError, RunReport, Scheduler, SchedulerOptions, TaskRunner, TokioClock,
+};
 use orbit_store::{
     AgentName, ContextMode, FsStore, NewAgent, NewTask, Run, ScheduleType, SessionId, Stores, Task,
 };
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use time::macros::datetime;
+use tokio::sync::Notify;
 
 pub const START: OffsetDateTime = datetime!(2026-11-23 10:00 UTC);
 
-/// Records each run; takes `delay` of tokio time per run.
+/// Records each run; takes `delay` of tokio time per run and ignores its timeout, like a
+/// turn whose own timeout failed. Like the agent pool, it refuses a second turn in a busy
+/// session (`SessionBusy`), and a turn it is asked to abort settles with an error.
 pub struct FakeRunner {
     pub calls: Mutex<Vec<(Task, SessionId, OffsetDateTime)>>,
     pub delay: Duration,
     pub clock: Arc<TokioClock>,
+    /// Sessions with a turn going, and how to abort it.
+    busy: Mutex<HashMap<SessionId, Arc<Notify>>>,
+    /// Turns refused because their session was busy.
+    pub refused: AtomicUsize,
+    pub aborted: AtomicUsize,
+    /// Turns whose future was dropped before it settled (abandoned).
+    pub dropped: AtomicUsize,
+}
+
+/// Counts a turn's future dropped before it settled.
+struct Unsettled<'a>(Option<&'a AtomicUsize>);
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if let Some(dropped) = self.0 {
+            dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 #[async_trait]
@@ -28,13 +53,35 @@ impl TaskRunner for FakeRunner {
         task: &Task,
         session: SessionId,
         _timeout: Duration,
-    ) -> Result<RunReport, String> {
+    ) -> Result<RunReport, RunError> {
+        let abort = Arc::new(Notify::new());
+        {
+            let mut busy = self.busy.lock().unwrap();
+            if busy.contains_key(&session) {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(RunError::SessionBusy);
+            }
+            busy.insert(session, abort.clone());
+        }
         self.calls.lock().unwrap().push((task.clone(), session, self.clock.now()));
-        tokio::time::sleep(self.delay).await;
-        Ok(RunReport { result: format!("did {}", task.prompt), cost_usd: None })
+        let mut unsettled = Unsettled(Some(&self.dropped));
+        let settled = tokio::select! {
+            () = tokio::time::sleep(self.delay) => {
+                Ok(RunReport { result: format!("did {}", task.prompt), cost_usd: None })
+            }
+            () = abort.notified() => Err(RunError::Failed("aborted".into())),
+        };
+        self.busy.lock().unwrap().remove(&session);
+        unsettled.0 = None;
+        settled
     }
     async fn release(&self, _agent: &AgentName, _session: &SessionId) {}
-    async fn abort(&self, _agent: &AgentName, _session: &SessionId) {}
+    async fn abort(&self, _agent: &AgentName, session: &SessionId) {
+        if let Some(turn) = self.busy.lock().unwrap().get(session) {
+            self.aborted.fetch_add(1, Ordering::SeqCst);
+            turn.notify_one();
+        }
+    }
 }
 
 pub struct Harness {
@@ -52,8 +99,15 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let stores = FsStore::open(dir.path()).unwrap().stores();
         let clock = Arc::new(TokioClock::starting_at(START));
-        let runner =
-            Arc::new(FakeRunner { calls: Mutex::new(Vec::new()), delay, clock: clock.clone() });
+        let runner = Arc::new(FakeRunner {
+            calls: Mutex::new(Vec::new()),
+            delay,
+            clock: clock.clone(),
+            busy: Mutex::new(HashMap::new()),
+            refused: AtomicUsize::new(0),
+            aborted: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
+        });
         let agent = AgentName::parse("bot").unwrap();
         stores.agents.create(&agent, NewAgent::default()).await.unwrap();
         Self { dir, stores, clock, runner, agent }
@@ -65,6 +119,13 @@ impl Harness {
 
     pub fn scheduler_on(&self, stores: Stores) -> Scheduler {
         self.scheduler_with(stores, SchedulerOptions::default())
+    }
+
+    /// A second process on the same data directory: its own store (own caches) and scheduler.
+    pub fn other_process(&self) -> (Stores, Scheduler) {
+        let stores = FsStore::open(self.dir.path()).unwrap().stores();
+        let scheduler = self.scheduler_on(stores.clone());
+        (stores, scheduler)
     }
 
     pub fn scheduler_with(&self, stores: Stores, options: SchedulerOptions) -> Scheduler {

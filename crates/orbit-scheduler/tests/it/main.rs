@@ -6,4 +6,5 @@
 
 mod firing;
 mod harness;
+mod processes;
 mod recovery;

@@ -119,7 +119,7 @@ async fn crashing_scheduler_child() {
     // A lease that the crash let lapse (it is never renewed).
     let lease =
         orbit_store::Lease::new(orbit_store::InstanceId::new(), START - WallDuration::minutes(1));
-    stores.tasks.start_run(&agent, &task, None, lease).await.unwrap();
+    stores.tasks.start_run(&agent, &task, None, lease, START).await.unwrap();
     println!("RUNNING");
     std::process::exit(0);
 }
@@ -147,4 +147,7 @@ async fn a_run_past_its_timeout_is_aborted_and_recorded_as_an_error() {
         (runs[0].status, runs[0].error.as_deref()),
         (RunStatus::Error, Some("timed out after 60 s"))
     );
+    // The safety net asked the turn to stop and let it settle; it did not drop it unseen.
+    assert_eq!(h.runner.aborted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(h.runner.dropped.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

@@ -14,7 +14,7 @@
 //! one when it grows past a bound, which tells its readers to re-read every task.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
 use async_trait::async_trait;
@@ -29,6 +29,9 @@ use crate::{
 
 /// The change feed is replaced by an empty one past this size.
 const FEED_MAX_BYTES: u64 = 1024 * 1024;
+
+/// The header line is far shorter; a longer first line is not a header.
+const HEADER_MAX_BYTES: u64 = 256;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(untagged)]
@@ -106,8 +109,7 @@ impl Inner {
         Ok(())
     }
 
-    fn finish(run: &mut Run, outcome: RunOutcome) {
-        let now = timestamp::now();
+    fn finish(run: &mut Run, outcome: RunOutcome, now: OffsetDateTime) {
         run.status = outcome.status;
         run.result = outcome.result;
         run.error = outcome.error;
@@ -118,7 +120,7 @@ impl Inner {
             Some(u64::try_from((now - run.started_at).whole_milliseconds()).unwrap_or(0));
     }
 
-    fn interrupt(&self, agent: &AgentName, mut run: Run) -> Result<Run> {
+    fn interrupt(&self, agent: &AgentName, mut run: Run, now: OffsetDateTime) -> Result<Run> {
         let holder = run.lease.map(|lease| lease.instance.to_string()).unwrap_or_default();
         tracing::warn!(%agent, task = %run.task_id, run = %run.id, %holder, "marking a run interrupted: its server stopped renewing it");
         let outcome = RunOutcome {
@@ -127,7 +129,7 @@ impl Inner {
             error: Some("interrupted: the server running it went away".into()),
             cost_usd: None,
         };
-        Self::finish(&mut run, outcome);
+        Self::finish(&mut run, outcome, now);
         self.put_run(agent, &run)?;
         Ok(run)
     }
@@ -161,9 +163,11 @@ impl Inner {
         }
     }
 
+    /// Reads the feed past `cursor`: its header line, then only the bytes after the cursor,
+    /// because schedulers poll it at every wake and it grows up to `FEED_MAX_BYTES`.
     fn read_feed(&self, cursor: Option<ChangeCursor>) -> Result<TaskChanges> {
         let path = self.feed_path();
-        let mut file = match File::open(&path) {
+        let file = match File::open(&path) {
             Ok(file) => file,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 // No feed yet: nothing changed since whatever the reader read.
@@ -172,26 +176,36 @@ impl Inner {
             }
             Err(err) => return Err(Error::io(&path, err)),
         };
-        let mut bytes = Vec::new();
-        file.seek(SeekFrom::Start(0)).map_err(|err| Error::io(&path, err))?;
-        file.read_to_end(&mut bytes).map_err(|err| Error::io(&path, err))?;
-        let (lines, complete) = io::parse_jsonl::<FeedLine>(&path, &bytes);
-        let mut lines = lines.into_iter();
-        let feed = match lines.next() {
+        let len = file.metadata().map_err(|err| Error::io(&path, err))?.len();
+        let mut reader = BufReader::new(file);
+        let mut first = Vec::new();
+        (&mut reader)
+            .take(HEADER_MAX_BYTES)
+            .read_until(b'\n', &mut first)
+            .map_err(|err| Error::io(&path, err))?;
+        let (header, header_len) = io::parse_jsonl::<FeedLine>(&path, &first);
+        let feed = match header.first() {
             Some(FeedLine::Header { feed }) => feed.ulid(),
             _ => ulid::Ulid::nil(),
         };
-        let end = ChangeCursor { feed, offset: complete as u64 };
+        let same_feed = cursor.is_some_and(|c| c.feed == feed || c.feed.is_nil());
+        let from = match cursor {
+            Some(c) if same_feed && c.offset <= len => c.offset.max(header_len as u64),
+            // A new reader, or a replaced feed: read it all to find its end.
+            _ => header_len as u64,
+        };
+        reader.seek(SeekFrom::Start(from)).map_err(|err| Error::io(&path, err))?;
+        let mut bytes = Vec::new();
+        reader.read_to_end(&mut bytes).map_err(|err| Error::io(&path, err))?;
+        let (lines, complete) = io::parse_jsonl::<FeedLine>(&path, &bytes);
+        let end = ChangeCursor { feed, offset: from + complete as u64 };
         let Some(cursor) = cursor else {
             return Ok(TaskChanges { changes: Vec::new(), reset: false, cursor: end });
         };
-        let same_feed = cursor.feed == feed || cursor.feed.is_nil();
-        if !same_feed || cursor.offset > end.offset {
+        if !same_feed || cursor.offset > len {
             return Ok(TaskChanges { changes: Vec::new(), reset: true, cursor: end });
         }
-        let (changes, _) =
-            io::parse_jsonl::<FeedLine>(&path, &bytes[cursor.offset as usize..complete]);
-        let changes = changes
+        let changes = lines
             .into_iter()
             .filter_map(|line| match line {
                 FeedLine::Change(change) => Some(change),
@@ -226,7 +240,8 @@ impl TaskStore for FsStore {
                 created_at: now,
                 worktree: new.worktree,
                 branch: new.branch,
-                anchor: Some(now),
+                // The first slot fixes the phase of every later one.
+                anchor: Some(new.next_run.unwrap_or(now)),
                 last_slot: None,
                 latest_run: None,
                 latest_skip: None,
@@ -330,12 +345,12 @@ impl TaskStore for FsStore {
         task: &TaskId,
         session: Option<SessionId>,
         lease: Lease,
+        now: OffsetDateTime,
     ) -> Result<RunStart> {
         let (agent, task_id) = (agent.clone(), *task);
         self.blocking(move |s| {
             s.with_tasks(&agent, || {
                 let task = s.get_task(&agent, &task_id)?;
-                let now = timestamp::now();
                 if let Some(previous) = s.newest_run(&task)?
                     && previous.status == RunStatus::Running
                 {
@@ -344,7 +359,7 @@ impl TaskStore for FsStore {
                             return Ok(RunStart::Overlap(previous));
                         }
                         _ => {
-                            s.interrupt(&agent, previous)?;
+                            s.interrupt(&agent, previous, now)?;
                         }
                     }
                 }
@@ -369,12 +384,16 @@ impl TaskStore for FsStore {
         .await
     }
 
-    async fn record_skip(&self, agent: &AgentName, task: &TaskId) -> Result<Run> {
+    async fn record_skip(
+        &self,
+        agent: &AgentName,
+        task: &TaskId,
+        now: OffsetDateTime,
+    ) -> Result<Run> {
         let (agent, task_id) = (agent.clone(), *task);
         self.blocking(move |s| {
             s.with_tasks(&agent, || {
                 let task = s.get_task(&agent, &task_id)?;
-                let now = timestamp::now();
                 // Skips join the newest skip record while no run started after it (ids are
                 // ULIDs, so a later run has a greater id).
                 let consecutive = task
@@ -446,6 +465,7 @@ impl TaskStore for FsStore {
         run: &RunId,
         token: &LeaseToken,
         outcome: RunOutcome,
+        now: OffsetDateTime,
     ) -> Result<Run> {
         let (agent, task, run_id, token) = (agent.clone(), *task, *run, *token);
         self.blocking(move |s| {
@@ -459,7 +479,7 @@ impl TaskStore for FsStore {
                         run.status
                     )));
                 }
-                Inner::finish(&mut run, outcome);
+                Inner::finish(&mut run, outcome, now);
                 s.put_run(&agent, &run)?;
                 Ok(run)
             })
@@ -483,7 +503,7 @@ impl TaskStore for FsStore {
                 if !lapsed {
                     return Ok(None);
                 }
-                s.interrupt(&agent, run).map(Some)
+                s.interrupt(&agent, run, now).map(Some)
             })
         })
         .await
