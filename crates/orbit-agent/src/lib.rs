@@ -26,7 +26,7 @@ pub use policy::Decision;
 pub use pool::{AgentPool, PoolOptions, TaskListener};
 pub use prompt::TurnKind;
 pub use runtime::{ControlHandler, ProcessEvent, Runtime, RuntimeProcess, SpawnSpec};
-pub use session::{ChatOptions, SessionAgent, TurnOutcome};
+pub use session::{ChatOptions, SessionAgent, Turn, TurnOutcome};
 
 /// The result of every agent operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -255,6 +255,18 @@ impl AgentPool {
         }
     }
 
+    /// Removes a deleted session's agent and forgets its CLI state.
+    pub async fn forget_session(&self, agent: &AgentName, session: &SessionId) {
+        self.release(agent, session).await;
+        self.shared.runtime.forget(&format!("{agent}/{session}")).await;
+    }
+
+    /// Removes a deleted agent's session agents and forgets all of its CLI state.
+    pub async fn forget_agent(&self, agent: &AgentName) {
+        self.release_agent(agent).await;
+        self.shared.runtime.forget(agent.as_str()).await;
+    }
+
     /// Removes every session agent of an agent.
     pub async fn release_agent(&self, agent: &AgentName) {
         let removed: Vec<_> = {

@@ -14,6 +14,9 @@ use crate::Result;
 /// How to start a conversation process.
 #[derive(Clone)]
 pub struct SpawnSpec {
+    /// Names the conversation (`agent/session`): a runtime keeps each conversation's own state
+    /// under it, apart from every other's.
+    pub conversation: String,
     /// The working directory of the turns (the agent's, or a worktree).
     pub cwd: PathBuf,
     /// The CLI session to continue, if any.
@@ -39,6 +42,11 @@ pub enum ProcessEvent {
 #[async_trait]
 pub trait Runtime: Send + Sync {
     async fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn RuntimeProcess>>;
+    /// Forgets the state kept for a conversation, or for every conversation under a prefix
+    /// (`agent`), once its session or agent is deleted; nothing of it may reach a new one.
+    async fn forget(&self, conversation: &str) {
+        let _ = conversation;
+    }
 }
 
 /// A live conversation process that runs turns one after another.

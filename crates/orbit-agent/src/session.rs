@@ -504,6 +504,7 @@ impl SessionAgent {
         let resume = if resume { session.sdk_session_id.clone() } else { None };
         let memory_dir = stores.memory.location(&self.agent);
         let spec = SpawnSpec {
+            conversation: format!("{}/{}", self.agent, self.session),
             cwd,
             resume: resume.clone(),
             model: session.model.clone().or(agent.model.clone()),

@@ -267,3 +267,56 @@ fn restarted_as_pid_1_of_a_new_namespace_it_recovers_the_claims_of_its_predecess
     kill(Pid::from_raw(second.server_pid()), Signal::SIGTERM).unwrap();
     second.child.wait().unwrap();
 }
+
+/// Deleting an agent while its turns run answers 200, ends them, and a new agent of the same
+/// name starts with nothing of the old one.
+#[actix_web::test]
+async fn deleting_an_agent_mid_turn_leaves_nothing_to_a_new_agent_of_its_name() {
+    let app = std::rc::Rc::new(crate::helpers::TestApp::spawn(rules()).await);
+    let mut chats = Vec::new();
+    for _ in 0..3 {
+        let session =
+            app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        let app = app.clone();
+        chats.push(actix_web::rt::spawn(async move {
+            app.chat(json!({"agentName": "bot", "sessionId": session, "message": "slow"})).await
+        }));
+    }
+    app.wait_for_model_requests(3).await;
+    let deleted = app.call("DELETE", "/api/agents/bot", None).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    for chat in chats {
+        chat.await.unwrap();
+    }
+    assert_eq!(app.call("GET", "/api/agents/bot", None).await.status, 404);
+    assert_eq!(app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await.status, 201);
+    let sessions = app.call("GET", "/api/agents/bot/sessions", None).await;
+    assert_eq!(sessions.body["sessions"], json!([]), "the new agent inherits no session");
+    assert!(orbit_testkit::processes_with_env(&app.tmp_marker()).is_empty());
+}
+
+/// A chat refused for want of a process leaves no session behind.
+#[actix_web::test]
+async fn a_chat_refused_with_429_creates_no_session() {
+    let app = std::rc::Rc::new(crate::helpers::TestApp::spawn_with(rules(), None, 1).await);
+    let busy = {
+        let app = app.clone();
+        actix_web::rt::spawn(async move {
+            app.chat(json!({"agentName": "bot", "message": "slow"})).await
+        })
+    };
+    app.wait_for_model_requests(1).await;
+    // Each refusal waits out the slot wait (10 s) first.
+    for _ in 0..2 {
+        let (status, _) = app.chat(json!({"agentName": "bot", "message": "hello"})).await;
+        assert_eq!(status, 429);
+    }
+    let sessions = app.call("GET", "/api/agents/bot/sessions", None).await;
+    assert_eq!(sessions.body["sessions"].as_array().unwrap().len(), 1, "only the running chat's");
+    let running = sessions.body["sessions"][0]["id"].as_str().unwrap().to_owned();
+    app.call("POST", &format!("/api/agents/bot/sessions/{running}/abort"), None).await;
+    busy.await.unwrap();
+}

@@ -28,7 +28,8 @@ const ORBIT_SECRETS: &[&str] = &["ORBIT_API_TOKEN"];
 pub struct ClaudeCliConfig {
     /// The `claude` binary.
     pub bin: PathBuf,
-    /// The CLI's own state (`CLAUDE_CONFIG_DIR`), apart from the user's `~/.claude`.
+    /// The CLI's own state, apart from the user's `~/.claude`: each conversation gets
+    /// `<config_dir>/<agent>/<session>` as its `CLAUDE_CONFIG_DIR`.
     pub config_dir: PathBuf,
     /// Extra environment for the CLI, on top of the server's own.
     pub env: Vec<(String, String)>,
@@ -45,6 +46,14 @@ pub struct ClaudeCli {
 impl ClaudeCli {
     pub fn new(config: ClaudeCliConfig) -> Self {
         Self { config }
+    }
+
+    /// The conversation's own `CLAUDE_CONFIG_DIR`. The CLI rewrites its `.claude.json` at
+    /// every start, so CLIs sharing one directory race on it ("configuration file not found
+    /// ... backup exists"); one directory per conversation gives each process its own, and
+    /// its transcripts for `--resume` stay with it.
+    fn conversation_dir(&self, conversation: &str) -> PathBuf {
+        self.config.config_dir.join(conversation)
     }
 
     fn command(&self, spec: &SpawnSpec) -> Command {
@@ -75,7 +84,7 @@ impl ClaudeCli {
         for secret in ORBIT_SECRETS {
             command.env_remove(secret);
         }
-        command.env("CLAUDE_CONFIG_DIR", &self.config.config_dir);
+        command.env("CLAUDE_CONFIG_DIR", self.conversation_dir(&spec.conversation));
         // Orbit's tools go straight into the model's tool list instead of behind ToolSearch.
         command.env("ENABLE_TOOL_SEARCH", "false");
         if spec.permission_mode == PermissionMode::AllowAll && nix::unistd::geteuid().is_root() {
@@ -91,16 +100,26 @@ impl ClaudeCli {
 #[async_trait]
 impl Runtime for ClaudeCli {
     async fn spawn(&self, spec: SpawnSpec) -> Result<Box<dyn RuntimeProcess>> {
-        tokio::fs::create_dir_all(&self.config.config_dir).await.map_err(|err| {
-            Error::Protocol(format!(
-                "cannot make CLI config dir {}: {err}",
-                self.config.config_dir.display()
-            ))
+        let dir = self.conversation_dir(&spec.conversation);
+        tokio::fs::create_dir_all(&dir).await.map_err(|err| {
+            tracing::warn!(dir = %dir.display(), error = %err, "cannot make the CLI's state directory");
+            Error::Protocol(format!("cannot make the CLI's state directory: {err}"))
         })?;
         let command = self.command(&spec);
         let process = ClaudeProcess::start(command, &spec).await.map_err(|source| {
             Error::CliMissing { bin: self.config.bin.display().to_string(), source }
         })?;
         Ok(Box::new(process))
+    }
+
+    async fn forget(&self, conversation: &str) {
+        let dir = self.conversation_dir(conversation);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(dir = %dir.display(), error = %err, "could not remove a conversation's CLI state")
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 mod harness;
 mod inbox;
+mod lifecycle;
 mod permissions;
 mod pool;
 mod tools;

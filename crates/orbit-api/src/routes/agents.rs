@@ -100,8 +100,9 @@ async fn update(
 async fn delete(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
     let name = extract::agent(&path)?;
     state.stores.agents.get(&name).await?;
-    // Running chats are aborted and their processes ended before the records go.
-    state.pool.release_agent(&name).await;
+    // Running chats are aborted, their processes ended and the CLI state forgotten before the
+    // records go, so nothing of this agent reaches a new agent of the same name.
+    state.pool.forget_agent(&name).await;
     state.stores.agents.delete(&name).await?;
     Ok(HttpResponse::Ok().json(json!({ "success": true })))
 }

@@ -75,7 +75,7 @@ async fn chat(
         Ok(turn) => turn,
         Err(err) => {
             if made_here {
-                state.pool.release(&name, &session.id).await;
+                state.pool.forget_session(&name, &session.id).await;
                 if let Err(cleanup) = state.stores.sessions.delete(&name, &session.id).await {
                     tracing::warn!(error = %cleanup, "could not remove the session of a refused chat");
                 }

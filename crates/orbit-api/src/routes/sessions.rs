@@ -163,7 +163,8 @@ async fn update(
 async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
     let (name, id) = (extract::agent(&path.0)?, extract::session(&path.1)?);
     let session = state.stores.sessions.get(&name, &id).await?;
-    state.pool.release(&name, &id).await;
+    // Its turn is aborted, its process ended and its CLI state forgotten before the record goes.
+    state.pool.forget_session(&name, &id).await;
     state.stores.sessions.delete(&name, &id).await?;
     // The session's worktree goes with it, unless it holds uncommitted work.
     let mut answer = json!({ "success": true });
