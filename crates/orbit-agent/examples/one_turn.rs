@@ -10,11 +10,22 @@
 use std::sync::Arc;
 
 use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig};
-use orbit_agent::{AgentPool, ChatOptions, PoolOptions};
+use orbit_agent::{AgentPool, ChatOptions, CliMessageKind, PoolOptions, TurnEvent};
 use orbit_store::{AgentName, FsStore, NewSession};
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // A sentence for a person, not a debug dump.
+            eprintln!("one_turn: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(data_dir), Some(agent), Some(prompt)) = (args.next(), args.next(), args.next())
     else {
@@ -35,15 +46,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let pool = AgentPool::new(stores, Arc::new(runtime), PoolOptions::default());
 
-    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let printer = tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            println!("{event}");
+    let turn = pool.get(&agent, &session.id).start_turn(&prompt, ChatOptions::default()).await?;
+    let (mut events, outcome) = turn.into_parts();
+    while let Some(event) = events.recv().await {
+        match event {
+            TurnEvent::Cli(message) if matches!(message.kind, CliMessageKind::Other) => {
+                println!("{}", message.raw);
+            }
+            TurnEvent::Failed { message, .. } => eprintln!("the turn failed: {message}"),
+            _ => {}
         }
-    });
-    let outcome =
-        pool.get(&agent, &session.id).chat(&prompt, ChatOptions::default(), events_tx).await;
-    printer.await?;
+    }
+    let outcome = outcome.await;
     pool.shutdown(std::time::Duration::from_secs(5)).await;
     let outcome = outcome?;
     eprintln!("session {}: {}", session.id, outcome.result);

@@ -12,6 +12,7 @@
 
 pub mod claude;
 mod error;
+pub mod event;
 mod policy;
 mod pool;
 pub mod prompt;
@@ -22,6 +23,7 @@ mod tools;
 pub mod worktree;
 
 pub use error::Error;
+pub use event::{CliMessage, CliMessageKind, CliResult, PermissionRequest, TurnEvent};
 pub use policy::Decision;
 pub use pool::{AgentPool, PoolOptions, TaskListener};
 pub use prompt::TurnKind;

@@ -15,6 +15,7 @@ use orbit_store::PermissionMode;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::event::{PermissionRequest, TurnEvent};
 use crate::runtime::ControlHandler;
 use crate::tools::OrbitTools;
 use crate::{Error, Result};
@@ -57,7 +58,7 @@ pub(crate) struct SessionControl {
     mode: Mutex<PermissionMode>,
     ask_timeout: Duration,
     /// Where the running turn's events go, so `ask` can show its request.
-    events: Mutex<Option<mpsc::UnboundedSender<Value>>>,
+    events: Mutex<Option<mpsc::UnboundedSender<TurnEvent>>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Decision>>>,
     /// Tool calls a person allowed in the hook, not to be asked about again.
     approved: Mutex<HashSet<String>>,
@@ -81,7 +82,11 @@ impl SessionControl {
     }
 
     /// Sets the mode and the event sink for the turn that starts.
-    pub(crate) fn begin_turn(&self, mode: PermissionMode, events: mpsc::UnboundedSender<Value>) {
+    pub(crate) fn begin_turn(
+        &self,
+        mode: PermissionMode,
+        events: mpsc::UnboundedSender<TurnEvent>,
+    ) {
         *lock(&self.mode) = mode;
         *lock(&self.events) = Some(events);
     }
@@ -109,9 +114,13 @@ impl SessionControl {
             let events = lock(&self.events);
             events.as_ref().is_some_and(|events| {
                 lock(&self.pending).insert(request_id.clone(), tx);
-                events
-                    .send(json!({"type": "permission_request", "requestId": request_id, "toolName": tool, "input": input, "toolUseId": tool_use_id}))
-                    .is_ok()
+                let request = PermissionRequest {
+                    request_id: request_id.clone(),
+                    tool_name: tool.to_owned(),
+                    input: input.clone(),
+                    tool_use_id: tool_use_id.to_owned(),
+                };
+                events.send(TurnEvent::PermissionRequest(request)).is_ok()
             })
         };
         if !sent {

@@ -16,6 +16,9 @@ use crate::runtime::Runtime;
 use crate::session::SessionAgent;
 use crate::{Error, Result};
 
+/// How often a turn waiting for a process slot looks again for an idle process to end.
+const SLOT_RECHECK: Duration = Duration::from_millis(250);
+
 /// Limits and timings of the pool.
 #[derive(Debug, Clone)]
 pub struct PoolOptions {
@@ -145,9 +148,32 @@ impl PoolShared {
         agent: &AgentName,
         session: &SessionId,
     ) -> Result<OwnedSemaphorePermit> {
-        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-            return Ok(permit);
+        let until = tokio::time::Instant::now() + self.options.slot_wait;
+        loop {
+            if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+                return Ok(permit);
+            }
+            // A process whose turn just ended keeps its slot while it stays warm; ending the
+            // longest-idle one makes room. Looked for again while waiting, since a busy process
+            // may become idle meanwhile.
+            if self.end_an_idle_process(agent, session).await {
+                continue;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until || self.is_closing() {
+                return Err(Error::Busy(self.options.max_processes));
+            }
+            let wait = (until - now).min(SLOT_RECHECK);
+            if let Ok(Ok(permit)) =
+                tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await
+            {
+                return Ok(permit);
+            }
         }
+    }
+
+    /// Ends the longest-idle warm process other than this session's; whether one was ended.
+    async fn end_an_idle_process(&self, agent: &AgentName, session: &SessionId) -> bool {
         let mut idle: Vec<_> = self
             .snapshot()
             .into_iter()
@@ -157,14 +183,10 @@ impl PoolShared {
         for candidate in idle {
             if candidate.stop_process(false).await {
                 tracing::debug!(agent = %candidate.agent(), session = %candidate.session(), "ended an idle CLI process to make room");
-                break;
+                return true;
             }
         }
-        match tokio::time::timeout(self.options.slot_wait, self.slots.clone().acquire_owned()).await
-        {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(Error::Busy(self.options.max_processes)),
-        }
+        false
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::Result;
+use crate::event::CliMessage;
 
 /// How to start a conversation process.
 #[derive(Clone)]
@@ -32,10 +33,15 @@ pub struct SpawnSpec {
 /// What a live process reports to the turn that is running.
 #[derive(Debug, Clone)]
 pub enum ProcessEvent {
-    /// One stream-json message, unchanged.
-    Message(Value),
+    /// One message of the conversation.
+    Message(CliMessage),
     /// The process ended; no more events follow.
-    Exited { status: String, stderr: String },
+    Exited {
+        status: String,
+        stderr: String,
+        /// It ended because the conversation it was to resume does not exist.
+        conversation_missing: bool,
+    },
 }
 
 /// Starts conversation processes.

@@ -12,6 +12,7 @@ mod extract;
 mod guard;
 mod middleware;
 mod routes;
+mod stream_events;
 
 use actix_web::{HttpResponse, web};
 use orbit_agent::AgentPool;

@@ -7,6 +7,7 @@
 //! by the session's [`ControlHandler`]. Stderr goes to the log.
 
 mod process;
+mod protocol;
 mod spawn;
 
 use std::path::PathBuf;

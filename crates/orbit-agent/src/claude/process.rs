@@ -203,7 +203,7 @@ async fn read_stdout(
                     );
                 }
             }
-            _ => send_to_turn(&shared, ProcessEvent::Message(message)),
+            _ => send_to_turn(&shared, ProcessEvent::Message(super::protocol::parse(message))),
         }
     }
     let status = match child.wait().await {
@@ -222,7 +222,8 @@ async fn read_stdout(
         .join("\n");
     tracing::debug!(pid, %status, "Claude Code CLI exited");
     shared.exited.store(true, Ordering::SeqCst);
-    send_to_turn(&shared, ProcessEvent::Exited { status, stderr });
+    let conversation_missing = super::protocol::says_conversation_missing(&stderr);
+    send_to_turn(&shared, ProcessEvent::Exited { status, stderr, conversation_missing });
     shared.exit_notify.notify_waiters();
 }
 

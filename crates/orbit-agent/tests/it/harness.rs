@@ -96,7 +96,7 @@ impl Harness {
             self.pool.get(&self.agent, session).chat(prompt, ChatOptions::default(), tx).await;
         let mut events = Vec::new();
         while let Ok(event) = rx.try_recv() {
-            events.push(event);
+            events.extend(event_json(&event));
         }
         (result, events)
     }
@@ -127,6 +127,23 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the model server never got {count} requests");
+    }
+}
+
+/// A turn event as JSON, for assertions on fields (what the API shows is tested there).
+pub fn event_json(event: &orbit_agent::TurnEvent) -> Option<Value> {
+    use orbit_agent::TurnEvent;
+    match event {
+        TurnEvent::Cli(message) => Some(message.raw.clone()),
+        TurnEvent::PermissionRequest(request) => Some(serde_json::json!({
+            "type": "permission_request", "requestId": request.request_id,
+            "toolName": request.tool_name, "input": request.input,
+        })),
+        TurnEvent::ResumeFailed { previous_cli_session, message } => Some(serde_json::json!({
+            "type": "system", "subtype": "orbit_resume_failed",
+            "previousSdkSessionId": previous_cli_session, "message": message,
+        })),
+        TurnEvent::Started | TurnEvent::Finished { .. } | TurnEvent::Failed { .. } => None,
     }
 }
 

@@ -80,18 +80,38 @@ async fn a_turn_refused_for_want_of_a_process_claims_nothing() {
     running.await.unwrap().unwrap();
 }
 
-/// An abort that arrives while the turn is still starting is not lost: the turn ends aborted
-/// before the model is asked, and the session goes on.
+/// An abort that arrives while the turn is still starting (here: waiting for a process slot)
+/// is not lost: the turn ends aborted before the model is asked, and the session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_before_the_turn_reaches_the_model_ends_it() {
-    let h = Harness::new(slow_then_quick()).await;
+    let options = PoolOptions {
+        max_processes: 1,
+        slot_wait: Duration::from_secs(30),
+        ..PoolOptions::default()
+    };
+    let h = Harness::with_options(slow_then_quick(), options).await;
+    let holder = h.session().await;
+    let holding = h.spawn_turn(&holder, "slow");
+    h.wait_for_requests(1).await;
     let session = h.session().await;
     let agent = h.pool.get(&h.agent, &session);
-    let turn = agent.start_turn("second", ChatOptions::default()).await.unwrap();
+    let waiting = {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            match agent.start_turn("second", ChatOptions::default()).await {
+                Ok(turn) => turn.outcome().await,
+                Err(err) => Err(err),
+            }
+        })
+    };
+    while !agent.is_running() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     agent.abort().unwrap();
-    let outcome = turn.outcome().await;
+    holding.await.unwrap().unwrap();
+    let outcome = waiting.await.unwrap();
     assert!(matches!(outcome, Err(Error::Aborted)), "{outcome:?}");
-    assert!(h.model.requests().is_empty(), "the aborted turn never asked the model");
+    assert_eq!(h.model.requests().len(), 1, "the aborted turn never asked the model");
     assert!(!agent.is_running());
     let (outcome, _) = h.chat(&session, "second").await;
     assert_eq!(outcome.unwrap().result, "answer to: second");

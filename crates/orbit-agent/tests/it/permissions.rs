@@ -72,6 +72,7 @@ async fn ask_and_answer(h: &Harness, answer: Option<bool>) -> Vec<Value> {
     };
     let mut events = Vec::new();
     while let Some(event) = rx.recv().await {
+        let Some(event) = crate::harness::event_json(&event) else { continue };
         if event["type"] == "permission_request" {
             assert_eq!(event["toolName"], "Bash");
             assert_eq!(event["input"]["command"], "echo hi > made.txt");

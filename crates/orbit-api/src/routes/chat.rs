@@ -14,12 +14,11 @@ use actix_web::{HttpRequest, Responder, web};
 use orbit_agent::ChatOptions;
 use orbit_store::{NewSession, limits};
 use serde::Deserialize;
-use serde_json::json;
 
 use crate::client_stream::ClientStream;
 use crate::endpoint::{Endpoint, object};
 use crate::error::{ApiError, ApiResult};
-use crate::{AppState, body, extract};
+use crate::{AppState, body, extract, stream_events};
 
 pub fn endpoints() -> Vec<Endpoint> {
     let body = object(
@@ -83,21 +82,20 @@ async fn chat(
             return Err(err.into());
         }
     };
-    let (mut events, outcome) = turn.into_parts();
+    // The outcome is told by the turn's last event; nobody needs to wait for it here.
+    let (mut events, _outcome) = turn.into_parts();
     let session_id = session.id;
     let (mut client, response) = ClientStream::new(state.slow_client_timeout);
 
     tokio::spawn(async move {
-        client.send(&json!({"type": "system", "sessionId": session_id}), &session_id).await;
         // The turn's events are read to its end whatever the client does, so the turn never
         // waits on a client.
-        while let Some(message) = events.recv().await {
-            if client.is_connected() {
+        while let Some(event) = events.recv().await {
+            if client.is_connected()
+                && let Some(message) = stream_events::to_json(&event, session_id)
+            {
                 client.send(&message, &session_id).await;
             }
-        }
-        if let Err(err) = outcome.await {
-            client.send(&json!({"type": "error", "message": err.to_string()}), &session_id).await;
         }
     });
     Ok(response.with_keep_alive(Duration::from_secs(15)))

@@ -1,0 +1,87 @@
+//! The typed protocol between a turn and whoever watches it (the API's event stream, the
+//! scheduler, a library user), in the manner of codex-rs's `Event`/`EventMsg`: the agent core
+//! says what happened in these terms, and each front end decides how to show it (orbit-api
+//! alone turns them into the SSE JSON of the contract).
+
+use serde_json::Value;
+
+use orbit_store::ErrorKind;
+
+/// Something that happened in a turn, in order. A turn's events start with [`Started`] and end
+/// with [`Finished`] or [`Failed`].
+///
+/// [`Started`]: TurnEvent::Started
+/// [`Finished`]: TurnEvent::Finished
+/// [`Failed`]: TurnEvent::Failed
+#[derive(Debug, Clone)]
+pub enum TurnEvent {
+    /// The turn was accepted and runs.
+    Started,
+    /// A message of the CLI's stream, as the CLI wrote it.
+    Cli(CliMessage),
+    /// A tool call waits for a person's answer (`ask` mode).
+    PermissionRequest(PermissionRequest),
+    /// The session's CLI conversation could not be resumed; the turn runs in a fresh one.
+    ResumeFailed {
+        /// The CLI session id that was lost.
+        previous_cli_session: Option<String>,
+        /// Why, in a sentence for a person.
+        message: String,
+    },
+    /// The turn ended well.
+    Finished {
+        /// The assistant's final text.
+        result: String,
+        cost_usd: Option<f64>,
+    },
+    /// The turn ended without a result.
+    Failed {
+        /// What went wrong, in a sentence for a person.
+        message: String,
+        kind: ErrorKind,
+    },
+}
+
+/// A tool call that waits for a person.
+#[derive(Debug, Clone)]
+pub struct PermissionRequest {
+    /// What an answer names (`SessionAgent::answer_permission`).
+    pub request_id: String,
+    pub tool_name: String,
+    pub input: Value,
+    pub tool_use_id: String,
+}
+
+/// One message of the CLI's stream-json output: its raw form, passed on unchanged, and what
+/// Orbit reads of it (parsed once, in `claude::protocol`).
+#[derive(Debug, Clone)]
+pub struct CliMessage {
+    pub raw: Value,
+    pub kind: CliMessageKind,
+}
+
+/// What Orbit reads of a CLI message.
+#[derive(Debug, Clone)]
+pub enum CliMessageKind {
+    /// `system/init`: the CLI session this process runs.
+    Init { session_id: String },
+    /// The turn's `result`.
+    Result(CliResult),
+    /// Anything else (assistant and user messages, partial messages, tool progress ...).
+    Other,
+}
+
+/// A turn's `result` message as Orbit reads it.
+#[derive(Debug, Clone, Default)]
+pub struct CliResult {
+    /// The assistant's final text.
+    pub text: String,
+    pub is_error: bool,
+    /// `success`, `error_during_execution`, `error_max_turns`, ...
+    pub subtype: String,
+    /// The CLI session's running cost total.
+    pub total_cost_usd: Option<f64>,
+    pub usage: Option<orbit_store::Usage>,
+    /// The errors the CLI listed, if any.
+    pub errors: Vec<String>,
+}

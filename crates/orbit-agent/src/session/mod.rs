@@ -1,0 +1,314 @@
+//! A session agent: one Orbit session, its warm CLI process, and its chat turns.
+//!
+//! Starting a turn ([`SessionAgent::start_turn`]) is a fallible step that refuses at once,
+//! before anything is claimed or created: a turn already running (`TurnInProgress`), an
+//! unknown session, no process slot (`Busy`), a pool shutting down. An accepted turn runs on
+//! a task that the pool owns, never on the caller's: a caller that goes away, or whose future
+//! is dropped (an HTTP worker stopping, a scheduler's timeout), cannot cut a turn in half.
+//!
+//! The turn itself (the plan's `OrbitAgent.chat`, corrected):
+//! 1. make sure a CLI process runs (its slot was taken when the turn started);
+//! 2. claim the agent's unclaimed inbox messages for this session, under a lease that the
+//!    turn renews while it lives, and put them in this turn's user message, so they reach the
+//!    model even on a warm or resumed CLI session whose system prompt is fixed;
+//! 3. run the turn, passing every CLI event on unchanged, storing the CLI's `session_id` as
+//!    soon as its `init` names it;
+//! 4. mark the claimed messages read on success, give them back on failure or abort (a
+//!    delivery counts only if the turn reached the model);
+//! 5. record the exchange: messages, last activity, daily memory, cost and usage.
+//!
+//! Whatever ends the turn, steps 4 and 5 run exactly once, on the turn's own task. An abort
+//! is latched from the moment the turn is accepted, so one that arrives while the turn is
+//! still starting its process ends it before the model is asked. A process whose turn did not
+//! end with a result (an abort, a timeout, a crash) is ended, never given another turn.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedMutexGuard, oneshot};
+
+use crate::event::{CliResult, TurnEvent};
+use orbit_store::{AgentName, PermissionMode, SessionId};
+use tokio::sync::{mpsc, watch};
+
+use crate::policy::{Decision, SessionControl};
+use crate::pool::{PoolShared, ProcessSlot};
+use crate::prompt::TurnKind;
+use crate::runtime::RuntimeProcess;
+use crate::tools::OrbitTools;
+use crate::{Error, Result};
+
+mod claims;
+mod turn;
+
+/// What a caller may set for one turn.
+#[derive(Debug, Clone, Default)]
+pub struct ChatOptions {
+    /// A model for this session from now on.
+    pub model: Option<String>,
+    pub kind: TurnKind,
+    /// Abort the turn after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone)]
+pub struct TurnOutcome {
+    /// The assistant's final text.
+    pub result: String,
+    pub cost_usd: Option<f64>,
+    /// Inbox messages handled in this turn.
+    pub handled_messages: Vec<orbit_store::MessageId>,
+}
+
+/// An accepted turn: its events as they happen, and how it ended.
+pub struct Turn {
+    /// The turn's events; the channel closes when the turn ends.
+    pub events: mpsc::UnboundedReceiver<TurnEvent>,
+    outcome: oneshot::Receiver<Result<TurnOutcome>>,
+}
+
+impl Turn {
+    /// Waits for the turn's end. Dropping a `Turn` instead leaves the turn running to its
+    /// end all the same.
+    pub async fn outcome(self) -> Result<TurnOutcome> {
+        self.outcome.await.unwrap_or_else(|_| {
+            Err(Error::Protocol("the turn's task ended without an outcome".into()))
+        })
+    }
+
+    /// Splits the turn into its events and the wait for its end.
+    pub fn into_parts(
+        self,
+    ) -> (mpsc::UnboundedReceiver<TurnEvent>, impl std::future::Future<Output = Result<TurnOutcome>>)
+    {
+        let outcome = self.outcome;
+        let wait = async move {
+            outcome.await.unwrap_or_else(|_| {
+                Err(Error::Protocol("the turn's task ended without an outcome".into()))
+            })
+        };
+        (self.events, wait)
+    }
+}
+
+/// A live CLI process and the slot it holds.
+struct LiveProcess {
+    process: Box<dyn RuntimeProcess>,
+    _permit: ProcessSlot,
+    /// A turn was sent and has not ended with a result: the process may still be working on
+    /// it, so it must never be given another turn.
+    mid_turn: bool,
+    /// Whether the process was started with `--resume` and has not yet begun a turn.
+    resuming: bool,
+    /// The CLI session id its turns report.
+    cli_session: Option<String>,
+    /// The CLI session's running cost total as last reported, to turn totals into per-turn
+    /// costs. For a resumed CLI session it starts at what the Orbit session recorded.
+    cost_base: f64,
+    /// The mode the process was started in (`allow-all` starts the CLI differently).
+    mode: PermissionMode,
+}
+
+/// One Orbit session's agent.
+pub struct SessionAgent {
+    agent: AgentName,
+    session: SessionId,
+    shared: Arc<PoolShared>,
+    running: AtomicBool,
+    abort: watch::Sender<u64>,
+    live: Arc<tokio::sync::Mutex<Option<LiveProcess>>>,
+    last_used: Mutex<Instant>,
+    control: Arc<SessionControl>,
+}
+
+/// Resets the running flag when a turn ends, however it ends.
+struct RunningGuard(Arc<SessionAgent>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What a turn was given when it was accepted.
+struct Accepted {
+    live: OwnedMutexGuard<Option<LiveProcess>>,
+    /// A process slot, taken when no reusable process was there.
+    permit: Option<ProcessSlot>,
+    abort: watch::Receiver<u64>,
+    mode: PermissionMode,
+}
+
+enum TurnEnd {
+    Result(CliResult),
+    ResumeFailed(String),
+}
+
+impl SessionAgent {
+    pub(crate) fn new(agent: AgentName, session: SessionId, shared: Arc<PoolShared>) -> Self {
+        let tools = OrbitTools {
+            agent: agent.clone(),
+            session,
+            stores: shared.stores.clone(),
+            task_listener: shared.task_listener.clone(),
+        };
+        let control = Arc::new(SessionControl::new(shared.options.ask_timeout, tools));
+        Self {
+            control,
+            agent,
+            session,
+            shared,
+            running: AtomicBool::new(false),
+            abort: watch::channel(0).0,
+            live: Arc::new(tokio::sync::Mutex::new(None)),
+            last_used: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn agent(&self) -> &AgentName {
+        &self.agent
+    }
+
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// Whether a turn is running.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn idle_for(&self) -> Duration {
+        self.last_used.lock().unwrap_or_else(PoisonError::into_inner).elapsed()
+    }
+
+    /// The pid of the live CLI process, if any.
+    pub async fn process_id(&self) -> Option<u32> {
+        self.live.lock().await.as_ref().and_then(|live| live.process.pid())
+    }
+
+    /// Interrupts the running turn. `NotRunning` when there is none.
+    pub fn abort(&self) -> Result<()> {
+        if !self.is_running() {
+            return Err(Error::NotRunning(self.session.to_string()));
+        }
+        self.abort.send_modify(|generation| *generation += 1);
+        Ok(())
+    }
+
+    /// Answers a pending `ask` permission request of this session's running turn.
+    pub fn answer_permission(
+        &self,
+        request_id: &str,
+        allow: bool,
+        message: Option<String>,
+    ) -> Result<()> {
+        self.control.answer(request_id, Decision { allow, message })
+    }
+
+    /// Ends the live CLI process, if idle (`force` ends it even mid-turn, after an abort, and
+    /// waits for the turn to settle).
+    pub(crate) async fn stop_process(&self, force: bool) -> bool {
+        if force {
+            let _ = self.abort();
+        }
+        let mut live = if force {
+            self.live.lock().await
+        } else {
+            match self.live.try_lock() {
+                Ok(live) => live,
+                Err(_) => return false,
+            }
+        };
+        match live.take() {
+            Some(live) => {
+                live.process.shutdown().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs one chat turn to its end, sending every event to `events`: [`Self::start_turn`]
+    /// and then the turn's outcome.
+    pub async fn chat(
+        self: &Arc<Self>,
+        prompt: &str,
+        options: ChatOptions,
+        events: mpsc::UnboundedSender<TurnEvent>,
+    ) -> Result<TurnOutcome> {
+        let (mut turn_events, outcome) = self.start_turn(prompt, options).await?.into_parts();
+        while let Some(event) = turn_events.recv().await {
+            let _ = events.send(event);
+        }
+        outcome.await
+    }
+
+    /// Accepts a turn and starts it on a task the pool owns, or refuses it at once: another
+    /// turn of this session runs (`TurnInProgress`), the session does not exist, no process
+    /// slot comes free (`Busy`), or the pool is shutting down. Nothing is claimed, created or
+    /// spent for a refused turn.
+    pub async fn start_turn(self: &Arc<Self>, prompt: &str, options: ChatOptions) -> Result<Turn> {
+        // Subscribed before the turn counts as running, so an abort that sees it running is
+        // seen by the turn, however early.
+        let mut abort = self.abort.subscribe();
+        abort.borrow_and_update();
+        if self.shared.is_closing() {
+            return Err(Error::ShuttingDown);
+        }
+        if self.running.swap(true, Ordering::SeqCst) {
+            return Err(Error::TurnInProgress(self.session.to_string()));
+        }
+        let running = RunningGuard(self.clone());
+        *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let accepted = self.accept(&options, abort).await?;
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let (outcome_tx, outcome) = oneshot::channel();
+        let this = self.clone();
+        let prompt = prompt.to_owned();
+        self.shared.spawn_turn(async move {
+            let _running = running;
+            let outcome = this.run(&prompt, options, accepted, &events_tx).await;
+            let _ = outcome_tx.send(outcome);
+        });
+        Ok(Turn { events, outcome })
+    }
+
+    /// The checks and the slot of a turn being started.
+    async fn accept(&self, options: &ChatOptions, abort: watch::Receiver<u64>) -> Result<Accepted> {
+        // The session must exist before anything is claimed or spent for it.
+        self.shared.stores.sessions.get(&self.agent, &self.session).await?;
+        let mode = self.permission_mode().await?;
+        let mut live = self.live.clone().lock_owned().await;
+        // A process that ended, that did not finish its last turn, or that was started for
+        // `allow-all` when the mode is now stricter (or the other way round) is replaced;
+        // the next one resumes.
+        let stale = live.as_ref().is_some_and(|l| {
+            l.mid_turn
+                || l.process.has_exited()
+                || (l.mode == PermissionMode::AllowAll) != (mode == PermissionMode::AllowAll)
+        });
+        if stale && let Some(old) = live.take() {
+            old.process.shutdown().await;
+        }
+        let permit = match &*live {
+            Some(_) => None,
+            None => Some(
+                self.shared.acquire_process_slot(&self.agent, &self.session, options.kind).await?,
+            ),
+        };
+        Ok(Accepted { live, permit, abort, mode })
+    }
+
+    /// The session's mode, else its agent's.
+    async fn permission_mode(&self) -> Result<PermissionMode> {
+        let stores = &self.shared.stores;
+        let session = stores.sessions.get(&self.agent, &self.session).await?;
+        match session.permission_mode {
+            Some(mode) => Ok(mode),
+            None => Ok(stores.agents.get(&self.agent).await?.permission_mode),
+        }
+    }
+}
