@@ -83,7 +83,14 @@ impl Application {
             store.stores(),
             runner,
             Arc::new(SystemClock),
-            SchedulerOptions { instance, run_lease: lease, ..SchedulerOptions::default() },
+            SchedulerOptions {
+                instance,
+                run_lease: lease,
+                // The pool aborts every turn still running after TURN_DEADLINE; the scheduler
+                // waits a little longer, so its runs end by that abort and record its outcome.
+                shutdown_grace: TURN_DEADLINE + SHUTDOWN_ABORT_GRACE + Duration::from_secs(1),
+                ..SchedulerOptions::default()
+            },
         );
         pool.set_task_listener(Arc::new(scheduler.clone()));
         let bind_error = |source| StartupError::Bind { addr: settings.bind, source };
@@ -143,9 +150,11 @@ impl Application {
             () = stop_signal() => {
                 tracing::info!("stopping: no new requests or task runs; finishing running turns");
                 let stopping = tokio::spawn(async move { handle.stop(true).await });
+                // Turns of chats and of task runs finish, or are aborted, side by side under
+                // one deadline.
                 let _ = stop_scheduler.send(());
-                let _ = scheduling.await;
-                self.pool.shutdown(TURN_DEADLINE).await;
+                let pool = self.pool.clone();
+                let _ = tokio::join!(scheduling, pool.shutdown(TURN_DEADLINE));
                 let _ = stopping.await;
                 server.await
             }
@@ -160,9 +169,7 @@ impl Application {
     }
 
     async fn register(&self) {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_default();
+        let host = hostname();
         let until = orbit_store::timestamp::now() + self.lease;
         match self.stores.instances.register(self.instance, &host, std::process::id(), until).await
         {
@@ -176,12 +183,30 @@ impl Application {
 async fn heartbeat(stores: Stores, instance: InstanceId, lease: Duration) {
     loop {
         tokio::time::sleep(lease / 3).await;
-        if let Err(err) =
-            stores.instances.heartbeat(&instance, orbit_store::timestamp::now() + lease).await
-        {
-            tracing::warn!(error = %err, "could not renew this instance's registration");
+        let until = orbit_store::timestamp::now() + lease;
+        match stores.instances.heartbeat(&instance, until).await {
+            Ok(_) => {}
+            // Pruned by another server while this one was suspended: register again.
+            Err(err) if err.kind() == orbit_store::ErrorKind::NotFound => {
+                let host = hostname();
+                if let Err(err) =
+                    stores.instances.register(instance, &host, std::process::id(), until).await
+                {
+                    tracing::warn!(error = %err, "could not register this instance again");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not renew this instance's registration")
+            }
         }
     }
+}
+
+/// This machine's name, for people reading the instance registry.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// Resolves at the first SIGINT or SIGTERM.

@@ -42,6 +42,9 @@ pub struct PoolOptions {
     /// Process slots that scheduled runs may not take, kept for people's chats (at most
     /// `max_processes - 1`, so scheduled runs always have one).
     pub reserved_for_chats: usize,
+    /// The longest a turn may run when its caller sets no timeout: a CLI that hangs must not
+    /// hold its session, its process slot and its inbox claims for ever.
+    pub turn_timeout: Duration,
 }
 
 impl Default for PoolOptions {
@@ -56,6 +59,7 @@ impl Default for PoolOptions {
             instance: InstanceId::new(),
             claim_lease: Duration::from_secs(30),
             reserved_for_chats: 1,
+            turn_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -100,6 +104,19 @@ pub(crate) struct PoolShared {
 impl PoolShared {
     fn snapshot(&self) -> Vec<Arc<SessionAgent>> {
         self.agents.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    /// The session agent of `agent:session`, made on first use.
+    pub(crate) fn agent(
+        self: &Arc<Self>,
+        agent: &AgentName,
+        session: &SessionId,
+    ) -> Arc<SessionAgent> {
+        let mut agents = self.agents.lock().unwrap_or_else(PoisonError::into_inner);
+        agents
+            .entry((agent.clone(), *session))
+            .or_insert_with(|| Arc::new(SessionAgent::new(agent.clone(), *session, self.clone())))
+            .clone()
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -190,6 +207,15 @@ impl PoolShared {
     }
 }
 
+/// Takes a session agent out of service: its turn aborted and settled, its process ended, and
+/// no turn started on it afterwards.
+async fn retire(agent: &SessionAgent) {
+    while !agent.retire() {
+        agent.stop_process(true).await;
+    }
+    agent.stop_process(true).await;
+}
+
 /// A live process's right to exist: a process slot, and for a scheduled turn's process one
 /// of the slots scheduled runs may take.
 pub(crate) struct ProcessSlot {
@@ -229,13 +255,7 @@ impl AgentPool {
 
     /// The session agent of `agent:session`, made on first use.
     pub fn get(&self, agent: &AgentName, session: &SessionId) -> Arc<SessionAgent> {
-        let mut agents = self.shared.agents.lock().unwrap_or_else(PoisonError::into_inner);
-        agents
-            .entry((agent.clone(), *session))
-            .or_insert_with(|| {
-                Arc::new(SessionAgent::new(agent.clone(), *session, self.shared.clone()))
-            })
-            .clone()
+        self.shared.agent(agent, session)
     }
 
     /// Sets who is told when an agent changes its own tasks through Orbit's tools (the
@@ -273,7 +293,7 @@ impl AgentPool {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&(agent.clone(), *session));
         if let Some(removed) = removed {
-            removed.stop_process(true).await;
+            retire(&removed).await;
         }
     }
 
@@ -297,7 +317,7 @@ impl AgentPool {
             keys.into_iter().filter_map(|key| agents.remove(&key)).collect()
         };
         for session in removed {
-            session.stop_process(true).await;
+            retire(&session).await;
         }
     }
 
@@ -312,7 +332,9 @@ impl AgentPool {
             agent.stop_process(false).await;
             let mut agents = self.shared.agents.lock().unwrap_or_else(PoisonError::into_inner);
             let key = (agent.agent().clone(), agent.session());
-            if agents.get(&key).is_some_and(|a| Arc::ptr_eq(a, &agent) && !a.is_running()) {
+            // Retired under the map's lock: a turn that starts on this agent later is handed
+            // to the session's next agent instead, so one session never has two.
+            if agents.get(&key).is_some_and(|a| Arc::ptr_eq(a, &agent) && a.retire()) {
                 agents.remove(&key);
                 evicted += 1;
             }
@@ -367,6 +389,12 @@ impl AgentPool {
             .map(|(_, a)| a)
             .collect();
         let stops = agents.iter().map(|agent| agent.stop_process(true));
-        futures_util::future::join_all(stops).await;
+        // Bounded: a process is killed at the latest when its agent is dropped.
+        let limit = self.shared.options.shutdown_abort_grace + Duration::from_secs(3);
+        if tokio::time::timeout(limit, futures_util::future::join_all(stops)).await.is_err() {
+            tracing::warn!(
+                "CLI processes did not end in time; they are killed as the server exits"
+            );
+        }
     }
 }

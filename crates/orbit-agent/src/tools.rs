@@ -216,6 +216,7 @@ impl OrbitTools {
             }
             "memory_append" => {
                 let text = text_arg(args, "text")?;
+                limits::check_len("text", text, limits::MEMORY_NOTE).map_err(fail)?;
                 stores
                     .memory
                     .append(

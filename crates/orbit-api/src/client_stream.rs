@@ -2,8 +2,10 @@
 //!
 //! A chat turn writes as fast as the model answers; a client may read slower, or never. The
 //! events waiting for one client hold at most `BUDGET` bytes (an event larger than that takes
-//! the whole budget), and a client that leaves the budget spent for the stall limit is
-//! dropped: its stream ends, and the turn, which never waits on a client, goes on.
+//! the whole budget), and a client that leaves the budget spent for the stall limit in all
+//! (its waits add up, so a client that reads a little now and then cannot hold the turn's
+//! later events back for long) is dropped: its stream ends, and the turn, which never waits
+//! on a client, goes on.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub struct ClientStream {
     tx: Option<mpsc::Sender<Item>>,
     budget: Arc<Semaphore>,
     stall_limit: Duration,
+    /// How long sends have waited for this client so far.
+    stalled: Duration,
 }
 
 impl ClientStream {
@@ -39,7 +43,10 @@ impl ClientStream {
             rx.recv().await.map(|(event, _permit)| (Ok(event), rx))
         });
         let budget = Arc::new(Semaphore::new(BUDGET));
-        (Self { tx: Some(tx), budget, stall_limit }, sse::Sse::from_stream(body))
+        (
+            Self { tx: Some(tx), budget, stall_limit, stalled: Duration::ZERO },
+            sse::Sse::from_stream(body),
+        )
     }
 
     /// Whether the client is still being sent events.
@@ -55,11 +62,14 @@ impl ClientStream {
         let cost = u32::try_from(data.len().clamp(1, BUDGET)).unwrap_or(u32::MAX);
         let event: sse::Event = sse::Data::new(data).into();
         let budget = self.budget.clone();
-        let sent = tokio::time::timeout(self.stall_limit, async move {
-            let permit = budget.acquire_many_owned(cost).await.ok()?;
-            tx.send((event, permit)).await.ok()
-        })
-        .await;
+        let waiting = tokio::time::Instant::now();
+        let sent =
+            tokio::time::timeout(self.stall_limit.saturating_sub(self.stalled), async move {
+                let permit = budget.acquire_many_owned(cost).await.ok()?;
+                tx.send((event, permit)).await.ok()
+            })
+            .await;
+        self.stalled += waiting.elapsed();
         match sent {
             Ok(Some(())) => {}
             Ok(None) => {

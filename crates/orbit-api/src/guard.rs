@@ -49,21 +49,31 @@ impl AllowedHosts {
         if addr.ip().is_unspecified() && extra.is_empty() {
             return Self::Any;
         }
-        let mut hosts = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         if addr.ip().is_loopback() || addr.ip().is_unspecified() {
-            for name in ["localhost", "127.0.0.1", "[::1]"] {
-                hosts.push(format!("{name}:{port}"));
-            }
+            names.extend(["localhost", "127.0.0.1", "[::1]"].map(str::to_owned));
         }
         if !addr.ip().is_unspecified() {
-            hosts.push(addr.to_string());
+            names.push(match addr.ip() {
+                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                ip => ip.to_string(),
+            });
         }
+        let mut hosts = Vec::new();
         for name in extra {
             let name = name.trim().to_ascii_lowercase();
-            if !name.contains(':') || name.ends_with(']') {
-                hosts.push(format!("{name}:{port}"));
+            // A bare IPv6 address is written in brackets in `Host`.
+            let name =
+                if name.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{name}]") } else { name };
+            let has_port = name.rsplit_once(':').is_some_and(|(_, port)| !port.contains(']'));
+            if has_port { hosts.push(name) } else { names.push(name) }
+        }
+        for name in names {
+            // Clients leave the port out of `Host` when it is their scheme's default.
+            if port == 80 || port == 443 {
+                hosts.push(name.clone());
             }
-            hosts.push(name);
+            hosts.push(format!("{name}:{port}"));
         }
         hosts.sort();
         hosts.dedup();
@@ -151,6 +161,17 @@ fn is_json(headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_ports_and_bare_ipv6_names_are_understood() {
+        let hosts = AllowedHosts::for_address("127.0.0.1:80".parse().unwrap(), &["fe80::1".into()]);
+        for host in ["localhost", "localhost:80", "127.0.0.1", "[::1]", "[fe80::1]", "[fe80::1]:80"]
+        {
+            assert!(hosts.allows(host), "{host}");
+        }
+        let hosts = AllowedHosts::for_address("127.0.0.1:3001".parse().unwrap(), &[]);
+        assert!(!hosts.allows("localhost"), "a port-less Host means port 80");
+    }
 
     #[test]
     fn a_loopback_server_answers_to_its_loopback_names_on_its_port() {

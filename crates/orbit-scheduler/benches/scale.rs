@@ -34,6 +34,7 @@ impl TaskRunner for LatenessRunner {
         task: &Task,
         _session: SessionId,
         _timeout: Duration,
+        _cancel: tokio_util::sync::CancellationToken,
     ) -> Result<RunReport, RunError> {
         if let Some(slot) = task.next_run {
             let late = (SystemClock.now() - slot).as_seconds_f64() * 1e3;
@@ -42,7 +43,6 @@ impl TaskRunner for LatenessRunner {
         Ok(RunReport { result: String::new(), cost_usd: None })
     }
     async fn release(&self, _agent: &AgentName, _session: &SessionId) {}
-    async fn abort(&self, _agent: &AgentName, _session: &SessionId) {}
 }
 
 /// This process's CPU time (user + system) so far.

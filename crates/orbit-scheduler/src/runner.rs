@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orbit_agent::{AgentPool, ChatOptions, TurnKind};
 use orbit_store::{AgentName, SessionId, Task};
+use tokio_util::sync::CancellationToken;
 
 /// How a run's turn ended well.
 #[derive(Debug, Clone)]
@@ -30,17 +31,17 @@ pub enum RunError {
 #[async_trait]
 pub trait TaskRunner: Send + Sync {
     /// Runs the task's prompt as one turn of `session`, within `timeout`. `SessionBusy` when
-    /// the session has a turn going.
+    /// the session has a turn going. When `cancel` fires, this run's own turn (never another
+    /// turn of the session) is aborted, and the call returns once it has settled.
     async fn run(
         &self,
         task: &Task,
         session: SessionId,
         timeout: Duration,
+        cancel: CancellationToken,
     ) -> Result<RunReport, RunError>;
     /// Lets go of a session that will not be used again (an isolated run's).
     async fn release(&self, agent: &AgentName, session: &SessionId);
-    /// Aborts the session's running turn.
-    async fn abort(&self, agent: &AgentName, session: &SessionId);
 }
 
 /// Runs task turns on the agent pool, as scheduled-task turns.
@@ -55,6 +56,7 @@ impl TaskRunner for AgentRunner {
         task: &Task,
         session: SessionId,
         timeout: Duration,
+        cancel: CancellationToken,
     ) -> Result<RunReport, RunError> {
         let agent = self.pool.get(&task.agent_name, &session);
         let options = ChatOptions {
@@ -62,22 +64,30 @@ impl TaskRunner for AgentRunner {
             timeout: Some(timeout),
             ..ChatOptions::default()
         };
-        // Nobody watches a scheduled turn's events; the run record keeps its outcome.
-        let (events, _) = tokio::sync::mpsc::unbounded_channel();
-        let outcome = agent.chat(&task.prompt, options, events).await.map_err(|err| match err {
+        let failed = |err: orbit_agent::Error| match err {
             orbit_agent::Error::TurnInProgress(_) => RunError::SessionBusy,
             err => RunError::Failed(err.to_string()),
-        })?;
+        };
+        if cancel.is_cancelled() {
+            return Err(RunError::Failed("cancelled before it started".into()));
+        }
+        let turn = agent.start_turn(&task.prompt, options).await.map_err(failed)?;
+        let id = turn.id();
+        // Nobody watches a scheduled turn's events; the run record keeps its outcome.
+        let (_events, outcome) = turn.into_parts();
+        tokio::pin!(outcome);
+        let outcome = tokio::select! {
+            outcome = &mut outcome => outcome,
+            () = cancel.cancelled() => {
+                agent.abort_turn(id);
+                outcome.await
+            }
+        };
+        let outcome = outcome.map_err(failed)?;
         Ok(RunReport { result: outcome.result, cost_usd: outcome.cost_usd })
     }
 
     async fn release(&self, agent: &AgentName, session: &SessionId) {
         self.pool.release(agent, session).await;
-    }
-
-    async fn abort(&self, agent: &AgentName, session: &SessionId) {
-        if let Some(running) = self.pool.find(agent, session) {
-            let _ = running.abort();
-        }
     }
 }

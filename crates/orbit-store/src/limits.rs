@@ -15,6 +15,8 @@ pub const PROMPT: usize = 64 * 1024;
 pub const INBOX_MESSAGE: usize = 64 * 1024;
 /// The message that goes with an answer to a permission request.
 pub const PERMISSION_MESSAGE: usize = 4 * 1024;
+/// A note an agent appends to its daily memory, in bytes.
+pub const MEMORY_NOTE: usize = 16 * 1024;
 /// A schedule's value (cron expression, interval, timestamp).
 pub const SCHEDULE_VALUE: usize = 128;
 /// A timezone's IANA name.

@@ -53,6 +53,8 @@ impl Server {
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in stderr.lines().map_while(Result::ok) {
+                // Shown with a failing test's output.
+                eprintln!("server: {line}");
                 if let Some(rest) = line.split("port=").nth(1) {
                     let port = rest.split_whitespace().next().unwrap_or_default();
                     let _ = port_tx.send(port.parse::<u16>().unwrap_or(0));
@@ -319,4 +321,40 @@ async fn a_chat_refused_with_429_creates_no_session() {
     let running = sessions.body["sessions"][0]["id"].as_str().unwrap().to_owned();
     app.call("POST", &format!("/api/agents/bot/sessions/{running}/abort"), None).await;
     busy.await.unwrap();
+}
+
+/// SIGTERM while a task's run is mid-turn keeps the same deadline as a chat, and the run
+/// leaves its record finished, not `running`.
+#[test]
+fn sigterm_mid_run_stops_within_ten_seconds_and_finishes_the_run_record() {
+    let (_dir, data, tmp) = setup();
+    let model = ModelServer::start(rules());
+    let mut server = Server::start(&data, &tmp, &model, &[]);
+    let task = actix_web::rt::System::new().block_on(async {
+        post(&server, "/api/agents", json!({"name": "bot"})).await;
+        let task = post(
+            &server,
+            "/api/agents/bot/tasks",
+            json!({"prompt": "slow", "scheduleType": "cron", "scheduleValue": "0 0 1 1 *", "contextMode": "isolated"}),
+        )
+        .await;
+        let id = task["task"]["id"].as_str().unwrap().to_owned();
+        post(&server, &format!("/api/agents/bot/tasks/{id}/run"), json!({})).await;
+        wait_until(Duration::from_secs(30), || !model.requests().is_empty()).await;
+        id
+    });
+    let stopping = Instant::now();
+    kill(Pid::from_raw(server.server_pid()), Signal::SIGTERM).unwrap();
+    assert!(server.child.wait().unwrap().success());
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(10), "the stop took {took:?}");
+    assert!(clis(&tmp).is_empty());
+    let stores = stores(&data);
+    actix_web::rt::System::new().block_on(async {
+        let task = orbit_store::TaskId::parse(&task).unwrap();
+        let runs = stores.tasks.list_runs(&bot(), &task).await.unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].status, orbit_store::RunStatus::Error, "{:?}", runs[0]);
+        assert!(runs[0].lease.is_none() && runs[0].completed_at.is_some());
+    });
 }

@@ -210,6 +210,12 @@ async fn read_stdout(
         Ok(status) => status.to_string(),
         Err(err) => format!("unknown status: {err}"),
     };
+    // Whatever the CLI started in its process group (a tool's shell, say) ends with it. The
+    // group's id cannot have been taken by another group while those members live.
+    if pid != 0 {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    shared.exited.store(true, Ordering::SeqCst);
     // Let the stderr logger catch up so the tail explains the exit.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let stderr = shared
@@ -221,7 +227,6 @@ async fn read_stdout(
         .collect::<Vec<_>>()
         .join("\n");
     tracing::debug!(pid, %status, "Claude Code CLI exited");
-    shared.exited.store(true, Ordering::SeqCst);
     let conversation_missing = super::protocol::says_conversation_missing(&stderr);
     send_to_turn(&shared, ProcessEvent::Exited { status, stderr, conversation_missing });
     shared.exit_notify.notify_waiters();

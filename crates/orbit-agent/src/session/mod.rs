@@ -22,7 +22,7 @@
 //! still starting its process ends it before the model is asked. A process whose turn did not
 //! end with a result (an abort, a timeout, a crash) is ended, never given another turn.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -64,12 +64,18 @@ pub struct TurnOutcome {
 
 /// An accepted turn: its events as they happen, and how it ended.
 pub struct Turn {
+    id: u64,
     /// The turn's events; the channel closes when the turn ends.
     pub events: mpsc::UnboundedReceiver<TurnEvent>,
     outcome: oneshot::Receiver<Result<TurnOutcome>>,
 }
 
 impl Turn {
+    /// Names this turn for [`SessionAgent::abort_turn`].
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Waits for the turn's end. Dropping a `Turn` instead leaves the turn running to its
     /// end all the same.
     pub async fn outcome(self) -> Result<TurnOutcome> {
@@ -116,19 +122,62 @@ pub struct SessionAgent {
     agent: AgentName,
     session: SessionId,
     shared: Arc<PoolShared>,
-    running: AtomicBool,
+    /// Idle, running a turn, or retired from the pool (see [`TurnState`]).
+    state: AtomicU8,
+    /// The id of the turn last accepted; ids are never reused.
+    current_turn: AtomicU64,
+    next_turn: AtomicU64,
+    /// The id of the turn asked to stop (see [`AbortSignal`]).
     abort: watch::Sender<u64>,
     live: Arc<tokio::sync::Mutex<Option<LiveProcess>>>,
     last_used: Mutex<Instant>,
     control: Arc<SessionControl>,
 }
 
-/// Resets the running flag when a turn ends, however it ends.
+/// What a session agent is doing. One atomic for both, so that a turn starting and the pool
+/// retiring an idle agent cannot both succeed: a retired agent never runs another turn, and
+/// a running one is never retired.
+#[repr(u8)]
+enum TurnState {
+    Idle = 0,
+    Running = 1,
+    Retired = 2,
+}
+
+/// Sets the agent idle again when a turn ends, however it ends.
 struct RunningGuard(Arc<SessionAgent>);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.0.running.store(false, Ordering::SeqCst);
+        self.0.state.store(TurnState::Idle as u8, Ordering::SeqCst);
+    }
+}
+
+/// A turn's view of abort requests: only a request naming this turn stops it, so an abort
+/// meant for another turn (an earlier one of the session, or a scheduler's own run) never
+/// stops this one.
+pub(super) struct AbortSignal {
+    requests: watch::Receiver<u64>,
+    turn: u64,
+}
+
+impl AbortSignal {
+    /// Whether this turn was asked to stop (and not yet told).
+    pub(super) fn requested(&mut self) -> bool {
+        self.requests.has_changed().unwrap_or(false)
+            && *self.requests.borrow_and_update() == self.turn
+    }
+
+    /// Resolves when this turn is asked to stop.
+    pub(super) async fn wait(&mut self) {
+        loop {
+            if self.requests.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            if *self.requests.borrow_and_update() == self.turn {
+                return;
+            }
+        }
     }
 }
 
@@ -137,7 +186,7 @@ struct Accepted {
     live: OwnedMutexGuard<Option<LiveProcess>>,
     /// A process slot, taken when no reusable process was there.
     permit: Option<ProcessSlot>,
-    abort: watch::Receiver<u64>,
+    abort: AbortSignal,
     mode: PermissionMode,
 }
 
@@ -160,7 +209,9 @@ impl SessionAgent {
             agent,
             session,
             shared,
-            running: AtomicBool::new(false),
+            state: AtomicU8::new(TurnState::Idle as u8),
+            current_turn: AtomicU64::new(0),
+            next_turn: AtomicU64::new(1),
             abort: watch::channel(0).0,
             live: Arc::new(tokio::sync::Mutex::new(None)),
             last_used: Mutex::new(Instant::now()),
@@ -177,7 +228,15 @@ impl SessionAgent {
 
     /// Whether a turn is running.
     pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
+        self.state.load(Ordering::SeqCst) == TurnState::Running as u8
+    }
+
+    /// Takes an idle agent out of service for good (the pool drops it); `false` when a turn
+    /// runs.
+    pub(crate) fn retire(&self) -> bool {
+        let (idle, retired) = (TurnState::Idle as u8, TurnState::Retired as u8);
+        self.state.compare_exchange(idle, retired, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            || self.state.load(Ordering::SeqCst) == retired
     }
 
     pub(crate) fn idle_for(&self) -> Duration {
@@ -194,8 +253,13 @@ impl SessionAgent {
         if !self.is_running() {
             return Err(Error::NotRunning(self.session.to_string()));
         }
-        self.abort.send_modify(|generation| *generation += 1);
+        self.abort.send_replace(self.current_turn.load(Ordering::SeqCst));
         Ok(())
+    }
+
+    /// Interrupts the turn `id` (see [`Turn::id`]) if it still runs; never another one.
+    pub fn abort_turn(&self, id: u64) {
+        self.abort.send_replace(id);
     }
 
     /// Answers a pending `ask` permission request of this session's running turn.
@@ -253,14 +317,25 @@ impl SessionAgent {
     pub async fn start_turn(self: &Arc<Self>, prompt: &str, options: ChatOptions) -> Result<Turn> {
         // Subscribed before the turn counts as running, so an abort that sees it running is
         // seen by the turn, however early.
-        let mut abort = self.abort.subscribe();
-        abort.borrow_and_update();
+        let mut requests = self.abort.subscribe();
+        requests.borrow_and_update();
         if self.shared.is_closing() {
             return Err(Error::ShuttingDown);
         }
-        if self.running.swap(true, Ordering::SeqCst) {
-            return Err(Error::TurnInProgress(self.session.to_string()));
+        let (idle, running) = (TurnState::Idle as u8, TurnState::Running as u8);
+        match self.state.compare_exchange(idle, running, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => {}
+            Err(state) if state == TurnState::Retired as u8 => {
+                // The pool let this agent go between handing it out and now: the session's
+                // current agent takes the turn.
+                let current = self.shared.agent(&self.agent, &self.session);
+                return Box::pin(current.start_turn(prompt, options)).await;
+            }
+            Err(_) => return Err(Error::TurnInProgress(self.session.to_string())),
         }
+        let id = self.next_turn.fetch_add(1, Ordering::SeqCst);
+        self.current_turn.store(id, Ordering::SeqCst);
+        let abort = AbortSignal { requests, turn: id };
         let running = RunningGuard(self.clone());
         *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         let accepted = self.accept(&options, abort).await?;
@@ -273,11 +348,11 @@ impl SessionAgent {
             let outcome = this.run(&prompt, options, accepted, &events_tx).await;
             let _ = outcome_tx.send(outcome);
         });
-        Ok(Turn { events, outcome })
+        Ok(Turn { id, events, outcome })
     }
 
     /// The checks and the slot of a turn being started.
-    async fn accept(&self, options: &ChatOptions, abort: watch::Receiver<u64>) -> Result<Accepted> {
+    async fn accept(&self, options: &ChatOptions, abort: AbortSignal) -> Result<Accepted> {
         // The session must exist before anything is claimed or spent for it.
         self.shared.stores.sessions.get(&self.agent, &self.session).await?;
         let mode = self.permission_mode().await?;
@@ -299,6 +374,10 @@ impl SessionAgent {
                 self.shared.acquire_process_slot(&self.agent, &self.session, options.kind).await?,
             ),
         };
+        // A shutdown that began while this turn waited for its slot takes no new turn.
+        if self.shared.is_closing() {
+            return Err(Error::ShuttingDown);
+        }
         Ok(Accepted { live, permit, abort, mode })
     }
 

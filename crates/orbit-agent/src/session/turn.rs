@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::sync::PoisonError;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use orbit_store::{PermissionMode, SessionPatch};
 
-use super::{Accepted, ChatOptions, LiveProcess, SessionAgent, TurnEnd, TurnOutcome};
+use super::{AbortSignal, Accepted, ChatOptions, LiveProcess, SessionAgent, TurnEnd, TurnOutcome};
 use crate::event::{CliMessageKind, CliResult, TurnEvent};
 use crate::pool::ProcessSlot;
 use crate::prompt::{self, TurnKind};
@@ -32,7 +32,7 @@ impl SessionAgent {
         let mut delivered = false;
         let outcome = async {
             self.prepare_process(&mut live, permit, &options, mode).await?;
-            if abort.has_changed().unwrap_or(false) {
+            if abort.requested() {
                 return Err(Error::Aborted);
             }
             claimed = self.claim_inbox().await?;
@@ -106,7 +106,7 @@ impl SessionAgent {
         live: &mut Option<LiveProcess>,
         text: &str,
         options: &ChatOptions,
-        abort: &mut watch::Receiver<u64>,
+        abort: &mut AbortSignal,
         events: &mpsc::UnboundedSender<TurnEvent>,
         delivered: &mut bool,
     ) -> Result<TurnOutcome> {
@@ -196,11 +196,11 @@ impl SessionAgent {
         live: &mut LiveProcess,
         text: &str,
         options: &ChatOptions,
-        abort: &mut watch::Receiver<u64>,
+        abort: &mut AbortSignal,
         events: &mpsc::UnboundedSender<TurnEvent>,
         delivered: &mut bool,
     ) -> Result<TurnEnd> {
-        if abort.has_changed().unwrap_or(false) {
+        if abort.requested() {
             return Err(Error::Aborted);
         }
         let mut stream = live.process.send_turn(text).await?;
@@ -208,17 +208,16 @@ impl SessionAgent {
         *delivered = true;
         let resuming = std::mem::replace(&mut live.resuming, false);
         let mut seen_init = false;
-        let deadline = options.timeout.map(|t| tokio::time::Instant::now() + t);
+        let timeout = options.timeout.unwrap_or(self.shared.options.turn_timeout);
+        let deadline = Some(tokio::time::Instant::now() + timeout);
         let mut stop: Option<(Error, tokio::time::Instant)> = None;
         loop {
             let give_up_at = stop.as_ref().map(|(_, at)| *at).or(deadline);
             let event = tokio::select! {
                 event = stream.recv() => event,
-                changed = abort.changed(), if stop.is_none() => {
-                    if changed.is_ok() {
-                        live.process.interrupt().await.ok();
-                        stop = Some((Error::Aborted, tokio::time::Instant::now() + self.shared.abort_grace()));
-                    }
+                () = abort.wait(), if stop.is_none() => {
+                    live.process.interrupt().await.ok();
+                    stop = Some((Error::Aborted, tokio::time::Instant::now() + self.shared.abort_grace()));
                     continue;
                 }
                 () = sleep_until_opt(give_up_at) => {
@@ -230,7 +229,7 @@ impl SessionAgent {
                         }
                         None => {
                             live.process.interrupt().await.ok();
-                            let secs = options.timeout.map_or(0, |t| t.as_secs());
+                            let secs = timeout.as_secs();
                             stop = Some((Error::TimedOut(secs), tokio::time::Instant::now() + self.shared.abort_grace()));
                             continue;
                         }

@@ -113,6 +113,8 @@ struct Active {
     run: RunId,
     token: LeaseToken,
     session: SessionId,
+    /// Stops this run's turn alone.
+    cancel: tokio_util::sync::CancellationToken,
     handle: JoinHandle<()>,
 }
 
@@ -149,6 +151,10 @@ struct Inner {
     main_sessions: Mutex<HashMap<AgentName, Arc<tokio::sync::Mutex<()>>>>,
     /// Set once shutdown began, so that runs ended by it say so.
     stopping: AtomicBool,
+    /// Where runs go on: the runtime the scheduler was made on, never the caller's (a
+    /// run-now request's HTTP worker stops before the scheduler does, and its runtime's tasks
+    /// with it).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 /// Fires tasks on their schedules. Cheap to clone.
@@ -174,6 +180,7 @@ impl Scheduler {
                 wake: Notify::new(),
                 main_sessions: Mutex::new(HashMap::new()),
                 stopping: AtomicBool::new(false),
+                runtime: tokio::runtime::Handle::try_current().ok(),
             }),
         }
     }

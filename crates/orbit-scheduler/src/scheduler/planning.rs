@@ -99,7 +99,7 @@ impl Scheduler {
             state.running.remove(id)
         };
         if let Some(active) = removed {
-            self.inner.runner.abort(&active.agent, &active.session).await;
+            active.cancel.cancel();
         }
     }
 

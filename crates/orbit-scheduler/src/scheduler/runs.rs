@@ -14,6 +14,8 @@ use orbit_store::{
 };
 use time::OffsetDateTime;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Active, Scheduler};
 use crate::runner::{RunError, RunReport};
 
@@ -115,9 +117,10 @@ impl Scheduler {
             (task.agent_name.clone(), task.id, run.id, lease.token);
         let task = task.clone();
         // Hold the lock while spawning, so the task cannot finish before it is registered.
-        let mut state = self.state();
-        let handle = tokio::spawn(async move {
-            let outcome = this.turn(&task, session).await;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let run_cancel = cancel.clone();
+        let body = async move {
+            let outcome = this.turn(&task, session, &run_cancel).await;
             let status = outcome.status;
             let now = this.inner.clock.now();
             if let Err(err) = this
@@ -137,20 +140,31 @@ impl Scheduler {
             if state.running.get(&task.id).is_some_and(|active| active.run == run_id) {
                 state.running.remove(&task.id);
             }
-        });
-        state
-            .running
-            .insert(task_id, Active { agent, task: task_id, run: run_id, token, session, handle });
+        };
+        let mut state = self.state();
+        let handle = match &self.inner.runtime {
+            Some(runtime) => runtime.spawn(body),
+            None => tokio::spawn(body),
+        };
+        state.running.insert(
+            task_id,
+            Active { agent, task: task_id, run: run_id, token, session, cancel, handle },
+        );
         Ok(Some(run))
     }
 
     /// Runs the run's turn to an outcome, within the run timeout.
-    async fn turn(&self, task: &Task, session: SessionId) -> RunOutcome {
+    async fn turn(
+        &self,
+        task: &Task,
+        session: SessionId,
+        cancel: &CancellationToken,
+    ) -> RunOutcome {
         let timeout = self.inner.options.run_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let result = match task.context_mode {
-            ContextMode::Main => self.turn_in_main(task, session, deadline).await,
-            ContextMode::Isolated => self.guarded_turn(task, session, timeout).await,
+            ContextMode::Main => self.turn_in_main(task, session, deadline, cancel).await,
+            ContextMode::Isolated => self.guarded_turn(task, session, timeout, cancel).await,
         };
         match result {
             Ok(report) => RunOutcome {
@@ -160,6 +174,9 @@ impl Scheduler {
                 cost_usd: report.cost_usd,
             },
             Err(_) if self.inner.stopping.load(Ordering::SeqCst) => failed("aborted at shutdown"),
+            Err(_) if cancel.is_cancelled() => {
+                failed("cancelled: its task was deleted or its lease lost")
+            }
             Err(err) => failed(err.to_string()),
         }
     }
@@ -171,6 +188,7 @@ impl Scheduler {
         task: &Task,
         session: SessionId,
         deadline: tokio::time::Instant,
+        cancel: &CancellationToken,
     ) -> Result<RunReport, RunError> {
         let busy = || {
             RunError::Failed(format!(
@@ -178,19 +196,27 @@ impl Scheduler {
                 self.inner.options.run_timeout.as_secs()
             ))
         };
+        let cancelled = || RunError::Failed("cancelled while waiting for the main session".into());
         let queue = self.main_queue(&task.agent_name);
-        let Ok(_turn) = tokio::time::timeout_at(deadline, queue.lock_owned()).await else {
-            return Err(busy());
+        let _turn = tokio::select! {
+            turn = tokio::time::timeout_at(deadline, queue.lock_owned()) => match turn {
+                Ok(turn) => turn,
+                Err(_) => return Err(busy()),
+            },
+            () = cancel.cancelled() => return Err(cancelled()),
         };
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return Err(busy());
             }
-            match self.guarded_turn(task, session, left).await {
+            match self.guarded_turn(task, session, left, cancel).await {
                 Err(RunError::SessionBusy) => {
                     tracing::debug!(task = %task.id, %session, "the main session is busy; waiting");
-                    tokio::time::sleep(MAIN_RETRY.min(left)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(MAIN_RETRY.min(left)) => {}
+                        () = cancel.cancelled() => return Err(cancelled()),
+                    }
                 }
                 settled => return settled,
             }
@@ -205,14 +231,17 @@ impl Scheduler {
         task: &Task,
         session: SessionId,
         timeout: Duration,
+        cancel: &CancellationToken,
     ) -> Result<RunReport, RunError> {
-        let turn = self.inner.runner.run(task, session, timeout);
+        // A child token: the safety net below stops this turn without cancelling the run.
+        let turn_cancel = cancel.child_token();
+        let turn = self.inner.runner.run(task, session, timeout, turn_cancel.clone());
         tokio::pin!(turn);
         tokio::select! {
             settled = &mut turn => settled,
             () = tokio::time::sleep(timeout + SAFETY_MARGIN) => {
                 tracing::warn!(task = %task.id, %session, "a turn outlived its timeout; aborting it");
-                self.inner.runner.abort(&task.agent_name, &session).await;
+                turn_cancel.cancel();
                 let timed_out = RunError::Failed(format!("timed out after {} s", timeout.as_secs()));
                 match tokio::time::timeout(SETTLE_GRACE, &mut turn).await {
                     Ok(Ok(report)) => Ok(report),
@@ -233,30 +262,37 @@ impl Scheduler {
         while !self.state().running.is_empty() && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let left: Vec<Active> = self.state().running.drain().map(|(_, active)| active).collect();
-        for mut active in left {
+        let mut left: Vec<Active> =
+            self.state().running.drain().map(|(_, active)| active).collect();
+        // Every leftover run is told to stop at once, and all settle side by side under one
+        // deadline, so a stop does not grow with the number of runs.
+        for active in &left {
             tracing::warn!(session = %active.session, "aborting a run at shutdown");
-            self.inner.runner.abort(&active.agent, &active.session).await;
-            if tokio::time::timeout(SETTLE_GRACE, &mut active.handle).await.is_err() {
-                // The turn did not end when asked: stop waiting, and say so in its record.
-                active.handle.abort();
-                let now = self.inner.clock.now();
-                if let Err(err) = self
-                    .inner
-                    .stores
-                    .tasks
-                    .finish_run(
-                        &active.agent,
-                        &active.task,
-                        &active.run,
-                        &active.token,
-                        failed("aborted at shutdown"),
-                        now,
-                    )
-                    .await
-                {
-                    tracing::warn!(run = %active.run, error = %err, "could not finish an aborted run");
-                }
+            active.cancel.cancel();
+        }
+        let settle_until = tokio::time::Instant::now() + SETTLE_GRACE;
+        for active in &mut left {
+            if let Ok(Ok(())) = tokio::time::timeout_at(settle_until, &mut active.handle).await {
+                continue;
+            }
+            // The turn did not end when asked: stop waiting, and say so in its record.
+            active.handle.abort();
+            let now = self.inner.clock.now();
+            if let Err(err) = self
+                .inner
+                .stores
+                .tasks
+                .finish_run(
+                    &active.agent,
+                    &active.task,
+                    &active.run,
+                    &active.token,
+                    failed("aborted at shutdown"),
+                    now,
+                )
+                .await
+            {
+                tracing::warn!(run = %active.run, error = %err, "could not finish an aborted run");
             }
         }
     }

@@ -252,7 +252,14 @@ async fn a_main_mode_run_waits_for_a_turn_it_did_not_start_rather_than_failing()
     let runner = h.runner.clone();
     let chat = task.clone();
     let person = tokio::spawn(async move {
-        orbit_scheduler::TaskRunner::run(&*runner, &chat, main.id, Duration::from_secs(60)).await
+        orbit_scheduler::TaskRunner::run(
+            &*runner,
+            &chat,
+            main.id,
+            Duration::from_secs(60),
+            Default::default(),
+        )
+        .await
     });
     let scheduler = h.scheduler();
     h.run_for(&scheduler, Duration::from_secs(60)).await;

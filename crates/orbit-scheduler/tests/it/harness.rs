@@ -1,6 +1,6 @@
 //! A scheduler over a temp data directory with a runner that records its calls.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,19 +15,19 @@ use orbit_store::{
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use time::macros::datetime;
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 pub const START: OffsetDateTime = datetime!(2026-11-23 10:00 UTC);
 
 /// Records each run; takes `delay` of tokio time per run and ignores its timeout, like a
 /// turn whose own timeout failed. Like the agent pool, it refuses a second turn in a busy
-/// session (`SessionBusy`), and a turn it is asked to abort settles with an error.
+/// session (`SessionBusy`), and a turn whose run is cancelled settles with an error.
 pub struct FakeRunner {
     pub calls: Mutex<Vec<(Task, SessionId, OffsetDateTime)>>,
     pub delay: Duration,
     pub clock: Arc<TokioClock>,
-    /// Sessions with a turn going, and how to abort it.
-    busy: Mutex<HashMap<SessionId, Arc<Notify>>>,
+    /// Sessions with a turn going.
+    busy: Mutex<HashSet<SessionId>>,
     /// Turns refused because their session was busy.
     pub refused: AtomicUsize,
     pub aborted: AtomicUsize,
@@ -53,15 +53,11 @@ impl TaskRunner for FakeRunner {
         task: &Task,
         session: SessionId,
         _timeout: Duration,
+        cancel: CancellationToken,
     ) -> Result<RunReport, RunError> {
-        let abort = Arc::new(Notify::new());
-        {
-            let mut busy = self.busy.lock().unwrap();
-            if busy.contains_key(&session) {
-                self.refused.fetch_add(1, Ordering::SeqCst);
-                return Err(RunError::SessionBusy);
-            }
-            busy.insert(session, abort.clone());
+        if !self.busy.lock().unwrap().insert(session) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(RunError::SessionBusy);
         }
         self.calls.lock().unwrap().push((task.clone(), session, self.clock.now()));
         let mut unsettled = Unsettled(Some(&self.dropped));
@@ -69,19 +65,16 @@ impl TaskRunner for FakeRunner {
             () = tokio::time::sleep(self.delay) => {
                 Ok(RunReport { result: format!("did {}", task.prompt), cost_usd: None })
             }
-            () = abort.notified() => Err(RunError::Failed("aborted".into())),
+            () = cancel.cancelled() => {
+                self.aborted.fetch_add(1, Ordering::SeqCst);
+                Err(RunError::Failed("aborted".into()))
+            }
         };
         self.busy.lock().unwrap().remove(&session);
         unsettled.0 = None;
         settled
     }
     async fn release(&self, _agent: &AgentName, _session: &SessionId) {}
-    async fn abort(&self, _agent: &AgentName, session: &SessionId) {
-        if let Some(turn) = self.busy.lock().unwrap().get(session) {
-            self.aborted.fetch_add(1, Ordering::SeqCst);
-            turn.notify_one();
-        }
-    }
 }
 
 pub struct Harness {
@@ -103,7 +96,7 @@ impl Harness {
             calls: Mutex::new(Vec::new()),
             delay,
             clock: clock.clone(),
-            busy: Mutex::new(HashMap::new()),
+            busy: Mutex::new(HashSet::new()),
             refused: AtomicUsize::new(0),
             aborted: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),

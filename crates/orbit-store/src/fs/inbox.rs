@@ -40,6 +40,61 @@ const ARCHIVE: &str = "archive";
 const DEAD: &str = "dead";
 
 impl Inner {
+    /// Moves messages of the older layout (`pending/<id>.json`, `claimed/<id>.<token>.<pid>.json`)
+    /// into `open/`, claims given back: their holders were processes of an older server.
+    pub(super) fn migrate_inboxes(&self) {
+        let Ok(agents) = io::list_names(&self.root.join("agents"), "") else { return };
+        for name in agents {
+            let Ok(agent) = AgentName::parse(&name) else { continue };
+            let old = ["pending", "claimed"].map(|state| self.inbox_dir(&agent, state));
+            if !old.iter().any(|dir| dir.is_dir()) {
+                continue;
+            }
+            let moved = self.with_inbox(&agent, true, || {
+                let mut moved = 0;
+                for dir in &old {
+                    for file in io::list_names(dir, ".json")? {
+                        let path = dir.join(&file);
+                        let Some(mut message) = io::read_json_lenient::<InboxMessage>(&path) else {
+                            continue;
+                        };
+                        if message.status == MessageStatus::Pending {
+                            message.lease = None;
+                            message.claimed_by = None;
+                            message.claimed_at = None;
+                        }
+                        // A newer copy (from a crash mid-move) wins over an older one.
+                        if io::read_json::<InboxMessage>(&self.message_path(
+                            &agent,
+                            OPEN,
+                            &message.id,
+                        ))
+                        .ok()
+                        .flatten()
+                        .is_none()
+                        {
+                            io::ensure_dir(&self.inbox_dir(&agent, OPEN))?;
+                            self.write_open(&agent, &message)?;
+                            moved += 1;
+                        }
+                        io::remove_file(&path)?;
+                    }
+                    io::remove_dir_all(dir)?;
+                }
+                Ok(moved)
+            });
+            match moved {
+                Ok(0) => {}
+                Ok(moved) => {
+                    tracing::warn!(%agent, moved, "moved inbox messages of an older layout into open/")
+                }
+                Err(err) => {
+                    tracing::warn!(%agent, error = %err, "could not move inbox messages of an older layout")
+                }
+            }
+        }
+    }
+
     fn inbox_dir(&self, agent: &AgentName, state: &str) -> PathBuf {
         self.agent_dir(agent).join("inbox").join(state)
     }
@@ -78,8 +133,12 @@ impl Inner {
                     }
                 }
                 Ok(None) => {}
+                // A transient read error (EIO, EACCES) is skipped this time, not filed away.
+                Err(err @ Error::Io { .. }) => {
+                    tracing::warn!(error = %err, "skipping an inbox message that could not be read");
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "skipping an unreadable inbox message");
+                    tracing::warn!(error = %err, "setting aside an inbox message that does not parse");
                     if repair {
                         io::ensure_dir(&self.inbox_dir(agent, DEAD))?;
                         io::rename(

@@ -17,6 +17,25 @@ impl Inner {
     fn instance_path(&self, id: &InstanceId) -> PathBuf {
         self.root.join("instances").join(format!("{id}.json"))
     }
+
+    /// The live and recently expired registrations; older ones are removed on the way, so
+    /// the directory does not grow with every start (registration prunes too).
+    fn prune_instances(&self) -> Result<Vec<Instance>> {
+        let dir = self.root.join("instances");
+        let now = timestamp::now();
+        let mut instances = Vec::new();
+        for name in io::list_names(&dir, ".json")? {
+            let Some(instance) = io::read_json_lenient::<Instance>(&dir.join(&name)) else {
+                continue;
+            };
+            if now - instance.until > PRUNE_AFTER {
+                io::remove_file(&dir.join(&name))?;
+                continue;
+            }
+            instances.push(instance);
+        }
+        Ok(instances)
+    }
 }
 
 #[async_trait]
@@ -33,6 +52,7 @@ impl InstanceStore for FsStore {
             let now = timestamp::now();
             let instance = Instance { id, host, pid, started_at: now, heartbeat_at: now, until };
             io::write_json(&s.instance_path(&instance.id), &instance)?;
+            s.prune_instances()?;
             Ok(instance)
         })
         .await
@@ -55,23 +75,7 @@ impl InstanceStore for FsStore {
     }
 
     async fn list(&self) -> Result<Vec<Instance>> {
-        self.blocking(|s| {
-            let dir = s.root.join("instances");
-            let now = timestamp::now();
-            let mut instances = Vec::new();
-            for name in io::list_names(&dir, ".json")? {
-                let Some(instance) = io::read_json_lenient::<Instance>(&dir.join(&name)) else {
-                    continue;
-                };
-                if now - instance.until > PRUNE_AFTER {
-                    io::remove_file(&dir.join(&name))?;
-                    continue;
-                }
-                instances.push(instance);
-            }
-            Ok(instances)
-        })
-        .await
+        self.blocking(|s| s.prune_instances()).await
     }
 
     async fn deregister(&self, id: &InstanceId) -> Result<()> {

@@ -38,12 +38,16 @@ impl MemoryStore for FsStore {
     async fn append(&self, agent: &AgentName, at: OffsetDateTime, entry: &str) -> Result<()> {
         let (agent, entry) = (agent.clone(), entry.to_owned());
         self.blocking(move |s| {
-            s.require_agent(&agent)?;
-            let at = at.to_offset(UtcOffset::UTC);
-            let path = s.day_path(&agent, at.date())?;
-            io::ensure_dir(&s.memory_dir(&agent))?;
-            let heading = format!("## {:02}:{:02}:{:02} UTC", at.hour(), at.minute(), at.second());
-            io::append_line(&path, format!("{heading}\n\n{}\n", entry.trim_end()).as_bytes())
+            // Under the agent's lock, like every write of the agent's: an append racing the
+            // agent's deletion cannot recreate its directory.
+            s.with_agent(&agent, || {
+                let at = at.to_offset(UtcOffset::UTC);
+                let path = s.day_path(&agent, at.date())?;
+                io::ensure_dir(&s.memory_dir(&agent))?;
+                let heading =
+                    format!("## {:02}:{:02}:{:02} UTC", at.hour(), at.minute(), at.second());
+                io::append_line(&path, format!("{heading}\n\n{}\n", entry.trim_end()).as_bytes())
+            })
         })
         .await
     }

@@ -95,6 +95,7 @@ impl FsStore {
         let inner = Inner { root, options, sessions: sessions::JournalCache::default() };
         // Agents whose deletion a crash interrupted.
         inner.empty_trash();
+        inner.migrate_inboxes();
         Ok(Self { inner: Arc::new(inner) })
     }
 

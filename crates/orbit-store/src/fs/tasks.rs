@@ -10,8 +10,11 @@
 //! The change feed tells every process sharing the directory that a task was created, updated
 //! or deleted: an append-only file with a header line naming it (like the session journal),
 //! which readers tail from their offset. It is a wake-up call, not data: it is appended without
-//! fsync (after a crash every scheduler re-reads all tasks anyway), and replaced by an empty
-//! one when it grows past a bound, which tells its readers to re-read every task.
+//! fsync, and replaced by an empty one when it grows past a bound, which tells its readers to
+//! re-read every task. A change whose line is lost (the writer crashed between the task and
+//! its line, or the append failed and was logged) reaches other live schedulers only when they
+//! next re-read that task or restart; the writer's own scheduler and every scheduler started
+//! after it see the task.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -97,9 +100,11 @@ impl Inner {
 
     /// Adds a run as the task's newest, and drops runs beyond the retention.
     fn add_run(&self, mut task: Task, run: &Run) -> Result<()> {
-        self.put_run(&task.agent_name, run)?;
+        // The pointer first: a crash between the two leaves a pointer to no run, which reads
+        // as "no run", never a running run that nothing points at and nothing settles.
         task.latest_run = Some(run.id);
         self.put_task(&task)?;
+        self.put_run(&task.agent_name, run)?;
         let dir = self.runs_dir(&task.agent_name, &task.id);
         let names = io::list_names(&dir, ".json")?;
         let excess = names.len().saturating_sub(self.options.runs_kept);

@@ -8,3 +8,4 @@ mod crash;
 mod ids;
 mod journal;
 mod multiprocess;
+mod upgrade;

@@ -16,7 +16,7 @@ use orbit_store::{
 };
 
 /// How long the children's claims last unless renewed.
-const CHILD_LEASE: Duration = Duration::from_millis(1500);
+const CHILD_LEASE: Duration = Duration::from_secs(3);
 
 fn lease_until(lease: Duration) -> time::OffsetDateTime {
     timestamp::now() + lease
