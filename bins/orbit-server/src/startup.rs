@@ -92,7 +92,6 @@ impl Application {
                 ..SchedulerOptions::default()
             },
         );
-        pool.set_task_listener(Arc::new(scheduler.clone()));
         let bind_error = |source| StartupError::Bind { addr: settings.bind, source };
         let listener = TcpListener::bind(settings.bind).map_err(bind_error)?;
         let local = listener.local_addr().map_err(bind_error)?;

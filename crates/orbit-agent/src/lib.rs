@@ -25,7 +25,7 @@ pub mod worktree;
 pub use error::Error;
 pub use event::{CliMessage, CliMessageKind, CliResult, PermissionRequest, TurnEvent};
 pub use policy::Decision;
-pub use pool::{AgentPool, PoolOptions, TaskListener};
+pub use pool::{AgentPool, PoolOptions};
 pub use prompt::TurnKind;
 pub use runtime::{ControlHandler, ProcessEvent, Runtime, RuntimeProcess, SpawnSpec};
 pub use session::{ChatOptions, SessionAgent, Turn, TurnOutcome};

@@ -64,24 +64,6 @@ impl Default for PoolOptions {
     }
 }
 
-/// Told when a task is made, changed or deleted outside the API.
-pub trait TaskListener: Send + Sync {
-    fn task_changed(&self, agent: &AgentName, task: &orbit_store::TaskId);
-}
-
-/// The pool's listener, set once the scheduler exists.
-#[derive(Default)]
-pub(crate) struct TaskListenerSlot(Mutex<Option<Arc<dyn TaskListener>>>);
-
-impl TaskListenerSlot {
-    pub(crate) fn notify(&self, agent: &AgentName, task: &orbit_store::TaskId) {
-        let listener = self.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        if let Some(listener) = listener {
-            listener.task_changed(agent, task);
-        }
-    }
-}
-
 /// What every session agent of a pool shares.
 pub(crate) struct PoolShared {
     pub(crate) stores: Stores,
@@ -96,8 +78,6 @@ pub(crate) struct PoolShared {
     /// Where turns run: the runtime the pool was made on, which outlives request handlers.
     runtime_handle: Option<tokio::runtime::Handle>,
     closing: AtomicBool,
-    /// Told when an agent's own tools change its tasks.
-    pub(crate) task_listener: Arc<TaskListenerSlot>,
     agents: Mutex<HashMap<(AgentName, SessionId), Arc<SessionAgent>>>,
 }
 
@@ -247,7 +227,6 @@ impl AgentPool {
                 turns: TaskTracker::new(),
                 runtime_handle: tokio::runtime::Handle::try_current().ok(),
                 closing: AtomicBool::new(false),
-                task_listener: Arc::new(TaskListenerSlot::default()),
                 agents: Mutex::new(HashMap::new()),
             }),
         }
@@ -256,13 +235,6 @@ impl AgentPool {
     /// The session agent of `agent:session`, made on first use.
     pub fn get(&self, agent: &AgentName, session: &SessionId) -> Arc<SessionAgent> {
         self.shared.agent(agent, session)
-    }
-
-    /// Sets who is told when an agent changes its own tasks through Orbit's tools (the
-    /// scheduler, so that it re-plans them).
-    pub fn set_task_listener(&self, listener: Arc<dyn TaskListener>) {
-        *self.shared.task_listener.0.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(listener);
     }
 
     /// The session agent if it is in the pool.

@@ -5,8 +5,6 @@
 //! Bad arguments are answered with a tool error the model can read (`isError: true`), never a
 //! failed turn.
 
-use std::sync::Arc;
-
 use orbit_store::{
     AgentName, ContextMode, MessageId, MessageType, NewMessage, NewTask, Schedule, ScheduleType,
     SessionId, Stores, TaskId, limits, timestamp,
@@ -20,8 +18,6 @@ pub(crate) struct OrbitTools {
     pub(crate) agent: AgentName,
     pub(crate) session: SessionId,
     pub(crate) stores: Stores,
-    /// Told when this agent's tasks change, so the scheduler re-plans them.
-    pub(crate) task_listener: Arc<crate::pool::TaskListenerSlot>,
 }
 
 type ToolResult = std::result::Result<Value, String>;
@@ -179,14 +175,12 @@ impl OrbitTools {
                     branch: None,
                 };
                 let task = stores.tasks.create(&self.agent, new).await.map_err(fail)?;
-                self.task_listener.notify(&self.agent, &task.id);
                 Ok(json!(task))
             }
             "list_tasks" => Ok(json!(stores.tasks.list_by_agent(&self.agent).await.map_err(fail)?)),
             "cancel_task" => {
                 let id = TaskId::parse(text_arg(args, "taskId")?).map_err(fail)?;
                 stores.tasks.delete(&self.agent, &id).await.map_err(fail)?;
-                self.task_listener.notify(&self.agent, &id);
                 Ok(json!({"cancelled": id}))
             }
             "memory_search" => {

@@ -307,4 +307,11 @@ pub trait TaskStore: Send + Sync {
     /// Changes to tasks (created, updated, deleted) made through this store, by any process,
     /// since `cursor`; `None` asks only for the current position.
     async fn changes_since(&self, cursor: Option<ChangeCursor>) -> Result<TaskChanges>;
+    /// Ticks whenever a task is created, updated or deleted through this store in this
+    /// process, so that a scheduler wakes at once instead of at its next look at the feed.
+    /// The one place task changes are announced: whoever changes a task (the API, an agent's
+    /// tools) needs to tell no one. A store without it never ticks.
+    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        tokio::sync::watch::channel(0).1
+    }
 }

@@ -197,12 +197,7 @@ enum TurnEnd {
 
 impl SessionAgent {
     pub(crate) fn new(agent: AgentName, session: SessionId, shared: Arc<PoolShared>) -> Self {
-        let tools = OrbitTools {
-            agent: agent.clone(),
-            session,
-            stores: shared.stores.clone(),
-            task_listener: shared.task_listener.clone(),
-        };
+        let tools = OrbitTools { agent: agent.clone(), session, stores: shared.stores.clone() };
         let control = Arc::new(SessionControl::new(shared.options.ask_timeout, tools));
         Self {
             control,

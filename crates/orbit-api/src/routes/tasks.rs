@@ -179,7 +179,6 @@ async fn create(
         branch: body.branch,
     };
     let task = state.stores.tasks.create(&name, new).await?;
-    state.scheduler.task_changed(&name, &task.id);
     Ok(HttpResponse::Created().json(body::Envelope("task", &task)))
 }
 
@@ -228,7 +227,6 @@ async fn update(
         anchor,
     };
     let task = state.stores.tasks.update(&name, &id, patch).await?;
-    state.scheduler.task_changed(&name, &id);
     Ok(HttpResponse::Ok().json(body::Envelope("task", &task)))
 }
 
@@ -236,7 +234,6 @@ async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResul
     let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
     let task = state.stores.tasks.get(&name, &id).await?;
     state.stores.tasks.delete(&name, &id).await?;
-    state.scheduler.task_changed(&name, &id);
     // The task's worktree goes with it, unless it holds uncommitted work.
     let mut answer = json!({ "success": true });
     if task.worktree

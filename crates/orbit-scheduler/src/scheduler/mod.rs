@@ -219,6 +219,7 @@ impl Scheduler {
 
     async fn fire_until(&self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut store_changes = self.inner.stores.tasks.watch_changes();
         self.start_up().await;
         loop {
             self.apply_changes().await;
@@ -239,6 +240,7 @@ impl Scheduler {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.inner.wake.notified() => {}
+                () = changed(&mut store_changes) => {}
                 () = &mut shutdown => break,
             }
         }
@@ -271,8 +273,9 @@ impl Scheduler {
     }
 }
 
-impl orbit_agent::TaskListener for Scheduler {
-    fn task_changed(&self, agent: &AgentName, task: &TaskId) {
-        Scheduler::task_changed(self, agent, task);
+/// Resolves when the store says a task changed; never, for a store that does not say.
+async fn changed(changes: &mut tokio::sync::watch::Receiver<u64>) {
+    if changes.changed().await.is_err() {
+        std::future::pending::<()>().await;
     }
 }

@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     root: PathBuf,
     options: FsOptions,
     sessions: sessions::JournalCache,
+    /// Ticks at every task change made through this store (see `TaskStore::watch_changes`).
+    task_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl FsStore {
@@ -92,7 +94,12 @@ impl FsStore {
         let probe = root.join(".write-probe");
         io::write_bytes(&probe, b"ok")?;
         io::remove_file(&probe)?;
-        let inner = Inner { root, options, sessions: sessions::JournalCache::default() };
+        let inner = Inner {
+            root,
+            options,
+            sessions: sessions::JournalCache::default(),
+            task_changes: tokio::sync::watch::channel(0).0,
+        };
         // Agents whose deletion a crash interrupted.
         inner.empty_trash();
         inner.migrate_inboxes();

@@ -146,6 +146,7 @@ impl Inner {
     /// Tells every process that a task changed. A failure is logged, not returned: the
     /// change itself is stored, and other schedulers re-read every task now and then.
     fn publish_change(&self, agent: &AgentName, task: &TaskId) {
+        self.task_changes.send_modify(|ticks| *ticks = ticks.wrapping_add(1));
         let published = io::with_lock(&self.root.join("task-changes.lock"), || {
             let path = self.feed_path();
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -582,5 +583,9 @@ impl TaskStore for FsStore {
 
     async fn changes_since(&self, cursor: Option<ChangeCursor>) -> Result<TaskChanges> {
         self.blocking(move |s| s.read_feed(cursor)).await
+    }
+
+    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.task_changes.subscribe()
     }
 }
