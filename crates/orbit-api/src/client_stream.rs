@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix_web_lab::sse;
 use futures_util::Stream;
-use serde_json::Value;
+use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// Bytes of events held for one client at most.
@@ -56,9 +56,17 @@ impl ClientStream {
 
     /// Sends `value` as one event; a client that is gone or has not read for the stall limit
     /// is dropped (and said so in the log), and later sends do nothing.
-    pub async fn send(&mut self, value: &Value, session_id: &orbit_store::SessionId) {
+    pub async fn send<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        session_id: &orbit_store::SessionId,
+    ) {
         let Some(tx) = self.tx.as_ref() else { return };
-        let data = value.to_string();
+        let data = match serde_json::to_string(value) {
+            Ok(data) => data,
+            // Only a map with keys that are not strings fails, which no event has.
+            Err(err) => return tracing::warn!(error = %err, "an event did not serialize"),
+        };
         let cost = u32::try_from(data.len().clamp(1, BUDGET)).unwrap_or(u32::MAX);
         let event: sse::Event = sse::Data::new(data).into();
         let budget = self.budget.clone();

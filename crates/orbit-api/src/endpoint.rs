@@ -1,33 +1,72 @@
-//! The endpoint table: every route is registered from it and documented from it, so the
-//! OpenAPI document (`GET /api/openapi.json`) cannot miss a route.
+//! The endpoint table: every route is registered from it and documented from it (`openapi`),
+//! so the OpenAPI document cannot miss a route, and each entry names the types its handler
+//! reads and answers with, so the document's schemas are those types'.
 
 use std::collections::BTreeMap;
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
-use serde_json::{Value, json};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+
+use crate::error::Code;
+
+/// A schema of a type, added to a generator's components (a `$ref` to it).
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// What a success answers with.
+#[derive(Clone, Copy)]
+pub enum Answer {
+    /// A JSON body of this schema.
+    Json(SchemaFn),
+    /// `text/event-stream`, each event's `data:` a JSON value of this schema.
+    Events(SchemaFn),
+}
 
 /// One method on one path.
 pub struct Endpoint {
     pub method: &'static str,
     /// An actix path pattern (`/api/agents/{name}`), which is also OpenAPI's.
     pub path: &'static str,
+    /// OpenAPI's `operationId`: the name a generated client gives the call.
+    pub operation_id: &'static str,
     pub summary: &'static str,
     /// The success status.
     pub status: u16,
-    /// A JSON Schema of the request body, if it takes one.
-    pub body: Option<Value>,
+    pub answer: Answer,
+    /// The request body's schema and whether the body is required.
+    pub body: Option<(SchemaFn, bool)>,
+    /// Error codes this route gives beyond those every route of its kind gives
+    /// (`openapi::error_codes`).
+    pub errors: &'static [Code],
+    /// Whether the route touches the store, and so can fail inside (500).
+    pub fallible: bool,
     pub route: fn() -> Route,
 }
 
 impl Endpoint {
-    pub fn new(
+    /// A route answering 200 with a `T`.
+    pub fn new<T: JsonSchema>(
         method: &'static str,
         path: &'static str,
+        operation_id: &'static str,
         summary: &'static str,
         route: fn() -> Route,
     ) -> Self {
-        Self { method, path, summary, status: 200, body: None, route }
+        Self {
+            method,
+            path,
+            operation_id,
+            summary,
+            status: 200,
+            answer: Answer::Json(schema_of::<T>),
+            body: None,
+            errors: &[],
+            fallible: true,
+            route,
+        }
     }
 
     pub fn status(mut self, status: u16) -> Self {
@@ -35,17 +74,41 @@ impl Endpoint {
         self
     }
 
-    pub fn body(mut self, schema: Value) -> Self {
-        self.body = Some(schema);
+    /// A required JSON body of type `T`.
+    pub fn body<T: JsonSchema>(mut self) -> Self {
+        self.body = Some((schema_of::<T>, true));
         self
     }
-}
 
-/// An object schema with these (name, type) properties, the `required` ones listed.
-pub fn object(properties: &[(&str, &str)], required: &[&str]) -> Value {
-    let properties: serde_json::Map<String, Value> =
-        properties.iter().map(|(name, kind)| ((*name).to_owned(), json!({"type": kind}))).collect();
-    json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+    /// A JSON body of type `T` that may be left out.
+    pub fn optional_body<T: JsonSchema>(mut self) -> Self {
+        self.body = Some((schema_of::<T>, false));
+        self
+    }
+
+    /// Answers with a stream of server-sent events, each a `T`.
+    pub fn events<T: JsonSchema>(mut self) -> Self {
+        self.answer = Answer::Events(schema_of::<T>);
+        self
+    }
+
+    pub fn errors(mut self, errors: &'static [Code]) -> Self {
+        self.errors = errors;
+        self
+    }
+
+    /// The route reads nothing that can fail.
+    pub fn infallible(mut self) -> Self {
+        self.fallible = false;
+        self
+    }
+
+    /// The names of the path's parameters, in order.
+    pub fn parameters(&self) -> impl Iterator<Item = &'static str> {
+        self.path
+            .split('/')
+            .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+    }
 }
 
 /// Registers the endpoints, one actix resource per path.
@@ -70,8 +133,7 @@ pub fn register(cfg: &mut web::ServiceConfig, endpoints: Vec<Endpoint>) {
 /// A known path asked with a method it does not have: 405 naming the ones it has.
 fn method_not_allowed(req: &HttpRequest, allow: String) -> HttpResponse {
     let error = crate::ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        Code::MethodNotAllowed,
         format!("{} is not allowed on {}; allowed: {allow}", req.method(), req.path()),
     );
     let mut answer = error.error_response();
@@ -79,41 +141,4 @@ fn method_not_allowed(req: &HttpRequest, allow: String) -> HttpResponse {
         answer.headers_mut().insert(actix_web::http::header::ALLOW, allow);
     }
     answer
-}
-
-/// The OpenAPI 3.1 document of the endpoints.
-pub fn openapi(endpoints: &[Endpoint]) -> Value {
-    let error = json!({"description": "an error", "content": {"application/json": {"schema": object(&[("error", "string"), ("code", "string")], &["error", "code"])}}});
-    let mut paths = serde_json::Map::new();
-    for endpoint in endpoints {
-        let parameters: Vec<Value> = endpoint
-            .path
-            .split('/')
-            .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
-            .collect();
-        let mut operation = json!({
-            "summary": endpoint.summary,
-            "parameters": parameters,
-            "responses": {
-                endpoint.status.to_string(): {"description": endpoint.summary},
-                "400": error, "401": error, "403": error, "404": error, "408": error, "409": error, "413": error, "415": error, "429": error, "500": error,
-            },
-        });
-        if endpoint.path.starts_with("/api") {
-            operation["security"] = json!([{"bearer": []}]);
-        }
-        if let Some(schema) = &endpoint.body {
-            operation["requestBody"] =
-                json!({"required": true, "content": {"application/json": {"schema": schema}}});
-        }
-        let item = paths.entry(endpoint.path.to_owned()).or_insert_with(|| json!({}));
-        item[endpoint.method.to_lowercase()] = operation;
-    }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "Orbit", "version": env!("CARGO_PKG_VERSION"), "description": "Teams of Claude Code agents: agents, sessions, inbox, tasks, and chat over server-sent events."},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "paths": paths,
-    })
 }

@@ -1,50 +1,142 @@
 //! The one place where failure kinds become HTTP statuses and the `{error, code}` body.
+//!
+//! [`Code`] is the table of every error code the API answers with, each with its one status;
+//! the OpenAPI document lists the same table.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use orbit_store::ErrorKind;
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// Every error code, with its status. A status may have several codes (403 says which check
+/// refused), but a code has exactly one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(rename = "ErrorCode")]
+pub enum Code {
+    /// 400: a body, field, name, id or schedule that does not parse or is not allowed.
+    InvalidInput,
+    /// 401: a token is configured and the request has none or a wrong one.
+    Unauthorized,
+    /// 403: the `Host` is not one of the server's names.
+    ForbiddenHost,
+    /// 403: the `Origin` is not the server's own.
+    CrossOrigin,
+    /// 404: the agent, session, message, task, worktree, pending request or route is unknown.
+    NotFound,
+    /// 405: the path exists, but not with this method (`Allow` lists the methods it has).
+    MethodNotAllowed,
+    /// 408: the body did not arrive in time.
+    RequestTimeout,
+    /// 409: it exists already, or it is running, or it holds uncommitted work.
+    Conflict,
+    /// 413: the body is over the limit.
+    PayloadTooLarge,
+    /// 415: a body that is not `application/json`.
+    UnsupportedMediaType,
+    /// 429: no agent process slot freed in time.
+    Busy,
+    /// 500: an internal fault, logged with its cause.
+    Internal,
+}
+
+impl Code {
+    /// Every code, in the order of their statuses.
+    pub const ALL: [Code; 12] = [
+        Code::InvalidInput,
+        Code::Unauthorized,
+        Code::ForbiddenHost,
+        Code::CrossOrigin,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::RequestTimeout,
+        Code::Conflict,
+        Code::PayloadTooLarge,
+        Code::UnsupportedMediaType,
+        Code::Busy,
+        Code::Internal,
+    ];
+
+    /// The table: each code's status and its text on the wire.
+    pub fn describe(self) -> (StatusCode, &'static str) {
+        match self {
+            Code::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
+            Code::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Code::ForbiddenHost => (StatusCode::FORBIDDEN, "forbidden_host"),
+            Code::CrossOrigin => (StatusCode::FORBIDDEN, "cross_origin"),
+            Code::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            Code::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Code::RequestTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Code::Conflict => (StatusCode::CONFLICT, "conflict"),
+            Code::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Code::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Code::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+            Code::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        self.describe().0
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.describe().1
+    }
+
+    /// The code of an error that carries only a status (actix's own errors); `None` for a
+    /// status Orbit never answers with.
+    pub fn for_status(status: StatusCode) -> Option<Code> {
+        Self::ALL.into_iter().find(|code| code.status() == status)
+    }
+}
 
 /// An error answered as `{"error": "...", "code": "..."}`.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorView {
+    /// A sentence for a person.
+    pub error: String,
+    pub code: Code,
+}
+
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    /// A 400 `invalid_input`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(Code::InvalidInput, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(Code::NotFound, message)
     }
 
     fn from_kind(kind: ErrorKind, message: String) -> Self {
-        let (status, code) = match kind {
-            ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid_input"),
-            ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
-            ErrorKind::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
-            ErrorKind::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        let code = match kind {
+            ErrorKind::Invalid => Code::InvalidInput,
+            ErrorKind::NotFound => Code::NotFound,
+            ErrorKind::Conflict => Code::Conflict,
+            ErrorKind::Busy => Code::Busy,
+            ErrorKind::Internal => Code::Internal,
         };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
+        if code == Code::Internal {
             // The cause goes to the log only: it may name paths of the data directory, which
             // are nobody's business over HTTP.
             tracing::error!(error = %message, "internal error");
-            return Self::new(
-                status,
-                code,
-                "an internal error occurred; the server log has its cause",
-            );
+            return Self::new(code, "an internal error occurred; the server log has its cause");
         }
-        Self::new(status, code, message)
+        Self::new(code, message)
     }
 }
 
@@ -56,11 +148,12 @@ impl std::fmt::Display for ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.code.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({"error": self.message, "code": self.code}))
+        HttpResponse::build(self.code.status())
+            .json(ErrorView { error: self.message.clone(), code: self.code })
     }
 }
 
@@ -90,3 +183,15 @@ impl From<orbit_store::ScheduleError> for ApiError {
 
 /// The result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_serializes_as_its_table_text() {
+        for code in Code::ALL {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+}

@@ -19,13 +19,12 @@ use std::net::SocketAddr;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::middleware::Next;
 use actix_web::web::Data;
 use actix_web::{Error, ResponseError};
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Code};
 
 /// The `Host` values the server answers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,8 +110,7 @@ fn refusal(allowed: &AllowedHosts, headers: &HeaderMap) -> Option<ApiError> {
         && !allowed.allows(host)
     {
         return Some(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden_host",
+            Code::ForbiddenHost,
             "this server does not answer to the host this request names; add it with --allowed-host",
         ));
     }
@@ -126,16 +124,14 @@ fn refusal(allowed: &AllowedHosts, headers: &HeaderMap) -> Option<ApiError> {
         });
         if !same_origin {
             return Some(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "cross_origin",
+                Code::CrossOrigin,
                 "requests from another origin are refused",
             ));
         }
     }
     if has_body(headers) && !is_json(headers) {
         return Some(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            Code::UnsupportedMediaType,
             "request bodies must be JSON, sent with Content-Type: application/json",
         ));
     }

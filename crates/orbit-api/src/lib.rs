@@ -11,16 +11,17 @@ mod error;
 mod extract;
 mod guard;
 mod middleware;
+mod openapi;
 mod routes;
 mod stream_events;
+mod views;
+mod wire;
 
 use actix_web::{HttpResponse, web};
 use orbit_agent::AgentPool;
 use orbit_store::Stores;
-use serde_json::json;
 
-pub use body::BodyLimit;
-pub use error::ApiError;
+pub use error::{ApiError, Code};
 pub use guard::AllowedHosts;
 
 /// Everything the handlers need, registered once as `web::Data<AppState>`.
@@ -31,7 +32,7 @@ pub struct AppState {
     pub scheduler: orbit_scheduler::Scheduler,
     /// When set, every `/api` route needs `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
-    /// The largest request body accepted.
+    /// The largest request body accepted (413 past it).
     pub body_limit: usize,
     /// How long a request body may take to arrive (408 past it), so slow senders cannot
     /// hold connections open.
@@ -55,12 +56,10 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let limit = BodyLimit { bytes: state.body_limit, read_timeout: state.body_read_timeout };
     // The last `wrap` runs first: the span sees every answer, errors get their JSON body,
     // foreign hosts and origins are refused before the token is looked at.
     actix_web::App::new()
         .app_data(state)
-        .app_data(limit)
         .wrap(actix_web::middleware::from_fn(middleware::authenticate))
         .wrap(actix_web::middleware::from_fn(guard::check_request))
         .wrap(actix_web::middleware::from_fn(middleware::json_errors))
@@ -70,15 +69,13 @@ pub fn app(
 }
 
 async fn health() -> HttpResponse {
-    let timestamp = orbit_store::timestamp::now()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    HttpResponse::Ok().json(json!({ "status": "ok", "timestamp": timestamp }))
+    HttpResponse::Ok()
+        .json(views::HealthView { status: "ok", timestamp: orbit_store::timestamp::now() })
 }
 
 /// The OpenAPI document, built from the same table the routes are registered from.
 pub fn openapi_document() -> serde_json::Value {
-    endpoint::openapi(&routes::endpoints())
+    openapi::document(&routes::endpoints())
 }
 
 async fn openapi() -> HttpResponse {

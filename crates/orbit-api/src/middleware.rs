@@ -10,7 +10,7 @@ use actix_web::web::Data;
 use actix_web::{Error, HttpResponse, ResponseError};
 use tracing::Instrument;
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Code};
 
 /// The one route that never needs a token.
 const HEALTH: &str = "/health";
@@ -62,11 +62,7 @@ pub async fn authenticate(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
-            let refusal = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid bearer token is required",
-            );
+            let refusal = ApiError::new(Code::Unauthorized, "a valid bearer token is required");
             return Ok(req.into_response(refusal.error_response()).map_into_right_body());
         }
     }
@@ -93,7 +89,7 @@ pub async fn json_errors(
         // Rendered by actix from `ApiError`, so in Orbit's shape.
         Err(err) => {
             let status = err.as_response_error().status_code();
-            return Err(ApiError::new(status, code_of(status), err.to_string()).into());
+            return Err(ApiError::new(code_of(status), err.to_string()).into());
         }
     };
     let status = response.status();
@@ -105,7 +101,7 @@ pub async fn json_errors(
     }
     let (request, old) = response.into_parts();
     let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
-    let mut answer: HttpResponse = ApiError::new(status, code_of(status), reason).error_response();
+    let mut answer: HttpResponse = ApiError::new(code_of(status), reason).error_response();
     // Headers that belong to the answer (Allow on a 405, say) are kept.
     for (name, value) in old.headers() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
@@ -115,20 +111,13 @@ pub async fn json_errors(
     Ok(ServiceResponse::new(request, answer).map_into_right_body())
 }
 
-/// The `code` of an error that carries only a status.
-fn code_of(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::UNAUTHORIZED => "unauthorized",
-        StatusCode::FORBIDDEN => "forbidden",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::REQUEST_TIMEOUT => "request_timeout",
-        StatusCode::CONFLICT => "conflict",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::TOO_MANY_REQUESTS => "busy",
-        status if status.is_server_error() => "internal",
-        _ => "error",
-    }
+/// The code of an error that carries only a status: the table's for that status, else
+/// `invalid_input` for another client error and `internal` for another server error (actix
+/// answers none of those on Orbit's routes).
+fn code_of(status: StatusCode) -> Code {
+    Code::for_status(status).unwrap_or(if status.is_server_error() {
+        Code::Internal
+    } else {
+        Code::InvalidInput
+    })
 }

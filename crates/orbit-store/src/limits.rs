@@ -2,6 +2,10 @@
 //! that no single request can make the server hold (and list, and send) megabytes it did not
 //! need; past a limit the input is refused as invalid, with the field and the limit named.
 //! The API checks these at the boundary and the agents' own tools check the same ones.
+//!
+//! Lengths are counted in characters (Unicode scalar values), as JSON Schema's `maxLength`
+//! counts them, so that the API's OpenAPI document can state each limit exactly; a limit in
+//! characters bounds the bytes too (at most four per character).
 
 use crate::{Error, Result};
 
@@ -24,13 +28,16 @@ pub const TIMEZONE: usize = 64;
 /// A model name.
 pub const MODEL: usize = 128;
 
-/// Refuses `value` when it is longer than `max` bytes.
+/// Refuses `value` when it is longer than `max` characters.
 pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
+    // Every character is at least one byte, so a short text needs no count.
     if value.len() > max {
-        return Err(Error::Invalid(format!(
-            "'{field}' is {} bytes long; the limit is {max}",
-            value.len()
-        )));
+        let length = value.chars().count();
+        if length > max {
+            return Err(Error::Invalid(format!(
+                "'{field}' is {length} characters long; the limit is {max}"
+            )));
+        }
     }
     Ok(())
 }
@@ -56,6 +63,13 @@ pub fn check_model(model: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths_are_counted_in_characters() {
+        assert!(check_len("title", &"é".repeat(TITLE), TITLE).is_ok(), "512 bytes, 256 characters");
+        assert!(check_len("title", &"é".repeat(TITLE + 1), TITLE).is_err());
+        assert!(check_len("title", &"e".repeat(TITLE + 1), TITLE).is_err());
+    }
 
     #[test]
     fn models_are_short_printable_words() {

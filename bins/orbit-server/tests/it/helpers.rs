@@ -66,34 +66,41 @@ impl TestApp {
         }
     }
 
+    /// Sends a request and reads its answer, which must match its documented schema.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
-        let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
-        let request = self.request(method, path);
+        let verb = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+        let request = self.request(verb, path);
         let response = match body {
             Some(body) => request.send_json(&body).await,
             None => request.send().await,
         };
-        read(response.unwrap()).await
+        let answer = read(response.unwrap()).await;
+        crate::schema::check_answer(method, path, answer.status, &answer.body);
+        answer
     }
 
     pub fn builder(&self, method: &str, path: &str) -> awc::ClientRequest {
         self.request(awc::http::Method::from_bytes(method.as_bytes()).unwrap(), path)
     }
 
-    /// Posts a chat and returns its SSE events once the stream ends.
+    /// Posts a chat and returns its SSE events once the stream ends; the events (or the
+    /// refusal) must match their documented schemas.
     pub async fn chat(&self, body: Value) -> (u16, Vec<Value>) {
         let mut response = self.builder("POST", "/api/chat").send_json(&body).await.unwrap();
         let status = response.status().as_u16();
         let bytes = response.body().limit(16 * 1024 * 1024).await.unwrap();
         let text = String::from_utf8_lossy(&bytes);
         if status != 200 {
-            return (status, vec![serde_json::from_str(&text).unwrap_or(Value::Null)]);
+            let refusal = serde_json::from_str(&text).unwrap_or(Value::Null);
+            crate::schema::check_answer("POST", "/api/chat", status, &refusal);
+            return (status, vec![refusal]);
         }
-        let events = text
+        let events: Vec<Value> = text
             .lines()
             .filter_map(|line| line.strip_prefix("data: "))
             .map(|data| serde_json::from_str(data).unwrap())
             .collect();
+        crate::schema::check_events(&events);
         (status, events)
     }
 

@@ -9,5 +9,7 @@ mod edges;
 mod hardening;
 mod helpers;
 mod lifecycle;
+mod openapi;
 mod permissions;
 mod scheduling;
+mod schema;

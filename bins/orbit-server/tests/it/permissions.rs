@@ -84,11 +84,19 @@ async fn ask_mode_is_answered_over_http() {
     let unknown = app
         .call(
             "POST",
+            &format!("/api/agents/bot/sessions/{allowed}/permissions/01JD2Y7W3Q5ZK8X9M4N6P0R1ST"),
+            Some(json!({"allow": true})),
+        )
+        .await;
+    assert_eq!(unknown.status, 404, "no such request is pending");
+    let malformed = app
+        .call(
+            "POST",
             &format!("/api/agents/bot/sessions/{allowed}/permissions/nothing"),
             Some(json!({"allow": true})),
         )
         .await;
-    assert_eq!(unknown.status, 404);
+    assert_eq!(malformed.status, 400, "request ids are ULIDs");
 }
 
 #[actix_web::test]

@@ -1,67 +1,94 @@
 //! `/api/agents` and `/api/agents/:name`.
 
-use actix_web::web::{Data, Path, Payload};
-use actix_web::{HttpRequest, HttpResponse, web};
-use orbit_store::{AgentPatch, AgentStatus, NewAgent, PermissionMode};
+use actix_web::web::Data;
+use actix_web::{HttpResponse, web};
+use orbit_store::{AgentName, AgentPatch, NewAgent};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::endpoint::{Endpoint, object};
-use crate::error::ApiResult;
-use crate::{AppState, body, extract};
+use crate::endpoint::Endpoint;
+use crate::error::{ApiResult, Code};
+use crate::extract::{AgentPath, Json};
+use crate::views::{self, AgentBody, AgentsBody, SuccessView};
+use crate::{AppState, wire};
 
 pub fn endpoints() -> Vec<Endpoint> {
-    let create_body =
-        object(&[("name", "string"), ("model", "string"), ("permissionMode", "string")], &["name"]);
-    let update_body =
-        object(&[("model", "string"), ("permissionMode", "string"), ("status", "string")], &[]);
     vec![
-        Endpoint::new("POST", "/api/agents", "Create an agent", || web::post().to(create))
-            .status(201)
-            .body(create_body),
-        Endpoint::new("GET", "/api/agents", "List agents", || web::get().to(list)),
-        Endpoint::new("GET", "/api/agents/{name}", "Get an agent", || web::get().to(get)),
-        Endpoint::new("PUT", "/api/agents/{name}", "Update an agent", || web::put().to(update))
-            .body(update_body),
-        Endpoint::new(
+        Endpoint::new::<AgentBody>("POST", "/api/agents", "createAgent", "Create an agent", || {
+            web::post().to(create)
+        })
+        .status(201)
+        .body::<CreateAgent>()
+        .errors(&[Code::Conflict]),
+        Endpoint::new::<AgentsBody>("GET", "/api/agents", "listAgents", "List agents", || {
+            web::get().to(list)
+        }),
+        Endpoint::new::<AgentBody>("GET", "/api/agents/{name}", "getAgent", "Get an agent", || {
+            web::get().to(get)
+        }),
+        Endpoint::new::<AgentBody>(
+            "PUT",
+            "/api/agents/{name}",
+            "updateAgent",
+            "Update an agent",
+            || web::put().to(update),
+        )
+        .body::<UpdateAgent>(),
+        Endpoint::new::<SuccessView>(
             "DELETE",
             "/api/agents/{name}",
+            "deleteAgent",
             "Delete an agent, aborting its chats",
             || web::delete().to(delete),
         ),
     ]
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /api/agents`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateAgent {
-    name: String,
+#[schemars(example = create_example())]
+pub struct CreateAgent {
+    #[schemars(with = "wire::AgentName")]
+    name: AgentName,
+    #[serde(default)]
+    #[schemars(with = "wire::Model")]
     model: Option<String>,
-    permission_mode: Option<PermissionMode>,
+    #[serde(default)]
+    #[schemars(with = "wire::PermissionMode")]
+    permission_mode: Option<wire::PermissionMode>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateAgent {
-    model: Option<String>,
-    permission_mode: Option<PermissionMode>,
-    status: Option<AgentStatus>,
+fn create_example() -> Value {
+    json!({"name": "researcher", "model": "sonnet", "permissionMode": "ask"})
 }
 
-async fn create(
-    state: Data<AppState>,
-    req: HttpRequest,
-    payload: Payload,
-) -> ApiResult<HttpResponse> {
-    let body: CreateAgent = body::json(&req, payload, false).await?;
-    let name = extract::agent(&body.name)?;
+/// `PUT /api/agents/{name}`: the fields to change.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(example = update_example())]
+pub struct UpdateAgent {
+    #[serde(default)]
+    #[schemars(with = "wire::Model")]
+    model: Option<String>,
+    #[serde(default)]
+    #[schemars(with = "wire::PermissionMode")]
+    permission_mode: Option<wire::PermissionMode>,
+    #[serde(default)]
+    #[schemars(with = "wire::AgentStatus")]
+    status: Option<wire::AgentStatus>,
+}
+
+fn update_example() -> Value {
+    json!({"model": "opus", "permissionMode": "safe", "status": "inactive"})
+}
+
+async fn create(state: Data<AppState>, Json(body): Json<CreateAgent>) -> ApiResult<HttpResponse> {
     check_model(body.model.as_deref())?;
-    let agent = state
-        .stores
-        .agents
-        .create(&name, NewAgent { model: body.model, permission_mode: body.permission_mode })
-        .await?;
-    Ok(HttpResponse::Created().json(json!({ "agent": agent })))
+    let new = NewAgent { model: body.model, permission_mode: body.permission_mode.map(Into::into) };
+    let agent = state.stores.agents.create(&body.name, new).await?;
+    Ok(HttpResponse::Created().json(AgentBody { agent: agent.into() }))
 }
 
 /// A model goes into the CLI's argument list; it is checked before it is stored.
@@ -70,39 +97,37 @@ pub(crate) fn check_model(model: Option<&str>) -> ApiResult<()> {
 }
 
 async fn list(state: Data<AppState>) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(body::Envelope("agents", &state.stores.agents.list().await?)))
+    let agents = views::all(state.stores.agents.list().await?);
+    Ok(HttpResponse::Ok().json(AgentsBody { agents }))
 }
 
-async fn get(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
-    let name = extract::agent(&path)?;
-    Ok(HttpResponse::Ok().json(body::Envelope("agent", &state.stores.agents.get(&name).await?)))
+async fn get(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
+    let agent = state.stores.agents.get(&path.name).await?;
+    Ok(HttpResponse::Ok().json(AgentBody { agent: agent.into() }))
 }
 
 async fn update(
     state: Data<AppState>,
-    path: Path<String>,
-    req: HttpRequest,
-    payload: Payload,
+    path: AgentPath,
+    Json(body): Json<UpdateAgent>,
 ) -> ApiResult<HttpResponse> {
-    let name = extract::agent(&path)?;
-    let body: UpdateAgent = body::json(&req, payload, false).await?;
     check_model(body.model.as_deref())?;
     let patch = AgentPatch {
         model: body.model,
-        permission_mode: body.permission_mode,
-        status: body.status,
+        permission_mode: body.permission_mode.map(Into::into),
+        status: body.status.map(Into::into),
         main_session_id: None,
     };
-    Ok(HttpResponse::Ok()
-        .json(body::Envelope("agent", &state.stores.agents.update(&name, patch).await?)))
+    let agent = state.stores.agents.update(&path.name, patch).await?;
+    Ok(HttpResponse::Ok().json(AgentBody { agent: agent.into() }))
 }
 
-async fn delete(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
-    let name = extract::agent(&path)?;
+async fn delete(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
+    let name = path.name;
     state.stores.agents.get(&name).await?;
     // Running chats are aborted, their processes ended and the CLI state forgotten before the
     // records go, so nothing of this agent reaches a new agent of the same name.
     state.pool.forget_agent(&name).await;
     state.stores.agents.delete(&name).await?;
-    Ok(HttpResponse::Ok().json(json!({ "success": true })))
+    Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }

@@ -9,60 +9,143 @@
 
 use std::time::Duration;
 
-use actix_web::web::{Data, Payload};
-use actix_web::{HttpRequest, Responder, web};
+use actix_web::web::Data;
+use actix_web::{Responder, web};
 use orbit_agent::ChatOptions;
-use orbit_store::{NewSession, limits};
-use serde::Deserialize;
+use orbit_store::{AgentName, NewSession, SessionId, limits};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::client_stream::ClientStream;
-use crate::endpoint::{Endpoint, object};
-use crate::error::{ApiError, ApiResult};
-use crate::{AppState, body, extract, stream_events};
+use crate::endpoint::Endpoint;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::Json;
+use crate::{AppState, stream_events, wire};
 
 pub fn endpoints() -> Vec<Endpoint> {
-    let body = object(
-        &[
-            ("agentName", "string"),
-            ("message", "string"),
-            ("sessionId", "string"),
-            ("model", "string"),
-        ],
-        &["agentName", "message"],
-    );
     vec![
-        Endpoint::new(
+        Endpoint::new::<ChatEvent>(
             "POST",
             "/api/chat",
+            "chat",
             "Run a chat turn, streamed as server-sent events",
             || web::post().to(chat),
         )
-        .body(body),
+        .events::<ChatEvent>()
+        .body::<ChatRequest>()
+        // 404: the session is unknown; 409: the session's turn is running; 429: no process
+        // slot freed in time. All are answered as JSON before any stream begins.
+        .errors(&[Code::NotFound, Code::Conflict, Code::Busy]),
     ]
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /api/chat`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ChatRequest {
-    agent_name: String,
+#[schemars(example = chat_example())]
+pub struct ChatRequest {
+    /// The agent, made if missing.
+    #[schemars(with = "wire::AgentName")]
+    agent_name: AgentName,
+    /// The user's message: not blank.
+    #[schemars(length(min = 1, max = limits::CHAT_MESSAGE), pattern(wire::NOT_BLANK_PATTERN))]
     message: String,
-    session_id: Option<String>,
+    /// The session to continue; a new one is made without it.
+    #[serde(default)]
+    #[schemars(with = "wire::Ulid")]
+    session_id: Option<SessionId>,
+    /// The model of this turn.
+    #[serde(default)]
+    #[schemars(with = "wire::Model")]
     model: Option<String>,
 }
 
-async fn chat(
-    state: Data<AppState>,
-    req: HttpRequest,
-    payload: Payload,
-) -> ApiResult<impl Responder> {
-    let body: ChatRequest = body::json(&req, payload, false).await?;
-    let name = extract::agent(&body.agent_name)?;
+fn chat_example() -> Value {
+    json!({"agentName": "researcher", "message": "Summarise README.md", "sessionId": "01JD2Y7W3Q5ZK8X9M4N6P0R1ST", "model": "sonnet"})
+}
+
+/// One event of the chat stream (one `data:` line).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+// The events are built as JSON from the turn's typed events (`stream_events`); these types
+// are the stream's documentation, and the tests check every event against them.
+#[allow(dead_code)]
+pub enum ChatEvent {
+    /// Always first: the Orbit session the turn runs in.
+    Session(SessionEvent),
+    /// The turn failed after it started; the stream ends.
+    Error(ErrorEvent),
+    /// In `ask` mode, a tool waits for a person's answer
+    /// (`POST /api/agents/{name}/sessions/{id}/permissions/{requestId}`).
+    PermissionRequest(PermissionRequestEvent),
+    /// The CLI could not resume the session's previous conversation; the turn goes on in a
+    /// fresh one.
+    ResumeFailed(ResumeFailedEvent),
+    /// Every message of the Claude Code CLI's stream-json output, unchanged (`system`,
+    /// `assistant`, `user`, `result`, `stream_event`, ...).
+    Runtime(RuntimeEvent),
+}
+
+/// `{"type": "system", "sessionId"}`, the stream's first event.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionEvent {
+    #[schemars(extend("const" = "system"))]
+    r#type: &'static str,
+    #[schemars(with = "wire::Ulid")]
+    session_id: SessionId,
+}
+
+/// `{"type": "error", "message"}`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorEvent {
+    #[schemars(extend("const" = "error"))]
+    r#type: &'static str,
+    message: String,
+}
+
+/// Sent by the agent runtime (`orbit_agent::policy`); documented here.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PermissionRequestEvent {
+    #[schemars(extend("const" = "permission_request"))]
+    r#type: String,
+    #[schemars(with = "wire::Ulid")]
+    request_id: String,
+    tool_name: String,
+    /// The tool's input, as the model gave it.
+    input: Value,
+    tool_use_id: String,
+}
+
+/// Sent by the agent runtime; documented here.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeFailedEvent {
+    #[schemars(extend("const" = "system"))]
+    r#type: String,
+    #[schemars(extend("const" = "orbit_resume_failed"))]
+    subtype: String,
+    previous_sdk_session_id: String,
+    message: String,
+}
+
+/// A Claude Code stream-json message: an object with a `type` and whatever that type carries.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(extend("additionalProperties" = true))]
+pub struct RuntimeEvent {
+    r#type: String,
+}
+
+async fn chat(state: Data<AppState>, Json(body): Json<ChatRequest>) -> ApiResult<impl Responder> {
+    let name = body.agent_name;
     if body.message.trim().is_empty() {
-        return Err(ApiError::bad_request("message must not be empty"));
+        return Err(ApiError::invalid("message must not be empty"));
     }
     limits::check_len("message", &body.message, limits::CHAT_MESSAGE)?;
     super::agents::check_model(body.model.as_deref())?;
-    let session_id = body.session_id.as_deref().map(extract::session).transpose()?;
+    let session_id = body.session_id;
     state.stores.agents.ensure(&name).await?;
     let (session, made_here) = match session_id {
         Some(id) => (state.stores.sessions.get(&name, &id).await?, false),

@@ -1,95 +1,104 @@
 //! `/api/agents/:name/inbox...`.
 
-use actix_web::web::{Data, Path, Payload};
-use actix_web::{HttpRequest, HttpResponse, web};
-use orbit_store::{MessageType, NewMessage, limits};
+use actix_web::web::Data;
+use actix_web::{HttpResponse, web};
+use orbit_store::{AgentName, MessageId, NewMessage, limits};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::endpoint::{Endpoint, object};
-use crate::error::ApiResult;
-use crate::{AppState, body, extract};
+use crate::endpoint::Endpoint;
+use crate::error::{ApiResult, Code};
+use crate::extract::{AgentPath, Json, MessagePath};
+use crate::views::{self, MessageBody, MessagesBody, SuccessView};
+use crate::{AppState, wire};
 
 pub fn endpoints() -> Vec<Endpoint> {
-    let send_body = object(
-        &[
-            ("fromAgent", "string"),
-            ("message", "string"),
-            ("messageType", "string"),
-            ("requestId", "string"),
-        ],
-        &["fromAgent", "message"],
-    );
     vec![
-        Endpoint::new(
+        Endpoint::new::<MessagesBody>(
             "GET",
             "/api/agents/{name}/inbox",
+            "listInbox",
             "List pending inbox messages, claimed or not",
             || web::get().to(list),
         ),
-        Endpoint::new(
+        Endpoint::new::<MessageBody>(
             "POST",
             "/api/agents/{name}/inbox",
+            "sendMessage",
             "Send a message to the agent's inbox",
             || web::post().to(send),
         )
         .status(201)
-        .body(send_body),
-        Endpoint::new("GET", "/api/agents/{name}/inbox/{msg}", "Get an inbox message", || {
-            web::get().to(get)
-        }),
-        Endpoint::new(
+        .body::<SendMessage>(),
+        Endpoint::new::<MessageBody>(
+            "GET",
+            "/api/agents/{name}/inbox/{msg}",
+            "getMessage",
+            "Get an inbox message, pending or not",
+            || web::get().to(get),
+        ),
+        Endpoint::new::<SuccessView>(
             "DELETE",
             "/api/agents/{name}/inbox/{msg}",
-            "Archive an inbox message",
+            "archiveMessage",
+            "Archive an inbox message (409 when it was read or set aside as dead)",
             || web::delete().to(archive),
-        ),
+        )
+        .errors(&[Code::Conflict]),
     ]
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /api/agents/{name}/inbox`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SendMessage {
-    from_agent: String,
+#[schemars(example = send_example())]
+pub struct SendMessage {
+    #[schemars(with = "wire::AgentName")]
+    from_agent: AgentName,
+    #[schemars(length(max = limits::INBOX_MESSAGE))]
     message: String,
-    message_type: Option<MessageType>,
-    request_id: Option<String>,
+    #[serde(default)]
+    #[schemars(with = "wire::MessageType")]
+    message_type: Option<wire::MessageType>,
+    /// For a response, the id of the request it answers.
+    #[serde(default)]
+    #[schemars(with = "wire::Ulid")]
+    request_id: Option<MessageId>,
 }
 
-async fn list(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
-    let name = extract::agent(&path)?;
-    Ok(HttpResponse::Ok()
-        .json(body::Envelope("messages", &state.stores.inbox.get_pending(&name).await?)))
+fn send_example() -> Value {
+    json!({"fromAgent": "alice", "message": "Status of the report?", "messageType": "response", "requestId": "01JD2Y7W3Q5ZK8X9M4N6P0R1ST"})
+}
+
+async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
+    let messages = views::all(state.stores.inbox.get_pending(&path.name).await?);
+    Ok(HttpResponse::Ok().json(MessagesBody { messages }))
 }
 
 async fn send(
     state: Data<AppState>,
-    path: Path<String>,
-    req: HttpRequest,
-    payload: Payload,
+    path: AgentPath,
+    Json(body): Json<SendMessage>,
 ) -> ApiResult<HttpResponse> {
-    let name = extract::agent(&path)?;
-    let body: SendMessage = body::json(&req, payload, false).await?;
     limits::check_len("message", &body.message, limits::INBOX_MESSAGE)?;
     let new = NewMessage {
-        from_agent: extract::agent(&body.from_agent)?,
-        to_agent: name,
+        from_agent: body.from_agent,
+        to_agent: path.name,
         message: body.message,
-        message_type: body.message_type.unwrap_or_default(),
-        request_id: body.request_id.as_deref().map(extract::message).transpose()?,
+        message_type: body.message_type.map(Into::into).unwrap_or_default(),
+        request_id: body.request_id,
     };
-    Ok(HttpResponse::Created()
-        .json(body::Envelope("message", &state.stores.inbox.send(new).await?)))
+    let message = state.stores.inbox.send(new).await?;
+    Ok(HttpResponse::Created().json(MessageBody { message: message.into() }))
 }
 
-async fn get(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
-    let (name, id) = (extract::agent(&path.0)?, extract::message(&path.1)?);
-    Ok(HttpResponse::Ok()
-        .json(body::Envelope("message", &state.stores.inbox.get(&name, &id).await?)))
+async fn get(state: Data<AppState>, path: MessagePath) -> ApiResult<HttpResponse> {
+    let message = state.stores.inbox.get(&path.name, &path.id).await?;
+    Ok(HttpResponse::Ok().json(MessageBody { message: message.into() }))
 }
 
-async fn archive(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
-    let (name, id) = (extract::agent(&path.0)?, extract::message(&path.1)?);
-    state.stores.inbox.archive(&name, &id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "success": true })))
+async fn archive(state: Data<AppState>, path: MessagePath) -> ApiResult<HttpResponse> {
+    state.stores.inbox.archive(&path.name, &path.id).await?;
+    Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }

@@ -1,118 +1,163 @@
 //! `/api/agents/:name/sessions...`, including abort.
 
-use actix_web::web::{Data, Path, Payload};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::web::Data;
+use actix_web::{HttpResponse, web};
 use orbit_agent::worktree;
-use orbit_store::{NewSession, PermissionMode, SessionId, SessionPatch, limits};
+use orbit_store::{NewSession, SessionId, SessionPatch, limits};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::endpoint::{Endpoint, object};
-use crate::error::{ApiError, ApiResult};
-use crate::{AppState, body, extract};
+use crate::endpoint::Endpoint;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::{AgentPath, Json, MaybeJson, PermissionPath, SessionPath};
+use crate::views::{self, SessionBody, SessionDetailBody, SessionsBody, SuccessView};
+use crate::{AppState, wire};
 
 pub fn endpoints() -> Vec<Endpoint> {
-    let fields =
-        object(&[("title", "string"), ("model", "string"), ("permissionMode", "string")], &[]);
     vec![
-        Endpoint::new(
+        Endpoint::new::<SessionsBody>(
             "GET",
             "/api/agents/{name}/sessions",
+            "listSessions",
             "List an agent's sessions, newest first",
             || web::get().to(list),
         ),
-        Endpoint::new(
+        Endpoint::new::<SessionBody>(
             "POST",
             "/api/agents/{name}/sessions",
+            "createSession",
             "Create a session (and the agent if missing), optionally in its own git worktree",
             || web::post().to(create),
         )
         .status(201)
-        .body(object(
-            &[
-                ("title", "string"),
-                ("model", "string"),
-                ("permissionMode", "string"),
-                ("worktree", "boolean"),
-                ("branch", "string"),
-            ],
-            &[],
-        )),
-        Endpoint::new(
+        .optional_body::<CreateSession>()
+        // A worktree's branch that exists already.
+        .errors(&[Code::Conflict]),
+        Endpoint::new::<SessionDetailBody>(
             "GET",
             "/api/agents/{name}/sessions/{id}",
+            "getSession",
             "Get a session with its messages",
             || web::get().to(get),
         ),
-        Endpoint::new("PUT", "/api/agents/{name}/sessions/{id}", "Update a session", || {
-            web::put().to(update)
-        })
-        .body(fields),
-        Endpoint::new("DELETE", "/api/agents/{name}/sessions/{id}", "Delete a session", || {
-            web::delete().to(delete)
-        }),
-        Endpoint::new(
+        Endpoint::new::<SessionBody>(
+            "PUT",
+            "/api/agents/{name}/sessions/{id}",
+            "updateSession",
+            "Update a session",
+            || web::put().to(update),
+        )
+        .body::<UpdateSession>(),
+        Endpoint::new::<SuccessView>(
+            "DELETE",
+            "/api/agents/{name}/sessions/{id}",
+            "deleteSession",
+            "Delete a session (its worktree too, unless it holds uncommitted work)",
+            || web::delete().to(delete),
+        ),
+        Endpoint::new::<SuccessView>(
             "POST",
             "/api/agents/{name}/sessions/{id}/abort",
-            "Abort the session's running turn",
+            "abortSession",
+            "Abort the session's running turn (404 when none runs)",
             || web::post().to(abort),
         ),
-        Endpoint::new(
+        Endpoint::new::<SuccessView>(
             "POST",
             "/api/agents/{name}/sessions/{id}/permissions/{requestId}",
-            "Answer an ask-mode permission request",
+            "answerPermission",
+            "Answer an ask-mode permission request (404 when it is not pending)",
             || web::post().to(answer_permission),
         )
-        .body(object(&[("allow", "boolean"), ("message", "string")], &["allow"])),
+        .body::<PermissionAnswer>(),
     ]
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `PUT /api/agents/{name}/sessions/{id}`: the fields to change.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SessionFields {
+#[schemars(example = update_example())]
+pub struct UpdateSession {
+    #[serde(default)]
+    #[schemars(with = "String", length(max = limits::TITLE))]
     title: Option<String>,
+    #[serde(default)]
+    #[schemars(with = "wire::Model")]
     model: Option<String>,
-    permission_mode: Option<PermissionMode>,
+    #[serde(default)]
+    #[schemars(with = "wire::PermissionMode")]
+    permission_mode: Option<wire::PermissionMode>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+fn update_example() -> Value {
+    json!({"title": "Quarterly report", "model": "sonnet", "permissionMode": "ask"})
+}
+
+/// `POST /api/agents/{name}/sessions`; the whole body may be left out.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateSession {
+#[schemars(example = create_example())]
+// A branch names the worktree's new branch, so it needs the worktree.
+#[schemars(extend("dependentSchemas" = {"branch": {"required": ["worktree"], "properties": {"worktree": {"const": true}}}}))]
+pub struct CreateSession {
+    #[serde(default)]
+    #[schemars(with = "String", length(max = limits::TITLE))]
     title: Option<String>,
+    #[serde(default)]
+    #[schemars(with = "wire::Model")]
     model: Option<String>,
-    permission_mode: Option<PermissionMode>,
+    #[serde(default)]
+    #[schemars(with = "wire::PermissionMode")]
+    permission_mode: Option<wire::PermissionMode>,
     /// Run this session's turns in a git worktree of its own.
     #[serde(default)]
     worktree: bool,
-    /// The new branch of that worktree (detached at HEAD without one).
+    /// The new branch of that worktree (detached at HEAD without one); needs `"worktree": true`.
+    /// Checked by `git check-ref-format --branch`; `HEAD`, `*_HEAD`, `@`, `@{`, `refs/` and a
+    /// leading `-` are refused.
+    #[serde(default)]
+    #[schemars(with = "String", length(min = 1, max = 200))]
     branch: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+fn create_example() -> Value {
+    json!({"title": "Quarterly report", "model": "sonnet", "permissionMode": "ask", "worktree": true, "branch": "report"})
+}
+
+/// `POST .../permissions/{requestId}`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PermissionAnswer {
+#[schemars(example = answer_example())]
+pub struct PermissionAnswer {
+    /// Whether the tool may run.
     allow: bool,
+    /// Told to the model with the answer.
+    #[serde(default)]
+    #[schemars(with = "String", length(max = limits::PERMISSION_MESSAGE))]
     message: Option<String>,
 }
 
-async fn list(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
-    let name = extract::agent(&path)?;
-    Ok(HttpResponse::Ok()
-        .json(body::Envelope("sessions", &state.stores.sessions.list_by_agent(&name).await?)))
+fn answer_example() -> Value {
+    json!({"allow": false, "message": "Not in this directory"})
+}
+
+async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
+    let sessions = views::all(state.stores.sessions.list_by_agent(&path.name).await?);
+    Ok(HttpResponse::Ok().json(SessionsBody { sessions }))
 }
 
 async fn create(
     state: Data<AppState>,
-    path: Path<String>,
-    req: HttpRequest,
-    payload: Payload,
+    path: AgentPath,
+    MaybeJson(fields): MaybeJson<CreateSession>,
 ) -> ApiResult<HttpResponse> {
-    let name = extract::agent(&path)?;
-    let fields: CreateSession = body::json(&req, payload, true).await?;
+    let name = path.name;
+    let fields = fields.unwrap_or_default();
     limits::check_optional("title", fields.title.as_deref(), limits::TITLE)?;
     super::agents::check_model(fields.model.as_deref())?;
     if fields.branch.is_some() && !fields.worktree {
-        return Err(ApiError::bad_request("'branch' needs \"worktree\": true"));
+        return Err(ApiError::invalid("'branch' needs \"worktree\": true"));
     }
     state.stores.agents.ensure(&name).await?;
     // The worktree is named after the session, so its id is chosen before both exist.
@@ -126,79 +171,71 @@ async fn create(
     let new = NewSession {
         title: fields.title,
         model: fields.model,
-        permission_mode: fields.permission_mode,
+        permission_mode: fields.permission_mode.map(Into::into),
         worktree_id,
     };
     let session = state.stores.sessions.create_with_id(&name, id, new).await?;
-    Ok(HttpResponse::Created().json(json!({ "session": session })))
+    Ok(HttpResponse::Created().json(SessionBody { session: session.into() }))
 }
 
-async fn get(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
-    let (name, id) = (extract::agent(&path.0)?, extract::session(&path.1)?);
-    let session = state.stores.sessions.get(&name, &id).await?;
-    let messages = state.stores.sessions.get_messages(&name, &id).await?;
-    Ok(HttpResponse::Ok().json(json!({ "session": session, "messages": messages })))
+async fn get(state: Data<AppState>, path: SessionPath) -> ApiResult<HttpResponse> {
+    let session = state.stores.sessions.get(&path.name, &path.id).await?;
+    let messages = state.stores.sessions.get_messages(&path.name, &path.id).await?;
+    Ok(HttpResponse::Ok()
+        .json(SessionDetailBody { session: session.into(), messages: views::all(messages) }))
 }
 
 async fn update(
     state: Data<AppState>,
-    path: Path<(String, String)>,
-    req: HttpRequest,
-    payload: Payload,
+    path: SessionPath,
+    Json(fields): Json<UpdateSession>,
 ) -> ApiResult<HttpResponse> {
-    let (name, id) = (extract::agent(&path.0)?, extract::session(&path.1)?);
-    let fields: SessionFields = body::json(&req, payload, false).await?;
     limits::check_optional("title", fields.title.as_deref(), limits::TITLE)?;
     super::agents::check_model(fields.model.as_deref())?;
     let patch = SessionPatch {
         title: fields.title,
         model: fields.model,
-        permission_mode: fields.permission_mode,
+        permission_mode: fields.permission_mode.map(Into::into),
         ..SessionPatch::default()
     };
-    Ok(HttpResponse::Ok()
-        .json(body::Envelope("session", &state.stores.sessions.update(&name, &id, patch).await?)))
+    let session = state.stores.sessions.update(&path.name, &path.id, patch).await?;
+    Ok(HttpResponse::Ok().json(SessionBody { session: session.into() }))
 }
 
-async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
-    let (name, id) = (extract::agent(&path.0)?, extract::session(&path.1)?);
+async fn delete(state: Data<AppState>, path: SessionPath) -> ApiResult<HttpResponse> {
+    let (name, id) = (path.name, path.id);
     let session = state.stores.sessions.get(&name, &id).await?;
     // Its turn is aborted, its process ended and its CLI state forgotten before the record goes.
     state.pool.forget_session(&name, &id).await;
     state.stores.sessions.delete(&name, &id).await?;
     // The session's worktree goes with it, unless it holds uncommitted work.
-    let mut answer = json!({ "success": true });
-    if let Some(worktree_id) = session.worktree_id
-        && let Some(kept) = super::worktrees::remove_owned(&state, &name, &worktree_id).await?
-    {
-        answer["worktreeKept"] = kept;
+    let mut answer = SuccessView::DONE;
+    if let Some(worktree_id) = session.worktree_id {
+        answer.worktree_kept = super::worktrees::remove_owned(&state, &name, &worktree_id).await?;
     }
     Ok(HttpResponse::Ok().json(answer))
 }
 
 async fn answer_permission(
     state: Data<AppState>,
-    path: Path<(String, String, String)>,
-    req: HttpRequest,
-    payload: Payload,
+    path: PermissionPath,
+    Json(answer): Json<PermissionAnswer>,
 ) -> ApiResult<HttpResponse> {
-    let (name, id) = (extract::agent(&path.0)?, extract::session(&path.1)?);
-    let answer: PermissionAnswer = body::json(&req, payload, false).await?;
     limits::check_optional("message", answer.message.as_deref(), limits::PERMISSION_MESSAGE)?;
     let not_pending =
-        || ApiError::not_found(format!("no permission request {} is pending", path.2));
-    let agent = state.pool.find(&name, &id).ok_or_else(not_pending)?;
-    agent.answer_permission(&path.2, answer.allow, answer.message)?;
-    Ok(HttpResponse::Ok().json(json!({ "success": true })))
+        || ApiError::not_found(format!("no permission request {} is pending", path.request_id));
+    let agent = state.pool.find(&path.name, &path.id).ok_or_else(not_pending)?;
+    agent.answer_permission(&path.request_id, answer.allow, answer.message)?;
+    Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }
 
-async fn abort(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
-    let (name, id) = (extract::agent(&path.0)?, extract::session(&path.1)?);
+async fn abort(state: Data<AppState>, path: SessionPath) -> ApiResult<HttpResponse> {
+    let (name, id) = (path.name, path.id);
     state.stores.sessions.get(&name, &id).await?;
     let agent = state
         .pool
         .find(&name, &id)
         .ok_or_else(|| ApiError::not_found(format!("session {id} has no running turn")))?;
     agent.abort()?;
-    Ok(HttpResponse::Ok().json(json!({ "success": true })))
+    Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }

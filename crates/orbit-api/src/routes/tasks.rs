@@ -1,112 +1,157 @@
 //! `/api/tasks` and `/api/agents/:name/tasks...`. Schedules are checked and `nextRun`
 //! computed here; firing them is the scheduler's job.
 
-use actix_web::web::{Data, Path, Payload};
-use actix_web::{HttpRequest, HttpResponse, web};
-use orbit_store::{
-    ContextMode, NewTask, Schedule, ScheduleType, TaskPatch, TaskStatus, limits, timestamp,
-};
+use actix_web::web::Data;
+use actix_web::{HttpResponse, web};
+use orbit_store::{ContextMode, NewTask, Schedule, TaskPatch, TaskStatus, limits, timestamp};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::endpoint::{Endpoint, object};
-use crate::error::{ApiError, ApiResult};
-use crate::{AppState, body, extract};
+use crate::endpoint::Endpoint;
+use crate::error::{ApiError, ApiResult, Code};
+use crate::extract::{AgentPath, Json, TaskPath};
+use crate::views::{self, RunBody, RunsBody, SuccessView, TaskBody, TasksBody};
+use crate::{AppState, wire};
 
 pub fn endpoints() -> Vec<Endpoint> {
-    let create_body = object(
-        &[
-            ("prompt", "string"),
-            ("scheduleType", "string"),
-            ("scheduleValue", "string"),
-            ("contextMode", "string"),
-            ("name", "string"),
-            ("timezone", "string"),
-        ],
-        &["prompt", "scheduleType", "scheduleValue", "contextMode"],
-    );
-    let update_body = object(
-        &[
-            ("status", "string"),
-            ("prompt", "string"),
-            ("scheduleValue", "string"),
-            ("name", "string"),
-            ("timezone", "string"),
-        ],
-        &[],
-    );
     vec![
-        Endpoint::new("GET", "/api/tasks", "List every agent's tasks", || web::get().to(list_all)),
-        Endpoint::new("GET", "/api/agents/{name}/tasks", "List an agent's tasks", || {
-            web::get().to(list)
-        }),
-        Endpoint::new("POST", "/api/agents/{name}/tasks", "Create a task", || {
-            web::post().to(create)
-        })
+        Endpoint::new::<TasksBody>(
+            "GET",
+            "/api/tasks",
+            "listAllTasks",
+            "List every agent's tasks",
+            || web::get().to(list_all),
+        ),
+        Endpoint::new::<TasksBody>(
+            "GET",
+            "/api/agents/{name}/tasks",
+            "listTasks",
+            "List an agent's tasks",
+            || web::get().to(list),
+        ),
+        Endpoint::new::<TaskBody>(
+            "POST",
+            "/api/agents/{name}/tasks",
+            "createTask",
+            "Create a task",
+            || web::post().to(create),
+        )
         .status(201)
-        .body(create_body),
-        Endpoint::new("PUT", "/api/agents/{name}/tasks/{id}", "Update a task", || {
-            web::put().to(update)
-        })
-        .body(update_body),
-        Endpoint::new("DELETE", "/api/agents/{name}/tasks/{id}", "Delete a task", || {
-            web::delete().to(delete)
-        }),
-        Endpoint::new(
+        .body::<CreateTask>(),
+        Endpoint::new::<TaskBody>(
+            "PUT",
+            "/api/agents/{name}/tasks/{id}",
+            "updateTask",
+            "Update a task; nextRun is recomputed",
+            || web::put().to(update),
+        )
+        .body::<UpdateTask>(),
+        Endpoint::new::<SuccessView>(
+            "DELETE",
+            "/api/agents/{name}/tasks/{id}",
+            "deleteTask",
+            "Delete a task (its worktree too, unless it holds uncommitted work)",
+            || web::delete().to(delete),
+        ),
+        Endpoint::new::<RunsBody>(
             "GET",
             "/api/agents/{name}/tasks/{id}/runs",
+            "listRuns",
             "List a task's runs, newest first",
             || web::get().to(runs),
         ),
-        Endpoint::new(
+        Endpoint::new::<RunBody>(
             "POST",
             "/api/agents/{name}/tasks/{id}/run",
-            "Run a task now (never overlapping its running run)",
+            "runTask",
+            "Run a task now (409 while its previous run is running)",
             || web::post().to(run_now),
         )
-        .status(202),
+        .status(202)
+        .errors(&[Code::Conflict]),
     ]
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /api/agents/{name}/tasks`.
+///
+/// `scheduleValue` is read by `scheduleType`: a 5-field cron expression (minute hour
+/// day-of-month month day-of-week; no seconds field) evaluated in `timezone` (UTC by default);
+/// an interval in milliseconds as a decimal string, from 1000 to 31622400000; or an RFC 3339
+/// timestamp in the future. A schedule that never fires is refused (400).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateTask {
+#[schemars(example = create_example())]
+// A branch names the worktree's new branch, so it needs the worktree; a worktree needs
+// isolated runs (the main session has its own working directory).
+#[schemars(extend("dependentSchemas" = {
+    "branch": {"required": ["worktree"], "properties": {"worktree": {"const": true}}},
+    "worktree": {"anyOf": [
+        {"properties": {"worktree": {"const": false}}},
+        {"properties": {"contextMode": {"const": "isolated"}}},
+    ]},
+}))]
+pub struct CreateTask {
+    #[schemars(length(max = limits::PROMPT))]
     prompt: String,
-    schedule_type: ScheduleType,
+    schedule_type: wire::ScheduleType,
+    #[schemars(length(min = 1, max = limits::SCHEDULE_VALUE))]
     schedule_value: String,
-    context_mode: ContextMode,
+    context_mode: wire::ContextMode,
+    #[serde(default)]
+    #[schemars(with = "String", length(max = limits::TITLE))]
     name: Option<String>,
+    /// An IANA timezone name (`Europe/Paris`) for cron schedules.
+    #[serde(default)]
+    #[schemars(with = "String", length(max = limits::TIMEZONE))]
     timezone: Option<String>,
     /// Run in the task's own git worktree.
     #[serde(default)]
     worktree: bool,
+    /// The new branch of that worktree (detached at HEAD without one).
+    #[serde(default)]
+    #[schemars(with = "String", length(min = 1, max = 200))]
     branch: Option<String>,
 }
 
-// Required fields make a default meaningless; an empty body is refused before this is used.
-impl Default for CreateTask {
-    fn default() -> Self {
-        Self {
-            prompt: String::new(),
-            schedule_type: ScheduleType::Once,
-            schedule_value: String::new(),
-            context_mode: ContextMode::Isolated,
-            name: None,
-            timezone: None,
-            worktree: false,
-            branch: None,
-        }
-    }
+fn create_example() -> Value {
+    json!({
+        "prompt": "Summarise the new issues",
+        "scheduleType": "cron",
+        "scheduleValue": "0 9 * * 1-5",
+        "contextMode": "isolated",
+        "name": "Morning summary",
+        "timezone": "Europe/Paris",
+        "worktree": true,
+        "branch": "summaries",
+    })
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `PUT /api/agents/{name}/tasks/{id}`: the fields to change.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct UpdateTask {
-    status: Option<TaskStatus>,
+#[schemars(example = update_example())]
+pub struct UpdateTask {
+    #[serde(default)]
+    #[schemars(with = "wire::TaskStatus")]
+    status: Option<wire::TaskStatus>,
+    #[serde(default)]
+    #[schemars(with = "String", length(max = limits::PROMPT))]
     prompt: Option<String>,
+    /// Read by the task's `scheduleType`, as when it was made.
+    #[serde(default)]
+    #[schemars(with = "String", length(min = 1, max = limits::SCHEDULE_VALUE))]
     schedule_value: Option<String>,
+    #[serde(default)]
+    #[schemars(with = "String", length(max = limits::TITLE))]
     name: Option<String>,
+    #[serde(default)]
+    #[schemars(with = "String", length(max = limits::TIMEZONE))]
     timezone: Option<String>,
+}
+
+fn update_example() -> Value {
+    json!({"status": "paused", "prompt": "Summarise the new issues and PRs", "name": "Summary"})
 }
 
 /// The length limits of a task's free-text fields.
@@ -124,43 +169,41 @@ fn check_fields(
 }
 
 async fn list_all(state: Data<AppState>) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(body::Envelope("tasks", &state.stores.tasks.list_all().await?)))
+    Ok(HttpResponse::Ok()
+        .json(TasksBody { tasks: views::all(state.stores.tasks.list_all().await?) }))
 }
 
-async fn list(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
-    let name = extract::agent(&path)?;
-    Ok(HttpResponse::Ok()
-        .json(body::Envelope("tasks", &state.stores.tasks.list_by_agent(&name).await?)))
+async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
+    let tasks = views::all(state.stores.tasks.list_by_agent(&path.name).await?);
+    Ok(HttpResponse::Ok().json(TasksBody { tasks }))
 }
 
 async fn create(
     state: Data<AppState>,
-    path: Path<String>,
-    req: HttpRequest,
-    payload: Payload,
+    path: AgentPath,
+    Json(body): Json<CreateTask>,
 ) -> ApiResult<HttpResponse> {
-    let name = extract::agent(&path)?;
-    let body: CreateTask = body::json(&req, payload, false).await?;
+    let name = path.name;
+    let (schedule_type, context_mode) = (body.schedule_type.into(), body.context_mode.into());
     check_fields(
         Some(&body.prompt),
         Some(&body.schedule_value),
         body.name.as_deref(),
         body.timezone.as_deref(),
     )?;
-    let schedule =
-        Schedule::parse(body.schedule_type, &body.schedule_value, body.timezone.as_deref())?;
+    let schedule = Schedule::parse(schedule_type, &body.schedule_value, body.timezone.as_deref())?;
     let next_run = schedule.next_after(timestamp::now());
     if next_run.is_none() {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::invalid(format!(
             "schedule '{}' never fires: the time is past",
             body.schedule_value
         )));
     }
     if body.branch.is_some() && !body.worktree {
-        return Err(ApiError::bad_request("'branch' needs \"worktree\": true"));
+        return Err(ApiError::invalid("'branch' needs \"worktree\": true"));
     }
-    if body.worktree && body.context_mode == ContextMode::Main {
-        return Err(ApiError::bad_request(
+    if body.worktree && context_mode == ContextMode::Main {
+        return Err(ApiError::invalid(
             "a task in its own worktree needs \"contextMode\": \"isolated\" (the main session has its own working directory)",
         ));
     }
@@ -170,26 +213,25 @@ async fn create(
     let new = NewTask {
         name: body.name,
         prompt: body.prompt,
-        schedule_type: body.schedule_type,
+        schedule_type,
         schedule_value: body.schedule_value,
-        context_mode: body.context_mode,
+        context_mode,
         timezone: body.timezone,
         next_run,
         worktree: body.worktree,
         branch: body.branch,
     };
     let task = state.stores.tasks.create(&name, new).await?;
-    Ok(HttpResponse::Created().json(body::Envelope("task", &task)))
+    Ok(HttpResponse::Created().json(TaskBody { task: task.into() }))
 }
 
 async fn update(
     state: Data<AppState>,
-    path: Path<(String, String)>,
-    req: HttpRequest,
-    payload: Payload,
+    path: TaskPath,
+    Json(body): Json<UpdateTask>,
 ) -> ApiResult<HttpResponse> {
-    let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
-    let body: UpdateTask = body::json(&req, payload, false).await?;
+    let (name, id) = (path.name, path.id);
+    let new_status: Option<TaskStatus> = body.status.map(Into::into);
     check_fields(
         body.prompt.as_deref(),
         body.schedule_value.as_deref(),
@@ -200,7 +242,7 @@ async fn update(
     let value = body.schedule_value.clone().unwrap_or(current.schedule_value.clone());
     let timezone = body.timezone.clone().or(current.timezone.clone());
     let schedule = Schedule::parse(current.schedule_type, &value, timezone.as_deref())?;
-    let status = body.status.unwrap_or(current.status);
+    let status = new_status.unwrap_or(current.status);
     let now = timestamp::now();
     // Slots come from the stored schedule and anchor, so that every scheduler sharing the
     // data directory fires the same ones. Only a new schedule starts a new phase (its first
@@ -221,37 +263,34 @@ async fn update(
         prompt: body.prompt,
         schedule_value: body.schedule_value,
         timezone: body.timezone,
-        status: body.status,
+        status: new_status,
         next_run,
         last_run: None,
         anchor,
     };
     let task = state.stores.tasks.update(&name, &id, patch).await?;
-    Ok(HttpResponse::Ok().json(body::Envelope("task", &task)))
+    Ok(HttpResponse::Ok().json(TaskBody { task: task.into() }))
 }
 
-async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
-    let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
+async fn delete(state: Data<AppState>, path: TaskPath) -> ApiResult<HttpResponse> {
+    let (name, id) = (path.name, path.id);
     let task = state.stores.tasks.get(&name, &id).await?;
     state.stores.tasks.delete(&name, &id).await?;
     // The task's worktree goes with it, unless it holds uncommitted work.
-    let mut answer = json!({ "success": true });
-    if task.worktree
-        && let Some(kept) = super::worktrees::remove_owned(&state, &name, &id.to_string()).await?
-    {
-        answer["worktreeKept"] = kept;
+    let mut answer = SuccessView::DONE;
+    if task.worktree {
+        answer.worktree_kept =
+            super::worktrees::remove_owned(&state, &name, &id.to_string()).await?;
     }
     Ok(HttpResponse::Ok().json(answer))
 }
 
-async fn run_now(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
-    let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
-    let run = state.scheduler.run_now(&name, &id).await?;
-    Ok(HttpResponse::Accepted().json(json!({ "run": run })))
+async fn run_now(state: Data<AppState>, path: TaskPath) -> ApiResult<HttpResponse> {
+    let run = state.scheduler.run_now(&path.name, &path.id).await?;
+    Ok(HttpResponse::Accepted().json(RunBody { run: run.into() }))
 }
 
-async fn runs(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
-    let (name, id) = (extract::agent(&path.0)?, extract::task(&path.1)?);
-    Ok(HttpResponse::Ok()
-        .json(body::Envelope("runs", &state.stores.tasks.list_runs(&name, &id).await?)))
+async fn runs(state: Data<AppState>, path: TaskPath) -> ApiResult<HttpResponse> {
+    let runs = views::all(state.stores.tasks.list_runs(&path.name, &path.id).await?);
+    Ok(HttpResponse::Ok().json(RunsBody { runs }))
 }

@@ -1,58 +1,67 @@
 //! `/api/agents/:name/worktrees...`.
 
-use actix_web::web::{Data, Path};
+use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
 use orbit_agent::worktree;
 use orbit_store::{SessionId, TaskId};
-use serde_json::json;
 
+use crate::AppState;
 use crate::endpoint::Endpoint;
-use crate::error::ApiResult;
-use crate::{AppState, body, extract};
+use crate::error::{ApiResult, Code};
+use crate::extract::{AgentPath, WorktreePath};
+use crate::views::{SuccessView, WorktreeKeptView, WorktreeView, WorktreesBody};
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
-        Endpoint::new(
+        Endpoint::new::<WorktreesBody>(
             "GET",
             "/api/agents/{name}/worktrees",
+            "listWorktrees",
             "List the agent's git worktrees",
             || web::get().to(list),
         ),
-        Endpoint::new(
+        Endpoint::new::<SuccessView>(
             "DELETE",
             "/api/agents/{name}/worktrees/{id}",
+            "deleteWorktree",
             "Remove a worktree (409 when it has uncommitted changes)",
             || web::delete().to(delete),
-        ),
+        )
+        .errors(&[Code::Conflict]),
     ]
 }
 
-async fn list(state: Data<AppState>, path: Path<String>) -> ApiResult<HttpResponse> {
-    let name = extract::agent(&path)?;
+async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
+    let name = path.name;
     let base = state.stores.agents.working_dir(&name).await?;
-    let mut listed = Vec::new();
+    let mut worktrees = Vec::new();
     for tree in worktree::list(&base).await? {
         // A worktree is named after the session or task that asked for it.
-        let mut entry = json!(tree);
-        if let Ok(id) = SessionId::parse(&tree.id)
+        let mut view = WorktreeView {
+            id: tree.id,
+            path: tree.path.display().to_string(),
+            branch: tree.branch,
+            session_id: None,
+            task_id: None,
+        };
+        if let Ok(id) = SessionId::parse(&view.id)
             && state.stores.sessions.get(&name, &id).await.is_ok()
         {
-            entry["sessionId"] = json!(id);
-        } else if let Ok(id) = TaskId::parse(&tree.id)
+            view.session_id = Some(id);
+        } else if let Ok(id) = TaskId::parse(&view.id)
             && state.stores.tasks.get(&name, &id).await.is_ok()
         {
-            entry["taskId"] = json!(id);
+            view.task_id = Some(id);
         }
-        listed.push(entry);
+        worktrees.push(view);
     }
-    Ok(HttpResponse::Ok().json(body::Envelope("worktrees", &listed)))
+    Ok(HttpResponse::Ok().json(WorktreesBody { worktrees }))
 }
 
-async fn delete(state: Data<AppState>, path: Path<(String, String)>) -> ApiResult<HttpResponse> {
-    let name = extract::agent(&path.0)?;
-    let base = state.stores.agents.working_dir(&name).await?;
-    worktree::remove(&base, &path.1).await?;
-    Ok(HttpResponse::Ok().json(json!({ "success": true })))
+async fn delete(state: Data<AppState>, path: WorktreePath) -> ApiResult<HttpResponse> {
+    let base = state.stores.agents.working_dir(&path.name).await?;
+    worktree::remove(&base, &path.id).await?;
+    Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }
 
 /// Removes the worktree of a deleted session or task. One that holds uncommitted work is kept,
@@ -61,13 +70,14 @@ pub(crate) async fn remove_owned(
     state: &AppState,
     agent: &orbit_store::AgentName,
     id: &str,
-) -> ApiResult<Option<serde_json::Value>> {
+) -> ApiResult<Option<WorktreeKeptView>> {
     let base = state.stores.agents.working_dir(agent).await?;
     match worktree::remove(&base, id).await {
         Ok(()) | Err(orbit_agent::Error::WorktreeNotFound(_)) => Ok(None),
-        Err(orbit_agent::Error::WorktreeDirty(_)) => {
-            Ok(Some(json!({"id": id, "reason": "it has uncommitted changes"})))
-        }
+        Err(orbit_agent::Error::WorktreeDirty(_)) => Ok(Some(WorktreeKeptView {
+            id: id.to_owned(),
+            reason: "it has uncommitted changes".to_owned(),
+        })),
         Err(err) => Err(err.into()),
     }
 }

@@ -1,0 +1,404 @@
+//! What the API answers: views of the stored records, built from them, and the bodies that
+//! carry them. A view names every field it shows, so what a record keeps for the server's
+//! own use (leases, a task's anchor and slot bookkeeping) never reaches the wire.
+//!
+//! Optional fields are left out when empty (`skip_serializing_if`); the few that the contract
+//! always sends, `null` when empty (`lastMessageAt`, `readAt`, `nextRun`, `lastRun`), say so
+//! in their schema.
+
+use orbit_store::timestamp::rfc3339;
+use orbit_store::{
+    Agent, AgentName, InboxMessage, MessageId, Run, RunId, Session, SessionId, SessionMessage,
+    Task, TaskId,
+};
+use schemars::JsonSchema;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::wire;
+
+/// An agent.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentView {
+    #[schemars(with = "wire::AgentName")]
+    pub name: AgentName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::Model")]
+    pub model: Option<String>,
+    pub permission_mode: wire::PermissionMode,
+    pub status: wire::AgentStatus,
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "wire::Timestamp")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "wire::Timestamp")]
+    pub last_active_at: OffsetDateTime,
+    /// The session that `main`-mode task runs continue (made by the first such run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::Ulid")]
+    pub main_session_id: Option<SessionId>,
+}
+
+impl From<Agent> for AgentView {
+    fn from(agent: Agent) -> Self {
+        Self {
+            name: agent.name,
+            model: agent.model,
+            permission_mode: agent.permission_mode.into(),
+            status: agent.status.into(),
+            created_at: agent.created_at,
+            last_active_at: agent.last_active_at,
+            main_session_id: agent.main_session_id,
+        }
+    }
+}
+
+/// Token counts, summed over a session's turns.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageView {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_creation_input_tokens: u64,
+    pub cache_read_input_tokens: u64,
+}
+
+/// A session: one conversation.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    #[schemars(with = "wire::Ulid")]
+    pub id: SessionId,
+    #[schemars(with = "wire::AgentName")]
+    pub agent_name: AgentName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", length(max = orbit_store::limits::TITLE))]
+    pub title: Option<String>,
+    /// The Claude Code CLI's own session id, resumed by later turns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub sdk_session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::Model")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::PermissionMode")]
+    pub permission_mode: Option<wire::PermissionMode>,
+    /// The git worktree this session's turns run in, if it asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::Ulid")]
+    pub worktree_id: Option<String>,
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "wire::Timestamp")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "rfc3339::option")]
+    #[schemars(with = "Option<wire::Timestamp>")]
+    pub last_message_at: Option<OffsetDateTime>,
+    pub message_count: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "f64")]
+    pub total_cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "UsageView")]
+    pub usage: Option<UsageView>,
+}
+
+impl From<Session> for SessionView {
+    fn from(session: Session) -> Self {
+        Self {
+            id: session.id,
+            agent_name: session.agent_name,
+            title: session.title,
+            sdk_session_id: session.sdk_session_id,
+            model: session.model,
+            permission_mode: session.permission_mode.map(Into::into),
+            worktree_id: session.worktree_id,
+            created_at: session.created_at,
+            last_message_at: session.last_message_at,
+            message_count: session.message_count,
+            total_cost_usd: session.total_cost_usd,
+            usage: session.usage.map(|usage| UsageView {
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cache_creation_input_tokens: usage.cache_creation_input_tokens,
+                cache_read_input_tokens: usage.cache_read_input_tokens,
+            }),
+        }
+    }
+}
+
+/// One message of a session's history.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionMessageView {
+    pub role: wire::Role,
+    pub content: String,
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "wire::Timestamp")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<SessionMessage> for SessionMessageView {
+    fn from(message: SessionMessage) -> Self {
+        Self { role: message.role.into(), content: message.content, created_at: message.created_at }
+    }
+}
+
+/// An inbox message.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    #[schemars(with = "wire::Ulid")]
+    pub id: MessageId,
+    #[schemars(with = "wire::AgentName")]
+    pub from_agent: AgentName,
+    #[schemars(with = "wire::AgentName")]
+    pub to_agent: AgentName,
+    #[schemars(length(max = orbit_store::limits::INBOX_MESSAGE))]
+    pub message: String,
+    pub message_type: wire::MessageType,
+    /// For a response, the id of the request it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::Ulid")]
+    pub request_id: Option<MessageId>,
+    pub status: wire::MessageStatus,
+    /// The session holding the message while a turn works on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::Ulid")]
+    pub claimed_by: Option<SessionId>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
+    #[schemars(with = "wire::Timestamp")]
+    pub claimed_at: Option<OffsetDateTime>,
+    /// How many turns the message reached the model in without being handled.
+    pub deliveries: u32,
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "wire::Timestamp")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "rfc3339::option")]
+    #[schemars(with = "Option<wire::Timestamp>")]
+    pub read_at: Option<OffsetDateTime>,
+}
+
+impl From<InboxMessage> for MessageView {
+    fn from(message: InboxMessage) -> Self {
+        Self {
+            id: message.id,
+            from_agent: message.from_agent,
+            to_agent: message.to_agent,
+            message: message.message,
+            message_type: message.message_type.into(),
+            request_id: message.request_id,
+            status: message.status.into(),
+            claimed_by: message.claimed_by,
+            claimed_at: message.claimed_at,
+            deliveries: message.deliveries,
+            created_at: message.created_at,
+            read_at: message.read_at,
+        }
+    }
+}
+
+/// A scheduled task.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    #[schemars(with = "wire::Ulid")]
+    pub id: TaskId,
+    #[schemars(with = "wire::AgentName")]
+    pub agent_name: AgentName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", length(max = orbit_store::limits::TITLE))]
+    pub name: Option<String>,
+    #[schemars(length(max = orbit_store::limits::PROMPT))]
+    pub prompt: String,
+    pub schedule_type: wire::ScheduleType,
+    #[schemars(length(max = orbit_store::limits::SCHEDULE_VALUE))]
+    pub schedule_value: String,
+    pub context_mode: wire::ContextMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String", length(max = orbit_store::limits::TIMEZONE))]
+    pub timezone: Option<String>,
+    pub status: wire::TaskStatus,
+    #[serde(with = "rfc3339::option")]
+    #[schemars(with = "Option<wire::Timestamp>")]
+    pub next_run: Option<OffsetDateTime>,
+    #[serde(with = "rfc3339::option")]
+    #[schemars(with = "Option<wire::Timestamp>")]
+    pub last_run: Option<OffsetDateTime>,
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "wire::Timestamp")]
+    pub created_at: OffsetDateTime,
+    /// Present (`true`) when runs work in the task's own git worktree.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub worktree: bool,
+    /// The branch of that worktree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub branch: Option<String>,
+}
+
+impl From<Task> for TaskView {
+    fn from(task: Task) -> Self {
+        Self {
+            id: task.id,
+            agent_name: task.agent_name,
+            name: task.name,
+            prompt: task.prompt,
+            schedule_type: task.schedule_type.into(),
+            schedule_value: task.schedule_value,
+            context_mode: task.context_mode.into(),
+            timezone: task.timezone,
+            status: task.status.into(),
+            next_run: task.next_run,
+            last_run: task.last_run,
+            created_at: task.created_at,
+            worktree: task.worktree,
+            branch: task.branch,
+        }
+    }
+}
+
+/// One run of a task (or, `skipped`, slots that did not run).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunView {
+    #[schemars(with = "wire::Ulid")]
+    pub id: RunId,
+    #[schemars(with = "wire::Ulid")]
+    pub task_id: TaskId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::Ulid")]
+    pub session_id: Option<SessionId>,
+    pub status: wire::RunStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub result: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub error: Option<String>,
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "wire::Timestamp")]
+    pub started_at: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none", with = "rfc3339::option")]
+    #[schemars(with = "wire::Timestamp")]
+    pub completed_at: Option<OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u64")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "f64")]
+    pub cost_usd: Option<f64>,
+    /// For a skipped run: how many slots in a row were skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "u32", range(min = 1))]
+    pub skipped_slots: Option<u32>,
+}
+
+impl From<Run> for RunView {
+    fn from(run: Run) -> Self {
+        Self {
+            id: run.id,
+            task_id: run.task_id,
+            session_id: run.session_id,
+            status: run.status.into(),
+            result: run.result,
+            error: run.error,
+            started_at: run.started_at,
+            completed_at: run.completed_at,
+            duration_ms: run.duration_ms,
+            cost_usd: run.cost_usd,
+            skipped_slots: run.skipped_slots,
+        }
+    }
+}
+
+/// A git worktree of an agent's working directory.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorktreeView {
+    /// The id of the session or task it was made for (its directory's name).
+    pub id: String,
+    /// Where it is on the server's disk.
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "String")]
+    pub branch: Option<String>,
+    /// The session it belongs to, while that session exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::Ulid")]
+    pub session_id: Option<SessionId>,
+    /// The task it belongs to, while that task exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::Ulid")]
+    pub task_id: Option<TaskId>,
+}
+
+/// A worktree kept because it holds uncommitted work.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WorktreeKeptView {
+    #[schemars(with = "wire::Ulid")]
+    pub id: String,
+    pub reason: String,
+}
+
+/// The answer of an action that returns nothing else.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SuccessView {
+    #[schemars(extend("const" = true))]
+    pub success: bool,
+    /// Deleting a session or task: its worktree, kept because it has uncommitted changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "WorktreeKeptView")]
+    pub worktree_kept: Option<WorktreeKeptView>,
+}
+
+impl SuccessView {
+    pub const DONE: Self = Self { success: true, worktree_kept: None };
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HealthView {
+    #[schemars(extend("const" = "ok"))]
+    pub status: &'static str,
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "wire::Timestamp")]
+    pub timestamp: OffsetDateTime,
+}
+
+/// Declares the one-key bodies the API answers with (`{"agent": {...}}`).
+macro_rules! body {
+    ($(#[$doc:meta])* $name:ident { $field:ident: $ty:ty }) => {
+        $(#[$doc])*
+        #[derive(Debug, Serialize, JsonSchema)]
+        pub struct $name {
+            pub $field: $ty,
+        }
+    };
+}
+
+body!(AgentBody { agent: AgentView });
+body!(AgentsBody { agents: Vec<AgentView> });
+body!(SessionBody { session: SessionView });
+body!(SessionsBody { sessions: Vec<SessionView> });
+body!(MessageBody { message: MessageView });
+body!(MessagesBody { messages: Vec<MessageView> });
+body!(TaskBody { task: TaskView });
+body!(TasksBody { tasks: Vec<TaskView> });
+body!(RunBody { run: RunView });
+body!(RunsBody { runs: Vec<RunView> });
+body!(WorktreesBody { worktrees: Vec<WorktreeView> });
+
+/// A session with its whole history, oldest first.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SessionDetailBody {
+    pub session: SessionView,
+    pub messages: Vec<SessionMessageView>,
+}
+
+/// Views of every record of a listing, in order.
+pub fn all<R, V: From<R>>(records: Vec<R>) -> Vec<V> {
+    records.into_iter().map(V::from).collect()
+}
