@@ -6,7 +6,7 @@ use std::time::Duration;
 use orbit_store::{AgentName, ContextMode, FsStore, RunStatus, ScheduleType, TaskId};
 use time::Duration as WallDuration;
 
-use crate::harness::{Harness, START, pass};
+use crate::harness::{Harness, START};
 
 #[tokio::test]
 async fn after_an_outage_the_most_recent_missed_slot_runs_once() {
@@ -65,10 +65,10 @@ async fn a_wall_clock_jump_is_noticed_within_seconds() {
     .await;
     let scheduler = h.scheduler();
     let (stop, handle) = h.start(&scheduler);
-    pass(Duration::from_secs(10)).await;
+    h.pass(Duration::from_secs(10)).await;
     // The machine slept for an hour: tokio time barely moved, the wall clock did.
     h.clock.jump(WallDuration::hours(1));
-    pass(Duration::from_secs(10)).await;
+    h.pass(Duration::from_secs(10)).await;
     stop.send(()).unwrap();
     handle.await.unwrap();
     assert_eq!(h.calls().len(), 1, "the hourly slot fired within seconds of the jump");
@@ -78,7 +78,7 @@ const CHILD_DIR: &str = "ORBIT_SCHEDULER_TEST_DIR";
 
 #[tokio::test]
 async fn a_restart_mid_run_marks_the_run_interrupted_and_does_not_fire_its_slot_again() {
-    let h = Harness::new(Duration::from_secs(1)).await;
+    let h = Harness::on_disk(Duration::from_secs(1)).await;
     let task = h.task(ScheduleType::Interval, "60000", ContextMode::Isolated, Some(START)).await;
     // Another server process claimed the slot, started its run, and was killed mid-run.
     let mut child = Command::new(std::env::current_exe().unwrap())
