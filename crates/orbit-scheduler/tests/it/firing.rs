@@ -153,7 +153,13 @@ async fn a_run_still_going_at_shutdown_is_aborted_after_the_grace_and_says_so() 
         (RunStatus::Error, Some("aborted at shutdown"))
     );
     assert_eq!(h.runner.aborted.load(Ordering::SeqCst), 1, "the turn was asked to stop");
-    assert_eq!(h.runner.dropped.load(Ordering::SeqCst), 0, "and settled, not dropped");
+    assert_eq!(h.runner.ended_by_abort.load(Ordering::SeqCst), 1, "the abort ended it");
+    assert_eq!(h.runner.dropped.load(Ordering::SeqCst), 0, "and it settled, not dropped");
+    // Fired at 10:01, stopped at 10:01:30, aborted when the 30 s grace ran out: recorded
+    // within a second of 10:02, not 10 s later, when the scheduler gives up on a turn that
+    // ignores its abort.
+    let ended = runs[0].completed_at.unwrap() - (START + WallDuration::minutes(2));
+    assert!(ended >= WallDuration::ZERO && ended < WallDuration::seconds(1), "{runs:?}");
 }
 
 #[tokio::test]

@@ -28,7 +28,8 @@ pub const START: OffsetDateTime = datetime!(2026-11-23 10:00 UTC);
 
 /// Records each run; takes `delay` of tokio time per run and ignores its timeout, like a
 /// turn whose own timeout failed. Like the agent pool, it refuses a second turn in a busy
-/// session (`SessionBusy`), and a turn it is asked to abort settles with an error.
+/// session (`SessionBusy`), and a turn it is asked to abort ends at once with an error, so a
+/// test can tell a run its abort ended (`ended_by_abort`) from one left to run out.
 pub struct FakeRunner {
     pub calls: Mutex<Vec<(Task, SessionId, OffsetDateTime)>>,
     pub delay: Duration,
@@ -37,7 +38,10 @@ pub struct FakeRunner {
     busy: Mutex<HashMap<SessionId, Arc<Notify>>>,
     /// Turns refused because their session was busy.
     pub refused: AtomicUsize,
+    /// Aborts asked for while a turn was going.
     pub aborted: AtomicUsize,
+    /// Turns that ended because they were aborted.
+    pub ended_by_abort: AtomicUsize,
     /// Turns whose future was dropped before it settled (abandoned).
     pub dropped: AtomicUsize,
 }
@@ -76,7 +80,10 @@ impl TaskRunner for FakeRunner {
             () = tokio::time::sleep(self.delay) => {
                 Ok(RunReport { result: format!("did {}", task.prompt), cost_usd: None })
             }
-            () = abort.notified() => Err(RunError::Failed("aborted".into())),
+            () = abort.notified() => {
+                self.ended_by_abort.fetch_add(1, Ordering::SeqCst);
+                Err(RunError::Failed("aborted".into()))
+            }
         };
         self.busy.lock().unwrap().remove(&session);
         unsettled.0 = None;
@@ -129,6 +136,7 @@ impl Harness {
             busy: Mutex::new(HashMap::new()),
             refused: AtomicUsize::new(0),
             aborted: AtomicUsize::new(0),
+            ended_by_abort: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
         });
         let agent = AgentName::parse("bot").unwrap();

@@ -147,7 +147,13 @@ async fn a_run_past_its_timeout_is_aborted_and_recorded_as_an_error() {
         (runs[0].status, runs[0].error.as_deref()),
         (RunStatus::Error, Some("timed out after 60 s"))
     );
-    // The safety net asked the turn to stop and let it settle; it did not drop it unseen.
-    assert_eq!(h.runner.aborted.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert_eq!(h.runner.dropped.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // The safety net asked the turn to stop, the abort ended it, and the run was recorded
+    // then (timeout and safety margin after its start), not after the turn ran its ten
+    // minutes nor when the scheduler gave up waiting; the turn was not dropped unseen.
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(h.runner.aborted.load(SeqCst), 1);
+    assert_eq!(h.runner.ended_by_abort.load(SeqCst), 1);
+    assert_eq!(h.runner.dropped.load(SeqCst), 0);
+    let took = runs[0].duration_ms.unwrap();
+    assert!((70_000..71_000).contains(&took), "ended by the abort at 60 s + 10 s, not {took} ms");
 }
