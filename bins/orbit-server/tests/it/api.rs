@@ -13,9 +13,7 @@ async fn the_verification_flow_works_end_to_end() {
     let created = app.call("POST", "/api/agents", Some(json!({"name": "test-bot"}))).await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(created.body["agent"]["name"], "test-bot");
-    let session = app.call("POST", "/api/agents/test-bot/sessions", None).await;
-    assert_eq!(session.status, 201);
-    let session_id = session.body["session"]["id"].as_str().unwrap().to_owned();
+    let session_id = app.create_session("test-bot").await;
 
     for prompt in ["hello", "hello again"] {
         let (status, events) = app
@@ -114,7 +112,7 @@ async fn the_verification_flow_works_end_to_end() {
 #[actix_web::test]
 async fn every_error_is_json_with_a_fitting_status() {
     let app = TestApp::spawn(vec![]).await;
-    app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+    app.create_agent("bot").await;
     let unknown_session = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
     let cases: Vec<(&str, String, Option<serde_json::Value>, u16)> = vec![
         ("POST", "/api/agents".into(), Some(json!({"name": "bot"})), 409),
