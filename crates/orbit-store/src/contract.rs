@@ -1,12 +1,14 @@
 //! The contract every implementation of the store traits must pass.
 //!
 //! An implementation's tests call [`store_contract_tests!`](crate::store_contract_tests) with
-//! a factory that returns fresh, empty [`Stores`] and a guard that keeps them alive:
+//! a factory that returns fresh, empty [`Stores`] built with the given settings (the cases
+//! count on them: dead letters after 3 deliveries, a few runs kept) and a guard that keeps
+//! them alive:
 //!
 //! ```ignore
-//! orbit_store::store_contract_tests!(|| {
+//! orbit_store::store_contract_tests!(|options| {
 //!     let dir = tempfile::tempdir().unwrap();
-//!     (orbit_store::FsStore::open(dir.path()).unwrap().stores(), dir)
+//!     (orbit_store::FsStore::open_with(dir.path(), options).unwrap().stores(), dir)
 //! });
 //! ```
 //!
@@ -22,10 +24,10 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 
 use crate::{
-    AgentName, AgentPatch, AgentStatus, Claimer, ContextMode, ErrorKind, InboxMessage, InstanceId,
-    Lease, LeaseToken, MessageStatus, MessageType, NewAgent, NewMessage, NewSession, NewTask,
-    PermissionMode, Role, RunOutcome, RunStart, RunStatus, ScheduleType, SessionId, SessionMessage,
-    SessionPatch, Stores, TaskPatch, TaskStatus, Usage, timestamp,
+    AgentName, AgentPatch, AgentStatus, ChangeCursor, Claimer, ContextMode, ErrorKind, FsOptions,
+    InboxMessage, InstanceId, Lease, LeaseToken, MessageStatus, MessageType, NewAgent, NewMessage,
+    NewSession, NewTask, PermissionMode, Role, RunOutcome, RunStart, RunStatus, ScheduleType,
+    SessionId, SessionMessage, SessionPatch, Stores, TaskPatch, TaskStatus, Usage, timestamp,
 };
 
 /// A claimer whose lease runs for a minute.
@@ -41,6 +43,14 @@ fn token(message: &InboxMessage) -> LeaseToken {
     message.lease.expect("a claimed message carries its lease").token
 }
 
+/// How many runs a task keeps in every case: few, so that the bound is reached cheaply.
+pub const RUNS_KEPT: usize = 8;
+
+/// The settings the factory must build its stores with.
+pub fn options() -> FsOptions {
+    FsOptions { max_deliveries: 3, runs_kept: RUNS_KEPT }
+}
+
 /// Generates one `#[tokio::test]` per contract case for a store factory.
 #[macro_export]
 macro_rules! store_contract_tests {
@@ -49,7 +59,7 @@ macro_rules! store_contract_tests {
             agents_lifecycle, sessions_lifecycle, session_messages, session_updates_do_not_lose_each_other,
             inbox_send_and_read, inbox_claim_is_exclusive, inbox_release_and_dead_letter, inbox_concurrent_claims,
             inbox_archive, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
-            tasks_lifecycle, runs_lifecycle, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
+            tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
             instances_register_and_beat, main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused);
     };
@@ -57,7 +67,7 @@ macro_rules! store_contract_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
-                let (stores, _guard) = ($factory)();
+                let (stores, _guard) = ($factory)($crate::contract::options());
                 $crate::contract::$case(&stores).await;
             }
         )*
@@ -564,6 +574,7 @@ pub async fn runs_lifecycle(stores: &Stores) {
     };
     assert_eq!((first.status, first.completed_at), (RunStatus::Running, None));
     assert_eq!(stores.tasks.latest_run(&a, &task.id).await.unwrap(), Some(first.clone()));
+    assert_eq!(stores.tasks.running_runs().await.unwrap(), vec![(a.clone(), first.clone())]);
     let skipped = stores.tasks.record_skip(&a, &task.id, timestamp::now()).await.unwrap();
     assert!(skipped.completed_at.is_some());
     let again = stores.tasks.record_skip(&a, &task.id, timestamp::now()).await.unwrap();
@@ -591,6 +602,7 @@ pub async fn runs_lifecycle(stores: &Stores) {
             && finished.lease.is_none()
     );
     assert_eq!(stores.tasks.list_runs(&a, &task.id).await.unwrap(), vec![again, finished.clone()]);
+    assert!(stores.tasks.running_runs().await.unwrap().is_empty(), "a finished run is not running");
     let err = stores
         .tasks
         .finish_run(
@@ -612,6 +624,46 @@ pub async fn runs_lifecycle(stores: &Stores) {
     let skip = stores.tasks.record_skip(&a, &task.id, timestamp::now()).await.unwrap();
     assert_eq!(skip.skipped_slots, Some(1), "a run in between starts a new skip record");
     assert_eq!(stores.tasks.latest_run(&a, &task.id).await.unwrap().map(|r| r.id), Some(second.id));
+}
+
+/// A task keeps its newest runs only (skip records count), and its newest run is always
+/// among them.
+pub async fn runs_are_kept_to_a_bound(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    let task = stores.tasks.create(&a, interval_task("p")).await.unwrap();
+    let mut started = Vec::new();
+    for round in 0..RUNS_KEPT + 4 {
+        let held = lease(60);
+        let RunStart::Started(run) =
+            stores.tasks.start_run(&a, &task.id, None, held, timestamp::now()).await.unwrap()
+        else {
+            panic!("round {round}: the previous run finished")
+        };
+        let status = if round % 2 == 0 { RunStatus::Success } else { RunStatus::Error };
+        stores
+            .tasks
+            .finish_run(&a, &task.id, &run.id, &held.token, outcome(status), timestamp::now())
+            .await
+            .unwrap();
+        started.push(run.id);
+    }
+    let kept: Vec<_> =
+        stores.tasks.list_runs(&a, &task.id).await.unwrap().into_iter().map(|r| r.id).collect();
+    let newest: Vec<_> = started.iter().rev().take(RUNS_KEPT).copied().collect();
+    assert_eq!(kept, newest, "the newest {RUNS_KEPT} runs, newest first");
+    let latest = stores.tasks.latest_run(&a, &task.id).await.unwrap().unwrap();
+    assert_eq!(Some(&latest.id), started.last());
+    // A skip is a record too: it pushes the oldest run out, and the newest run stays.
+    stores.tasks.record_skip(&a, &task.id, timestamp::now()).await.unwrap();
+    let RunStart::Started(last) =
+        stores.tasks.start_run(&a, &task.id, None, lease(60), timestamp::now()).await.unwrap()
+    else {
+        panic!("the previous run finished")
+    };
+    let runs = stores.tasks.list_runs(&a, &task.id).await.unwrap();
+    assert_eq!(runs.len(), RUNS_KEPT);
+    assert_eq!((runs[0].id, runs[0].status), (last.id, RunStatus::Running));
+    assert_eq!(runs[1].status, RunStatus::Skipped);
 }
 
 /// A run under a live lease refuses a second start; a lapsed one is marked interrupted and
@@ -762,6 +814,14 @@ pub async fn task_change_feed(stores: &Stores) {
     assert!(seen.changes.iter().all(|c| c.agent == a && c.task == task.id));
     let quiet = stores.tasks.changes_since(Some(seen.cursor)).await.unwrap();
     assert!(quiet.changes.is_empty() && !quiet.reset);
+    // A cursor of another feed (one replaced since, or another store's) cannot say what was
+    // missed: the reader is told to re-read every task, and given the current position.
+    let foreign = ChangeCursor { feed: crate::new_ulid(), offset: seen.cursor.offset };
+    let reset = stores.tasks.changes_since(Some(foreign)).await.unwrap();
+    assert!(reset.reset && reset.changes.is_empty());
+    assert_eq!(reset.cursor, seen.cursor);
+    let beyond = ChangeCursor { offset: seen.cursor.offset + 1_000, ..seen.cursor };
+    assert!(stores.tasks.changes_since(Some(beyond)).await.unwrap().reset);
 }
 
 /// Instances register under fresh ids, beat, list and deregister.

@@ -1,8 +1,9 @@
 //! # orbit-store
 //!
 //! Orbit's domain types (agents, sessions, inbox messages, tasks, runs, memory), the async
-//! store traits the rest of Orbit uses as `Arc<dyn Trait>`, and [`FsStore`], their
-//! implementation as JSON and JSONL files under one data directory.
+//! store traits the rest of Orbit uses as `Arc<dyn Trait>`, [`FsStore`], their
+//! implementation as JSON and JSONL files under one data directory, and [`MemStore`], their
+//! implementation in memory for tests that are about timing rather than files.
 //!
 //! This is the only crate that reads or writes Orbit's records in the data directory. Every
 //! name and id is parsed into a newtype ([`AgentName`], [`SessionId`], ...) before a path is
@@ -22,6 +23,7 @@ mod ids;
 mod inbox;
 mod lease;
 pub mod limits;
+mod mem;
 mod memory;
 mod schedule;
 mod session;
@@ -38,6 +40,7 @@ pub use ids::{
 };
 pub use inbox::{Claimer, InboxMessage, InboxStore, MessageStatus, MessageType, NewMessage};
 pub use lease::{Instance, InstanceStore, Lease};
+pub use mem::MemStore;
 pub use memory::{MemoryHit, MemoryStore};
 pub use schedule::{Schedule, ScheduleError};
 pub use session::{NewSession, Role, Session, SessionMessage, SessionPatch, SessionStore, Usage};

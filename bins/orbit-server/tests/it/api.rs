@@ -13,9 +13,7 @@ async fn the_verification_flow_works_end_to_end() {
     let created = app.call("POST", "/api/agents", Some(json!({"name": "test-bot"}))).await;
     assert_eq!(created.status, 201, "{}", created.body);
     assert_eq!(created.body["agent"]["name"], "test-bot");
-    let session = app.call("POST", "/api/agents/test-bot/sessions", None).await;
-    assert_eq!(session.status, 201);
-    let session_id = session.body["session"]["id"].as_str().unwrap().to_owned();
+    let session_id = app.create_session("test-bot").await;
 
     for prompt in ["hello", "hello again"] {
         let (status, events) = app
@@ -114,7 +112,7 @@ async fn the_verification_flow_works_end_to_end() {
 #[actix_web::test]
 async fn every_error_is_json_with_a_fitting_status() {
     let app = TestApp::spawn(vec![]).await;
-    app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+    app.create_agent("bot").await;
     let unknown_session = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
     let cases: Vec<(&str, String, Option<serde_json::Value>, u16)> = vec![
         ("POST", "/api/agents".into(), Some(json!({"name": "bot"})), 409),
@@ -278,9 +276,44 @@ async fn the_openapi_document_lists_every_route() {
         .values()
         .map(|item| item.as_object().unwrap().len())
         .sum();
-    assert_eq!(
-        documented,
-        contract.len(),
-        "the document has no route the server lacks, and the other way round"
-    );
+    assert_eq!(documented, contract.len(), "the document lists the contract's routes, no more");
+
+    // Every documented route is served: a request to it reaches a handler (whatever it then
+    // answers), never the fallback for a path or a method the server does not know. Names
+    // an agent that does not exist, so that no request changes anything.
+    for (path, item) in document.body["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let concrete = concrete_path(path);
+            let body = matches!(method.as_str(), "post" | "put").then(|| json!({}));
+            let answer = app.call(&method.to_uppercase(), &concrete, body).await;
+            assert!(
+                !unknown_route(&answer),
+                "{method} {path} is documented but not served: {} {}",
+                answer.status,
+                answer.body
+            );
+        }
+    }
+    // And the check can tell: routes the server lacks are caught by it.
+    assert!(unknown_route(&app.call("GET", "/api/agents/ghost/nothing-here", None).await));
+    assert!(unknown_route(&app.call("PATCH", "/api/agents/ghost", Some(json!({}))).await));
+}
+
+/// A documented path with its parameters filled in: an agent that does not exist, ULIDs.
+fn concrete_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| match segment {
+            "{name}" => "ghost",
+            s if s.starts_with('{') => "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            s => s,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Whether the server answered as it does for a route it does not have: a 404 naming no
+/// route, or a 405 for a method the path does not take.
+fn unknown_route(answer: &crate::helpers::Answer) -> bool {
+    let no_route = answer.body["error"].as_str().is_some_and(|e| e.starts_with("no route for"));
+    (answer.status == 404 && no_route) || answer.status == 405
 }

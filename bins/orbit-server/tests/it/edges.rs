@@ -277,11 +277,7 @@ async fn deleting_an_agent_mid_turn_leaves_nothing_to_a_new_agent_of_its_name() 
     let app = std::rc::Rc::new(crate::helpers::TestApp::spawn(rules()).await);
     let mut chats = Vec::new();
     for _ in 0..3 {
-        let session =
-            app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+        let session = app.create_session("bot").await;
         let app = app.clone();
         chats.push(actix_web::rt::spawn(async move {
             app.chat(json!({"agentName": "bot", "sessionId": session, "message": "slow"})).await
@@ -294,7 +290,7 @@ async fn deleting_an_agent_mid_turn_leaves_nothing_to_a_new_agent_of_its_name() 
         chat.await.unwrap();
     }
     assert_eq!(app.call("GET", "/api/agents/bot", None).await.status, 404);
-    assert_eq!(app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await.status, 201);
+    app.create_agent("bot").await;
     let sessions = app.call("GET", "/api/agents/bot/sessions", None).await;
     assert_eq!(sessions.body["sessions"], json!([]), "the new agent inherits no session");
     assert!(orbit_testkit::processes_with_env(&app.tmp_marker()).is_empty());

@@ -142,7 +142,7 @@ async fn the_token_can_come_from_a_file() {
 async fn the_data_directory_is_private_to_its_owner() {
     use std::os::unix::fs::PermissionsExt;
     let app = TestApp::spawn(vec![]).await;
-    app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+    app.create_agent("bot").await;
     app.call("POST", "/api/agents/bot/sessions", Some(json!({"title": "private"}))).await;
     let sent = app
         .call("POST", "/api/agents/bot/inbox", Some(json!({"fromAgent": "alice", "message": "hi"})))
@@ -249,7 +249,7 @@ async fn a_client_that_never_reads_is_dropped_and_the_turn_goes_on() {
 #[actix_web::test]
 async fn every_field_has_a_limit() {
     let app = TestApp::spawn(vec![]).await;
-    app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+    app.create_agent("bot").await;
     let huge = "t".repeat(300 * 1024);
     let long_model = "m".repeat(130 * 1024);
     let cases: Vec<(&str, &str, Value)> = vec![
@@ -290,7 +290,7 @@ async fn every_field_has_a_limit() {
 #[actix_web::test]
 async fn absurd_schedules_are_refused_with_the_reason() {
     let app = TestApp::spawn(vec![]).await;
-    app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+    app.create_agent("bot").await;
     let task = |kind: &str, value: &str| json!({"prompt": "p", "scheduleType": kind, "scheduleValue": value, "contextMode": "isolated"});
     for (kind, value) in [
         ("interval", "300000000000000"),

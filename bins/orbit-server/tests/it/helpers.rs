@@ -79,6 +79,25 @@ impl TestApp {
         answer
     }
 
+    /// Makes an agent named `name` with default settings.
+    pub async fn create_agent(&self, name: &str) {
+        self.create_agent_with(serde_json::json!({ "name": name })).await;
+    }
+
+    /// Makes an agent from a creation body (its name and settings).
+    pub async fn create_agent_with(&self, body: Value) {
+        let created = self.call("POST", "/api/agents", Some(body.clone())).await;
+        assert_eq!(created.status, 201, "making agent {body}: {}", created.body);
+    }
+
+    /// Makes a session of `agent` with default settings and returns its id.
+    pub async fn create_session(&self, agent: &str) -> String {
+        let path = format!("/api/agents/{agent}/sessions");
+        let created = self.call("POST", &path, None).await;
+        assert_eq!(created.status, 201, "making a session of {agent}: {}", created.body);
+        created.body["session"]["id"].as_str().unwrap().to_owned()
+    }
+
     pub fn builder(&self, method: &str, path: &str) -> awc::ClientRequest {
         self.request(awc::http::Method::from_bytes(method.as_bytes()).unwrap(), path)
     }

@@ -25,10 +25,7 @@ fn slow_rules() -> Vec<Rule> {
 #[actix_web::test]
 async fn a_turn_aborted_over_http_ends_cleanly() {
     let app = std::rc::Rc::new(TestApp::spawn(slow_rules()).await);
-    let session = app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let session = app.create_session("bot").await;
     let chat = {
         let (app, session) = (app.clone(), session.clone());
         actix_web::rt::spawn(async move {
@@ -168,10 +165,7 @@ async fn a_client_that_disconnects_mid_turn_loses_nothing() {
         Rule::always(Reply::Text("ok".into())),
     ])
     .await;
-    let session = app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let session = app.create_session("bot").await;
     {
         // Read the first event, then hang up.
         let mut response = app
@@ -202,10 +196,7 @@ async fn a_client_that_disconnects_mid_turn_loses_nothing() {
 #[actix_web::test]
 async fn past_the_process_cap_a_chat_is_answered_429() {
     let app = std::rc::Rc::new(TestApp::spawn_with(slow_rules(), None, 1).await);
-    let first = app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let first = app.create_session("bot").await;
     let chat = {
         let (app, first) = (app.clone(), first.clone());
         actix_web::rt::spawn(async move {

@@ -64,21 +64,15 @@ async fn chat_answering(app: &TestApp, session: &str, allow: bool) -> Vec<Value>
 #[actix_web::test]
 async fn ask_mode_is_answered_over_http() {
     let app = TestApp::spawn(write_file_rules()).await;
-    app.call("POST", "/api/agents", Some(json!({"name": "bot", "permissionMode": "ask"}))).await;
+    app.create_agent_with(json!({"name": "bot", "permissionMode": "ask"})).await;
     let workspace = app.dir.path().join("data/workspaces/bot/made.txt");
 
-    let denied = app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let denied = app.create_session("bot").await;
     let events = chat_answering(&app, &denied, false).await;
     assert!(events.iter().any(|e| e["type"] == "permission_request" && e["toolName"] == "Bash"));
     assert!(!workspace.exists(), "deny keeps the file away");
 
-    let allowed = app.call("POST", "/api/agents/bot/sessions", None).await.body["session"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let allowed = app.create_session("bot").await;
     chat_answering(&app, &allowed, true).await;
     assert!(workspace.exists(), "allow lets the write happen");
     let unknown = app
@@ -102,8 +96,7 @@ async fn ask_mode_is_answered_over_http() {
 #[actix_web::test]
 async fn sessions_in_worktrees_over_http() {
     let app = TestApp::spawn(vec![Rule::always(Reply::Text("ok".into()))]).await;
-    app.call("POST", "/api/agents", Some(json!({"name": "bot", "permissionMode": "allow-all"})))
-        .await;
+    app.create_agent_with(json!({"name": "bot", "permissionMode": "allow-all"})).await;
     for hostile in ["--upload-pack=x", "../x"] {
         let refused = app
             .call(
@@ -162,7 +155,7 @@ async fn sessions_in_worktrees_over_http() {
 #[actix_web::test]
 async fn tasks_in_worktrees_over_http() {
     let app = TestApp::spawn(vec![Rule::always(Reply::Text("ok".into()))]).await;
-    app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+    app.create_agent("bot").await;
     let body = |extra: Value| {
         let mut body = json!({"prompt": "build it", "scheduleType": "cron", "scheduleValue": "0 0 1 1 *", "contextMode": "isolated"});
         body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());

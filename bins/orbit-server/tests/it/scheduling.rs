@@ -22,7 +22,7 @@ async fn an_interval_task_runs_its_prompt_in_fresh_sessions() {
         Rule::always(Reply::Text("ok".into())),
     ])
     .await;
-    app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+    app.create_agent("bot").await;
     let task = app
         .call("POST", "/api/agents/bot/tasks", Some(json!({"prompt": "report status", "scheduleType": "interval", "scheduleValue": "1000", "contextMode": "isolated"})))
         .await;
@@ -72,7 +72,7 @@ async fn run_now_starts_a_run_and_refuses_to_overlap() {
         Rule::always(Reply::Text("ok".into())),
     ])
     .await;
-    app.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+    app.create_agent("bot").await;
     let task = app
         .call("POST", "/api/agents/bot/tasks", Some(json!({"prompt": "slow job", "scheduleType": "cron", "scheduleValue": "0 0 1 1 *", "contextMode": "main"})))
         .await;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use orbit_agent::Error;
+use orbit_agent::{Error, PoolOptions};
 use orbit_store::{Role, SessionPatch};
 use orbit_testkit::{Reply, Rule};
 
@@ -58,17 +58,31 @@ async fn a_warm_second_turn_reuses_the_process() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_turn_after_eviction_resumes_the_cli_session() {
-    let h = Harness::new(vec![Rule::always(text("ok"))]).await;
+async fn a_second_turn_after_idle_eviction_resumes_the_cli_session() {
+    // Long enough that the check right after the turn cannot be late; short for a test.
+    let idle_ttl = Duration::from_secs(3);
+    let options = PoolOptions { idle_ttl, ..PoolOptions::default() };
+    let h = Harness::with_options(vec![Rule::always(text("ok"))], options).await;
     let session = h.session().await;
     h.chat(&session, "remember the word aubergine").await.0.unwrap();
     let first_cli = h.stores.sessions.get(&h.agent, &session).await.unwrap().sdk_session_id;
-    h.pool.release(&h.agent, &session).await;
-    assert!(h.live_cli_processes().is_empty(), "release ends the process");
+    assert!(first_cli.is_some(), "the CLI's session id is stored");
+    assert_eq!(h.pool.evict_idle().await, 0, "a session idle for less than the TTL is kept");
+    assert_eq!(h.live_cli_processes().len(), 1, "a warm process between turns");
+
+    tokio::time::sleep(idle_ttl).await;
+    assert_eq!(h.pool.evict_idle().await, 1, "idle past the TTL, it is evicted");
+    assert!(h.live_cli_processes().is_empty(), "eviction ends the process");
+    assert!(!h.pool.has(&h.agent, &session));
+
     h.chat(&session, "which word?").await.0.unwrap();
     let last = h.model.requests().last().cloned().unwrap();
     assert!(all_user_text(&last).contains("aubergine"), "the resumed turn carries the first");
-    assert_eq!(h.stores.sessions.get(&h.agent, &session).await.unwrap().sdk_session_id, first_cli);
+    assert_eq!(
+        h.stores.sessions.get(&h.agent, &session).await.unwrap().sdk_session_id,
+        first_cli,
+        "the new process resumed the CLI session rather than starting another"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use orbit_scheduler::SchedulerOptions;
 use orbit_store::{ContextMode, RunStatus, ScheduleType, TaskPatch, TaskStatus};
 use time::Duration as WallDuration;
 
-use crate::harness::{Harness, START, pass};
+use crate::harness::{Harness, START};
 
 #[tokio::test]
 async fn an_interval_fires_on_time_with_a_fresh_session_each_run() {
@@ -84,7 +84,7 @@ async fn a_paused_task_never_fires_and_does_not_catch_up_when_resumed() {
     };
     h.stores.tasks.update(&h.agent, &task.id, paused).await.unwrap();
     scheduler.task_changed(&h.agent, &task.id);
-    pass(Duration::from_secs(5 * 60)).await;
+    h.pass(Duration::from_secs(5 * 60)).await;
     assert!(h.calls().is_empty(), "a paused task fired");
 
     // Resuming plans from now (as the API does), so the paused minutes are not caught up.
@@ -96,7 +96,7 @@ async fn a_paused_task_never_fires_and_does_not_catch_up_when_resumed() {
     };
     h.stores.tasks.update(&h.agent, &task.id, resumed).await.unwrap();
     scheduler.task_changed(&h.agent, &task.id);
-    pass(Duration::from_secs(90)).await;
+    h.pass(Duration::from_secs(90)).await;
     stop.send(()).unwrap();
     handle.await.unwrap();
     assert_eq!(h.calls().len(), 1, "one run after resuming, none for the paused time");
@@ -153,12 +153,18 @@ async fn a_run_still_going_at_shutdown_is_aborted_after_the_grace_and_says_so() 
         (RunStatus::Error, Some("aborted at shutdown"))
     );
     assert_eq!(h.runner.aborted.load(Ordering::SeqCst), 1, "the turn was asked to stop");
-    assert_eq!(h.runner.dropped.load(Ordering::SeqCst), 0, "and settled, not dropped");
+    assert_eq!(h.runner.ended_by_abort.load(Ordering::SeqCst), 1, "the abort ended it");
+    assert_eq!(h.runner.dropped.load(Ordering::SeqCst), 0, "and it settled, not dropped");
+    // Fired at 10:01, stopped at 10:01:30, aborted when the 30 s grace ran out: recorded
+    // within a second of 10:02, not 10 s later, when the scheduler gives up on a turn that
+    // ignores its abort.
+    let ended = runs[0].completed_at.unwrap() - (START + WallDuration::minutes(2));
+    assert!(ended >= WallDuration::ZERO && ended < WallDuration::seconds(1), "{runs:?}");
 }
 
 #[tokio::test]
 async fn two_schedulers_on_one_directory_fire_each_slot_once() {
-    let h = Harness::new(Duration::from_secs(1)).await;
+    let h = Harness::on_disk(Duration::from_secs(1)).await;
     let task = h
         .task(
             ScheduleType::Interval,
@@ -167,11 +173,11 @@ async fn two_schedulers_on_one_directory_fire_each_slot_once() {
             Some(START + WallDuration::minutes(1)),
         )
         .await;
-    let other_stores = orbit_store::FsStore::open(h.dir.path()).unwrap().stores();
+    let other_stores = h.other_store();
     let (first, second) = (h.scheduler(), h.scheduler_on(other_stores));
     let (stop_first, first_handle) = h.start(&first);
     let (stop_second, second_handle) = h.start(&second);
-    pass(Duration::from_secs(5 * 60 + 30)).await;
+    h.pass(Duration::from_secs(5 * 60 + 30)).await;
     stop_first.send(()).unwrap();
     stop_second.send(()).unwrap();
     first_handle.await.unwrap();
@@ -202,7 +208,7 @@ async fn main_mode_runs_continue_one_session() {
 async fn two_main_tasks_due_on_one_slot_run_one_after_the_other_in_one_main_session() {
     // Each run takes 20 s; two processes share the directory, and the agent has no main
     // session yet, so whichever process fires each task may be the one to make it.
-    let h = Harness::new(Duration::from_secs(20)).await;
+    let h = Harness::on_disk(Duration::from_secs(20)).await;
     let first = Some(START + WallDuration::minutes(1));
     let one = h.task(ScheduleType::Interval, "3600000", ContextMode::Main, first).await;
     let two = h.task(ScheduleType::Interval, "3600000", ContextMode::Main, first).await;
@@ -210,7 +216,7 @@ async fn two_main_tasks_due_on_one_slot_run_one_after_the_other_in_one_main_sess
     let (a, b) = (h.scheduler(), other);
     let (stop_a, handle_a) = h.start(&a);
     let (stop_b, handle_b) = h.start(&b);
-    pass(Duration::from_secs(2 * 60)).await;
+    h.pass(Duration::from_secs(2 * 60)).await;
     stop_a.send(()).unwrap();
     stop_b.send(()).unwrap();
     handle_a.await.unwrap();
@@ -274,7 +280,7 @@ async fn a_main_mode_run_waits_for_a_turn_it_did_not_start_rather_than_failing()
 
 #[tokio::test]
 async fn a_task_in_its_own_worktree_runs_every_run_there() {
-    let h = Harness::new(Duration::from_secs(1)).await;
+    let h = Harness::on_disk(Duration::from_secs(1)).await;
     let new = orbit_store::NewTask {
         name: None,
         prompt: "build".into(),

@@ -1,4 +1,10 @@
-//! A scheduler over a temp data directory with a runner that records its calls.
+//! A scheduler over a store with a runner that records its calls.
+//!
+//! The store is in memory (`Harness::new`) for tests of timing and ownership: its operations
+//! finish within the await that makes them, so paused tokio time cannot race past them and
+//! stepping through time needs no real sleeps. Tests that need files or several processes on
+//! one data directory (`other_process`, a crashed child, git worktrees) use
+//! `Harness::on_disk`, whose store works on tokio's blocking threads, in real time.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,7 +16,8 @@ use orbit_scheduler::{
     Clock, RunError, RunReport, Scheduler, SchedulerOptions, TaskRunner, TokioClock,
 };
 use orbit_store::{
-    AgentName, ContextMode, FsStore, NewAgent, NewTask, Run, ScheduleType, SessionId, Stores, Task,
+    AgentName, ContextMode, FsStore, MemStore, NewAgent, NewTask, Run, ScheduleType, SessionId,
+    Stores, Task,
 };
 use tempfile::TempDir;
 use time::OffsetDateTime;
@@ -21,7 +28,8 @@ pub const START: OffsetDateTime = datetime!(2026-11-23 10:00 UTC);
 
 /// Records each run; takes `delay` of tokio time per run and ignores its timeout, like a
 /// turn whose own timeout failed. Like the agent pool, it refuses a second turn in a busy
-/// session (`SessionBusy`), and a turn whose run is cancelled settles with an error.
+/// session (`SessionBusy`), and a turn whose run is cancelled ends at once with an error, so
+/// a test can tell a run its cancellation ended (`ended_by_abort`) from one left to run out.
 pub struct FakeRunner {
     pub calls: Mutex<Vec<(Task, SessionId, OffsetDateTime)>>,
     pub delay: Duration,
@@ -30,7 +38,10 @@ pub struct FakeRunner {
     busy: Mutex<HashSet<SessionId>>,
     /// Turns refused because their session was busy.
     pub refused: AtomicUsize,
+    /// Aborts asked for while a turn was going.
     pub aborted: AtomicUsize,
+    /// Turns that ended because they were aborted.
+    pub ended_by_abort: AtomicUsize,
     /// Turns whose future was dropped before it settled (abandoned).
     pub dropped: AtomicUsize,
 }
@@ -67,6 +78,7 @@ impl TaskRunner for FakeRunner {
             }
             () = cancel.cancelled() => {
                 self.aborted.fetch_add(1, Ordering::SeqCst);
+                self.ended_by_abort.fetch_add(1, Ordering::SeqCst);
                 Err(RunError::Failed("aborted".into()))
             }
         };
@@ -78,19 +90,35 @@ impl TaskRunner for FakeRunner {
 }
 
 pub struct Harness {
+    /// The data directory of a store on disk; the agents' working directories otherwise.
     pub dir: TempDir,
     pub stores: Stores,
     pub clock: Arc<TokioClock>,
     pub runner: Arc<FakeRunner>,
     pub agent: AgentName,
+    /// Whether `stores` is an `FsStore` on `dir`.
+    on_disk: bool,
 }
 
 impl Harness {
-    /// Pauses tokio time; the wall clock starts at `START`.
+    /// Pauses tokio time; the wall clock starts at `START`; the store is in memory.
     pub async fn new(delay: Duration) -> Self {
+        Self::build(delay, false).await
+    }
+
+    /// Like `new`, on an `FsStore`: for tests of files, processes and worktrees.
+    pub async fn on_disk(delay: Duration) -> Self {
+        Self::build(delay, true).await
+    }
+
+    async fn build(delay: Duration, on_disk: bool) -> Self {
         tokio::time::pause();
         let dir = tempfile::tempdir().unwrap();
-        let stores = FsStore::open(dir.path()).unwrap().stores();
+        let stores = if on_disk {
+            FsStore::open(dir.path()).unwrap().stores()
+        } else {
+            MemStore::new(dir.path()).stores()
+        };
         let clock = Arc::new(TokioClock::starting_at(START));
         let runner = Arc::new(FakeRunner {
             calls: Mutex::new(Vec::new()),
@@ -99,11 +127,12 @@ impl Harness {
             busy: Mutex::new(HashSet::new()),
             refused: AtomicUsize::new(0),
             aborted: AtomicUsize::new(0),
+            ended_by_abort: AtomicUsize::new(0),
             dropped: AtomicUsize::new(0),
         });
         let agent = AgentName::parse("bot").unwrap();
         stores.agents.create(&agent, NewAgent::default()).await.unwrap();
-        Self { dir, stores, clock, runner, agent }
+        Self { dir, stores, clock, runner, agent, on_disk }
     }
 
     pub fn scheduler(&self) -> Scheduler {
@@ -116,9 +145,15 @@ impl Harness {
 
     /// A second process on the same data directory: its own store (own caches) and scheduler.
     pub fn other_process(&self) -> (Stores, Scheduler) {
-        let stores = FsStore::open(self.dir.path()).unwrap().stores();
+        let stores = self.other_store();
         let scheduler = self.scheduler_on(stores.clone());
         (stores, scheduler)
+    }
+
+    /// A second `FsStore` on the data directory, with caches of its own.
+    pub fn other_store(&self) -> Stores {
+        assert!(self.on_disk, "two processes share a data directory: use Harness::on_disk");
+        FsStore::open(self.dir.path()).unwrap().stores()
     }
 
     pub fn scheduler_with(&self, stores: Stores, options: SchedulerOptions) -> Scheduler {
@@ -141,7 +176,7 @@ impl Harness {
     /// Runs `scheduler` for `duration` of tokio time, then stops it and waits for it.
     pub async fn run_for(&self, scheduler: &Scheduler, duration: Duration) {
         let (stop, handle) = self.start(scheduler);
-        pass(duration).await;
+        self.pass(duration).await;
         stop.send(()).unwrap();
         handle.await.unwrap();
     }
@@ -174,26 +209,30 @@ impl Harness {
     pub fn calls(&self) -> Vec<(Task, SessionId, OffsetDateTime)> {
         self.runner.calls.lock().unwrap().clone()
     }
-}
 
-/// Lets the scheduler work through `duration` of tokio time in steps, letting its store work
-/// (on real threads) land between steps, so that paused time never races past a slot while
-/// a file is being written.
-pub async fn pass(duration: Duration) {
-    let step = Duration::from_secs(2);
-    let mut passed = Duration::ZERO;
-    while passed < duration {
-        settle().await;
-        tokio::time::sleep(step).await;
-        passed += step;
+    /// Lets the scheduler work through `duration` of tokio time in steps, letting store work
+    /// land between steps, so that paused time never races past a slot while a file is being
+    /// written.
+    pub async fn pass(&self, duration: Duration) {
+        let step = Duration::from_secs(2);
+        let mut passed = Duration::ZERO;
+        while passed < duration {
+            self.settle().await;
+            tokio::time::sleep(step).await;
+            passed += step;
+        }
+        self.settle().await;
     }
-    settle().await;
-}
 
-/// Gives blocking store work real time to finish and the tasks waiting on it a turn.
-pub async fn settle() {
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(2));
-        tokio::task::yield_now().await;
+    /// Gives the tasks waiting on store work a turn; an `FsStore`'s work runs on blocking
+    /// threads in real time, so it also gets real time to finish. (Paused tokio time moves
+    /// only when every task waits, and a task waiting on a blocking thread counts as waiting.)
+    pub async fn settle(&self) {
+        for _ in 0..10 {
+            if self.on_disk {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            tokio::task::yield_now().await;
+        }
     }
 }

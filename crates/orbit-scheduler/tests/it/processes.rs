@@ -11,14 +11,14 @@ use orbit_store::{
 };
 use time::Duration as WallDuration;
 
-use crate::harness::{Harness, START, pass};
+use crate::harness::{Harness, START};
 
 #[tokio::test]
 async fn task_changes_made_in_one_process_reach_the_other_within_seconds() {
-    let h = Harness::new(Duration::from_secs(1)).await;
+    let h = Harness::on_disk(Duration::from_secs(1)).await;
     let (other_stores, other) = h.other_process();
     let (stop, handle) = h.start(&other);
-    pass(Duration::from_secs(2)).await;
+    h.pass(Duration::from_secs(2)).await;
     assert_eq!(other.planned(), 0);
 
     // This process makes, pauses, resumes and deletes a task, and tells only itself.
@@ -30,7 +30,7 @@ async fn task_changes_made_in_one_process_reach_the_other_within_seconds() {
             Some(START + WallDuration::hours(1)),
         )
         .await;
-    pass(Duration::from_secs(6)).await;
+    h.pass(Duration::from_secs(6)).await;
     assert_eq!(other.planned(), 1, "a created task is planned by the other process");
     let paused = TaskPatch {
         status: Some(TaskStatus::Paused),
@@ -38,7 +38,7 @@ async fn task_changes_made_in_one_process_reach_the_other_within_seconds() {
         ..TaskPatch::default()
     };
     h.stores.tasks.update(&h.agent, &task.id, paused).await.unwrap();
-    pass(Duration::from_secs(6)).await;
+    h.pass(Duration::from_secs(6)).await;
     assert_eq!(other.planned(), 0, "a pause reaches the other process");
     let resumed = TaskPatch {
         status: Some(TaskStatus::Active),
@@ -46,10 +46,10 @@ async fn task_changes_made_in_one_process_reach_the_other_within_seconds() {
         ..TaskPatch::default()
     };
     h.stores.tasks.update(&h.agent, &task.id, resumed).await.unwrap();
-    pass(Duration::from_secs(6)).await;
+    h.pass(Duration::from_secs(6)).await;
     assert_eq!(other.planned(), 1, "so does a resume");
     h.stores.tasks.delete(&h.agent, &task.id).await.unwrap();
-    pass(Duration::from_secs(6)).await;
+    h.pass(Duration::from_secs(6)).await;
     assert_eq!(other.planned(), 0, "and a delete");
     stop.send(()).unwrap();
     handle.await.unwrap();
@@ -58,7 +58,7 @@ async fn task_changes_made_in_one_process_reach_the_other_within_seconds() {
 
 #[tokio::test]
 async fn two_processes_fire_one_phase_of_slots_even_when_a_next_run_is_off_phase() {
-    let h = Harness::new(Duration::from_millis(100)).await;
+    let h = Harness::on_disk(Duration::from_millis(100)).await;
     let task = h
         .task(
             ScheduleType::Interval,
@@ -71,7 +71,7 @@ async fn two_processes_fire_one_phase_of_slots_even_when_a_next_run_is_off_phase
     let first = h.scheduler();
     let (stop_first, first_handle) = h.start(&first);
     let (stop_other, other_handle) = h.start(&other);
-    pass(Duration::from_secs(2)).await;
+    h.pass(Duration::from_secs(2)).await;
     // What the update route used to do: a next run computed from "now", half a second off
     // the phase the other process fires on.
     let now = h.clock.now();
@@ -81,7 +81,7 @@ async fn two_processes_fire_one_phase_of_slots_even_when_a_next_run_is_off_phase
     };
     h.stores.tasks.update(&h.agent, &task.id, off_phase).await.unwrap();
     first.task_changed(&h.agent, &task.id);
-    pass(Duration::from_secs(6)).await;
+    h.pass(Duration::from_secs(6)).await;
     stop_first.send(()).unwrap();
     stop_other.send(()).unwrap();
     first_handle.await.unwrap();
@@ -100,7 +100,7 @@ async fn two_processes_fire_one_phase_of_slots_even_when_a_next_run_is_off_phase
 
 #[tokio::test]
 async fn a_task_made_in_one_process_is_fired_by_the_other_after_its_maker_stops() {
-    let h = Harness::new(Duration::from_secs(1)).await;
+    let h = Harness::on_disk(Duration::from_secs(1)).await;
     let (_, other) = h.other_process();
     let maker = h.scheduler();
     let (stop_maker, maker_handle) = h.start(&maker);
@@ -114,10 +114,10 @@ async fn a_task_made_in_one_process_is_fired_by_the_other_after_its_maker_stops(
         )
         .await;
     maker.task_changed(&h.agent, &task.id);
-    pass(Duration::from_secs(10)).await;
+    h.pass(Duration::from_secs(10)).await;
     stop_maker.send(()).unwrap();
     maker_handle.await.unwrap();
-    pass(Duration::from_secs(2 * 60)).await;
+    h.pass(Duration::from_secs(2 * 60)).await;
     stop_other.send(()).unwrap();
     other_handle.await.unwrap();
     assert_eq!(h.calls().len(), 2, "the other process fired both slots");
@@ -126,7 +126,7 @@ async fn a_task_made_in_one_process_is_fired_by_the_other_after_its_maker_stops(
 
 #[tokio::test]
 async fn a_run_left_running_by_a_dead_process_is_recovered_within_one_lease() {
-    let h = Harness::new(Duration::from_secs(1)).await;
+    let h = Harness::on_disk(Duration::from_secs(1)).await;
     let task = h
         .task(
             ScheduleType::Interval,
@@ -145,10 +145,10 @@ async fn a_run_left_running_by_a_dead_process_is_recovered_within_one_lease() {
     };
     let scheduler = h.scheduler();
     let (stop, handle) = h.start(&scheduler);
-    pass(Duration::from_secs(10)).await;
+    h.pass(Duration::from_secs(10)).await;
     let latest = h.stores.tasks.latest_run(&h.agent, &task.id).await.unwrap().unwrap();
     assert_eq!((latest.id, latest.status), (run.id, RunStatus::Running), "its lease still holds");
-    pass(Duration::from_secs(16)).await;
+    h.pass(Duration::from_secs(16)).await;
     let latest = h.stores.tasks.latest_run(&h.agent, &task.id).await.unwrap().unwrap();
     assert_eq!(latest.status, RunStatus::Error, "recovered at its lapse, not at the next slot");
     assert!(latest.error.unwrap().starts_with("interrupted"));
@@ -159,7 +159,7 @@ async fn a_run_left_running_by_a_dead_process_is_recovered_within_one_lease() {
 #[tokio::test]
 async fn a_running_runs_lease_is_renewed_so_another_process_leaves_it_alone() {
     // A run of two minutes under a 30 s lease.
-    let h = Harness::new(Duration::from_secs(2 * 60)).await;
+    let h = Harness::on_disk(Duration::from_secs(2 * 60)).await;
     let task = h
         .task(
             ScheduleType::Once,
@@ -171,7 +171,7 @@ async fn a_running_runs_lease_is_renewed_so_another_process_leaves_it_alone() {
     let options = SchedulerOptions { run_lease: Duration::from_secs(30), ..Default::default() };
     let runner = h.scheduler_with(h.stores.clone(), options.clone());
     let (stop, handle) = h.start(&runner);
-    pass(Duration::from_secs(70)).await;
+    h.pass(Duration::from_secs(70)).await;
     let running = h.stores.tasks.latest_run(&h.agent, &task.id).await.unwrap().unwrap();
     assert_eq!(running.status, RunStatus::Running);
     assert!(running.lease.unwrap().until > h.clock.now(), "renewed past its first 30 s");
@@ -180,9 +180,9 @@ async fn a_running_runs_lease_is_renewed_so_another_process_leaves_it_alone() {
     let other =
         h.scheduler_with(other_stores, SchedulerOptions { instance: InstanceId::new(), ..options });
     let (stop_other, other_handle) = h.start(&other);
-    pass(Duration::from_secs(2)).await;
+    h.pass(Duration::from_secs(2)).await;
     assert!(matches!(other.run_now(&h.agent, &task.id).await, Err(RunNowError::Overlap)));
-    pass(Duration::from_secs(70)).await;
+    h.pass(Duration::from_secs(70)).await;
     stop.send(()).unwrap();
     stop_other.send(()).unwrap();
     handle.await.unwrap();
@@ -194,7 +194,7 @@ async fn a_running_runs_lease_is_renewed_so_another_process_leaves_it_alone() {
 
 #[tokio::test]
 async fn run_now_is_refused_only_under_a_live_lease() {
-    let h = Harness::new(Duration::from_secs(60)).await;
+    let h = Harness::on_disk(Duration::from_secs(60)).await;
     let task = h
         .task(
             ScheduleType::Interval,
@@ -216,7 +216,7 @@ async fn run_now_is_refused_only_under_a_live_lease() {
 
 #[tokio::test]
 async fn run_now_racing_a_fire_in_another_process_starts_one_run() {
-    let h = Harness::new(Duration::from_secs(30)).await;
+    let h = Harness::on_disk(Duration::from_secs(30)).await;
     let task = h
         .task(
             ScheduleType::Interval,
@@ -227,12 +227,12 @@ async fn run_now_racing_a_fire_in_another_process_starts_one_run() {
         .await;
     let (_, other) = h.other_process();
     let (stop, handle) = h.start(&other);
-    pass(Duration::from_secs(58)).await;
+    h.pass(Duration::from_secs(58)).await;
     // The click lands as the slot comes: one run, and the other side skips or is refused.
     let here = h.scheduler();
     let (clicked, ()) =
-        tokio::join!(here.run_now(&h.agent, &task.id), pass(Duration::from_secs(4)));
-    pass(Duration::from_secs(10)).await;
+        tokio::join!(here.run_now(&h.agent, &task.id), h.pass(Duration::from_secs(4)));
+    h.pass(Duration::from_secs(10)).await;
     stop.send(()).unwrap();
     handle.await.unwrap();
     let runs = h.runs(&task).await;

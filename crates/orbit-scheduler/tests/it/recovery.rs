@@ -6,7 +6,7 @@ use std::time::Duration;
 use orbit_store::{AgentName, ContextMode, FsStore, RunStatus, ScheduleType, TaskId};
 use time::Duration as WallDuration;
 
-use crate::harness::{Harness, START, pass};
+use crate::harness::{Harness, START};
 
 #[tokio::test]
 async fn after_an_outage_the_most_recent_missed_slot_runs_once() {
@@ -65,10 +65,10 @@ async fn a_wall_clock_jump_is_noticed_within_seconds() {
     .await;
     let scheduler = h.scheduler();
     let (stop, handle) = h.start(&scheduler);
-    pass(Duration::from_secs(10)).await;
+    h.pass(Duration::from_secs(10)).await;
     // The machine slept for an hour: tokio time barely moved, the wall clock did.
     h.clock.jump(WallDuration::hours(1));
-    pass(Duration::from_secs(10)).await;
+    h.pass(Duration::from_secs(10)).await;
     stop.send(()).unwrap();
     handle.await.unwrap();
     assert_eq!(h.calls().len(), 1, "the hourly slot fired within seconds of the jump");
@@ -78,7 +78,7 @@ const CHILD_DIR: &str = "ORBIT_SCHEDULER_TEST_DIR";
 
 #[tokio::test]
 async fn a_restart_mid_run_marks_the_run_interrupted_and_does_not_fire_its_slot_again() {
-    let h = Harness::new(Duration::from_secs(1)).await;
+    let h = Harness::on_disk(Duration::from_secs(1)).await;
     let task = h.task(ScheduleType::Interval, "60000", ContextMode::Isolated, Some(START)).await;
     // Another server process claimed the slot, started its run, and was killed mid-run.
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -147,7 +147,13 @@ async fn a_run_past_its_timeout_is_aborted_and_recorded_as_an_error() {
         (runs[0].status, runs[0].error.as_deref()),
         (RunStatus::Error, Some("timed out after 60 s"))
     );
-    // The safety net asked the turn to stop and let it settle; it did not drop it unseen.
-    assert_eq!(h.runner.aborted.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert_eq!(h.runner.dropped.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // The safety net asked the turn to stop, the abort ended it, and the run was recorded
+    // then (timeout and safety margin after its start), not after the turn ran its ten
+    // minutes nor when the scheduler gave up waiting; the turn was not dropped unseen.
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(h.runner.aborted.load(SeqCst), 1);
+    assert_eq!(h.runner.ended_by_abort.load(SeqCst), 1);
+    assert_eq!(h.runner.dropped.load(SeqCst), 0);
+    let took = runs[0].duration_ms.unwrap();
+    assert!((70_000..71_000).contains(&took), "ended by the abort at 60 s + 10 s, not {took} ms");
 }

@@ -1,0 +1,124 @@
+//! Agents in memory; an agent's record holds everything of it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+use super::{AgentRecord, MemStore};
+use crate::{
+    Agent, AgentName, AgentPatch, AgentStatus, AgentStore, Error, NewAgent, Result, SessionId,
+    timestamp,
+};
+
+impl MemStore {
+    /// Makes the agent; `None` when the name is taken.
+    fn create_agent(&self, name: &AgentName, new: NewAgent) -> Option<Agent> {
+        let mut state = self.state();
+        if state.agents.contains_key(name) {
+            return None;
+        }
+        let now = timestamp::now();
+        let agent = Agent {
+            name: name.clone(),
+            model: new.model,
+            permission_mode: new.permission_mode.unwrap_or_default(),
+            status: AgentStatus::Active,
+            created_at: now,
+            last_active_at: now,
+            main_session_id: None,
+        };
+        state.agents.insert(
+            name.clone(),
+            AgentRecord {
+                agent: agent.clone(),
+                sessions: BTreeMap::new(),
+                inbox: BTreeMap::new(),
+                tasks: BTreeMap::new(),
+                memory: BTreeMap::new(),
+            },
+        );
+        Some(agent)
+    }
+
+    fn update_agent<T>(&self, name: &AgentName, change: impl FnOnce(&mut Agent) -> T) -> Result<T> {
+        let mut state = self.state();
+        Ok(change(&mut state.agent_mut(name)?.agent))
+    }
+}
+
+#[async_trait]
+impl AgentStore for MemStore {
+    async fn create(&self, name: &AgentName, new: NewAgent) -> Result<Agent> {
+        self.create_agent(name, new)
+            .ok_or_else(|| Error::AlreadyExists { what: "agent", id: name.to_string() })
+    }
+
+    async fn ensure(&self, name: &AgentName) -> Result<Agent> {
+        match self.create_agent(name, NewAgent::default()) {
+            Some(agent) => Ok(agent),
+            None => self.get(name).await,
+        }
+    }
+
+    async fn get(&self, name: &AgentName) -> Result<Agent> {
+        Ok(self.state().agent(name)?.agent.clone())
+    }
+
+    async fn list(&self) -> Result<Vec<Agent>> {
+        Ok(self.state().agents.values().map(|record| record.agent.clone()).collect())
+    }
+
+    async fn update(&self, name: &AgentName, patch: AgentPatch) -> Result<Agent> {
+        self.update_agent(name, |agent| {
+            if let Some(model) = patch.model {
+                agent.model = Some(model);
+            }
+            if let Some(mode) = patch.permission_mode {
+                agent.permission_mode = mode;
+            }
+            if let Some(status) = patch.status {
+                agent.status = status;
+            }
+            if let Some(session) = patch.main_session_id {
+                agent.main_session_id = Some(session);
+            }
+            agent.clone()
+        })
+    }
+
+    async fn delete(&self, name: &AgentName) -> Result<()> {
+        // One removal drops the agent with its sessions, inbox, tasks, runs and memory.
+        match self.state().agents.remove(name) {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found("agent", name)),
+        }
+    }
+
+    async fn claim_main_session(
+        &self,
+        name: &AgentName,
+        candidate: SessionId,
+        stale: Option<SessionId>,
+    ) -> Result<SessionId> {
+        self.update_agent(name, |agent| match agent.main_session_id {
+            Some(current) if Some(current) != stale => current,
+            _ => {
+                agent.main_session_id = Some(candidate);
+                candidate
+            }
+        })
+    }
+
+    async fn update_last_active(&self, name: &AgentName) -> Result<()> {
+        self.update_agent(name, |agent| agent.last_active_at = timestamp::now())
+    }
+
+    async fn working_dir(&self, name: &AgentName) -> Result<PathBuf> {
+        self.state().agent(name)?;
+        let dir = self.inner.workspaces.join(name.as_str());
+        // Made as the filesystem store makes every directory: private to the owner.
+        crate::fs::io::ensure_dir(&dir)?;
+        Ok(dir)
+    }
+}

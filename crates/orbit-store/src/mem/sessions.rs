@@ -1,0 +1,116 @@
+//! Sessions and their histories in memory.
+
+use async_trait::async_trait;
+
+use super::{MemStore, SessionRecord, State};
+use crate::{
+    AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
+    SessionStore, Usage, timestamp,
+};
+
+impl State {
+    fn session_mut(&mut self, agent: &AgentName, id: &SessionId) -> Result<&mut SessionRecord> {
+        self.agent_mut(agent)?.sessions.get_mut(id).ok_or_else(|| Error::not_found("session", id))
+    }
+
+    fn session(&self, agent: &AgentName, id: &SessionId) -> Result<&SessionRecord> {
+        self.agent(agent)?.sessions.get(id).ok_or_else(|| Error::not_found("session", id))
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemStore {
+    async fn create_with_id(
+        &self,
+        agent: &AgentName,
+        id: SessionId,
+        new: NewSession,
+    ) -> Result<Session> {
+        let mut state = self.state();
+        let sessions = &mut state.agent_mut(agent)?.sessions;
+        if sessions.contains_key(&id) {
+            return Err(Error::AlreadyExists { what: "session", id: id.to_string() });
+        }
+        let session = Session {
+            id,
+            agent_name: agent.clone(),
+            title: new.title,
+            sdk_session_id: None,
+            model: new.model,
+            permission_mode: new.permission_mode,
+            worktree_id: new.worktree_id,
+            created_at: timestamp::now(),
+            last_message_at: None,
+            message_count: 0,
+            total_cost_usd: None,
+            usage: None,
+        };
+        sessions.insert(id, SessionRecord { session: session.clone(), messages: Vec::new() });
+        Ok(session)
+    }
+
+    async fn get(&self, agent: &AgentName, id: &SessionId) -> Result<Session> {
+        Ok(self.state().session(agent, id)?.session.clone())
+    }
+
+    async fn list_by_agent(&self, agent: &AgentName) -> Result<Vec<Session>> {
+        // Ids are ULIDs, so reverse id order is newest first.
+        let state = self.state();
+        Ok(state.agent(agent)?.sessions.values().rev().map(|r| r.session.clone()).collect())
+    }
+
+    async fn update(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        patch: SessionPatch,
+    ) -> Result<Session> {
+        let mut state = self.state();
+        let session = &mut state.session_mut(agent, id)?.session;
+        if let Some(title) = patch.title {
+            session.title = Some(title);
+        }
+        if let Some(sdk) = patch.sdk_session_id {
+            session.sdk_session_id = Some(sdk);
+        }
+        if let Some(model) = patch.model {
+            session.model = Some(model);
+        }
+        if let Some(mode) = patch.permission_mode {
+            session.permission_mode = Some(mode);
+        }
+        if let Some(cost) = patch.add_cost_usd {
+            session.total_cost_usd = Some(session.total_cost_usd.unwrap_or(0.0) + cost);
+        }
+        if let Some(usage) = patch.add_usage {
+            session.usage.get_or_insert_with(Usage::default).add(&usage);
+        }
+        Ok(session.clone())
+    }
+
+    async fn delete(&self, agent: &AgentName, id: &SessionId) -> Result<()> {
+        let mut state = self.state();
+        match state.agent_mut(agent)?.sessions.remove(id) {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found("session", id)),
+        }
+    }
+
+    async fn append_message(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        message: SessionMessage,
+    ) -> Result<()> {
+        let mut state = self.state();
+        let record = state.session_mut(agent, id)?;
+        record.session.message_count += 1;
+        record.session.last_message_at = Some(message.created_at);
+        record.messages.push(message);
+        Ok(())
+    }
+
+    async fn get_messages(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>> {
+        Ok(self.state().session(agent, id)?.messages.clone())
+    }
+}
