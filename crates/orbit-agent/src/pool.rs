@@ -237,6 +237,11 @@ impl AgentPool {
         self.shared.agent(agent, session)
     }
 
+    /// The stores the pool's turns write to.
+    pub fn stores(&self) -> &Stores {
+        &self.shared.stores
+    }
+
     /// The session agent if it is in the pool.
     pub fn find(&self, agent: &AgentName, session: &SessionId) -> Option<Arc<SessionAgent>> {
         self.shared

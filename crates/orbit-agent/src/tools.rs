@@ -6,11 +6,13 @@
 //! failed turn.
 
 use orbit_store::{
-    AgentName, ContextMode, MessageId, MessageType, NewMessage, NewTask, Schedule, ScheduleType,
-    SessionId, Stores, TaskId, limits, timestamp,
+    AgentName, ContextMode, MessageId, MessageType, NewMessage, ScheduleType, SessionId, Stores,
+    TaskId, limits, timestamp,
 };
 use serde_json::{Value, json};
 use time::Date;
+
+use crate::workflow;
 use time::macros::format_description;
 
 /// The `orbit` MCP server of one session.
@@ -143,45 +145,37 @@ impl OrbitTools {
             }
             "list_inbox" => Ok(json!(stores.inbox.get_pending(&self.agent).await.map_err(fail)?)),
             "schedule_task" => {
-                let kind: ScheduleType = serde_json::from_value(args["scheduleType"].clone())
-                    .map_err(|_| "'scheduleType' must be cron, interval or once".to_owned())?;
-                let value = text_arg(args, "scheduleValue")?;
-                let timezone = args["timezone"].as_str();
-                let prompt = text_arg(args, "prompt")?;
-                limits::check_len("scheduleValue", value, limits::SCHEDULE_VALUE).map_err(fail)?;
-                limits::check_optional("timezone", timezone, limits::TIMEZONE).map_err(fail)?;
-                limits::check_len("prompt", prompt, limits::PROMPT).map_err(fail)?;
-                limits::check_optional("name", args["name"].as_str(), limits::TITLE)
-                    .map_err(fail)?;
-                let schedule =
-                    Schedule::parse(kind, value, timezone).map_err(|err| err.to_string())?;
+                let schedule_type: ScheduleType =
+                    serde_json::from_value(args["scheduleType"].clone())
+                        .map_err(|_| "'scheduleType' must be cron, interval or once".to_owned())?;
                 let context_mode: ContextMode = match args.get("contextMode") {
                     None | Some(Value::Null) => ContextMode::Isolated,
                     Some(mode) => serde_json::from_value(mode.clone())
                         .map_err(|_| "'contextMode' must be isolated or main".to_owned())?,
                 };
-                let next_run = schedule
-                    .next_after(timestamp::now())
-                    .ok_or("that schedule never fires: the time is past")?;
-                let new = NewTask {
+                let request = workflow::TaskRequest {
                     name: args["name"].as_str().map(str::to_owned),
-                    prompt: prompt.to_owned(),
-                    schedule_type: kind,
-                    schedule_value: value.to_owned(),
+                    prompt: text_arg(args, "prompt")?.to_owned(),
+                    schedule_type,
+                    schedule_value: text_arg(args, "scheduleValue")?.to_owned(),
                     context_mode,
-                    timezone: timezone.map(str::to_owned),
-                    next_run: Some(next_run),
+                    timezone: args["timezone"].as_str().map(str::to_owned),
                     worktree: false,
                     branch: None,
                 };
-                let task = stores.tasks.create(&self.agent, new).await.map_err(fail)?;
+                let task = workflow::create_task(stores, &self.agent, request)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(json!(task))
             }
             "list_tasks" => Ok(json!(stores.tasks.list_by_agent(&self.agent).await.map_err(fail)?)),
             "cancel_task" => {
                 let id = TaskId::parse(text_arg(args, "taskId")?).map_err(fail)?;
-                stores.tasks.delete(&self.agent, &id).await.map_err(fail)?;
-                Ok(json!({"cancelled": id}))
+                // As the API's delete does: its worktree goes too, unless it holds work.
+                let kept = workflow::delete_task(stores, &self.agent, &id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(json!({"cancelled": id, "worktreeKept": kept.map(|k| k.id)}))
             }
             "memory_search" => {
                 let limit = args["limit"].as_u64().unwrap_or(20).min(200) as usize;

@@ -342,6 +342,12 @@ pub struct WorktreeKeptView {
     pub reason: String,
 }
 
+impl From<orbit_agent::workflow::KeptWorktree> for WorktreeKeptView {
+    fn from(kept: orbit_agent::workflow::KeptWorktree) -> Self {
+        Self { id: kept.id, reason: "it has uncommitted changes".to_owned() }
+    }
+}
+
 /// The answer of an action that returns nothing else.
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -123,11 +123,6 @@ async fn update(
 }
 
 async fn delete(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
-    let name = path.name;
-    state.stores.agents.get(&name).await?;
-    // Running chats are aborted, their processes ended and the CLI state forgotten before the
-    // records go, so nothing of this agent reaches a new agent of the same name.
-    state.pool.forget_agent(&name).await;
-    state.stores.agents.delete(&name).await?;
+    state.pool.delete_agent(&path.name).await?;
     Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }

@@ -2,8 +2,7 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
-use orbit_agent::worktree;
-use orbit_store::{NewSession, SessionId, SessionPatch, limits};
+use orbit_store::{SessionPatch, limits};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -13,6 +12,7 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AgentPath, Json, MaybeJson, PermissionPath, SessionPath};
 use crate::views::{self, SessionBody, SessionDetailBody, SessionsBody, SuccessView};
 use crate::{AppState, wire};
+use orbit_agent::workflow;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -152,29 +152,15 @@ async fn create(
     path: AgentPath,
     MaybeJson(fields): MaybeJson<CreateSession>,
 ) -> ApiResult<HttpResponse> {
-    let name = path.name;
     let fields = fields.unwrap_or_default();
-    limits::check_optional("title", fields.title.as_deref(), limits::TITLE)?;
-    super::agents::check_model(fields.model.as_deref())?;
-    if fields.branch.is_some() && !fields.worktree {
-        return Err(ApiError::invalid("'branch' needs \"worktree\": true"));
-    }
-    state.stores.agents.ensure(&name).await?;
-    // The worktree is named after the session, so its id is chosen before both exist.
-    let id = SessionId::new();
-    let worktree_id = if fields.worktree {
-        let base = state.stores.agents.working_dir(&name).await?;
-        Some(worktree::create(&base, &id.to_string(), fields.branch.as_deref()).await?.id)
-    } else {
-        None
-    };
-    let new = NewSession {
+    let request = workflow::SessionRequest {
         title: fields.title,
         model: fields.model,
         permission_mode: fields.permission_mode.map(Into::into),
-        worktree_id,
+        worktree: fields.worktree,
+        branch: fields.branch,
     };
-    let session = state.stores.sessions.create_with_id(&name, id, new).await?;
+    let session = workflow::create_session(&state.stores, &path.name, request).await?;
     Ok(HttpResponse::Created().json(SessionBody { session: session.into() }))
 }
 
@@ -203,16 +189,8 @@ async fn update(
 }
 
 async fn delete(state: Data<AppState>, path: SessionPath) -> ApiResult<HttpResponse> {
-    let (name, id) = (path.name, path.id);
-    let session = state.stores.sessions.get(&name, &id).await?;
-    // Its turn is aborted, its process ended and its CLI state forgotten before the record goes.
-    state.pool.forget_session(&name, &id).await;
-    state.stores.sessions.delete(&name, &id).await?;
-    // The session's worktree goes with it, unless it holds uncommitted work.
-    let mut answer = SuccessView::DONE;
-    if let Some(worktree_id) = session.worktree_id {
-        answer.worktree_kept = super::worktrees::remove_owned(&state, &name, &worktree_id).await?;
-    }
+    let kept = state.pool.delete_session(&path.name, &path.id).await?;
+    let answer = SuccessView { worktree_kept: kept.map(Into::into), ..SuccessView::DONE };
     Ok(HttpResponse::Ok().json(answer))
 }
 

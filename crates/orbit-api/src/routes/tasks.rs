@@ -3,16 +3,17 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
-use orbit_store::{ContextMode, NewTask, Schedule, TaskPatch, TaskStatus, limits, timestamp};
+use orbit_store::limits;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::endpoint::Endpoint;
-use crate::error::{ApiError, ApiResult, Code};
+use crate::error::{ApiResult, Code};
 use crate::extract::{AgentPath, Json, TaskPath};
 use crate::views::{self, RunBody, RunsBody, SuccessView, TaskBody, TasksBody};
 use crate::{AppState, wire};
+use orbit_agent::workflow;
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -154,20 +155,6 @@ fn update_example() -> Value {
     json!({"status": "paused", "prompt": "Summarise the new issues and PRs", "name": "Summary"})
 }
 
-/// The length limits of a task's free-text fields.
-fn check_fields(
-    prompt: Option<&str>,
-    schedule_value: Option<&str>,
-    name: Option<&str>,
-    timezone: Option<&str>,
-) -> ApiResult<()> {
-    limits::check_optional("prompt", prompt, limits::PROMPT)?;
-    limits::check_optional("scheduleValue", schedule_value, limits::SCHEDULE_VALUE)?;
-    limits::check_optional("name", name, limits::TITLE)?;
-    limits::check_optional("timezone", timezone, limits::TIMEZONE)?;
-    Ok(())
-}
-
 async fn list_all(state: Data<AppState>) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok()
         .json(TasksBody { tasks: views::all(state.stores.tasks.list_all().await?) }))
@@ -183,45 +170,17 @@ async fn create(
     path: AgentPath,
     Json(body): Json<CreateTask>,
 ) -> ApiResult<HttpResponse> {
-    let name = path.name;
-    let (schedule_type, context_mode) = (body.schedule_type.into(), body.context_mode.into());
-    check_fields(
-        Some(&body.prompt),
-        Some(&body.schedule_value),
-        body.name.as_deref(),
-        body.timezone.as_deref(),
-    )?;
-    let schedule = Schedule::parse(schedule_type, &body.schedule_value, body.timezone.as_deref())?;
-    let next_run = schedule.next_after(timestamp::now());
-    if next_run.is_none() {
-        return Err(ApiError::invalid(format!(
-            "schedule '{}' never fires: the time is past",
-            body.schedule_value
-        )));
-    }
-    if body.branch.is_some() && !body.worktree {
-        return Err(ApiError::invalid("'branch' needs \"worktree\": true"));
-    }
-    if body.worktree && context_mode == ContextMode::Main {
-        return Err(ApiError::invalid(
-            "a task in its own worktree needs \"contextMode\": \"isolated\" (the main session has its own working directory)",
-        ));
-    }
-    if let Some(branch) = &body.branch {
-        orbit_agent::worktree::check_branch(branch).await?;
-    }
-    let new = NewTask {
+    let request = workflow::TaskRequest {
         name: body.name,
         prompt: body.prompt,
-        schedule_type,
+        schedule_type: body.schedule_type.into(),
         schedule_value: body.schedule_value,
-        context_mode,
+        context_mode: body.context_mode.into(),
         timezone: body.timezone,
-        next_run,
         worktree: body.worktree,
         branch: body.branch,
     };
-    let task = state.stores.tasks.create(&name, new).await?;
+    let task = workflow::create_task(&state.stores, &path.name, request).await?;
     Ok(HttpResponse::Created().json(TaskBody { task: task.into() }))
 }
 
@@ -230,58 +189,20 @@ async fn update(
     path: TaskPath,
     Json(body): Json<UpdateTask>,
 ) -> ApiResult<HttpResponse> {
-    let (name, id) = (path.name, path.id);
-    let new_status: Option<TaskStatus> = body.status.map(Into::into);
-    check_fields(
-        body.prompt.as_deref(),
-        body.schedule_value.as_deref(),
-        body.name.as_deref(),
-        body.timezone.as_deref(),
-    )?;
-    let current = state.stores.tasks.get(&name, &id).await?;
-    let value = body.schedule_value.clone().unwrap_or(current.schedule_value.clone());
-    let timezone = body.timezone.clone().or(current.timezone.clone());
-    let schedule = Schedule::parse(current.schedule_type, &value, timezone.as_deref())?;
-    let status = new_status.unwrap_or(current.status);
-    let now = timestamp::now();
-    // Slots come from the stored schedule and anchor, so that every scheduler sharing the
-    // data directory fires the same ones. Only a new schedule starts a new phase (its first
-    // slot from now becomes the anchor); a resume takes the next slot of the old phase, and
-    // any other change leaves the next run alone.
-    let (next_run, anchor) = if body.schedule_value.is_some() || body.timezone.is_some() {
-        let first = schedule.next_after(now);
-        (Some(first.filter(|_| status == TaskStatus::Active)), first)
-    } else if status != TaskStatus::Active {
-        (Some(None), None)
-    } else if current.status != TaskStatus::Active {
-        (Some(current.slot_at_or_after(&schedule, now)), None)
-    } else {
-        (None, None)
-    };
-    let patch = TaskPatch {
+    let change = workflow::TaskChange {
         name: body.name,
         prompt: body.prompt,
         schedule_value: body.schedule_value,
         timezone: body.timezone,
-        status: new_status,
-        next_run,
-        last_run: None,
-        anchor,
+        status: body.status.map(Into::into),
     };
-    let task = state.stores.tasks.update(&name, &id, patch).await?;
+    let task = workflow::update_task(&state.stores, &path.name, &path.id, change).await?;
     Ok(HttpResponse::Ok().json(TaskBody { task: task.into() }))
 }
 
 async fn delete(state: Data<AppState>, path: TaskPath) -> ApiResult<HttpResponse> {
-    let (name, id) = (path.name, path.id);
-    let task = state.stores.tasks.get(&name, &id).await?;
-    state.stores.tasks.delete(&name, &id).await?;
-    // The task's worktree goes with it, unless it holds uncommitted work.
-    let mut answer = SuccessView::DONE;
-    if task.worktree {
-        answer.worktree_kept =
-            super::worktrees::remove_owned(&state, &name, &id.to_string()).await?;
-    }
+    let kept = workflow::delete_task(&state.stores, &path.name, &path.id).await?;
+    let answer = SuccessView { worktree_kept: kept.map(Into::into), ..SuccessView::DONE };
     Ok(HttpResponse::Ok().json(answer))
 }
 

@@ -9,7 +9,7 @@ use crate::AppState;
 use crate::endpoint::Endpoint;
 use crate::error::{ApiResult, Code};
 use crate::extract::{AgentPath, WorktreePath};
-use crate::views::{SuccessView, WorktreeKeptView, WorktreeView, WorktreesBody};
+use crate::views::{SuccessView, WorktreeView, WorktreesBody};
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -62,22 +62,4 @@ async fn delete(state: Data<AppState>, path: WorktreePath) -> ApiResult<HttpResp
     let base = state.stores.agents.working_dir(&path.name).await?;
     worktree::remove(&base, &path.id).await?;
     Ok(HttpResponse::Ok().json(SuccessView::DONE))
-}
-
-/// Removes the worktree of a deleted session or task. One that holds uncommitted work is kept,
-/// and the returned note says so for the answer.
-pub(crate) async fn remove_owned(
-    state: &AppState,
-    agent: &orbit_store::AgentName,
-    id: &str,
-) -> ApiResult<Option<WorktreeKeptView>> {
-    let base = state.stores.agents.working_dir(agent).await?;
-    match worktree::remove(&base, id).await {
-        Ok(()) | Err(orbit_agent::Error::WorktreeNotFound(_)) => Ok(None),
-        Err(orbit_agent::Error::WorktreeDirty(_)) => Ok(Some(WorktreeKeptView {
-            id: id.to_owned(),
-            reason: "it has uncommitted changes".to_owned(),
-        })),
-        Err(err) => Err(err.into()),
-    }
 }

@@ -3,7 +3,7 @@
 //! A task's slots are a pure function of its stored schedule and anchor (see
 //! `Task::slot_at_or_after`), so every scheduler on a data directory plans the same slots and
 //! the store's slot claim lets exactly one of them fire each. Changes reach a scheduler two
-//! ways: `task_changed` from this process, and the store's change feed, read at every wake,
+//! ways: the store's tick for changes made in this process, and its change feed, read at every wake,
 //! from every process.
 
 use std::cmp::Reverse;

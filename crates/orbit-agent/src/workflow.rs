@@ -1,0 +1,260 @@
+//! The workflows that change more than one thing, each in one place for every front end: the
+//! HTTP API, the agents' own tools, a library user. Creating a task checks its schedule,
+//! its worktree and its branch the same way whoever asks; deleting a task or a session
+//! removes its worktree (unless it holds uncommitted work) whoever deletes it; deleting a
+//! session or an agent ends its turns and forgets its CLI state first.
+//!
+//! Nothing here tells the scheduler anything: the store announces every task change
+//! (`TaskStore::watch_changes` and its change feed).
+
+use orbit_store::{
+    AgentName, ContextMode, NewSession, NewTask, PermissionMode, Schedule, ScheduleType, Session,
+    SessionId, Stores, Task, TaskId, TaskPatch, TaskStatus, limits, timestamp,
+};
+
+use crate::{AgentPool, Error, Result, worktree};
+
+/// What a caller asks for to make a task.
+#[derive(Debug, Clone)]
+pub struct TaskRequest {
+    pub name: Option<String>,
+    pub prompt: String,
+    pub schedule_type: ScheduleType,
+    pub schedule_value: String,
+    pub context_mode: ContextMode,
+    pub timezone: Option<String>,
+    /// Runs work in the task's own git worktree.
+    pub worktree: bool,
+    /// The worktree's new branch (only with `worktree`).
+    pub branch: Option<String>,
+}
+
+/// A change a caller asks of a task; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct TaskChange {
+    pub name: Option<String>,
+    pub prompt: Option<String>,
+    pub schedule_value: Option<String>,
+    pub timezone: Option<String>,
+    pub status: Option<TaskStatus>,
+}
+
+/// What a caller asks for to make a session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionRequest {
+    pub title: Option<String>,
+    pub model: Option<String>,
+    pub permission_mode: Option<PermissionMode>,
+    /// Runs every turn in the session's own git worktree.
+    pub worktree: bool,
+    pub branch: Option<String>,
+}
+
+/// A worktree kept, rather than removed with its session or task, because it holds
+/// uncommitted work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptWorktree {
+    pub id: String,
+}
+
+fn check_task_fields(
+    prompt: Option<&str>,
+    schedule_value: Option<&str>,
+    name: Option<&str>,
+    timezone: Option<&str>,
+) -> Result<()> {
+    limits::check_optional("prompt", prompt, limits::PROMPT)?;
+    limits::check_optional("scheduleValue", schedule_value, limits::SCHEDULE_VALUE)?;
+    limits::check_optional("name", name, limits::TITLE)?;
+    limits::check_optional("timezone", timezone, limits::TIMEZONE)?;
+    Ok(())
+}
+
+/// Makes a task after checking it: field limits, a schedule that parses and fires again, a
+/// branch only with a worktree, a worktree only for isolated runs, a branch name git takes.
+pub async fn create_task(stores: &Stores, agent: &AgentName, request: TaskRequest) -> Result<Task> {
+    check_task_fields(
+        Some(&request.prompt),
+        Some(&request.schedule_value),
+        request.name.as_deref(),
+        request.timezone.as_deref(),
+    )?;
+    if request.prompt.trim().is_empty() {
+        return Err(Error::Invalid("prompt must not be empty".into()));
+    }
+    let schedule = Schedule::parse(
+        request.schedule_type,
+        &request.schedule_value,
+        request.timezone.as_deref(),
+    )
+    .map_err(orbit_store::Error::from)?;
+    let Some(next_run) = schedule.next_after(timestamp::now()) else {
+        return Err(Error::Invalid(format!(
+            "schedule '{}' never fires: the time is past",
+            request.schedule_value
+        )));
+    };
+    if request.branch.is_some() && !request.worktree {
+        return Err(Error::Invalid("'branch' needs \"worktree\": true".into()));
+    }
+    if request.worktree && request.context_mode == ContextMode::Main {
+        return Err(Error::Invalid(
+            "a task in its own worktree needs \"contextMode\": \"isolated\" (the main session has its own working directory)".into(),
+        ));
+    }
+    if let Some(branch) = &request.branch {
+        worktree::check_branch(branch).await?;
+    }
+    let new = NewTask {
+        name: request.name,
+        prompt: request.prompt,
+        schedule_type: request.schedule_type,
+        schedule_value: request.schedule_value,
+        context_mode: request.context_mode,
+        timezone: request.timezone,
+        next_run: Some(next_run),
+        worktree: request.worktree,
+        branch: request.branch,
+    };
+    Ok(stores.tasks.create(agent, new).await?)
+}
+
+/// Changes a task. Its slots come from the stored schedule and anchor, so that every
+/// scheduler sharing the store fires the same ones: only a new schedule starts a new phase
+/// (its first slot from now becomes the anchor), a resume takes the next slot of the stored
+/// phase, and any other change leaves the next run alone.
+pub async fn update_task(
+    stores: &Stores,
+    agent: &AgentName,
+    id: &TaskId,
+    change: TaskChange,
+) -> Result<Task> {
+    check_task_fields(
+        change.prompt.as_deref(),
+        change.schedule_value.as_deref(),
+        change.name.as_deref(),
+        change.timezone.as_deref(),
+    )?;
+    if change.prompt.as_deref().is_some_and(|p| p.trim().is_empty()) {
+        return Err(Error::Invalid("prompt must not be empty".into()));
+    }
+    let current = stores.tasks.get(agent, id).await?;
+    let value = change.schedule_value.clone().unwrap_or(current.schedule_value.clone());
+    let timezone = change.timezone.clone().or(current.timezone.clone());
+    let schedule = Schedule::parse(current.schedule_type, &value, timezone.as_deref())
+        .map_err(orbit_store::Error::from)?;
+    let status = change.status.unwrap_or(current.status);
+    let now = timestamp::now();
+    let (next_run, anchor) = if change.schedule_value.is_some() || change.timezone.is_some() {
+        let first = schedule.next_after(now);
+        (Some(first.filter(|_| status == TaskStatus::Active)), first)
+    } else if status != TaskStatus::Active {
+        (Some(None), None)
+    } else if current.status != TaskStatus::Active {
+        (Some(current.slot_at_or_after(&schedule, now)), None)
+    } else {
+        (None, None)
+    };
+    let patch = TaskPatch {
+        name: change.name,
+        prompt: change.prompt,
+        schedule_value: change.schedule_value,
+        timezone: change.timezone,
+        status: change.status,
+        next_run,
+        last_run: None,
+        anchor,
+    };
+    Ok(stores.tasks.update(agent, id, patch).await?)
+}
+
+/// Deletes a task (a run of it still going is stopped by the scheduler, which learns of the
+/// deletion from the store) and removes its worktree unless it holds uncommitted work.
+pub async fn delete_task(
+    stores: &Stores,
+    agent: &AgentName,
+    id: &TaskId,
+) -> Result<Option<KeptWorktree>> {
+    let task = stores.tasks.get(agent, id).await?;
+    stores.tasks.delete(agent, id).await?;
+    if task.worktree {
+        remove_owned_worktree(stores, agent, &id.to_string()).await
+    } else {
+        Ok(None)
+    }
+}
+
+/// Makes a session (and its agent when missing), in a worktree of its own when asked.
+pub async fn create_session(
+    stores: &Stores,
+    agent: &AgentName,
+    request: SessionRequest,
+) -> Result<Session> {
+    limits::check_optional("title", request.title.as_deref(), limits::TITLE)?;
+    if let Some(model) = &request.model {
+        limits::check_model(model)?;
+    }
+    if request.branch.is_some() && !request.worktree {
+        return Err(Error::Invalid("'branch' needs \"worktree\": true".into()));
+    }
+    stores.agents.ensure(agent).await?;
+    // The worktree is named after the session, so its id is chosen before both exist.
+    let id = SessionId::new();
+    let worktree_id = if request.worktree {
+        let base = stores.agents.working_dir(agent).await?;
+        Some(worktree::create(&base, &id.to_string(), request.branch.as_deref()).await?.id)
+    } else {
+        None
+    };
+    let new = NewSession {
+        title: request.title,
+        model: request.model,
+        permission_mode: request.permission_mode,
+        worktree_id,
+    };
+    Ok(stores.sessions.create_with_id(agent, id, new).await?)
+}
+
+/// Removes the worktree of a deleted session or task; one that holds uncommitted work is
+/// kept and returned.
+pub async fn remove_owned_worktree(
+    stores: &Stores,
+    agent: &AgentName,
+    id: &str,
+) -> Result<Option<KeptWorktree>> {
+    let base = stores.agents.working_dir(agent).await?;
+    match worktree::remove(&base, id).await {
+        Ok(()) | Err(Error::WorktreeNotFound(_)) => Ok(None),
+        Err(Error::WorktreeDirty(_)) => Ok(Some(KeptWorktree { id: id.to_owned() })),
+        Err(err) => Err(err),
+    }
+}
+
+impl AgentPool {
+    /// Deletes a session: its turn aborted and settled, its process ended and its CLI state
+    /// forgotten before its record goes; then its worktree, unless it holds uncommitted work.
+    pub async fn delete_session(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+    ) -> Result<Option<KeptWorktree>> {
+        let stores = self.stores();
+        let session = stores.sessions.get(agent, id).await?;
+        self.forget_session(agent, id).await;
+        stores.sessions.delete(agent, id).await?;
+        match session.worktree_id {
+            Some(worktree_id) => remove_owned_worktree(stores, agent, &worktree_id).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes an agent: its turns aborted and settled, its processes ended and its CLI state
+    /// forgotten before its records go, so nothing of it reaches a new agent of the same name.
+    /// Its working directory is the user's work and stays.
+    pub async fn delete_agent(&self, agent: &AgentName) -> Result<()> {
+        let stores = self.stores();
+        stores.agents.get(agent).await?;
+        self.forget_agent(agent).await;
+        Ok(stores.agents.delete(agent).await?)
+    }
+}
