@@ -65,7 +65,14 @@ impl AllowedHosts {
             let name =
                 if name.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{name}]") } else { name };
             let has_port = name.rsplit_once(':').is_some_and(|(_, port)| !port.contains(']'));
-            if has_port { hosts.push(name) } else { names.push(name) }
+            if has_port {
+                hosts.push(name);
+            } else {
+                // A name given without a port is also allowed without one: a proxy in front
+                // may pass its own `Host`.
+                hosts.push(name.clone());
+                names.push(name);
+            }
         }
         for name in names {
             // Clients leave the port out of `Host` when it is their scheme's default.
