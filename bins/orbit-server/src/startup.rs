@@ -13,6 +13,8 @@ use orbit_api::{AllowedHosts, AppState};
 use orbit_scheduler::{AgentRunner, Scheduler, SchedulerOptions, SystemClock};
 use orbit_store::{FsStore, InstanceId, Stores};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::config::Settings;
 
 /// How long running turns may go on after a shutdown signal before they are aborted. With
@@ -135,8 +137,16 @@ impl Application {
     /// is deregistered.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.register().await;
-        let heartbeat = tokio::spawn(heartbeat(self.stores.clone(), self.instance, self.lease));
-        let eviction = self.pool.spawn_eviction(std::future::pending());
+        // Background loops are told to stop, and their end awaited, like mini-redis's
+        // `shutdown` and `shutdown_complete`.
+        let stopping_loops = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(
+            self.stores.clone(),
+            self.instance,
+            self.lease,
+            stopping_loops.clone(),
+        ));
+        let eviction = self.pool.spawn_eviction(stopping_loops.clone().cancelled_owned());
         let (stop_scheduler, scheduler_stopped) = tokio::sync::oneshot::channel::<()>();
         let scheduler = self.scheduler.clone();
         let scheduling = tokio::spawn(async move {
@@ -158,8 +168,8 @@ impl Application {
                 server.await
             }
         };
-        eviction.abort();
-        heartbeat.abort();
+        stopping_loops.cancel();
+        let _ = tokio::join!(eviction, heartbeat);
         if let Err(err) = self.stores.instances.deregister(&self.instance).await {
             tracing::warn!(error = %err, "could not deregister this instance");
         }
@@ -179,9 +189,12 @@ impl Application {
 }
 
 /// Renews this instance's registration at a third of the lease.
-async fn heartbeat(stores: Stores, instance: InstanceId, lease: Duration) {
+async fn heartbeat(stores: Stores, instance: InstanceId, lease: Duration, stop: CancellationToken) {
     loop {
-        tokio::time::sleep(lease / 3).await;
+        tokio::select! {
+            () = tokio::time::sleep(lease / 3) => {}
+            () = stop.cancelled() => return,
+        }
         let until = orbit_store::timestamp::now() + lease;
         match stores.instances.heartbeat(&instance, until).await {
             Ok(_) => {}

@@ -169,8 +169,8 @@ impl From<orbit_agent::Error> for ApiError {
     }
 }
 
-impl From<orbit_scheduler::RunNowError> for ApiError {
-    fn from(err: orbit_scheduler::RunNowError) -> Self {
+impl From<orbit_scheduler::Error> for ApiError {
+    fn from(err: orbit_scheduler::Error) -> Self {
         Self::from_kind(err.kind(), err.to_string())
     }
 }

@@ -8,12 +8,14 @@
 //! agent pool. The wall clock comes from a [`Clock`], so tests drive it.
 
 mod clock;
+mod error;
 mod runner;
 mod scheduler;
 mod slots;
 
 pub use clock::{Clock, SystemClock, TokioClock};
+pub use error::{Error, Result};
 pub use orbit_store::{Schedule, ScheduleError};
 pub use runner::{AgentRunner, RunError, RunReport, TaskRunner};
-pub use scheduler::{RunNowError, Scheduler, SchedulerOptions};
+pub use scheduler::{Scheduler, SchedulerOptions};
 pub use slots::{Plan, plan};

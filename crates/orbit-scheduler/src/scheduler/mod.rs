@@ -29,8 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use orbit_store::{
-    AgentName, ChangeCursor, ErrorKind, InstanceId, LeaseToken, Run, RunId, SessionId, Stores,
-    TaskId,
+    AgentName, ChangeCursor, InstanceId, LeaseToken, Run, RunId, SessionId, Stores, TaskId,
 };
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -71,32 +70,6 @@ impl Default for SchedulerOptions {
             shutdown_grace: Duration::from_secs(30),
             instance: InstanceId::new(),
             run_lease: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Why a run could not start now.
-#[derive(Debug)]
-pub enum RunNowError {
-    /// The task's previous run is still going, under a live lease.
-    Overlap,
-    Store(orbit_store::Error),
-}
-
-impl RunNowError {
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            RunNowError::Overlap => ErrorKind::Conflict,
-            RunNowError::Store(err) => err.kind(),
-        }
-    }
-}
-
-impl std::fmt::Display for RunNowError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RunNowError::Overlap => f.write_str("the task's previous run is still running"),
-            RunNowError::Store(err) => err.fmt(f),
         }
     }
 }
@@ -155,6 +128,8 @@ struct Inner {
     /// run-now request's HTTP worker stops before the scheduler does, and its runtime's tasks
     /// with it).
     runtime: Option<tokio::runtime::Handle>,
+    /// Every run's task, so that a stop waits for them without polling.
+    runs: tokio_util::task::TaskTracker,
 }
 
 /// Fires tasks on their schedules. Cheap to clone.
@@ -181,6 +156,7 @@ impl Scheduler {
                 main_sessions: Mutex::new(HashMap::new()),
                 stopping: AtomicBool::new(false),
                 runtime: tokio::runtime::Handle::try_current().ok(),
+                runs: tokio_util::task::TaskTracker::new(),
             }),
         }
     }
@@ -264,11 +240,11 @@ impl Scheduler {
     /// going under a live lease. It is no slot of the schedule, so it claims none: the
     /// store's atomic run start is what keeps it and a fire of the same moment from both
     /// starting.
-    pub async fn run_now(&self, agent: &AgentName, task: &TaskId) -> Result<Run, RunNowError> {
-        let task = self.inner.stores.tasks.get(agent, task).await.map_err(RunNowError::Store)?;
-        match self.start_run(&task).await.map_err(RunNowError::Store)? {
+    pub async fn run_now(&self, agent: &AgentName, task: &TaskId) -> crate::Result<Run> {
+        let task = self.inner.stores.tasks.get(agent, task).await?;
+        match self.start_run(&task).await? {
             Some(run) => Ok(run),
-            None => Err(RunNowError::Overlap),
+            None => Err(crate::Error::Overlap),
         }
     }
 }

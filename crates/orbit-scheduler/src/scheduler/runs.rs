@@ -142,6 +142,7 @@ impl Scheduler {
             }
         };
         let mut state = self.state();
+        let body = self.inner.runs.track_future(body);
         let handle = match &self.inner.runtime {
             Some(runtime) => runtime.spawn(body),
             None => tokio::spawn(body),
@@ -259,9 +260,10 @@ impl Scheduler {
     pub(super) async fn stop(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         let until = tokio::time::Instant::now() + self.inner.options.shutdown_grace;
-        while !self.state().running.is_empty() && tokio::time::Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Closing lets `wait` resolve once the runs going now have ended (a run-now after this
+        // point is still tracked and still waited for).
+        self.inner.runs.close();
+        let _ = tokio::time::timeout_at(until, self.inner.runs.wait()).await;
         let mut left: Vec<Active> =
             self.state().running.drain().map(|(_, active)| active).collect();
         // Every leftover run is told to stop at once, and all settle side by side under one

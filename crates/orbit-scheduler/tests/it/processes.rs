@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use orbit_scheduler::{Clock, RunNowError, SchedulerOptions};
+use orbit_scheduler::{Clock, Error as SchedulerError, SchedulerOptions};
 use orbit_store::{
     ContextMode, InstanceId, Lease, RunStart, RunStatus, Schedule, ScheduleType, TaskPatch,
     TaskStatus,
@@ -181,7 +181,7 @@ async fn a_running_runs_lease_is_renewed_so_another_process_leaves_it_alone() {
         h.scheduler_with(other_stores, SchedulerOptions { instance: InstanceId::new(), ..options });
     let (stop_other, other_handle) = h.start(&other);
     h.pass(Duration::from_secs(2)).await;
-    assert!(matches!(other.run_now(&h.agent, &task.id).await, Err(RunNowError::Overlap)));
+    assert!(matches!(other.run_now(&h.agent, &task.id).await, Err(SchedulerError::Overlap)));
     h.pass(Duration::from_secs(70)).await;
     stop.send(()).unwrap();
     stop_other.send(()).unwrap();
@@ -208,7 +208,7 @@ async fn run_now_is_refused_only_under_a_live_lease() {
     other_stores.tasks.start_run(&h.agent, &task.id, None, lapsed, START).await.unwrap();
     let scheduler = h.scheduler();
     let run = scheduler.run_now(&h.agent, &task.id).await.expect("a lapsed run does not block");
-    assert!(matches!(scheduler.run_now(&h.agent, &task.id).await, Err(RunNowError::Overlap)));
+    assert!(matches!(scheduler.run_now(&h.agent, &task.id).await, Err(SchedulerError::Overlap)));
     let runs = h.runs(&task).await;
     assert_eq!(runs[0].id, run.id);
     assert_eq!(runs[1].status, RunStatus::Error, "the lapsed run was marked interrupted");
