@@ -64,6 +64,24 @@ pub struct AgentPatch {
     pub main_session_id: Option<crate::SessionId>,
 }
 
+impl AgentPatch {
+    /// Applies the patch to an agent: each field given replaces the agent's.
+    pub fn apply(self, agent: &mut Agent) {
+        if let Some(model) = self.model {
+            agent.model = Some(model);
+        }
+        if let Some(mode) = self.permission_mode {
+            agent.permission_mode = mode;
+        }
+        if let Some(status) = self.status {
+            agent.status = status;
+        }
+        if let Some(session) = self.main_session_id {
+            agent.main_session_id = Some(session);
+        }
+    }
+}
+
 /// Storage of agents.
 #[async_trait]
 pub trait AgentStore: Send + Sync {

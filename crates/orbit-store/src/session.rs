@@ -81,6 +81,31 @@ pub struct SessionPatch {
     pub add_usage: Option<Usage>,
 }
 
+impl SessionPatch {
+    /// Applies the patch to a session: each field given replaces the session's; cost and
+    /// usage add up.
+    pub fn apply(self, session: &mut Session) {
+        if let Some(title) = self.title {
+            session.title = Some(title);
+        }
+        if let Some(sdk) = self.sdk_session_id {
+            session.sdk_session_id = Some(sdk);
+        }
+        if let Some(model) = self.model {
+            session.model = Some(model);
+        }
+        if let Some(mode) = self.permission_mode {
+            session.permission_mode = Some(mode);
+        }
+        if let Some(cost) = self.add_cost_usd {
+            session.total_cost_usd = Some(session.total_cost_usd.unwrap_or(0.0) + cost);
+        }
+        if let Some(usage) = self.add_usage {
+            session.usage.get_or_insert_with(Usage::default).add(&usage);
+        }
+    }
+}
+
 /// Who wrote a session message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -172,6 +172,36 @@ pub struct TaskPatch {
     pub anchor: Option<OffsetDateTime>,
 }
 
+impl TaskPatch {
+    /// Applies the patch to a task: each field given replaces the task's.
+    pub fn apply(self, task: &mut Task) {
+        if let Some(name) = self.name {
+            task.name = Some(name);
+        }
+        if let Some(prompt) = self.prompt {
+            task.prompt = prompt;
+        }
+        if let Some(value) = self.schedule_value {
+            task.schedule_value = value;
+        }
+        if let Some(timezone) = self.timezone {
+            task.timezone = Some(timezone);
+        }
+        if let Some(status) = self.status {
+            task.status = status;
+        }
+        if let Some(next_run) = self.next_run {
+            task.next_run = next_run;
+        }
+        if let Some(last_run) = self.last_run {
+            task.last_run = Some(last_run);
+        }
+        if let Some(anchor) = self.anchor {
+            task.anchor = Some(anchor);
+        }
+    }
+}
+
 /// How a run ended, or that it is still going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -214,6 +244,32 @@ pub struct Run {
     /// For a skipped run: how many slots in a row were skipped (one record for all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_slots: Option<u32>,
+}
+
+impl Run {
+    /// Ends the run with its outcome at `now`: its lease goes, its end and duration are
+    /// stamped.
+    pub fn complete(&mut self, outcome: RunOutcome, now: OffsetDateTime) {
+        self.status = outcome.status;
+        self.result = outcome.result;
+        self.error = outcome.error;
+        self.cost_usd = outcome.cost_usd;
+        self.lease = None;
+        self.completed_at = Some(now);
+        self.duration_ms =
+            Some(u64::try_from((now - self.started_at).whole_milliseconds()).unwrap_or(0));
+    }
+
+    /// Ends a run whose server stopped renewing its lease.
+    pub fn interrupt(&mut self, now: OffsetDateTime) {
+        let outcome = RunOutcome {
+            status: RunStatus::Error,
+            result: None,
+            error: Some("interrupted: the server running it went away".into()),
+            cost_usd: None,
+        };
+        self.complete(outcome, now);
+    }
 }
 
 /// How a run ended.

@@ -174,12 +174,18 @@ async fn a_client_that_disconnects_mid_turn_loses_nothing() {
             .await
             .unwrap();
         use futures_util::StreamExt;
-        // The first whole event, however the body is cut into chunks.
-        let mut first = String::new();
-        while !first.contains("\n\n") {
+        // The first whole data event, however the body is cut into chunks (keep-alive
+        // comments, which clients ignore, may come before it).
+        let mut body = String::new();
+        let first = loop {
             let chunk = response.next().await.unwrap().unwrap();
-            first.push_str(&String::from_utf8_lossy(&chunk));
-        }
+            body.push_str(&String::from_utf8_lossy(&chunk));
+            let events: Vec<&str> = body.split("\n\n").collect();
+            let complete = &events[..events.len() - 1];
+            if let Some(event) = complete.iter().find(|e| e.starts_with("data:")) {
+                break (*event).to_owned();
+            }
+        };
         assert!(first.contains(&session), "{first:?}");
     }
     let mut messages = Vec::new();

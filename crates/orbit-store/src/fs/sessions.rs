@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::{FsStore, Inner, io};
 use crate::{
     AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
-    SessionStore, Usage, timestamp,
+    SessionStore, timestamp,
 };
 
 /// Compact once the journal has this many lines and more than twice as many as sessions.
@@ -322,24 +322,7 @@ impl SessionStore for FsStore {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
             s.update_session(&agent, &id, |session| {
-                if let Some(title) = patch.title {
-                    session.title = Some(title);
-                }
-                if let Some(sdk) = patch.sdk_session_id {
-                    session.sdk_session_id = Some(sdk);
-                }
-                if let Some(model) = patch.model {
-                    session.model = Some(model);
-                }
-                if let Some(mode) = patch.permission_mode {
-                    session.permission_mode = Some(mode);
-                }
-                if let Some(cost) = patch.add_cost_usd {
-                    session.total_cost_usd = Some(session.total_cost_usd.unwrap_or(0.0) + cost);
-                }
-                if let Some(usage) = patch.add_usage {
-                    session.usage.get_or_insert_with(Usage::default).add(&usage);
-                }
+                patch.apply(session);
             })
         })
         .await

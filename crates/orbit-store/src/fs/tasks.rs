@@ -114,27 +114,10 @@ impl Inner {
         Ok(())
     }
 
-    fn finish(run: &mut Run, outcome: RunOutcome, now: OffsetDateTime) {
-        run.status = outcome.status;
-        run.result = outcome.result;
-        run.error = outcome.error;
-        run.cost_usd = outcome.cost_usd;
-        run.lease = None;
-        run.completed_at = Some(now);
-        run.duration_ms =
-            Some(u64::try_from((now - run.started_at).whole_milliseconds()).unwrap_or(0));
-    }
-
     fn interrupt(&self, agent: &AgentName, mut run: Run, now: OffsetDateTime) -> Result<Run> {
         let holder = run.lease.map(|lease| lease.instance.to_string()).unwrap_or_default();
         tracing::warn!(%agent, task = %run.task_id, run = %run.id, %holder, "marking a run interrupted: its server stopped renewing it");
-        let outcome = RunOutcome {
-            status: RunStatus::Error,
-            result: None,
-            error: Some("interrupted: the server running it went away".into()),
-            cost_usd: None,
-        };
-        Self::finish(&mut run, outcome, now);
+        run.interrupt(now);
         self.put_run(agent, &run)?;
         Ok(run)
     }
@@ -296,30 +279,7 @@ impl TaskStore for FsStore {
         self.blocking(move |s| {
             let task = s.with_tasks(&agent, || {
                 let mut task = s.get_task(&agent, &id)?;
-                if let Some(name) = patch.name {
-                    task.name = Some(name);
-                }
-                if let Some(prompt) = patch.prompt {
-                    task.prompt = prompt;
-                }
-                if let Some(value) = patch.schedule_value {
-                    task.schedule_value = value;
-                }
-                if let Some(timezone) = patch.timezone {
-                    task.timezone = Some(timezone);
-                }
-                if let Some(status) = patch.status {
-                    task.status = status;
-                }
-                if let Some(next_run) = patch.next_run {
-                    task.next_run = next_run;
-                }
-                if let Some(last_run) = patch.last_run {
-                    task.last_run = Some(last_run);
-                }
-                if let Some(anchor) = patch.anchor {
-                    task.anchor = Some(anchor);
-                }
+                patch.apply(&mut task);
                 s.put_task(&task)?;
                 Ok(task)
             })?;
@@ -485,7 +445,7 @@ impl TaskStore for FsStore {
                         run.status
                     )));
                 }
-                Inner::finish(&mut run, outcome, now);
+                run.complete(outcome, now);
                 s.put_run(&agent, &run)?;
                 Ok(run)
             })

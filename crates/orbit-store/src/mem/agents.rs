@@ -71,18 +71,7 @@ impl AgentStore for MemStore {
 
     async fn update(&self, name: &AgentName, patch: AgentPatch) -> Result<Agent> {
         self.update_agent(name, |agent| {
-            if let Some(model) = patch.model {
-                agent.model = Some(model);
-            }
-            if let Some(mode) = patch.permission_mode {
-                agent.permission_mode = mode;
-            }
-            if let Some(status) = patch.status {
-                agent.status = status;
-            }
-            if let Some(session) = patch.main_session_id {
-                agent.main_session_id = Some(session);
-            }
+            patch.apply(agent);
             agent.clone()
         })
     }

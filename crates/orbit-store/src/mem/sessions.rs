@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::{MemStore, SessionRecord, State};
 use crate::{
     AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
-    SessionStore, Usage, timestamp,
+    SessionStore, timestamp,
 };
 
 impl State {
@@ -67,24 +67,7 @@ impl SessionStore for MemStore {
     ) -> Result<Session> {
         let mut state = self.state();
         let session = &mut state.session_mut(agent, id)?.session;
-        if let Some(title) = patch.title {
-            session.title = Some(title);
-        }
-        if let Some(sdk) = patch.sdk_session_id {
-            session.sdk_session_id = Some(sdk);
-        }
-        if let Some(model) = patch.model {
-            session.model = Some(model);
-        }
-        if let Some(mode) = patch.permission_mode {
-            session.permission_mode = Some(mode);
-        }
-        if let Some(cost) = patch.add_cost_usd {
-            session.total_cost_usd = Some(session.total_cost_usd.unwrap_or(0.0) + cost);
-        }
-        if let Some(usage) = patch.add_usage {
-            session.usage.get_or_insert_with(Usage::default).add(&usage);
-        }
+        patch.apply(session);
         Ok(session.clone())
     }
 

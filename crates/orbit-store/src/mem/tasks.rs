@@ -82,26 +82,10 @@ impl TaskRecord {
     }
 }
 
-fn finish(run: &mut Run, outcome: RunOutcome, now: OffsetDateTime) {
-    run.status = outcome.status;
-    run.result = outcome.result;
-    run.error = outcome.error;
-    run.cost_usd = outcome.cost_usd;
-    run.lease = None;
-    run.completed_at = Some(now);
-    run.duration_ms = Some(u64::try_from((now - run.started_at).whole_milliseconds()).unwrap_or(0));
-}
-
 fn interrupt(agent: &AgentName, run: &mut Run, now: OffsetDateTime) {
     let holder = run.lease.map(|lease| lease.instance.to_string()).unwrap_or_default();
     tracing::warn!(%agent, task = %run.task_id, run = %run.id, %holder, "marking a run interrupted: its server stopped renewing it");
-    let outcome = RunOutcome {
-        status: RunStatus::Error,
-        result: None,
-        error: Some("interrupted: the server running it went away".into()),
-        cost_usd: None,
-    };
-    finish(run, outcome, now);
+    run.interrupt(now);
 }
 
 fn not_held(run: &RunId, detail: String) -> Error {
@@ -161,30 +145,7 @@ impl TaskStore for MemStore {
     async fn update(&self, agent: &AgentName, id: &TaskId, patch: TaskPatch) -> Result<Task> {
         let mut state = self.state();
         let task = &mut state.task_mut(agent, id)?.task;
-        if let Some(name) = patch.name {
-            task.name = Some(name);
-        }
-        if let Some(prompt) = patch.prompt {
-            task.prompt = prompt;
-        }
-        if let Some(value) = patch.schedule_value {
-            task.schedule_value = value;
-        }
-        if let Some(timezone) = patch.timezone {
-            task.timezone = Some(timezone);
-        }
-        if let Some(status) = patch.status {
-            task.status = status;
-        }
-        if let Some(next_run) = patch.next_run {
-            task.next_run = next_run;
-        }
-        if let Some(last_run) = patch.last_run {
-            task.last_run = Some(last_run);
-        }
-        if let Some(anchor) = patch.anchor {
-            task.anchor = Some(anchor);
-        }
+        patch.apply(task);
         let task = task.clone();
         state.feed.publish(agent, id);
         Ok(task)
@@ -315,7 +276,7 @@ impl TaskStore for MemStore {
         if !held {
             return Err(not_held(run, format!(" (it is {:?})", record.status)));
         }
-        finish(record, outcome, now);
+        record.complete(outcome, now);
         Ok(record.clone())
     }
 
