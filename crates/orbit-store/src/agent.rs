@@ -48,6 +48,22 @@ pub struct Agent {
     pub main_session_id: Option<crate::SessionId>,
 }
 
+impl Agent {
+    /// A new active agent, made now.
+    pub fn new(name: &AgentName, new: NewAgent) -> Self {
+        let now = crate::timestamp::now();
+        Self {
+            name: name.clone(),
+            model: new.model,
+            permission_mode: new.permission_mode.unwrap_or_default(),
+            status: AgentStatus::Active,
+            created_at: now,
+            last_active_at: now,
+            main_session_id: None,
+        }
+    }
+}
+
 /// What a caller gives to make an agent.
 #[derive(Debug, Clone, Default)]
 pub struct NewAgent {

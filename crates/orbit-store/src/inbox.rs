@@ -63,6 +63,27 @@ pub struct InboxMessage {
     pub read_at: Option<OffsetDateTime>,
 }
 
+impl InboxMessage {
+    /// A new pending message, sent now.
+    pub fn new(new: NewMessage) -> Self {
+        Self {
+            id: MessageId::new(),
+            from_agent: new.from_agent,
+            to_agent: new.to_agent,
+            message: new.message,
+            message_type: new.message_type,
+            request_id: new.request_id,
+            status: MessageStatus::Pending,
+            claimed_by: None,
+            claimed_at: None,
+            deliveries: 0,
+            lease: None,
+            created_at: crate::timestamp::now(),
+            read_at: None,
+        }
+    }
+}
+
 /// What a sender gives.
 #[derive(Debug, Clone)]
 pub struct NewMessage {

@@ -59,6 +59,26 @@ pub struct Session {
     pub usage: Option<Usage>,
 }
 
+impl Session {
+    /// A new session of `agent`, made now, with no history yet.
+    pub fn new(agent: &AgentName, id: SessionId, new: NewSession) -> Self {
+        Self {
+            id,
+            agent_name: agent.clone(),
+            title: new.title,
+            sdk_session_id: None,
+            model: new.model,
+            permission_mode: new.permission_mode,
+            worktree_id: new.worktree_id,
+            created_at: crate::timestamp::now(),
+            last_message_at: None,
+            message_count: 0,
+            total_cost_usd: None,
+            usage: None,
+        }
+    }
+}
+
 /// What a caller gives to make a session.
 #[derive(Debug, Clone, Default)]
 pub struct NewSession {

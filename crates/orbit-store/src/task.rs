@@ -89,6 +89,31 @@ pub struct Task {
 }
 
 impl Task {
+    /// A new active task of `agent`, made at `now`. Its first slot fixes the phase of every
+    /// later one.
+    pub fn new(agent: &AgentName, new: NewTask, now: OffsetDateTime) -> Self {
+        Self {
+            id: TaskId::new(),
+            agent_name: agent.clone(),
+            name: new.name,
+            prompt: new.prompt,
+            schedule_type: new.schedule_type,
+            schedule_value: new.schedule_value,
+            context_mode: new.context_mode,
+            timezone: new.timezone,
+            status: TaskStatus::Active,
+            next_run: new.next_run,
+            last_run: None,
+            created_at: now,
+            worktree: new.worktree,
+            branch: new.branch,
+            anchor: Some(new.next_run.unwrap_or(now)),
+            last_slot: None,
+            latest_run: None,
+            latest_skip: None,
+        }
+    }
+
     /// The slot origin of this task's schedule: its anchor, else its creation.
     pub fn schedule_origin(&self) -> OffsetDateTime {
         self.anchor.unwrap_or(self.created_at)
@@ -247,6 +272,47 @@ pub struct Run {
 }
 
 impl Run {
+    /// A run of `task` starting at `now` under `lease`.
+    pub fn started(
+        task: TaskId,
+        session: Option<SessionId>,
+        lease: Lease,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id: RunId::new(),
+            task_id: task,
+            session_id: session,
+            status: RunStatus::Running,
+            result: None,
+            error: None,
+            started_at: now,
+            completed_at: None,
+            duration_ms: None,
+            cost_usd: None,
+            lease: Some(lease),
+            skipped_slots: None,
+        }
+    }
+
+    /// The record of a slot of `task` skipped at `now` because its previous run still ran.
+    pub fn skipped(task: TaskId, now: OffsetDateTime) -> Self {
+        Self {
+            id: RunId::new(),
+            task_id: task,
+            session_id: None,
+            status: RunStatus::Skipped,
+            result: None,
+            error: None,
+            started_at: now,
+            completed_at: Some(now),
+            duration_ms: Some(0),
+            cost_usd: None,
+            lease: None,
+            skipped_slots: Some(1),
+        }
+    }
+
     /// Ends the run with its outcome at `now`: its lease goes, its end and duration are
     /// stamped.
     pub fn complete(&mut self, outcome: RunOutcome, now: OffsetDateTime) {

@@ -6,8 +6,7 @@ use async_trait::async_trait;
 
 use super::{FsStore, Inner, io};
 use crate::{
-    Agent, AgentName, AgentPatch, AgentStatus, AgentStore, Error, NewAgent, Result, SessionId,
-    timestamp,
+    Agent, AgentName, AgentPatch, AgentStore, Error, NewAgent, Result, SessionId, timestamp,
 };
 
 impl Inner {
@@ -30,16 +29,7 @@ impl Inner {
         }
         let dir = self.agent_dir(name);
         io::ensure_dir(&dir)?;
-        let now = timestamp::now();
-        let agent = Agent {
-            name: name.clone(),
-            model: new.model,
-            permission_mode: new.permission_mode.unwrap_or_default(),
-            status: AgentStatus::Active,
-            created_at: now,
-            last_active_at: now,
-            main_session_id: None,
-        };
+        let agent = Agent::new(name, new);
         if io::create_json(&self.agent_path(name), &agent)? {
             return Ok((agent, true));
         }

@@ -271,21 +271,7 @@ impl InboxStore for FsStore {
         self.blocking(move |s| {
             let agent = new.to_agent.clone();
             s.with_agent(&agent, || {
-                let message = InboxMessage {
-                    id: MessageId::new(),
-                    from_agent: new.from_agent,
-                    to_agent: new.to_agent,
-                    message: new.message,
-                    message_type: new.message_type,
-                    request_id: new.request_id,
-                    status: MessageStatus::Pending,
-                    claimed_by: None,
-                    claimed_at: None,
-                    deliveries: 0,
-                    lease: None,
-                    created_at: timestamp::now(),
-                    read_at: None,
-                };
+                let message = InboxMessage::new(new);
                 // A fresh id: no one else can name this file, so it needs no lock.
                 io::ensure_dir(&s.inbox_dir(&agent, OPEN))?;
                 io::write_json(&s.message_path(&agent, OPEN, &message.id), &message)?;

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::{FsStore, Inner, io};
 use crate::{
     AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
-    SessionStore, timestamp,
+    SessionStore,
 };
 
 /// Compact once the journal has this many lines and more than twice as many as sessions.
@@ -228,20 +228,7 @@ impl Inner {
     }
 
     fn create_session(&self, agent: &AgentName, id: SessionId, new: NewSession) -> Result<Session> {
-        let session = Session {
-            id,
-            agent_name: agent.clone(),
-            title: new.title,
-            sdk_session_id: None,
-            model: new.model,
-            permission_mode: new.permission_mode,
-            worktree_id: new.worktree_id,
-            created_at: timestamp::now(),
-            last_message_at: None,
-            message_count: 0,
-            total_cost_usd: None,
-            usage: None,
-        };
+        let session = Session::new(agent, id, new);
         self.write_sessions(agent, |sessions| {
             if sessions.contains_key(&session.id) {
                 return Err(Error::AlreadyExists { what: "session", id: session.id.to_string() });

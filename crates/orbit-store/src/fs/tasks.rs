@@ -26,8 +26,8 @@ use time::OffsetDateTime;
 use super::{FsStore, Inner, io};
 use crate::{
     AgentName, ChangeCursor, Error, Lease, LeaseToken, NewTask, Result, Run, RunId, RunOutcome,
-    RunStart, RunStatus, SessionId, Task, TaskChange, TaskChanges, TaskId, TaskPatch, TaskStatus,
-    TaskStore, timestamp,
+    RunStart, RunStatus, SessionId, Task, TaskChange, TaskChanges, TaskId, TaskPatch, TaskStore,
+    timestamp,
 };
 
 /// The change feed is replaced by an empty one past this size.
@@ -214,27 +214,7 @@ impl TaskStore for FsStore {
         let agent = agent.clone();
         self.blocking(move |s| {
             let now = timestamp::now();
-            let task = Task {
-                id: TaskId::new(),
-                agent_name: agent.clone(),
-                name: new.name,
-                prompt: new.prompt,
-                schedule_type: new.schedule_type,
-                schedule_value: new.schedule_value,
-                context_mode: new.context_mode,
-                timezone: new.timezone,
-                status: TaskStatus::Active,
-                next_run: new.next_run,
-                last_run: None,
-                created_at: now,
-                worktree: new.worktree,
-                branch: new.branch,
-                // The first slot fixes the phase of every later one.
-                anchor: Some(new.next_run.unwrap_or(now)),
-                last_slot: None,
-                latest_run: None,
-                latest_skip: None,
-            };
+            let task = Task::new(&agent, new, now);
             s.with_tasks(&agent, || s.put_task(&task))?;
             s.publish_change(&agent, &task.id);
             Ok(task)
@@ -329,20 +309,7 @@ impl TaskStore for FsStore {
                         }
                     }
                 }
-                let run = Run {
-                    id: RunId::new(),
-                    task_id,
-                    session_id: session,
-                    status: RunStatus::Running,
-                    result: None,
-                    error: None,
-                    started_at: now,
-                    completed_at: None,
-                    duration_ms: None,
-                    cost_usd: None,
-                    lease: Some(lease),
-                    skipped_slots: None,
-                };
+                let run = Run::started(task_id, session, lease, now);
                 s.add_run(task, &run)?;
                 Ok(RunStart::Started(run))
             })
@@ -374,20 +341,7 @@ impl TaskStore for FsStore {
                     s.put_run(&agent, &skip)?;
                     return Ok(skip);
                 }
-                let run = Run {
-                    id: RunId::new(),
-                    task_id,
-                    session_id: None,
-                    status: RunStatus::Skipped,
-                    result: None,
-                    error: None,
-                    started_at: now,
-                    completed_at: Some(now),
-                    duration_ms: Some(0),
-                    cost_usd: None,
-                    lease: None,
-                    skipped_slots: Some(1),
-                };
+                let run = Run::skipped(task_id, now);
                 s.put_run(&agent, &run)?;
                 let mut task = task;
                 task.latest_skip = Some(run.id);

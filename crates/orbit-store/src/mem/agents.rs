@@ -7,8 +7,7 @@ use async_trait::async_trait;
 
 use super::{AgentRecord, MemStore};
 use crate::{
-    Agent, AgentName, AgentPatch, AgentStatus, AgentStore, Error, NewAgent, Result, SessionId,
-    timestamp,
+    Agent, AgentName, AgentPatch, AgentStore, Error, NewAgent, Result, SessionId, timestamp,
 };
 
 impl MemStore {
@@ -18,16 +17,7 @@ impl MemStore {
         if state.agents.contains_key(name) {
             return None;
         }
-        let now = timestamp::now();
-        let agent = Agent {
-            name: name.clone(),
-            model: new.model,
-            permission_mode: new.permission_mode.unwrap_or_default(),
-            status: AgentStatus::Active,
-            created_at: now,
-            last_active_at: now,
-            main_session_id: None,
-        };
+        let agent = Agent::new(name, new);
         state.agents.insert(
             name.clone(),
             AgentRecord {

@@ -77,21 +77,7 @@ impl InboxStore for MemStore {
         }
         let mut state = self.state();
         let inbox = &mut state.agent_mut(&new.to_agent)?.inbox;
-        let message = InboxMessage {
-            id: MessageId::new(),
-            from_agent: new.from_agent,
-            to_agent: new.to_agent,
-            message: new.message,
-            message_type: new.message_type,
-            request_id: new.request_id,
-            status: MessageStatus::Pending,
-            claimed_by: None,
-            claimed_at: None,
-            deliveries: 0,
-            lease: None,
-            created_at: timestamp::now(),
-            read_at: None,
-        };
+        let message = InboxMessage::new(new);
         inbox.insert(message.id, message.clone());
         Ok(message)
     }

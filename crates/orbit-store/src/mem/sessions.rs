@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::{MemStore, SessionRecord, State};
 use crate::{
     AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
-    SessionStore, timestamp,
+    SessionStore,
 };
 
 impl State {
@@ -31,20 +31,7 @@ impl SessionStore for MemStore {
         if sessions.contains_key(&id) {
             return Err(Error::AlreadyExists { what: "session", id: id.to_string() });
         }
-        let session = Session {
-            id,
-            agent_name: agent.clone(),
-            title: new.title,
-            sdk_session_id: None,
-            model: new.model,
-            permission_mode: new.permission_mode,
-            worktree_id: new.worktree_id,
-            created_at: timestamp::now(),
-            last_message_at: None,
-            message_count: 0,
-            total_cost_usd: None,
-            usage: None,
-        };
+        let session = Session::new(agent, id, new);
         sessions.insert(id, SessionRecord { session: session.clone(), messages: Vec::new() });
         Ok(session)
     }

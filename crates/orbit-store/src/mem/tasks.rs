@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use super::{MemStore, State, TaskRecord};
 use crate::{
     AgentName, ChangeCursor, Error, Lease, LeaseToken, NewTask, Result, Run, RunId, RunOutcome,
-    RunStart, RunStatus, SessionId, Task, TaskChange, TaskChanges, TaskId, TaskPatch, TaskStatus,
-    TaskStore, timestamp,
+    RunStart, RunStatus, SessionId, Task, TaskChange, TaskChanges, TaskId, TaskPatch, TaskStore,
+    timestamp,
 };
 
 /// The feed is replaced by an empty one past this many changes (its readers are told to
@@ -101,27 +101,7 @@ impl TaskStore for MemStore {
         let mut state = self.state();
         let tasks = &mut state.agent_mut(agent)?.tasks;
         let now = timestamp::now();
-        let task = Task {
-            id: TaskId::new(),
-            agent_name: agent.clone(),
-            name: new.name,
-            prompt: new.prompt,
-            schedule_type: new.schedule_type,
-            schedule_value: new.schedule_value,
-            context_mode: new.context_mode,
-            timezone: new.timezone,
-            status: TaskStatus::Active,
-            next_run: new.next_run,
-            last_run: None,
-            created_at: now,
-            worktree: new.worktree,
-            branch: new.branch,
-            // The first slot fixes the phase of every later one.
-            anchor: Some(new.next_run.unwrap_or(now)),
-            last_slot: None,
-            latest_run: None,
-            latest_skip: None,
-        };
+        let task = Task::new(agent, new, now);
         tasks.insert(task.id, TaskRecord { task: task.clone(), runs: Default::default() });
         state.feed.publish(agent, &task.id);
         Ok(task)
@@ -182,20 +162,7 @@ impl TaskStore for MemStore {
                 _ => interrupt(agent, previous, now),
             }
         }
-        let run = Run {
-            id: RunId::new(),
-            task_id: *task,
-            session_id: session,
-            status: RunStatus::Running,
-            result: None,
-            error: None,
-            started_at: now,
-            completed_at: None,
-            duration_ms: None,
-            cost_usd: None,
-            lease: Some(lease),
-            skipped_slots: None,
-        };
+        let run = Run::started(*task, session, lease, now);
         record.add_run(run.clone(), kept);
         Ok(RunStart::Started(run))
     }
@@ -222,20 +189,7 @@ impl TaskStore for MemStore {
             skip.completed_at = Some(now);
             return Ok(skip.clone());
         }
-        let run = Run {
-            id: RunId::new(),
-            task_id: *task,
-            session_id: None,
-            status: RunStatus::Skipped,
-            result: None,
-            error: None,
-            started_at: now,
-            completed_at: Some(now),
-            duration_ms: Some(0),
-            cost_usd: None,
-            lease: None,
-            skipped_slots: Some(1),
-        };
+        let run = Run::skipped(*task, now);
         record.runs.insert(run.id, run.clone());
         record.task.latest_skip = Some(run.id);
         Ok(run)
