@@ -51,7 +51,7 @@ async fn a_turn_aborted_over_http_ends_cleanly() {
 #[test]
 fn the_server_refuses_a_public_address_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_orbit-server"))
+    let output = Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"))
         .args(["--bind", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path())
         .env_remove("ORBIT_API_TOKEN")
@@ -67,7 +67,7 @@ fn sigterm_during_a_turn_leaves_no_claude_process() {
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let model = ModelServer::start(slow_rules());
-    let mut server = Command::new(env!("CARGO_BIN_EXE_orbit-server"))
+    let mut server = Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"))
         .args(["--bind", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .arg("--claude-bin")
@@ -127,7 +127,7 @@ fn a_taken_port_or_an_unusable_data_dir_is_a_clear_failure() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let output = Command::new(env!("CARGO_BIN_EXE_orbit-server"))
+    let output = Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"))
         .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(dir.path())
         .output()
@@ -142,7 +142,7 @@ fn a_taken_port_or_an_unusable_data_dir_is_a_clear_failure() {
     // A file where the data directory should be: not writable as a directory, even for root.
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_orbit-server"))
+    let output = Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"))
         .args(["--bind", "127.0.0.1:0", "--data-dir"])
         .arg(&file)
         .output()

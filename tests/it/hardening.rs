@@ -389,7 +389,7 @@ fn health_checks_and_refusals_cost_no_log_line_at_the_default_level() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_orbit-server"))
+    let mut server = Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"))
         .args(["--bind", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env_remove("RUST_LOG")

@@ -30,7 +30,7 @@ struct Server {
 
 impl Server {
     fn start(data: &Path, tmp: &Path, model: &ModelServer, wrapper: &[&str]) -> Self {
-        let binary = env!("CARGO_BIN_EXE_orbit-server");
+        let binary = env!("CARGO_BIN_EXE_orbit-server-under-test");
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
