@@ -80,13 +80,15 @@ impl Default for SchedulerOptions {
 pub enum RunNowError {
     /// The task's previous run is still going, under a live lease.
     Overlap,
+    /// The task's agent is inactive, and so runs nothing.
+    AgentInactive(AgentName),
     Store(orbit_store::Error),
 }
 
 impl RunNowError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            RunNowError::Overlap => ErrorKind::Conflict,
+            RunNowError::Overlap | RunNowError::AgentInactive(_) => ErrorKind::Conflict,
             RunNowError::Store(err) => err.kind(),
         }
     }
@@ -96,6 +98,10 @@ impl std::fmt::Display for RunNowError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RunNowError::Overlap => f.write_str("the task's previous run is still running"),
+            RunNowError::AgentInactive(agent) => write!(
+                f,
+                "agent '{agent}' is inactive, so its tasks do not run; set its status to active to run them"
+            ),
             RunNowError::Store(err) => err.fmt(f),
         }
     }
@@ -266,6 +272,9 @@ impl Scheduler {
     /// starting.
     pub async fn run_now(&self, agent: &AgentName, task: &TaskId) -> Result<Run, RunNowError> {
         let task = self.inner.stores.tasks.get(agent, task).await.map_err(RunNowError::Store)?;
+        if self.agent_inactive(agent).await {
+            return Err(RunNowError::AgentInactive(agent.clone()));
+        }
         match self.start_run(&task).await.map_err(RunNowError::Store)? {
             Some(run) => Ok(run),
             None => Err(RunNowError::Overlap),
