@@ -76,7 +76,7 @@ impl Harness {
         let sender = AgentName::parse("sender").unwrap();
         self.stores.agents.ensure(&sender).await.unwrap();
         let message = NewMessage {
-            from_agent: sender,
+            from_agent: sender.into(),
             to_agent: self.agent.clone(),
             message: text.into(),
             message_type: MessageType::Request,

@@ -273,7 +273,8 @@ impl InboxStore for FsStore {
             s.with_agent(&agent, || {
                 let message = InboxMessage {
                     id: MessageId::new(),
-                    from_agent: new.from_agent,
+                    from_agent: new.from_agent.name().to_owned(),
+                    from_kind: new.from_agent.kind(),
                     to_agent: new.to_agent,
                     message: new.message,
                     message_type: new.message_type,
