@@ -38,7 +38,15 @@ pub fn endpoints() -> Vec<Endpoint> {
             || web::post().to(create),
         )
         .status(201)
-        .body::<CreateTask>(),
+        .body::<CreateTask>()
+        .errors(&[Code::InvalidSchedule]),
+        Endpoint::new::<TaskBody>(
+            "GET",
+            "/api/agents/{name}/tasks/{id}",
+            "getTask",
+            "Get a task",
+            || web::get().to(get),
+        ),
         Endpoint::new::<TaskBody>(
             "PUT",
             "/api/agents/{name}/tasks/{id}",
@@ -46,7 +54,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Update a task; nextRun is recomputed",
             || web::put().to(update),
         )
-        .body::<UpdateTask>(),
+        .body::<UpdateTask>()
+        .errors(&[Code::InvalidSchedule]),
         Endpoint::new::<SuccessView>(
             "DELETE",
             "/api/agents/{name}/tasks/{id}",
@@ -65,7 +74,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             "POST",
             "/api/agents/{name}/tasks/{id}/run",
             "runTask",
-            "Run a task now (409 while its previous run is running)",
+            "Run a task now (409 while its previous run is running, or when its agent is inactive)",
             || web::post().to(run_now),
         )
         .status(202)
@@ -97,7 +106,10 @@ pub struct CreateTask {
     schedule_type: wire::ScheduleType,
     #[schemars(length(min = 1, max = limits::SCHEDULE_VALUE))]
     schedule_value: String,
-    context_mode: wire::ContextMode,
+    /// Which session the runs use; `isolated` (a fresh one each run) when left out.
+    #[serde(default)]
+    #[schemars(with = "wire::ContextMode")]
+    context_mode: Option<wire::ContextMode>,
     #[serde(default)]
     #[schemars(with = "String", length(max = limits::TITLE))]
     name: Option<String>,
@@ -184,7 +196,8 @@ async fn create(
     Json(body): Json<CreateTask>,
 ) -> ApiResult<HttpResponse> {
     let name = path.name;
-    let (schedule_type, context_mode) = (body.schedule_type.into(), body.context_mode.into());
+    let schedule_type = body.schedule_type.into();
+    let context_mode = body.context_mode.map(Into::into).unwrap_or(ContextMode::Isolated);
     check_fields(
         Some(&body.prompt),
         Some(&body.schedule_value),
@@ -194,7 +207,7 @@ async fn create(
     let schedule = Schedule::parse(schedule_type, &body.schedule_value, body.timezone.as_deref())?;
     let next_run = schedule.next_after(timestamp::now());
     if next_run.is_none() {
-        return Err(ApiError::invalid(format!(
+        return Err(ApiError::invalid_schedule(format!(
             "schedule '{}' never fires: the time is past",
             body.schedule_value
         )));
@@ -223,6 +236,11 @@ async fn create(
     };
     let task = state.stores.tasks.create(&name, new).await?;
     Ok(HttpResponse::Created().json(TaskBody { task: task.into() }))
+}
+
+async fn get(state: Data<AppState>, path: TaskPath) -> ApiResult<HttpResponse> {
+    let task = state.stores.tasks.get(&path.name, &path.id).await?;
+    Ok(HttpResponse::Ok().json(TaskBody { task: task.into() }))
 }
 
 async fn update(

@@ -57,7 +57,7 @@ async fn errors_are_json_with_a_code() {
                 .set_payload("{oops")
                 .to_request(),
             400,
-            "invalid_input",
+            "invalid_json",
         ),
         (
             TestRequest::post()
