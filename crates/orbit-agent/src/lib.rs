@@ -23,7 +23,9 @@ mod tools;
 pub mod worktree;
 
 pub use error::Error;
-pub use event::{CliMessage, CliMessageKind, CliResult, PermissionRequest, TurnEvent};
+pub use event::{
+    CliMessage, CliMessageKind, CliResult, ModelFailure, PermissionRequest, TurnEvent,
+};
 pub use policy::Decision;
 pub use pool::{AgentPool, PoolOptions};
 pub use prompt::TurnKind;

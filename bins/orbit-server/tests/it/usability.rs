@@ -151,3 +151,73 @@ async fn a_dirty_worktree_is_removed_only_when_forced() {
         json!({"worktrees": []})
     );
 }
+
+/// A chat's failure as the stream ends it and as the session stored it.
+async fn failed_chat(app: &TestApp) -> (String, String) {
+    let (status, events) = app.chat(json!({"agentName": "bot", "message": "hi"})).await;
+    assert_eq!(status, 200);
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "error", "{events:?}");
+    let session = events[0]["sessionId"].as_str().unwrap();
+    let read = app.call("GET", &format!("/api/agents/bot/sessions/{session}"), None).await;
+    let stored = read.body["messages"][1]["content"].as_str().unwrap().to_owned();
+    (last["message"].as_str().unwrap().to_owned(), stored)
+}
+
+#[actix_web::test]
+async fn without_credentials_orbit_says_what_to_set_and_a_login_is_shared() {
+    let no_key = |settings: &mut orbit_server::config::Settings| {
+        settings.cli_env.retain(|(name, _)| name != "ANTHROPIC_API_KEY");
+    };
+    let app =
+        TestApp::spawn_configured(vec![Rule::always(Reply::Text("hello".into()))], None, no_key)
+            .await;
+    let (message, stored) = failed_chat(&app).await;
+    assert!(
+        message.contains("no credentials") && message.contains("ANTHROPIC_API_KEY"),
+        "{message}"
+    );
+    assert!(!message.contains("/login"), "no CLI command Orbit does not have: {message}");
+    assert_eq!(stored, format!("({message})"), "said once, without a doubled prefix");
+    assert!(app.model.requests().is_empty());
+
+    // The user's own login (CLAUDE_CONFIG_DIR or ~/.claude) is shared with every conversation.
+    let app = TestApp::spawn_configured(
+        vec![Rule::always(Reply::Text("hello".into()))],
+        None,
+        |settings| {
+            no_key(settings);
+            let user = settings.claude_user_dir.clone().unwrap();
+            std::fs::create_dir_all(&user).unwrap();
+            let login = json!({"claudeAiOauth": {
+                "accessToken": "sk-ant-oat01-test", "refreshToken": "sk-ant-ort01-test",
+                "expiresAt": 4_102_444_800_000_u64, "scopes": ["user:inference", "user:profile"],
+                "subscriptionType": "max",
+            }});
+            std::fs::write(user.join(".credentials.json"), login.to_string()).unwrap();
+        },
+    )
+    .await;
+    let (status, events) = app.chat(json!({"agentName": "bot", "message": "hi"})).await;
+    assert_eq!(status, 200);
+    let result = events.iter().find(|e| e["type"] == "result").unwrap();
+    assert_eq!(result["result"], "hello", "{events:?}");
+}
+
+#[actix_web::test]
+async fn rate_limits_and_overload_say_what_happened_and_when_to_retry() {
+    let cases = [
+        (429, "rate limit reached", ["rate-limiting", "again in a minute"]),
+        (529, "Overloaded", ["overloaded", "again in a few minutes"]),
+        (401, "invalid x-api-key", ["refused Orbit's credentials", "ANTHROPIC_API_KEY"]),
+    ];
+    for (status, text, words) in cases {
+        let app = TestApp::spawn(vec![Rule::always(Reply::HttpError(status, text.into()))]).await;
+        let (message, stored) = failed_chat(&app).await;
+        for word in words {
+            assert!(message.contains(word), "{status}: {message}");
+        }
+        assert!(!message.contains("/login"), "{message}");
+        assert_eq!(stored, format!("({message})"));
+    }
+}
