@@ -22,7 +22,7 @@ async fn the_verification_flow_works_end_to_end() {
         assert_eq!(status, 200);
         assert_eq!(
             events[0],
-            json!({"type": "system", "sessionId": session_id}),
+            json!({"type": "system", "subtype": "orbit_session", "sessionId": session_id}),
             "Orbit's session id comes first"
         );
         assert!(
@@ -256,6 +256,7 @@ async fn the_openapi_document_lists_every_route() {
         ("post", "/api/agents/{name}/tasks"),
         ("put", "/api/agents/{name}/tasks/{id}"),
         ("delete", "/api/agents/{name}/tasks/{id}"),
+        ("get", "/api/agents/{name}/tasks/{id}"),
         ("get", "/api/agents/{name}/tasks/{id}/runs"),
         ("post", "/api/chat"),
         ("get", "/api/openapi.json"),

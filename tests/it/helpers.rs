@@ -50,6 +50,8 @@ impl TestApp {
         settings.claude_bin = orbit_testkit::claude_bin();
         settings.api_token = token.map(str::to_owned);
         settings.cli_env = orbit_testkit::cli_env(&model, &dir.path().join("tmp"));
+        // Never the login of whoever runs the tests.
+        settings.claude_user_dir = Some(dir.path().join("user-claude"));
         configure(&mut settings);
         let app = Application::build(&settings).unwrap();
         let address = format!("http://127.0.0.1:{}", app.port());

@@ -13,3 +13,4 @@ mod openapi;
 mod permissions;
 mod scheduling;
 mod schema;
+mod usability;

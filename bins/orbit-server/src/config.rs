@@ -35,6 +35,11 @@ pub struct Settings {
     #[arg(long, env = "ORBIT_CLAUDE_BIN", default_value = "claude")]
     pub claude_bin: PathBuf,
 
+    /// Your own Claude Code configuration, whose login (`.credentials.json`) Orbit's CLIs
+    /// share; nothing else of it is used. Default: `CLAUDE_CONFIG_DIR`, else `~/.claude`.
+    #[arg(long, env = "CLAUDE_CONFIG_DIR")]
+    pub claude_user_dir: Option<PathBuf>,
+
     /// Most CLI processes alive at once.
     #[arg(long, env = "ORBIT_MAX_PROCESSES", default_value_t = 8)]
     pub max_processes: usize,

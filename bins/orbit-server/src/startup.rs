@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::HttpServer;
 use actix_web::dev::Server;
 use actix_web::web::Data;
-use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig};
+use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig, credentials};
 use orbit_agent::{AgentPool, PoolOptions};
 use orbit_api::{AllowedHosts, AppState};
 use orbit_scheduler::{AgentRunner, Scheduler, SchedulerOptions, SystemClock};
@@ -60,9 +60,28 @@ impl Application {
         let data_dir = settings.data_dir();
         let store = FsStore::open(&data_dir)
             .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
+        let user_config_dir =
+            settings.claude_user_dir.clone().or_else(credentials::user_config_dir);
+        // Said at start, in the log, rather than discovered at the first chat.
+        let mut cli_env: Vec<(String, String)> = std::env::vars().collect();
+        cli_env.extend(settings.cli_env.iter().cloned());
+        match credentials::find(&cli_env, user_config_dir.as_deref()) {
+            found @ credentials::Found::Nothing { .. } => {
+                if let Some(warning) = found.warning() {
+                    tracing::warn!("{warning}");
+                }
+            }
+            credentials::Found::Variable(name) => {
+                tracing::info!(from = %name, "the model's credentials come from the environment")
+            }
+            credentials::Found::Login(file) => {
+                tracing::info!(login = %file.display(), "the CLIs share your Claude login")
+            }
+        }
         let runtime = ClaudeCli::new(ClaudeCliConfig {
             bin: settings.claude_bin.clone(),
             config_dir: data_dir.join("claude"),
+            user_config_dir,
             env: settings.cli_env.clone(),
             max_turns: None,
         });

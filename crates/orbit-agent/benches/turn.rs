@@ -25,6 +25,7 @@ async fn main() {
     let stores = FsStore::open(dir.path().join("data")).unwrap().stores();
     let model = ModelServer::start(vec![Rule::always(Reply::Text("ok".into()))]);
     let runtime = ClaudeCli::new(ClaudeCliConfig {
+        user_config_dir: None,
         bin: orbit_testkit::claude_bin(),
         config_dir: dir.path().join("data/claude"),
         env: orbit_testkit::cli_env(&model, &tmp),

@@ -2,6 +2,8 @@
 
 use orbit_store::ErrorKind;
 
+use crate::event::ModelFailure;
+
 /// Everything a turn, the pool or the runtime can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -38,9 +40,14 @@ pub enum Error {
     #[error("the Claude Code CLI exited during the turn ({status}){}", stderr_hint(.stderr))]
     CliExited { status: String, stderr: String },
 
-    /// The CLI finished the turn with an error result (an API error, missing credentials, ...).
+    /// The CLI finished the turn with an error result.
     #[error("the turn failed: {0}")]
     TurnFailed(String),
+
+    /// The model service refused the turn in a way a person can act on; the message says
+    /// what to do in Orbit's words, not the CLI's (which speak of its own `/login`).
+    #[error("{}", model_failure(.failure, .detail))]
+    Model { failure: ModelFailure, detail: String },
 
     /// The turn was aborted on request.
     #[error("the turn was aborted")]
@@ -62,6 +69,10 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// A task's schedule that does not parse, or never fires.
+    #[error("{0}")]
+    InvalidSchedule(String),
+
     /// A worktree that does not exist.
     #[error("worktree '{0}' not found")]
     WorktreeNotFound(String),
@@ -79,6 +90,30 @@ pub enum Error {
     Git(String),
 }
 
+fn model_failure(failure: &ModelFailure, detail: &str) -> String {
+    const SET_CREDENTIALS: &str = "set ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) in the environment of the Orbit server, or log in once with the `claude` CLI as the user who runs the server (Orbit's CLIs share ~/.claude/.credentials.json, or that of CLAUDE_CONFIG_DIR), then restart the server";
+    match failure {
+        ModelFailure::NoCredentials => {
+            format!(
+                "the model cannot be used: Orbit found no credentials for it. To fix it, {SET_CREDENTIALS}"
+            )
+        }
+        ModelFailure::CredentialsRefused { status } => {
+            let status = status.map_or(String::new(), |status| format!(" (HTTP {status})"));
+            // The CLI's own words point at its `/login`, which Orbit has not: left out.
+            format!(
+                "the model service refused Orbit's credentials{status}. To fix it, {SET_CREDENTIALS}"
+            )
+        }
+        ModelFailure::RateLimited => format!(
+            "the model service is rate-limiting this account (HTTP 429: too many requests or tokens per minute): {detail}. Send the message again in a minute or so"
+        ),
+        ModelFailure::Overloaded { status } => format!(
+            "the model service is overloaded or failing (HTTP {status}), which is usually temporary: {detail}. Send the message again in a few minutes"
+        ),
+    }
+}
+
 fn stderr_hint(stderr: &str) -> String {
     if stderr.trim().is_empty() { String::new() } else { format!(": {}", stderr.trim()) }
 }
@@ -90,10 +125,16 @@ impl Error {
             Error::Store(err) => err.kind(),
             Error::TurnInProgress(_) => ErrorKind::Conflict,
             Error::Busy(_) | Error::ShuttingDown => ErrorKind::Busy,
+            Error::Model { failure, .. } => match failure {
+                ModelFailure::RateLimited | ModelFailure::Overloaded { .. } => ErrorKind::Busy,
+                ModelFailure::NoCredentials | ModelFailure::CredentialsRefused { .. } => {
+                    ErrorKind::Internal
+                }
+            },
             Error::NotRunning(_) | Error::PermissionNotPending(_) | Error::WorktreeNotFound(_) => {
                 ErrorKind::NotFound
             }
-            Error::Invalid(_) => ErrorKind::Invalid,
+            Error::Invalid(_) | Error::InvalidSchedule(_) => ErrorKind::Invalid,
             Error::WorktreeDirty(_) | Error::BranchExists(_) => ErrorKind::Conflict,
             Error::CliMissing { .. }
             | Error::CliExited { .. }

@@ -84,4 +84,19 @@ pub struct CliResult {
     pub usage: Option<orbit_store::Usage>,
     /// The errors the CLI listed, if any.
     pub errors: Vec<String>,
+    /// Why the model could not answer, when the CLI says it was the model service's refusal.
+    pub failure: Option<ModelFailure>,
+}
+
+/// A refusal of the model service that a person can act on, read from the CLI's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelFailure {
+    /// The CLI found no credentials at all.
+    NoCredentials,
+    /// The service refused the credentials (401, 403).
+    CredentialsRefused { status: Option<u16> },
+    /// Too many requests or tokens for the account (429).
+    RateLimited,
+    /// The service is overloaded or failing (529, 5xx): usually temporary.
+    Overloaded { status: u16 },
 }

@@ -24,7 +24,9 @@ pub mod workflow;
 pub mod worktree;
 
 pub use error::Error;
-pub use event::{CliMessage, CliMessageKind, CliResult, PermissionRequest, TurnEvent};
+pub use event::{
+    CliMessage, CliMessageKind, CliResult, ModelFailure, PermissionRequest, TurnEvent,
+};
 pub use policy::Decision;
 pub use pool::{AgentPool, PoolOptions};
 pub use prompt::TurnKind;

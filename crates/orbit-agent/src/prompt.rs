@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use orbit_store::{AgentName, InboxMessage, MessageType, SessionId};
+use orbit_store::{AgentName, InboxMessage, MessageType, SenderKind, SessionId};
 
 /// Who started a turn, which decides how the agent is briefed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,10 +59,11 @@ pub fn user_message(prompt: &str, inbox: &[InboxMessage]) -> String {
                 None => "response".to_owned(),
             },
         };
-        text += &format!(
-            "\n[message {} from {} ({kind})]\n{}\n",
-            message.id, message.from_agent, message.message
-        );
+        let from = match message.from_kind {
+            SenderKind::Agent => format!("agent {}", message.from_agent),
+            SenderKind::Person => format!("{} (a person, not an agent)", message.from_agent),
+        };
+        text += &format!("\n[message {} from {from} ({kind})]\n{}\n", message.id, message.message);
     }
     text
 }

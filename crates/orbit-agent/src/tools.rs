@@ -125,7 +125,7 @@ impl OrbitTools {
                 let message = text_arg(args, "message")?;
                 limits::check_len("message", message, limits::INBOX_MESSAGE).map_err(fail)?;
                 let new = NewMessage {
-                    from_agent: self.agent.clone(),
+                    from_agent: self.agent.clone().into(),
                     to_agent: to,
                     message: message.to_owned(),
                     message_type,

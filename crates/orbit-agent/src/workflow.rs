@@ -87,9 +87,9 @@ pub async fn create_task(stores: &Stores, agent: &AgentName, request: TaskReques
         &request.schedule_value,
         request.timezone.as_deref(),
     )
-    .map_err(orbit_store::Error::from)?;
+    .map_err(|err| Error::InvalidSchedule(err.to_string()))?;
     let Some(next_run) = schedule.next_after(timestamp::now()) else {
-        return Err(Error::Invalid(format!(
+        return Err(Error::InvalidSchedule(format!(
             "schedule '{}' never fires: the time is past",
             request.schedule_value
         )));
@@ -142,7 +142,7 @@ pub async fn update_task(
     let value = change.schedule_value.clone().unwrap_or(current.schedule_value.clone());
     let timezone = change.timezone.clone().or(current.timezone.clone());
     let schedule = Schedule::parse(current.schedule_type, &value, timezone.as_deref())
-        .map_err(orbit_store::Error::from)?;
+        .map_err(|err| Error::InvalidSchedule(err.to_string()))?;
     let status = change.status.unwrap_or(current.status);
     let now = timestamp::now();
     let (next_run, anchor) = if change.schedule_value.is_some() || change.timezone.is_some() {

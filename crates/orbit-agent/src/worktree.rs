@@ -188,14 +188,34 @@ pub async fn list(base: &Path) -> Result<Vec<Worktree>> {
 /// Removes worktree `id`; `WorktreeDirty` (and nothing removed) when it has uncommitted
 /// changes.
 pub async fn remove(base: &Path, id: &str) -> Result<()> {
+    remove_with(base, id, Removal::KeepChanges).await
+}
+
+/// What to do with a worktree's uncommitted changes when removing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// Refuse (`WorktreeDirty`) and keep the worktree: the default everywhere.
+    KeepChanges,
+    /// Remove it and its changes: only when a person asks for exactly that.
+    Force,
+}
+
+/// Removes worktree `id`, keeping one with uncommitted changes unless told to `Force`.
+pub async fn remove_with(base: &Path, id: &str, removal: Removal) -> Result<()> {
     let path = path_of(base, id);
     if orbit_store::SessionId::parse(id).is_err() || !path.is_dir() {
         return Err(Error::WorktreeNotFound(id.to_owned()));
+    }
+    let path_text = path.to_string_lossy();
+    if removal == Removal::Force {
+        // Twice `--force` also removes a locked worktree; the branch itself stays.
+        git(base, &["worktree", "remove", "--force", "--force", "--", &path_text]).await?;
+        return Ok(());
     }
     let status = git(&path, &["status", "--porcelain"]).await?;
     if !status.trim().is_empty() {
         return Err(Error::WorktreeDirty(id.to_owned()));
     }
-    git(base, &["worktree", "remove", "--", &path.to_string_lossy()]).await?;
+    git(base, &["worktree", "remove", "--", &path_text]).await?;
     Ok(())
 }

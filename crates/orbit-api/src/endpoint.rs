@@ -16,6 +16,35 @@ fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
     generator.subschema_for::<T>()
 }
 
+/// The query parameters of a type whose fields are the parameters, each as OpenAPI writes one
+/// (`{"name", "in": "query", "required", "schema"}`).
+pub type QueryFn = fn(&mut SchemaGenerator) -> Vec<serde_json::Value>;
+
+fn query_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Vec<serde_json::Value> {
+    // The type's own schema, not a reference to it: its properties become the parameters.
+    let schema = serde_json::Value::from(T::json_schema(generator));
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    schema["properties"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, property)| {
+            serde_json::json!({
+                "name": name,
+                "in": "query",
+                "required": required.contains(&name.as_str()),
+                "description": property["description"],
+                "schema": property,
+            })
+        })
+        .collect()
+}
+
 /// What a success answers with.
 #[derive(Clone, Copy)]
 pub enum Answer {
@@ -38,6 +67,8 @@ pub struct Endpoint {
     pub answer: Answer,
     /// The request body's schema and whether the body is required.
     pub body: Option<(SchemaFn, bool)>,
+    /// The query parameters the route reads, if any.
+    pub query: Option<QueryFn>,
     /// Error codes this route gives beyond those every route of its kind gives
     /// (`openapi::error_codes`).
     pub errors: &'static [Code],
@@ -63,6 +94,7 @@ impl Endpoint {
             status: 200,
             answer: Answer::Json(schema_of::<T>),
             body: None,
+            query: None,
             errors: &[],
             fallible: true,
             route,
@@ -77,6 +109,12 @@ impl Endpoint {
     /// A required JSON body of type `T`.
     pub fn body<T: JsonSchema>(mut self) -> Self {
         self.body = Some((schema_of::<T>, true));
+        self
+    }
+
+    /// Query parameters: the fields of `T`, which the handler reads with `web::Query<T>`.
+    pub fn query<T: JsonSchema>(mut self) -> Self {
+        self.query = Some(query_of::<T>);
         self
     }
 

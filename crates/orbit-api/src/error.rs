@@ -15,8 +15,13 @@ use serde::Serialize;
 #[serde(rename_all = "snake_case")]
 #[schemars(rename = "ErrorCode")]
 pub enum Code {
-    /// 400: a body, field, name, id or schedule that does not parse or is not allowed.
+    /// 400: a field, name or id that does not parse or is not allowed (a missing, mistyped,
+    /// unknown or overlong field, a name or id of the path).
     InvalidInput,
+    /// 400: the body is not a JSON object (it does not parse, it is an array, it is missing).
+    InvalidJson,
+    /// 400: a task's schedule does not parse, or never fires.
+    InvalidSchedule,
     /// 401: a token is configured and the request has none or a wrong one.
     Unauthorized,
     /// 403: the `Host` is not one of the server's names.
@@ -43,8 +48,10 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order of their statuses.
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 14] = [
         Code::InvalidInput,
+        Code::InvalidJson,
+        Code::InvalidSchedule,
         Code::Unauthorized,
         Code::ForbiddenHost,
         Code::CrossOrigin,
@@ -62,6 +69,8 @@ impl Code {
     pub fn describe(self) -> (StatusCode, &'static str) {
         match self {
             Code::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
+            Code::InvalidJson => (StatusCode::BAD_REQUEST, "invalid_json"),
+            Code::InvalidSchedule => (StatusCode::BAD_REQUEST, "invalid_schedule"),
             Code::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Code::ForbiddenHost => (StatusCode::FORBIDDEN, "forbidden_host"),
             Code::CrossOrigin => (StatusCode::FORBIDDEN, "cross_origin"),
@@ -111,6 +120,16 @@ pub struct ErrorView {
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
+    }
+
+    /// A 400 `invalid_json`: the body is not a JSON object.
+    pub fn invalid_json(message: impl Into<String>) -> Self {
+        Self::new(Code::InvalidJson, message)
+    }
+
+    /// A 400 `invalid_schedule`.
+    pub fn invalid_schedule(message: impl Into<String>) -> Self {
+        Self::new(Code::InvalidSchedule, message)
     }
 
     /// A 400 `invalid_input`.
@@ -165,7 +184,10 @@ impl From<orbit_store::Error> for ApiError {
 
 impl From<orbit_agent::Error> for ApiError {
     fn from(err: orbit_agent::Error) -> Self {
-        Self::from_kind(err.kind(), err.to_string())
+        match err {
+            orbit_agent::Error::InvalidSchedule(message) => Self::invalid_schedule(message),
+            err => Self::from_kind(err.kind(), err.to_string()),
+        }
     }
 }
 
@@ -177,7 +199,7 @@ impl From<orbit_scheduler::Error> for ApiError {
 
 impl From<orbit_store::ScheduleError> for ApiError {
     fn from(err: orbit_store::ScheduleError) -> Self {
-        Self::from_kind(ErrorKind::Invalid, err.to_string())
+        Self::invalid_schedule(err.to_string())
     }
 }
 

@@ -132,7 +132,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
         let (req, payload) = (req.clone(), payload.take());
         Box::pin(async move {
             let body = crate::body::read(&req, payload).await?;
-            parse(&body)?.map(Json).ok_or_else(|| ApiError::invalid("a JSON body is required"))
+            parse(&body)?.map(Json).ok_or_else(|| ApiError::invalid_json("a JSON body is required"))
         })
     }
 }
@@ -154,10 +154,10 @@ pub fn parse<T: DeserializeOwned>(body: &Bytes) -> ApiResult<Option<T>> {
         return Ok(None);
     }
     let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")))?;
+        .map_err(|err| ApiError::invalid_json(format!("the body is not valid JSON: {err}")))?;
     // Serde would also take an array for a struct, field by field in order.
     let Some(object) = value.as_object() else {
-        return Err(ApiError::invalid("the JSON body must be an object"));
+        return Err(ApiError::invalid_json("the JSON body must be an object"));
     };
     if let Some((key, _)) = object.iter().find(|(_, value)| value.is_null()) {
         return Err(ApiError::invalid(format!(
@@ -195,6 +195,6 @@ mod tests {
         assert!(refusal("[\"a\"]").contains("must be an object"));
         assert!(refusal("{\"name\":\"a\",\"note\":null}").contains("'note' is null"));
         assert!(refusal("{\"name\":\"a\",\"other\":1}").contains("unknown field"));
-        assert!(refusal("{oops").contains("invalid JSON"));
+        assert!(refusal("{oops").contains("not valid JSON"));
     }
 }

@@ -23,13 +23,16 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
 
     let mut paths = Map::new();
     for endpoint in endpoints {
-        let parameters: Vec<Value> = endpoint
+        let mut parameters: Vec<Value> = endpoint
             .parameters()
             .map(|name| {
                 let schema = if name == "name" { &agent_name } else { &ulid };
                 json!({"name": name, "in": "path", "required": true, "schema": schema})
             })
             .collect();
+        if let Some(query) = endpoint.query {
+            parameters.extend(query(&mut requests));
+        }
         let mut responses = Map::new();
         let success = match endpoint.answer {
             Answer::Json(schema) => json!({
@@ -93,13 +96,16 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
 /// The error codes `endpoint` can answer with, by status: those every route of its kind
 /// gives, and its own.
 pub fn error_statuses(endpoint: &Endpoint) -> BTreeMap<u16, Vec<Code>> {
-    let has_parameters = endpoint.parameters().next().is_some();
+    let has_parameters = endpoint.parameters().next().is_some() || endpoint.query.is_some();
     let has_body = endpoint.body.is_some();
     let given = |code: Code| match code {
         // The host and origin checks run on every request.
         Code::ForbiddenHost | Code::CrossOrigin => true,
         Code::Unauthorized => endpoint.path.starts_with("/api"),
         Code::InvalidInput => has_parameters || has_body,
+        Code::InvalidJson => has_body,
+        // Only the task routes read schedules; they list it themselves.
+        Code::InvalidSchedule => false,
         Code::NotFound => has_parameters,
         Code::PayloadTooLarge | Code::RequestTimeout | Code::UnsupportedMediaType => has_body,
         Code::Internal => endpoint.fallible,

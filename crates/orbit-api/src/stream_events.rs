@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 /// (the CLI's own `result` message already carries a finished turn's outcome).
 pub fn to_json(event: &TurnEvent, session: SessionId) -> Option<Value> {
     match event {
-        TurnEvent::Started => Some(json!({"type": "system", "sessionId": session})),
+        TurnEvent::Started => {
+            Some(json!({"type": "system", "subtype": "orbit_session", "sessionId": session}))
+        }
         TurnEvent::Cli(message) => Some(message.raw.clone()),
         TurnEvent::PermissionRequest(request) => Some(json!({
             "type": "permission_request",

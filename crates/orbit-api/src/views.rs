@@ -151,8 +151,10 @@ impl From<SessionMessage> for SessionMessageView {
 pub struct MessageView {
     #[schemars(with = "wire::Ulid")]
     pub id: MessageId,
-    #[schemars(with = "wire::AgentName")]
-    pub from_agent: AgentName,
+    /// The sender's name: an agent's, or a person's when `fromKind` is `person`.
+    #[schemars(with = "wire::SenderName")]
+    pub from_agent: String,
+    pub from_kind: wire::SenderKind,
     #[schemars(with = "wire::AgentName")]
     pub to_agent: AgentName,
     #[schemars(length(max = orbit_store::limits::INBOX_MESSAGE))]
@@ -185,6 +187,7 @@ impl From<InboxMessage> for MessageView {
         Self {
             id: message.id,
             from_agent: message.from_agent,
+            from_kind: message.from_kind.into(),
             to_agent: message.to_agent,
             message: message.message,
             message_type: message.message_type.into(),

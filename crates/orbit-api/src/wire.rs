@@ -18,6 +18,10 @@ pub const AGENT_NAME_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,63}$";
 /// `orbit_store` ULID ids: 26 characters of Crockford base32 (either case), the first 0-7
 /// (a larger one would overflow 128 bits).
 pub const ULID_PATTERN: &str = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$";
+/// `orbit_store::timestamp::rfc3339`: UTC, milliseconds always written.
+pub const TIMESTAMP_PATTERN: &str = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$";
+/// `orbit_store::limits::check_sender`: no control characters.
+pub const SENDER_PATTERN: &str = r"^[^\x00-\x1f\x7f]+$";
 /// `orbit_store::limits::check_model`: printable ASCII without spaces, not starting with `-`.
 pub const MODEL_PATTERN: &str = "^[!-,.-~][!-~]*$";
 /// Holds a character that is not white space (`routes::chat` checks the same thing).
@@ -85,11 +89,24 @@ schema_type!(
     })
 );
 schema_type!(
-    /// A moment, as RFC 3339 UTC text with milliseconds.
+    /// The sender of an inbox message: an agent's name, or a person's (or a system's).
+    SenderName,
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": orbit_store::limits::SENDER,
+        "pattern": SENDER_PATTERN,
+        "examples": ["alice", "Bob Lee"],
+    })
+);
+schema_type!(
+    /// A moment, as RFC 3339 UTC text with exactly three fraction digits, so that
+    /// timestamps sort as strings.
     Timestamp,
     json!({
         "type": "string",
         "format": "date-time",
+        "pattern": TIMESTAMP_PATTERN,
         "examples": ["2026-11-23T21:08:15.123Z"],
     })
 );
@@ -142,6 +159,15 @@ wire_enum!(
 wire_enum!(
     /// Whether an inbox message asks or answers.
     MessageType <=> MessageType { Request = "request", Response = "response" }
+);
+wire_enum!(
+    /// Who sent an inbox message.
+    SenderKind <=> SenderKind {
+        /// An agent, named by `fromAgent`.
+        Agent = "agent",
+        /// A person or another system writing over the API; `fromAgent` is its name.
+        Person = "person",
+    }
 );
 wire_enum!(
     /// Where an inbox message is in its life.

@@ -9,6 +9,11 @@ pub enum Error {
     /// The task's previous run is still going, under a live lease.
     #[error("the task's previous run is still running")]
     Overlap,
+    /// The task's agent is inactive, and so runs nothing.
+    #[error(
+        "agent '{0}' is inactive, so its tasks do not run; set its status to active to run them"
+    )]
+    AgentInactive(orbit_store::AgentName),
     #[error(transparent)]
     Store(#[from] orbit_store::Error),
 }
@@ -17,7 +22,7 @@ impl Error {
     /// Classifies this error for callers that map failures to answers.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Overlap => ErrorKind::Conflict,
+            Error::Overlap | Error::AgentInactive(_) => ErrorKind::Conflict,
             Error::Store(err) => err.kind(),
         }
     }

@@ -102,7 +102,7 @@ async fn main() {
     stores.agents.create(&sender, NewAgent::default()).await.unwrap();
     for index in 0..2000 {
         let message = NewMessage {
-            from_agent: sender.clone(),
+            from_agent: sender.clone().into(),
             to_agent: agent.clone(),
             message: format!("job {index}"),
             message_type: MessageType::Request,

@@ -86,7 +86,7 @@ async fn agent(stores: &Stores, text: &str) -> AgentName {
 
 fn request(from: &AgentName, to: &AgentName, text: &str) -> NewMessage {
     NewMessage {
-        from_agent: from.clone(),
+        from_agent: from.clone().into(),
         to_agent: to.clone(),
         message: text.into(),
         message_type: MessageType::Request,

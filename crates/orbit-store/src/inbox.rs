@@ -15,6 +15,47 @@ pub enum MessageType {
     Response,
 }
 
+/// Who wrote a message: an agent (its tools), or a person or another system writing over the
+/// API, whose name is free text rather than an agent's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SenderKind {
+    /// Records written before senders had a kind were all from agents.
+    #[default]
+    Agent,
+    Person,
+}
+
+/// A message's sender as a writer gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sender {
+    Agent(AgentName),
+    /// A person's or a system's name: checked by whoever takes it (`limits::check_sender`).
+    Person(String),
+}
+
+impl Sender {
+    pub fn name(&self) -> &str {
+        match self {
+            Sender::Agent(name) => name.as_str(),
+            Sender::Person(name) => name,
+        }
+    }
+
+    pub fn kind(&self) -> SenderKind {
+        match self {
+            Sender::Agent(_) => SenderKind::Agent,
+            Sender::Person(_) => SenderKind::Person,
+        }
+    }
+}
+
+impl From<AgentName> for Sender {
+    fn from(name: AgentName) -> Self {
+        Sender::Agent(name)
+    }
+}
+
 /// Where a message is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -34,7 +75,10 @@ pub enum MessageStatus {
 #[serde(rename_all = "camelCase")]
 pub struct InboxMessage {
     pub id: MessageId,
-    pub from_agent: AgentName,
+    /// The sender's name: an agent's name, or a person's when `from_kind` says so.
+    pub from_agent: String,
+    #[serde(default)]
+    pub from_kind: SenderKind,
     pub to_agent: AgentName,
     pub message: String,
     pub message_type: MessageType,
@@ -68,7 +112,8 @@ impl InboxMessage {
     pub fn new(new: NewMessage) -> Self {
         Self {
             id: MessageId::new(),
-            from_agent: new.from_agent,
+            from_agent: new.from_agent.name().to_owned(),
+            from_kind: new.from_agent.kind(),
             to_agent: new.to_agent,
             message: new.message,
             message_type: new.message_type,
@@ -87,7 +132,7 @@ impl InboxMessage {
 /// What a sender gives.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
-    pub from_agent: AgentName,
+    pub from_agent: Sender,
     pub to_agent: AgentName,
     pub message: String,
     pub message_type: MessageType,

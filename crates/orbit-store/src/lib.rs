@@ -38,7 +38,9 @@ pub use fs::{FsOptions, FsStore};
 pub use ids::{
     AgentName, InstanceId, JournalId, LeaseToken, MessageId, RunId, SessionId, TaskId, new_ulid,
 };
-pub use inbox::{Claimer, InboxMessage, InboxStore, MessageStatus, MessageType, NewMessage};
+pub use inbox::{
+    Claimer, InboxMessage, InboxStore, MessageStatus, MessageType, NewMessage, Sender, SenderKind,
+};
 pub use lease::{Instance, InstanceStore, Lease};
 pub use mem::MemStore;
 pub use memory::{MemoryHit, MemoryStore};

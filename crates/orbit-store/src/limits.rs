@@ -27,6 +27,8 @@ pub const SCHEDULE_VALUE: usize = 128;
 pub const TIMEZONE: usize = 64;
 /// A model name.
 pub const MODEL: usize = 128;
+/// The name of a person (or system) sending an inbox message.
+pub const SENDER: usize = 128;
 
 /// Refuses `value` when it is longer than `max` characters.
 pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
@@ -55,6 +57,18 @@ pub fn check_model(model: &str) -> Result<()> {
     if model.is_empty() || model.starts_with('-') || !printable {
         return Err(Error::Invalid(format!(
             "invalid model name {model:?}: printable ASCII without spaces, not starting with '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a person's sender name that is empty, too long or holds control characters: it is
+/// shown to the model in the turn that reads the message, on a line of its own.
+pub fn check_sender(name: &str) -> Result<()> {
+    check_len("fromAgent", name, SENDER)?;
+    if name.trim().is_empty() || name.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "invalid sender {name:?}: a name of 1 to {SENDER} characters without control characters"
         )));
     }
     Ok(())

@@ -16,7 +16,9 @@ pub enum ScheduleError {
         "invalid interval '{0}': milliseconds as a whole number, at least 1000 and at most {MAX_INTERVAL_MS} (366 days)"
     )]
     Interval(String),
-    #[error("invalid once time '{value}': {reason}")]
+    #[error(
+        "invalid once time '{value}': {reason}; expected an RFC 3339 timestamp with a date, a time and an offset, such as 2026-11-23T21:08:15Z"
+    )]
     Once { value: String, reason: String },
     #[error("unknown timezone '{0}': use an IANA name such as Europe/Paris")]
     Timezone(String),

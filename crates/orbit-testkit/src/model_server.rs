@@ -183,8 +183,15 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
     let model = request["model"].as_str().unwrap_or("claude-test").to_owned();
     let response = match reply {
         Reply::HttpError(status, message) => {
-            let body = json!({"type": "error", "error": {"type": "api_error", "message": message}})
-                .to_string();
+            // The error types the Messages API gives with these statuses.
+            let kind = match status {
+                401 => "authentication_error",
+                429 => "rate_limit_error",
+                529 => "overloaded_error",
+                _ => "api_error",
+            };
+            let body =
+                json!({"type": "error", "error": {"type": kind, "message": message}}).to_string();
             format!(
                 "HTTP/1.1 {status} Error\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()

@@ -6,6 +6,7 @@
 //! `result`. Its control requests (`can_use_tool`, `hook_callback`, `mcp_message`) are answered
 //! by the session's [`ControlHandler`]. Stderr goes to the log.
 
+pub mod credentials;
 mod process;
 mod protocol;
 mod spawn;
@@ -32,6 +33,9 @@ pub struct ClaudeCliConfig {
     /// The CLI's own state, apart from the user's `~/.claude`: each conversation gets
     /// `<config_dir>/<agent>/<session>` as its `CLAUDE_CONFIG_DIR`.
     pub config_dir: PathBuf,
+    /// The user's own CLI configuration (`credentials::user_config_dir`), whose login, when
+    /// there is one, each conversation shares; nothing else of it is used.
+    pub user_config_dir: Option<PathBuf>,
     /// Extra environment for the CLI, on top of the server's own.
     pub env: Vec<(String, String)>,
     /// A cap on model round trips per turn.
@@ -106,6 +110,9 @@ impl Runtime for ClaudeCli {
             tracing::warn!(dir = %dir.display(), error = %err, "cannot make the CLI's state directory");
             Error::Protocol(format!("cannot make the CLI's state directory: {err}"))
         })?;
+        if let Some(user_dir) = &self.config.user_config_dir {
+            credentials::share_login(user_dir, &dir).await;
+        }
         let command = self.command(&spec);
         let process = ClaudeProcess::start(command, &spec).await.map_err(|source| {
             Error::CliMissing { bin: self.config.bin.display().to_string(), source }

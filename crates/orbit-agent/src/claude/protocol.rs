@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::event::{CliMessage, CliMessageKind, CliResult};
+use crate::event::{CliMessage, CliMessageKind, CliResult, ModelFailure};
 
 /// Reads one stdout message of the CLI.
 pub(crate) fn parse(raw: Value) -> CliMessage {
@@ -25,6 +25,7 @@ pub(crate) fn parse(raw: Value) -> CliMessage {
                 .flatten()
                 .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned))
                 .collect(),
+            failure: failure(&raw),
         }),
         _ => CliMessageKind::Other,
     };
@@ -41,6 +42,31 @@ fn usage(raw: &Value) -> Option<orbit_store::Usage> {
         cache_creation_input_tokens: count("cache_creation_input_tokens"),
         cache_read_input_tokens: count("cache_read_input_tokens"),
     })
+}
+
+/// The model service's refusal behind a failed result: the CLI writes the API's status and
+/// error type beside its own wording (`API Error: Request rejected (429) ...`), and a bare
+/// "Not logged in" when it has no credentials at all.
+fn failure(raw: &Value) -> Option<ModelFailure> {
+    if raw["is_error"].as_bool() != Some(true) {
+        return None;
+    }
+    let status = raw["api_error_status"].as_u64().and_then(|s| u16::try_from(s).ok());
+    let kind = raw["api_error_type"].as_str().unwrap_or_default();
+    let text = raw["result"].as_str().unwrap_or_default();
+    match (status, kind) {
+        (Some(401 | 403), _) | (_, "authentication_error" | "permission_error") => {
+            Some(ModelFailure::CredentialsRefused { status })
+        }
+        (Some(429), _) | (_, "rate_limit_error") => Some(ModelFailure::RateLimited),
+        (_, "overloaded_error") => Some(ModelFailure::Overloaded { status: status.unwrap_or(529) }),
+        (Some(status @ (500..=599)), _) => Some(ModelFailure::Overloaded { status }),
+        _ if text.starts_with("Not logged in") => Some(ModelFailure::NoCredentials),
+        _ if text.starts_with("Invalid API key") => {
+            Some(ModelFailure::CredentialsRefused { status: None })
+        }
+        _ => None,
+    }
 }
 
 /// Whether the CLI's stderr says the conversation it was asked to resume does not exist.
@@ -78,6 +104,27 @@ mod tests {
         let other = parse(json!({"type": "assistant", "message": {}}));
         assert!(matches!(other.kind, CliMessageKind::Other));
         assert_eq!(other.raw["type"], "assistant", "the raw message is kept unchanged");
+        let refusal = |extra: serde_json::Value| {
+            let mut raw =
+                json!({"type": "result", "subtype": "success", "is_error": true, "result": "x"});
+            raw.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let CliMessageKind::Result(result) = parse(raw).kind else { panic!("a result") };
+            result.failure
+        };
+        assert_eq!(
+            refusal(json!({"result": "Not logged in · Please run /login"})),
+            Some(ModelFailure::NoCredentials)
+        );
+        assert_eq!(
+            refusal(json!({"api_error_status": 401, "api_error_type": "authentication_error"})),
+            Some(ModelFailure::CredentialsRefused { status: Some(401) })
+        );
+        assert_eq!(refusal(json!({"api_error_status": 429})), Some(ModelFailure::RateLimited));
+        assert_eq!(
+            refusal(json!({"api_error_status": 529, "api_error_type": "overloaded_error"})),
+            Some(ModelFailure::Overloaded { status: 529 })
+        );
+        assert_eq!(refusal(json!({"result": "something else"})), None);
         assert!(says_conversation_missing("Error: No conversation found with session ID: x"));
     }
 }

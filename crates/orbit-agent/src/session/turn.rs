@@ -44,12 +44,21 @@ impl SessionAgent {
         self.control.end_turn();
         self.settle_claims(&claimed, outcome.is_ok(), delivered).await;
         *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        if let Err(err) = &outcome {
-            tracing::info!(agent = %self.agent, session = %self.session, error = %err, "turn failed");
+        match &outcome {
+            // The model's refusals are the operator's to fix (credentials) or to know about
+            // (rate limits): the log says so, not only the chat's stream.
+            Err(err @ Error::Model { .. }) => {
+                tracing::warn!(agent = %self.agent, session = %self.session, error = %err, "turn failed")
+            }
+            Err(err) => {
+                tracing::info!(agent = %self.agent, session = %self.session, error = %err, "turn failed")
+            }
+            Ok(_) => {}
         }
         let result = match &outcome {
             Ok(outcome) => outcome.result.clone(),
-            Err(err) => format!("(turn failed: {err})"),
+            // The error says itself that the turn failed (`the turn failed: ...`).
+            Err(err) => format!("({err})"),
         };
         self.record(prompt, &result, options.kind).await;
         let _ = events.send(match &outcome {
@@ -294,7 +303,8 @@ impl SessionAgent {
         live: &mut LiveProcess,
         result: CliResult,
     ) -> Result<TurnOutcome> {
-        let CliResult { text, is_error, subtype, total_cost_usd: total, usage, .. } = result;
+        let CliResult { text, is_error, subtype, total_cost_usd: total, usage, failure, .. } =
+            result;
         // `total_cost_usd` is the CLI session's running total; a fresh CLI session starts at 0.
         let turn_cost = total.map(|total| (total - live.cost_base).max(0.0));
         if let Some(total) = total {
@@ -304,7 +314,11 @@ impl SessionAgent {
             SessionPatch { add_cost_usd: turn_cost, add_usage: usage, ..SessionPatch::default() };
         self.shared.stores.sessions.update(&self.agent, &self.session, patch).await?;
         if is_error {
-            return Err(Error::TurnFailed(if text.is_empty() { subtype } else { text }));
+            let detail = if text.is_empty() { subtype } else { text };
+            return Err(match failure {
+                Some(failure) => Error::Model { failure, detail },
+                None => Error::TurnFailed(detail),
+            });
         }
         Ok(TurnOutcome { result: text, cost_usd: turn_cost, handled_messages: Vec::new() })
     }

@@ -41,6 +41,7 @@ impl Harness {
         let stores = FsStore::open(dir.path().join("data")).unwrap().stores();
         let model = ModelServer::start(rules);
         let runtime = ClaudeCli::new(ClaudeCliConfig {
+            user_config_dir: None,
             bin: orbit_testkit::claude_bin(),
             config_dir: dir.path().join("data/claude"),
             env: orbit_testkit::cli_env(&model, &tmp),
@@ -76,7 +77,7 @@ impl Harness {
         let sender = AgentName::parse("sender").unwrap();
         self.stores.agents.ensure(&sender).await.unwrap();
         let message = NewMessage {
-            from_agent: sender,
+            from_agent: sender.into(),
             to_agent: self.agent.clone(),
             message: text.into(),
             message_type: MessageType::Request,

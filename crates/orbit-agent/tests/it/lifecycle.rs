@@ -32,6 +32,7 @@ fn slow_then_quick() -> Vec<Rule> {
 async fn a_turn_that_never_reached_the_model_is_not_a_delivery() {
     let h = Harness::new(vec![]).await;
     let runtime = ClaudeCli::new(ClaudeCliConfig {
+        user_config_dir: None,
         bin: "/nonexistent/claude".into(),
         config_dir: h.dir.path().join("c"),
         env: vec![],

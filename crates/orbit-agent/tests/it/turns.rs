@@ -157,6 +157,7 @@ async fn a_missing_cli_is_a_clear_error() {
     use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig};
     let h = Harness::new(vec![]).await;
     let runtime = ClaudeCli::new(ClaudeCliConfig {
+        user_config_dir: None,
         bin: "/nonexistent/claude".into(),
         config_dir: h.dir.path().join("c"),
         env: vec![],

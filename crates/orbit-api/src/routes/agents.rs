@@ -2,13 +2,13 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
-use orbit_store::{AgentName, AgentPatch, NewAgent};
+use orbit_store::{Agent, AgentName, AgentPatch, AgentStatus, NewAgent};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::endpoint::Endpoint;
-use crate::error::{ApiResult, Code};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AgentPath, Json};
 use crate::views::{self, AgentBody, AgentsBody, SuccessView};
 use crate::{AppState, wire};
@@ -125,4 +125,18 @@ async fn update(
 async fn delete(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
     state.pool.delete_agent(&path.name).await?;
     Ok(HttpResponse::Ok().json(SuccessView::DONE))
+}
+
+/// 409 for an inactive agent: inactive means it neither chats nor runs its tasks.
+pub(crate) fn check_active(agent: &Agent) -> ApiResult<()> {
+    match agent.status {
+        AgentStatus::Active => Ok(()),
+        AgentStatus::Inactive => Err(ApiError::new(
+            Code::Conflict,
+            format!(
+                "agent '{}' is inactive, so it does not chat; set its status to active (PUT /api/agents/{} {{\"status\": \"active\"}}) first",
+                agent.name, agent.name
+            ),
+        )),
+    }
 }

@@ -87,12 +87,15 @@ pub enum ChatEvent {
     Runtime(RuntimeEvent),
 }
 
-/// `{"type": "system", "sessionId"}`, the stream's first event.
+/// `{"type": "system", "subtype": "orbit_session", "sessionId"}`, the stream's first event.
+/// Its subtype tells it from the CLI's own `system` messages (`init`, ...).
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionEvent {
     #[schemars(extend("const" = "system"))]
     r#type: &'static str,
+    #[schemars(extend("const" = "orbit_session"))]
+    subtype: &'static str,
     #[schemars(with = "wire::Ulid")]
     session_id: SessionId,
 }
@@ -146,7 +149,8 @@ async fn chat(state: Data<AppState>, Json(body): Json<ChatRequest>) -> ApiResult
     limits::check_len("message", &body.message, limits::CHAT_MESSAGE)?;
     super::agents::check_model(body.model.as_deref())?;
     let session_id = body.session_id;
-    state.stores.agents.ensure(&name).await?;
+    let agent = state.stores.agents.ensure(&name).await?;
+    super::agents::check_active(&agent)?;
     let (session, made_here) = match session_id {
         Some(id) => (state.stores.sessions.get(&name, &id).await?, false),
         None => (state.stores.sessions.create(&name, NewSession::default()).await?, true),

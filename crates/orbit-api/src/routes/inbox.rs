@@ -2,13 +2,13 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
-use orbit_store::{AgentName, MessageId, NewMessage, limits};
+use orbit_store::{AgentName, MessageId, NewMessage, Sender, limits};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::endpoint::Endpoint;
-use crate::error::{ApiResult, Code};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AgentPath, Json, MessagePath};
 use crate::views::{self, MessageBody, MessagesBody, SuccessView};
 use crate::{AppState, wire};
@@ -53,9 +53,22 @@ pub fn endpoints() -> Vec<Endpoint> {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(example = send_example())]
+// An agent sender is named by an agent's name; a person's name is free text.
+#[schemars(extend("dependentSchemas" = {
+    "fromKind": {"anyOf": [
+        {"properties": {"fromKind": {"const": "person"}}},
+        {"properties": {"fromAgent": {"pattern": wire::AGENT_NAME_PATTERN}}},
+    ]},
+}))]
 pub struct SendMessage {
-    #[schemars(with = "wire::AgentName")]
-    from_agent: AgentName,
+    /// Who writes: an agent's name, or a person's (or a system's) name.
+    #[schemars(with = "wire::SenderName")]
+    from_agent: String,
+    /// Which of the two `fromAgent` is. Left out, a valid agent name is an agent and
+    /// anything else a person.
+    #[serde(default)]
+    #[schemars(with = "wire::SenderKind")]
+    from_kind: Option<wire::SenderKind>,
     #[schemars(length(max = limits::INBOX_MESSAGE))]
     message: String,
     #[serde(default)]
@@ -83,7 +96,7 @@ async fn send(
 ) -> ApiResult<HttpResponse> {
     limits::check_len("message", &body.message, limits::INBOX_MESSAGE)?;
     let new = NewMessage {
-        from_agent: body.from_agent,
+        from_agent: sender(body.from_agent, body.from_kind)?,
         to_agent: path.name,
         message: body.message,
         message_type: body.message_type.map(Into::into).unwrap_or_default(),
@@ -91,6 +104,22 @@ async fn send(
     };
     let message = state.stores.inbox.send(new).await?;
     Ok(HttpResponse::Created().json(MessageBody { message: message.into() }))
+}
+
+/// The sender a body names. Older clients send only `fromAgent`, always an agent's name, and
+/// keep working; a name that is not an agent's is a person's.
+fn sender(name: String, kind: Option<wire::SenderKind>) -> ApiResult<Sender> {
+    match (kind, AgentName::parse(&name)) {
+        (Some(wire::SenderKind::Agent) | None, Ok(agent)) => Ok(Sender::Agent(agent)),
+        (Some(wire::SenderKind::Agent), Err(_)) => Err(ApiError::invalid(format!(
+            "'fromAgent' {name:?} is not an agent name ({}); a person writing says \"fromKind\": \"person\"",
+            wire::AGENT_NAME_PATTERN
+        ))),
+        (Some(wire::SenderKind::Person), _) | (None, Err(_)) => {
+            limits::check_sender(&name)?;
+            Ok(Sender::Person(name))
+        }
+    }
 }
 
 async fn get(state: Data<AppState>, path: MessagePath) -> ApiResult<HttpResponse> {

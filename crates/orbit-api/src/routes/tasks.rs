@@ -39,7 +39,15 @@ pub fn endpoints() -> Vec<Endpoint> {
             || web::post().to(create),
         )
         .status(201)
-        .body::<CreateTask>(),
+        .body::<CreateTask>()
+        .errors(&[Code::InvalidSchedule]),
+        Endpoint::new::<TaskBody>(
+            "GET",
+            "/api/agents/{name}/tasks/{id}",
+            "getTask",
+            "Get a task",
+            || web::get().to(get),
+        ),
         Endpoint::new::<TaskBody>(
             "PUT",
             "/api/agents/{name}/tasks/{id}",
@@ -47,7 +55,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Update a task; nextRun is recomputed",
             || web::put().to(update),
         )
-        .body::<UpdateTask>(),
+        .body::<UpdateTask>()
+        .errors(&[Code::InvalidSchedule]),
         Endpoint::new::<SuccessView>(
             "DELETE",
             "/api/agents/{name}/tasks/{id}",
@@ -66,7 +75,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             "POST",
             "/api/agents/{name}/tasks/{id}/run",
             "runTask",
-            "Run a task now (409 while its previous run is running)",
+            "Run a task now (409 while its previous run is running, or when its agent is inactive)",
             || web::post().to(run_now),
         )
         .status(202)
@@ -98,7 +107,10 @@ pub struct CreateTask {
     schedule_type: wire::ScheduleType,
     #[schemars(length(min = 1, max = limits::SCHEDULE_VALUE))]
     schedule_value: String,
-    context_mode: wire::ContextMode,
+    /// Which session the runs use; `isolated` (a fresh one each run) when left out.
+    #[serde(default)]
+    #[schemars(with = "wire::ContextMode")]
+    context_mode: Option<wire::ContextMode>,
     #[serde(default)]
     #[schemars(with = "String", length(max = limits::TITLE))]
     name: Option<String>,
@@ -175,13 +187,22 @@ async fn create(
         prompt: body.prompt,
         schedule_type: body.schedule_type.into(),
         schedule_value: body.schedule_value,
-        context_mode: body.context_mode.into(),
+        // Isolated unless asked: a fresh session for every run.
+        context_mode: body
+            .context_mode
+            .map(Into::into)
+            .unwrap_or(orbit_store::ContextMode::Isolated),
         timezone: body.timezone,
         worktree: body.worktree,
         branch: body.branch,
     };
     let task = workflow::create_task(&state.stores, &path.name, request).await?;
     Ok(HttpResponse::Created().json(TaskBody { task: task.into() }))
+}
+
+async fn get(state: Data<AppState>, path: TaskPath) -> ApiResult<HttpResponse> {
+    let task = state.stores.tasks.get(&path.name, &path.id).await?;
+    Ok(HttpResponse::Ok().json(TaskBody { task: task.into() }))
 }
 
 async fn update(

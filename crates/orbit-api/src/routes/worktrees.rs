@@ -2,8 +2,10 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
-use orbit_agent::worktree;
+use orbit_agent::worktree::{self, Removal};
 use orbit_store::{SessionId, TaskId};
+use schemars::JsonSchema;
+use serde::Deserialize;
 
 use crate::AppState;
 use crate::endpoint::Endpoint;
@@ -24,9 +26,10 @@ pub fn endpoints() -> Vec<Endpoint> {
             "DELETE",
             "/api/agents/{name}/worktrees/{id}",
             "deleteWorktree",
-            "Remove a worktree (409 when it has uncommitted changes)",
+            "Remove a worktree (409 when it has uncommitted changes, unless forced)",
             || web::delete().to(delete),
         )
+        .query::<DeleteQuery>()
         .errors(&[Code::Conflict]),
     ]
 }
@@ -58,8 +61,22 @@ async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse>
     Ok(HttpResponse::Ok().json(WorktreesBody { worktrees }))
 }
 
-async fn delete(state: Data<AppState>, path: WorktreePath) -> ApiResult<HttpResponse> {
+/// `DELETE /api/agents/{name}/worktrees/{id}?force=true`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// Remove the worktree even with uncommitted changes, which are lost (its branch stays).
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete(
+    state: Data<AppState>,
+    path: WorktreePath,
+    query: web::Query<DeleteQuery>,
+) -> ApiResult<HttpResponse> {
     let base = state.stores.agents.working_dir(&path.name).await?;
-    worktree::remove(&base, &path.id).await?;
+    let removal = if query.force { Removal::Force } else { Removal::KeepChanges };
+    worktree::remove_with(&base, &path.id, removal).await?;
     Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }

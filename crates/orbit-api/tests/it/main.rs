@@ -19,6 +19,7 @@ fn state(dir: &std::path::Path, token: Option<&str>) -> Data<AppState> {
     let store = FsStore::open(dir).unwrap();
     // No test here starts a turn, so the CLI is never spawned.
     let runtime = ClaudeCli::new(ClaudeCliConfig {
+        user_config_dir: None,
         bin: "/nonexistent/claude".into(),
         config_dir: dir.join("claude"),
         env: vec![],
@@ -57,7 +58,7 @@ async fn errors_are_json_with_a_code() {
                 .set_payload("{oops")
                 .to_request(),
             400,
-            "invalid_input",
+            "invalid_json",
         ),
         (
             TestRequest::post()

@@ -242,6 +242,9 @@ impl Scheduler {
     /// starting.
     pub async fn run_now(&self, agent: &AgentName, task: &TaskId) -> crate::Result<Run> {
         let task = self.inner.stores.tasks.get(agent, task).await?;
+        if self.agent_inactive(agent).await {
+            return Err(crate::Error::AgentInactive(agent.clone()));
+        }
         match self.start_run(&task).await? {
             Some(run) => Ok(run),
             None => Err(crate::Error::Overlap),

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use orbit_store::{
-    AgentName, ContextMode, ErrorKind, Lease, Run, RunOutcome, RunStart, RunStatus, Schedule,
-    SessionId, Task, TaskId, TaskStatus,
+    AgentName, AgentStatus, ContextMode, ErrorKind, Lease, Run, RunOutcome, RunStart, RunStatus,
+    Schedule, SessionId, Task, TaskId, TaskStatus,
 };
 use time::OffsetDateTime;
 
@@ -66,6 +66,12 @@ impl Scheduler {
                 return;
             }
         }
+        // An inactive agent runs nothing: its slot passes, claimed, without a run, so the
+        // plan moves on rather than firing the same slot again.
+        if self.agent_inactive(agent).await {
+            tracing::info!(task = %id, %slot, %agent, "the agent is inactive; the slot passes without a run");
+            return self.advance(task, &schedule, slot).await;
+        }
         match self.start_run(&task).await {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -78,6 +84,15 @@ impl Scheduler {
             Err(err) => tracing::error!(task = %id, error = %err, "could not start a run"),
         }
         self.advance(task, &schedule, slot).await;
+    }
+
+    /// Whether the agent's status is `inactive`. A failed read says no: the run then meets the
+    /// same failure and records it, rather than the slot passing unseen.
+    pub(super) async fn agent_inactive(&self, agent: &AgentName) -> bool {
+        match self.inner.stores.agents.get(agent).await {
+            Ok(found) => found.status == AgentStatus::Inactive,
+            Err(_) => false,
+        }
     }
 
     /// Writes the run record and runs the turn on a task of its own; `None` when the task's

@@ -245,7 +245,7 @@ async fn crash_writer_child() {
             println!("ACK title {} {counter}", session.id);
         }
         let message = NewMessage {
-            from_agent: writer.clone(),
+            from_agent: writer.clone().into(),
             to_agent: writer.clone(),
             message: format!("note {counter}"),
             message_type: MessageType::Request,

@@ -34,7 +34,7 @@ async fn seeded(dir: &Path, count: usize) -> (Stores, AgentName, HashSet<Message
     let mut ids = HashSet::new();
     for index in 0..count {
         let message = NewMessage {
-            from_agent: sender.clone(),
+            from_agent: sender.clone().into(),
             to_agent: worker.clone(),
             message: format!("job {index}"),
             message_type: MessageType::Request,

@@ -12,7 +12,7 @@ async fn inbox_messages_of_the_older_layout_survive_an_upgrade() {
         let stores = FsStore::open(dir.path()).unwrap().stores();
         stores.agents.create(&bot, NewAgent::default()).await.unwrap();
         let send = |text: &str| orbit_store::NewMessage {
-            from_agent: bot.clone(),
+            from_agent: bot.clone().into(),
             to_agent: bot.clone(),
             message: text.into(),
             message_type: orbit_store::MessageType::Request,
