@@ -143,6 +143,13 @@ async fn a_dirty_worktree_is_removed_only_when_forced() {
         assert_eq!(refused.status, 400, "{bad}: {}", refused.body);
     }
     assert!(std::path::Path::new(&path).exists(), "refusals remove nothing");
+    // Not from under its live session, even forced: it goes with the session.
+    let live = app.call("DELETE", &format!("{route}?force=true"), None).await;
+    assert_eq!(live.status, 409, "{}", live.body);
+    assert!(live.body["error"].as_str().unwrap().contains("session"), "{}", live.body);
+    let deleted = app.call("DELETE", &format!("/api/agents/bot/sessions/{session}"), None).await;
+    assert_eq!(deleted.body["worktreeKept"]["id"], session.as_str(), "kept: it has work");
+    assert_eq!(app.call("DELETE", &route, None).await.status, 409, "still dirty");
     let forced = app.call("DELETE", &format!("{route}?force=true"), None).await;
     assert_eq!(forced.status, 200, "{}", forced.body);
     assert!(!std::path::Path::new(&path).exists());

@@ -61,7 +61,11 @@ impl Application {
         let store = FsStore::open(&data_dir)
             .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
         let user_config_dir =
-            settings.claude_user_dir.clone().or_else(credentials::user_config_dir);
+            settings.claude_user_dir.clone().or_else(credentials::user_config_dir).map(|dir| {
+                // Absolute, so that the link made in each conversation's directory points at it
+                // from there too.
+                std::path::absolute(&dir).unwrap_or(dir)
+            });
         // Said at start, in the log, rather than discovered at the first chat.
         let mut cli_env: Vec<(String, String)> = std::env::vars().collect();
         cli_env.extend(settings.cli_env.iter().cloned());

@@ -231,8 +231,8 @@ pub async fn remove_owned_worktree(
 }
 
 impl AgentPool {
-    /// Deletes a session: its turn aborted and settled, its process ended and its CLI state
-    /// forgotten before its record goes; then its worktree, unless it holds uncommitted work.
+    /// Deletes a session: its record, then its turn aborted and settled, its process ended and
+    /// its CLI state forgotten; then its worktree, unless it holds uncommitted work.
     pub async fn delete_session(
         &self,
         agent: &AgentName,
@@ -240,21 +240,25 @@ impl AgentPool {
     ) -> Result<Option<KeptWorktree>> {
         let stores = self.stores();
         let session = stores.sessions.get(agent, id).await?;
-        self.forget_session(agent, id).await;
+        // The record first: a turn that starts on the session from now on is refused, so
+        // none can spawn a CLI (and recreate its state) after it is forgotten.
         stores.sessions.delete(agent, id).await?;
+        self.forget_session(agent, id).await;
         match session.worktree_id {
             Some(worktree_id) => remove_owned_worktree(stores, agent, &worktree_id).await,
             None => Ok(None),
         }
     }
 
-    /// Deletes an agent: its turns aborted and settled, its processes ended and its CLI state
-    /// forgotten before its records go, so nothing of it reaches a new agent of the same name.
+    /// Deletes an agent: its records, then its turns aborted and settled, its processes ended
+    /// and its CLI state forgotten, so nothing of it reaches a new agent of the same name.
     /// Its working directory is the user's work and stays.
     pub async fn delete_agent(&self, agent: &AgentName) -> Result<()> {
         let stores = self.stores();
-        stores.agents.get(agent).await?;
+        // The records first (one rename), so no turn starts on the agent once its turns
+        // are being ended and its CLI state forgotten.
+        stores.agents.delete(agent).await?;
         self.forget_agent(agent).await;
-        Ok(stores.agents.delete(agent).await?)
+        Ok(())
     }
 }

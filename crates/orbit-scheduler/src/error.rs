@@ -14,6 +14,9 @@ pub enum Error {
         "agent '{0}' is inactive, so its tasks do not run; set its status to active to run them"
     )]
     AgentInactive(orbit_store::AgentName),
+    /// The scheduler is stopping and starts no run.
+    #[error("the server is shutting down and starts no run")]
+    ShuttingDown,
     #[error(transparent)]
     Store(#[from] orbit_store::Error),
 }
@@ -23,6 +26,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Overlap | Error::AgentInactive(_) => ErrorKind::Conflict,
+            Error::ShuttingDown => ErrorKind::Busy,
             Error::Store(err) => err.kind(),
         }
     }

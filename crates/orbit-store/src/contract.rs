@@ -801,13 +801,22 @@ pub async fn task_change_feed(stores: &Stores) {
     let a = agent(stores, "a").await;
     let start = stores.tasks.changes_since(None).await.unwrap();
     assert!(start.changes.is_empty() && !start.reset);
+    let mut ticks = stores.tasks.watch_changes();
+    let ticked = |ticks: &mut tokio::sync::watch::Receiver<u64>| {
+        let changed = ticks.has_changed().unwrap_or(false);
+        ticks.borrow_and_update();
+        changed
+    };
     let task = stores.tasks.create(&a, interval_task("p")).await.unwrap();
+    assert!(ticked(&mut ticks), "a create ticks the watch");
     stores
         .tasks
         .update(&a, &task.id, TaskPatch { prompt: Some("q".into()), ..TaskPatch::default() })
         .await
         .unwrap();
+    assert!(ticked(&mut ticks), "an update ticks the watch");
     stores.tasks.delete(&a, &task.id).await.unwrap();
+    assert!(ticked(&mut ticks), "a delete ticks the watch");
     let seen = stores.tasks.changes_since(Some(start.cursor)).await.unwrap();
     assert!(!seen.reset);
     assert_eq!(seen.changes.len(), 3);

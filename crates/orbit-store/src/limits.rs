@@ -62,13 +62,20 @@ pub fn check_model(model: &str) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a person's sender name that is empty, too long or holds control characters: it is
-/// shown to the model in the turn that reads the message, on a line of its own.
+/// Line and paragraph separators, zero-width and direction-changing characters: in a name that
+/// the model reads on a line of its own, they could break or disguise the line.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{00AD}')
+}
+
+/// Refuses a person's sender name that is empty, too long or holds control or invisible
+/// formatting characters: it is shown to the model in the turn that reads the message, on a
+/// line of its own.
 pub fn check_sender(name: &str) -> Result<()> {
     check_len("fromAgent", name, SENDER)?;
-    if name.trim().is_empty() || name.chars().any(char::is_control) {
+    if name.trim().is_empty() || name.chars().any(|c| c.is_control() || is_invisible_format(c)) {
         return Err(Error::Invalid(format!(
-            "invalid sender {name:?}: a name of 1 to {SENDER} characters without control characters"
+            "invalid sender {name:?}: a name of 1 to {SENDER} characters without control or invisible formatting characters"
         )));
     }
     Ok(())
@@ -77,6 +84,15 @@ pub fn check_sender(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sender_cannot_hide_line_breaks_or_direction_changes() {
+        for bad in ["a\u{2028}b", "x\u{202E}y", "z\u{200B}", "\n", "  "] {
+            assert!(check_sender(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_sender("Human Bob").is_ok());
+        assert!(check_sender("Zoë").is_ok());
+    }
 
     #[test]
     fn lengths_are_counted_in_characters() {

@@ -82,9 +82,14 @@ impl Schedule {
                 _ => Err(ScheduleError::Interval(value.to_owned())),
             },
             ScheduleType::Once => {
-                OffsetDateTime::parse(value, &Rfc3339).map(Self::Once).map_err(|err| {
-                    ScheduleError::Once { value: value.to_owned(), reason: err.to_string() }
-                })
+                // Stored times have millisecond precision; a finer `once` would never equal its
+                // own stored slot, and the scheduler would re-save it without end.
+                OffsetDateTime::parse(value, &Rfc3339)
+                    .map(|at| Self::Once(crate::timestamp::truncate_to_millis(at)))
+                    .map_err(|err| ScheduleError::Once {
+                        value: value.to_owned(),
+                        reason: err.to_string(),
+                    })
             }
         }
     }
@@ -187,6 +192,13 @@ mod tests {
         let once = Schedule::parse(ScheduleType::Once, "2026-11-24T00:00:00Z", None).unwrap();
         assert_eq!(once.slot_at_or_after(origin, at), Some(at));
         assert_eq!(once.slot_at_or_after(origin, at + time::Duration::MILLISECOND), None);
+    }
+
+    #[test]
+    fn a_once_time_is_kept_to_the_millisecond_as_it_is_stored() {
+        let once = Schedule::parse(ScheduleType::Once, "2030-01-01T00:00:00.0005Z", None).unwrap();
+        let slot = once.next_after(datetime!(2029-01-01 0:00 UTC)).unwrap();
+        assert_eq!(slot, datetime!(2030-01-01 0:00 UTC), "a stored slot reads back equal");
     }
 
     #[test]

@@ -153,6 +153,9 @@ impl Drop for RunningGuard {
     }
 }
 
+/// An abort request for whatever turn runs (turn ids start at 1, so it names none).
+const ANY_TURN: u64 = u64::MAX;
+
 /// A turn's view of abort requests: only a request naming this turn stops it, so an abort
 /// meant for another turn (an earlier one of the session, or a scheduler's own run) never
 /// stops this one.
@@ -164,8 +167,14 @@ pub(super) struct AbortSignal {
 impl AbortSignal {
     /// Whether this turn was asked to stop (and not yet told).
     pub(super) fn requested(&mut self) -> bool {
-        self.requests.has_changed().unwrap_or(false)
-            && *self.requests.borrow_and_update() == self.turn
+        self.requests.has_changed().unwrap_or(false) && {
+            let request = *self.requests.borrow_and_update();
+            self.names_me(request)
+        }
+    }
+
+    fn names_me(&self, request: u64) -> bool {
+        request == self.turn || request == ANY_TURN
     }
 
     /// Resolves when this turn is asked to stop.
@@ -174,7 +183,8 @@ impl AbortSignal {
             if self.requests.changed().await.is_err() {
                 return std::future::pending().await;
             }
-            if *self.requests.borrow_and_update() == self.turn {
+            let request = *self.requests.borrow_and_update();
+            if self.names_me(request) {
                 return;
             }
         }
@@ -248,13 +258,18 @@ impl SessionAgent {
         if !self.is_running() {
             return Err(Error::NotRunning(self.session.to_string()));
         }
-        self.abort.send_replace(self.current_turn.load(Ordering::SeqCst));
+        // Whatever turn runs now: a turn that has just been accepted may not have published
+        // its id yet, and a turn ignores requests from before it began.
+        self.abort.send_replace(ANY_TURN);
         Ok(())
     }
 
-    /// Interrupts the turn `id` (see [`Turn::id`]) if it still runs; never another one.
+    /// Interrupts the turn `id` (see [`Turn::id`]) if it still runs; never another one, and
+    /// never overwriting a pending request for the turn that runs.
     pub fn abort_turn(&self, id: u64) {
-        self.abort.send_replace(id);
+        if self.is_running() && self.current_turn.load(Ordering::SeqCst) == id {
+            self.abort.send_replace(id);
+        }
     }
 
     /// Answers a pending `ask` permission request of this session's running turn.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::endpoint::Endpoint;
-use crate::error::{ApiResult, Code};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AgentPath, WorktreePath};
 use crate::views::{SuccessView, WorktreeView, WorktreesBody};
 
@@ -76,6 +76,25 @@ async fn delete(
     query: web::Query<DeleteQuery>,
 ) -> ApiResult<HttpResponse> {
     let base = state.stores.agents.working_dir(&path.name).await?;
+    // A worktree its session or task still uses is removed with them, never under them: a
+    // forced removal would pull the working directory from under a running turn.
+    let owner = if let Ok(id) = SessionId::parse(&path.id)
+        && state.stores.sessions.get(&path.name, &id).await.is_ok()
+    {
+        Some(format!("session {id}"))
+    } else if let Ok(id) = TaskId::parse(&path.id)
+        && state.stores.tasks.get(&path.name, &id).await.is_ok()
+    {
+        Some(format!("task {id}"))
+    } else {
+        None
+    };
+    if let Some(owner) = owner {
+        return Err(ApiError::new(
+            Code::Conflict,
+            format!("worktree '{}' belongs to {owner}; delete that instead", path.id),
+        ));
+    }
     let removal = if query.force { Removal::Force } else { Removal::KeepChanges };
     worktree::remove_with(&base, &path.id, removal).await?;
     Ok(HttpResponse::Ok().json(SuccessView::DONE))

@@ -241,6 +241,9 @@ impl Scheduler {
     /// store's atomic run start is what keeps it and a fire of the same moment from both
     /// starting.
     pub async fn run_now(&self, agent: &AgentName, task: &TaskId) -> crate::Result<Run> {
+        if self.inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::Error::ShuttingDown);
+        }
         let task = self.inner.stores.tasks.get(agent, task).await?;
         if self.agent_inactive(agent).await {
             return Err(crate::Error::AgentInactive(agent.clone()));

@@ -129,7 +129,6 @@ impl Inner {
     /// Tells every process that a task changed. A failure is logged, not returned: the
     /// change itself is stored, and other schedulers re-read every task now and then.
     fn publish_change(&self, agent: &AgentName, task: &TaskId) {
-        self.task_changes.send_modify(|ticks| *ticks = ticks.wrapping_add(1));
         let published = io::with_lock(&self.root.join("task-changes.lock"), || {
             let path = self.feed_path();
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
@@ -150,6 +149,8 @@ impl Inner {
         if let Err(err) = published {
             tracing::warn!(%agent, %task, error = %err, "could not publish a task change");
         }
+        // After the feed line, so that a scheduler woken by the tick finds the change there.
+        self.task_changes.send_modify(|ticks| *ticks = ticks.wrapping_add(1));
     }
 
     /// Reads the feed past `cursor`: its header line, then only the bytes after the cursor,

@@ -52,6 +52,8 @@ struct Inner {
     /// The same settings as the filesystem store's (dead letters, runs kept).
     options: FsOptions,
     state: Mutex<State>,
+    /// Ticks at every task change (see `TaskStore::watch_changes`).
+    task_changes: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Default)]
@@ -89,8 +91,12 @@ impl MemStore {
 
     /// An empty store with the given dead-letter and run-retention settings.
     pub fn with_options(workspaces: impl Into<PathBuf>, options: FsOptions) -> Self {
-        let inner =
-            Inner { workspaces: workspaces.into(), options, state: Mutex::new(State::default()) };
+        let inner = Inner {
+            workspaces: workspaces.into(),
+            options,
+            state: Mutex::new(State::default()),
+            task_changes: tokio::sync::watch::channel(0).0,
+        };
         Self { inner: Arc::new(inner) }
     }
 

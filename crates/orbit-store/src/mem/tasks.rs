@@ -104,6 +104,7 @@ impl TaskStore for MemStore {
         let task = Task::new(agent, new, now);
         tasks.insert(task.id, TaskRecord { task: task.clone(), runs: Default::default() });
         state.feed.publish(agent, &task.id);
+        self.inner.task_changes.send_modify(|ticks| *ticks = ticks.wrapping_add(1));
         Ok(task)
     }
 
@@ -128,6 +129,7 @@ impl TaskStore for MemStore {
         patch.apply(task);
         let task = task.clone();
         state.feed.publish(agent, id);
+        self.inner.task_changes.send_modify(|ticks| *ticks = ticks.wrapping_add(1));
         Ok(task)
     }
 
@@ -137,6 +139,7 @@ impl TaskStore for MemStore {
             return Err(Error::not_found("task", id));
         }
         state.feed.publish(agent, id);
+        self.inner.task_changes.send_modify(|ticks| *ticks = ticks.wrapping_add(1));
         Ok(())
     }
 
@@ -287,6 +290,10 @@ impl TaskStore for MemStore {
         }
         task.last_slot = Some(slot);
         Ok(true)
+    }
+
+    fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.task_changes.subscribe()
     }
 
     async fn changes_since(&self, cursor: Option<ChangeCursor>) -> Result<TaskChanges> {
