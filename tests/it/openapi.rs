@@ -17,6 +17,8 @@ struct Fixtures {
     session: String,
     task: String,
     message: String,
+    /// A worktree that no session or task owns any more (kept when its session went).
+    worktree: String,
 }
 
 async fn fixtures(app: &TestApp) -> Fixtures {
@@ -46,10 +48,31 @@ async fn fixtures(app: &TestApp) -> Fixtures {
     let id = |answer: &crate::helpers::Answer, key: &str| {
         answer.body[key]["id"].as_str().unwrap().to_owned()
     };
+    // A worktree left by a deleted session: kept because it held work, then cleaned by hand.
+    let owner = app
+        .call("POST", &format!("/api/agents/{agent}/sessions"), Some(json!({"worktree": true})))
+        .await;
+    let worktree = id(&owner, "session");
+    let listed = app.call("GET", &format!("/api/agents/{agent}/worktrees"), None).await.body;
+    let path = listed["worktrees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == worktree.as_str())
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(format!("{path}/wip.txt"), "work").unwrap();
+    let deleted =
+        app.call("DELETE", &format!("/api/agents/{agent}/sessions/{worktree}"), None).await;
+    assert_eq!(deleted.body["worktreeKept"]["id"], worktree.as_str(), "{}", deleted.body);
+    std::fs::remove_file(format!("{path}/wip.txt")).unwrap();
     Fixtures {
         session: id(&session, "session"),
         task: id(&task, "task"),
         message: id(&message, "message"),
+        worktree,
         agent,
     }
 }
@@ -71,7 +94,7 @@ impl Fixtures {
                     (_, "msg") => self.message.clone(),
                     (_, "requestId") => "01JD2Y7W3Q5ZK8X9M4N6P0R1ST".to_owned(),
                     (t, "id") if t.contains("/tasks/") => self.task.clone(),
-                    // Sessions, and worktrees (named after the fixture session).
+                    (t, "id") if t.contains("/worktrees/") => self.worktree.clone(),
                     _ => self.session.clone(),
                 }
             })
