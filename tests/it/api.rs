@@ -264,6 +264,8 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/api/agents/{name}/worktrees"),
         ("delete", "/api/agents/{name}/worktrees/{id}"),
         ("post", "/api/agents/{name}/tasks/{id}/run"),
+        ("get", "/api/approvals"),
+        ("get", "/api/agents/{name}/approvals"),
     ];
     for (method, path) in contract {
         assert!(

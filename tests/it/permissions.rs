@@ -41,6 +41,20 @@ async fn chat_answering(app: &TestApp, session: &str, allow: bool) -> Vec<Value>
             let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else { continue };
             let event: Value = serde_json::from_str(data).unwrap();
             if event["type"] == "permission_request" {
+                // Any client can find the waiting call, not only this stream's.
+                for listing in ["/api/approvals", "/api/agents/bot/approvals"] {
+                    let listed = app.call("GET", listing, None).await;
+                    assert_eq!(listed.status, 200, "{}", listed.body);
+                    let approvals = listed.body["approvals"].as_array().unwrap();
+                    assert_eq!(approvals.len(), 1, "{listing}: {}", listed.body);
+                    assert_eq!(approvals[0]["requestId"], event["requestId"]);
+                    assert_eq!(approvals[0]["sessionId"], session);
+                    assert_eq!(approvals[0]["agentName"], "bot");
+                    assert_eq!(approvals[0]["toolName"], "Bash");
+                    assert!(
+                        approvals[0]["expiresAt"].as_str() > approvals[0]["createdAt"].as_str()
+                    );
+                }
                 let path = format!(
                     "/api/agents/bot/sessions/{session}/permissions/{}",
                     event["requestId"].as_str().unwrap()
@@ -53,6 +67,12 @@ async fn chat_answering(app: &TestApp, session: &str, allow: bool) -> Vec<Value>
                     app.call("POST", &path, Some(json!({"allow": allow}))).await.status,
                     404,
                     "an answer for a request no longer pending"
+                );
+                let after = app.call("GET", "/api/approvals", None).await;
+                assert_eq!(
+                    after.body["approvals"],
+                    json!([]),
+                    "an answered call is listed no more"
                 );
             }
             events.push(event);

@@ -27,7 +27,7 @@ pub use error::Error;
 pub use event::{
     CliMessage, CliMessageKind, CliResult, ModelFailure, PermissionRequest, TurnEvent,
 };
-pub use policy::Decision;
+pub use policy::{Decision, PendingApproval};
 pub use pool::{AgentPool, PoolOptions};
 pub use prompt::TurnKind;
 pub use runtime::{ControlHandler, ProcessEvent, Runtime, RuntimeProcess, SpawnSpec};

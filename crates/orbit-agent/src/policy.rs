@@ -53,13 +53,28 @@ pub struct Decision {
     pub message: Option<String>,
 }
 
+/// A tool call waiting for a person: who to tell, and what it asks.
+struct Pending {
+    answer: oneshot::Sender<Decision>,
+    approval: PendingApproval,
+}
+
+/// A tool call waiting for a person's answer, as anyone may list it.
+#[derive(Debug, Clone)]
+pub struct PendingApproval {
+    pub request: PermissionRequest,
+    pub created_at: time::OffsetDateTime,
+    /// Denied at this moment unless answered before.
+    pub expires_at: time::OffsetDateTime,
+}
+
 /// One session's control handler.
 pub(crate) struct SessionControl {
     mode: Mutex<PermissionMode>,
     ask_timeout: Duration,
     /// Where the running turn's events go, so `ask` can show its request.
     events: Mutex<Option<mpsc::UnboundedSender<TurnEvent>>>,
-    pending: Mutex<HashMap<String, oneshot::Sender<Decision>>>,
+    pending: Mutex<HashMap<String, Pending>>,
     /// Tool calls a person allowed in the hook, not to be asked about again.
     approved: Mutex<HashSet<String>>,
     tools: OrbitTools,
@@ -103,7 +118,18 @@ impl SessionControl {
         let waiting = lock(&self.pending)
             .remove(request_id)
             .ok_or_else(|| Error::PermissionNotPending(request_id.to_owned()))?;
-        waiting.send(decision).map_err(|_| Error::PermissionNotPending(request_id.to_owned()))
+        waiting
+            .answer
+            .send(decision)
+            .map_err(|_| Error::PermissionNotPending(request_id.to_owned()))
+    }
+
+    /// The tool calls of the running turn that wait for a person, oldest first.
+    pub(crate) fn pending_approvals(&self) -> Vec<PendingApproval> {
+        let mut approvals: Vec<_> =
+            lock(&self.pending).values().map(|pending| pending.approval.clone()).collect();
+        approvals.sort_by(|a, b| a.request.request_id.cmp(&b.request.request_id));
+        approvals
     }
 
     /// Asks a person through the turn's event stream; no answer in time means deny.
@@ -113,13 +139,19 @@ impl SessionControl {
         let sent = {
             let events = lock(&self.events);
             events.as_ref().is_some_and(|events| {
-                lock(&self.pending).insert(request_id.clone(), tx);
                 let request = PermissionRequest {
                     request_id: request_id.clone(),
                     tool_name: tool.to_owned(),
                     input: input.clone(),
                     tool_use_id: tool_use_id.to_owned(),
                 };
+                let created_at = orbit_store::timestamp::now();
+                let approval = PendingApproval {
+                    request: request.clone(),
+                    created_at,
+                    expires_at: created_at + self.ask_timeout,
+                };
+                lock(&self.pending).insert(request_id.clone(), Pending { answer: tx, approval });
                 events.send(TurnEvent::PermissionRequest(request)).is_ok()
             })
         };

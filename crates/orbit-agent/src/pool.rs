@@ -237,6 +237,26 @@ impl AgentPool {
         self.shared.agent(agent, session)
     }
 
+    /// Every tool call waiting for a person, of one agent or of all, oldest first, with the
+    /// agent and session it belongs to.
+    pub fn pending_approvals(
+        &self,
+        agent: Option<&AgentName>,
+    ) -> Vec<(AgentName, SessionId, crate::PendingApproval)> {
+        let mut all: Vec<_> = self
+            .shared
+            .snapshot()
+            .into_iter()
+            .filter(|a| agent.is_none_or(|name| a.agent() == name))
+            .flat_map(|a| {
+                let (name, session) = (a.agent().clone(), a.session());
+                a.pending_approvals().into_iter().map(move |p| (name.clone(), session, p))
+            })
+            .collect();
+        all.sort_by(|a, b| a.2.request.request_id.cmp(&b.2.request.request_id));
+        all
+    }
+
     /// The stores the pool's turns write to.
     pub fn stores(&self) -> &Stores {
         &self.shared.stores

@@ -377,6 +377,45 @@ pub struct HealthView {
     pub timestamp: OffsetDateTime,
 }
 
+/// A tool call of an `ask`-mode turn waiting for a person's answer (`POST
+/// /api/agents/{name}/sessions/{id}/permissions/{requestId}`, from any client).
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalView {
+    #[schemars(with = "wire::Ulid")]
+    pub request_id: String,
+    #[schemars(with = "wire::AgentName")]
+    pub agent_name: AgentName,
+    #[schemars(with = "wire::Ulid")]
+    pub session_id: SessionId,
+    pub tool_name: String,
+    /// The tool's input, as the model gave it.
+    pub input: serde_json::Value,
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "wire::Timestamp")]
+    pub created_at: OffsetDateTime,
+    /// The tool is denied at this moment unless answered before.
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "wire::Timestamp")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl From<(AgentName, SessionId, orbit_agent::PendingApproval)> for ApprovalView {
+    fn from(
+        (agent_name, session_id, pending): (AgentName, SessionId, orbit_agent::PendingApproval),
+    ) -> Self {
+        Self {
+            request_id: pending.request.request_id,
+            agent_name,
+            session_id,
+            tool_name: pending.request.tool_name,
+            input: pending.request.input,
+            created_at: pending.created_at,
+            expires_at: pending.expires_at,
+        }
+    }
+}
+
 /// Declares the one-key bodies the API answers with (`{"agent": {...}}`).
 macro_rules! body {
     ($(#[$doc:meta])* $name:ident { $field:ident: $ty:ty }) => {
@@ -399,6 +438,7 @@ body!(TasksBody { tasks: Vec<TaskView> });
 body!(RunBody { run: RunView });
 body!(RunsBody { runs: Vec<RunView> });
 body!(WorktreesBody { worktrees: Vec<WorktreeView> });
+body!(ApprovalsBody { approvals: Vec<ApprovalView> });
 
 /// A session with its whole history, oldest first.
 #[derive(Debug, Serialize, JsonSchema)]

@@ -272,6 +272,11 @@ impl SessionAgent {
         }
     }
 
+    /// The tool calls of this session's running turn that wait for a person.
+    pub fn pending_approvals(&self) -> Vec<crate::PendingApproval> {
+        self.control.pending_approvals()
+    }
+
     /// Answers a pending `ask` permission request of this session's running turn.
     pub fn answer_permission(
         &self,

@@ -1,6 +1,7 @@
 //! One module per resource; each registers its routes.
 
 pub mod agents;
+pub mod approvals;
 pub mod chat;
 pub mod inbox;
 pub mod sessions;
@@ -35,6 +36,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(tasks::endpoints());
     all.extend(chat::endpoints());
     all.extend(worktrees::endpoints());
+    all.extend(approvals::endpoints());
     all
 }
 
