@@ -440,3 +440,50 @@ fn health_checks_and_refusals_cost_no_log_line_at_the_default_level() {
     let answered: Vec<String> = line_rx.iter().filter(|line| line.contains("answered")).collect();
     assert_eq!(answered.len(), 1, "one line, for the one request served: {answered:#?}");
 }
+
+/// Sends `bytes` on a new connection and reads until the server closes it.
+async fn exchange(app: &TestApp, bytes: &[u8]) -> Vec<u8> {
+    let mut stream = tokio::net::TcpStream::connect(app.authority()).await.unwrap();
+    // The server may answer and stop reading before all of an oversized head is sent.
+    let _ = stream.write_all(bytes).await;
+    let mut answer = Vec::new();
+    // Not a speed assertion: only a bound on waiting for an answer.
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server never closed the connection")
+        .ok();
+    answer
+}
+
+#[actix_web::test]
+async fn errors_the_connection_makes_are_json_too() {
+    let app =
+        TestApp::spawn_configured(vec![], None, |settings| settings.header_timeout_secs = 1).await;
+    let host = app.authority().to_owned();
+
+    // A request line the parser refuses: actix-http's own 400, once an empty body.
+    let garbage = exchange(&app, b"GET / HTTP/9.9 nonsense\r\n\r\n").await;
+    let garbage = parse_answer(&garbage);
+    assert_eq!((garbage.status, garbage.body["code"].as_str()), (400, Some("malformed_request")));
+    assert!(garbage.body["error"].is_string(), "{}", garbage.body);
+
+    // A head with more header lines than the server reads (96): actix-http's own 431. Many
+    // short lines rather than one long one, so the server has read all of it when it answers
+    // and closes (unread bytes would make the close a reset that can eat the answer).
+    let lines: String = (0..100).map(|i| format!("X-Line-{i}: {i}\r\n")).collect();
+    let huge = format!("GET /health HTTP/1.1\r\nHost: {host}\r\n{lines}\r\n");
+    let huge = parse_answer(&exchange(&app, huge.as_bytes()).await);
+    assert_eq!((huge.status, huge.body["code"].as_str()), (431, Some("headers_too_large")));
+
+    // A head that never ends: actix-http's own 408 after the header timeout.
+    let slow = format!("GET /health HTTP/1.1\r\nHost: {host}\r\n");
+    let slow = parse_answer(&exchange(&app, slow.as_bytes()).await);
+    assert_eq!((slow.status, slow.body["code"].as_str()), (408, Some("request_timeout")));
+
+    // The connection still serves well-formed requests, keep-alive and all.
+    let health = format!(
+        "GET /health HTTP/1.1\r\nHost: {host}\r\n\r\nGET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let both = String::from_utf8(exchange(&app, health.as_bytes()).await).unwrap();
+    assert_eq!(both.matches("HTTP/1.1 200 OK").count(), 2, "{both}");
+}

@@ -4,7 +4,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::HttpServer;
 use actix_web::dev::Server;
 use actix_web::web::Data;
 use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig, credentials};
@@ -16,6 +15,7 @@ use orbit_store::{FsStore, InstanceId, Stores};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::listener::ListenerOptions;
 
 /// How long running turns may go on after a shutdown signal before they are aborted. With
 /// the abort's grace and the CLIs' exit this keeps a stop under 10 s, inside a supervisor's
@@ -131,21 +131,13 @@ impl Application {
             slow_client_timeout: Duration::from_secs(settings.slow_client_timeout_secs),
             allowed_hosts: AllowedHosts::for_address(local, &settings.allowed_hosts),
         });
-        // actix counts connections per worker; split the total the same way it picks its
-        // worker count.
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        let server = HttpServer::new(move || orbit_api::app(state.clone()))
-            .workers(workers)
-            .max_connections(settings.max_connections.div_ceil(workers).max(1))
-            .client_request_timeout(Duration::from_secs(settings.header_timeout_secs))
-            .client_disconnect_timeout(Duration::from_secs(1))
-            .listen(listener)
-            .map_err(bind_error)?
-            // Signals are handled by `run_until_stopped`, which stops things in order.
-            .disable_signals()
-            // Chat streams end with their turns, which the pool ends within its deadline.
-            .shutdown_timeout(2)
-            .run();
+        let options = ListenerOptions {
+            workers,
+            max_connections: settings.max_connections,
+            header_timeout: Duration::from_secs(settings.header_timeout_secs),
+        };
+        let server = crate::listener::serve(listener, state, options).map_err(bind_error)?;
         Ok(Self { port, server, pool, scheduler, stores: store.stores(), instance, lease })
     }
 

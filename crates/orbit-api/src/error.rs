@@ -22,6 +22,9 @@ pub enum Code {
     InvalidJson,
     /// 400: a task's schedule does not parse, or never fires.
     InvalidSchedule,
+    /// 400: the request is not well-formed HTTP/1.1 (answered by the connection itself, before
+    /// any route is chosen).
+    MalformedRequest,
     /// 401: a token is configured and the request has none or a wrong one.
     Unauthorized,
     /// 403: the `Host` is not one of the server's names.
@@ -32,7 +35,7 @@ pub enum Code {
     NotFound,
     /// 405: the path exists, but not with this method (`Allow` lists the methods it has).
     MethodNotAllowed,
-    /// 408: the body did not arrive in time.
+    /// 408: the request's head or its body did not arrive in time.
     RequestTimeout,
     /// 409: it exists already, or it is running, or it holds uncommitted work.
     Conflict,
@@ -40,6 +43,8 @@ pub enum Code {
     PayloadTooLarge,
     /// 415: a body that is not `application/json`.
     UnsupportedMediaType,
+    /// 431: the request's head is over the size the server reads.
+    HeadersTooLarge,
     /// 429: no agent process slot freed in time.
     Busy,
     /// 500: an internal fault, logged with its cause.
@@ -48,10 +53,11 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order of their statuses.
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 16] = [
         Code::InvalidInput,
         Code::InvalidJson,
         Code::InvalidSchedule,
+        Code::MalformedRequest,
         Code::Unauthorized,
         Code::ForbiddenHost,
         Code::CrossOrigin,
@@ -62,6 +68,7 @@ impl Code {
         Code::PayloadTooLarge,
         Code::UnsupportedMediaType,
         Code::Busy,
+        Code::HeadersTooLarge,
         Code::Internal,
     ];
 
@@ -71,6 +78,7 @@ impl Code {
             Code::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
             Code::InvalidJson => (StatusCode::BAD_REQUEST, "invalid_json"),
             Code::InvalidSchedule => (StatusCode::BAD_REQUEST, "invalid_schedule"),
+            Code::MalformedRequest => (StatusCode::BAD_REQUEST, "malformed_request"),
             Code::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Code::ForbiddenHost => (StatusCode::FORBIDDEN, "forbidden_host"),
             Code::CrossOrigin => (StatusCode::FORBIDDEN, "cross_origin"),
@@ -83,6 +91,9 @@ impl Code {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             Code::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
+            Code::HeadersTooLarge => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large")
+            }
             Code::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -100,6 +111,22 @@ impl Code {
     pub fn for_status(status: StatusCode) -> Option<Code> {
         Self::ALL.into_iter().find(|code| code.status() == status)
     }
+}
+
+/// The answer to a request the HTTP connection refuses before routing it (a head that does
+/// not parse, is too large or is too slow), as `(code, body)`; `None` for other statuses.
+///
+/// actix-http writes these answers itself with an empty body and offers no hook for them; the
+/// server's listener puts this body in their place, so they too are `{error, code}`.
+pub fn connection_error_body(status: u16) -> Option<(Code, Vec<u8>)> {
+    let (code, message) = match status {
+        400 => (Code::MalformedRequest, "the request is not well-formed HTTP/1.1"),
+        408 => (Code::RequestTimeout, "the request's head did not arrive in time"),
+        431 => (Code::HeadersTooLarge, "the request's head is too large"),
+        _ => return None,
+    };
+    let view = ErrorView { error: message.to_owned(), code };
+    serde_json::to_vec(&view).ok().map(|body| (code, body))
 }
 
 /// An error answered as `{"error": "...", "code": "..."}`.

@@ -21,7 +21,7 @@ use actix_web::{HttpResponse, web};
 use orbit_agent::AgentPool;
 use orbit_store::Stores;
 
-pub use error::{ApiError, Code};
+pub use error::{ApiError, Code, connection_error_body};
 pub use guard::AllowedHosts;
 
 /// Everything the handlers need, registered once as `web::Data<AppState>`.

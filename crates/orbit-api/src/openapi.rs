@@ -111,6 +111,8 @@ pub fn error_statuses(endpoint: &Endpoint) -> BTreeMap<u16, Vec<Code>> {
         Code::Internal => endpoint.fallible,
         // Answered for paths and methods, not by an operation.
         Code::MethodNotAllowed => false,
+        // Answered by the connection before any route is chosen.
+        Code::MalformedRequest | Code::HeadersTooLarge => false,
         Code::Conflict | Code::Busy => false,
     };
     let mut statuses: BTreeMap<u16, Vec<Code>> = BTreeMap::new();
