@@ -480,6 +480,14 @@ async fn errors_the_connection_makes_are_json_too() {
     let slow = parse_answer(&exchange(&app, slow.as_bytes()).await);
     assert_eq!((slow.status, slow.body["code"].as_str()), (408, Some("request_timeout")));
 
+    // Pipelined behind a good request, whose answer goes out in the same write.
+    let pipelined = format!("GET /health HTTP/1.1\r\nHost: {host}\r\n\r\nGARBAGE nonsense\r\n\r\n");
+    let pipelined = String::from_utf8(exchange(&app, pipelined.as_bytes()).await).unwrap();
+    let (first, second) = pipelined.split_at(pipelined.find("HTTP/1.1 400").expect(&pipelined));
+    assert!(first.starts_with("HTTP/1.1 200 OK"), "{pipelined}");
+    let second = parse_answer(second.as_bytes());
+    assert_eq!(second.body["code"], "malformed_request", "{pipelined}");
+
     // The connection still serves well-formed requests, keep-alive and all.
     let health = format!(
         "GET /health HTTP/1.1\r\nHost: {host}\r\n\r\nGET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"

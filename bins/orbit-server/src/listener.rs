@@ -139,34 +139,73 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrorBodies<S> {
     }
 }
 
-/// `bytes` with a leading empty-bodied 400, 408 or 431 answer given Orbit's JSON body, or
-/// `None` when they do not start with one.
+/// `bytes` with an empty-bodied 400, 408 or 431 answer given Orbit's JSON body, or `None`
+/// when they hold none.
 ///
 /// Only actix-http's own connection errors look like this: every answer of Orbit's routes with
-/// these statuses carries a body, so an answer head at the start of a write, with one of these
-/// statuses and `content-length: 0`, is one of those. The rest of `bytes` is kept after it.
+/// these statuses carries a body. The answers in `bytes` are followed from the start of the
+/// write, each head to its end and over its `content-length`, so only a real answer head is
+/// ever matched (a write that starts mid-answer, or an answer of unknown length, ends the
+/// search). Pipelined requests put earlier answers before the error in the same write.
 fn with_json_body(bytes: &[u8]) -> Option<Vec<u8>> {
-    let status_line = bytes.strip_prefix(b"HTTP/1.1 ")?;
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        if !rest.starts_with(b"HTTP/1.1 ") {
+            return None;
+        }
+        let head_len = find(rest, b"\r\n\r\n")? + 4;
+        let head = &rest[..head_len];
+        if let Some(answer) = json_answer(head) {
+            let mut out = Vec::with_capacity(bytes.len() + answer.len());
+            out.extend_from_slice(&bytes[..at]);
+            out.extend_from_slice(&answer);
+            out.extend_from_slice(&rest[head_len..]);
+            return Some(out);
+        }
+        at += head_len + header_value(head, b"content-length")?.parse::<usize>().ok()?;
+    }
+    None
+}
+
+/// The whole answer for an empty-bodied connection error's `head`, or `None` for any other.
+fn json_answer(head: &[u8]) -> Option<Vec<u8>> {
+    let status_line = head.strip_prefix(b"HTTP/1.1 ")?;
     let status = std::str::from_utf8(status_line.get(..3)?).ok()?.parse::<u16>().ok()?;
+    if header_value(head, b"content-length")? != "0" {
+        return None;
+    }
     let (_, body) = orbit_api::connection_error_body(status)?;
-    let head_end = find(bytes, b"\r\n\r\n")? + 4;
-    let head = &bytes[..head_end];
-    let mut lines: Vec<&[u8]> = head[..head_end - 4].split(|&b| b == b'\n').collect();
-    let length_line = lines.iter().position(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        line.eq_ignore_ascii_case(b"content-length: 0")
-    })?;
-    lines.remove(length_line);
     let mut out = Vec::with_capacity(head.len() + body.len() + 64);
-    for line in lines {
-        out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-        out.extend_from_slice(b"\r\n");
+    for line in lines(head) {
+        if !line.to_ascii_lowercase().starts_with(b"content-length:") {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
     }
     out.extend_from_slice(b"content-type: application/json\r\n");
     out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
     out.extend_from_slice(&body);
-    out.extend_from_slice(&bytes[head_end..]);
     Some(out)
+}
+
+/// The lines of a head, without their line ends and without the blank line that ends it.
+fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    head.split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|line| !line.is_empty())
+}
+
+/// The value of the header `name` (lower case) in `head`.
+fn header_value<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a str> {
+    lines(head).skip(1).find_map(|line| {
+        let colon = line.iter().position(|&b| b == b':')?;
+        let (key, value) = line.split_at(colon);
+        if !key.eq_ignore_ascii_case(name) {
+            return None;
+        }
+        std::str::from_utf8(&value[1..]).ok().map(str::trim)
+    })
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -221,6 +260,20 @@ mod tests {
         assert!(with_json_body(b"data: HTTP/1.1 400 x\r\ncontent-length: 0\r\n\r\n").is_none());
         // A head cut short is left alone rather than guessed at.
         assert!(with_json_body(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n").is_none());
+    }
+
+    #[test]
+    fn an_error_after_pipelined_answers_is_found_by_their_lengths() {
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        let rewritten = with_json_body(raw).unwrap();
+        assert!(
+            rewritten.starts_with(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 400")
+        );
+        let (_, body) = split(&rewritten[find(&rewritten, b"HTTP/1.1 400").unwrap()..]);
+        assert_eq!(body["code"], "malformed_request");
+        // An answer of unknown length (a stream) ends the search rather than guessing.
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+        assert!(with_json_body(chunked).is_none());
     }
 
     #[test]
