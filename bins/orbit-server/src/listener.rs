@@ -39,7 +39,11 @@ pub fn serve(
 ) -> io::Result<Server> {
     let local = listener.local_addr()?;
     let workers = options.workers.max(1);
-    Server::build()
+    let builder = Server::build();
+    // Tells idle keep-alive connections to close when the server stops, as HttpServer does,
+    // so that a stop does not wait out the shutdown timeout for them.
+    let stopping = builder.graceful_shutdown_signal();
+    builder
         .workers(workers)
         // actix counts connections per worker.
         .max_concurrent_connections(options.max_connections.div_ceil(workers).max(1))
@@ -49,7 +53,12 @@ pub fn serve(
         .shutdown_timeout(2)
         .listen("orbit-api", listener, move || {
             let app = orbit_api::app(state.clone());
+            let stopping = stopping.clone();
             let http = HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let stopping = stopping.clone();
+                    async move { stopping.notified().await }
+                })
                 .client_request_timeout(options.header_timeout)
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .local_addr(local)
