@@ -54,6 +54,9 @@ pub fn serve(
         .listen("orbit-api", listener, move || {
             let app = orbit_api::app(state.clone());
             let stopping = stopping.clone();
+            // `graceful_shutdown_signal` is doc-hidden in actix-http (it is HttpServer's own
+            // hook), so check it still works after an actix-http upgrade: SIGTERM with an idle
+            // keep-alive connection open exits at once, not after the 2 s shutdown timeout.
             let http = HttpService::build()
                 .graceful_shutdown_signal(move || {
                     let stopping = stopping.clone();
@@ -82,11 +85,15 @@ pub struct JsonErrorBodies<S> {
     /// A rewritten answer not yet fully written, and how much of it is.
     pending: Vec<u8>,
     written: usize,
+    /// How many of the caller's bytes `pending` stands for. They are taken only once all of
+    /// `pending` is written: until then the caller still holds them, so it neither drops the
+    /// connection thinking all is sent nor stops calling.
+    claimed: usize,
 }
 
 impl<S> JsonErrorBodies<S> {
     pub fn new(inner: S) -> Self {
-        Self { inner, pending: Vec::new(), written: 0 }
+        Self { inner, pending: Vec::new(), written: 0, claimed: 0 }
     }
 }
 
@@ -124,63 +131,63 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrorBodies<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        ready!(this.drain(cx))?;
-        if let Some(rewritten) = with_json_body(buf) {
-            this.pending = rewritten;
-            // The caller's bytes are taken whole: what is left of their replacement is written
-            // before anything else, by the next write, flush or shutdown.
-            if let Poll::Ready(Err(err)) = this.drain(cx) {
-                return Poll::Ready(Err(err));
+        if this.pending.is_empty() {
+            match with_json_body(buf) {
+                Some(rewritten) => {
+                    this.pending = rewritten;
+                    this.claimed = buf.len();
+                }
+                None => return Pin::new(&mut this.inner).poll_write(cx, buf),
             }
-            return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        // A write that returned Pending is called again with the same bytes (actix's
+        // dispatcher keeps them in its buffer), so they are taken once the replacement is out.
+        ready!(this.drain(cx))?;
+        Poll::Ready(Ok(std::mem::take(&mut this.claimed).min(buf.len())))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.drain(cx))?;
+        // A replacement still pending belongs to a write the caller has not seen complete; it
+        // goes on with that write, not here.
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.drain(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
-/// `bytes` with an empty-bodied 400, 408 or 431 answer given Orbit's JSON body, or `None`
-/// when they hold none.
+/// `bytes` with an empty-bodied 400, 408 or 431 answer at their end given Orbit's JSON body,
+/// or `None` when they end otherwise.
 ///
 /// Only actix-http's own connection errors look like this: every answer of Orbit's routes with
-/// these statuses carries a body. The answers in `bytes` are followed from the start of the
-/// write, each head to its end and over its `content-length`, so only a real answer head is
-/// ever matched (a write that starts mid-answer, or an answer of unknown length, ends the
-/// search). Pipelined requests put earlier answers before the error in the same write.
+/// these statuses carries a body, and actix writes such an error last, when it is about to
+/// close the connection, so it ends the write (answers to pipelined requests, of any kind, may
+/// come before it). The head must be exactly one, from a status line with the status's own
+/// reason phrase to the blank line that ends the write; bodies Orbit writes are JSON or SSE,
+/// which hold no raw CR LF, so none can pass for one.
 fn with_json_body(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut at = 0;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        if !rest.starts_with(b"HTTP/1.1 ") {
-            return None;
-        }
-        let head_len = find(rest, b"\r\n\r\n")? + 4;
-        let head = &rest[..head_len];
-        if let Some(answer) = json_answer(head) {
-            let mut out = Vec::with_capacity(bytes.len() + answer.len());
-            out.extend_from_slice(&bytes[..at]);
-            out.extend_from_slice(&answer);
-            out.extend_from_slice(&rest[head_len..]);
-            return Some(out);
-        }
-        at += head_len + header_value(head, b"content-length")?.parse::<usize>().ok()?;
+    let without_end = bytes.strip_suffix(b"\r\n\r\n")?;
+    let start = rfind(without_end, b"HTTP/1.1 ")?;
+    if find(&without_end[start..], b"\r\n\r\n").is_some() {
+        return None;
     }
-    None
+    let answer = json_answer(&bytes[start..])?;
+    let mut out = Vec::with_capacity(start + answer.len());
+    out.extend_from_slice(&bytes[..start]);
+    out.extend_from_slice(&answer);
+    Some(out)
 }
 
 /// The whole answer for an empty-bodied connection error's `head`, or `None` for any other.
 fn json_answer(head: &[u8]) -> Option<Vec<u8>> {
-    let status_line = head.strip_prefix(b"HTTP/1.1 ")?;
-    let status = std::str::from_utf8(status_line.get(..3)?).ok()?.parse::<u16>().ok()?;
+    let status_line = lines(head).next()?;
+    let status = match status_line {
+        b"HTTP/1.1 400 Bad Request" => 400,
+        b"HTTP/1.1 408 Request Timeout" => 408,
+        b"HTTP/1.1 431 Request Header Fields Too Large" => 431,
+        _ => return None,
+    };
     if header_value(head, b"content-length")? != "0" {
         return None;
     }
@@ -219,6 +226,10 @@ fn header_value<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a str> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|window| window == needle)
 }
 
 #[cfg(test)]
@@ -265,14 +276,12 @@ mod tests {
         assert!(with_json_body(json_400).is_none());
         assert!(with_json_body(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_none());
         assert!(with_json_body(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n").is_none());
-        // A body that happens to hold such text, written on its own, is not a head.
-        assert!(with_json_body(b"data: HTTP/1.1 400 x\r\ncontent-length: 0\r\n\r\n").is_none());
         // A head cut short is left alone rather than guessed at.
         assert!(with_json_body(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n").is_none());
     }
 
     #[test]
-    fn an_error_after_pipelined_answers_is_found_by_their_lengths() {
+    fn an_error_after_pipelined_answers_of_any_kind_is_found() {
         let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
         let rewritten = with_json_body(raw).unwrap();
         assert!(
@@ -280,14 +289,78 @@ mod tests {
         );
         let (_, body) = split(&rewritten[find(&rewritten, b"HTTP/1.1 400").unwrap()..]);
         assert_eq!(body["code"], "malformed_request");
-        // An answer of unknown length (a stream) ends the search rather than guessing.
-        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nHTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
-        assert!(with_json_body(chunked).is_none());
+        // A HEAD answer (a length and no body), a 100 Continue and a stream before it.
+        for before in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 84\r\n\r\n"[..],
+            b"HTTP/1.1 100 Continue\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            let raw = [before, b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"].concat();
+            let rewritten = with_json_body(&raw).unwrap();
+            assert!(rewritten.starts_with(before));
+            let (_, body) = split(&rewritten[before.len()..]);
+            assert_eq!(body["code"], "malformed_request");
+        }
     }
 
     #[test]
-    fn bytes_after_the_answer_are_kept() {
-        let raw = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nrest";
-        assert!(with_json_body(raw).unwrap().ends_with(b"}rest"));
+    fn a_body_holding_head_text_is_not_taken_for_a_head() {
+        // Text that starts like a head but is followed by a real answer's head.
+        let raw = b"HTTP/1.1 400 x\"}HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert!(with_json_body(raw).is_none());
+        // An error head that is not the last thing written.
+        let raw = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert!(with_json_body(raw).is_none());
+        // A reason phrase other than actix's own.
+        assert!(with_json_body(b"HTTP/1.1 400 Nope\r\ncontent-length: 0\r\n\r\n").is_none());
+    }
+
+    /// A writer that takes at most `step` bytes per call and is Pending every other call.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+        ready: bool,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.ready = !self.ready;
+            if !self.ready {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(self.step);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rewritten_answer_is_taken_only_once_all_of_it_is_written() {
+        use tokio::io::AsyncWriteExt;
+        let raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n";
+        let mut conn = JsonErrorBodies::new(Trickle { out: Vec::new(), step: 7, ready: false });
+        // Like actix's dispatcher: write what is left of the buffer until all is taken.
+        let mut taken = 0;
+        while taken < raw.len() {
+            let n = conn.write(&raw[taken..]).await.unwrap();
+            // The caller's bytes are taken whole, and only once the replacement is all out.
+            assert!(n == 0 || taken + n == raw.len() || conn.pending.is_empty());
+            taken += n;
+        }
+        assert!(conn.pending.is_empty());
+        assert_eq!(conn.inner.out, with_json_body(raw).unwrap());
     }
 }
