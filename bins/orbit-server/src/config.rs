@@ -31,6 +31,12 @@ pub struct Settings {
     #[arg(long = "allowed-host", env = "ORBIT_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
 
+    /// A directory inside which agents may be given a workdir (their own project); a workdir
+    /// outside every root is refused. Repeatable; the variable takes a `:`-separated list.
+    /// A server that listens beyond loopback accepts no workdir until it has a root.
+    #[arg(long = "workdir-root", env = "ORBIT_WORKDIR_ROOTS", value_delimiter = ':')]
+    pub workdir_roots: Vec<PathBuf>,
+
     /// The Claude Code CLI binary.
     #[arg(long, env = "ORBIT_CLAUDE_BIN", default_value = "claude")]
     pub claude_bin: PathBuf,
@@ -92,6 +98,7 @@ impl std::fmt::Debug for Settings {
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("api_token_file", &self.api_token_file)
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("workdir_roots", &self.workdir_roots)
             .field("claude_bin", &self.claude_bin)
             .finish_non_exhaustive()
     }

@@ -8,6 +8,7 @@ use actix_web::HttpServer;
 use actix_web::dev::Server;
 use actix_web::web::Data;
 use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig, credentials};
+use orbit_agent::workdir::WorkdirPolicy;
 use orbit_agent::{AgentPool, PoolOptions};
 use orbit_api::{AllowedHosts, AppState};
 use orbit_scheduler::{AgentRunner, Scheduler, SchedulerOptions, SystemClock};
@@ -37,6 +38,8 @@ pub enum StartupError {
     ExposedWithoutToken(std::net::SocketAddr),
     #[error(transparent)]
     TokenFile(#[from] crate::config::TokenFileError),
+    #[error("{0} (--workdir-root / ORBIT_WORKDIR_ROOTS)")]
+    WorkdirRoot(#[from] orbit_agent::workdir::RootError),
 }
 
 /// A built server, listening, not yet serving.
@@ -57,6 +60,10 @@ impl Application {
         if !settings.bind.ip().is_loopback() && api_token.is_none() {
             return Err(StartupError::ExposedWithoutToken(settings.bind));
         }
+        // A server others can reach (hence its token) lets clients choose an agent's workdir,
+        // where its CLI runs and writes, only inside roots its operator named.
+        let workdirs =
+            WorkdirPolicy::new(&settings.workdir_roots, !settings.bind.ip().is_loopback())?;
         let data_dir = settings.data_dir();
         let store = FsStore::open(&data_dir)
             .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
@@ -130,6 +137,7 @@ impl Application {
             body_read_timeout: Duration::from_secs(settings.body_timeout_secs),
             slow_client_timeout: Duration::from_secs(settings.slow_client_timeout_secs),
             allowed_hosts: AllowedHosts::for_address(local, &settings.allowed_hosts),
+            workdirs,
         });
         // actix counts connections per worker; split the total the same way it picks its
         // worker count.
