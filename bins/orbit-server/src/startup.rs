@@ -8,7 +8,6 @@ use actix_web::HttpServer;
 use actix_web::dev::Server;
 use actix_web::web::Data;
 use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig, credentials};
-use orbit_agent::workdir::WorkdirPolicy;
 use orbit_agent::{AgentPool, PoolOptions};
 use orbit_api::{AllowedHosts, AppState};
 use orbit_scheduler::{AgentRunner, Scheduler, SchedulerOptions, SystemClock};
@@ -62,8 +61,7 @@ impl Application {
         }
         // A server others can reach (hence its token) lets clients choose an agent's workdir,
         // where its CLI runs and writes, only inside roots its operator named.
-        let workdirs =
-            WorkdirPolicy::new(&settings.workdir_roots, !settings.bind.ip().is_loopback())?;
+        let workdirs = settings.workdir_policy()?;
         let data_dir = settings.data_dir();
         let store = FsStore::open(&data_dir)
             .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
