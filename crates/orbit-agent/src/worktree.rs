@@ -16,9 +16,11 @@
 //!   `<top level>/.orbit/worktrees/<id>`, beside a `.orbit/.gitignore` of `*` so that git
 //!   ignores all of Orbit's folder and the user's status stays clean. Orbit makes no commit
 //!   there, and touches no branch but the ones it creates: a new branch is refused when one
-//!   of its name exists, and removing a worktree deletes the branch Orbit made for it only
-//!   while that branch is still where Orbit made it (commits on it are the agent's work and
-//!   stay). A workdir outside any repository has no worktrees (`Invalid`, saying so).
+//!   of its name exists (a worktree asked for without one gets `orbit/<id>`, never a
+//!   detached HEAD whose commits would go with it), and removing a worktree deletes the
+//!   branch Orbit made for it only while that branch is still where Orbit made it (commits
+//!   on it are the agent's work and stay). A workdir outside any repository has no
+//!   worktrees (`Invalid`, saying so).
 
 use std::path::{Path, PathBuf};
 
@@ -243,7 +245,9 @@ async fn ensure_user_folder(home: &Home) -> Result<()> {
 }
 
 /// Creates worktree `id` (a ULID) where the agent's worktrees live, on a new branch when
-/// `branch` is given, detached at HEAD otherwise.
+/// `branch` is given. Without one, a worktree of Orbit's workspace is detached at HEAD, and
+/// one in a user's repository gets a new branch `orbit/<id>`, so that commits the agent
+/// makes there outlive the worktree.
 pub async fn create(dir: &WorkingDir, id: &str, branch: Option<&str>) -> Result<Worktree> {
     if orbit_store::SessionId::parse(id).is_err() {
         return Err(Error::Invalid(format!("invalid worktree id {id:?}")));
@@ -257,6 +261,12 @@ pub async fn create(dir: &WorkingDir, id: &str, branch: Option<&str>) -> Result<
     } else {
         ensure_repository(&home.repo).await?;
     }
+    let branch = match branch {
+        Some(branch) => Some(branch.to_owned()),
+        None if home.user => Some(format!("orbit/{id}")),
+        None => None,
+    };
+    let branch = branch.as_deref();
     if let Some(branch) = branch {
         refuse_clashing_branch(&home.repo, branch).await?;
     }

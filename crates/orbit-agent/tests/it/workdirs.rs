@@ -134,9 +134,10 @@ async fn worktrees_of_a_workdir_live_in_its_repository_under_an_ignored_folder()
         let err = worktree::create(&workdir, &other, Some(taken)).await.unwrap_err();
         assert!(matches!(err, Error::BranchExists(_)), "{taken}: {err}");
     }
-    // A detached one takes no branch at all.
+    // One asked for without a branch gets a branch of Orbit's, so commits outlive it.
     let detached = orbit_store::SessionId::new().to_string();
-    worktree::create(&workdir, &detached, None).await.unwrap();
+    let unnamed = worktree::create(&workdir, &detached, None).await.unwrap();
+    assert_eq!(unnamed.branch, Some(format!("orbit/{detached}")));
 
     // Removing them removes Orbit's unmoved branch and nothing of the user's.
     worktree::remove(&workdir, &id).await.unwrap();
