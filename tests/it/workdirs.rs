@@ -286,6 +286,41 @@ async fn worktrees_go_in_the_users_repository_and_leave_it_as_it_was() {
         app.call("PUT", "/api/agents/bot", Some(json!({"workdir": at_str(users.path())}))).await;
     assert_eq!(moved.status, 409, "{}", moved.body);
 
+    // A task's runs work in a worktree of the user's repository too, on a branch of Orbit's.
+    let task = app
+        .call(
+            "POST",
+            "/api/agents/bot/tasks",
+            Some(json!({"prompt": "where are you", "scheduleType": "cron", "scheduleValue": "0 0 1 1 *", "contextMode": "isolated", "worktree": true})),
+        )
+        .await;
+    assert_eq!(task.status, 201, "{}", task.body);
+    let task = task.body["task"]["id"].as_str().unwrap().to_owned();
+    let started = app.call("POST", &format!("/api/agents/bot/tasks/{task}/run"), None).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let run = finished_run(&app, "bot", &task).await;
+    assert_eq!(run["status"], "success", "{run}");
+    let task_tree = repo.canonicalize().unwrap().join(".orbit/worktrees").join(&task);
+    assert_eq!(
+        std::fs::read_to_string(task_tree.join("where.txt")).unwrap().trim(),
+        real(&task_tree)
+    );
+    let listed = app.call("GET", "/api/agents/bot/worktrees", None).await.body;
+    let task_entry = listed["worktrees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["taskId"] == task.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(task_entry["branch"], format!("orbit/{task}").as_str());
+    assert_eq!(git(&repo, &["status", "--porcelain"]), before.1);
+    let deleted = app.call("DELETE", &format!("/api/agents/bot/tasks/{task}"), None).await;
+    assert_eq!(deleted.body["worktreeKept"]["id"], task.as_str(), "{}", deleted.body);
+    let forced =
+        app.call("DELETE", &format!("/api/agents/bot/worktrees/{task}?force=true"), None).await;
+    assert_eq!(forced.status, 200, "{}", forced.body);
+
     // The session goes; its worktree holds the agent's uncommitted file, so it is kept until
     // a person forces it.
     let deleted = app.call("DELETE", &format!("/api/agents/bot/sessions/{session}"), None).await;
