@@ -83,7 +83,22 @@ impl WorkingDir {
         workspace: impl FnOnce() -> Result<PathBuf>,
     ) -> Result<WorkingDir> {
         match &agent.workdir {
-            Some(workdir) if workdir.path.is_dir() => Ok(WorkingDir::User(workdir.clone())),
+            Some(workdir) if workdir.path.is_dir() => {
+                // Checked again at every use: a directory inside the root may have been
+                // replaced since by a symlink that leads outside it.
+                let inside = workdir.root.as_ref().is_none_or(|root| {
+                    std::fs::canonicalize(&workdir.path).is_ok_and(|real| real.starts_with(root))
+                });
+                if !inside {
+                    return Err(crate::Error::Invalid(format!(
+                        "agent '{}' works in '{}', which now leads outside the workdir root it was accepted under; give the agent another workdir (PUT /api/agents/{})",
+                        agent.name,
+                        workdir.path.display(),
+                        agent.name
+                    )));
+                }
+                Ok(WorkingDir::User(workdir.clone()))
+            }
             Some(workdir) => Err(crate::Error::Invalid(format!(
                 "agent '{}' works in '{}', which is no longer a directory; make it again or give the agent another workdir (PUT /api/agents/{})",
                 agent.name,

@@ -153,6 +153,21 @@ pub async fn agents_lifecycle(stores: &Stores) {
     let err = stores.agents.working_dir(&bot).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid);
     assert!(!users.join("gone").exists(), "a missing workdir is not made");
+    // A workdir that now leads outside the root it was accepted under is refused at use.
+    let root = users.canonicalize().unwrap().join("root");
+    std::fs::create_dir_all(root.join("inside")).unwrap();
+    let rooted = crate::Workdir { path: root.join("inside"), root: Some(root.clone()) };
+    let patch = AgentPatch { workdir: Some(Some(rooted.clone())), ..AgentPatch::default() };
+    stores.agents.update(&bot, patch).await.unwrap();
+    assert_eq!(stores.agents.working_dir(&bot).await.unwrap(), crate::WorkingDir::User(rooted));
+    std::fs::remove_dir(root.join("inside")).unwrap();
+    std::os::unix::fs::symlink(&users, root.join("inside")).unwrap();
+    let err = stores.agents.working_dir(&bot).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert!(err.to_string().contains("outside the workdir root"), "{err}");
+    std::fs::remove_file(root.join("inside")).unwrap();
+    std::fs::remove_dir(&root).unwrap();
+
     let patch = AgentPatch { workdir: Some(Some(workdir)), ..AgentPatch::default() };
     stores.agents.update(&bot, patch).await.unwrap();
     stores.agents.delete(&bot).await.unwrap();
