@@ -139,6 +139,11 @@ async fn a_loopback_server_without_roots_takes_any_existing_absolute_directory()
     assert_eq!(made.status, 201, "{}", made.body);
     let relative = create(&app, json!({"name": "other", "workdir": "some/dir"})).await;
     assert_eq!(relative.status, 400, "{}", relative.body);
+    let data =
+        create(&app, json!({"name": "other", "workdir": at_str(&app.dir.path().join("data"))}))
+            .await;
+    assert_eq!(data.status, 400, "Orbit's own data directory: {}", data.body);
+    assert!(data.body["error"].as_str().unwrap().contains("data directory"), "{}", data.body);
 }
 
 fn at_str(path: &Path) -> String {

@@ -61,10 +61,10 @@ impl Application {
         }
         // A server others can reach (hence its token) lets clients choose an agent's workdir,
         // where its CLI runs and writes, only inside roots its operator named.
-        let workdirs = settings.workdir_policy()?;
         let data_dir = settings.data_dir();
         let store = FsStore::open(&data_dir)
             .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
+        let workdirs = settings.workdir_policy()?.excluding_data_dir(&data_dir);
         let user_config_dir =
             settings.claude_user_dir.clone().or_else(credentials::user_config_dir).map(|dir| {
                 // Absolute, so that the link made in each conversation's directory points at it

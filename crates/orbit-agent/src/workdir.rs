@@ -24,6 +24,8 @@ pub struct WorkdirPolicy {
     roots: Vec<PathBuf>,
     /// Refuse every workdir while there is no root (a server that needs a token).
     roots_required: bool,
+    /// The server's data directory, canonical: Orbit's records are never an agent's project.
+    data_dir: Option<PathBuf>,
 }
 
 /// Why a workdir root could not be used.
@@ -46,7 +48,14 @@ impl WorkdirPolicy {
                 if path.is_dir() { Ok(path) } else { Err(refuse("not a directory".into())) }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { roots: canonical, roots_required })
+        Ok(Self { roots: canonical, roots_required, data_dir: None })
+    }
+
+    /// Refuses, besides, every workdir inside `data_dir` (the server's data directory, where
+    /// Orbit keeps its records and the agents' default workspaces).
+    pub fn excluding_data_dir(mut self, data_dir: &Path) -> Self {
+        self.data_dir = std::fs::canonicalize(data_dir).ok();
+        self
     }
 
     /// Checks a workdir a client gave: absolute, bounded, no NUL, an existing directory,
@@ -78,6 +87,11 @@ impl WorkdirPolicy {
         };
         if !canonical.is_dir() {
             return invalid("is not a directory");
+        }
+        if self.data_dir.as_ref().is_some_and(|data| canonical.starts_with(data)) {
+            return invalid(
+                "is inside the server's data directory, which holds Orbit's own records (an agent without a workdir works in its workspace there)",
+            );
         }
         if self.roots.is_empty() {
             return Ok(Workdir { path: path.to_path_buf(), root: None });

@@ -98,6 +98,12 @@ fn the_policy_takes_existing_absolute_directories_inside_the_roots() {
     assert_eq!(local.check(&at(&outside)).unwrap().root, None);
     assert!(local.check("relative").is_err());
 
+    // Orbit's data directory is never a workdir.
+    let data = WorkdirPolicy::new(&[], false).unwrap().excluding_data_dir(&root);
+    let message = invalid(data.check(&at(&root.join("proj"))));
+    assert!(message.contains("data directory"), "{message}");
+    assert!(data.check(&at(&outside)).is_ok());
+
     assert!(WorkdirPolicy::new(&[dir.path().join("nowhere")], false).is_err());
     assert!(WorkdirPolicy::new(&[root.join("file.txt")], false).is_err());
 }
