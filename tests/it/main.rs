@@ -14,3 +14,4 @@ mod permissions;
 mod scheduling;
 mod schema;
 mod usability;
+mod workdirs;

@@ -19,6 +19,8 @@ struct Fixtures {
     message: String,
     /// A worktree that no session or task owns any more (kept when its session went).
     worktree: String,
+    /// An existing directory, for a workdir.
+    workdir: String,
 }
 
 async fn fixtures(app: &TestApp) -> Fixtures {
@@ -74,6 +76,7 @@ async fn fixtures(app: &TestApp) -> Fixtures {
         message: id(&message, "message"),
         worktree,
         agent,
+        workdir: app.tmp_marker(),
     }
 }
 
@@ -111,6 +114,9 @@ impl Fixtures {
         }
         if body.get("sessionId").is_some() {
             body["sessionId"] = json!(self.session);
+        }
+        if body.get("workdir").is_some() {
+            body["workdir"] = json!(self.workdir);
         }
         body
     }

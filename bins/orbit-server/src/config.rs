@@ -31,6 +31,12 @@ pub struct Settings {
     #[arg(long = "allowed-host", env = "ORBIT_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
 
+    /// A directory inside which agents may be given a workdir (their own project); a workdir
+    /// outside every root is refused. Repeatable; the variable takes a `:`-separated list.
+    /// A server that listens beyond loopback accepts no workdir until it has a root.
+    #[arg(long = "workdir-root", env = "ORBIT_WORKDIR_ROOTS", value_delimiter = ':')]
+    pub workdir_roots: Vec<PathBuf>,
+
     /// The Claude Code CLI binary.
     #[arg(long, env = "ORBIT_CLAUDE_BIN", default_value = "claude")]
     pub claude_bin: PathBuf,
@@ -92,6 +98,7 @@ impl std::fmt::Debug for Settings {
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("api_token_file", &self.api_token_file)
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("workdir_roots", &self.workdir_roots)
             .field("claude_bin", &self.claude_bin)
             .finish_non_exhaustive()
     }
@@ -138,6 +145,15 @@ impl Settings {
         Ok(token.filter(|token| !token.is_empty()))
     }
 
+    /// Which directories may be an agent's workdir: inside the roots, and none without one
+    /// on a server that listens beyond loopback (the servers that need a token), where a
+    /// client could otherwise point an agent at any directory the server's user can write.
+    pub fn workdir_policy(
+        &self,
+    ) -> Result<orbit_agent::workdir::WorkdirPolicy, orbit_agent::workdir::RootError> {
+        orbit_agent::workdir::WorkdirPolicy::new(&self.workdir_roots, !self.bind.ip().is_loopback())
+    }
+
     /// The data directory, defaulting to `~/.orbit`.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| {
@@ -145,5 +161,35 @@ impl Settings {
                 std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
             home.join(".orbit")
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::Settings;
+
+    /// The rule decided from the settings alone (a test may listen on loopback only).
+    #[test]
+    fn a_server_beyond_loopback_takes_workdirs_only_inside_its_roots() {
+        let dir = std::env::temp_dir().display().to_string();
+        let exposed = Settings::parse_from(["orbit-server", "--bind", "0.0.0.0:3001"]);
+        let refused = exposed.workdir_policy().unwrap().check(&dir).unwrap_err();
+        assert!(refused.to_string().contains("--workdir-root"), "{refused}");
+        let rooted = Settings::parse_from([
+            "orbit-server",
+            "--bind",
+            "0.0.0.0:3001",
+            "--workdir-root",
+            &dir,
+        ]);
+        assert!(rooted.workdir_policy().unwrap().check(&dir).is_ok());
+        let local = Settings::parse_from(["orbit-server", "--bind", "127.0.0.1:3001"]);
+        assert!(local.workdir_policy().unwrap().check(&dir).is_ok());
+        let missing = Settings::parse_from(["orbit-server", "--workdir-root", "/nowhere/at/all"]);
+        assert!(missing.workdir_policy().is_err(), "a root must exist");
     }
 }

@@ -37,6 +37,8 @@ pub enum StartupError {
     ExposedWithoutToken(std::net::SocketAddr),
     #[error(transparent)]
     TokenFile(#[from] crate::config::TokenFileError),
+    #[error("{0} (--workdir-root / ORBIT_WORKDIR_ROOTS)")]
+    WorkdirRoot(#[from] orbit_agent::workdir::RootError),
 }
 
 /// A built server, listening, not yet serving.
@@ -57,9 +59,12 @@ impl Application {
         if !settings.bind.ip().is_loopback() && api_token.is_none() {
             return Err(StartupError::ExposedWithoutToken(settings.bind));
         }
+        // A server others can reach (hence its token) lets clients choose an agent's workdir,
+        // where its CLI runs and writes, only inside roots its operator named.
         let data_dir = settings.data_dir();
         let store = FsStore::open(&data_dir)
             .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
+        let workdirs = settings.workdir_policy()?.excluding_data_dir(&data_dir);
         let user_config_dir =
             settings.claude_user_dir.clone().or_else(credentials::user_config_dir).map(|dir| {
                 // Absolute, so that the link made in each conversation's directory points at it
@@ -130,6 +135,7 @@ impl Application {
             body_read_timeout: Duration::from_secs(settings.body_timeout_secs),
             slow_client_timeout: Duration::from_secs(settings.slow_client_timeout_secs),
             allowed_hosts: AllowedHosts::for_address(local, &settings.allowed_hosts),
+            workdirs,
         });
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let options = ListenerOptions {

@@ -35,7 +35,10 @@ async fn main() {
     let agent = AgentName::parse("bench").unwrap();
     stores
         .agents
-        .create(&agent, NewAgent { model: None, permission_mode: Some(PermissionMode::AllowAll) })
+        .create(
+            &agent,
+            NewAgent { permission_mode: Some(PermissionMode::AllowAll), ..NewAgent::default() },
+        )
         .await
         .unwrap();
 

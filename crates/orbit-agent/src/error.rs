@@ -88,6 +88,10 @@ pub enum Error {
     /// git failed.
     #[error("git failed: {0}")]
     Git(String),
+
+    /// A change that the thing's present state does not allow (the sentence says why).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 fn model_failure(failure: &ModelFailure, detail: &str) -> String {
@@ -135,7 +139,9 @@ impl Error {
                 ErrorKind::NotFound
             }
             Error::Invalid(_) | Error::InvalidSchedule(_) => ErrorKind::Invalid,
-            Error::WorktreeDirty(_) | Error::BranchExists(_) => ErrorKind::Conflict,
+            Error::WorktreeDirty(_) | Error::BranchExists(_) | Error::Conflict(_) => {
+                ErrorKind::Conflict
+            }
             Error::CliMissing { .. }
             | Error::CliExited { .. }
             | Error::TurnFailed(_)

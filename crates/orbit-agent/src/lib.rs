@@ -20,6 +20,7 @@ mod qmd;
 pub mod runtime;
 mod session;
 mod tools;
+pub mod workdir;
 pub mod workflow;
 pub mod worktree;
 

@@ -257,6 +257,11 @@ impl AgentPool {
         all
     }
 
+    /// Whether a turn of `agent` runs in this process now.
+    pub fn agent_is_running(&self, agent: &AgentName) -> bool {
+        self.shared.snapshot().iter().any(|a| a.agent() == agent && a.is_running())
+    }
+
     /// The stores the pool's turns write to.
     pub fn stores(&self) -> &Stores {
         &self.shared.stores

@@ -8,8 +8,9 @@
 //! (`TaskStore::watch_changes` and its change feed).
 
 use orbit_store::{
-    AgentName, ContextMode, NewSession, NewTask, PermissionMode, Schedule, ScheduleType, Session,
-    SessionId, Stores, Task, TaskId, TaskPatch, TaskStatus, limits, timestamp,
+    Agent, AgentName, AgentPatch, ContextMode, NewSession, NewTask, PermissionMode, Schedule,
+    ScheduleType, Session, SessionId, Stores, Task, TaskId, TaskPatch, TaskStatus, limits,
+    timestamp,
 };
 
 use crate::{AgentPool, Error, Result, worktree};
@@ -104,6 +105,9 @@ pub async fn create_task(stores: &Stores, agent: &AgentName, request: TaskReques
     }
     if let Some(branch) = &request.branch {
         worktree::check_branch(branch).await?;
+    }
+    if request.worktree {
+        worktree::check_possible(&stores.agents.working_dir(agent).await?).await?;
     }
     let new = NewTask {
         name: request.name,
@@ -201,8 +205,8 @@ pub async fn create_session(
     // The worktree is named after the session, so its id is chosen before both exist.
     let id = SessionId::new();
     let worktree_id = if request.worktree {
-        let base = stores.agents.working_dir(agent).await?;
-        Some(worktree::create(&base, &id.to_string(), request.branch.as_deref()).await?.id)
+        let working_dir = stores.agents.working_dir(agent).await?;
+        Some(worktree::create(&working_dir, &id.to_string(), request.branch.as_deref()).await?.id)
     } else {
         None
     };
@@ -222,8 +226,16 @@ pub async fn remove_owned_worktree(
     agent: &AgentName,
     id: &str,
 ) -> Result<Option<KeptWorktree>> {
-    let base = stores.agents.working_dir(agent).await?;
-    match worktree::remove(&base, id).await {
+    let working_dir = match stores.agents.working_dir(agent).await {
+        Ok(working_dir) => working_dir,
+        // A workdir that is gone took its worktrees' repository with it.
+        Err(err) if err.kind() == orbit_store::ErrorKind::Invalid => {
+            tracing::warn!(%agent, worktree = id, error = %err, "no worktree to remove");
+            return Ok(None);
+        }
+        Err(err) => return Err(err.into()),
+    };
+    match worktree::remove(&working_dir, id).await {
         Ok(()) | Err(Error::WorktreeNotFound(_)) => Ok(None),
         Err(Error::WorktreeDirty(_)) => Ok(Some(KeptWorktree { id: id.to_owned() })),
         Err(err) => Err(err),
@@ -231,6 +243,40 @@ pub async fn remove_owned_worktree(
 }
 
 impl AgentPool {
+    /// Changes an agent. A change of its workdir is refused while it has worktrees (they
+    /// belong to the repository of the directory it works in now) or a turn running here,
+    /// and ends its idle CLIs, so that every turn from then on starts in the new directory
+    /// (a CLI session made elsewhere may not resume there: the turn then says so and goes
+    /// on in a fresh one).
+    pub async fn update_agent(&self, agent: &AgentName, patch: AgentPatch) -> Result<Agent> {
+        let stores = self.stores();
+        let Some(workdir) = &patch.workdir else {
+            return Ok(stores.agents.update(agent, patch).await?);
+        };
+        let current = stores.agents.get(agent).await?;
+        if current.workdir.as_ref().map(|w| &w.path) == workdir.as_ref().map(|w| &w.path) {
+            return Ok(stores.agents.update(agent, patch).await?);
+        }
+        if let Ok(working_dir) = stores.agents.working_dir(agent).await {
+            let worktrees = worktree::list(&working_dir).await?;
+            if !worktrees.is_empty() {
+                let ids: Vec<_> = worktrees.iter().map(|w| w.id.as_str()).collect();
+                return Err(Error::Conflict(format!(
+                    "agent '{agent}' has worktrees in the directory it works in now ({}); delete their sessions, tasks or worktrees before changing its workdir",
+                    ids.join(", ")
+                )));
+            }
+        }
+        if self.agent_is_running(agent) {
+            return Err(Error::Conflict(format!(
+                "agent '{agent}' has a turn running; change its workdir when it ends"
+            )));
+        }
+        let updated = stores.agents.update(agent, patch).await?;
+        self.release_agent(agent).await;
+        Ok(updated)
+    }
+
     /// Deletes a session: its record, then its turn aborted and settled, its process ended and
     /// its CLI state forgotten; then its worktree, unless it holds uncommitted work.
     pub async fn delete_session(

@@ -42,6 +42,8 @@ pub struct AppState {
     pub slow_client_timeout: std::time::Duration,
     /// The `Host` values the server answers to (`guard`).
     pub allowed_hosts: AllowedHosts,
+    /// Which directories may be an agent's workdir.
+    pub workdirs: orbit_agent::workdir::WorkdirPolicy,
 }
 
 /// Registers every route, the middleware and the JSON 404 on an `App`.

@@ -38,6 +38,9 @@ pub struct AgentView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "wire::Ulid")]
     pub main_session_id: Option<SessionId>,
+    /// The directory of the user's the agent works in, as it was given; `null` for the
+    /// default, the agent's workspace in the server's data directory.
+    pub workdir: Option<String>,
 }
 
 impl From<Agent> for AgentView {
@@ -50,6 +53,7 @@ impl From<Agent> for AgentView {
             created_at: agent.created_at,
             last_active_at: agent.last_active_at,
             main_session_id: agent.main_session_id,
+            workdir: agent.workdir.map(|workdir| workdir.path.display().to_string()),
         }
     }
 }

@@ -24,6 +24,10 @@ pub const TIMESTAMP_PATTERN: &str = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3
 pub const SENDER_PATTERN: &str = r"^[^\x00-\x1f\x7f]+$";
 /// `orbit_store::limits::check_model`: printable ASCII without spaces, not starting with `-`.
 pub const MODEL_PATTERN: &str = "^[!-,.-~][!-~]*$";
+/// `orbit_agent::workdir::WorkdirPolicy::check`: an absolute path, without NUL.
+pub const WORKDIR_PATTERN: &str = r"^/[^\x00]*$";
+/// A workdir to set, or the empty string for the data directory's workspace.
+pub const WORKDIR_CHANGE_PATTERN: &str = r"^(/[^\x00]*)?$";
 /// Holds a character that is not white space (`routes::chat` checks the same thing).
 pub const NOT_BLANK_PATTERN: &str = "\\S";
 
@@ -97,6 +101,29 @@ schema_type!(
         "maxLength": orbit_store::limits::SENDER,
         "pattern": SENDER_PATTERN,
         "examples": ["alice", "Bob Lee"],
+    })
+);
+schema_type!(
+    /// A directory of the user's that an agent works in.
+    Workdir,
+    json!({
+        "type": "string",
+        "pattern": WORKDIR_PATTERN,
+        "minLength": 1,
+        "maxLength": orbit_store::limits::WORKDIR,
+        "description": "An absolute path to an existing directory (inside a workdir root of the server, when it has roots).",
+        "examples": ["/home/me/project"],
+    })
+);
+schema_type!(
+    /// A new workdir for an agent, or `""` to go back to the data directory's workspace.
+    WorkdirChange,
+    json!({
+        "type": "string",
+        "pattern": WORKDIR_CHANGE_PATTERN,
+        "maxLength": orbit_store::limits::WORKDIR,
+        "description": "An absolute path to an existing directory (inside a workdir root of the server, when it has roots), or \"\" for the default: the agent's workspace in the data directory.",
+        "examples": ["/home/me/project", ""],
     })
 );
 schema_type!(

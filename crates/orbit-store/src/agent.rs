@@ -1,6 +1,6 @@
 //! Agents: named configurations that sessions run under.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,76 @@ pub struct Agent {
     /// The session that `main`-mode task runs continue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub main_session_id: Option<crate::SessionId>,
+    /// The user's directory the agent works in, as the client gave it; `None` for the
+    /// default, Orbit's own workspace in the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<Workdir>,
+}
+
+/// A directory of the user's that an agent works in, checked when it was set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Workdir {
+    /// The path as the client gave it (absolute, an existing directory when set).
+    pub path: PathBuf,
+    /// The canonical workdir root it was accepted under, if the server had roots: git does
+    /// not look for the workdir's repository above it, so a root inside someone else's
+    /// repository does not open that repository to Orbit's worktrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+}
+
+/// Where an agent works: the one answer to "the agent's working directory".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkingDir {
+    /// `<data-dir>/workspaces/<name>`: Orbit's own, with a repository Orbit makes and owns.
+    Workspace(PathBuf),
+    /// The user's own directory (the agent's `workdir`): Orbit never changes it, but for
+    /// the worktrees it makes in its repository under the ignored `.orbit/` folder.
+    User(Workdir),
+}
+
+impl WorkingDir {
+    /// An agent's working directory: its workdir when it has one and it is still a
+    /// directory, else `workspace()`, the data directory's.
+    pub(crate) fn of(
+        agent: &Agent,
+        workspace: impl FnOnce() -> Result<PathBuf>,
+    ) -> Result<WorkingDir> {
+        match &agent.workdir {
+            Some(workdir) if workdir.path.is_dir() => {
+                // Checked again at every use: a directory inside the root may have been
+                // replaced since by a symlink that leads outside it.
+                let inside = workdir.root.as_ref().is_none_or(|root| {
+                    std::fs::canonicalize(&workdir.path).is_ok_and(|real| real.starts_with(root))
+                });
+                if !inside {
+                    return Err(crate::Error::Invalid(format!(
+                        "agent '{}' works in '{}', which now leads outside the workdir root it was accepted under; give the agent another workdir (PUT /api/agents/{})",
+                        agent.name,
+                        workdir.path.display(),
+                        agent.name
+                    )));
+                }
+                Ok(WorkingDir::User(workdir.clone()))
+            }
+            Some(workdir) => Err(crate::Error::Invalid(format!(
+                "agent '{}' works in '{}', which is no longer a directory; make it again or give the agent another workdir (PUT /api/agents/{})",
+                agent.name,
+                workdir.path.display(),
+                agent.name
+            ))),
+            None => workspace().map(WorkingDir::Workspace),
+        }
+    }
+
+    /// The directory the agent's CLI runs in (unless a session has a worktree).
+    pub fn path(&self) -> &Path {
+        match self {
+            WorkingDir::Workspace(path) => path,
+            WorkingDir::User(workdir) => &workdir.path,
+        }
+    }
 }
 
 impl Agent {
@@ -60,6 +130,7 @@ impl Agent {
             created_at: now,
             last_active_at: now,
             main_session_id: None,
+            workdir: new.workdir,
         }
     }
 }
@@ -69,6 +140,8 @@ impl Agent {
 pub struct NewAgent {
     pub model: Option<String>,
     pub permission_mode: Option<PermissionMode>,
+    /// A checked directory of the user's; `None` for the data directory's workspace.
+    pub workdir: Option<Workdir>,
 }
 
 /// A partial update of an agent; `None` leaves a field as it is.
@@ -78,6 +151,8 @@ pub struct AgentPatch {
     pub permission_mode: Option<PermissionMode>,
     pub status: Option<AgentStatus>,
     pub main_session_id: Option<crate::SessionId>,
+    /// `Some(None)` goes back to the data directory's workspace.
+    pub workdir: Option<Option<Workdir>>,
 }
 
 impl AgentPatch {
@@ -94,6 +169,9 @@ impl AgentPatch {
         }
         if let Some(session) = self.main_session_id {
             agent.main_session_id = Some(session);
+        }
+        if let Some(workdir) = self.workdir {
+            agent.workdir = workdir;
         }
     }
 }
@@ -112,7 +190,7 @@ pub trait AgentStore: Send + Sync {
     /// Applies a partial update.
     async fn update(&self, name: &AgentName, patch: AgentPatch) -> Result<Agent>;
     /// Removes the agent with its sessions, inbox, tasks, runs and memory. Its working
-    /// directory is the user's work and is kept.
+    /// directory (its workspace or its workdir) is the user's work and is kept.
     async fn delete(&self, name: &AgentName) -> Result<()>;
     /// Makes `candidate` the agent's main session unless it has one already (other than
     /// `stale`, a main session found deleted); returns the main session as it now is. Of two
@@ -125,6 +203,8 @@ pub trait AgentStore: Send + Sync {
     ) -> Result<crate::SessionId>;
     /// Sets `lastActiveAt` to now.
     async fn update_last_active(&self, name: &AgentName) -> Result<()>;
-    /// The agent's working directory, made if missing.
-    async fn working_dir(&self, name: &AgentName) -> Result<PathBuf>;
+    /// Where the agent works: its `workdir` when it has one (`Invalid` when that is no
+    /// longer a directory; it is the user's, so it is never made), else its workspace in
+    /// the data directory, made if missing.
+    async fn working_dir(&self, name: &AgentName) -> Result<WorkingDir>;
 }

@@ -101,7 +101,11 @@ pub async fn agents_lifecycle(stores: &Stores) {
         .agents
         .create(
             &bot,
-            NewAgent { model: Some("m1".into()), permission_mode: Some(PermissionMode::Ask) },
+            NewAgent {
+                model: Some("m1".into()),
+                permission_mode: Some(PermissionMode::Ask),
+                ..NewAgent::default()
+            },
         )
         .await
         .unwrap();
@@ -130,7 +134,47 @@ pub async fn agents_lifecycle(stores: &Stores) {
     assert!(stores.agents.get(&bot).await.unwrap().last_active_at >= created.last_active_at);
 
     let dir = stores.agents.working_dir(&bot).await.unwrap();
-    assert!(dir.is_dir());
+    assert!(matches!(&dir, crate::WorkingDir::Workspace(path) if path.is_dir()), "{dir:?}");
+
+    // A workdir is the user's: used as it is, never made, never removed with the agent.
+    let users = std::env::temp_dir().join(format!("orbit-contract-{}", crate::new_ulid()));
+    std::fs::create_dir_all(&users).unwrap();
+    std::fs::write(users.join("keep.txt"), "mine").unwrap();
+    let workdir = crate::Workdir { path: users.clone(), root: None };
+    let patch = AgentPatch { workdir: Some(Some(workdir.clone())), ..AgentPatch::default() };
+    assert_eq!(stores.agents.update(&bot, patch).await.unwrap().workdir, Some(workdir.clone()));
+    assert_eq!(
+        stores.agents.working_dir(&bot).await.unwrap(),
+        crate::WorkingDir::User(workdir.clone())
+    );
+    let gone = crate::Workdir { path: users.join("gone"), root: None };
+    let patch = AgentPatch { workdir: Some(Some(gone)), ..AgentPatch::default() };
+    stores.agents.update(&bot, patch).await.unwrap();
+    let err = stores.agents.working_dir(&bot).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert!(!users.join("gone").exists(), "a missing workdir is not made");
+    // A workdir that now leads outside the root it was accepted under is refused at use.
+    let root = users.canonicalize().unwrap().join("root");
+    std::fs::create_dir_all(root.join("inside")).unwrap();
+    let rooted = crate::Workdir { path: root.join("inside"), root: Some(root.clone()) };
+    let patch = AgentPatch { workdir: Some(Some(rooted.clone())), ..AgentPatch::default() };
+    stores.agents.update(&bot, patch).await.unwrap();
+    assert_eq!(stores.agents.working_dir(&bot).await.unwrap(), crate::WorkingDir::User(rooted));
+    std::fs::remove_dir(root.join("inside")).unwrap();
+    std::os::unix::fs::symlink(&users, root.join("inside")).unwrap();
+    let err = stores.agents.working_dir(&bot).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert!(err.to_string().contains("outside the workdir root"), "{err}");
+    std::fs::remove_file(root.join("inside")).unwrap();
+    std::fs::remove_dir(&root).unwrap();
+
+    let patch = AgentPatch { workdir: Some(Some(workdir)), ..AgentPatch::default() };
+    stores.agents.update(&bot, patch).await.unwrap();
+    stores.agents.delete(&bot).await.unwrap();
+    assert_eq!(std::fs::read_to_string(users.join("keep.txt")).unwrap(), "mine");
+    std::fs::remove_dir_all(&users).unwrap();
+    let bot_again = stores.agents.create(&bot, NewAgent::default()).await.unwrap();
+    assert_eq!(bot_again.workdir, None, "nothing of the old agent reaches a new one");
     stores.agents.delete(&bot).await.unwrap();
     assert_eq!(stores.agents.get(&bot).await.unwrap_err().kind(), ErrorKind::NotFound);
     assert_eq!(stores.agents.delete(&bot).await.unwrap_err().kind(), ErrorKind::NotFound);

@@ -32,7 +32,9 @@ pub mod timestamp;
 
 use std::sync::Arc;
 
-pub use agent::{Agent, AgentPatch, AgentStatus, AgentStore, NewAgent, PermissionMode};
+pub use agent::{
+    Agent, AgentPatch, AgentStatus, AgentStore, NewAgent, PermissionMode, Workdir, WorkingDir,
+};
 pub use error::{Error, ErrorKind};
 pub use fs::{FsOptions, FsStore};
 pub use ids::{

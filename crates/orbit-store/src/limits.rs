@@ -29,6 +29,8 @@ pub const TIMEZONE: usize = 64;
 pub const MODEL: usize = 128;
 /// The name of a person (or system) sending an inbox message.
 pub const SENDER: usize = 128;
+/// An agent's workdir, a path (Linux's `PATH_MAX` is 4096 bytes).
+pub const WORKDIR: usize = 4096;
 
 /// Refuses `value` when it is longer than `max` characters.
 pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {

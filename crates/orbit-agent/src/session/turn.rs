@@ -1,7 +1,6 @@
 //! A turn from its acceptance to its end: the process it runs in, the CLI's stream, the
 //! outcome, and the one place where the end is handled.
 
-use std::path::PathBuf;
 use std::sync::PoisonError;
 use std::time::Instant;
 
@@ -164,11 +163,11 @@ impl SessionAgent {
         let stores = &self.shared.stores;
         let session = stores.sessions.get(&self.agent, &self.session).await?;
         let agent = stores.agents.get(&self.agent).await?;
-        let base: PathBuf = stores.agents.working_dir(&self.agent).await?;
+        let working_dir = stores.agents.working_dir(&self.agent).await?;
         // A session with its own worktree runs there, resumes included.
         let cwd = match &session.worktree_id {
-            Some(id) => crate::worktree::path_of(&base, id),
-            None => base,
+            Some(id) => crate::worktree::cwd_of(&working_dir, id).await?,
+            None => working_dir.path().to_path_buf(),
         };
         let resume = if resume { session.sdk_session_id.clone() } else { None };
         let memory_dir = stores.memory.location(&self.agent);

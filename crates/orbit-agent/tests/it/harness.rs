@@ -53,7 +53,7 @@ impl Harness {
             .agents
             .create(
                 &agent,
-                NewAgent { model: None, permission_mode: Some(PermissionMode::AllowAll) },
+                NewAgent { permission_mode: Some(PermissionMode::AllowAll), ..NewAgent::default() },
             )
             .await
             .unwrap();
@@ -66,6 +66,10 @@ impl Harness {
     }
 
     pub async fn workspace(&self) -> std::path::PathBuf {
+        self.working_dir().await.path().to_path_buf()
+    }
+
+    pub async fn working_dir(&self) -> orbit_store::WorkingDir {
         self.stores.agents.working_dir(&self.agent).await.unwrap()
     }
 

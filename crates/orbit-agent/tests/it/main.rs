@@ -11,4 +11,5 @@ mod permissions;
 mod pool;
 mod tools;
 mod turns;
+mod workdirs;
 mod worktrees;

@@ -9,7 +9,7 @@ use crate::harness::{Harness, text};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_in_its_own_worktree_runs_there() {
     let h = Harness::new(vec![Rule::always(text("ok"))]).await;
-    let base = h.workspace().await;
+    let base = h.working_dir().await;
     let id = orbit_store::SessionId::new();
     let made = worktree::create(&base, &id.to_string(), Some("feature/x")).await.unwrap();
     assert!(made.path.join(".git").exists());
@@ -45,17 +45,17 @@ async fn a_session_in_its_own_worktree_runs_there() {
 
 #[tokio::test]
 async fn hostile_branch_names_are_refused() {
-    let base = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = orbit_store::WorkingDir::Workspace(dir.path().to_path_buf());
     for branch in ["--upload-pack=x", "../x", "-b", "a..b", "has space", "x~1", ""] {
-        let err =
-            worktree::create(base.path(), &orbit_store::SessionId::new().to_string(), Some(branch))
-                .await
-                .unwrap_err();
+        let err = worktree::create(&base, &orbit_store::SessionId::new().to_string(), Some(branch))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Invalid(_)), "{branch:?}: {err}");
     }
-    let err = worktree::create(base.path(), "../escape", None).await.unwrap_err();
+    let err = worktree::create(&base, "../escape", None).await.unwrap_err();
     assert!(matches!(err, Error::Invalid(_)));
-    assert!(!base.path().join(".git").exists(), "nothing was touched");
+    assert!(!dir.path().join(".git").exists(), "nothing was touched");
 }
 
 /// A task's deletion removes its worktree whoever deletes it: the API and an agent's
@@ -64,7 +64,7 @@ async fn hostile_branch_names_are_refused() {
 async fn deleting_a_task_removes_its_worktree_and_keeps_a_dirty_one() {
     use orbit_agent::workflow;
     let h = Harness::new(vec![]).await;
-    let base = h.workspace().await;
+    let base = h.working_dir().await;
     let request = |worktree: bool| workflow::TaskRequest {
         name: None,
         prompt: "tidy up".into(),

@@ -34,7 +34,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             "Update an agent",
             || web::put().to(update),
         )
-        .body::<UpdateAgent>(),
+        .body::<UpdateAgent>()
+        .errors(&[Code::Conflict]),
         Endpoint::new::<SuccessView>(
             "DELETE",
             "/api/agents/{name}",
@@ -58,10 +59,14 @@ pub struct CreateAgent {
     #[serde(default)]
     #[schemars(with = "wire::PermissionMode")]
     permission_mode: Option<wire::PermissionMode>,
+    /// The directory the agent works in; without it, its workspace in the data directory.
+    #[serde(default)]
+    #[schemars(with = "wire::Workdir")]
+    workdir: Option<String>,
 }
 
 fn create_example() -> Value {
-    json!({"name": "researcher", "model": "sonnet", "permissionMode": "ask"})
+    json!({"name": "researcher", "model": "sonnet", "permissionMode": "ask", "workdir": "/home/me/project"})
 }
 
 /// `PUT /api/agents/{name}`: the fields to change.
@@ -78,6 +83,11 @@ pub struct UpdateAgent {
     #[serde(default)]
     #[schemars(with = "wire::AgentStatus")]
     status: Option<wire::AgentStatus>,
+    /// A new directory to work in (`""`: back to the data directory's workspace); refused
+    /// while the agent has worktrees or a running turn.
+    #[serde(default)]
+    #[schemars(with = "wire::WorkdirChange")]
+    workdir: Option<String>,
 }
 
 fn update_example() -> Value {
@@ -86,7 +96,12 @@ fn update_example() -> Value {
 
 async fn create(state: Data<AppState>, Json(body): Json<CreateAgent>) -> ApiResult<HttpResponse> {
     check_model(body.model.as_deref())?;
-    let new = NewAgent { model: body.model, permission_mode: body.permission_mode.map(Into::into) };
+    let workdir = body.workdir.as_deref().map(|given| state.workdirs.check(given)).transpose()?;
+    let new = NewAgent {
+        model: body.model,
+        permission_mode: body.permission_mode.map(Into::into),
+        workdir,
+    };
     let agent = state.stores.agents.create(&body.name, new).await?;
     Ok(HttpResponse::Created().json(AgentBody { agent: agent.into() }))
 }
@@ -112,13 +127,19 @@ async fn update(
     Json(body): Json<UpdateAgent>,
 ) -> ApiResult<HttpResponse> {
     check_model(body.model.as_deref())?;
+    let workdir = match body.workdir.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some(given) => Some(Some(state.workdirs.check(given)?)),
+    };
     let patch = AgentPatch {
         model: body.model,
         permission_mode: body.permission_mode.map(Into::into),
         status: body.status.map(Into::into),
         main_session_id: None,
+        workdir,
     };
-    let agent = state.stores.agents.update(&path.name, patch).await?;
+    let agent = state.pool.update_agent(&path.name, patch).await?;
     Ok(HttpResponse::Ok().json(AgentBody { agent: agent.into() }))
 }
 

@@ -36,9 +36,9 @@ pub fn endpoints() -> Vec<Endpoint> {
 
 async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
     let name = path.name;
-    let base = state.stores.agents.working_dir(&name).await?;
+    let working_dir = state.stores.agents.working_dir(&name).await?;
     let mut worktrees = Vec::new();
-    for tree in worktree::list(&base).await? {
+    for tree in worktree::list(&working_dir).await? {
         // A worktree is named after the session or task that asked for it.
         let mut view = WorktreeView {
             id: tree.id,
@@ -65,7 +65,8 @@ async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse>
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
-    /// Remove the worktree even with uncommitted changes, which are lost (its branch stays).
+    /// Remove the worktree even with uncommitted changes, which are lost (its branch stays,
+    /// but for one Orbit made in a workdir's repository that has no commits of its own).
     #[serde(default)]
     force: bool,
 }
@@ -75,7 +76,7 @@ async fn delete(
     path: WorktreePath,
     query: web::Query<DeleteQuery>,
 ) -> ApiResult<HttpResponse> {
-    let base = state.stores.agents.working_dir(&path.name).await?;
+    let working_dir = state.stores.agents.working_dir(&path.name).await?;
     // A worktree its session or task still uses is removed with them, never under them: a
     // forced removal would pull the working directory from under a running turn.
     let owner = if let Ok(id) = SessionId::parse(&path.id)
@@ -96,6 +97,6 @@ async fn delete(
         ));
     }
     let removal = if query.force { Removal::Force } else { Removal::KeepChanges };
-    worktree::remove_with(&base, &path.id, removal).await?;
+    worktree::remove_with(&working_dir, &path.id, removal).await?;
     Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }

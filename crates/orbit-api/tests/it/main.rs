@@ -16,6 +16,14 @@ use orbit_store::FsStore;
 use serde_json::{Value, json};
 
 fn state(dir: &std::path::Path, token: Option<&str>) -> Data<AppState> {
+    state_with(dir, token, orbit_agent::workdir::WorkdirPolicy::default())
+}
+
+fn state_with(
+    dir: &std::path::Path,
+    token: Option<&str>,
+    workdirs: orbit_agent::workdir::WorkdirPolicy,
+) -> Data<AppState> {
     let store = FsStore::open(dir).unwrap();
     // No test here starts a turn, so the CLI is never spawned.
     let runtime = ClaudeCli::new(ClaudeCliConfig {
@@ -41,6 +49,7 @@ fn state(dir: &std::path::Path, token: Option<&str>) -> Data<AppState> {
         body_read_timeout: std::time::Duration::from_secs(30),
         slow_client_timeout: std::time::Duration::from_secs(10),
         allowed_hosts: orbit_api::AllowedHosts::Any,
+        workdirs,
     })
 }
 
@@ -118,4 +127,39 @@ async fn the_token_is_checked_on_every_route_but_health() {
     assert_eq!(good.status().as_u16(), 200);
     let health = call_service(&app, TestRequest::get().uri("/health").to_request()).await;
     assert_eq!(health.status().as_u16(), 200);
+}
+
+/// A server that needs a token (one listening beyond loopback) and has no workdir root takes
+/// no workdir, and says which flag gives it one.
+#[actix_web::test]
+async fn a_server_needing_a_token_takes_no_workdir_without_a_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = orbit_agent::workdir::WorkdirPolicy::new(&[], true).unwrap();
+    let app =
+        init_service(orbit_api::app(state_with(&dir.path().join("data"), Some("tok"), policy)))
+            .await;
+    let workdir = dir.path().display().to_string();
+    let refused = call_service(
+        &app,
+        TestRequest::post()
+            .uri("/api/agents")
+            .insert_header(("Authorization", "Bearer tok"))
+            .set_json(json!({"name": "bot", "workdir": workdir}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(refused.status().as_u16(), 400);
+    let body: Value = read_body_json(refused).await;
+    assert_eq!(body["code"], "invalid_input");
+    assert!(body["error"].as_str().unwrap().contains("--workdir-root"), "{body}");
+    let without = call_service(
+        &app,
+        TestRequest::post()
+            .uri("/api/agents")
+            .insert_header(("Authorization", "Bearer tok"))
+            .set_json(json!({"name": "bot"}))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(without.status().as_u16(), 201, "the default workspace needs no root");
 }

@@ -66,14 +66,15 @@ impl Scheduler {
 
     /// The task's worktree, made at its first run.
     async fn ensure_worktree(&self, task: &Task) -> orbit_store::Result<String> {
-        let base = self.inner.stores.agents.working_dir(&task.agent_name).await?;
+        let working_dir = self.inner.stores.agents.working_dir(&task.agent_name).await?;
         let id = task.id.to_string();
-        if !orbit_agent::worktree::path_of(&base, &id).is_dir() {
-            orbit_agent::worktree::create(&base, &id, task.branch.as_deref()).await.map_err(
-                |err| {
-                    orbit_store::Error::Invalid(format!("cannot make the task's worktree: {err}"))
-                },
-            )?;
+        let cannot = |err: orbit_agent::Error| {
+            orbit_store::Error::Invalid(format!("cannot make the task's worktree: {err}"))
+        };
+        if !orbit_agent::worktree::exists(&working_dir, &id).await.map_err(cannot)? {
+            orbit_agent::worktree::create(&working_dir, &id, task.branch.as_deref())
+                .await
+                .map_err(cannot)?;
         }
         Ok(id)
     }

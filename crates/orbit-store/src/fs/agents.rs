@@ -6,7 +6,8 @@ use async_trait::async_trait;
 
 use super::{FsStore, Inner, io};
 use crate::{
-    Agent, AgentName, AgentPatch, AgentStore, Error, NewAgent, Result, SessionId, timestamp,
+    Agent, AgentName, AgentPatch, AgentStore, Error, NewAgent, Result, SessionId, WorkingDir,
+    timestamp,
 };
 
 impl Inner {
@@ -151,13 +152,15 @@ impl AgentStore for FsStore {
         .await
     }
 
-    async fn working_dir(&self, name: &AgentName) -> Result<PathBuf> {
+    async fn working_dir(&self, name: &AgentName) -> Result<WorkingDir> {
         let name = name.clone();
         self.blocking(move |s| {
-            s.require_agent(&name)?;
-            let dir = s.root.join("workspaces").join(name.as_str());
-            io::ensure_dir(&dir)?;
-            Ok(dir)
+            let agent = s.get_agent(&name)?;
+            WorkingDir::of(&agent, || {
+                let dir = s.root.join("workspaces").join(name.as_str());
+                io::ensure_dir(&dir)?;
+                Ok(dir)
+            })
         })
         .await
     }

@@ -1,13 +1,13 @@
 //! Agents in memory; an agent's record holds everything of it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use async_trait::async_trait;
 
 use super::{AgentRecord, MemStore};
 use crate::{
-    Agent, AgentName, AgentPatch, AgentStore, Error, NewAgent, Result, SessionId, timestamp,
+    Agent, AgentName, AgentPatch, AgentStore, Error, NewAgent, Result, SessionId, WorkingDir,
+    timestamp,
 };
 
 impl MemStore {
@@ -93,11 +93,13 @@ impl AgentStore for MemStore {
         self.update_agent(name, |agent| agent.last_active_at = timestamp::now())
     }
 
-    async fn working_dir(&self, name: &AgentName) -> Result<PathBuf> {
-        self.state().agent(name)?;
-        let dir = self.inner.workspaces.join(name.as_str());
-        // Made as the filesystem store makes every directory: private to the owner.
-        crate::fs::io::ensure_dir(&dir)?;
-        Ok(dir)
+    async fn working_dir(&self, name: &AgentName) -> Result<WorkingDir> {
+        let agent = self.state().agent(name)?.agent.clone();
+        WorkingDir::of(&agent, || {
+            let dir = self.inner.workspaces.join(name.as_str());
+            // Made as the filesystem store makes every directory: private to the owner.
+            crate::fs::io::ensure_dir(&dir)?;
+            Ok(dir)
+        })
     }
 }
