@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedMutexGuard, oneshot};
 
 use crate::event::{CliResult, TurnEvent};
-use orbit_store::{AgentName, PermissionMode, SessionId};
+use orbit_store::{AgentName, PermissionMode, RunId, SessionId};
 use tokio::sync::{mpsc, watch};
 
-use crate::policy::{Decision, SessionControl};
+use crate::policy::{Decision, DeniedTool, SessionControl};
 use crate::pool::{PoolShared, ProcessSlot};
 use crate::prompt::TurnKind;
 use crate::runtime::RuntimeProcess;
@@ -41,6 +41,11 @@ use crate::{Error, Result};
 
 mod claims;
 mod turn;
+mod turn_log;
+
+use turn_log::TurnLog;
+pub(crate) use turn_log::TurnSink;
+pub use turn_log::{REPLAY_BYTES, REPLAY_EVENTS, TRANSCRIPT_TURN_BYTES, TurnWatcher};
 
 /// What a caller may set for one turn.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +55,8 @@ pub struct ChatOptions {
     pub kind: TurnKind,
     /// Abort the turn after this long.
     pub timeout: Option<Duration>,
+    /// The task run this turn is, if any: its pending approvals name it.
+    pub run: Option<RunId>,
 }
 
 /// How a turn ended.
@@ -60,6 +67,9 @@ pub struct TurnOutcome {
     pub cost_usd: Option<f64>,
     /// Inbox messages handled in this turn.
     pub handled_messages: Vec<orbit_store::MessageId>,
+    /// The tool calls the turn was refused (by a person, by nobody answering in time, or by
+    /// `safe` mode), in order.
+    pub denied_tools: Vec<DeniedTool>,
 }
 
 /// An accepted turn: its events as they happen, and how it ended.
@@ -132,6 +142,8 @@ pub struct SessionAgent {
     live: Arc<tokio::sync::Mutex<Option<LiveProcess>>>,
     last_used: Mutex<Instant>,
     control: Arc<SessionControl>,
+    /// The running turn's log, for watchers who attach mid-turn.
+    current: Mutex<Option<Arc<TurnLog>>>,
 }
 
 /// What a session agent is doing. One atomic for both, so that a turn starting and the pool
@@ -146,6 +158,21 @@ enum TurnState {
 
 /// Sets the agent idle again when a turn ends, however it ends.
 struct RunningGuard(Arc<SessionAgent>);
+
+/// Ends the turn's log when the turn's task ends, however it ends, so no watcher waits for
+/// a turn that is gone.
+struct LogGuard(Arc<SessionAgent>, Arc<TurnLog>);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        let mut current = self.0.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|log| Arc::ptr_eq(log, &self.1)) {
+            current.take();
+        }
+        drop(current);
+        self.1.close();
+    }
+}
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
@@ -208,7 +235,7 @@ enum TurnEnd {
 impl SessionAgent {
     pub(crate) fn new(agent: AgentName, session: SessionId, shared: Arc<PoolShared>) -> Self {
         let tools = OrbitTools { agent: agent.clone(), session, stores: shared.stores.clone() };
-        let control = Arc::new(SessionControl::new(shared.options.ask_timeout, tools));
+        let control = Arc::new(SessionControl::new(tools));
         Self {
             control,
             agent,
@@ -220,7 +247,15 @@ impl SessionAgent {
             abort: watch::channel(0).0,
             live: Arc::new(tokio::sync::Mutex::new(None)),
             last_used: Mutex::new(Instant::now()),
+            current: Mutex::new(None),
         }
+    }
+
+    /// Watches the running turn: its events from its start (as far as the replay buffer
+    /// holds them), then live, until it ends. `None` when no turn runs.
+    pub fn watch(&self) -> Option<TurnWatcher> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.as_ref().map(|log| log.watch())
     }
 
     pub fn agent(&self) -> &AgentName {
@@ -330,6 +365,8 @@ impl SessionAgent {
     /// slot comes free (`Busy`), or the pool is shutting down. Nothing is claimed, created or
     /// spent for a refused turn.
     pub async fn start_turn(self: &Arc<Self>, prompt: &str, options: ChatOptions) -> Result<Turn> {
+        // The user's message is stamped when it was sent, not when its turn ends.
+        let sent_at = orbit_store::timestamp::now();
         // Subscribed before the turn counts as running, so an abort that sees it running is
         // seen by the turn, however early.
         let mut requests = self.abort.subscribe();
@@ -356,11 +393,17 @@ impl SessionAgent {
         let accepted = self.accept(&options, abort).await?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let (outcome_tx, outcome) = oneshot::channel();
+        let log = TurnLog::new(self.session);
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(log.clone());
+        let closing = LogGuard(self.clone(), log.clone());
+        let sink = TurnSink::new(events_tx, log);
         let this = self.clone();
         let prompt = prompt.to_owned();
         self.shared.spawn_turn(async move {
+            // Dropped in reverse: the log ends before the agent counts as idle again.
             let _running = running;
-            let outcome = this.run(&prompt, options, accepted, &events_tx).await;
+            let _closing = closing;
+            let outcome = this.run(&prompt, sent_at, options, accepted, sink).await;
             let _ = outcome_tx.send(outcome);
         });
         Ok(Turn { id, events, outcome })
