@@ -13,4 +13,5 @@ mod openapi;
 mod permissions;
 mod scheduling;
 mod schema;
+mod turns;
 mod usability;
