@@ -217,3 +217,79 @@ impl TurnSink {
         let _ = self.caller.send(event);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(text: &str) -> TurnEvent {
+        TurnEvent::TextDelta { text: text.to_owned() }
+    }
+
+    #[tokio::test]
+    async fn watchers_replay_then_follow_and_end_with_the_turn() {
+        let log = TurnLog::new(SessionId::new());
+        log.push(&TurnEvent::Started);
+        log.push(&delta("a"));
+        let (mut early, mut idle) = (log.watch(), log.watch());
+        assert_eq!(early.next().await.unwrap()["subtype"], "orbit_session");
+        assert_eq!(early.next().await.unwrap()["text"], "a");
+        let later = tokio::spawn({
+            let log = log.clone();
+            async move {
+                log.push(&delta("b"));
+                log.close();
+            }
+        });
+        assert_eq!(early.next().await.unwrap()["text"], "b", "then live");
+        assert!(early.next().await.is_none(), "and the stream ends with the turn");
+        later.await.unwrap();
+        // A watcher that has read nothing yet still gets it all, then the end.
+        let mut all = Vec::new();
+        while let Some(event) = idle.next().await {
+            all.push(event);
+        }
+        assert_eq!(all.len(), 3);
+        let mut attached_after = log.watch();
+        assert_eq!(attached_after.next().await.unwrap()["subtype"], "orbit_session");
+    }
+
+    #[tokio::test]
+    async fn the_replay_is_bounded_and_says_what_it_dropped() {
+        let log = TurnLog::new(SessionId::new());
+        let mut slow = log.watch();
+        let total = REPLAY_EVENTS + 10;
+        for n in 0..total {
+            log.push(&delta(&n.to_string()));
+        }
+        log.close();
+        let marker = slow.next().await.unwrap();
+        assert_eq!(marker["subtype"], "orbit_events_dropped");
+        assert_eq!(marker["dropped"], 10);
+        assert_eq!(slow.next().await.unwrap()["text"], "10", "then the oldest kept");
+        let big = "x".repeat(REPLAY_BYTES / 4);
+        let log = TurnLog::new(SessionId::new());
+        for _ in 0..8 {
+            log.push(&delta(&big));
+        }
+        let state = log.state();
+        assert!(state.replay_bytes <= REPLAY_BYTES && state.replay.len() < 8, "bounded by bytes");
+    }
+
+    #[test]
+    fn the_transcript_is_bounded_and_says_what_it_left_out() {
+        let log = TurnLog::new(SessionId::new());
+        let at = orbit_store::timestamp::now();
+        log.note(TranscriptKind::User, at, json!({"text": "hi"}));
+        let big = "x".repeat(TRANSCRIPT_TURN_BYTES / 3);
+        for _ in 0..5 {
+            log.push(&delta(&big));
+        }
+        let entries = log.take_transcript();
+        let last = entries.last().unwrap();
+        assert_eq!(last.kind, TranscriptKind::Omitted);
+        assert_eq!(last.data["omitted"], 3, "two of the five fit");
+        assert_eq!(entries[0].kind, TranscriptKind::User);
+        assert_eq!(entries.len(), 4);
+    }
+}
