@@ -117,7 +117,7 @@ impl SessionStore for MemStore {
             .filter(|start| *start <= transcript.len())
             .ok_or_else(|| Error::Invalid(format!("no transcript position {}", from.0)))?;
         let end = start.saturating_add(limit.max(1)).min(transcript.len());
-        let next = (end < transcript.len()).then(|| TranscriptCursor(end as u64));
+        let next = (end < transcript.len()).then_some(TranscriptCursor(end as u64));
         Ok(TranscriptPage { entries: transcript[start..end].to_vec(), next })
     }
 }
