@@ -97,8 +97,10 @@ impl TaskRunner for AgentRunner {
         let turn = agent.start_turn(&task.prompt, options).await.map_err(failed)?;
         let id = turn.id();
         // A scheduled turn's events are in its transcript, and a person may watch it through
-        // the session's stream; the run record keeps its outcome.
-        let (_events, outcome) = turn.into_parts();
+        // the session's stream; the run record keeps its outcome. Nobody reads the caller's
+        // channel here, so it is closed at once rather than left to fill for the whole turn.
+        let (events, outcome) = turn.into_parts();
+        drop(events);
         tokio::pin!(outcome);
         let outcome = tokio::select! {
             outcome = &mut outcome => outcome,

@@ -400,10 +400,12 @@ impl SessionAgent {
         let this = self.clone();
         let prompt = prompt.to_owned();
         self.shared.spawn_turn(async move {
-            // Dropped in reverse: the log ends before the agent counts as idle again.
+            // Dropped in reverse: the log ends before the agent counts as idle again, and
+            // the caller's channel (held by `sink`, which the block owns) closes after both,
+            // so a caller that saw its events end finds the session idle.
             let _running = running;
             let _closing = closing;
-            let outcome = this.run(&prompt, sent_at, options, accepted, sink).await;
+            let outcome = this.run(&prompt, sent_at, options, accepted, &sink).await;
             let _ = outcome_tx.send(outcome);
         });
         Ok(Turn { id, events, outcome })

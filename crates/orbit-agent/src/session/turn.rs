@@ -26,10 +26,9 @@ impl SessionAgent {
         sent_at: OffsetDateTime,
         options: ChatOptions,
         accepted: Accepted,
-        events: TurnSink,
+        events: &TurnSink,
     ) -> Result<TurnOutcome> {
         let Accepted { mut live, permit, mut abort, mode } = accepted;
-        let events = &events;
         events.log.note(TranscriptKind::User, sent_at, json!({"text": prompt}));
         events.send(TurnEvent::Started);
         let ask_timeout = match options.kind {
