@@ -344,3 +344,105 @@ async fn denied_runs_say_so() {
     });
     assert!(refused, "the refusal is in the transcript: {events:?}");
 }
+
+/// A watcher that reads nothing is dropped like a slow chat client, and the turn goes on;
+/// a turn larger than the replay buffer is replayed from a marker saying how many events
+/// were dropped; its transcript stops at the turn's limit and says how much it left out.
+#[actix_web::test]
+async fn a_slow_watcher_is_dropped_and_a_long_turn_is_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let big = "x".repeat(3 * 1024 * 1024);
+    // Long enough for the clients that read (in a debug build, on a loaded machine), short
+    // enough for the test.
+    let app = TestApp::spawn_configured(vec![], None, |settings| {
+        settings.slow_client_timeout_secs = 5;
+    })
+    .await;
+    let target = app.dir.path().join("data/workspaces/bot/big.txt");
+    app.model.set_rules(vec![
+        Rule::after_tool_result(Reply::Text(big.clone())),
+        Rule::when_user_says(
+            "flood",
+            Reply::ToolUse {
+                name: "Write".into(),
+                input: json!({"file_path": target.display().to_string(), "content": big}),
+            },
+        ),
+    ]);
+    app.create_agent_with(json!({"name": "bot", "permissionMode": "ask"})).await;
+    let session = app.create_session("bot").await;
+    let response = app
+        .builder("POST", "/api/chat")
+        .send_json(&json!({"agentName": "bot", "sessionId": session, "message": "flood"}))
+        .await
+        .unwrap();
+    let mut chat = Events::new(response);
+    let mut seen = Vec::new();
+    let request_id = loop {
+        let event = chat.next().await.expect("the turn asks before it ends");
+        seen.push(event.clone());
+        if event["type"] == "permission_request" {
+            break event["requestId"].as_str().unwrap().to_owned();
+        }
+    };
+
+    // A watcher on a socket that holds almost nothing, and never reads.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(app.authority().parse().unwrap()).await.unwrap();
+    let request = format!(
+        "GET /api/agents/bot/sessions/{session}/stream HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        app.authority()
+    );
+    slow.write_all(request.as_bytes()).await.unwrap();
+    let stream = format!("/api/agents/bot/sessions/{session}/stream");
+    let mut watcher = Events::new(app.builder("GET", &stream).send().await.unwrap());
+    let marker = watcher.next().await.unwrap();
+    assert_eq!(marker["subtype"], "orbit_events_dropped", "{marker}");
+    let dropped = marker["dropped"].as_u64().unwrap() as usize;
+    assert_eq!(dropped, seen.len() - 1, "all but the request left the 2 MiB buffer");
+    assert_eq!(watcher.next().await.unwrap(), seen[seen.len() - 1]);
+
+    let answer = format!("/api/agents/bot/sessions/{session}/permissions/{request_id}");
+    assert_eq!(app.call("POST", &answer, Some(json!({"allow": true}))).await.status, 200);
+    let (rest, watched) = futures_util::join!(chat.rest(), watcher.rest());
+    seen.extend(rest);
+    watched.iter().for_each(crate::schema::check_event);
+    crate::schema::check_event(&marker);
+    // Events of 3 MiB each overflow the 2 MiB buffer at once: a watcher may miss some, shown
+    // as markers, but what it is shown is the turn's events in order, ending as the turn did.
+    let shown: Vec<&Value> =
+        watched.iter().filter(|e| e["subtype"] != "orbit_events_dropped").collect();
+    let kinds = |events: &[&Value]| -> Vec<String> {
+        events.iter().map(|e| format!("{}/{}", e["type"], e["subtype"])).collect()
+    };
+    let (seen_kinds, shown_kinds) = (kinds(&seen.iter().collect::<Vec<_>>()), kinds(&shown));
+    let mut rest = seen.iter();
+    assert!(
+        shown.iter().all(|event| rest.any(|e| e == *event)),
+        "a watcher is shown the turn's own events, in order: {shown_kinds:?} of {seen_kinds:?}"
+    );
+    assert!(watched.last() == seen.last(), "and the turn's last event: {shown_kinds:?}");
+    let result = seen.iter().find(|e| e["type"] == "result").expect("the turn finished");
+    assert_eq!(result["subtype"], "success", "the slow watcher did not hold the turn");
+    assert_eq!(std::fs::metadata(&target).unwrap().len(), big.len() as u64);
+
+    // The slow watcher was dropped: its connection is closed without the turn's end.
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), slow.read_to_end(&mut received))
+        .await
+        .expect("the dropped watcher's connection was closed")
+        .unwrap();
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
+    assert!(!text.contains(r#""type":"result""#), "a dropped watcher gets no more events");
+
+    let path = format!("/api/agents/bot/sessions/{session}/transcript?limit=1000");
+    let transcript = app.call("GET", &path, None).await.body;
+    let entries = transcript["entries"].as_array().unwrap();
+    let last = entries.last().unwrap();
+    assert_eq!(last["kind"], "omitted", "a turn keeps at most 4 MiB of transcript");
+    assert!(last["data"]["omitted"].as_u64().unwrap() >= 1);
+    let kept: usize = entries.iter().map(|e| e["data"].to_string().len()).sum();
+    assert!(kept <= 4 * 1024 * 1024, "{kept} bytes kept");
+}
