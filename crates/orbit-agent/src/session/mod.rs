@@ -11,11 +11,15 @@
 //! 2. claim the agent's unclaimed inbox messages for this session, under a lease that the
 //!    turn renews while it lives, and put them in this turn's user message, so they reach the
 //!    model even on a warm or resumed CLI session whose system prompt is fixed;
-//! 3. run the turn, passing every CLI event on unchanged, storing the CLI's `session_id` as
+//! 3. run the turn, passing every CLI event on unchanged (partial messages as text deltas)
+//!    through the turn's sink, to its caller and its log (`turn_log`: what watchers who
+//!    attach mid-turn are replayed, and the transcript), storing the CLI's `session_id` as
 //!    soon as its `init` names it;
 //! 4. mark the claimed messages read on success, give them back on failure or abort (a
 //!    delivery counts only if the turn reached the model);
-//! 5. record the exchange: messages, last activity, daily memory, cost and usage.
+//! 5. record the exchange: messages (the user's stamped when it was sent), last activity,
+//!    daily memory, cost and usage, then the turn's transcript, before the caller hears the
+//!    turn's last event.
 //!
 //! Whatever ends the turn, steps 4 and 5 run exactly once, on the turn's own task. An abort
 //! is latched from the moment the turn is accepted, so one that arrives while the turn is
