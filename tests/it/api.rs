@@ -266,6 +266,8 @@ async fn the_openapi_document_lists_every_route() {
         ("post", "/api/agents/{name}/tasks/{id}/run"),
         ("get", "/api/approvals"),
         ("get", "/api/agents/{name}/approvals"),
+        ("get", "/api/agents/{name}/sessions/{id}/stream"),
+        ("get", "/api/agents/{name}/sessions/{id}/transcript"),
     ];
     for (method, path) in contract {
         assert!(

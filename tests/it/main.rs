@@ -13,5 +13,6 @@ mod openapi;
 mod permissions;
 mod scheduling;
 mod schema;
+mod turns;
 mod usability;
 mod workdirs;

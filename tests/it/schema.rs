@@ -214,12 +214,18 @@ pub fn check_answer(method: &str, path: &str, status: u16, body: &Value) {
         .unwrap_or_else(|why| panic!("{method} {path} answered {status} off its schema: {why}"));
 }
 
+/// Panics unless `event` matches the documented event schema of the chat stream (which the
+/// turn watchers' streams share).
+pub fn check_event(event: &Value) {
+    let schema = answer_schema("POST", "/api/chat", 200, "text/event-stream").unwrap();
+    validate(document(), schema, event).unwrap_or_else(|why| panic!("a chat event: {why}"));
+}
+
 /// Panics unless every event of a chat stream matches the documented event schema, the first
 /// being Orbit's session event.
 pub fn check_events(events: &[Value]) {
-    let schema = answer_schema("POST", "/api/chat", 200, "text/event-stream").unwrap();
     for event in events {
-        validate(document(), schema, event).unwrap_or_else(|why| panic!("a chat event: {why}"));
+        check_event(event);
     }
     if let Some(first) = events.first() {
         let session = serde_json::json!({"$ref": "#/components/schemas/SessionEvent"});

@@ -54,6 +54,12 @@ pub struct Settings {
     #[arg(long, env = "ORBIT_ASK_TIMEOUT_SECS", default_value_t = 60)]
     pub ask_timeout_secs: u64,
 
+    /// Seconds an `ask` permission request of a scheduled task's run waits for a person (who
+    /// finds it in `GET /api/approvals`) before the tool is denied. A run is still bound by
+    /// its own timeout (30 min).
+    #[arg(long, env = "ORBIT_RUN_ASK_TIMEOUT_SECS", default_value_t = 600)]
+    pub run_ask_timeout_secs: u64,
+
     /// Seconds an inbox claim or a running task run lasts unless its server renews it: how
     /// long the work of a server that died stays with it before another takes it back.
     #[arg(long, env = "ORBIT_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=3600))]

@@ -101,6 +101,7 @@ impl Application {
         let options = PoolOptions {
             max_processes: settings.max_processes,
             ask_timeout: Duration::from_secs(settings.ask_timeout_secs),
+            run_ask_timeout: Duration::from_secs(settings.run_ask_timeout_secs),
             instance,
             claim_lease: lease,
             reserved_for_chats: settings.reserved_for_chats,

@@ -1,11 +1,14 @@
 //! The typed protocol between a turn and whoever watches it (the API's event stream, the
 //! scheduler, a library user), in the manner of codex-rs's `Event`/`EventMsg`: the agent core
-//! says what happened in these terms, and each front end decides how to show it (orbit-api
-//! alone turns them into the SSE JSON of the contract).
+//! says what happened in these terms, and each front end decides how to show it.
+//!
+//! [`TurnEvent::to_json`] is the one place where a turn's events become the JSON of the
+//! contract: the API's event streams send it, and the session's transcript keeps it, so what
+//! a transcript holds is exactly what a watcher saw.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use orbit_store::ErrorKind;
+use orbit_store::{ErrorKind, SessionId};
 
 /// Something that happened in a turn, in order. A turn's events start with [`Started`] and end
 /// with [`Finished`] or [`Failed`].
@@ -19,6 +22,9 @@ pub enum TurnEvent {
     Started,
     /// A message of the CLI's stream, as the CLI wrote it.
     Cli(CliMessage),
+    /// A piece of the assistant's text as the model generates it (the CLI's partial
+    /// messages); the whole message follows as a [`CliMessage`] all the same.
+    TextDelta { text: String },
     /// A tool call waits for a person's answer (`ask` mode).
     PermissionRequest(PermissionRequest),
     /// The session's CLI conversation could not be resumed; the turn runs in a fresh one.
@@ -67,6 +73,11 @@ pub enum CliMessageKind {
     Init { session_id: String },
     /// The turn's `result`.
     Result(CliResult),
+    /// A piece of assistant text from a partial message (`stream_event` with a `text_delta`).
+    TextDelta(String),
+    /// Any other partial message (`stream_event`): block starts and stops, tool input
+    /// pieces. Orbit passes none of them on; the whole message follows.
+    Partial,
     /// Anything else (assistant and user messages, partial messages, tool progress ...).
     Other,
 }
@@ -99,4 +110,39 @@ pub enum ModelFailure {
     RateLimited,
     /// The service is overloaded or failing (529, 5xx): usually temporary.
     Overloaded { status: u16 },
+}
+
+impl TurnEvent {
+    /// The event's JSON on the event streams and in the transcript; `None` for events that are
+    /// not shown (the CLI's own `result` message already carries a finished turn's outcome).
+    pub fn to_json(&self, session: SessionId) -> Option<Value> {
+        match self {
+            TurnEvent::Started => {
+                Some(json!({"type": "system", "subtype": "orbit_session", "sessionId": session}))
+            }
+            TurnEvent::Cli(message) => Some(message.raw.clone()),
+            TurnEvent::TextDelta { text } => Some(json!({"type": "text_delta", "text": text})),
+            TurnEvent::PermissionRequest(request) => Some(json!({
+                "type": "permission_request",
+                "requestId": request.request_id,
+                "toolName": request.tool_name,
+                "input": request.input,
+                "toolUseId": request.tool_use_id,
+            })),
+            TurnEvent::ResumeFailed { previous_cli_session, message } => Some(json!({
+                "type": "system",
+                "subtype": "orbit_resume_failed",
+                "previousSdkSessionId": previous_cli_session,
+                "message": message,
+            })),
+            TurnEvent::Finished { .. } => None,
+            TurnEvent::Failed { message, .. } => Some(json!({"type": "error", "message": message})),
+        }
+    }
+}
+
+/// The event a watcher of a running turn gets in place of events it can no longer be shown:
+/// they were dropped from the turn's replay buffer before it attached, or before it read them.
+pub fn events_dropped_json(dropped: u64) -> Value {
+    json!({"type": "system", "subtype": "orbit_events_dropped", "dropped": dropped})
 }

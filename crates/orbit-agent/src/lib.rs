@@ -27,12 +27,16 @@ pub mod worktree;
 pub use error::Error;
 pub use event::{
     CliMessage, CliMessageKind, CliResult, ModelFailure, PermissionRequest, TurnEvent,
+    events_dropped_json,
 };
-pub use policy::{Decision, PendingApproval};
+pub use policy::{Decision, DeniedTool, PendingApproval};
 pub use pool::{AgentPool, PoolOptions};
 pub use prompt::TurnKind;
 pub use runtime::{ControlHandler, ProcessEvent, Runtime, RuntimeProcess, SpawnSpec};
-pub use session::{ChatOptions, SessionAgent, Turn, TurnOutcome};
+pub use session::{
+    ChatOptions, REPLAY_BYTES, REPLAY_EVENTS, SessionAgent, TRANSCRIPT_TURN_BYTES, Turn,
+    TurnOutcome, TurnWatcher,
+};
 
 /// The result of every agent operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -11,12 +11,13 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orbit_store::PermissionMode;
+use orbit_store::{PermissionMode, RunId};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::event::{PermissionRequest, TurnEvent};
 use crate::runtime::ControlHandler;
+use crate::session::TurnSink;
 use crate::tools::OrbitTools;
 use crate::{Error, Result};
 
@@ -63,20 +64,39 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct PendingApproval {
     pub request: PermissionRequest,
+    /// The task run whose turn asks, if a scheduled run's.
+    pub run_id: Option<RunId>,
     pub created_at: time::OffsetDateTime,
     /// Denied at this moment unless answered before.
     pub expires_at: time::OffsetDateTime,
 }
 
+/// A tool call the running turn was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeniedTool {
+    pub tool: String,
+    /// The reason the model was told.
+    pub reason: String,
+}
+
+/// What the running turn set: its mode, how long `ask` waits, and whose it is.
+struct TurnControl {
+    mode: PermissionMode,
+    ask_timeout: Duration,
+    run: Option<RunId>,
+    /// Where the turn's events go, so `ask` can show its request.
+    events: Option<TurnSink>,
+}
+
 /// One session's control handler.
 pub(crate) struct SessionControl {
-    mode: Mutex<PermissionMode>,
-    ask_timeout: Duration,
-    /// Where the running turn's events go, so `ask` can show its request.
-    events: Mutex<Option<mpsc::UnboundedSender<TurnEvent>>>,
+    turn: Mutex<TurnControl>,
     pending: Mutex<HashMap<String, Pending>>,
     /// Tool calls a person allowed in the hook, not to be asked about again.
     approved: Mutex<HashSet<String>>,
+    /// The running turn's denied calls by tool use id (the hook and `can_use_tool` may both
+    /// ask about one call; it counts once).
+    denied: Mutex<Vec<(String, DeniedTool)>>,
     tools: OrbitTools,
 }
 
@@ -85,32 +105,49 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SessionControl {
-    pub(crate) fn new(ask_timeout: Duration, tools: OrbitTools) -> Self {
+    pub(crate) fn new(tools: OrbitTools) -> Self {
         Self {
-            mode: Mutex::new(PermissionMode::default()),
-            ask_timeout,
-            events: Mutex::new(None),
+            turn: Mutex::new(TurnControl {
+                mode: PermissionMode::default(),
+                ask_timeout: Duration::from_secs(60),
+                run: None,
+                events: None,
+            }),
             pending: Mutex::new(HashMap::new()),
             approved: Mutex::new(HashSet::new()),
+            denied: Mutex::new(Vec::new()),
             tools,
         }
     }
 
-    /// Sets the mode and the event sink for the turn that starts.
+    /// Sets the mode, the `ask` timeout, the task run (if any) and the event sink for the
+    /// turn that starts.
     pub(crate) fn begin_turn(
         &self,
         mode: PermissionMode,
-        events: mpsc::UnboundedSender<TurnEvent>,
+        ask_timeout: Duration,
+        run: Option<RunId>,
+        events: TurnSink,
     ) {
-        *lock(&self.mode) = mode;
-        *lock(&self.events) = Some(events);
+        *lock(&self.turn) = TurnControl { mode, ask_timeout, run, events: Some(events) };
+        lock(&self.denied).clear();
     }
 
-    /// Ends the turn: no sink, and every question still open is answered "deny".
-    pub(crate) fn end_turn(&self) {
-        lock(&self.events).take();
+    /// Ends the turn: no sink, and every question still open is answered "deny". Returns the
+    /// tool calls the turn was denied.
+    pub(crate) fn end_turn(&self) -> Vec<DeniedTool> {
+        lock(&self.turn).events.take();
         lock(&self.pending).clear();
         lock(&self.approved).clear();
+        std::mem::take(&mut *lock(&self.denied)).into_iter().map(|(_, denied)| denied).collect()
+    }
+
+    fn note_denied(&self, tool: &str, tool_use_id: &str, reason: &str) {
+        let mut denied = lock(&self.denied);
+        if tool_use_id.is_empty() || !denied.iter().any(|(id, _)| id == tool_use_id) {
+            let call = DeniedTool { tool: tool.to_owned(), reason: reason.to_owned() };
+            denied.push((tool_use_id.to_owned(), call));
+        }
     }
 
     /// Answers a pending permission request.
@@ -132,41 +169,42 @@ impl SessionControl {
         approvals
     }
 
-    /// Asks a person through the turn's event stream; no answer in time means deny.
+    /// Asks a person: the request goes on the turn's event stream (and its log, for watchers
+    /// who attach later) and into the pending list any client can answer from. No answer in
+    /// time means deny.
     async fn ask(&self, tool: &str, input: &Value, tool_use_id: &str) -> Decision {
         let request_id = orbit_store::new_ulid().to_string();
         let (tx, rx) = oneshot::channel();
-        let sent = {
-            let events = lock(&self.events);
-            events.as_ref().is_some_and(|events| {
-                let request = PermissionRequest {
-                    request_id: request_id.clone(),
-                    tool_name: tool.to_owned(),
-                    input: input.clone(),
-                    tool_use_id: tool_use_id.to_owned(),
-                };
-                let created_at = orbit_store::timestamp::now();
-                let approval = PendingApproval {
-                    request: request.clone(),
-                    created_at,
-                    expires_at: created_at + self.ask_timeout,
-                };
-                lock(&self.pending).insert(request_id.clone(), Pending { answer: tx, approval });
-                events.send(TurnEvent::PermissionRequest(request)).is_ok()
-            })
+        let (events, ask_timeout, run_id) = {
+            let turn = lock(&self.turn);
+            (turn.events.clone(), turn.ask_timeout, turn.run)
         };
-        if !sent {
-            lock(&self.pending).remove(&request_id);
+        let Some(events) = events else {
             return Decision {
                 allow: false,
-                message: Some("Orbit: nobody is there to allow this tool".into()),
+                message: Some("Orbit: no turn is running to allow this tool".into()),
             };
-        }
-        match tokio::time::timeout(self.ask_timeout, rx).await {
+        };
+        let request = PermissionRequest {
+            request_id: request_id.clone(),
+            tool_name: tool.to_owned(),
+            input: input.clone(),
+            tool_use_id: tool_use_id.to_owned(),
+        };
+        let created_at = orbit_store::timestamp::now();
+        let approval = PendingApproval {
+            request: request.clone(),
+            run_id,
+            created_at,
+            expires_at: created_at + ask_timeout,
+        };
+        lock(&self.pending).insert(request_id.clone(), Pending { answer: tx, approval });
+        events.send(TurnEvent::PermissionRequest(request));
+        match tokio::time::timeout(ask_timeout, rx).await {
             Ok(Ok(decision)) => decision,
             _ => {
                 lock(&self.pending).remove(&request_id);
-                let secs = self.ask_timeout.as_secs();
+                let secs = ask_timeout.as_secs();
                 Decision {
                     allow: false,
                     message: Some(format!("Orbit: nobody allowed {tool} within {secs} s")),
@@ -175,9 +213,19 @@ impl SessionControl {
         }
     }
 
-    /// Whether the tool may run, asking a person in `ask` mode.
+    /// Whether the tool may run, asking a person in `ask` mode; a denial is noted for the
+    /// turn's outcome.
     async fn decide(&self, tool: &str, input: &Value, tool_use_id: &str) -> Decision {
-        let mode = *lock(&self.mode);
+        let decision = self.decide_unnoted(tool, input, tool_use_id).await;
+        if !decision.allow {
+            let reason = decision.message.as_deref().unwrap_or("denied by a person");
+            self.note_denied(tool, tool_use_id, reason);
+        }
+        decision
+    }
+
+    async fn decide_unnoted(&self, tool: &str, input: &Value, tool_use_id: &str) -> Decision {
+        let mode = lock(&self.turn).mode;
         if mode == PermissionMode::AllowAll
             || is_read_only(tool)
             || is_orbit_tool(tool)

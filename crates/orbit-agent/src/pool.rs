@@ -32,8 +32,11 @@ pub struct PoolOptions {
     pub abort_grace: Duration,
     /// The same when the turn is aborted by a shutdown, which has a deadline to keep.
     pub shutdown_abort_grace: Duration,
-    /// How long an `ask` permission request waits for a person before it is denied.
+    /// How long an `ask` permission request of a chat waits for a person before it is denied.
     pub ask_timeout: Duration,
+    /// The same for a scheduled run's turn, where nobody is watching as it asks: a person
+    /// finds the request in the pending approvals and has longer to answer.
+    pub run_ask_timeout: Duration,
     /// This server process's registration: inbox claims name it.
     pub instance: InstanceId,
     /// How long an inbox claim lasts unless its turn renews it (it renews at a third of this
@@ -56,6 +59,7 @@ impl Default for PoolOptions {
             abort_grace: Duration::from_secs(5),
             shutdown_abort_grace: Duration::from_secs(2),
             ask_timeout: Duration::from_secs(60),
+            run_ask_timeout: Duration::from_secs(10 * 60),
             instance: InstanceId::new(),
             claim_lease: Duration::from_secs(30),
             reserved_for_chats: 1,

@@ -13,7 +13,6 @@ mod guard;
 mod middleware;
 mod openapi;
 mod routes;
-mod stream_events;
 mod views;
 mod wire;
 

@@ -392,6 +392,10 @@ pub struct ApprovalView {
     pub agent_name: AgentName,
     #[schemars(with = "wire::Ulid")]
     pub session_id: SessionId,
+    /// The task run whose turn asks; absent for a chat's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<wire::Ulid>")]
+    pub run_id: Option<orbit_store::RunId>,
     pub tool_name: String,
     /// The tool's input, as the model gave it.
     pub input: serde_json::Value,
@@ -412,12 +416,71 @@ impl From<(AgentName, SessionId, orbit_agent::PendingApproval)> for ApprovalView
             request_id: pending.request.request_id,
             agent_name,
             session_id,
+            run_id: pending.run_id,
             tool_name: pending.request.tool_name,
             input: pending.request.input,
             created_at: pending.created_at,
             expires_at: pending.expires_at,
         }
     }
+}
+
+/// What a transcript entry records.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscriptKindView {
+    /// The message that started the turn (`data.text`), stamped when it was sent.
+    User,
+    /// An inbox message delivered to the model in the turn (`data`: `messageId`,
+    /// `fromAgent`, `fromKind`, `messageType`, `requestId`, `message`).
+    Inbox,
+    /// One event of the turn's stream, exactly as the stream showed it (`data`: a chat event).
+    Event,
+    /// The turn's entries past its size limit were left out (`data.omitted`: how many).
+    Omitted,
+}
+
+impl From<orbit_store::TranscriptKind> for TranscriptKindView {
+    fn from(kind: orbit_store::TranscriptKind) -> Self {
+        use orbit_store::TranscriptKind as Kind;
+        match kind {
+            Kind::User => Self::User,
+            Kind::Inbox => Self::Inbox,
+            Kind::Event => Self::Event,
+            Kind::Omitted => Self::Omitted,
+        }
+    }
+}
+
+/// One entry of a session's transcript.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptEntryView {
+    /// The turn the entry belongs to, fresh for every turn.
+    #[schemars(with = "wire::Ulid")]
+    pub turn: String,
+    pub kind: TranscriptKindView,
+    /// When it happened.
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "wire::Timestamp")]
+    pub at: OffsetDateTime,
+    pub data: serde_json::Value,
+}
+
+impl From<orbit_store::TranscriptEntry> for TranscriptEntryView {
+    fn from(entry: orbit_store::TranscriptEntry) -> Self {
+        Self { turn: entry.turn, kind: entry.kind.into(), at: entry.at, data: entry.data }
+    }
+}
+
+/// `GET /api/agents/{name}/sessions/{id}/transcript`: a page of entries, oldest first.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TranscriptBody {
+    pub entries: Vec<TranscriptEntryView>,
+    /// Pass as `cursor` for the next page; `null` when this page reaches the end.
+    #[schemars(with = "Option<wire::TranscriptCursor>")]
+    pub next_cursor: Option<String>,
 }
 
 /// Declares the one-key bodies the API answers with (`{"agent": {...}}`).

@@ -81,6 +81,16 @@ schema_type!(
     })
 );
 schema_type!(
+    /// Where a transcript page starts: a previous page's `nextCursor`, passed back unchanged.
+    TranscriptCursor,
+    json!({
+        "type": "string",
+        "pattern": "^[0-9]{1,20}$",
+        "description": "An opaque position in a transcript (digits), from a page's nextCursor.",
+        "examples": ["4096"],
+    })
+);
+schema_type!(
     /// A model name, handed to the CLI.
     Model,
     json!({

@@ -32,6 +32,7 @@ impl TaskRunner for LatenessRunner {
     async fn run(
         &self,
         task: &Task,
+        _run: orbit_store::RunId,
         _session: SessionId,
         _timeout: Duration,
         _cancel: tokio_util::sync::CancellationToken,
@@ -40,7 +41,7 @@ impl TaskRunner for LatenessRunner {
             let late = (SystemClock.now() - slot).as_seconds_f64() * 1e3;
             self.lateness_ms.lock().unwrap().push(late);
         }
-        Ok(RunReport { result: String::new(), cost_usd: None })
+        Ok(RunReport::default())
     }
     async fn release(&self, _agent: &AgentName, _session: &SessionId) {}
 }

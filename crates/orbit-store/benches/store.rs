@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use orbit_store::{
     AgentName, FsStore, MessageType, NewAgent, NewMessage, NewSession, Role, SessionId,
-    SessionMessage,
+    SessionMessage, TranscriptCursor, TranscriptEntry, TranscriptKind,
 };
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -96,6 +96,57 @@ async fn main() {
     row(
         "read a session with 1,000 messages (median of 50)",
         format!("{:.2} ms", median(samples).as_secs_f64() * 1e3),
+    );
+
+    // Transcripts: 1,000 turns of 100 entries (about 200 bytes each), one write per turn; a
+    // page costs what it returns, wherever it starts.
+    let session = stores.sessions.create(&agent, NewSession::default()).await.unwrap();
+    let turn: Vec<TranscriptEntry> = (0..100)
+        .map(|index| TranscriptEntry {
+            turn: orbit_store::new_ulid().to_string(),
+            kind: TranscriptKind::Event,
+            at: orbit_store::timestamp::now(),
+            data: serde_json::json!({"type": "text_delta", "text": format!("piece {index} ").repeat(12)}),
+        })
+        .collect();
+    let started = Instant::now();
+    for _ in 0..1000 {
+        stores.sessions.append_transcript(&agent, &session.id, &turn).await.unwrap();
+    }
+    row(
+        "append 1,000 turns of 100 transcript entries (fsync each turn)",
+        format!("{:.0} turns/s", 1000.0 / started.elapsed().as_secs_f64()),
+    );
+    let (mut first, mut last) = (Vec::new(), Vec::new());
+    let mut cursor = TranscriptCursor::START;
+    let mut pages = 0;
+    loop {
+        let started = Instant::now();
+        let page = stores.sessions.read_transcript(&agent, &session.id, cursor, 100).await.unwrap();
+        let elapsed = started.elapsed();
+        if pages < 50 {
+            first.push(elapsed);
+        }
+        pages += 1;
+        match page.next {
+            Some(next) => cursor = next,
+            None => {
+                last.push(elapsed);
+                break;
+            }
+        }
+        if pages > 950 {
+            last.push(elapsed);
+        }
+    }
+    assert_eq!(pages, 1000);
+    row(
+        "read a 100-entry transcript page of 100,000 (median, first 50 pages / last 50)",
+        format!(
+            "{:.2} ms / {:.2} ms",
+            median(first).as_secs_f64() * 1e3,
+            median(last).as_secs_f64() * 1e3
+        ),
     );
 
     let sender = AgentName::parse("sender").unwrap();

@@ -17,6 +17,10 @@
 // This module is test code shipped behind a feature: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod transcripts;
+
+pub use transcripts::{transcripts_append_and_page, transcripts_belong_to_their_session};
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -57,6 +61,7 @@ macro_rules! store_contract_tests {
     ($factory:expr) => {
         $crate::store_contract_tests!(@cases $factory;
             agents_lifecycle, sessions_lifecycle, session_messages, session_updates_do_not_lose_each_other,
+            transcripts_append_and_page, transcripts_belong_to_their_session,
             inbox_send_and_read, inbox_claim_is_exclusive, inbox_release_and_dead_letter, inbox_concurrent_claims,
             inbox_archive, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
             tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,

@@ -29,6 +29,7 @@ mod schedule;
 mod session;
 mod task;
 pub mod timestamp;
+mod transcript;
 
 use std::sync::Arc;
 
@@ -52,6 +53,7 @@ pub use task::{
     ChangeCursor, ContextMode, NewTask, Run, RunOutcome, RunStart, RunStatus, ScheduleType, Task,
     TaskChange, TaskChanges, TaskPatch, TaskStatus, TaskStore,
 };
+pub use transcript::{TranscriptCursor, TranscriptEntry, TranscriptKind, TranscriptPage};
 
 /// The result of every store operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

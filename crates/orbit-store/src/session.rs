@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{AgentName, PermissionMode, Result, SessionId};
+use crate::{
+    AgentName, PermissionMode, Result, SessionId, TranscriptCursor, TranscriptEntry, TranscriptPage,
+};
 
 /// Token counts, summed over a session's turns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -177,7 +179,7 @@ pub trait SessionStore: Send + Sync {
         id: &SessionId,
         patch: SessionPatch,
     ) -> Result<Session>;
-    /// Removes the session and its history.
+    /// Removes the session, its history and its transcript.
     async fn delete(&self, agent: &AgentName, id: &SessionId) -> Result<()>;
     /// Appends to the history, keeping `messageCount` and `lastMessageAt` right.
     async fn append_message(
@@ -188,4 +190,21 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<()>;
     /// The whole history, oldest first.
     async fn get_messages(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>>;
+    /// Appends a turn's transcript entries, in order, as one step: a reader sees all of them
+    /// or none. `NotFound` when the session does not exist.
+    async fn append_transcript(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        entries: &[TranscriptEntry],
+    ) -> Result<()>;
+    /// At most `limit` (at least 1) transcript entries from `from` on, oldest first.
+    /// `NotFound` for an unknown session; `Invalid` for a cursor this store never gave.
+    async fn read_transcript(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        from: TranscriptCursor,
+        limit: usize,
+    ) -> Result<TranscriptPage>;
 }

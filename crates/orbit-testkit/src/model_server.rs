@@ -1,8 +1,10 @@
 //! A scripted Anthropic Messages API on 127.0.0.1.
 //!
 //! It speaks just enough HTTP/1.1 for the CLI (one request per connection, answered with
-//! `Connection: close`) and streams replies in the Messages SSE format. Each request is
-//! matched against the rules in order; the first match answers. Every request body is kept.
+//! `Connection: close`) and streams replies in the Messages SSE format, text as one
+//! `text_delta` per word as the real API sends pieces of text (and, for [`Reply::Streamed`],
+//! with a pause before each, written to the socket as it goes). Each request is matched
+//! against the rules in order; the first match answers. Every request body is kept.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Reply {
     /// A text reply ending the turn.
     Text(String),
+    /// A text reply ending the turn, generated slowly: each word is written to the socket
+    /// after `pause`, so the client sees the text arrive piece by piece.
+    Streamed { text: String, pause: Duration },
     /// A tool call: the CLI runs the tool and sends its result in the next request.
     ToolUse { name: String, input: Value },
     /// The same reply after a pause (to let a test act mid-turn).
@@ -181,6 +186,23 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
         reply = *inner;
     }
     let model = request["model"].as_str().unwrap_or("claude-test").to_owned();
+    if let Reply::Streamed { pause, .. } = &reply {
+        // No length: the body ends when the connection closes, as it is written.
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n";
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        for event in sse_events(&model, &reply) {
+            if event.starts_with("event: content_block_delta") {
+                tokio::time::sleep(*pause).await;
+            }
+            if stream.write_all(event.as_bytes()).await.is_err() || stream.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = stream.shutdown().await;
+        return;
+    }
     let response = match reply {
         Reply::HttpError(status, message) => {
             // The error types the Messages API gives with these statuses.
@@ -198,7 +220,7 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
             )
         }
         reply => {
-            let body = sse_body(&model, &reply);
+            let body = sse_events(&model, &reply).concat();
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
@@ -245,45 +267,55 @@ fn event(name: &str, data: &Value) -> String {
     format!("event: {name}\ndata: {data}\n\n")
 }
 
-fn sse_body(model: &str, reply: &Reply) -> String {
-    let mut body = event(
+/// The reply's SSE events, in order.
+fn sse_events(model: &str, reply: &Reply) -> Vec<String> {
+    let mut body = vec![];
+    body.push(event(
         "message_start",
         &json!({"type": "message_start", "message": {"id": format!("msg_{:08}", NEXT_TOOL_USE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)), "type": "message", "role": "assistant", "model": model, "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 10, "output_tokens": 1}}}),
-    );
+    ));
     let stop_reason = match reply {
         Reply::ToolUse { name, input } => {
             let id = format!(
                 "toolu_{:08}",
                 NEXT_TOOL_USE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             );
-            body += &event(
+            body.push(event(
                 "content_block_start",
                 &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
-            );
-            body += &event(
+            ));
+            body.push(event(
                 "content_block_delta",
                 &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
-            );
+            ));
             "tool_use"
         }
-        Reply::Text(text) => {
-            body += &event(
+        Reply::Text(text) | Reply::Streamed { text, .. } => {
+            body.push(event(
                 "content_block_start",
                 &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-            );
-            body += &event(
-                "content_block_delta",
-                &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
-            );
+            ));
+            // One delta per word (its trailing space included), as the API sends text in
+            // pieces; an empty text is one empty delta.
+            let mut pieces: Vec<&str> = text.split_inclusive(' ').collect();
+            if pieces.is_empty() {
+                pieces.push("");
+            }
+            for piece in pieces {
+                body.push(event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+                ));
+            }
             "end_turn"
         }
         Reply::Delayed(..) | Reply::HttpError(..) => "end_turn",
     };
-    body += &event("content_block_stop", &json!({"type": "content_block_stop", "index": 0}));
-    body += &event(
+    body.push(event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
+    body.push(event(
         "message_delta",
         &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": null}, "usage": {"output_tokens": 5}}),
-    );
-    body += &event("message_stop", &json!({"type": "message_stop"}));
+    ));
+    body.push(event("message_stop", &json!({"type": "message_stop"})));
     body
 }

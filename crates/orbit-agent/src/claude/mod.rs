@@ -1,7 +1,8 @@
 //! The real Claude Code CLI, driven over its stream-json protocol as the SDK does.
 //!
 //! One process per active session: `claude -p --input-format stream-json --output-format
-//! stream-json --verbose --permission-prompt-tool stdio ...`, in its own process group. Each
+//! stream-json --verbose --include-partial-messages --permission-prompt-tool stdio ...`, in
+//! its own process group. Each
 //! turn is a `user` line on stdin; the CLI answers with stream-json messages on stdout until a
 //! `result`. Its control requests (`can_use_tool`, `hook_callback`, `mcp_message`) are answered
 //! by the session's [`ControlHandler`]. Stderr goes to the log.
@@ -70,6 +71,8 @@ impl ClaudeCli {
             "--output-format",
             "stream-json",
             "--verbose",
+            // Text as the model generates it (`stream_event` lines), before the whole message.
+            "--include-partial-messages",
         ]);
         command.args(["--permission-prompt-tool", "stdio"]);
         let mode = match spec.permission_mode {

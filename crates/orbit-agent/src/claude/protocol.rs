@@ -27,6 +27,17 @@ pub(crate) fn parse(raw: Value) -> CliMessage {
                 .collect(),
             failure: failure(&raw),
         }),
+        // Partial messages (`--include-partial-messages`): the Messages API's stream events,
+        // wrapped. Only text deltas are read; the whole message follows as usual.
+        (Some("stream_event"), _) => {
+            let event = &raw["event"];
+            match (event["type"].as_str(), event["delta"]["type"].as_str()) {
+                (Some("content_block_delta"), Some("text_delta")) => CliMessageKind::TextDelta(
+                    event["delta"]["text"].as_str().unwrap_or_default().to_owned(),
+                ),
+                _ => CliMessageKind::Partial,
+            }
+        }
         _ => CliMessageKind::Other,
     };
     CliMessage { raw, kind }
@@ -126,5 +137,15 @@ mod tests {
         );
         assert_eq!(refusal(json!({"result": "something else"})), None);
         assert!(says_conversation_missing("Error: No conversation found with session ID: x"));
+        let delta = parse(
+            json!({"type": "stream_event", "event": {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}}),
+        );
+        assert!(matches!(delta.kind, CliMessageKind::TextDelta(ref text) if text == "Hel"));
+        let tool_input = parse(
+            json!({"type": "stream_event", "event": {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": "{"}}}),
+        );
+        assert!(matches!(tool_input.kind, CliMessageKind::Partial));
+        let start = parse(json!({"type": "stream_event", "event": {"type": "message_start"}}));
+        assert!(matches!(start.kind, CliMessageKind::Partial));
     }
 }

@@ -64,13 +64,21 @@ impl SessionAgent {
 
     /// Appends the exchange to the session and the agent's memory. Failures are logged: the
     /// turn itself already happened.
-    pub(super) async fn record(&self, prompt: &str, result: &str, kind: TurnKind) {
+    /// The user's message keeps the time it was sent (`sent_at`); the assistant's is stamped
+    /// now, at the turn's end.
+    pub(super) async fn record(
+        &self,
+        prompt: &str,
+        sent_at: time::OffsetDateTime,
+        result: &str,
+        kind: TurnKind,
+    ) {
         let stores = &self.shared.stores;
-        for (role, content) in [(Role::User, prompt), (Role::Assistant, result)] {
-            if let Err(err) = stores
-                .sessions
-                .append_message(&self.agent, &self.session, SessionMessage::new(role, content))
-                .await
+        let user =
+            SessionMessage { created_at: sent_at, ..SessionMessage::new(Role::User, prompt) };
+        for message in [user, SessionMessage::new(Role::Assistant, result)] {
+            if let Err(err) =
+                stores.sessions.append_message(&self.agent, &self.session, message).await
             {
                 tracing::warn!(session = %self.session, error = %err, "could not append to the session");
             }

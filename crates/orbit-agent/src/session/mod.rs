@@ -11,11 +11,15 @@
 //! 2. claim the agent's unclaimed inbox messages for this session, under a lease that the
 //!    turn renews while it lives, and put them in this turn's user message, so they reach the
 //!    model even on a warm or resumed CLI session whose system prompt is fixed;
-//! 3. run the turn, passing every CLI event on unchanged, storing the CLI's `session_id` as
+//! 3. run the turn, passing every CLI event on unchanged (partial messages as text deltas)
+//!    through the turn's sink, to its caller and its log (`turn_log`: what watchers who
+//!    attach mid-turn are replayed, and the transcript), storing the CLI's `session_id` as
 //!    soon as its `init` names it;
 //! 4. mark the claimed messages read on success, give them back on failure or abort (a
 //!    delivery counts only if the turn reached the model);
-//! 5. record the exchange: messages, last activity, daily memory, cost and usage.
+//! 5. record the exchange: messages (the user's stamped when it was sent), last activity,
+//!    daily memory, cost and usage, then the turn's transcript, before the caller hears the
+//!    turn's last event.
 //!
 //! Whatever ends the turn, steps 4 and 5 run exactly once, on the turn's own task. An abort
 //! is latched from the moment the turn is accepted, so one that arrives while the turn is
@@ -29,10 +33,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedMutexGuard, oneshot};
 
 use crate::event::{CliResult, TurnEvent};
-use orbit_store::{AgentName, PermissionMode, SessionId};
+use orbit_store::{AgentName, PermissionMode, RunId, SessionId};
 use tokio::sync::{mpsc, watch};
 
-use crate::policy::{Decision, SessionControl};
+use crate::policy::{Decision, DeniedTool, SessionControl};
 use crate::pool::{PoolShared, ProcessSlot};
 use crate::prompt::TurnKind;
 use crate::runtime::RuntimeProcess;
@@ -41,6 +45,11 @@ use crate::{Error, Result};
 
 mod claims;
 mod turn;
+mod turn_log;
+
+use turn_log::TurnLog;
+pub(crate) use turn_log::TurnSink;
+pub use turn_log::{REPLAY_BYTES, REPLAY_EVENTS, TRANSCRIPT_TURN_BYTES, TurnWatcher};
 
 /// What a caller may set for one turn.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +59,8 @@ pub struct ChatOptions {
     pub kind: TurnKind,
     /// Abort the turn after this long.
     pub timeout: Option<Duration>,
+    /// The task run this turn is, if any: its pending approvals name it.
+    pub run: Option<RunId>,
 }
 
 /// How a turn ended.
@@ -60,6 +71,9 @@ pub struct TurnOutcome {
     pub cost_usd: Option<f64>,
     /// Inbox messages handled in this turn.
     pub handled_messages: Vec<orbit_store::MessageId>,
+    /// The tool calls the turn was refused (by a person, by nobody answering in time, or by
+    /// `safe` mode), in order.
+    pub denied_tools: Vec<DeniedTool>,
 }
 
 /// An accepted turn: its events as they happen, and how it ended.
@@ -132,6 +146,8 @@ pub struct SessionAgent {
     live: Arc<tokio::sync::Mutex<Option<LiveProcess>>>,
     last_used: Mutex<Instant>,
     control: Arc<SessionControl>,
+    /// The running turn's log, for watchers who attach mid-turn.
+    current: Mutex<Option<Arc<TurnLog>>>,
 }
 
 /// What a session agent is doing. One atomic for both, so that a turn starting and the pool
@@ -146,6 +162,21 @@ enum TurnState {
 
 /// Sets the agent idle again when a turn ends, however it ends.
 struct RunningGuard(Arc<SessionAgent>);
+
+/// Ends the turn's log when the turn's task ends, however it ends, so no watcher waits for
+/// a turn that is gone.
+struct LogGuard(Arc<SessionAgent>, Arc<TurnLog>);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        let mut current = self.0.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.as_ref().is_some_and(|log| Arc::ptr_eq(log, &self.1)) {
+            current.take();
+        }
+        drop(current);
+        self.1.close();
+    }
+}
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
@@ -208,7 +239,7 @@ enum TurnEnd {
 impl SessionAgent {
     pub(crate) fn new(agent: AgentName, session: SessionId, shared: Arc<PoolShared>) -> Self {
         let tools = OrbitTools { agent: agent.clone(), session, stores: shared.stores.clone() };
-        let control = Arc::new(SessionControl::new(shared.options.ask_timeout, tools));
+        let control = Arc::new(SessionControl::new(tools));
         Self {
             control,
             agent,
@@ -220,7 +251,15 @@ impl SessionAgent {
             abort: watch::channel(0).0,
             live: Arc::new(tokio::sync::Mutex::new(None)),
             last_used: Mutex::new(Instant::now()),
+            current: Mutex::new(None),
         }
+    }
+
+    /// Watches the running turn: its events from its start (as far as the replay buffer
+    /// holds them), then live, until it ends. `None` when no turn runs.
+    pub fn watch(&self) -> Option<TurnWatcher> {
+        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        current.as_ref().map(|log| log.watch())
     }
 
     pub fn agent(&self) -> &AgentName {
@@ -330,6 +369,8 @@ impl SessionAgent {
     /// slot comes free (`Busy`), or the pool is shutting down. Nothing is claimed, created or
     /// spent for a refused turn.
     pub async fn start_turn(self: &Arc<Self>, prompt: &str, options: ChatOptions) -> Result<Turn> {
+        // The user's message is stamped when it was sent, not when its turn ends.
+        let sent_at = orbit_store::timestamp::now();
         // Subscribed before the turn counts as running, so an abort that sees it running is
         // seen by the turn, however early.
         let mut requests = self.abort.subscribe();
@@ -356,11 +397,19 @@ impl SessionAgent {
         let accepted = self.accept(&options, abort).await?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let (outcome_tx, outcome) = oneshot::channel();
+        let log = TurnLog::new(self.session);
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(log.clone());
+        let closing = LogGuard(self.clone(), log.clone());
+        let sink = TurnSink::new(events_tx, log);
         let this = self.clone();
         let prompt = prompt.to_owned();
         self.shared.spawn_turn(async move {
+            // Dropped in reverse: the log ends before the agent counts as idle again, and
+            // the caller's channel (held by `sink`, which the block owns) closes after both,
+            // so a caller that saw its events end finds the session idle.
             let _running = running;
-            let outcome = this.run(&prompt, options, accepted, &events_tx).await;
+            let _closing = closing;
+            let outcome = this.run(&prompt, sent_at, options, accepted, &sink).await;
             let _ = outcome_tx.send(outcome);
         });
         Ok(Turn { id, events, outcome })

@@ -4,11 +4,13 @@
 use std::sync::PoisonError;
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use orbit_store::{PermissionMode, SessionPatch, TranscriptKind};
+use serde_json::json;
+use time::OffsetDateTime;
 
-use orbit_store::{PermissionMode, SessionPatch};
-
-use super::{AbortSignal, Accepted, ChatOptions, LiveProcess, SessionAgent, TurnEnd, TurnOutcome};
+use super::{
+    AbortSignal, Accepted, ChatOptions, LiveProcess, SessionAgent, TurnEnd, TurnOutcome, TurnSink,
+};
 use crate::event::{CliMessageKind, CliResult, TurnEvent};
 use crate::pool::ProcessSlot;
 use crate::prompt::{self, TurnKind};
@@ -20,13 +22,19 @@ impl SessionAgent {
     pub(super) async fn run(
         &self,
         prompt: &str,
+        sent_at: OffsetDateTime,
         options: ChatOptions,
         accepted: Accepted,
-        events: &mpsc::UnboundedSender<TurnEvent>,
+        events: &TurnSink,
     ) -> Result<TurnOutcome> {
         let Accepted { mut live, permit, mut abort, mode } = accepted;
-        let _ = events.send(TurnEvent::Started);
-        self.control.begin_turn(mode, events.clone());
+        events.log.note(TranscriptKind::User, sent_at, json!({"text": prompt}));
+        events.send(TurnEvent::Started);
+        let ask_timeout = match options.kind {
+            TurnKind::Chat => self.shared.options.ask_timeout,
+            TurnKind::ScheduledTask => self.shared.options.run_ask_timeout,
+        };
+        self.control.begin_turn(mode, ask_timeout, options.run, events.clone());
         let mut claimed = Vec::new();
         let mut delivered = false;
         let outcome = async {
@@ -36,11 +44,15 @@ impl SessionAgent {
             }
             claimed = self.claim_inbox().await?;
             let _renewing = self.renew_claims(&claimed);
+            let delivered_at = orbit_store::timestamp::now();
+            for message in &claimed {
+                events.log.note(TranscriptKind::Inbox, delivered_at, inbox_json(message));
+            }
             let text = prompt::user_message(prompt, &claimed);
             self.run_turn(&mut live, &text, &options, &mut abort, events, &mut delivered).await
         }
         .await;
-        self.control.end_turn();
+        let denied_tools = self.control.end_turn();
         self.settle_claims(&claimed, outcome.is_ok(), delivered).await;
         *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
         match &outcome {
@@ -59,17 +71,37 @@ impl SessionAgent {
             // The error says itself that the turn failed (`the turn failed: ...`).
             Err(err) => format!("({err})"),
         };
-        self.record(prompt, &result, options.kind).await;
-        let _ = events.send(match &outcome {
+        self.record(prompt, sent_at, &result, options.kind).await;
+        let last = match &outcome {
             Ok(outcome) => {
                 TurnEvent::Finished { result: outcome.result.clone(), cost_usd: outcome.cost_usd }
             }
             Err(err) => TurnEvent::Failed { message: err.to_string(), kind: err.kind() },
-        });
+        };
+        // The transcript is in the store before the caller hears the turn ended, so a client
+        // whose stream ended finds the whole turn there.
+        events.log.push(&last);
+        self.keep_transcript(events).await;
+        events.send_to_caller(last);
         outcome.map(|mut outcome| {
             outcome.handled_messages = claimed.iter().map(|m| m.id).collect();
+            outcome.denied_tools = denied_tools;
             outcome
         })
+    }
+
+    /// Writes the turn's transcript. A failure is logged: the turn itself already happened.
+    async fn keep_transcript(&self, events: &TurnSink) {
+        let entries = events.log.take_transcript();
+        if let Err(err) = self
+            .shared
+            .stores
+            .sessions
+            .append_transcript(&self.agent, &self.session, &entries)
+            .await
+        {
+            tracing::warn!(session = %self.session, error = %err, "could not keep the turn's transcript");
+        }
     }
 
     /// Makes sure a live process fits this turn: a model change restarts it (resuming), and
@@ -115,7 +147,7 @@ impl SessionAgent {
         text: &str,
         options: &ChatOptions,
         abort: &mut AbortSignal,
-        events: &mpsc::UnboundedSender<TurnEvent>,
+        events: &TurnSink,
         delivered: &mut bool,
     ) -> Result<TurnOutcome> {
         loop {
@@ -132,7 +164,7 @@ impl SessionAgent {
                 Ok(TurnEnd::ResumeFailed(reason)) => {
                     let old = current.cli_session.clone();
                     tracing::warn!(session = %self.session, old_cli_session = ?old, %reason, "resume failed; continuing in a fresh CLI session");
-                    let _ = events.send(TurnEvent::ResumeFailed {
+                    events.send(TurnEvent::ResumeFailed {
                         previous_cli_session: old,
                         message: format!("The previous Claude Code session could not be resumed ({reason}); this turn runs in a fresh one."),
                     });
@@ -205,7 +237,7 @@ impl SessionAgent {
         text: &str,
         options: &ChatOptions,
         abort: &mut AbortSignal,
-        events: &mpsc::UnboundedSender<TurnEvent>,
+        events: &TurnSink,
         delivered: &mut bool,
     ) -> Result<TurnEnd> {
         if abort.requested() {
@@ -262,6 +294,12 @@ impl SessionAgent {
                 }
             };
             let result = match &message.kind {
+                CliMessageKind::TextDelta(text) => {
+                    events.send(TurnEvent::TextDelta { text: text.clone() });
+                    continue;
+                }
+                // The whole message follows; its pieces are not passed on.
+                CliMessageKind::Partial => continue,
                 CliMessageKind::Init { session_id } => {
                     seen_init = true;
                     self.note_cli_session(live, session_id).await;
@@ -274,7 +312,7 @@ impl SessionAgent {
                 CliMessageKind::Result(result) => Some(result.clone()),
                 CliMessageKind::Other => None,
             };
-            let _ = events.send(TurnEvent::Cli(message));
+            events.send(TurnEvent::Cli(message));
             if let Some(result) = result {
                 return match stop {
                     Some((err, _)) => Err(err),
@@ -319,8 +357,25 @@ impl SessionAgent {
                 None => Error::TurnFailed(detail),
             });
         }
-        Ok(TurnOutcome { result: text, cost_usd: turn_cost, handled_messages: Vec::new() })
+        Ok(TurnOutcome {
+            result: text,
+            cost_usd: turn_cost,
+            handled_messages: Vec::new(),
+            denied_tools: Vec::new(),
+        })
     }
+}
+
+/// An inbox message delivered in a turn, as its transcript keeps it.
+fn inbox_json(message: &orbit_store::InboxMessage) -> serde_json::Value {
+    json!({
+        "messageId": message.id,
+        "fromAgent": message.from_agent,
+        "fromKind": message.from_kind,
+        "messageType": message.message_type,
+        "requestId": message.request_id,
+        "message": message.message,
+    })
 }
 
 fn first_line(text: &str) -> String {

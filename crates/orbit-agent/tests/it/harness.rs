@@ -148,7 +148,10 @@ pub fn event_json(event: &orbit_agent::TurnEvent) -> Option<Value> {
             "type": "system", "subtype": "orbit_resume_failed",
             "previousSdkSessionId": previous_cli_session, "message": message,
         })),
-        TurnEvent::Started | TurnEvent::Finished { .. } | TurnEvent::Failed { .. } => None,
+        TurnEvent::Started
+        | TurnEvent::TextDelta { .. }
+        | TurnEvent::Finished { .. }
+        | TurnEvent::Failed { .. } => None,
     }
 }
 

@@ -21,7 +21,7 @@ use crate::client_stream::ClientStream;
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::Json;
-use crate::{AppState, stream_events, wire};
+use crate::{AppState, wire};
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -68,7 +68,7 @@ fn chat_example() -> Value {
 /// One event of the chat stream (one `data:` line).
 #[derive(Debug, Serialize, JsonSchema)]
 #[serde(untagged)]
-// The events are built as JSON from the turn's typed events (`stream_events`); these types
+// The events are built as JSON from the turn's typed events (`TurnEvent::to_json`); these types
 // are the stream's documentation, and the tests check every event against them.
 #[allow(dead_code)]
 pub enum ChatEvent {
@@ -82,9 +82,35 @@ pub enum ChatEvent {
     /// The CLI could not resume the session's previous conversation; the turn goes on in a
     /// fresh one.
     ResumeFailed(ResumeFailedEvent),
-    /// Every message of the Claude Code CLI's stream-json output, unchanged (`system`,
-    /// `assistant`, `user`, `result`, `stream_event`, ...).
+    /// A piece of the assistant's text as the model generates it; the whole `assistant`
+    /// message follows all the same.
+    TextDelta(TextDeltaEvent),
+    /// Only on `GET .../stream`: events of the turn that could not be shown (they left the
+    /// turn's replay buffer before this watcher read them) were left out here.
+    EventsDropped(EventsDroppedEvent),
+    /// Every other message of the Claude Code CLI's stream-json output, unchanged (`system`,
+    /// `assistant`, `user`, `result`, ...). The CLI's partial messages (`stream_event`) are
+    /// not passed on: their text arrives as `text_delta` events.
     Runtime(RuntimeEvent),
+}
+
+/// `{"type": "text_delta", "text"}`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TextDeltaEvent {
+    #[schemars(extend("const" = "text_delta"))]
+    r#type: String,
+    text: String,
+}
+
+/// `{"type": "system", "subtype": "orbit_events_dropped", "dropped"}`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EventsDroppedEvent {
+    #[schemars(extend("const" = "system"))]
+    r#type: String,
+    #[schemars(extend("const" = "orbit_events_dropped"))]
+    subtype: String,
+    /// How many events were left out at this point.
+    dropped: u64,
 }
 
 /// `{"type": "system", "subtype": "orbit_session", "sessionId"}`, the stream's first event.
@@ -179,7 +205,7 @@ async fn chat(state: Data<AppState>, Json(body): Json<ChatRequest>) -> ApiResult
         // waits on a client.
         while let Some(event) = events.recv().await {
             if client.is_connected()
-                && let Some(message) = stream_events::to_json(&event, session_id)
+                && let Some(message) = event.to_json(session_id)
             {
                 client.send(&message, &session_id).await;
             }

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod inbox;
 pub mod sessions;
 pub mod tasks;
+pub mod turns;
 pub mod worktrees;
 
 use crate::endpoint::Endpoint;
@@ -37,6 +38,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(chat::endpoints());
     all.extend(worktrees::endpoints());
     all.extend(approvals::endpoints());
+    all.extend(turns::endpoints());
     all
 }
 

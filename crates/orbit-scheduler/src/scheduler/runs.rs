@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use orbit_store::{
-    AgentName, AgentStatus, ContextMode, ErrorKind, Lease, Run, RunOutcome, RunStart, RunStatus,
-    Schedule, SessionId, Task, TaskId, TaskStatus,
+    AgentName, AgentStatus, ContextMode, ErrorKind, Lease, Run, RunId, RunOutcome, RunStart,
+    RunStatus, Schedule, SessionId, Task, TaskId, TaskStatus,
 };
 use time::OffsetDateTime;
 
@@ -135,7 +135,7 @@ impl Scheduler {
         let cancel = tokio_util::sync::CancellationToken::new();
         let run_cancel = cancel.clone();
         let body = async move {
-            let outcome = this.turn(&task, session, &run_cancel).await;
+            let outcome = this.turn(&task, run_id, session, &run_cancel).await;
             let status = outcome.status;
             let now = this.inner.clock.now();
             if let Err(err) = this
@@ -173,19 +173,20 @@ impl Scheduler {
     async fn turn(
         &self,
         task: &Task,
+        run: RunId,
         session: SessionId,
         cancel: &CancellationToken,
     ) -> RunOutcome {
         let timeout = self.inner.options.run_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let result = match task.context_mode {
-            ContextMode::Main => self.turn_in_main(task, session, deadline, cancel).await,
-            ContextMode::Isolated => self.guarded_turn(task, session, timeout, cancel).await,
+            ContextMode::Main => self.turn_in_main(task, run, session, deadline, cancel).await,
+            ContextMode::Isolated => self.guarded_turn(task, run, session, timeout, cancel).await,
         };
         match result {
             Ok(report) => RunOutcome {
                 status: RunStatus::Success,
-                result: Some(report.result),
+                result: Some(report.recorded_result()),
                 error: None,
                 cost_usd: report.cost_usd,
             },
@@ -202,6 +203,7 @@ impl Scheduler {
     async fn turn_in_main(
         &self,
         task: &Task,
+        run: RunId,
         session: SessionId,
         deadline: tokio::time::Instant,
         cancel: &CancellationToken,
@@ -226,7 +228,7 @@ impl Scheduler {
             if left.is_zero() {
                 return Err(busy());
             }
-            match self.guarded_turn(task, session, left, cancel).await {
+            match self.guarded_turn(task, run, session, left, cancel).await {
                 Err(RunError::SessionBusy) => {
                     tracing::debug!(task = %task.id, %session, "the main session is busy; waiting");
                     tokio::select! {
@@ -245,13 +247,14 @@ impl Scheduler {
     async fn guarded_turn(
         &self,
         task: &Task,
+        run: RunId,
         session: SessionId,
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<RunReport, RunError> {
         // A child token: the safety net below stops this turn without cancelling the run.
         let turn_cancel = cancel.child_token();
-        let turn = self.inner.runner.run(task, session, timeout, turn_cancel.clone());
+        let turn = self.inner.runner.run(task, run, session, timeout, turn_cancel.clone());
         tokio::pin!(turn);
         tokio::select! {
             settled = &mut turn => settled,

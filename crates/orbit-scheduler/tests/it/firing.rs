@@ -261,6 +261,7 @@ async fn a_main_mode_run_waits_for_a_turn_it_did_not_start_rather_than_failing()
         orbit_scheduler::TaskRunner::run(
             &*runner,
             &chat,
+            orbit_store::RunId::new(),
             main.id,
             Duration::from_secs(60),
             Default::default(),

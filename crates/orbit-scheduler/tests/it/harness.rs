@@ -62,6 +62,7 @@ impl TaskRunner for FakeRunner {
     async fn run(
         &self,
         task: &Task,
+        _run: orbit_store::RunId,
         session: SessionId,
         _timeout: Duration,
         cancel: CancellationToken,
@@ -74,7 +75,7 @@ impl TaskRunner for FakeRunner {
         let mut unsettled = Unsettled(Some(&self.dropped));
         let settled = tokio::select! {
             () = tokio::time::sleep(self.delay) => {
-                Ok(RunReport { result: format!("did {}", task.prompt), cost_usd: None })
+                Ok(RunReport { result: format!("did {}", task.prompt), ..RunReport::default() })
             }
             () = cancel.cancelled() => {
                 self.aborted.fetch_add(1, Ordering::SeqCst);

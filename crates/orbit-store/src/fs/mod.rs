@@ -35,6 +35,7 @@ pub(crate) mod io;
 mod memory;
 mod sessions;
 mod tasks;
+mod transcripts;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::{FsStore, Inner, io};
 use crate::{
     AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
-    SessionStore,
+    SessionStore, TranscriptCursor, TranscriptEntry, TranscriptPage,
 };
 
 /// Compact once the journal has this many lines and more than twice as many as sessions.
@@ -182,7 +182,7 @@ impl Inner {
     }
 
     /// Reads with the journal replayed up to date, without the cross-process lock.
-    fn read_sessions<T>(
+    pub(super) fn read_sessions<T>(
         &self,
         agent: &AgentName,
         read: impl FnOnce(&BTreeMap<SessionId, Session>) -> T,
@@ -196,6 +196,22 @@ impl Inner {
 
     /// Changes the journal under the cross-process lock. `change` sees every session as of
     /// now and returns the entry to append (or `None` to append nothing) and a result.
+    /// Runs `body` under the journal's lock while session `id` exists (`NotFound` otherwise),
+    /// so that what it writes for the session cannot land after the session's deletion.
+    pub(super) fn with_session<T>(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        body: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        self.write_sessions(agent, |sessions| {
+            if !sessions.contains_key(id) {
+                return Err(Error::not_found("session", id));
+            }
+            Ok((None, body()?))
+        })
+    }
+
     fn write_sessions<T>(
         &self,
         agent: &AgentName,
@@ -325,7 +341,7 @@ impl SessionStore for FsStore {
                 Ok((Some(Entry::Delete { id }), ()))
             })?;
             io::remove_file(&s.messages_path(&agent, &id))?;
-            Ok(())
+            s.remove_transcript(&agent, &id)
         })
         .await
     }
@@ -379,5 +395,26 @@ impl SessionStore for FsStore {
             })
         })
         .await
+    }
+
+    async fn append_transcript(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        entries: &[TranscriptEntry],
+    ) -> Result<()> {
+        let (agent, id, entries) = (agent.clone(), *id, entries.to_vec());
+        self.blocking(move |s| s.append_transcript(&agent, &id, &entries)).await
+    }
+
+    async fn read_transcript(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        from: TranscriptCursor,
+        limit: usize,
+    ) -> Result<TranscriptPage> {
+        let (agent, id) = (agent.clone(), *id);
+        self.blocking(move |s| s.read_transcript(&agent, &id, from, limit)).await
     }
 }

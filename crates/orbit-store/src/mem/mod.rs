@@ -76,6 +76,7 @@ struct AgentRecord {
 struct SessionRecord {
     session: Session,
     messages: Vec<SessionMessage>,
+    transcript: Vec<crate::TranscriptEntry>,
 }
 
 struct TaskRecord {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::{MemStore, SessionRecord, State};
 use crate::{
     AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
-    SessionStore,
+    SessionStore, TranscriptCursor, TranscriptEntry, TranscriptPage,
 };
 
 impl State {
@@ -32,7 +32,14 @@ impl SessionStore for MemStore {
             return Err(Error::AlreadyExists { what: "session", id: id.to_string() });
         }
         let session = Session::new(agent, id, new);
-        sessions.insert(id, SessionRecord { session: session.clone(), messages: Vec::new() });
+        sessions.insert(
+            id,
+            SessionRecord {
+                session: session.clone(),
+                messages: Vec::new(),
+                transcript: Vec::new(),
+            },
+        );
         Ok(session)
     }
 
@@ -82,5 +89,35 @@ impl SessionStore for MemStore {
 
     async fn get_messages(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>> {
         Ok(self.state().session(agent, id)?.messages.clone())
+    }
+
+    async fn append_transcript(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        entries: &[TranscriptEntry],
+    ) -> Result<()> {
+        let mut state = self.state();
+        state.session_mut(agent, id)?.transcript.extend_from_slice(entries);
+        Ok(())
+    }
+
+    /// The cursor is an index into the session's entries.
+    async fn read_transcript(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        from: TranscriptCursor,
+        limit: usize,
+    ) -> Result<TranscriptPage> {
+        let state = self.state();
+        let transcript = &state.session(agent, id)?.transcript;
+        let start = usize::try_from(from.0)
+            .ok()
+            .filter(|start| *start <= transcript.len())
+            .ok_or_else(|| Error::Invalid(format!("no transcript position {}", from.0)))?;
+        let end = start.saturating_add(limit.max(1)).min(transcript.len());
+        let next = (end < transcript.len()).then_some(TranscriptCursor(end as u64));
+        Ok(TranscriptPage { entries: transcript[start..end].to_vec(), next })
     }
 }

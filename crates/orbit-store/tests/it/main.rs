@@ -8,4 +8,5 @@ mod crash;
 mod ids;
 mod journal;
 mod multiprocess;
+mod transcripts;
 mod upgrade;
