@@ -6,6 +6,7 @@
 
 mod api;
 mod edges;
+mod events;
 mod hardening;
 mod helpers;
 mod lifecycle;

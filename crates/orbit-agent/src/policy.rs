@@ -15,6 +15,7 @@ use orbit_store::PermissionMode;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::activity::{Activity, ActivityBus, ApprovalSettlement};
 use crate::event::{PermissionRequest, TurnEvent};
 use crate::runtime::ControlHandler;
 use crate::tools::OrbitTools;
@@ -70,6 +71,9 @@ pub struct PendingApproval {
 
 /// One session's control handler.
 pub(crate) struct SessionControl {
+    /// The agent and session it answers for, as approvals are announced.
+    owner: (orbit_store::AgentName, orbit_store::SessionId),
+    activity: ActivityBus,
     mode: Mutex<PermissionMode>,
     ask_timeout: Duration,
     /// Where the running turn's events go, so `ask` can show its request.
@@ -85,8 +89,15 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SessionControl {
-    pub(crate) fn new(ask_timeout: Duration, tools: OrbitTools) -> Self {
+    pub(crate) fn new(
+        owner: (orbit_store::AgentName, orbit_store::SessionId),
+        ask_timeout: Duration,
+        tools: OrbitTools,
+        activity: ActivityBus,
+    ) -> Self {
         Self {
+            owner,
+            activity,
             mode: Mutex::new(PermissionMode::default()),
             ask_timeout,
             events: Mutex::new(None),
@@ -162,17 +173,41 @@ impl SessionControl {
                 message: Some("Orbit: nobody is there to allow this tool".into()),
             };
         }
-        match tokio::time::timeout(self.ask_timeout, rx).await {
-            Ok(Ok(decision)) => decision,
+        let (agent, session) = self.owner.clone();
+        self.activity.announce(Activity::ApprovalPending {
+            agent: agent.clone(),
+            session,
+            request_id: request_id.clone(),
+            tool_name: tool.to_owned(),
+        });
+        // Announced here, where the wait ends, whatever ends it: an answer, the timeout, or
+        // the turn's end (which drops the answer's sender).
+        let (decision, settlement) = match tokio::time::timeout(self.ask_timeout, rx).await {
+            Ok(Ok(decision)) => {
+                let settlement = if decision.allow {
+                    ApprovalSettlement::Allowed
+                } else {
+                    ApprovalSettlement::Denied
+                };
+                (decision, settlement)
+            }
             _ => {
                 lock(&self.pending).remove(&request_id);
                 let secs = self.ask_timeout.as_secs();
-                Decision {
+                let decision = Decision {
                     allow: false,
                     message: Some(format!("Orbit: nobody allowed {tool} within {secs} s")),
-                }
+                };
+                (decision, ApprovalSettlement::Expired)
             }
-        }
+        };
+        self.activity.announce(Activity::ApprovalSettled {
+            agent,
+            session,
+            request_id,
+            settlement,
+        });
+        decision
     }
 
     /// Whether the tool may run, asking a person in `ask` mode.

@@ -12,7 +12,7 @@ use orbit_store::{
     SessionId, Stores, Task, TaskId, TaskPatch, TaskStatus, limits, timestamp,
 };
 
-use crate::{AgentPool, Error, Result, worktree};
+use crate::{Activity, AgentPool, Error, Result, worktree};
 
 /// What a caller asks for to make a task.
 #[derive(Debug, Clone)]
@@ -185,7 +185,7 @@ pub async fn delete_task(
 }
 
 /// Makes a session (and its agent when missing), in a worktree of its own when asked.
-pub async fn create_session(
+async fn create_session(
     stores: &Stores,
     agent: &AgentName,
     request: SessionRequest,
@@ -231,6 +231,19 @@ pub async fn remove_owned_worktree(
 }
 
 impl AgentPool {
+    /// Makes a session (and its agent when missing), in a worktree of its own when asked,
+    /// and announces it.
+    pub async fn create_session(
+        &self,
+        agent: &AgentName,
+        request: SessionRequest,
+    ) -> Result<Session> {
+        let session = create_session(self.stores(), agent, request).await?;
+        self.activity()
+            .announce(Activity::SessionCreated { agent: agent.clone(), session: session.id });
+        Ok(session)
+    }
+
     /// Deletes a session: its record, then its turn aborted and settled, its process ended and
     /// its CLI state forgotten; then its worktree, unless it holds uncommitted work.
     pub async fn delete_session(
@@ -243,6 +256,7 @@ impl AgentPool {
         // The record first: a turn that starts on the session from now on is refused, so
         // none can spawn a CLI (and recreate its state) after it is forgotten.
         stores.sessions.delete(agent, id).await?;
+        self.activity().announce(Activity::SessionDeleted { agent: agent.clone(), session: *id });
         self.forget_session(agent, id).await;
         match session.worktree_id {
             Some(worktree_id) => remove_owned_worktree(stores, agent, &worktree_id).await,
@@ -258,6 +272,7 @@ impl AgentPool {
         // The records first (one rename), so no turn starts on the agent once its turns
         // are being ended and its CLI state forgotten.
         stores.agents.delete(agent).await?;
+        self.activity().announce(Activity::AgentChanged { agent: agent.clone() });
         self.forget_agent(agent).await;
         Ok(())
     }

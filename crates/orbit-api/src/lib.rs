@@ -13,6 +13,7 @@ mod guard;
 mod middleware;
 mod openapi;
 mod routes;
+mod server_events;
 mod stream_events;
 mod views;
 mod wire;

@@ -207,8 +207,18 @@ enum TurnEnd {
 
 impl SessionAgent {
     pub(crate) fn new(agent: AgentName, session: SessionId, shared: Arc<PoolShared>) -> Self {
-        let tools = OrbitTools { agent: agent.clone(), session, stores: shared.stores.clone() };
-        let control = Arc::new(SessionControl::new(shared.options.ask_timeout, tools));
+        let tools = OrbitTools {
+            agent: agent.clone(),
+            session,
+            stores: shared.stores.clone(),
+            activity: shared.options.activity.clone(),
+        };
+        let control = Arc::new(SessionControl::new(
+            (agent.clone(), session),
+            shared.options.ask_timeout,
+            tools,
+            shared.options.activity.clone(),
+        ));
         Self {
             control,
             agent,

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use orbit_store::{PermissionMode, SessionPatch};
 
 use super::{AbortSignal, Accepted, ChatOptions, LiveProcess, SessionAgent, TurnEnd, TurnOutcome};
+use crate::activity::{Activity, TurnEnding};
 use crate::event::{CliMessageKind, CliResult, TurnEvent};
 use crate::pool::ProcessSlot;
 use crate::prompt::{self, TurnKind};
@@ -27,6 +28,12 @@ impl SessionAgent {
     ) -> Result<TurnOutcome> {
         let Accepted { mut live, permit, mut abort, mode } = accepted;
         let _ = events.send(TurnEvent::Started);
+        let activity = &self.shared.options.activity;
+        activity.announce(Activity::TurnStarted {
+            agent: self.agent.clone(),
+            session: self.session,
+            kind: options.kind,
+        });
         self.control.begin_turn(mode, events.clone());
         let mut claimed = Vec::new();
         let mut delivered = false;
@@ -61,6 +68,16 @@ impl SessionAgent {
             Err(err) => format!("({err})"),
         };
         self.record(prompt, &result, options.kind).await;
+        // After the record, so a client that reloads the session on this finds the exchange.
+        activity.announce(Activity::TurnEnded {
+            agent: self.agent.clone(),
+            session: self.session,
+            ending: TurnEnding {
+                success: outcome.is_ok(),
+                cost_usd: outcome.as_ref().ok().and_then(|outcome| outcome.cost_usd),
+                error: outcome.as_ref().err().map(ToString::to_string),
+            },
+        });
         let _ = events.send(match &outcome {
             Ok(outcome) => {
                 TurnEvent::Finished { result: outcome.result.clone(), cost_usd: outcome.cost_usd }

@@ -2,6 +2,7 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
+use orbit_agent::Activity;
 use orbit_store::{Agent, AgentName, AgentPatch, AgentStatus, NewAgent};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -88,6 +89,7 @@ async fn create(state: Data<AppState>, Json(body): Json<CreateAgent>) -> ApiResu
     check_model(body.model.as_deref())?;
     let new = NewAgent { model: body.model, permission_mode: body.permission_mode.map(Into::into) };
     let agent = state.stores.agents.create(&body.name, new).await?;
+    state.pool.activity().announce(Activity::AgentChanged { agent: agent.name.clone() });
     Ok(HttpResponse::Created().json(AgentBody { agent: agent.into() }))
 }
 
@@ -119,6 +121,7 @@ async fn update(
         main_session_id: None,
     };
     let agent = state.stores.agents.update(&path.name, patch).await?;
+    state.pool.activity().announce(Activity::AgentChanged { agent: agent.name.clone() });
     Ok(HttpResponse::Ok().json(AgentBody { agent: agent.into() }))
 }
 

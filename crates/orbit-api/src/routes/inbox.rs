@@ -2,6 +2,7 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
+use orbit_agent::Activity;
 use orbit_store::{AgentName, MessageId, NewMessage, Sender, limits};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -103,6 +104,11 @@ async fn send(
         request_id: body.request_id,
     };
     let message = state.stores.inbox.send(new).await?;
+    state.pool.activity().announce(Activity::InboxArrived {
+        agent: message.to_agent.clone(),
+        message: message.id,
+        from: message.from_agent.clone(),
+    });
     Ok(HttpResponse::Created().json(MessageBody { message: message.into() }))
 }
 
@@ -129,5 +135,6 @@ async fn get(state: Data<AppState>, path: MessagePath) -> ApiResult<HttpResponse
 
 async fn archive(state: Data<AppState>, path: MessagePath) -> ApiResult<HttpResponse> {
     state.stores.inbox.archive(&path.name, &path.id).await?;
+    state.pool.activity().announce(Activity::InboxArchived { agent: path.name, message: path.id });
     Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }

@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod chat;
+pub mod events;
 pub mod inbox;
 pub mod sessions;
 pub mod tasks;
@@ -37,6 +38,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(chat::endpoints());
     all.extend(worktrees::endpoints());
     all.extend(approvals::endpoints());
+    all.extend(events::endpoints());
     all
 }
 
