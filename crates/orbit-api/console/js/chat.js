@@ -117,21 +117,30 @@ export function chatPage(agent, sessionId) {
   let controller = null;
   let elsewhere = false;
 
+  // Keeps the newest part of the conversation in view while it streams, unless the person
+  // scrolled up to read.
+  function followBottom() {
+    const slack = document.documentElement.scrollHeight - window.innerHeight - window.scrollY;
+    if (slack < 400) window.scrollTo(0, document.documentElement.scrollHeight);
+  }
+
   function setRunning(running) {
     send.disabled = running;
     abort.hidden = !running;
   }
 
-  async function loadHistory() {
+  /** Reads the session; the log is redrawn from its messages unless `keepLog` (the turns
+   * streamed here show more than the messages: tool calls, results, approvals). */
+  async function loadHistory(keepLog = false) {
     try {
       const { session, messages } = await api('GET', base);
       heading.textContent = session.title || 'Untitled session';
       title(`${session.title || 'Session'} · ${agent}`);
       clear(meta, `${agent} · ${session.messageCount} messages · cost ${money(session.totalCostUsd)} · last message `, when(session.lastMessageAt),
         session.worktreeId ? ` · worktree ${session.worktreeId}` : '');
-      if (current) return; // the streaming turn is shown as it comes
+      if (current || keepLog) return;
       clear(log, messages.length ? messages.map((m) => bubble(m.role, h('p', { class: 'text' }, m.content))) : h('p', { class: 'empty' }, 'No messages yet. Say something below.'));
-      log.scrollTop = log.scrollHeight;
+      followBottom();
     } catch (err) {
       note.error(err.status === 404 ? 'This session does not exist (it may have been deleted).' : err.message);
     }
@@ -166,7 +175,7 @@ export function chatPage(agent, sessionId) {
         onEvent: ({ data }) => {
           if (!started) { started = true; log.append(turn.el); }
           turn.handle(data);
-          log.scrollTop = log.scrollHeight;
+          followBottom();
         },
       });
     } catch (err) {
@@ -179,7 +188,7 @@ export function chatPage(agent, sessionId) {
       turn.end();
       if (current === turn) current = null;
       setRunning(elsewhere);
-      loadHistory();
+      loadHistory(true);
     }
   }
 
