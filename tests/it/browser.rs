@@ -289,7 +289,7 @@ async fn the_console_runs_a_team_in_a_real_browser() {
 
     // An ask prompt, allowed: the card, the count on every page, then the tool's result.
     say(&browser, "write the file").await;
-    browser.wait_for_text(".log .approval .tool", "Bash").await;
+    browser.wait_for_text(".log .approval:not(.answered) .tool", "Bash").await;
     browser.wait_for_text("#approval-count", "1").await;
     browser.screenshot("chat-approval").await;
     browser.click(".log .approval button.primary").await;
@@ -302,7 +302,7 @@ async fn the_console_runs_a_team_in_a_real_browser() {
 
     // Another, denied from the approvals page with a message; the file stays.
     say(&browser, "remove the file").await;
-    browser.wait_for(".log .approval").await;
+    browser.wait_for(".log .approval:not(.answered)").await;
     browser.click("a[data-nav=approvals]").await;
     browser.wait_for_text("main .approval .tool", "Bash").await;
     browser.type_into("main .approval input[name=message]", "keep it, please").await;

@@ -74,12 +74,11 @@ export function inboxTab(agent) {
   }
   reload();
   return {
-    el: h('div', {}, note.el,
+    el: h('div', {}, form, note.el,
       h('h2', {}, 'Pending'), sections.pending,
       h('h2', {}, 'Claimed'), sections.claimed,
       h('h2', {}, 'Read or archived'), sections.archived,
-      h('h2', {}, 'Dead'), h('p', { class: 'muted' }, 'Set aside after reaching the model three times without being handled.'), sections.dead,
-      form),
+      h('h2', {}, 'Dead'), h('p', { class: 'muted' }, 'Set aside after reaching the model three times without being handled.'), sections.dead),
     reload,
     async onEvent(event) {
       if (event.agentName !== agent || !event.type.startsWith('inbox_')) return;

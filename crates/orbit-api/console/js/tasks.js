@@ -50,7 +50,7 @@ function createForm(agent, note, onCreated) {
   recheck();
   const form = h('form', { class: 'card inline', id: 'create-task' },
     h('h2', {}, 'New task'),
-    field('Name', name), field('Prompt', prompt), field('Schedule', type), field('When', value, check),
+    field('Prompt', prompt), field('Name', name), field('Schedule', type), field('When', value, check),
     field('Timezone (cron)', timezone), field('Context', context),
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Create task')));
   form.addEventListener('submit', (e) => {
@@ -85,7 +85,7 @@ function runRow(agent, run) {
     run.error ? h('div', { class: 'muted' }, run.error) : null);
 }
 
-function taskCard(task, note, reloadAll) {
+function taskCard(task, note, reloadAll, showAgent) {
   const agent = task.agentName;
   const base = `/api/agents/${enc(agent)}/tasks/${enc(task.id)}`;
   const runs = h('ul', { class: 'runs', 'aria-label': 'Runs' });
@@ -99,10 +99,10 @@ function taskCard(task, note, reloadAll) {
   const paused = task.status === 'paused';
   const el = h('article', { class: 'card task', 'data-task': task.id },
     h('header', {},
-      h('strong', {}, task.name || task.prompt.slice(0, 60)),
+      h('strong', {}, task.name || (task.prompt.length > 80 ? `${task.prompt.slice(0, 77)}…` : task.prompt)),
       h('span', { class: `pill ${task.status}` }, task.status),
-      h('a', { href: `#/agents/${enc(agent)}/tasks`, class: 'muted' }, agent)),
-    h('p', { class: 'text' }, task.prompt),
+      showAgent ? h('a', { href: `#/agents/${enc(agent)}/tasks` }, agent) : null),
+    task.name || task.prompt.length > 80 ? h('p', { class: 'text' }, task.prompt) : null,
     h('dl', { class: 'facts' },
       h('dt', {}, 'Schedule'), h('dd', {}, `${task.scheduleType} ${task.scheduleValue}${task.timezone ? ` (${task.timezone})` : ''}`),
       h('dt', {}, 'Context'), h('dd', {}, task.contextMode),
@@ -130,7 +130,7 @@ function tasksView(agent) {
       const { tasks } = await api('GET', agent ? `/api/agents/${enc(agent)}/tasks` : '/api/tasks');
       cards.clear();
       clear(list, tasks.length ? tasks.map((task) => {
-        const card = taskCard(task, note, reload);
+        const card = taskCard(task, note, reload, !agent);
         cards.set(task.id, card);
         return card.el;
       }) : empty('No tasks yet.'));

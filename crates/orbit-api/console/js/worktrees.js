@@ -30,7 +30,9 @@ export function worktreesTab(agent) {
         throw err;
       }
     });
-    actions.append(h('button', { type: 'button', onclick: () => remove(false) }, 'Remove'));
+    // A worktree whose session or task exists goes with it (the API refuses it alone).
+    if (worktree.sessionId || worktree.taskId) actions.append(h('span', { class: 'muted' }, `goes with its ${worktree.sessionId ? 'session' : 'task'}`));
+    else actions.append(h('button', { type: 'button', onclick: () => remove(false) }, 'Remove'));
     return el;
   }
 
