@@ -254,6 +254,8 @@ fn rules() -> Vec<Rule> {
 
 /// Sends a chat message from the session page's composer (Enter sends).
 async fn say(browser: &Browser, message: &str) {
+    // Sending is refused while the previous turn is still ending.
+    browser.wait_for("#composer button[type=submit]:not([disabled])").await;
     browser.type_into("#composer textarea", &format!("{message}\u{E007}")).await;
 }
 

@@ -62,6 +62,8 @@ function start() {
 /** Asks for the token; resolves once the server accepts one. */
 function askToken(reason) {
   events?.stop();
+  live.textContent = 'locked';
+  live.dataset.state = 'locked';
   page?.dispose?.();
   page = null;
   title('Token');

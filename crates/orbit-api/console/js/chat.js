@@ -115,6 +115,7 @@ export function chatPage(agent, sessionId) {
   const composer = h('form', { class: 'composer', id: 'composer' }, input, h('div', { class: 'actions' }, send, abort));
   let current = null; // the turn this page streams
   let controller = null;
+  const pageGone = new AbortController();
   let elsewhere = false;
 
   // Keeps the newest part of the conversation in view while it streams, unless the person
@@ -157,7 +158,11 @@ export function chatPage(agent, sessionId) {
   async function submit(e) {
     e.preventDefault();
     const message = input.value;
-    if (!message.trim() || current) return;
+    if (!message.trim()) return;
+    if (current || elsewhere) {
+      note.error('A turn is still running in this session: wait for it to end, or abort it. Your message is kept.');
+      return;
+    }
     note.clear();
     log.querySelector('.empty')?.remove();
     const mine = bubble('user', h('p', { class: 'text' }, message));
@@ -192,6 +197,24 @@ export function chatPage(agent, sessionId) {
     }
   }
 
+  // Watches a turn this page did not start, where the server can stream it to a second
+  // client (GET .../stream); a server without that route shows the turn when it ends.
+  async function attach() {
+    const turn = turnView(agent, sessionId);
+    let shown = false;
+    try {
+      await stream('GET', `${base}/stream`, {
+        signal: pageGone.signal,
+        onEvent: ({ data }) => {
+          if (!shown) { shown = true; log.append(turn.el); }
+          turn.handle(data);
+          followBottom();
+        },
+      });
+    } catch { /* 404: not on this server; the history is reloaded at turn_ended */ }
+    turn.end();
+  }
+
   composer.addEventListener('submit', submit);
   input.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); composer.requestSubmit(); }
@@ -220,6 +243,7 @@ export function chatPage(agent, sessionId) {
         elsewhere = true;
         setRunning(true);
         note.ok(event.kind === 'task' ? 'A scheduled task is running a turn in this session.' : 'A turn started elsewhere is running in this session.');
+        attach();
       }
       if (event.type === 'turn_ended') {
         if (current) current.cost(event.costUsd);
@@ -231,6 +255,6 @@ export function chatPage(agent, sessionId) {
         if (card) { card.classList.add('answered'); clear(card, h('p', {}, `${event.settlement}: no longer waiting`)); }
       }
     },
-    dispose() { /* the turn goes on on the server; only this view stops */ controller?.abort(); },
+    dispose() { /* the turn goes on on the server; only this view stops */ controller?.abort(); pageGone.abort(); },
   };
 }
