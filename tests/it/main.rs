@@ -6,6 +6,7 @@
 
 mod api;
 mod browser;
+mod console;
 mod edges;
 mod events;
 mod hardening;
