@@ -267,6 +267,7 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/api/approvals"),
         ("get", "/api/agents/{name}/approvals"),
         ("get", "/api/events"),
+        ("get", "/api/agents/{name}/inbox/dead"),
     ];
     for (method, path) in contract {
         assert!(

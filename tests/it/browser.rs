@@ -141,8 +141,12 @@ impl Browser {
     /// are redrawn as events arrive) is found again.
     async fn on_element(&self, css: &str, action: &str, body: Value) {
         self.wait_for(css).await;
-        for _ in 0..20 {
-            let id = self.element(css).await;
+        for _ in 0..50 {
+            // Between the wait and the find, the list may be mid-redraw.
+            let Some(id) = self.try_element(css).await else {
+                actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             match self
                 .try_command("POST", &format!("/element/{id}/{action}"), Some(body.clone()))
                 .await
@@ -169,11 +173,13 @@ impl Browser {
         self.command("POST", "/execute/sync", Some(json!({"script": script, "args": args}))).await
     }
 
-    async fn element(&self, css: &str) -> String {
+    /// The element matching `css`, if there is one now.
+    async fn try_element(&self, css: &str) -> Option<String> {
         let found = self
-            .command("POST", "/element", Some(json!({"using": "css selector", "value": css})))
-            .await;
-        found[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {found}")).to_owned()
+            .try_command("POST", "/element", Some(json!({"using": "css selector", "value": css})))
+            .await
+            .ok()?;
+        found[ELEMENT].as_str().map(str::to_owned)
     }
 
     async fn click(&self, css: &str) {

@@ -174,3 +174,32 @@ async fn the_event_stream_needs_the_token_like_every_api_route() {
     assert_eq!(anonymous.status(), 401);
     let (_events, _) = app.events(None).await;
 }
+
+#[actix_web::test]
+async fn a_message_the_model_never_handles_is_announced_dead_and_listed() {
+    let refusal =
+        r#"{"type":"error","error":{"type":"invalid_request_error","message":"scripted refusal"}}"#;
+    let app = TestApp::spawn(vec![Rule::always(Reply::HttpError(400, refusal.into()))]).await;
+    app.create_agent("bot").await;
+    let (mut events, _) = app.events(None).await;
+    let sent = app
+        .call("POST", "/api/agents/bot/inbox", Some(json!({"fromAgent": "ann", "message": "hi"})))
+        .await;
+    let message = sent.body["message"]["id"].as_str().unwrap().to_owned();
+    let session = app.create_session("bot").await;
+    for attempt in 1..=3 {
+        let (status, chat) =
+            app.chat(json!({"agentName": "bot", "sessionId": session, "message": "go"})).await;
+        assert_eq!(status, 200);
+        assert!(chat.iter().any(|e| e["type"] == "error"), "turn {attempt} fails: {chat:?}");
+        let wanted = if attempt < 3 { "inbox_released" } else { "inbox_dead" };
+        let (settled, _) = events.until(is(wanted)).await;
+        assert_eq!(settled["messageId"], message.as_str());
+    }
+    let dead = app.call("GET", "/api/agents/bot/inbox/dead", None).await;
+    assert_eq!(dead.status, 200, "{}", dead.body);
+    assert_eq!(dead.body["messages"][0]["id"], message.as_str());
+    assert_eq!(dead.body["messages"][0]["status"], "dead");
+    assert_eq!(app.call("GET", "/api/agents/bot/inbox", None).await.body["messages"], json!([]));
+    assert_eq!(app.call("GET", "/api/agents/ghost/inbox/dead", None).await.status, 404);
+}

@@ -1,5 +1,5 @@
-// An agent's inbox: pending and claimed messages (the API lists these), archived and dead
-// ones seen since the page opened, sending a message, archiving one.
+// An agent's inbox: pending, claimed and dead messages (the API lists these), read and
+// archived ones seen since the page opened, sending a message, archiving one.
 
 import { api, enc } from './api.js';
 import { h, clear, field, notice, attempt, when, empty, select } from './ui.js';
@@ -67,9 +67,16 @@ export function inboxTab(agent) {
       clear(sections.claimed, claimed.length ? claimed.map(row) : empty('No message is being handled now.'));
       const gone = [...settled.values()];
       const archived = gone.filter((m) => m.status === 'archived' || m.status === 'read');
-      const dead = gone.filter((m) => m.status === 'dead');
       clear(sections.archived, archived.length ? archived.map(row) : empty('None since this page was opened.'));
-      clear(sections.dead, dead.length ? dead.map(row) : empty('None since this page was opened.'));
+      let dead;
+      try {
+        ({ messages: dead } = await api('GET', `/api/agents/${enc(agent)}/inbox/dead`));
+      } catch (err) {
+        // A server without the listing: those seen dying while the page was open.
+        if (err.status !== 404) throw err;
+        dead = gone.filter((m) => m.status === 'dead');
+      }
+      clear(sections.dead, dead.length ? dead.map(row) : empty('No dead messages.'));
     } catch (err) { note.error(err.message); }
   }
   reload();

@@ -23,6 +23,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             "List pending inbox messages, claimed or not",
             || web::get().to(list),
         ),
+        Endpoint::new::<MessagesBody>(
+            "GET",
+            "/api/agents/{name}/inbox/dead",
+            "listDeadMessages",
+            "List the messages set aside as dead, oldest first",
+            || web::get().to(list_dead),
+        ),
         Endpoint::new::<MessageBody>(
             "POST",
             "/api/agents/{name}/inbox",
@@ -87,6 +94,14 @@ fn send_example() -> Value {
 
 async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
     let messages = views::all(state.stores.inbox.get_pending(&path.name).await?);
+    Ok(HttpResponse::Ok().json(MessagesBody { messages }))
+}
+
+/// Messages that reached the model three times without being handled: kept, for a person
+/// to read.
+async fn list_dead(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
+    state.stores.agents.get(&path.name).await?;
+    let messages = views::all(state.stores.inbox.list_dead(&path.name).await?);
     Ok(HttpResponse::Ok().json(MessagesBody { messages }))
 }
 
