@@ -5,6 +5,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 ORBIT_TEST_CLAUDE_BIN="$("$root/scripts/setup-claude.sh")"
 export ORBIT_TEST_CLAUDE_BIN
+# Headless Chromium for the web console's browser tests (they fail without it, unless
+# ORBIT_SKIP_BROWSER=1).
+"$root/scripts/setup-chromium.sh"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0

@@ -160,6 +160,82 @@ impl TestApp {
     }
 }
 
+/// A `GET /api/events` stream being read: each event's `id:` and its `data:` as JSON, every
+/// one checked against the documented schema.
+pub struct EventReader<S> {
+    response: awc::ClientResponse<S>,
+    buffer: String,
+}
+
+impl<S> EventReader<S>
+where
+    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>> + Unpin,
+{
+    /// The next event, `None` when the stream ended; fails the test after 30 s without one.
+    pub async fn next(&mut self) -> Option<(Option<String>, Value)> {
+        use futures_util::StreamExt;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let id = frame.lines().find_map(|l| l.strip_prefix("id: ")).map(str::to_owned);
+                let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                    continue; // a keep-alive comment
+                };
+                let event: Value = serde_json::from_str(data).unwrap();
+                crate::schema::check_server_event(&event);
+                return Some((id, event));
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), self.response.next())
+                .await
+                .expect("an event within 30 s")?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    }
+
+    /// Reads until an event for which `wanted` holds, and returns it with every event read.
+    pub async fn until(&mut self, wanted: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+        let mut seen = Vec::new();
+        while let Some((_, event)) = self.next().await {
+            seen.push(event.clone());
+            if wanted(&event) {
+                return (event, seen);
+            }
+        }
+        panic!("the event stream ended before the event wanted; it sent {seen:?}");
+    }
+}
+
+impl TestApp {
+    /// Opens `GET /api/events` (resuming after `last_event_id`), and reads its first event,
+    /// which must be `ready`; returns the stream and that event's id.
+    pub async fn events(
+        &self,
+        last_event_id: Option<&str>,
+    ) -> (
+        EventReader<
+            impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>
+            + Unpin
+            + use<>,
+        >,
+        String,
+    ) {
+        let mut request = self.builder("GET", "/api/events");
+        if let Some(id) = last_event_id {
+            request = request.insert_header(("Last-Event-ID", id));
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers().get("content-type").unwrap().to_str().unwrap(),
+            "text/event-stream"
+        );
+        let mut reader = EventReader { response, buffer: String::new() };
+        let (id, ready) = reader.next().await.expect("a first event");
+        assert_eq!(ready["type"], "ready", "{ready}");
+        (reader, id.expect("ready has an id"))
+    }
+}
+
 pub async fn read(
     mut response: awc::ClientResponse<
         impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>

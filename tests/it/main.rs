@@ -5,7 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod browser;
+mod console;
 mod edges;
+mod events;
 mod hardening;
 mod helpers;
 mod lifecycle;

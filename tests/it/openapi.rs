@@ -232,6 +232,11 @@ fn invalid_bodies(schema: &Value, fixtures: &Fixtures) -> Vec<(String, Value)> {
 /// Sends `body` as it is (`None`: no body at all), so a client's own checks cannot stop it.
 async fn send(app: &TestApp, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     match body {
+        // The event stream never ends by itself; its first event, `ready`, is the answer.
+        None if path == "/api/events" => {
+            app.events(None).await;
+            (200, json!({"type": "ready"}))
+        }
         // The chat answers a stream; `chat` reads and checks it.
         Some(body) if path == "/api/chat" => {
             let (status, events) = app.chat(body.clone()).await;

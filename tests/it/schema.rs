@@ -234,6 +234,12 @@ pub fn check_events(events: &[Value]) {
     }
 }
 
+/// Panics unless an event of `GET /api/events` matches its documented schema.
+pub fn check_server_event(event: &Value) {
+    let schema = answer_schema("GET", "/api/events", 200, "text/event-stream").unwrap();
+    validate(document(), schema, event).unwrap_or_else(|why| panic!("a server event: {why}"));
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::web::Data;
 use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig, credentials};
-use orbit_agent::{AgentPool, PoolOptions};
+use orbit_agent::{ActivityBus, AgentPool, PoolOptions};
 use orbit_api::{AllowedHosts, AppState};
 use orbit_scheduler::{AgentRunner, Scheduler, SchedulerOptions, SystemClock};
 use orbit_store::{FsStore, InstanceId, Stores};
@@ -98,7 +98,11 @@ impl Application {
         // a predecessor's (a crashed server, PID 1 of the container before) is mistaken for ours.
         let instance = InstanceId::new();
         let lease = Duration::from_secs(settings.lease_secs);
+        // One bus for the whole server: the pool, the scheduler and the API announce on it,
+        // `GET /api/events` reads it.
+        let activity = ActivityBus::default();
         let options = PoolOptions {
+            activity: activity.clone(),
             max_processes: settings.max_processes,
             ask_timeout: Duration::from_secs(settings.ask_timeout_secs),
             run_ask_timeout: Duration::from_secs(settings.run_ask_timeout_secs),
@@ -117,6 +121,7 @@ impl Application {
             SchedulerOptions {
                 instance,
                 run_lease: lease,
+                activity,
                 // The pool aborts every turn still running after TURN_DEADLINE; the scheduler
                 // waits a little longer, so its runs end by that abort and record its outcome.
                 shutdown_grace: TURN_DEADLINE + SHUTDOWN_ABORT_GRACE + Duration::from_secs(1),
@@ -180,6 +185,9 @@ impl Application {
             served = &mut server => served,
             () = stop_signal() => {
                 tracing::info!("stopping: no new requests or task runs; finishing running turns");
+                // Event streams never end by themselves; they end now, so the server's stop
+                // does not wait for them.
+                self.pool.activity().close();
                 let stopping = tokio::spawn(async move { handle.stop(true).await });
                 // Turns of chats and of task runs finish, or are aborted, side by side under
                 // one deadline.

@@ -10,6 +10,7 @@
 //!
 //! Usable without the server: see `examples/one_turn.rs`.
 
+pub mod activity;
 pub mod claude;
 mod error;
 pub mod event;
@@ -24,6 +25,7 @@ pub mod workdir;
 pub mod workflow;
 pub mod worktree;
 
+pub use activity::{Activity, ActivityBus};
 pub use error::Error;
 pub use event::{
     CliMessage, CliMessageKind, CliResult, ModelFailure, PermissionRequest, TurnEvent,

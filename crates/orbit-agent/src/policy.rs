@@ -15,6 +15,7 @@ use orbit_store::{PermissionMode, RunId};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use crate::activity::{Activity, ActivityBus, ApprovalSettlement};
 use crate::event::{PermissionRequest, TurnEvent};
 use crate::runtime::ControlHandler;
 use crate::session::TurnSink;
@@ -90,6 +91,9 @@ struct TurnControl {
 
 /// One session's control handler.
 pub(crate) struct SessionControl {
+    /// The agent and session it answers for, as approvals are announced.
+    owner: (orbit_store::AgentName, orbit_store::SessionId),
+    activity: ActivityBus,
     turn: Mutex<TurnControl>,
     pending: Mutex<HashMap<String, Pending>>,
     /// Tool calls a person allowed in the hook, not to be asked about again.
@@ -105,8 +109,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SessionControl {
-    pub(crate) fn new(tools: OrbitTools) -> Self {
+    pub(crate) fn new(
+        owner: (orbit_store::AgentName, orbit_store::SessionId),
+        tools: OrbitTools,
+        activity: ActivityBus,
+    ) -> Self {
         Self {
+            owner,
+            activity,
             turn: Mutex::new(TurnControl {
                 mode: PermissionMode::default(),
                 ask_timeout: Duration::from_secs(60),
@@ -200,17 +210,41 @@ impl SessionControl {
         };
         lock(&self.pending).insert(request_id.clone(), Pending { answer: tx, approval });
         events.send(TurnEvent::PermissionRequest(request));
-        match tokio::time::timeout(ask_timeout, rx).await {
-            Ok(Ok(decision)) => decision,
+        let (agent, session) = self.owner.clone();
+        self.activity.announce(Activity::ApprovalPending {
+            agent: agent.clone(),
+            session,
+            request_id: request_id.clone(),
+            tool_name: tool.to_owned(),
+        });
+        // Announced here, where the wait ends, whatever ends it: an answer, the timeout, or
+        // the turn's end (which drops the answer's sender).
+        let (decision, settlement) = match tokio::time::timeout(ask_timeout, rx).await {
+            Ok(Ok(decision)) => {
+                let settlement = if decision.allow {
+                    ApprovalSettlement::Allowed
+                } else {
+                    ApprovalSettlement::Denied
+                };
+                (decision, settlement)
+            }
             _ => {
                 lock(&self.pending).remove(&request_id);
                 let secs = ask_timeout.as_secs();
-                Decision {
+                let decision = Decision {
                     allow: false,
                     message: Some(format!("Orbit: nobody allowed {tool} within {secs} s")),
-                }
+                };
+                (decision, ApprovalSettlement::Expired)
             }
-        }
+        };
+        self.activity.announce(Activity::ApprovalSettled {
+            agent,
+            session,
+            request_id,
+            settlement,
+        });
+        decision
     }
 
     /// Whether the tool may run, asking a person in `ask` mode; a denial is noted for the

@@ -48,6 +48,8 @@ pub struct PoolOptions {
     /// The longest a turn may run when its caller sets no timeout: a CLI that hangs must not
     /// hold its session, its process slot and its inbox claims for ever.
     pub turn_timeout: Duration,
+    /// Where turns, inbox claims, approvals and session changes are announced.
+    pub activity: crate::ActivityBus,
 }
 
 impl Default for PoolOptions {
@@ -64,6 +66,7 @@ impl Default for PoolOptions {
             claim_lease: Duration::from_secs(30),
             reserved_for_chats: 1,
             turn_timeout: Duration::from_secs(30 * 60),
+            activity: crate::ActivityBus::default(),
         }
     }
 }
@@ -264,6 +267,11 @@ impl AgentPool {
     /// Whether a turn of `agent` runs in this process now.
     pub fn agent_is_running(&self, agent: &AgentName) -> bool {
         self.shared.snapshot().iter().any(|a| a.agent() == agent && a.is_running())
+    }
+
+    /// Where the pool's turns, claims, approvals and session changes are announced.
+    pub fn activity(&self) -> &crate::ActivityBus {
+        &self.shared.options.activity
     }
 
     /// The stores the pool's turns write to.

@@ -20,6 +20,7 @@ pub(crate) struct OrbitTools {
     pub(crate) agent: AgentName,
     pub(crate) session: SessionId,
     pub(crate) stores: Stores,
+    pub(crate) activity: crate::ActivityBus,
 }
 
 type ToolResult = std::result::Result<Value, String>;
@@ -132,6 +133,11 @@ impl OrbitTools {
                     request_id,
                 };
                 let sent = stores.inbox.send(new).await.map_err(fail)?;
+                self.activity.announce(crate::Activity::InboxArrived {
+                    agent: sent.to_agent.clone(),
+                    message: sent.id,
+                    from: self.agent.to_string(),
+                });
                 Ok(json!({"sent": sent.id, "to": sent.to_agent}))
             }
             "list_agents" => {

@@ -13,7 +13,7 @@ use orbit_store::{
     timestamp,
 };
 
-use crate::{AgentPool, Error, Result, worktree};
+use crate::{Activity, AgentPool, Error, Result, worktree};
 
 /// What a caller asks for to make a task.
 #[derive(Debug, Clone)]
@@ -189,7 +189,7 @@ pub async fn delete_task(
 }
 
 /// Makes a session (and its agent when missing), in a worktree of its own when asked.
-pub async fn create_session(
+async fn create_session(
     stores: &Stores,
     agent: &AgentName,
     request: SessionRequest,
@@ -247,8 +247,18 @@ impl AgentPool {
     /// belong to the repository of the directory it works in now) or a turn running here,
     /// and ends its idle CLIs, so that every turn from then on starts in the new directory
     /// (a CLI session made elsewhere may not resume there: the turn then says so and goes
-    /// on in a fresh one).
+    /// on in a fresh one). The change is announced.
     pub async fn update_agent(&self, agent: &AgentName, patch: AgentPatch) -> Result<Agent> {
+        let updated = self.update_agent_unannounced(agent, patch).await?;
+        self.activity().announce(Activity::AgentChanged { agent: updated.name.clone() });
+        Ok(updated)
+    }
+
+    async fn update_agent_unannounced(
+        &self,
+        agent: &AgentName,
+        patch: AgentPatch,
+    ) -> Result<Agent> {
         let stores = self.stores();
         let Some(workdir) = &patch.workdir else {
             return Ok(stores.agents.update(agent, patch).await?);
@@ -277,6 +287,19 @@ impl AgentPool {
         Ok(updated)
     }
 
+    /// Makes a session (and its agent when missing), in a worktree of its own when asked,
+    /// and announces it.
+    pub async fn create_session(
+        &self,
+        agent: &AgentName,
+        request: SessionRequest,
+    ) -> Result<Session> {
+        let session = create_session(self.stores(), agent, request).await?;
+        self.activity()
+            .announce(Activity::SessionCreated { agent: agent.clone(), session: session.id });
+        Ok(session)
+    }
+
     /// Deletes a session: its record, then its turn aborted and settled, its process ended and
     /// its CLI state forgotten; then its worktree, unless it holds uncommitted work.
     pub async fn delete_session(
@@ -289,6 +312,7 @@ impl AgentPool {
         // The record first: a turn that starts on the session from now on is refused, so
         // none can spawn a CLI (and recreate its state) after it is forgotten.
         stores.sessions.delete(agent, id).await?;
+        self.activity().announce(Activity::SessionDeleted { agent: agent.clone(), session: *id });
         self.forget_session(agent, id).await;
         match session.worktree_id {
             Some(worktree_id) => remove_owned_worktree(stores, agent, &worktree_id).await,
@@ -304,6 +328,7 @@ impl AgentPool {
         // The records first (one rename), so no turn starts on the agent once its turns
         // are being ended and its CLI state forgotten.
         stores.agents.delete(agent).await?;
+        self.activity().announce(Activity::AgentChanged { agent: agent.clone() });
         self.forget_agent(agent).await;
         Ok(())
     }

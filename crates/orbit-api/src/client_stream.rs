@@ -54,12 +54,31 @@ impl ClientStream {
         self.tx.is_some()
     }
 
+    /// Resolves when the client is gone (its response dropped), or was dropped.
+    pub async fn closed(&self) {
+        if let Some(tx) = &self.tx {
+            tx.closed().await;
+        }
+    }
+
     /// Sends `value` as one event; a client that is gone or has not read for the stall limit
     /// is dropped (and said so in the log), and later sends do nothing.
     pub async fn send<T: Serialize + ?Sized>(
         &mut self,
         value: &T,
         session_id: &orbit_store::SessionId,
+    ) {
+        let label = format!("session {session_id}");
+        self.send_event(value, None, &label).await;
+    }
+
+    /// Sends `value` as one event with an SSE `id` (which a client resuming sends back as
+    /// `Last-Event-ID`); `label` names the stream in the log.
+    pub async fn send_event<T: Serialize + ?Sized>(
+        &mut self,
+        value: &T,
+        id: Option<u64>,
+        label: &str,
     ) {
         let Some(tx) = self.tx.as_ref() else { return };
         let data = match serde_json::to_string(value) {
@@ -68,7 +87,11 @@ impl ClientStream {
             Err(err) => return tracing::warn!(error = %err, "an event did not serialize"),
         };
         let cost = u32::try_from(data.len().clamp(1, BUDGET)).unwrap_or(u32::MAX);
-        let event: sse::Event = sse::Data::new(data).into();
+        let data = sse::Data::new(data);
+        let event: sse::Event = match id {
+            Some(id) => data.id(id.to_string()).into(),
+            None => data.into(),
+        };
         let budget = self.budget.clone();
         let waiting = tokio::time::Instant::now();
         let sent =
@@ -81,11 +104,11 @@ impl ClientStream {
         match sent {
             Ok(Some(())) => {}
             Ok(None) => {
-                tracing::info!(session = %session_id, "client disconnected; the turn goes on");
+                tracing::info!(stream = %label, "client disconnected; the work goes on");
                 self.tx = None;
             }
             Err(_) => {
-                tracing::warn!(session = %session_id, "client fell too far behind and was dropped; the turn goes on");
+                tracing::warn!(stream = %label, "client fell too far behind and was dropped; the work goes on");
                 self.tx = None;
             }
         }

@@ -6,6 +6,7 @@
 
 mod body;
 mod client_stream;
+mod console;
 mod endpoint;
 mod error;
 mod extract;
@@ -13,6 +14,7 @@ mod guard;
 mod middleware;
 mod openapi;
 mod routes;
+mod server_events;
 mod views;
 mod wire;
 
@@ -66,6 +68,7 @@ pub fn app(
         .wrap(actix_web::middleware::from_fn(middleware::json_errors))
         .wrap(actix_web::middleware::from_fn(middleware::request_span))
         .configure(|cfg| endpoint::register(cfg, routes::endpoints()))
+        .configure(console::register)
         .default_service(web::to(not_found))
 }
 

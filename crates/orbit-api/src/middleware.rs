@@ -41,8 +41,8 @@ pub async fn request_span(
     response
 }
 
-/// With a token configured, every request but `GET /health` needs
-/// `Authorization: Bearer <token>`. The token is compared in constant time, never read from
+/// With a token configured, every request but `GET /health` and the web console's files
+/// (which hold no data) needs `Authorization: Bearer <token>`. The token is compared in constant time, never read from
 /// the query string, never logged.
 ///
 /// The exemption is one exact raw path rather than a prefix of the protected ones: actix
@@ -55,6 +55,7 @@ pub async fn authenticate(
     let expected = req.app_data::<Data<AppState>>().and_then(|state| state.api_token.clone());
     if let Some(expected) = expected
         && req.path() != HEALTH
+        && !crate::console::is_console_file(req.path())
     {
         let given = req
             .headers()

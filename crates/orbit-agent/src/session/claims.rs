@@ -1,10 +1,11 @@
 //! A turn's inbox claims and its record: what the turn takes, how it gives it back, and
 //! what it leaves in the session and the agent's memory.
 
-use orbit_store::{Claimer, InboxMessage, Role, SessionMessage};
+use orbit_store::{Claimer, InboxMessage, MessageStatus, Role, SessionMessage};
 
 use super::SessionAgent;
 use crate::Result;
+use crate::activity::Activity;
 use crate::prompt::TurnKind;
 
 /// Most inbox messages one turn takes.
@@ -17,7 +18,16 @@ impl SessionAgent {
             instance: self.shared.options.instance,
             until: orbit_store::timestamp::now() + self.shared.options.claim_lease,
         };
-        Ok(self.shared.stores.inbox.claim_unclaimed(&self.agent, &claimer, MAX_CLAIMS).await?)
+        let claimed =
+            self.shared.stores.inbox.claim_unclaimed(&self.agent, &claimer, MAX_CLAIMS).await?;
+        for message in &claimed {
+            self.shared.options.activity.announce(Activity::InboxClaimed {
+                agent: self.agent.clone(),
+                message: message.id,
+                session: self.session,
+            });
+        }
+        Ok(claimed)
     }
 
     /// Renews the claims' leases at a third of their length until the returned guard drops.
@@ -52,13 +62,23 @@ impl SessionAgent {
         for message in claimed {
             let Some(lease) = message.lease else { continue };
             let settled = if success {
-                inbox.mark_read(&self.agent, &message.id, &lease.token).await.map(drop)
+                inbox.mark_read(&self.agent, &message.id, &lease.token).await
             } else {
-                inbox.release(&self.agent, &message.id, &lease.token, delivered).await.map(drop)
+                inbox.release(&self.agent, &message.id, &lease.token, delivered).await
             };
-            if let Err(err) = settled {
-                tracing::warn!(agent = %self.agent, message = %message.id, error = %err, success, "could not settle an inbox claim");
-            }
+            let (agent, message) = (self.agent.clone(), message.id);
+            let activity = match settled {
+                Ok(settled) if settled.status == MessageStatus::Dead => {
+                    Activity::InboxDead { agent, message }
+                }
+                Ok(_) if success => Activity::InboxRead { agent, message },
+                Ok(_) => Activity::InboxReleased { agent, message },
+                Err(err) => {
+                    tracing::warn!(agent = %self.agent, %message, error = %err, success, "could not settle an inbox claim");
+                    continue;
+                }
+            };
+            self.shared.options.activity.announce(activity);
         }
     }
 

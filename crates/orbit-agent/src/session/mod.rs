@@ -238,8 +238,17 @@ enum TurnEnd {
 
 impl SessionAgent {
     pub(crate) fn new(agent: AgentName, session: SessionId, shared: Arc<PoolShared>) -> Self {
-        let tools = OrbitTools { agent: agent.clone(), session, stores: shared.stores.clone() };
-        let control = Arc::new(SessionControl::new(tools));
+        let tools = OrbitTools {
+            agent: agent.clone(),
+            session,
+            stores: shared.stores.clone(),
+            activity: shared.options.activity.clone(),
+        };
+        let control = Arc::new(SessionControl::new(
+            (agent.clone(), session),
+            tools,
+            shared.options.activity.clone(),
+        ));
         Self {
             control,
             agent,

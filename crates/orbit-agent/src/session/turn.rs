@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use super::{
     AbortSignal, Accepted, ChatOptions, LiveProcess, SessionAgent, TurnEnd, TurnOutcome, TurnSink,
 };
+use crate::activity::{Activity, TurnEnding};
 use crate::event::{CliMessageKind, CliResult, TurnEvent};
 use crate::pool::ProcessSlot;
 use crate::prompt::{self, TurnKind};
@@ -30,6 +31,12 @@ impl SessionAgent {
         let Accepted { mut live, permit, mut abort, mode } = accepted;
         events.log.note(TranscriptKind::User, sent_at, json!({"text": prompt}));
         events.send(TurnEvent::Started);
+        let activity = &self.shared.options.activity;
+        activity.announce(Activity::TurnStarted {
+            agent: self.agent.clone(),
+            session: self.session,
+            kind: options.kind,
+        });
         let ask_timeout = match options.kind {
             TurnKind::Chat => self.shared.options.ask_timeout,
             TurnKind::ScheduledTask => self.shared.options.run_ask_timeout,
@@ -82,6 +89,17 @@ impl SessionAgent {
         // whose stream ended finds the whole turn there.
         events.log.push(&last);
         self.keep_transcript(events).await;
+        // After the record and the transcript, so a client that reloads the session on this
+        // finds the whole exchange.
+        activity.announce(Activity::TurnEnded {
+            agent: self.agent.clone(),
+            session: self.session,
+            ending: TurnEnding {
+                success: outcome.is_ok(),
+                cost_usd: outcome.as_ref().ok().and_then(|outcome| outcome.cost_usd),
+                error: outcome.as_ref().err().map(ToString::to_string),
+            },
+        });
         events.send_to_caller(last);
         outcome.map(|mut outcome| {
             outcome.handled_messages = claimed.iter().map(|m| m.id).collect();

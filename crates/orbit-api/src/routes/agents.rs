@@ -2,6 +2,7 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
+use orbit_agent::Activity;
 use orbit_store::{Agent, AgentName, AgentPatch, AgentStatus, NewAgent};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -103,6 +104,7 @@ async fn create(state: Data<AppState>, Json(body): Json<CreateAgent>) -> ApiResu
         workdir,
     };
     let agent = state.stores.agents.create(&body.name, new).await?;
+    state.pool.activity().announce(Activity::AgentChanged { agent: agent.name.clone() });
     Ok(HttpResponse::Created().json(AgentBody { agent: agent.into() }))
 }
 

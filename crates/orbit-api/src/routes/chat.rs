@@ -12,7 +12,8 @@ use std::time::Duration;
 use actix_web::web::Data;
 use actix_web::{Responder, web};
 use orbit_agent::ChatOptions;
-use orbit_store::{AgentName, NewSession, SessionId, limits};
+use orbit_agent::workflow::SessionRequest;
+use orbit_store::{AgentName, SessionId, limits};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -179,18 +180,15 @@ async fn chat(state: Data<AppState>, Json(body): Json<ChatRequest>) -> ApiResult
     super::agents::check_active(&agent)?;
     let (session, made_here) = match session_id {
         Some(id) => (state.stores.sessions.get(&name, &id).await?, false),
-        None => (state.stores.sessions.create(&name, NewSession::default()).await?, true),
+        None => (state.pool.create_session(&name, SessionRequest::default()).await?, true),
     };
     let agent = state.pool.get(&name, &session.id);
     let options = ChatOptions { model: body.model, ..ChatOptions::default() };
     let turn = match agent.start_turn(&body.message, options).await {
         Ok(turn) => turn,
         Err(err) => {
-            if made_here {
-                state.pool.forget_session(&name, &session.id).await;
-                if let Err(cleanup) = state.stores.sessions.delete(&name, &session.id).await {
-                    tracing::warn!(error = %cleanup, "could not remove the session of a refused chat");
-                }
+            if made_here && let Err(cleanup) = state.pool.delete_session(&name, &session.id).await {
+                tracing::warn!(error = %cleanup, "could not remove the session of a refused chat");
             }
             return Err(err.into());
         }

@@ -2,6 +2,7 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
+use orbit_agent::Activity;
 use orbit_store::{AgentName, MessageId, NewMessage, Sender, limits};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -21,6 +22,13 @@ pub fn endpoints() -> Vec<Endpoint> {
             "listInbox",
             "List pending inbox messages, claimed or not",
             || web::get().to(list),
+        ),
+        Endpoint::new::<MessagesBody>(
+            "GET",
+            "/api/agents/{name}/inbox/dead",
+            "listDeadMessages",
+            "List the messages set aside as dead, oldest first",
+            || web::get().to(list_dead),
         ),
         Endpoint::new::<MessageBody>(
             "POST",
@@ -89,6 +97,14 @@ async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse>
     Ok(HttpResponse::Ok().json(MessagesBody { messages }))
 }
 
+/// Messages that reached the model three times without being handled: kept, for a person
+/// to read.
+async fn list_dead(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
+    state.stores.agents.get(&path.name).await?;
+    let messages = views::all(state.stores.inbox.list_dead(&path.name).await?);
+    Ok(HttpResponse::Ok().json(MessagesBody { messages }))
+}
+
 async fn send(
     state: Data<AppState>,
     path: AgentPath,
@@ -103,6 +119,11 @@ async fn send(
         request_id: body.request_id,
     };
     let message = state.stores.inbox.send(new).await?;
+    state.pool.activity().announce(Activity::InboxArrived {
+        agent: message.to_agent.clone(),
+        message: message.id,
+        from: message.from_agent.clone(),
+    });
     Ok(HttpResponse::Created().json(MessageBody { message: message.into() }))
 }
 
@@ -129,5 +150,6 @@ async fn get(state: Data<AppState>, path: MessagePath) -> ApiResult<HttpResponse
 
 async fn archive(state: Data<AppState>, path: MessagePath) -> ApiResult<HttpResponse> {
     state.stores.inbox.archive(&path.name, &path.id).await?;
+    state.pool.activity().announce(Activity::InboxArchived { agent: path.name, message: path.id });
     Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }

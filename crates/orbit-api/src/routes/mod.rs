@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod approvals;
 pub mod chat;
+pub mod events;
 pub mod inbox;
 pub mod sessions;
 pub mod tasks;
@@ -39,6 +40,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(worktrees::endpoints());
     all.extend(approvals::endpoints());
     all.extend(turns::endpoints());
+    all.extend(events::endpoints());
     all
 }
 

@@ -160,7 +160,7 @@ async fn create(
         worktree: fields.worktree,
         branch: fields.branch,
     };
-    let session = workflow::create_session(&state.stores, &path.name, request).await?;
+    let session = state.pool.create_session(&path.name, request).await?;
     Ok(HttpResponse::Created().json(SessionBody { session: session.into() }))
 }
 

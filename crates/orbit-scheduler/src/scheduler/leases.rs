@@ -99,8 +99,9 @@ impl Scheduler {
         let stores = &self.inner.stores;
         let now = self.inner.clock.now();
         match stores.tasks.interrupt_lapsed_run(agent, task, run, now).await {
-            Ok(Some(_)) => {
+            Ok(Some(interrupted)) => {
                 tracing::warn!(%agent, %task, %run, "marked a run interrupted: its server went away");
+                self.announce_run(&interrupted, agent);
             }
             Ok(None) => {
                 if self.state().running.get(task).is_some_and(|active| active.run == *run) {

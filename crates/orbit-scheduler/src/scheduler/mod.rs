@@ -58,6 +58,9 @@ pub struct SchedulerOptions {
     pub instance: InstanceId,
     /// How long a running run's lease lasts unless renewed; it is renewed every third of it.
     pub run_lease: Duration,
+    /// Where runs starting and finishing, tasks changing and the sessions made for runs
+    /// are announced.
+    pub activity: orbit_agent::ActivityBus,
 }
 
 impl Default for SchedulerOptions {
@@ -70,6 +73,7 @@ impl Default for SchedulerOptions {
             shutdown_grace: Duration::from_secs(30),
             instance: InstanceId::new(),
             run_lease: Duration::from_secs(30),
+            activity: orbit_agent::ActivityBus::default(),
         }
     }
 }
@@ -171,6 +175,28 @@ impl Scheduler {
     pub fn task_changed(&self, agent: &AgentName, task: &TaskId) {
         self.state().changed.push((agent.clone(), *task));
         self.inner.wake.notify_one();
+    }
+
+    fn announce(&self, activity: orbit_agent::Activity) {
+        self.inner.options.activity.announce(activity);
+    }
+
+    /// Announces a run's record as it now stands: started, or finished.
+    fn announce_run(&self, run: &Run, agent: &AgentName) {
+        self.announce(match run.status {
+            orbit_store::RunStatus::Running => orbit_agent::Activity::RunStarted {
+                agent: agent.clone(),
+                task: run.task_id,
+                run: run.id,
+                session: run.session_id,
+            },
+            status => orbit_agent::Activity::RunFinished {
+                agent: agent.clone(),
+                task: run.task_id,
+                run: run.id,
+                status,
+            },
+        });
     }
 
     /// How many tasks are planned to fire.

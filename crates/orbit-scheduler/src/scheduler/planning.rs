@@ -74,6 +74,11 @@ impl Scheduler {
         let mut seen = HashSet::new();
         for (agent, id) in changed {
             if seen.insert(id) {
+                // Every task change, whoever made it in whichever process, passes here.
+                self.announce(orbit_agent::Activity::TaskChanged {
+                    agent: agent.clone(),
+                    task: id,
+                });
                 self.reread(&agent, &id).await;
             }
         }

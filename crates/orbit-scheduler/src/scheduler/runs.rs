@@ -77,8 +77,11 @@ impl Scheduler {
             Ok(None) => {
                 tracing::info!(task = %id, %slot, "previous run still running; skipping the slot");
                 let now = self.inner.clock.now();
-                if let Err(err) = stores.tasks.record_skip(agent, id, now).await {
-                    tracing::warn!(task = %id, error = %err, "could not record a skipped run");
+                match stores.tasks.record_skip(agent, id, now).await {
+                    Ok(skipped) => self.announce_run(&skipped, agent),
+                    Err(err) => {
+                        tracing::warn!(task = %id, error = %err, "could not record a skipped run")
+                    }
                 }
             }
             Err(err) => tracing::error!(task = %id, error = %err, "could not start a run"),
@@ -120,13 +123,15 @@ impl Scheduler {
         {
             let outcome = failed(format!("could not make the run's session: {err}"));
             let now = self.inner.clock.now();
-            stores
+            let finished = stores
                 .tasks
                 .finish_run(&task.agent_name, &task.id, &run.id, &lease.token, outcome, now)
                 .await?;
+            self.announce_run(&finished, &task.agent_name);
             return Err(err);
         }
         tracing::info!(task = %task.id, run = %run.id, %session, "run started");
+        self.announce_run(&run, &task.agent_name);
         let this = self.clone();
         let (agent, task_id, run_id, token) =
             (task.agent_name.clone(), task.id, run.id, lease.token);
@@ -138,14 +143,17 @@ impl Scheduler {
             let outcome = this.turn(&task, run_id, session, &run_cancel).await;
             let status = outcome.status;
             let now = this.inner.clock.now();
-            if let Err(err) = this
+            match this
                 .inner
                 .stores
                 .tasks
                 .finish_run(&task.agent_name, &task.id, &run_id, &token, outcome, now)
                 .await
             {
-                tracing::warn!(task = %task.id, run = %run_id, error = %err, "could not finish a run record");
+                Ok(finished) => this.announce_run(&finished, &task.agent_name),
+                Err(err) => {
+                    tracing::warn!(task = %task.id, run = %run_id, error = %err, "could not finish a run record")
+                }
             }
             tracing::info!(task = %task.id, run = %run_id, ?status, "run finished");
             if task.context_mode == ContextMode::Isolated {
@@ -298,7 +306,7 @@ impl Scheduler {
             // The turn did not end when asked: stop waiting, and say so in its record.
             active.handle.abort();
             let now = self.inner.clock.now();
-            if let Err(err) = self
+            match self
                 .inner
                 .stores
                 .tasks
@@ -312,7 +320,10 @@ impl Scheduler {
                 )
                 .await
             {
-                tracing::warn!(run = %active.run, error = %err, "could not finish an aborted run");
+                Ok(finished) => self.announce_run(&finished, &active.agent),
+                Err(err) => {
+                    tracing::warn!(run = %active.run, error = %err, "could not finish an aborted run")
+                }
             }
         }
     }

@@ -26,6 +26,10 @@ impl Scheduler {
             if task.worktree { Some(self.ensure_worktree(task).await?) } else { None };
         let new = NewSession { title: Some(title), worktree_id, ..NewSession::default() };
         self.inner.stores.sessions.create_with_id(&task.agent_name, session, new).await?;
+        self.announce(orbit_agent::Activity::SessionCreated {
+            agent: task.agent_name.clone(),
+            session,
+        });
         Ok(())
     }
 
@@ -50,10 +54,15 @@ impl Scheduler {
             .agents
             .claim_main_session(&task.agent_name, candidate.id, agent.main_session_id)
             .await?;
-        if chosen != candidate.id
-            && let Err(err) = stores.sessions.delete(&task.agent_name, &candidate.id).await
-        {
-            tracing::warn!(agent = %task.agent_name, session = %candidate.id, error = %err, "could not delete a main session that lost the race");
+        if chosen != candidate.id {
+            if let Err(err) = stores.sessions.delete(&task.agent_name, &candidate.id).await {
+                tracing::warn!(agent = %task.agent_name, session = %candidate.id, error = %err, "could not delete a main session that lost the race");
+            }
+        } else {
+            self.announce(orbit_agent::Activity::SessionCreated {
+                agent: task.agent_name.clone(),
+                session: chosen,
+            });
         }
         Ok(chosen)
     }

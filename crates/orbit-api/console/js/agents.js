@@ -1,0 +1,106 @@
+// Agents: the list (status, model, mode, last activity, cost today), create, edit, delete.
+
+import { api, enc } from './api.js';
+import { h, clear, field, notice, select, confirmButton, attempt, money, when, empty, title } from './ui.js';
+
+const MODES = ['safe', 'ask', 'allow-all'];
+
+/** What the agent's sessions active today have cost (their totals). */
+async function costToday(name) {
+  const { sessions } = await api('GET', `/api/agents/${enc(name)}/sessions`);
+  const today = new Date().toISOString().slice(0, 10);
+  return sessions
+    .filter((s) => (s.lastMessageAt || '').slice(0, 10) === today)
+    .reduce((sum, s) => sum + (s.totalCostUsd || 0), 0);
+}
+
+export function agentsPage() {
+  title('Agents');
+  const note = notice();
+  const list = h('div', { class: 'rows', id: 'agent-list' });
+  const name = h('input', { name: 'name', required: true, pattern: '[a-z0-9][a-z0-9_\\-]{0,63}', placeholder: 'researcher', autocomplete: 'off' });
+  const model = h('input', { name: 'model', placeholder: 'default', autocomplete: 'off' });
+  const mode = select('permissionMode', MODES, 'safe');
+  const create = h('form', { class: 'card inline', id: 'create-agent' },
+    h('h2', {}, 'New agent'),
+    field('Name', name, h('small', {}, 'lower case letters, digits, - and _')),
+    field('Model', model),
+    field('Permission mode', mode),
+    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Create agent')));
+  create.addEventListener('submit', (e) => {
+    e.preventDefault();
+    attempt(note, async () => {
+      const body = { name: name.value.trim(), permissionMode: mode.value };
+      if (model.value.trim()) body.model = model.value.trim();
+      await api('POST', '/api/agents', body);
+      note.ok(`Agent ${body.name} created.`);
+      name.value = '';
+      model.value = '';
+      reload();
+    });
+  });
+
+  function row(agent) {
+    const cost = h('span', { class: 'cost' }, '…');
+    costToday(agent.name).then((usd) => { cost.textContent = money(usd); }, () => { cost.textContent = '—'; });
+    const edit = h('button', { type: 'button', onclick: () => editRow() }, 'Edit');
+    const el = h('article', { class: 'row agent', 'data-agent': agent.name },
+      h('div', { class: 'main' },
+        h('a', { class: 'name', href: `#/agents/${enc(agent.name)}` }, agent.name),
+        h('span', { class: `pill ${agent.status}` }, agent.status)),
+      h('dl', { class: 'facts' },
+        h('dt', {}, 'Model'), h('dd', {}, agent.model || 'default'),
+        h('dt', {}, 'Mode'), h('dd', {}, agent.permissionMode),
+        h('dt', {}, 'Last active'), h('dd', {}, when(agent.lastActiveAt)),
+        h('dt', {}, 'Cost today'), h('dd', {}, cost)),
+      h('div', { class: 'actions' }, edit,
+        confirmButton('Delete', () => attempt(note, async () => {
+          await api('DELETE', `/api/agents/${enc(agent.name)}`);
+          note.ok(`Agent ${agent.name} deleted.`);
+          reload();
+        }), { confirm: 'Delete agent and its sessions?' })));
+    function editRow() {
+      const m = h('input', { name: 'model', value: agent.model || '', placeholder: 'default' });
+      const p = select('permissionMode', MODES, agent.permissionMode);
+      const s = select('status', ['active', 'inactive'], agent.status);
+      const form = h('form', { class: 'edit' }, field('Model', m), field('Mode', p), field('Status', s),
+        h('div', { class: 'actions' },
+          h('button', { type: 'submit', class: 'primary' }, 'Save'),
+          h('button', { type: 'button', onclick: () => el.replaceWith(row(agent)) }, 'Cancel')));
+      form.addEventListener('submit', (e) => {
+        e.preventDefault();
+        attempt(note, async () => {
+          const body = { permissionMode: p.value, status: s.value };
+          if (m.value.trim()) body.model = m.value.trim();
+          const { agent: saved } = await api('PUT', `/api/agents/${enc(agent.name)}`, body);
+          el.replaceWith(row(saved));
+        });
+      });
+      el.querySelector('.actions').replaceWith(form);
+      m.focus();
+    }
+    return el;
+  }
+
+  async function reload() {
+    try {
+      const { agents } = await api('GET', '/api/agents');
+      if (list.querySelector('form.edit')) return; // do not throw away an edit in progress
+      clear(list, agents.length ? agents.map(row) : empty('No agents yet. Create one below.'));
+    } catch (err) { note.error(err.message); }
+  }
+  reload();
+  const el = h('section', {}, h('h1', {}, 'Agents'), note.el, list, create);
+  let pending = null;
+  return {
+    el,
+    reload,
+    onEvent(event) {
+      if (['agent_changed', 'turn_ended', 'session_created', 'session_deleted'].includes(event.type)) {
+        clearTimeout(pending);
+        pending = setTimeout(reload, 300);
+      }
+    },
+    dispose() { clearTimeout(pending); },
+  };
+}

@@ -1,0 +1,157 @@
+// Talking to the Orbit API: the bearer token, errors in plain words, and server-sent events
+// read with fetch (EventSource cannot send the Authorization header).
+
+const TOKEN_KEY = 'orbit.token';
+
+export function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || '';
+}
+
+export function setToken(value, remember) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(TOKEN_KEY);
+  if (value) (remember ? localStorage : sessionStorage).setItem(TOKEN_KEY, value);
+}
+
+/** An API refusal: the HTTP status, Orbit's error code and its sentence. */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function headers(extra = {}) {
+  const all = { Accept: 'application/json', ...extra };
+  const t = token();
+  if (t) all.Authorization = `Bearer ${t}`;
+  return all;
+}
+
+/** What a refusal means, for a person. */
+export function explain(status, code, message) {
+  switch (status) {
+    case 401: return 'This server needs its API token.';
+    case 409: return message || 'That conflicts with what is going on now.';
+    case 429: return `All agent processes are busy (429). Try again in a moment.${message ? ' ' + message : ''}`;
+    case 0: return 'The server cannot be reached. Is it running?';
+    default: return message || `The server answered ${status}.`;
+  }
+}
+
+async function refusal(response) {
+  let body = {};
+  try { body = await response.json(); } catch { /* not JSON */ }
+  const error = new ApiError(response.status, body.code || '', explain(response.status, body.code, body.error));
+  if (response.status === 401) window.dispatchEvent(new CustomEvent('orbit:unauthorized'));
+  return error;
+}
+
+/** Sends a request; resolves to the JSON answer, or throws an ApiError. */
+export async function api(method, path, body) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: headers(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, 'unreachable', explain(0));
+  }
+  if (!response.ok) throw await refusal(response);
+  return response.json();
+}
+
+/**
+ * Opens a server-sent event stream and calls onEvent({id, data}) for each event, data parsed
+ * as JSON. Resolves when the stream ends; throws an ApiError for a refusal before it starts.
+ */
+export async function stream(method, path, { body, lastEventId, signal, onEvent } = {}) {
+  const extra = { Accept: 'text/event-stream' };
+  if (body !== undefined) extra['Content-Type'] = 'application/json';
+  if (lastEventId) extra['Last-Event-ID'] = lastEventId;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: headers(extra),
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+    });
+  } catch (err) {
+    if (signal?.aborted) return;
+    throw new ApiError(0, 'unreachable', explain(0));
+  }
+  if (!response.ok) throw await refusal(response);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = '';
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
+        const frame = buffer.slice(0, end);
+        buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, '');
+        let id = null;
+        const data = [];
+        for (const line of frame.split(/\r?\n/)) {
+          if (line.startsWith('id:')) id = line.slice(3).trim();
+          else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+        }
+        if (data.length === 0) continue; // a keep-alive comment
+        let parsed;
+        try { parsed = JSON.parse(data.join('\n')); } catch { continue; }
+        onEvent({ id, data: parsed });
+      }
+    }
+  } catch (err) {
+    if (signal?.aborted) return;
+    throw new ApiError(0, 'disconnected', 'The connection to the server was lost.');
+  }
+}
+
+/**
+ * Follows GET /api/events for as long as the page lives: reconnects after a drop (with the
+ * last id seen, so missed events are replayed), and reports each event, each resync and the
+ * connection's state.
+ */
+export function followEvents({ onEvent, onResync, onState }) {
+  let lastId = null;
+  let stopped = false;
+  let controller = null;
+  let delay = 1000;
+  async function loop() {
+    while (!stopped) {
+      controller = new AbortController();
+      onState('connecting');
+      try {
+        await stream('GET', '/api/events', {
+          lastEventId: lastId,
+          signal: controller.signal,
+          onEvent: ({ id, data }) => {
+            if (id) lastId = id;
+            delay = 1000;
+            if (data.type === 'ready') onState('live');
+            else if (data.type === 'resync') onResync();
+            else onEvent(data);
+          },
+        });
+      } catch (err) {
+        if (err.status === 401) { onState('locked'); return; }
+      }
+      if (stopped) return;
+      onState('offline');
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(delay * 2, 15000);
+      // Anything may have changed while away; the replay says what, or asks for a resync.
+    }
+  }
+  loop();
+  return { stop() { stopped = true; controller?.abort(); } };
+}
+
+export const enc = encodeURIComponent;

@@ -1,0 +1,104 @@
+// The console's shell: the token gate, the router (#/...), the live event stream that every
+// page listens to, and the count of pending approvals shown on every page.
+
+import { api, followEvents, setToken, token } from './api.js';
+import { h, clear, field, notice, title } from './ui.js';
+import { agentsPage } from './agents.js';
+import { agentPage } from './sessions.js';
+import { chatPage } from './chat.js';
+import { approvalsPage, refreshApprovalCount } from './approvals.js';
+import { allTasksPage } from './tasks.js';
+
+const main = document.getElementById('main');
+const live = document.getElementById('live');
+let page = null;
+let events = null;
+
+/** #/path/parts -> a page. */
+function route() {
+  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  const nav = parts[0] === 'approvals' ? 'approvals' : parts[0] === 'tasks' ? 'tasks' : 'agents';
+  for (const link of document.querySelectorAll('[data-nav]')) {
+    if (link.dataset.nav === nav) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  if (parts[0] === 'approvals') return approvalsPage();
+  if (parts[0] === 'tasks') return allTasksPage();
+  if (parts[0] === 'agents' && parts[1]) {
+    if (parts[2] === 'sessions' && parts[3]) return chatPage(parts[1], parts[3]);
+    return agentPage(parts[1], parts[2] || 'sessions');
+  }
+  return agentsPage();
+}
+
+function show() {
+  page?.dispose?.();
+  page = route();
+  clear(main, page.el);
+  main.focus({ preventScroll: true });
+}
+
+function broadcast(event) {
+  if (event.type.startsWith('approval_')) refreshApprovalCount();
+  page?.onEvent?.(event);
+}
+
+function start() {
+  events?.stop();
+  events = followEvents({
+    onEvent: broadcast,
+    onResync: () => { refreshApprovalCount(); page?.reload?.(); },
+    onState: (state) => {
+      live.textContent = { live: 'live', connecting: 'connecting', offline: 'offline, retrying', locked: 'locked' }[state];
+      live.dataset.state = state;
+      // Back after a drop: lists may be stale if no replay covered the gap.
+      if (state === 'live') refreshApprovalCount();
+    },
+  });
+  refreshApprovalCount();
+  show();
+}
+
+/** Asks for the token; resolves once the server accepts one. */
+function askToken(reason) {
+  events?.stop();
+  live.textContent = 'locked';
+  live.dataset.state = 'locked';
+  page?.dispose?.();
+  page = null;
+  title('Token');
+  const input = h('input', { type: 'password', name: 'token', autocomplete: 'current-password', required: true });
+  const remember = h('input', { type: 'checkbox', name: 'remember' });
+  const note = notice();
+  if (reason) note.error(reason);
+  const form = h('form', { class: 'card narrow', id: 'token-form' },
+    h('h1', {}, 'Connect to Orbit'),
+    h('p', {}, 'This server needs its API token (the value of ORBIT_API_TOKEN or of the token file it was started with).'),
+    field('API token', input),
+    h('label', { class: 'check' }, remember, ' Remember on this device'),
+    h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Connect')),
+    note.el);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    setToken(input.value.trim(), remember.checked);
+    try {
+      await api('GET', '/api/agents');
+      start();
+    } catch (err) {
+      if (err.status === 401) { setToken('', false); note.error('That token was refused. Check it and try again.'); }
+      else note.error(err.message);
+    }
+  });
+  clear(main, form);
+  input.focus();
+}
+
+window.addEventListener('orbit:unauthorized', () => {
+  if (!document.getElementById('token-form')) askToken(token() ? 'The token was refused. Enter it again.' : '');
+});
+window.addEventListener('hashchange', () => { if (page) show(); });
+
+// Without a token on loopback the first request simply succeeds; with one, it asks.
+api('GET', '/api/agents').then(start, (err) => {
+  if (err.status !== 401) start();
+});
