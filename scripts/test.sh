@@ -5,6 +5,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 ORBIT_TEST_CLAUDE_BIN="$("$root/scripts/setup-claude.sh")"
 export ORBIT_TEST_CLAUDE_BIN
+# The PostgreSQL store's tests start a throwaway cluster with these programs, unless
+# ORBIT_TEST_DATABASE_URL names a server to make their databases in.
+if [ -z "${ORBIT_TEST_DATABASE_URL:-}" ]; then
+  ORBIT_TEST_POSTGRES_BIN="$("$root/scripts/setup-postgres.sh")"
+  export ORBIT_TEST_POSTGRES_BIN
+fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0

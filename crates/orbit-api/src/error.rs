@@ -44,11 +44,14 @@ pub enum Code {
     Busy,
     /// 500: an internal fault, logged with its cause.
     Internal,
+    /// 503: the store's database cannot be reached or did not answer in time; the request may
+    /// succeed once it is back.
+    StoreUnavailable,
 }
 
 impl Code {
     /// Every code, in the order of their statuses.
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 15] = [
         Code::InvalidInput,
         Code::InvalidJson,
         Code::InvalidSchedule,
@@ -63,6 +66,7 @@ impl Code {
         Code::UnsupportedMediaType,
         Code::Busy,
         Code::Internal,
+        Code::StoreUnavailable,
     ];
 
     /// The table: each code's status and its text on the wire.
@@ -84,6 +88,7 @@ impl Code {
             }
             Code::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy"),
             Code::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Code::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }
 
@@ -148,6 +153,7 @@ impl ApiError {
             ErrorKind::Conflict => Code::Conflict,
             ErrorKind::Busy => Code::Busy,
             ErrorKind::Internal => Code::Internal,
+            ErrorKind::Unavailable => Code::StoreUnavailable,
         };
         if code == Code::Internal {
             // The cause goes to the log only: it may name paths of the data directory, which
