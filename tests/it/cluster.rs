@@ -132,3 +132,86 @@ async fn inbox_messages_are_claimed_once_across_nodes() {
     let inbox = b.call("GET", "/api/agents/bot/inbox", None).await;
     assert_eq!(inbox.body["messages"].as_array().unwrap().len(), 0, "all read: {}", inbox.body);
 }
+
+async fn runs_of(app: &TestApp, task: &str) -> Vec<Value> {
+    app.call("GET", &format!("/api/agents/bot/tasks/{task}/runs"), None).await.body["runs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Two nodes' schedulers plan the same tasks: an interval task's slots and a once task's one
+/// slot each fire once in the whole cluster.
+#[actix_web::test]
+async fn slots_fire_once_across_nodes() {
+    let database = TestDatabase::new();
+    let a = node(&database, "done").await;
+    let b = node(&database, "done").await;
+    assert_eq!(a.call("POST", "/api/agents", Some(json!({"name": "bot"}))).await.status, 201);
+    // Far enough ahead that both schedulers have read it from the change feed (at most 5 s).
+    let at = orbit_store::timestamp::now() + std::time::Duration::from_secs(8);
+    let at = orbit_store::timestamp::rfc3339::format(at).unwrap();
+    let once = a
+        .call("POST", "/api/agents/bot/tasks", Some(json!({"prompt": "once job", "scheduleType": "once", "scheduleValue": at, "contextMode": "isolated"})))
+        .await;
+    assert_eq!(once.status, 201, "{}", once.body);
+    let once = once.body["task"]["id"].as_str().unwrap().to_owned();
+    let interval = b
+        .call("POST", "/api/agents/bot/tasks", Some(json!({"prompt": "interval job", "scheduleType": "interval", "scheduleValue": "2000", "contextMode": "isolated"})))
+        .await;
+    assert_eq!(interval.status, 201, "{}", interval.body);
+    let anchor = interval.body["task"]["nextRun"].clone();
+    let interval = interval.body["task"]["id"].as_str().unwrap().to_owned();
+
+    let finished = |runs: &[Value]| runs.iter().filter(|r| r["status"] != "running").count();
+    for _ in 0..120 {
+        let (once_runs, interval_runs) = (runs_of(&a, &once).await, runs_of(&a, &interval).await);
+        if finished(&once_runs) >= 1 && finished(&interval_runs) >= 5 {
+            break;
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // Let a second firing of the once slot, if there were one, show itself.
+    actix_web::rt::time::sleep(std::time::Duration::from_secs(3)).await;
+    let once_runs = runs_of(&b, &once).await;
+    assert_eq!(once_runs.len(), 1, "the once task ran once: {once_runs:?}");
+    assert_eq!(once_runs[0]["status"], "success", "{once_runs:?}");
+    let interval_runs = runs_of(&b, &interval).await;
+    assert!(interval_runs.len() >= 5, "{interval_runs:?}");
+    // Every slot is consumed once, by a run or by a skip (a slot that met the previous,
+    // slow, run): had both nodes fired a slot, there would be more than the schedule had.
+    let parse = |text: &Value| {
+        time::OffsetDateTime::parse(
+            text.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    let slots_so_far =
+        (orbit_store::timestamp::now() - parse(&anchor)).whole_milliseconds() / 2000 + 1;
+    let consumed: i128 = interval_runs
+        .iter()
+        .map(|r| {
+            if r["status"] == "skipped" {
+                i128::from(r["skippedSlots"].as_u64().unwrap())
+            } else {
+                1
+            }
+        })
+        .sum();
+    assert!(
+        consumed <= slots_so_far,
+        "{consumed} slots consumed of {slots_so_far} the schedule had: {interval_runs:?}"
+    );
+    let requests: Vec<String> =
+        a.model.requests().iter().chain(b.model.requests().iter()).map(last_user_text).collect();
+    let count = |prompt: &str| requests.iter().filter(|text| text.contains(prompt)).count();
+    assert_eq!(count("once job"), 1, "the once prompt reached the model once");
+    let succeeded = interval_runs.iter().filter(|r| r["status"] == "success").count();
+    let started = interval_runs.len();
+    let reached = count("interval job");
+    assert!(
+        (succeeded..=started).contains(&reached),
+        "each interval run reached the model once: {reached} requests for {started} runs"
+    );
+}
