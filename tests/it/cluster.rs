@@ -38,7 +38,7 @@ async fn the_server_runs_on_postgresql() {
     let (_, events) =
         app.chat(json!({"agentName": "bot", "sessionId": session, "message": "again"})).await;
     assert_eq!(result_of(&events), "hello from the model");
-    assert!(events.iter().all(|e| e["type"] != "orbit_resume_failed"), "resumed on one node");
+    assert!(events.iter().all(|e| e["subtype"] != "orbit_resume_failed"), "resumed on one node");
 
     let detail = app.call("GET", &format!("/api/agents/bot/sessions/{session}"), None).await;
     assert_eq!(detail.body["session"]["messageCount"], 4, "{}", detail.body);
@@ -83,6 +83,16 @@ async fn a_session_made_on_one_node_is_served_by_another() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(result_of(&events), "from node b");
+    // The CLI conversation begun on A resumed on B: A's transcript was restored into B's CLI
+    // state, so the earlier turn reached B's model with the new one.
+    assert!(
+        events.iter().all(|e| e["subtype"] != "orbit_resume_failed"),
+        "resumed without falling back to a fresh session: {events:?}"
+    );
+    let asked = b.model.requests();
+    let last = serde_json::to_string(asked.last().unwrap()).unwrap();
+    assert!(last.contains("the code is 4711"), "the earlier turn reached the model: {last}");
+    assert!(last.contains("from node a"), "with the earlier answer: {last}");
     let detail = a.call("GET", &path, None).await;
     assert_eq!(detail.body["session"]["messageCount"], 4, "{}", detail.body);
     assert_eq!(detail.body["messages"][3]["content"], "from node b");

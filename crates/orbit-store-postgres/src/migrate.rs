@@ -6,7 +6,10 @@ use deadpool_postgres::Pool;
 use crate::error::Failure;
 
 /// Every migration, in order; a database records the versions it has.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_cli_transcripts.sql")),
+];
 
 /// An arbitrary constant naming Orbit's migration lock among the database's advisory locks.
 const MIGRATION_LOCK: i64 = 0x0_7b17_5c4e;

@@ -162,4 +162,43 @@ impl SessionStore for PgStore {
             Ok(docs(&rows))
         })
     }
+
+    async fn save_cli_transcript(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        cli_session: &str,
+        transcript: Vec<u8>,
+    ) -> Result<()> {
+        transaction!(self, |tx| async {
+            let saved = db::execute(
+                &tx,
+                "INSERT INTO cli_transcripts (agent, session_id, cli_session, body) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (agent, session_id) \
+                 DO UPDATE SET cli_session = $3, body = $4, saved_at = now()",
+                &[&agent.as_str(), &id.to_string(), &cli_session, &transcript],
+            )
+            .await;
+            match saved {
+                Err(err) if violates(&err, FOREIGN_KEY_VIOLATION) => Err(not_found("session", id)),
+                other => other.map(drop),
+            }
+        })
+    }
+
+    async fn load_cli_transcript(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+    ) -> Result<Option<(String, Vec<u8>)>> {
+        transaction!(self, |tx| async {
+            let row = db::row(
+                &tx,
+                "SELECT cli_session, body FROM cli_transcripts WHERE agent = $1 AND session_id = $2",
+                &[&agent.as_str(), &id.to_string()],
+            )
+            .await?;
+            Ok(row.map(|row| (row.get(0), row.get(1))))
+        })
+    }
 }

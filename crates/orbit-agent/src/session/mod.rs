@@ -40,6 +40,7 @@ use crate::tools::OrbitTools;
 use crate::{Error, Result};
 
 mod claims;
+mod portability;
 mod turn;
 
 /// What a caller may set for one turn.
