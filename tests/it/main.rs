@@ -6,6 +6,7 @@
 
 mod api;
 mod cluster;
+mod cluster_crash;
 mod edges;
 mod hardening;
 mod helpers;
