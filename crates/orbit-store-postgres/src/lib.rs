@@ -15,6 +15,9 @@
 //!   rows are locked (`SELECT ... FOR UPDATE`) while one operation changes them, so the
 //!   domain rules are the ones `orbit-store` applies in memory.
 //!
+//! - Task changes made by other nodes wake this node's scheduler through `LISTEN/NOTIFY`
+//!   (`notify`).
+//!
 //! What stays on the node: the agents' working directories (under [`PgOptions::workspaces`]).
 
 mod agents;
@@ -24,6 +27,7 @@ mod inbox;
 mod instances;
 mod memory;
 mod migrate;
+mod notify;
 mod sessions;
 mod tasks;
 
@@ -91,7 +95,7 @@ impl PgStore {
             config.application_name("orbit");
         }
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
@@ -103,9 +107,12 @@ impl PgStore {
             .recycle_timeout(Some(bound))
             .build()
             .map_err(|err| Error::Pool(err.to_string()))?;
+        let listener_config = config.clone();
         let feed = db::within(bound * 3, migrate::run(&pool)).await?;
         let inner = Inner { pool, options, feed, task_changes: tokio::sync::watch::channel(0).0 };
-        Ok(Self { inner: Arc::new(inner) })
+        let inner = Arc::new(inner);
+        tokio::spawn(notify::listen(listener_config, Arc::downgrade(&inner)));
+        Ok(Self { inner })
     }
 
     /// This store behind every store trait.

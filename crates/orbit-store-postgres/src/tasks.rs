@@ -158,7 +158,8 @@ async fn publish(tx: &Tx<'_>, agent: &AgentName, task: &TaskId) -> Result<(), Fa
         .await?;
     }
     // Other nodes' schedulers are woken by the notification, delivered at commit.
-    db::execute(tx, "SELECT pg_notify('orbit_task_changes', $1)", &[&seq.to_string()]).await?;
+    db::execute(tx, "SELECT pg_notify($1, $2)", &[&crate::notify::TASK_CHANGES, &seq.to_string()])
+        .await?;
     Ok(())
 }
 

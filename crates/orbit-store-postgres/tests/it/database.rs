@@ -95,3 +95,39 @@ async fn an_unreachable_database_is_unavailable_not_a_hang() {
     // The store that did open answers normally.
     assert!(store.stores().agents.list().await.unwrap().is_empty());
 }
+
+/// A task changed through one node wakes the other node's scheduler at once (its
+/// `watch_changes` ticks on the notification), and the change is in the feed it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_change_on_one_node_wakes_the_other() {
+    let (first, guard) = crate::open(orbit_store::contract::options());
+    let second = PgStore::open(PgOptions::new(guard.database.url.clone(), guard.workspaces.path()))
+        .await
+        .unwrap();
+    let (a, b) = (first.stores(), second.stores());
+    let bot = AgentName::parse("bot").unwrap();
+    a.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let start = b.tasks.changes_since(None).await.unwrap();
+    let mut ticks = b.tasks.watch_changes();
+    // The listener's first tick, at connecting, may come any time: start from a quiet watch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ticks.borrow_and_update();
+    let new = orbit_store::NewTask {
+        name: None,
+        prompt: "p".into(),
+        schedule_type: orbit_store::ScheduleType::Interval,
+        schedule_value: "60000".into(),
+        context_mode: orbit_store::ContextMode::Isolated,
+        timezone: None,
+        next_run: None,
+        worktree: false,
+        branch: None,
+    };
+    let task = a.tasks.create(&bot, new).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), ticks.changed())
+        .await
+        .expect("the other node was told within 5 s")
+        .unwrap();
+    let seen = b.tasks.changes_since(Some(start.cursor)).await.unwrap();
+    assert_eq!(seen.changes.iter().map(|c| c.task).collect::<Vec<_>>(), vec![task.id]);
+}
