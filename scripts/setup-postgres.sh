@@ -25,7 +25,8 @@ if [ -z "$bin" ]; then
   if [ ! -f /etc/postgresql-common/createcluster.conf ] || ! grep -q '^create_main_cluster' /etc/postgresql-common/createcluster.conf; then
     echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
   fi
-  apt-get install -y -qq --no-install-recommends postgresql >&2
+  apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold postgresql >&2
   bin="$(find_bin)"
 fi
 if [ -z "$bin" ]; then
