@@ -47,8 +47,12 @@ pub struct PgOptions {
     pub url: String,
     /// The most connections this node holds open.
     pub pool_size: usize,
-    /// How long one operation may take, waiting for a connection and retries included,
-    /// before it fails as unavailable.
+    /// How long getting a connection may take (waiting for a free one, or connecting) before
+    /// the operation fails as unavailable: a database that is down is known this soon.
+    pub connect_timeout: Duration,
+    /// How long one operation may take in all, retries included, before it fails as
+    /// unavailable: a database that stopped answering is known this late (loading every task
+    /// of a large installation at start is one operation, so it is generous).
     pub operation_timeout: Duration,
     /// Dead letters and runs kept, as for the filesystem store.
     pub records: FsOptions,
@@ -62,7 +66,8 @@ impl PgOptions {
         Self {
             url: url.into(),
             pool_size: 16,
-            operation_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(60),
             records: FsOptions::default(),
             workspaces: workspaces.into(),
         }
@@ -89,7 +94,7 @@ impl PgStore {
     pub async fn open(options: PgOptions) -> Result<Self> {
         let mut config: tokio_postgres::Config =
             options.url.parse().map_err(|err| Error::InvalidUrl(format!("{err}")))?;
-        let bound = options.operation_timeout;
+        let bound = options.connect_timeout;
         config.connect_timeout(bound);
         if config.get_application_name().is_none() {
             config.application_name("orbit");
@@ -108,7 +113,7 @@ impl PgStore {
             .build()
             .map_err(|err| Error::Pool(err.to_string()))?;
         let listener_config = config.clone();
-        let feed = db::within(bound * 3, migrate::run(&pool)).await?;
+        let feed = db::within(options.operation_timeout, migrate::run(&pool)).await?;
         let inner = Inner { pool, options, feed, task_changes: tokio::sync::watch::channel(0).0 };
         let inner = Arc::new(inner);
         tokio::spawn(notify::listen(listener_config, Arc::downgrade(&inner)));
