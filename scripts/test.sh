@@ -8,6 +8,12 @@ export ORBIT_TEST_CLAUDE_BIN
 # Headless Chromium for the web console's browser tests (they fail without it, unless
 # ORBIT_SKIP_BROWSER=1).
 "$root/scripts/setup-chromium.sh"
+# The PostgreSQL store's tests start a throwaway cluster with these programs, unless
+# ORBIT_TEST_DATABASE_URL names a server to make their databases in.
+if [ -z "${ORBIT_TEST_DATABASE_URL:-}" ]; then
+  ORBIT_TEST_POSTGRES_BIN="$("$root/scripts/setup-postgres.sh")"
+  export ORBIT_TEST_POSTGRES_BIN
+fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0

@@ -53,7 +53,7 @@ impl TestApp {
         // Never the login of whoever runs the tests.
         settings.claude_user_dir = Some(dir.path().join("user-claude"));
         configure(&mut settings);
-        let app = Application::build(&settings).unwrap();
+        let app = Application::build(&settings).await.unwrap();
         let address = format!("http://127.0.0.1:{}", app.port());
         actix_web::rt::spawn(app.run_until_stopped());
         let client = awc::Client::builder().timeout(Duration::from_secs(60)).finish();

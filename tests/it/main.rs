@@ -6,6 +6,8 @@
 
 mod api;
 mod browser;
+mod cluster;
+mod cluster_crash;
 mod console;
 mod edges;
 mod events;

@@ -64,7 +64,7 @@ fn main() {
         stores.agents.create(&agent, NewAgent::default()).await.unwrap();
         let mut settings = Settings::parse_from(["orbit-server", "--bind", "127.0.0.1:0"]);
         settings.data_dir = Some(data.clone());
-        let app = Application::build(&settings).unwrap();
+        let app = Application::build(&settings).await.unwrap();
         let base = Rc::new(format!("http://127.0.0.1:{}", app.port()));
         actix_web::rt::spawn(app.run_until_stopped());
 

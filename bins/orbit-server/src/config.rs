@@ -17,6 +17,17 @@ pub struct Settings {
     #[arg(long, env = "ORBIT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// A PostgreSQL database to keep Orbit's records in (`postgresql://user:pass@host/db`),
+    /// shared by every node started with it; each node keeps its own data directory for the
+    /// agents' working directories and the CLI's state. Without it, the records are files in
+    /// the data directory.
+    #[arg(long, env = "ORBIT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Most connections to the database this node holds open.
+    #[arg(long, env = "ORBIT_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub database_pool_size: u64,
+
     /// Bearer token every request but /health must carry. Prefer ORBIT_API_TOKEN or
     /// --api-token-file: a command-line argument is visible to every local user in `ps`.
     #[arg(long, env = "ORBIT_API_TOKEN", hide_env_values = true)]
@@ -101,6 +112,8 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("bind", &self.bind)
             .field("data_dir", &self.data_dir)
+            // A database URL may carry a password.
+            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("api_token_file", &self.api_token_file)
             .field("allowed_hosts", &self.allowed_hosts)

@@ -7,7 +7,7 @@ use orbit_server::startup::Application;
 async fn main() -> std::process::ExitCode {
     orbit_server::telemetry::init();
     let settings = Settings::from_command_line();
-    let app = match Application::build(&settings) {
+    let app = match Application::build(&settings).await {
         Ok(app) => app,
         Err(err) => {
             tracing::error!("{err}");

@@ -11,6 +11,7 @@ use orbit_agent::{ActivityBus, AgentPool, PoolOptions};
 use orbit_api::{AllowedHosts, AppState};
 use orbit_scheduler::{AgentRunner, Scheduler, SchedulerOptions, SystemClock};
 use orbit_store::{FsStore, InstanceId, Stores};
+use orbit_store_postgres::{PgOptions, PgStore};
 
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +30,8 @@ const SHUTDOWN_ABORT_GRACE: Duration = Duration::from_secs(2);
 pub enum StartupError {
     #[error("cannot use data directory {path}: {source}")]
     DataDir { path: std::path::PathBuf, source: orbit_store::Error },
+    #[error("cannot use the database: {0}")]
+    Database(#[from] orbit_store_postgres::Error),
     #[error("cannot listen on {addr}: {source} (is another server using the port?)")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error(
@@ -39,6 +42,34 @@ pub enum StartupError {
     TokenFile(#[from] crate::config::TokenFileError),
     #[error("{0} (--workdir-root / ORBIT_WORKDIR_ROOTS)")]
     WorkdirRoot(#[from] orbit_agent::workdir::RootError),
+}
+
+/// The records' store: PostgreSQL when a database URL is given (shared by every node on it),
+/// else files in the data directory. The data directory is made either way: it holds what
+/// is local to this node (the agents' working directories, the CLI's state).
+async fn open_stores(
+    settings: &Settings,
+    data_dir: &std::path::Path,
+) -> Result<Stores, StartupError> {
+    let data_error = |source| StartupError::DataDir { path: data_dir.to_owned(), source };
+    let Some(url) = &settings.database_url else {
+        return Ok(FsStore::open(data_dir).map_err(data_error)?.stores());
+    };
+    make_private_dir(data_dir).map_err(data_error)?;
+    let mut options = PgOptions::new(url.clone(), data_dir.join("workspaces"));
+    options.pool_size = usize::try_from(settings.database_pool_size).unwrap_or(16);
+    let store = PgStore::open(options).await?;
+    tracing::info!(pool_size = settings.database_pool_size, "the records are in PostgreSQL");
+    Ok(store.stores())
+}
+
+fn make_private_dir(dir: &std::path::Path) -> Result<(), orbit_store::Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| orbit_store::Error::Io { path: dir.to_owned(), source })
 }
 
 /// A built server, listening, not yet serving.
@@ -54,7 +85,7 @@ pub struct Application {
 
 impl Application {
     /// Opens the stores, composes the agent pool and binds the listener.
-    pub fn build(settings: &Settings) -> Result<Self, StartupError> {
+    pub async fn build(settings: &Settings) -> Result<Self, StartupError> {
         let api_token = settings.api_token()?;
         if !settings.bind.ip().is_loopback() && api_token.is_none() {
             return Err(StartupError::ExposedWithoutToken(settings.bind));
@@ -62,8 +93,7 @@ impl Application {
         // A server others can reach (hence its token) lets clients choose an agent's workdir,
         // where its CLI runs and writes, only inside roots its operator named.
         let data_dir = settings.data_dir();
-        let store = FsStore::open(&data_dir)
-            .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
+        let stores = open_stores(settings, &data_dir).await?;
         let workdirs = settings.workdir_policy()?.excluding_data_dir(&data_dir);
         let user_config_dir =
             settings.claude_user_dir.clone().or_else(credentials::user_config_dir).map(|dir| {
@@ -112,10 +142,10 @@ impl Application {
             shutdown_abort_grace: SHUTDOWN_ABORT_GRACE,
             ..PoolOptions::default()
         };
-        let pool = AgentPool::new(store.stores(), Arc::new(runtime), options);
+        let pool = AgentPool::new(stores.clone(), Arc::new(runtime), options);
         let runner = Arc::new(AgentRunner { pool: pool.clone() });
         let scheduler = Scheduler::new(
-            store.stores(),
+            stores.clone(),
             runner,
             Arc::new(SystemClock),
             SchedulerOptions {
@@ -133,7 +163,7 @@ impl Application {
         let local = listener.local_addr().map_err(bind_error)?;
         let port = local.port();
         let state = Data::new(AppState {
-            stores: store.stores(),
+            stores: stores.clone(),
             pool: pool.clone(),
             scheduler: scheduler.clone(),
             api_token,
@@ -150,7 +180,7 @@ impl Application {
             header_timeout: Duration::from_secs(settings.header_timeout_secs),
         };
         let server = crate::listener::serve(listener, state, options).map_err(bind_error)?;
-        Ok(Self { port, server, pool, scheduler, stores: store.stores(), instance, lease })
+        Ok(Self { port, server, pool, scheduler, stores, instance, lease })
     }
 
     /// The port actually bound (useful with port 0).

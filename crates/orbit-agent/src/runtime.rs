@@ -53,6 +53,26 @@ pub trait Runtime: Send + Sync {
     async fn forget(&self, conversation: &str) {
         let _ = conversation;
     }
+    /// The runtime's own transcript of CLI session `cli_session` in the conversation's state,
+    /// if it has one: what it needs to resume the session, saved in the store after each
+    /// turn so that another node can resume it.
+    async fn export_transcript(&self, conversation: &str, cli_session: &str) -> Option<Vec<u8>> {
+        let _ = (conversation, cli_session);
+        None
+    }
+    /// Puts a transcript exported elsewhere into the conversation's state, where a resume in
+    /// `cwd` finds it. Keeps the state's own when it has one already (it is this node's, and
+    /// at least as new). Returns whether it wrote one.
+    async fn import_transcript(
+        &self,
+        conversation: &str,
+        cwd: &std::path::Path,
+        cli_session: &str,
+        transcript: &[u8],
+    ) -> Result<bool> {
+        let _ = (conversation, cwd, cli_session, transcript);
+        Ok(false)
+    }
 }
 
 /// A live conversation process that runs turns one after another.

@@ -49,11 +49,14 @@ pub enum Code {
     Busy,
     /// 500: an internal fault, logged with its cause.
     Internal,
+    /// 503: the store's database cannot be reached or did not answer in time; the request may
+    /// succeed once it is back.
+    StoreUnavailable,
 }
 
 impl Code {
     /// Every code, in the order of their statuses.
-    pub const ALL: [Code; 16] = [
+    pub const ALL: [Code; 17] = [
         Code::InvalidInput,
         Code::InvalidJson,
         Code::InvalidSchedule,
@@ -70,6 +73,7 @@ impl Code {
         Code::Busy,
         Code::HeadersTooLarge,
         Code::Internal,
+        Code::StoreUnavailable,
     ];
 
     /// The table: each code's status and its text on the wire.
@@ -95,6 +99,7 @@ impl Code {
                 (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large")
             }
             Code::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Code::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }
 
@@ -175,6 +180,7 @@ impl ApiError {
             ErrorKind::Conflict => Code::Conflict,
             ErrorKind::Busy => Code::Busy,
             ErrorKind::Internal => Code::Internal,
+            ErrorKind::Unavailable => Code::StoreUnavailable,
         };
         if code == Code::Internal {
             // The cause goes to the log only: it may name paths of the data directory, which

@@ -108,7 +108,8 @@ pub fn error_statuses(endpoint: &Endpoint) -> BTreeMap<u16, Vec<Code>> {
         Code::InvalidSchedule => false,
         Code::NotFound => has_parameters,
         Code::PayloadTooLarge | Code::RequestTimeout | Code::UnsupportedMediaType => has_body,
-        Code::Internal => endpoint.fallible,
+        // A route that can fail inside the server reads the store, whose database may be away.
+        Code::Internal | Code::StoreUnavailable => endpoint.fallible,
         // Answered for paths and methods, not by an operation.
         Code::MethodNotAllowed => false,
         // Answered by the connection before any route is chosen.

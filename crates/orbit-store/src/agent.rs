@@ -78,10 +78,7 @@ pub enum WorkingDir {
 impl WorkingDir {
     /// An agent's working directory: its workdir when it has one and it is still a
     /// directory, else `workspace()`, the data directory's.
-    pub(crate) fn of(
-        agent: &Agent,
-        workspace: impl FnOnce() -> Result<PathBuf>,
-    ) -> Result<WorkingDir> {
+    pub fn of(agent: &Agent, workspace: impl FnOnce() -> Result<PathBuf>) -> Result<WorkingDir> {
         match &agent.workdir {
             Some(workdir) if workdir.path.is_dir() => {
                 // Checked again at every use: a directory inside the root may have been

@@ -46,6 +46,16 @@ pub enum Error {
     /// A blocking store task panicked or was cancelled.
     #[error("store worker failed: {0}")]
     Worker(String),
+
+    /// The store's backing service (a database server) cannot be reached or did not answer in
+    /// time; the same request may succeed once it is back.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+
+    /// The store's backing service refused an operation for a reason that is not the
+    /// caller's (a broken schema, a failed statement).
+    #[error("store backend error: {0}")]
+    Backend(String),
 }
 
 /// What kind of failure an error is, for callers that map failures to answers (only
@@ -62,6 +72,8 @@ pub enum ErrorKind {
     Busy,
     /// A fault of the machine or the data, not of the caller.
     Internal,
+    /// A service the store depends on is away; the same request may succeed later.
+    Unavailable,
 }
 
 impl Error {
@@ -71,7 +83,10 @@ impl Error {
             Error::InvalidId { .. } | Error::Invalid(_) => ErrorKind::Invalid,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::AlreadyExists { .. } | Error::Conflict(_) => ErrorKind::Conflict,
-            Error::Corrupt { .. } | Error::Io { .. } | Error::Worker(_) => ErrorKind::Internal,
+            Error::Corrupt { .. } | Error::Io { .. } | Error::Worker(_) | Error::Backend(_) => {
+                ErrorKind::Internal
+            }
+            Error::Unavailable(_) => ErrorKind::Unavailable,
         }
     }
 

@@ -207,4 +207,27 @@ pub trait SessionStore: Send + Sync {
         from: TranscriptCursor,
         limit: usize,
     ) -> Result<TranscriptPage>;
+    /// Keeps the CLI's own transcript of the session's conversation (`cli_session` is the
+    /// CLI's session id), so that a node other than the one that ran the last turn can resume
+    /// it. A store used by one machine only keeps nothing: the transcript is in that
+    /// machine's CLI state already.
+    async fn save_cli_transcript(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        cli_session: &str,
+        transcript: Vec<u8>,
+    ) -> Result<()> {
+        let _ = (agent, id, cli_session, transcript);
+        Ok(())
+    }
+    /// The transcript last kept for the session, with the CLI session id it belongs to.
+    async fn load_cli_transcript(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+    ) -> Result<Option<(String, Vec<u8>)>> {
+        let _ = (agent, id);
+        Ok(None)
+    }
 }

@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod model_server;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 

@@ -11,6 +11,7 @@ pub mod credentials;
 mod process;
 mod protocol;
 mod spawn;
+mod transcript;
 
 use std::path::PathBuf;
 
@@ -121,6 +122,34 @@ impl Runtime for ClaudeCli {
             Error::CliMissing { bin: self.config.bin.display().to_string(), source }
         })?;
         Ok(Box::new(process))
+    }
+
+    async fn export_transcript(&self, conversation: &str, cli_session: &str) -> Option<Vec<u8>> {
+        let file = transcript::find(&self.conversation_dir(conversation), cli_session).await?;
+        match tokio::fs::read(&file).await {
+            Ok(bytes) => Some(bytes),
+            Err(err) => {
+                tracing::warn!(file = %file.display(), error = %err, "cannot read a CLI transcript");
+                None
+            }
+        }
+    }
+
+    async fn import_transcript(
+        &self,
+        conversation: &str,
+        cwd: &std::path::Path,
+        cli_session: &str,
+        bytes: &[u8],
+    ) -> Result<bool> {
+        let dir = self.conversation_dir(conversation);
+        if transcript::find(&dir, cli_session).await.is_some() {
+            return Ok(false);
+        }
+        transcript::write(&dir, cwd, cli_session, bytes).await.map_err(|err| {
+            Error::Protocol(format!("cannot restore the CLI transcript of {cli_session}: {err}"))
+        })?;
+        Ok(true)
     }
 
     async fn forget(&self, conversation: &str) {

@@ -44,6 +44,7 @@ use crate::tools::OrbitTools;
 use crate::{Error, Result};
 
 mod claims;
+mod portability;
 mod turn;
 mod turn_log;
 

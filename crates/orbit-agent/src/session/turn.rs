@@ -220,6 +220,9 @@ impl SessionAgent {
             None => working_dir.path().to_path_buf(),
         };
         let resume = if resume { session.sdk_session_id.clone() } else { None };
+        if let Some(cli_session) = &resume {
+            self.restore_transcript(&cwd, cli_session).await;
+        }
         let memory_dir = stores.memory.location(&self.agent);
         let spec = SpawnSpec {
             conversation: format!("{}/{}", self.agent, self.session),
@@ -368,6 +371,9 @@ impl SessionAgent {
         let patch =
             SessionPatch { add_cost_usd: turn_cost, add_usage: usage, ..SessionPatch::default() };
         self.shared.stores.sessions.update(&self.agent, &self.session, patch).await?;
+        if let Some(cli_session) = &live.cli_session {
+            self.save_transcript(cli_session).await;
+        }
         if is_error {
             let detail = if text.is_empty() { subtype } else { text };
             return Err(match failure {

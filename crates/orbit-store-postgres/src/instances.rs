@@ -1,0 +1,77 @@
+//! The registry of nodes: a row per server process with its heartbeat.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orbit_store::{Instance, InstanceId, InstanceStore, Result, timestamp};
+use time::OffsetDateTime;
+
+use crate::PgStore;
+use crate::db::{self, doc, docs, json, not_found, transaction};
+
+/// A registration expired this long ago is dropped by the next listing.
+const PRUNE_AFTER: Duration = Duration::from_secs(60 * 60);
+
+#[async_trait]
+impl InstanceStore for PgStore {
+    async fn register(
+        &self,
+        id: InstanceId,
+        host: &str,
+        pid: u32,
+        until: OffsetDateTime,
+    ) -> Result<Instance> {
+        let now = timestamp::now();
+        let instance =
+            Instance { id, host: host.to_owned(), pid, started_at: now, heartbeat_at: now, until };
+        transaction!(self, |tx| async {
+            db::execute(
+                &tx,
+                "INSERT INTO instances (id, until, doc) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET until = $2, doc = $3",
+                &[&id.to_string(), &until, &json(&instance)?],
+            )
+            .await
+        })?;
+        Ok(instance)
+    }
+
+    async fn heartbeat(&self, id: &InstanceId, until: OffsetDateTime) -> Result<Instance> {
+        transaction!(self, |tx| async {
+            let row = db::row(
+                &tx,
+                "SELECT doc FROM instances WHERE id = $1 FOR UPDATE",
+                &[&id.to_string()],
+            )
+            .await?
+            .ok_or_else(|| not_found("instance", id))?;
+            let mut instance: Instance = doc(&row)?;
+            instance.heartbeat_at = timestamp::now();
+            instance.until = until;
+            db::execute(
+                &tx,
+                "UPDATE instances SET until = $2, doc = $3 WHERE id = $1",
+                &[&id.to_string(), &until, &json(&instance)?],
+            )
+            .await?;
+            Ok(instance)
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<Instance>> {
+        let horizon = timestamp::now() - PRUNE_AFTER;
+        transaction!(self, |tx| async {
+            db::execute(&tx, "DELETE FROM instances WHERE until < $1", &[&horizon]).await?;
+            Ok(docs(&db::rows(&tx, "SELECT doc FROM instances ORDER BY id", &[]).await?))
+        })
+    }
+
+    async fn deregister(&self, id: &InstanceId) -> Result<()> {
+        transaction!(self, |tx| db::execute(
+            &tx,
+            "DELETE FROM instances WHERE id = $1",
+            &[&id.to_string()]
+        ))
+        .map(drop)
+    }
+}

@@ -1,0 +1,134 @@
+//! What only a database store has to show: migrations applied once by nodes starting
+//! together, several stores (nodes) on one database, and a database that is away.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use orbit_store::{
+    AgentName, Claimer, ErrorKind, InstanceId, MessageType, NewAgent, NewMessage, SessionId,
+    timestamp,
+};
+use orbit_store_postgres::{PgOptions, PgStore};
+use orbit_testkit::postgres::TestDatabase;
+
+/// Nodes starting at once on a fresh database each apply the schema or find it applied;
+/// none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_starting_together_migrate_once() {
+    let database = TestDatabase::new();
+    let workspaces = tempfile::tempdir().unwrap();
+    let mut opens = Vec::new();
+    for _ in 0..6 {
+        let options = PgOptions::new(database.url.clone(), workspaces.path());
+        opens.push(tokio::spawn(PgStore::open(options)));
+    }
+    for open in opens {
+        open.await.unwrap().unwrap();
+    }
+}
+
+/// 64 claimers on two nodes (two stores, two pools) share 500 messages: each is claimed
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_are_exclusive_across_nodes() {
+    let (first, guard) = crate::open(orbit_store::contract::options());
+    let second = PgStore::open(PgOptions::new(guard.database.url.clone(), guard.workspaces.path()))
+        .await
+        .unwrap();
+    let (a, b) = (first.stores(), second.stores());
+    let bot = AgentName::parse("bot").unwrap();
+    a.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let mut sent = HashSet::new();
+    for index in 0..500 {
+        let message = NewMessage {
+            from_agent: bot.clone().into(),
+            to_agent: bot.clone(),
+            message: format!("m{index}"),
+            message_type: MessageType::Request,
+            request_id: None,
+        };
+        sent.insert(a.inbox.send(message).await.unwrap().id);
+    }
+    let mut claimers = Vec::new();
+    for worker in 0..64 {
+        let inbox = if worker % 2 == 0 { a.inbox.clone() } else { b.inbox.clone() };
+        let bot = bot.clone();
+        claimers.push(tokio::spawn(async move {
+            let me = Claimer {
+                session: SessionId::new(),
+                instance: InstanceId::new(),
+                until: timestamp::now() + time::Duration::minutes(1),
+            };
+            let mut won = Vec::new();
+            loop {
+                let batch = inbox.claim_unclaimed(&bot, &me, 3).await.unwrap();
+                if batch.is_empty() {
+                    return won;
+                }
+                won.extend(batch.into_iter().map(|m| m.id));
+            }
+        }));
+    }
+    let mut claimed = Vec::new();
+    for claimer in claimers {
+        claimed.extend(claimer.await.unwrap());
+    }
+    assert_eq!(claimed.len(), sent.len(), "no message claimed twice");
+    assert_eq!(claimed.into_iter().collect::<HashSet<_>>(), sent);
+}
+
+/// A database that does not answer makes operations fail as unavailable within the
+/// operation deadline, rather than hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_is_unavailable_not_a_hang() {
+    let (store, guard) = crate::open(orbit_store::contract::options());
+    // The same store's settings, pointed at a socket directory where no server listens.
+    let nowhere = tempfile::tempdir().unwrap();
+    let url = format!("postgresql:///orbit?host={}&user=orbit", nowhere.path().display());
+    let mut options = PgOptions::new(url, guard.workspaces.path());
+    options.connect_timeout = Duration::from_secs(2);
+    options.operation_timeout = Duration::from_secs(4);
+    let started = Instant::now();
+    let err = PgStore::open(options).await.err().expect("no server there");
+    assert!(started.elapsed() < Duration::from_secs(10), "it failed within the deadline");
+    let orbit_store_postgres::Error::Store(err) = err else { panic!("{err}") };
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    // The store that did open answers normally.
+    assert!(store.stores().agents.list().await.unwrap().is_empty());
+}
+
+/// A task changed through one node wakes the other node's scheduler at once (its
+/// `watch_changes` ticks on the notification), and the change is in the feed it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_change_on_one_node_wakes_the_other() {
+    let (first, guard) = crate::open(orbit_store::contract::options());
+    let second = PgStore::open(PgOptions::new(guard.database.url.clone(), guard.workspaces.path()))
+        .await
+        .unwrap();
+    let (a, b) = (first.stores(), second.stores());
+    let bot = AgentName::parse("bot").unwrap();
+    a.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let start = b.tasks.changes_since(None).await.unwrap();
+    let mut ticks = b.tasks.watch_changes();
+    // The listener's first tick, at connecting, may come any time: start from a quiet watch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ticks.borrow_and_update();
+    let new = orbit_store::NewTask {
+        name: None,
+        prompt: "p".into(),
+        schedule_type: orbit_store::ScheduleType::Interval,
+        schedule_value: "60000".into(),
+        context_mode: orbit_store::ContextMode::Isolated,
+        timezone: None,
+        next_run: None,
+        worktree: false,
+        branch: None,
+    };
+    let task = a.tasks.create(&bot, new).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), ticks.changed())
+        .await
+        .expect("the other node was told within 5 s")
+        .unwrap();
+    let seen = b.tasks.changes_since(Some(start.cursor)).await.unwrap();
+    assert_eq!(seen.changes.iter().map(|c| c.task).collect::<Vec<_>>(), vec![task.id]);
+}
