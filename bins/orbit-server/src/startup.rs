@@ -130,6 +130,7 @@ impl Application {
             body_read_timeout: Duration::from_secs(settings.body_timeout_secs),
             slow_client_timeout: Duration::from_secs(settings.slow_client_timeout_secs),
             allowed_hosts: AllowedHosts::for_address(local, &settings.allowed_hosts),
+            access_log: settings.access_log,
         });
         // actix counts connections per worker; split the total the same way it picks its
         // worker count.

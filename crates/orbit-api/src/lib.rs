@@ -42,6 +42,8 @@ pub struct AppState {
     pub slow_client_timeout: std::time::Duration,
     /// The `Host` values the server answers to (`guard`).
     pub allowed_hosts: AllowedHosts,
+    /// Whether every answer is logged at info (method, path, status, request id).
+    pub access_log: bool,
 }
 
 /// Registers every route, the middleware and the JSON 404 on an `App`.

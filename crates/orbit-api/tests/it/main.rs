@@ -41,6 +41,7 @@ fn state(dir: &std::path::Path, token: Option<&str>) -> Data<AppState> {
         body_read_timeout: std::time::Duration::from_secs(30),
         slow_client_timeout: std::time::Duration::from_secs(10),
         allowed_hosts: orbit_api::AllowedHosts::Any,
+        access_log: true,
     })
 }
 
