@@ -119,6 +119,16 @@ impl Inner {
 
     /// The pending messages, oldest first, from the index. The caller holds the inbox lock.
     fn pending_messages(&self, agent: &AgentName) -> Result<Vec<InboxMessage>> {
+        self.pending_page(agent, None, usize::MAX)
+    }
+
+    /// At most `limit` pending messages newer than `after`, oldest first, from the index.
+    fn pending_page(
+        &self,
+        agent: &AgentName,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>> {
         let dir = self.inbox_dir(agent, OPEN);
         let log = self.open_log(agent);
         let source = index::Source {
@@ -127,7 +137,9 @@ impl Inner {
             keep: |message: &InboxMessage| message.status == MessageStatus::Pending,
         };
         // Ids are ULIDs: key order is age order.
-        self.inbox_index.read(agent, &source, |pending| pending.values().cloned().collect())
+        self.inbox_index.read(agent, &source, |pending| {
+            index::after(pending, after.map(|id| id.to_string())).take(limit).cloned().collect()
+        })
     }
 
     /// Runs `body` holding the agent's inbox lock (exclusive, or shared for reads), with the
@@ -324,6 +336,17 @@ impl InboxStore for FsStore {
     async fn get_pending(&self, agent: &AgentName) -> Result<Vec<InboxMessage>> {
         let agent = agent.clone();
         self.blocking(move |s| s.with_inbox(&agent, false, || s.pending_messages(&agent))).await
+    }
+
+    async fn pending_page(
+        &self,
+        agent: &AgentName,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>> {
+        let agent = agent.clone();
+        self.blocking(move |s| s.with_inbox(&agent, false, || s.pending_page(&agent, after, limit)))
+            .await
     }
 
     async fn get(&self, agent: &AgentName, id: &MessageId) -> Result<InboxMessage> {

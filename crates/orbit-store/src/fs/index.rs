@@ -193,6 +193,16 @@ impl<T: DeserializeOwned> RecordIndex<T> {
     }
 }
 
+/// The records whose ids come after `after` (all when `None`), in id order.
+pub(crate) fn after<T>(
+    records: &BTreeMap<String, T>,
+    after: Option<String>,
+) -> impl Iterator<Item = &T> {
+    use std::ops::Bound;
+    let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+    records.range::<String, _>((from, Bound::Unbounded)).map(|(_, record)| record)
+}
+
 fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>) -> Result<()> {
     let log = source.log;
     let mut file = match File::open(log) {

@@ -300,6 +300,25 @@ impl SessionStore for FsStore {
         .await
     }
 
+    async fn list_page(
+        &self,
+        agent: &AgentName,
+        before: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<Session>> {
+        let agent = agent.clone();
+        self.blocking(move |s| {
+            s.read_sessions(&agent, |sessions| {
+                let older = match before {
+                    Some(before) => sessions.range(..before),
+                    None => sessions.range(..),
+                };
+                older.rev().take(limit).map(|(_, session)| session.clone()).collect()
+            })
+        })
+        .await
+    }
+
     async fn update(
         &self,
         agent: &AgentName,

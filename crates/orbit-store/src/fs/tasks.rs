@@ -78,11 +78,23 @@ impl Inner {
     /// The agent's tasks in id order, from the index, under `tasks.lock` taken shared (see
     /// `index`). An agent deleted meanwhile has none.
     fn tasks_of(&self, agent: &AgentName) -> Result<Vec<Task>> {
+        self.tasks_page(agent, None, usize::MAX)
+    }
+
+    /// At most `limit` of the agent's tasks after `after`, in id order, from the index.
+    fn tasks_page(
+        &self,
+        agent: &AgentName,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Vec<Task>> {
         let dir = self.agent_dir(agent).join("tasks");
         let log = self.tasks_log(agent);
         let source = index::Source { dir: &dir, log: &log, keep: |_: &Task| true };
         let read = io::with_lock_mode(&self.agent_dir(agent).join("tasks.lock"), false, || {
-            self.task_index.read(agent, &source, |tasks| tasks.values().cloned().collect())
+            self.task_index.read(agent, &source, |tasks| {
+                index::after(tasks, after.map(|id| id.to_string())).take(limit).cloned().collect()
+            })
         });
         match read {
             Err(err) if !self.agent_exists(agent) => {
@@ -279,6 +291,20 @@ impl TaskStore for FsStore {
         self.blocking(move |s| {
             s.require_agent(&agent)?;
             s.tasks_of(&agent)
+        })
+        .await
+    }
+
+    async fn list_page(
+        &self,
+        agent: &AgentName,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Vec<Task>> {
+        let agent = agent.clone();
+        self.blocking(move |s| {
+            s.require_agent(&agent)?;
+            s.tasks_page(&agent, after, limit)
         })
         .await
     }
