@@ -12,6 +12,7 @@ mod extract;
 mod guard;
 mod middleware;
 mod openapi;
+mod page;
 mod routes;
 mod stream_events;
 mod views;
