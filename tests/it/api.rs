@@ -357,7 +357,11 @@ async fn listings_answer_pages_with_limit_and_cursor() {
         for index in 0..5 {
             app.create_session(agent).await;
             let sent = app
-                .call("POST", &format!("/api/agents/{agent}/inbox"), Some(json!({"fromAgent": "someone", "message": format!("job {index}")})))
+                .call(
+                    "POST",
+                    &format!("/api/agents/{agent}/inbox"),
+                    Some(json!({"fromAgent": "someone", "message": format!("job {index}")})),
+                )
                 .await;
             assert_eq!(sent.status, 201, "{}", sent.body);
             let task = app
