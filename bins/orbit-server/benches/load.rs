@@ -343,6 +343,15 @@ impl Bench {
                 started.elapsed()
             );
             seeded = count;
+            // One small page of each listing builds every index without a large answer.
+            for path in ["sessions", "inbox", "tasks"] {
+                let page = Request::get(format!("/api/agents/scale/{path}?limit=1"));
+                self.seed(page, 1).await;
+            }
+            println!(
+                "| {count} | RSS with every index built, before any large answer | | | | | {} |",
+                human_bytes(rss_bytes())
+            );
             let scenarios = [
                 ("GET sessions", Request::get("/api/agents/scale/sessions")),
                 ("GET sessions?limit=50", Request::get("/api/agents/scale/sessions?limit=50")),
