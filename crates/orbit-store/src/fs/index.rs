@@ -100,10 +100,10 @@ fn header_line(log: &Path) -> Result<Vec<u8>> {
 }
 
 /// Makes a log holding only its header, unless one exists: written aside and linked into
-/// place, so that it never replaces a log someone else made meanwhile.
+/// place, so that it never replaces a log someone else made meanwhile. Its directory must
+/// exist: a log is never what brings back the directory of an agent deleted meanwhile.
 fn create_log(log: &Path) -> Result<()> {
     let Some(dir) = log.parent() else { return Ok(()) };
-    io::ensure_dir(dir)?;
     let name = log.file_name().and_then(|n| n.to_str()).unwrap_or("log");
     let temp = dir.join(format!(".{name}.{}.tmp", crate::ids::new_ulid()));
     let written = (|| {
