@@ -217,8 +217,11 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
     let header = read_header(&mut file, log)?;
     if header.is_none() || header != replica.log || len < replica.offset {
         // A log new to this process: read every record. Lines appended from here on are read
-        // at the next refresh, so nothing written during the scan is missed.
-        let consumed = complete_lines_end(&mut file, log, len)?;
+        // at the next refresh, so nothing written during the scan is missed; a creator whose
+        // line came before but whose file is not there yet (one holds the lock only shared)
+        // is awaited, as its line were read now.
+        let bytes = read_from(&mut file, log, 0, len)?;
+        let (lines, consumed) = io::parse_jsonl::<Line>(log, &bytes);
         let mut records = BTreeMap::new();
         for name in io::list_names(source.dir, ".json")? {
             let Some(id) = name.strip_suffix(".json") else { continue };
@@ -226,33 +229,24 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
                 records.insert(id.to_owned(), record);
             }
         }
-        *replica = Replica { log: header, offset: consumed, records, awaiting: BTreeSet::new() };
+        let mut awaiting = BTreeSet::new();
+        for (id, change) in last_changes(lines) {
+            if change == Change::New && !source.dir.join(format!("{id}.json")).exists() {
+                awaiting.insert(id);
+            }
+        }
+        *replica = Replica { log: header, offset: consumed as u64, records, awaiting };
         return Ok(());
     }
     if len == replica.offset && replica.awaiting.is_empty() {
         return Ok(());
     }
-    let mut bytes = Vec::with_capacity((len - replica.offset) as usize);
-    file.seek(SeekFrom::Start(replica.offset)).map_err(|err| Error::io(log, err))?;
-    (&mut file)
-        .take(len - replica.offset)
-        .read_to_end(&mut bytes)
-        .map_err(|err| Error::io(log, err))?;
+    let bytes = read_from(&mut file, log, replica.offset, len)?;
     let (lines, complete) = io::parse_jsonl::<Line>(log, &bytes);
     // The last line about an id says whether it may still be on its way.
     let mut touched: BTreeMap<String, Change> =
         std::mem::take(&mut replica.awaiting).into_iter().map(|id| (id, Change::New)).collect();
-    for line in lines {
-        match line {
-            Line::Log(_) => {}
-            Line::New(id) => {
-                touched.insert(id, Change::New);
-            }
-            Line::Changed(id) => {
-                touched.insert(id, Change::Changed);
-            }
-        }
-    }
+    touched.extend(last_changes(lines));
     for (id, change) in touched {
         match source.load(&id)? {
             Some(record) => {
@@ -271,12 +265,31 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
     Ok(())
 }
 
-/// Where the log's complete lines end, at or before `len`.
-fn complete_lines_end(file: &mut File, log: &Path, len: u64) -> Result<u64> {
-    let mut bytes = Vec::new();
-    file.seek(SeekFrom::Start(0)).map_err(|err| Error::io(log, err))?;
-    file.take(len).read_to_end(&mut bytes).map_err(|err| Error::io(log, err))?;
-    Ok(bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i as u64 + 1))
+/// The log's bytes from `from` to `len`.
+fn read_from(file: &mut File, log: &Path, from: u64, len: u64) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(len.saturating_sub(from) as usize);
+    file.seek(SeekFrom::Start(from)).map_err(|err| Error::io(log, err))?;
+    file.take(len.saturating_sub(from))
+        .read_to_end(&mut bytes)
+        .map_err(|err| Error::io(log, err))?;
+    Ok(bytes)
+}
+
+/// The last change each line names, by id: whether a record may still be on its way.
+fn last_changes(lines: Vec<Line>) -> BTreeMap<String, Change> {
+    let mut last = BTreeMap::new();
+    for line in lines {
+        match line {
+            Line::Log(_) => {}
+            Line::New(id) => {
+                last.insert(id, Change::New);
+            }
+            Line::Changed(id) => {
+                last.insert(id, Change::Changed);
+            }
+        }
+    }
+    last
 }
 
 /// The id in a log's header line; `None` for a file without a complete one.

@@ -158,9 +158,14 @@ async fn a_message_announced_before_its_file_is_listed_once_the_file_is_there() 
     let aside = dir.path().join("aside.json");
     std::fs::rename(&file, &aside).unwrap();
     assert!(reader.inbox.get_pending(&worker()).await.unwrap().is_empty());
+    // A store whose first listing (a read of the whole directory) comes while it is missing.
+    let first_time = FsStore::open(dir.path()).unwrap().stores();
+    assert!(first_time.inbox.get_pending(&worker()).await.unwrap().is_empty());
     std::fs::rename(&aside, &file).unwrap();
-    let pending = reader.inbox.get_pending(&worker()).await.unwrap();
-    assert_eq!(pending.iter().map(|m| m.id).collect::<Vec<_>>(), vec![sent.id]);
+    for store in [&reader, &first_time] {
+        let pending = store.inbox.get_pending(&worker()).await.unwrap();
+        assert_eq!(pending.iter().map(|m| m.id).collect::<Vec<_>>(), vec![sent.id]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
