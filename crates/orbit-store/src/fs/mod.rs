@@ -31,6 +31,7 @@
 //! does can leave a record behind that a new agent of the same name would inherit.
 
 mod agents;
+mod history;
 mod inbox;
 mod index;
 mod instances;
@@ -69,6 +70,8 @@ pub(crate) struct Inner {
     root: PathBuf,
     options: FsOptions,
     sessions: sessions::JournalCache,
+    /// The message histories of the sessions read last (see `history`).
+    histories: history::HistoryCache,
     /// Each agent's pending inbox messages (see `index`).
     inbox_index: index::RecordIndex<crate::InboxMessage>,
     /// Each agent's tasks (see `index`).
@@ -105,6 +108,7 @@ impl FsStore {
             root,
             options,
             sessions: sessions::JournalCache::default(),
+            histories: history::HistoryCache::default(),
             inbox_index: index::RecordIndex::default(),
             task_index: index::RecordIndex::default(),
             task_changes: tokio::sync::watch::channel(0).0,

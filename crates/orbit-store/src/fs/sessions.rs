@@ -344,6 +344,7 @@ impl SessionStore for FsStore {
                 Ok((Some(Entry::Delete { id }), ()))
             })?;
             io::remove_file(&s.messages_path(&agent, &id))?;
+            s.histories.forget(&id);
             Ok(())
         })
         .await
@@ -378,7 +379,8 @@ impl SessionStore for FsStore {
         self.blocking(move |s| {
             let session = s.read_sessions(&agent, |sessions| sessions.get(&id).cloned())?.ok_or_else(|| Error::not_found("session", id))?;
             let path = s.messages_path(&agent, &id);
-            let messages: Vec<SessionMessage> = io::read_jsonl(&path)?;
+            // Parsed on from where this process last read it (see `history`).
+            let messages = s.histories.read(id, &path)?;
             if session.message_count == messages.len() as u64 {
                 return Ok(messages);
             }
