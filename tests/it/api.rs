@@ -329,3 +329,80 @@ fn unknown_route(answer: &crate::helpers::Answer) -> bool {
     let no_route = answer.body["error"].as_str().is_some_and(|e| e.starts_with("no route for"));
     (answer.status == 404 && no_route) || answer.status == 405
 }
+
+/// Pages `path` with `?limit=2`, following `nextCursor`, and returns the ids of `key` in order.
+async fn paged_ids(app: &TestApp, path: &str, key: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(cursor) => format!("{path}?limit=2&cursor={cursor}"),
+            None => format!("{path}?limit=2"),
+        };
+        let page = app.call("GET", &url, None).await;
+        assert_eq!(page.status, 200, "{url}: {}", page.body);
+        let records = page.body[key].as_array().unwrap();
+        assert!(records.len() <= 2, "{url}: a page holds at most its limit");
+        ids.extend(records.iter().map(|r| r["id"].as_str().unwrap().to_owned()));
+        match page.body["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.replace('/', "%2F")),
+            None => return ids,
+        }
+    }
+}
+
+async fn all_ids(app: &TestApp, path: &str, key: &str) -> Vec<String> {
+    let all = app.call("GET", path, None).await;
+    assert_eq!(all.status, 200, "{}", all.body);
+    assert!(all.body.get("nextCursor").is_none(), "no page asked, no cursor: {}", all.body);
+    all.body[key].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[actix_web::test]
+async fn listings_answer_pages_with_limit_and_cursor() {
+    let app = TestApp::spawn(vec![]).await;
+    for agent in ["pager", "pager-two"] {
+        assert_eq!(app.call("POST", "/api/agents", Some(json!({"name": agent}))).await.status, 201);
+        for index in 0..5 {
+            app.create_session(agent).await;
+            let sent = app
+                .call(
+                    "POST",
+                    &format!("/api/agents/{agent}/inbox"),
+                    Some(json!({"fromAgent": "someone", "message": format!("job {index}")})),
+                )
+                .await;
+            assert_eq!(sent.status, 201, "{}", sent.body);
+            let task = app
+                .call("POST", &format!("/api/agents/{agent}/tasks"), Some(json!({"prompt": format!("task {index}"), "scheduleType": "cron", "scheduleValue": "0 9 * * 1"})))
+                .await;
+            assert_eq!(task.status, 201, "{}", task.body);
+        }
+    }
+    for (path, key) in [
+        ("/api/agents/pager/sessions", "sessions"),
+        ("/api/agents/pager/inbox", "messages"),
+        ("/api/agents/pager/tasks", "tasks"),
+        ("/api/tasks", "tasks"),
+    ] {
+        let all = all_ids(&app, path, key).await;
+        assert!(all.len() >= 5, "{path}: {all:?}");
+        assert_eq!(paged_ids(&app, path, key).await, all, "{path}: the pages make the listing");
+    }
+    let task = all_ids(&app, "/api/agents/pager/tasks", "tasks").await[0].clone();
+    let runs = format!("/api/agents/pager/tasks/{task}/runs");
+    assert_eq!(paged_ids(&app, &runs, "runs").await, all_ids(&app, &runs, "runs").await);
+
+    for bad in [
+        "/api/agents/pager/sessions?limit=0",
+        "/api/agents/pager/sessions?limit=1001",
+        "/api/agents/pager/sessions?limit=two",
+        "/api/agents/pager/inbox?cursor=01HZZZZZZZZZZZZZZZZZZZZZZZ",
+        "/api/agents/pager/tasks?limit=2&cursor=not-a-cursor",
+        "/api/tasks?limit=2&cursor=pager",
+    ] {
+        let answer = app.call("GET", bad, None).await;
+        assert_eq!(answer.status, 400, "{bad}: {}", answer.body);
+        assert_eq!(answer.body["code"], "invalid_input", "{bad}: {}", answer.body);
+    }
+}

@@ -389,8 +389,9 @@ fn health_checks_and_refusals_cost_no_log_line_at_the_default_level() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
+    // With the access log on, which logs every other answer.
     let mut server = Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"))
-        .args(["--bind", "127.0.0.1:0", "--data-dir"])
+        .args(["--bind", "127.0.0.1:0", "--access-log", "--data-dir"])
         .arg(dir.path().join("data"))
         .env_remove("RUST_LOG")
         .env("ORBIT_API_TOKEN", "s3cret")

@@ -101,6 +101,12 @@ pub struct Settings {
     #[arg(long, env = "ORBIT_MAX_CONNECTIONS", default_value_t = 256)]
     pub max_connections: usize,
 
+    /// Log every answer at info: method, path, status and request id. Off by default: a
+    /// line per request, written synchronously, costs more than a small answer itself. Lines
+    /// logged while answering a request name its id either way.
+    #[arg(long, env = "ORBIT_ACCESS_LOG")]
+    pub access_log: bool,
+
     /// Extra environment for the CLI (tests point it at a scripted model this way).
     #[arg(skip)]
     pub cli_env: Vec<(String, String)>,

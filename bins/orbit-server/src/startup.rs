@@ -172,6 +172,7 @@ impl Application {
             slow_client_timeout: Duration::from_secs(settings.slow_client_timeout_secs),
             allowed_hosts: AllowedHosts::for_address(local, &settings.allowed_hosts),
             workdirs,
+            access_log: settings.access_log,
         });
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let options = ListenerOptions {

@@ -13,6 +13,7 @@ mod extract;
 mod guard;
 mod middleware;
 mod openapi;
+mod page;
 mod routes;
 mod server_events;
 mod views;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub allowed_hosts: AllowedHosts,
     /// Which directories may be an agent's workdir.
     pub workdirs: orbit_agent::workdir::WorkdirPolicy,
+    /// Whether every answer is logged at info (method, path, status, request id).
+    pub access_log: bool,
 }
 
 /// Registers every route, the middleware and the JSON 404 on an `App`.

@@ -15,22 +15,29 @@ use crate::{ApiError, AppState, Code};
 /// The one route that never needs a token.
 const HEALTH: &str = "/health";
 
-/// Runs the request inside a span carrying a fresh request id, and logs its outcome.
+/// Runs the request inside a span carrying a fresh request id, so that every line logged
+/// while answering it names the request, and logs its outcome when access logging is on
+/// (`AppState::access_log`).
 ///
-/// Health checks and refused requests (401, 403) are logged at debug only: anyone who can
-/// connect can send them by the million, and each must not cost a log line at the default
-/// level.
+/// The access line is off by default: written synchronously for every request, it cost more
+/// than the rest of a small answer (docs/benchmarks.md). Health checks and refused requests
+/// (401, 403) are logged at debug only even then: anyone who can connect can send them by the
+/// million. Failures are always logged.
 pub async fn request_span(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let span = tracing::info_span!("request", id = %ulid::Ulid::new(), method = %req.method(), path = %req.path());
     let health = req.path() == HEALTH;
+    let access_log = req.app_data::<Data<AppState>>().is_some_and(|state| state.access_log);
     let response = next.call(req).instrument(span.clone()).await;
     span.in_scope(|| match &response {
         Ok(response) => {
             let status = response.status();
-            if health || matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            if !access_log
+                || health
+                || matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+            {
                 tracing::debug!(status = status.as_u16(), "answered");
             } else {
                 tracing::info!(status = status.as_u16(), "answered");

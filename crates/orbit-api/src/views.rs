@@ -497,13 +497,30 @@ macro_rules! body {
 body!(AgentBody { agent: AgentView });
 body!(AgentsBody { agents: Vec<AgentView> });
 body!(SessionBody { session: SessionView });
-body!(SessionsBody { sessions: Vec<SessionView> });
 body!(MessageBody { message: MessageView });
-body!(MessagesBody { messages: Vec<MessageView> });
 body!(TaskBody { task: TaskView });
-body!(TasksBody { tasks: Vec<TaskView> });
 body!(RunBody { run: RunView });
-body!(RunsBody { runs: Vec<RunView> });
+
+/// Declares the bodies of paged listings (`page`): one key, and `nextCursor` when a page was
+/// asked for and more records follow.
+macro_rules! listing {
+    ($name:ident { $field:ident: $ty:ty }) => {
+        #[derive(Debug, Serialize, JsonSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            pub $field: $ty,
+            /// Present when the request gave a `limit` and more records follow: the `cursor`
+            /// of the next page.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+
+listing!(SessionsBody { sessions: Vec<SessionView> });
+listing!(MessagesBody { messages: Vec<MessageView> });
+listing!(TasksBody { tasks: Vec<TaskView> });
+listing!(RunsBody { runs: Vec<RunView> });
 body!(WorktreesBody { worktrees: Vec<WorktreeView> });
 body!(ApprovalsBody { approvals: Vec<ApprovalView> });
 

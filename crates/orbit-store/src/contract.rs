@@ -66,7 +66,7 @@ macro_rules! store_contract_tests {
             inbox_archive, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
             tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
             instances_register_and_beat, main_session_is_chosen_once, deleted_agent_leaves_nothing,
-            memory_days_and_search, invalid_input_is_refused);
+            memory_days_and_search, invalid_input_is_refused, listings_page_by_cursor);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
@@ -993,4 +993,83 @@ pub async fn invalid_input_is_refused(stores: &Stores) {
     assert_eq!(err.kind(), ErrorKind::Invalid);
     assert!(stores.inbox.get_pending(&a).await.unwrap().is_empty());
     assert!(stores.tasks.list_by_agent(&a).await.unwrap().is_empty());
+}
+
+/// Pages of the session, inbox and task listings: in the listing's order, `limit` at a time,
+/// each after the cursor (the last id of the page before), together the whole listing.
+pub async fn listings_page_by_cursor(stores: &Stores) {
+    let agent = name("pager");
+    stores.agents.create(&agent, NewAgent::default()).await.unwrap();
+    for index in 0..5 {
+        stores.sessions.create(&agent, NewSession::default()).await.unwrap();
+        let message = NewMessage {
+            from_agent: name("someone").into(),
+            to_agent: agent.clone(),
+            message: format!("message {index}"),
+            message_type: MessageType::Request,
+            request_id: None,
+        };
+        stores.inbox.send(message).await.unwrap();
+        stores.tasks.create(&agent, interval_task(&format!("task {index}"))).await.unwrap();
+    }
+    // A message that is no longer pending is in no page.
+    let archived = stores.inbox.get_pending(&agent).await.unwrap()[1].id;
+    stores.inbox.archive(&agent, &archived).await.unwrap();
+
+    let sessions: Vec<_> =
+        stores.sessions.list_by_agent(&agent).await.unwrap().iter().map(|s| s.id).collect();
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = stores.sessions.list_page(&agent, cursor, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.id);
+        paged.extend(page.iter().map(|s| s.id));
+    }
+    assert_eq!(paged, sessions, "session pages, newest first, make the whole listing");
+    assert_eq!(sessions.len(), 5);
+
+    let pending: Vec<_> =
+        stores.inbox.get_pending(&agent).await.unwrap().iter().map(|m| m.id).collect();
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = stores.inbox.pending_page(&agent, cursor, 3).await.unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.id);
+        paged.extend(page.iter().map(|m| m.id));
+    }
+    assert_eq!(paged, pending, "inbox pages, oldest first, make the pending listing");
+    assert_eq!(pending.len(), 4);
+    assert!(!paged.contains(&archived));
+
+    let tasks: Vec<_> =
+        stores.tasks.list_by_agent(&agent).await.unwrap().iter().map(|t| t.id).collect();
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = stores.tasks.list_page(&agent, cursor, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.id);
+        paged.extend(page.iter().map(|t| t.id));
+    }
+    assert_eq!(paged, tasks, "task pages, oldest first, make the whole listing");
+    assert_eq!(tasks.len(), 5);
+
+    // A page of a store that holds nothing past the cursor is empty, and an unknown agent is
+    // not found as in the listings.
+    let newest_task = *tasks.last().unwrap();
+    assert!(stores.tasks.list_page(&agent, Some(newest_task), 10).await.unwrap().is_empty());
+    let unknown = name("nobody-here");
+    assert_eq!(
+        stores.sessions.list_page(&unknown, None, 1).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        stores.tasks.list_page(&unknown, None, 1).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }

@@ -163,6 +163,17 @@ pub trait InboxStore: Send + Sync {
     async fn send(&self, new: NewMessage) -> Result<InboxMessage>;
     /// Pending messages, claimed or not, oldest first.
     async fn get_pending(&self, agent: &AgentName) -> Result<Vec<InboxMessage>>;
+    /// A page of [`get_pending`](Self::get_pending): at most `limit` pending messages newer
+    /// than the message `after` (from the oldest when `None`), oldest first.
+    async fn pending_page(
+        &self,
+        agent: &AgentName,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>> {
+        let pending = self.get_pending(agent).await?;
+        Ok(pending.into_iter().filter(|m| after.is_none_or(|a| m.id > a)).take(limit).collect())
+    }
     /// One message wherever it is in its life; `NotFound` when unknown.
     async fn get(&self, agent: &AgentName, id: &MessageId) -> Result<InboxMessage>;
     /// Pending messages that nobody holds, oldest first. Expired claims are given back first.

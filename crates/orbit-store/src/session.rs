@@ -172,6 +172,18 @@ pub trait SessionStore: Send + Sync {
     async fn get(&self, agent: &AgentName, id: &SessionId) -> Result<Session>;
     /// The agent's sessions, newest first.
     async fn list_by_agent(&self, agent: &AgentName) -> Result<Vec<Session>>;
+    /// A page of [`list_by_agent`](Self::list_by_agent): at most `limit` sessions older than
+    /// the session `before` (from the newest when `None`), newest first. An implementation
+    /// that can should answer it without reading the sessions it does not return.
+    async fn list_page(
+        &self,
+        agent: &AgentName,
+        before: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<Session>> {
+        let sessions = self.list_by_agent(agent).await?;
+        Ok(sessions.into_iter().filter(|s| before.is_none_or(|b| s.id < b)).take(limit).collect())
+    }
     /// Applies a partial update atomically with respect to other updates.
     async fn update(
         &self,

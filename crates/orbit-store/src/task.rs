@@ -356,6 +356,17 @@ pub trait TaskStore: Send + Sync {
     async fn get(&self, agent: &AgentName, id: &TaskId) -> Result<Task>;
     /// The agent's tasks, oldest first.
     async fn list_by_agent(&self, agent: &AgentName) -> Result<Vec<Task>>;
+    /// A page of [`list_by_agent`](Self::list_by_agent): at most `limit` tasks newer than the
+    /// task `after` (from the oldest when `None`), oldest first.
+    async fn list_page(
+        &self,
+        agent: &AgentName,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Vec<Task>> {
+        let tasks = self.list_by_agent(agent).await?;
+        Ok(tasks.into_iter().filter(|t| after.is_none_or(|a| t.id > a)).take(limit).collect())
+    }
     /// Every agent's tasks.
     async fn list_all(&self) -> Result<Vec<Task>>;
     /// Applies a partial update atomically with respect to other updates.

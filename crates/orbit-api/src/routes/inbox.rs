@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AgentPath, Json, MessagePath};
+use crate::page::{self, PageQuery};
 use crate::views::{self, MessageBody, MessagesBody, SuccessView};
 use crate::{AppState, wire};
 
@@ -20,9 +21,10 @@ pub fn endpoints() -> Vec<Endpoint> {
             "GET",
             "/api/agents/{name}/inbox",
             "listInbox",
-            "List pending inbox messages, claimed or not",
+            "List pending inbox messages, claimed or not, oldest first (a page of them with `limit`)",
             || web::get().to(list),
-        ),
+        )
+        .query::<PageQuery>(),
         Endpoint::new::<MessagesBody>(
             "GET",
             "/api/agents/{name}/inbox/dead",
@@ -92,9 +94,19 @@ fn send_example() -> Value {
     json!({"fromAgent": "alice", "message": "Status of the report?", "messageType": "response", "requestId": "01JD2Y7W3Q5ZK8X9M4N6P0R1ST"})
 }
 
-async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
-    let messages = views::all(state.stores.inbox.get_pending(&path.name).await?);
-    Ok(HttpResponse::Ok().json(MessagesBody { messages }))
+async fn list(
+    state: Data<AppState>,
+    path: AgentPath,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let Some(limit) = query.limit()? else {
+        let messages = views::all(state.stores.inbox.get_pending(&path.name).await?);
+        return Ok(HttpResponse::Ok().json(MessagesBody { messages, next_cursor: None }));
+    };
+    let after = query.cursor(|cursor| MessageId::parse(cursor).ok())?;
+    let messages = state.stores.inbox.pending_page(&path.name, after, limit + 1).await?;
+    let (messages, next_cursor) = page::cut(messages, limit, |message| message.id.to_string());
+    Ok(HttpResponse::Ok().json(MessagesBody { messages: views::all(messages), next_cursor }))
 }
 
 /// Messages that reached the model three times without being handled: kept, for a person
@@ -102,7 +114,7 @@ async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse>
 async fn list_dead(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
     state.stores.agents.get(&path.name).await?;
     let messages = views::all(state.stores.inbox.list_dead(&path.name).await?);
-    Ok(HttpResponse::Ok().json(MessagesBody { messages }))
+    Ok(HttpResponse::Ok().json(MessagesBody { messages, next_cursor: None }))
 }
 
 async fn send(

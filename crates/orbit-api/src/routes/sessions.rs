@@ -2,7 +2,7 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
-use orbit_store::{SessionPatch, limits};
+use orbit_store::{SessionId, SessionPatch, limits};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AgentPath, Json, MaybeJson, PermissionPath, SessionPath};
+use crate::page::{self, PageQuery};
 use crate::views::{self, SessionBody, SessionDetailBody, SessionsBody, SuccessView};
 use crate::{AppState, wire};
 use orbit_agent::workflow;
@@ -20,9 +21,10 @@ pub fn endpoints() -> Vec<Endpoint> {
             "GET",
             "/api/agents/{name}/sessions",
             "listSessions",
-            "List an agent's sessions, newest first",
+            "List an agent's sessions, newest first (a page of them with `limit`)",
             || web::get().to(list),
-        ),
+        )
+        .query::<PageQuery>(),
         Endpoint::new::<SessionBody>(
             "POST",
             "/api/agents/{name}/sessions",
@@ -142,9 +144,19 @@ fn answer_example() -> Value {
     json!({"allow": false, "message": "Not in this directory"})
 }
 
-async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
-    let sessions = views::all(state.stores.sessions.list_by_agent(&path.name).await?);
-    Ok(HttpResponse::Ok().json(SessionsBody { sessions }))
+async fn list(
+    state: Data<AppState>,
+    path: AgentPath,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let Some(limit) = query.limit()? else {
+        let sessions = views::all(state.stores.sessions.list_by_agent(&path.name).await?);
+        return Ok(HttpResponse::Ok().json(SessionsBody { sessions, next_cursor: None }));
+    };
+    let before = query.cursor(|cursor| SessionId::parse(cursor).ok())?;
+    let sessions = state.stores.sessions.list_page(&path.name, before, limit + 1).await?;
+    let (sessions, next_cursor) = page::cut(sessions, limit, |session| session.id.to_string());
+    Ok(HttpResponse::Ok().json(SessionsBody { sessions: views::all(sessions), next_cursor }))
 }
 
 async fn create(

@@ -3,7 +3,7 @@
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
-use orbit_store::limits;
+use orbit_store::{AgentName, Run, RunId, Task, TaskId, limits};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::endpoint::Endpoint;
 use crate::error::{ApiResult, Code};
 use crate::extract::{AgentPath, Json, TaskPath};
+use crate::page::{self, PageQuery};
 use crate::views::{self, RunBody, RunsBody, SuccessView, TaskBody, TasksBody};
 use crate::{AppState, wire};
 use orbit_agent::workflow;
@@ -21,16 +22,18 @@ pub fn endpoints() -> Vec<Endpoint> {
             "GET",
             "/api/tasks",
             "listAllTasks",
-            "List every agent's tasks",
+            "List every agent's tasks, by agent name and then oldest first (a page of them with `limit`)",
             || web::get().to(list_all),
-        ),
+        )
+        .query::<PageQuery>(),
         Endpoint::new::<TasksBody>(
             "GET",
             "/api/agents/{name}/tasks",
             "listTasks",
-            "List an agent's tasks",
+            "List an agent's tasks, oldest first (a page of them with `limit`)",
             || web::get().to(list),
-        ),
+        )
+        .query::<PageQuery>(),
         Endpoint::new::<TaskBody>(
             "POST",
             "/api/agents/{name}/tasks",
@@ -68,9 +71,10 @@ pub fn endpoints() -> Vec<Endpoint> {
             "GET",
             "/api/agents/{name}/tasks/{id}/runs",
             "listRuns",
-            "List a task's runs, newest first",
+            "List a task's runs, newest first (a page of them with `limit`)",
             || web::get().to(runs),
-        ),
+        )
+        .query::<PageQuery>(),
         Endpoint::new::<RunBody>(
             "POST",
             "/api/agents/{name}/tasks/{id}/run",
@@ -167,14 +171,46 @@ fn update_example() -> Value {
     json!({"status": "paused", "prompt": "Summarise the new issues and PRs", "name": "Summary"})
 }
 
-async fn list_all(state: Data<AppState>) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok()
-        .json(TasksBody { tasks: views::all(state.stores.tasks.list_all().await?) }))
+async fn list_all(state: Data<AppState>, query: web::Query<PageQuery>) -> ApiResult<HttpResponse> {
+    let limit = query.limit()?;
+    // Every agent's tasks are in agent name order, then id order: the cursor names both.
+    let after = query.cursor(|cursor| {
+        let (agent, task) = cursor.split_once('/')?;
+        Some((AgentName::parse(agent).ok()?, TaskId::parse(task).ok()?))
+    })?;
+    let tasks = state.stores.tasks.list_all().await?;
+    let Some(limit) = limit else {
+        return Ok(
+            HttpResponse::Ok().json(TasksBody { tasks: views::all(tasks), next_cursor: None })
+        );
+    };
+    let tasks: Vec<Task> = tasks
+        .into_iter()
+        .filter(|task| {
+            after.as_ref().is_none_or(|(agent, id)| {
+                (task.agent_name.as_str(), task.id) > (agent.as_str(), *id)
+            })
+        })
+        .take(limit + 1)
+        .collect();
+    let (tasks, next_cursor) =
+        page::cut(tasks, limit, |task| format!("{}/{}", task.agent_name, task.id));
+    Ok(HttpResponse::Ok().json(TasksBody { tasks: views::all(tasks), next_cursor }))
 }
 
-async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
-    let tasks = views::all(state.stores.tasks.list_by_agent(&path.name).await?);
-    Ok(HttpResponse::Ok().json(TasksBody { tasks }))
+async fn list(
+    state: Data<AppState>,
+    path: AgentPath,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let Some(limit) = query.limit()? else {
+        let tasks = views::all(state.stores.tasks.list_by_agent(&path.name).await?);
+        return Ok(HttpResponse::Ok().json(TasksBody { tasks, next_cursor: None }));
+    };
+    let after = query.cursor(|cursor| TaskId::parse(cursor).ok())?;
+    let tasks = state.stores.tasks.list_page(&path.name, after, limit + 1).await?;
+    let (tasks, next_cursor) = page::cut(tasks, limit, |task| task.id.to_string());
+    Ok(HttpResponse::Ok().json(TasksBody { tasks: views::all(tasks), next_cursor }))
 }
 
 async fn create(
@@ -232,7 +268,23 @@ async fn run_now(state: Data<AppState>, path: TaskPath) -> ApiResult<HttpRespons
     Ok(HttpResponse::Accepted().json(RunBody { run: run.into() }))
 }
 
-async fn runs(state: Data<AppState>, path: TaskPath) -> ApiResult<HttpResponse> {
-    let runs = views::all(state.stores.tasks.list_runs(&path.name, &path.id).await?);
-    Ok(HttpResponse::Ok().json(RunsBody { runs }))
+async fn runs(
+    state: Data<AppState>,
+    path: TaskPath,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let limit = query.limit()?;
+    let before = query.cursor(|cursor| RunId::parse(cursor).ok())?;
+    // A task keeps a bounded number of runs, so a page is cut from all of them.
+    let runs = state.stores.tasks.list_runs(&path.name, &path.id).await?;
+    let Some(limit) = limit else {
+        return Ok(HttpResponse::Ok().json(RunsBody { runs: views::all(runs), next_cursor: None }));
+    };
+    let runs: Vec<Run> = runs
+        .into_iter()
+        .filter(|run| before.is_none_or(|before| run.id < before))
+        .take(limit + 1)
+        .collect();
+    let (runs, next_cursor) = page::cut(runs, limit, |run| run.id.to_string());
+    Ok(HttpResponse::Ok().json(RunsBody { runs: views::all(runs), next_cursor }))
 }

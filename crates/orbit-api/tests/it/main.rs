@@ -50,6 +50,7 @@ fn state_with(
         slow_client_timeout: std::time::Duration::from_secs(10),
         allowed_hosts: orbit_api::AllowedHosts::Any,
         workdirs,
+        access_log: true,
     })
 }
 

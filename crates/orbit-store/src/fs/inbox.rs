@@ -22,13 +22,16 @@
 //! except `send`, which creates a file under a name no one else can know yet.
 //!
 //! Readers take the lock shared, so a listing sees every message exactly once even while
-//! messages move between directories.
+//! messages move between directories. The pending listing reads an index of `open/` (see
+//! `index`), whose change log `open.changes.jsonl` every change to `open/` writes to first;
+//! `send` takes the lock shared too, for that log, and its fsyncs overlap with other sends'.
 
 use std::path::PathBuf;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use super::index::{self, Change};
 use super::{FsStore, Inner, io};
 use crate::{
     AgentName, Claimer, Error, InboxMessage, InboxStore, Lease, LeaseToken, MessageId,
@@ -103,6 +106,42 @@ impl Inner {
         self.inbox_dir(agent, state).join(format!("{id}.json"))
     }
 
+    /// The change log of `open/` (see `index`).
+    fn open_log(&self, agent: &AgentName) -> PathBuf {
+        self.agent_dir(agent).join("inbox").join("open.changes.jsonl")
+    }
+
+    /// Tells every process's index that a message in `open/` is about to change: before the
+    /// change, under the inbox lock (exclusive, or shared for a new message).
+    fn note_open(&self, agent: &AgentName, id: &MessageId, change: Change) -> Result<()> {
+        index::note(&self.open_log(agent), &id.to_string(), change, change == Change::Changed)
+    }
+
+    /// The pending messages, oldest first, from the index. The caller holds the inbox lock.
+    fn pending_messages(&self, agent: &AgentName) -> Result<Vec<InboxMessage>> {
+        self.pending_page(agent, None, usize::MAX)
+    }
+
+    /// At most `limit` pending messages newer than `after`, oldest first, from the index.
+    fn pending_page(
+        &self,
+        agent: &AgentName,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>> {
+        let dir = self.inbox_dir(agent, OPEN);
+        let log = self.open_log(agent);
+        let source = index::Source {
+            dir: &dir,
+            log: &log,
+            keep: |message: &InboxMessage| message.status == MessageStatus::Pending,
+        };
+        // Ids are ULIDs: key order is age order.
+        self.inbox_index.read(agent, &source, |pending| {
+            index::after(pending, after.map(|id| id.to_string())).take(limit).cloned().collect()
+        })
+    }
+
     /// Runs `body` holding the agent's inbox lock (exclusive, or shared for reads), with the
     /// agent guarded against deletion.
     fn with_inbox<T>(
@@ -140,6 +179,9 @@ impl Inner {
                 Err(err) => {
                     tracing::warn!(error = %err, "setting aside an inbox message that does not parse");
                     if repair {
+                        if let Some(id) = name.strip_suffix(".json") {
+                            index::note(&self.open_log(agent), id, Change::Changed, true)?;
+                        }
                         io::ensure_dir(&self.inbox_dir(agent, DEAD))?;
                         io::rename(
                             &path,
@@ -160,6 +202,7 @@ impl Inner {
             MessageStatus::Read | MessageStatus::Archived => ARCHIVE,
             MessageStatus::Dead => DEAD,
         };
+        self.note_open(agent, &message.id, Change::Changed)?;
         io::ensure_dir(&self.inbox_dir(agent, state))?;
         io::rename(
             &self.message_path(agent, OPEN, &message.id),
@@ -171,6 +214,7 @@ impl Inner {
 
     /// Writes a message's new state; a closed one is then moved out of `open/`.
     fn write_open(&self, agent: &AgentName, message: &InboxMessage) -> Result<()> {
+        self.note_open(agent, &message.id, Change::Changed)?;
         io::write_json(&self.message_path(agent, OPEN, &message.id), message)?;
         self.move_closed(agent, message)
     }
@@ -270,11 +314,19 @@ impl InboxStore for FsStore {
         }
         self.blocking(move |s| {
             let agent = new.to_agent.clone();
-            s.with_agent(&agent, || {
+            // A fresh id: no one else can name this file, so the lock is taken only shared,
+            // for the index's log (see `index`): its line comes first, the file after.
+            s.with_inbox(&agent, false, || {
                 let message = InboxMessage::new(new);
-                // A fresh id: no one else can name this file, so it needs no lock.
+                s.note_open(&agent, &message.id, Change::New)?;
                 io::ensure_dir(&s.inbox_dir(&agent, OPEN))?;
-                io::write_json(&s.message_path(&agent, OPEN, &message.id), &message)?;
+                let path = s.message_path(&agent, OPEN, &message.id);
+                if let Err(err) = io::write_json(&path, &message) {
+                    // Readers stop waiting for it; a partial file never got its name.
+                    let id = message.id.to_string();
+                    let _ = index::note(&s.open_log(&agent), &id, Change::Changed, false);
+                    return Err(err);
+                }
                 Ok(message)
             })
         })
@@ -283,7 +335,18 @@ impl InboxStore for FsStore {
 
     async fn get_pending(&self, agent: &AgentName) -> Result<Vec<InboxMessage>> {
         let agent = agent.clone();
-        self.blocking(move |s| s.with_inbox(&agent, false, || s.open_messages(&agent, false))).await
+        self.blocking(move |s| s.with_inbox(&agent, false, || s.pending_messages(&agent))).await
+    }
+
+    async fn pending_page(
+        &self,
+        agent: &AgentName,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>> {
+        let agent = agent.clone();
+        self.blocking(move |s| s.with_inbox(&agent, false, || s.pending_page(&agent, after, limit)))
+            .await
     }
 
     async fn get(&self, agent: &AgentName, id: &MessageId) -> Result<InboxMessage> {

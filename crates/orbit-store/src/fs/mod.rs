@@ -7,7 +7,9 @@
 //! <root>/agents/<name>/sessions.jsonl              session journal (see `sessions`)
 //! <root>/agents/<name>/sessions/<id>.jsonl         a session's messages
 //! <root>/agents/<name>/inbox/{open,archive,dead}/   inbox (see `inbox`)
+//! <root>/agents/<name>/inbox/open.changes.jsonl    change log of `open/` (see `index`)
 //! <root>/agents/<name>/tasks/<id>.json             a task
+//! <root>/agents/<name>/tasks.changes.jsonl         change log of `tasks/` (see `index`)
 //! <root>/agents/<name>/runs/<task>/<run>.json      a run record
 //! <root>/agents/.locks/<name>.lock                 the agent's lock (see below)
 //! <root>/agents/.trash/                            agents being deleted
@@ -29,7 +31,9 @@
 //! does can leave a record behind that a new agent of the same name would inherit.
 
 mod agents;
+mod history;
 mod inbox;
+mod index;
 mod instances;
 pub(crate) mod io;
 mod memory;
@@ -67,6 +71,12 @@ pub(crate) struct Inner {
     root: PathBuf,
     options: FsOptions,
     sessions: sessions::JournalCache,
+    /// The message histories of the sessions read last (see `history`).
+    histories: history::HistoryCache,
+    /// Each agent's pending inbox messages (see `index`).
+    inbox_index: index::RecordIndex<crate::InboxMessage>,
+    /// Each agent's tasks (see `index`).
+    task_index: index::RecordIndex<crate::Task>,
     /// Ticks at every task change made through this store (see `TaskStore::watch_changes`).
     task_changes: tokio::sync::watch::Sender<u64>,
 }
@@ -99,6 +109,9 @@ impl FsStore {
             root,
             options,
             sessions: sessions::JournalCache::default(),
+            histories: history::HistoryCache::default(),
+            inbox_index: index::RecordIndex::default(),
+            task_index: index::RecordIndex::default(),
             task_changes: tokio::sync::watch::channel(0).0,
         };
         // Agents whose deletion a crash interrupted.

@@ -316,6 +316,25 @@ impl SessionStore for FsStore {
         .await
     }
 
+    async fn list_page(
+        &self,
+        agent: &AgentName,
+        before: Option<SessionId>,
+        limit: usize,
+    ) -> Result<Vec<Session>> {
+        let agent = agent.clone();
+        self.blocking(move |s| {
+            s.read_sessions(&agent, |sessions| {
+                let older = match before {
+                    Some(before) => sessions.range(..before),
+                    None => sessions.range(..),
+                };
+                older.rev().take(limit).map(|(_, session)| session.clone()).collect()
+            })
+        })
+        .await
+    }
+
     async fn update(
         &self,
         agent: &AgentName,
@@ -341,6 +360,7 @@ impl SessionStore for FsStore {
                 Ok((Some(Entry::Delete { id }), ()))
             })?;
             io::remove_file(&s.messages_path(&agent, &id))?;
+            s.histories.forget(&id);
             s.remove_transcript(&agent, &id)
         })
         .await
@@ -375,7 +395,8 @@ impl SessionStore for FsStore {
         self.blocking(move |s| {
             let session = s.read_sessions(&agent, |sessions| sessions.get(&id).cloned())?.ok_or_else(|| Error::not_found("session", id))?;
             let path = s.messages_path(&agent, &id);
-            let messages: Vec<SessionMessage> = io::read_jsonl(&path)?;
+            // Parsed on from where this process last read it (see `history`).
+            let messages = s.histories.read(id, &path)?;
             if session.message_count == messages.len() as u64 {
                 return Ok(messages);
             }

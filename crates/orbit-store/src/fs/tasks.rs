@@ -1,11 +1,14 @@
 //! Tasks as `agents/<name>/tasks/<id>.json`, runs as `agents/<name>/runs/<task>/<run>.json`,
 //! and the task change feed `task-changes.jsonl`.
 //!
-//! Every change to a task or its runs holds the agent's `tasks.lock`, so a slot claim (the
+//! Every change to a task or its runs holds the agent's `tasks.lock` exclusively (creating a
+//! task under a fresh id holds it shared, as listings do), so a slot claim (the
 //! task's `lastSlot` moves forward or the claim is refused), a run start (refused while the
 //! task's newest run runs under a live lease) and a run's settling (refused to a holder whose
 //! lease was found lapsed) are each one step. The task record points at its newest run, so no
-//! fire lists the runs directory; a task keeps its newest `runs_kept` runs.
+//! fire lists the runs directory; a task keeps its newest `runs_kept` runs. Listings read an
+//! index of `tasks/` (see `index`) under `tasks.lock` taken shared, so that no change is half
+//! done while they look; its change log is `tasks.changes.jsonl`.
 //!
 //! The change feed tells every process sharing the directory that a task was created, updated
 //! or deleted: an append-only file with a header line naming it (like the session journal),
@@ -23,6 +26,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use super::index::{self, Change};
 use super::{FsStore, Inner, io};
 use crate::{
     AgentName, ChangeCursor, Error, Lease, LeaseToken, NewTask, Result, Run, RunId, RunOutcome,
@@ -60,12 +64,45 @@ impl Inner {
         io::read_json(&self.task_path(agent, id))?.ok_or_else(|| Error::not_found("task", id))
     }
 
+    /// The change log of `tasks/` (see `index`).
+    fn tasks_log(&self, agent: &AgentName) -> PathBuf {
+        self.agent_dir(agent).join("tasks.changes.jsonl")
+    }
+
+    /// Tells every process's index that a task is about to change; the caller holds
+    /// `tasks.lock`.
+    fn note_task(&self, agent: &AgentName, id: &TaskId) -> Result<()> {
+        index::note(&self.tasks_log(agent), &id.to_string(), Change::Changed, true)
+    }
+
+    /// The agent's tasks in id order, from the index, under `tasks.lock` taken shared (see
+    /// `index`). An agent deleted meanwhile has none.
     fn tasks_of(&self, agent: &AgentName) -> Result<Vec<Task>> {
+        self.tasks_page(agent, None, usize::MAX)
+    }
+
+    /// At most `limit` of the agent's tasks after `after`, in id order, from the index.
+    fn tasks_page(
+        &self,
+        agent: &AgentName,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Vec<Task>> {
         let dir = self.agent_dir(agent).join("tasks");
-        Ok(io::list_names(&dir, ".json")?
-            .iter()
-            .filter_map(|name| io::read_json_lenient(&dir.join(name)))
-            .collect())
+        let log = self.tasks_log(agent);
+        let source = index::Source { dir: &dir, log: &log, keep: |_: &Task| true };
+        let read = io::with_lock_mode(&self.agent_dir(agent).join("tasks.lock"), false, || {
+            self.task_index.read(agent, &source, |tasks| {
+                index::after(tasks, after.map(|id| id.to_string())).take(limit).cloned().collect()
+            })
+        });
+        match read {
+            Err(err) if !self.agent_exists(agent) => {
+                tracing::debug!(%agent, error = %err, "the agent went while its tasks were read");
+                Ok(Vec::new())
+            }
+            read => read,
+        }
     }
 
     /// Runs a change to an agent's tasks or runs: the agent exists and stays, and no other
@@ -76,6 +113,7 @@ impl Inner {
 
     fn put_task(&self, task: &Task) -> Result<()> {
         let path = self.task_path(&task.agent_name, &task.id);
+        self.note_task(&task.agent_name, &task.id)?;
         io::ensure_dir(path.parent().unwrap_or(&self.root))?;
         io::write_json(&path, task)
     }
@@ -216,7 +254,23 @@ impl TaskStore for FsStore {
         self.blocking(move |s| {
             let now = timestamp::now();
             let task = Task::new(&agent, new, now);
-            s.with_tasks(&agent, || s.put_task(&task))?;
+            // A fresh id: no one else can name this file, so creators hold `tasks.lock` only
+            // shared and their fsyncs overlap; the index's line comes first (see `index`).
+            s.with_agent(&agent, || {
+                io::with_lock_mode(&s.agent_dir(&agent).join("tasks.lock"), false, || {
+                    let log = s.tasks_log(&agent);
+                    let id = task.id.to_string();
+                    index::note(&log, &id, Change::New, false)?;
+                    let path = s.task_path(&agent, &task.id);
+                    let written = io::ensure_dir(path.parent().unwrap_or(&s.root))
+                        .and_then(|()| io::write_json(&path, &task));
+                    if written.is_err() {
+                        // Readers stop waiting for it; a partial file never got its name.
+                        let _ = index::note(&log, &id, Change::Changed, false);
+                    }
+                    written
+                })
+            })?;
             s.publish_change(&agent, &task.id);
             Ok(task)
         })
@@ -237,6 +291,20 @@ impl TaskStore for FsStore {
         self.blocking(move |s| {
             s.require_agent(&agent)?;
             s.tasks_of(&agent)
+        })
+        .await
+    }
+
+    async fn list_page(
+        &self,
+        agent: &AgentName,
+        after: Option<TaskId>,
+        limit: usize,
+    ) -> Result<Vec<Task>> {
+        let agent = agent.clone();
+        self.blocking(move |s| {
+            s.require_agent(&agent)?;
+            s.tasks_page(&agent, after, limit)
         })
         .await
     }
@@ -274,6 +342,7 @@ impl TaskStore for FsStore {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
             s.with_tasks(&agent, || {
+                s.note_task(&agent, &id)?;
                 if !io::remove_file(&s.task_path(&agent, &id))? {
                     return Err(Error::not_found("task", id));
                 }

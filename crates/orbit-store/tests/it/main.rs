@@ -6,6 +6,7 @@
 mod contract;
 mod crash;
 mod ids;
+mod index;
 mod journal;
 mod multiprocess;
 mod transcripts;

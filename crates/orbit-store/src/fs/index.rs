@@ -1,0 +1,312 @@
+//! In-memory indexes of directories of JSON records (`<dir>/<id>.json`), kept current across
+//! processes by a change log, so that a listing reads only the records that changed since the
+//! last one instead of one file per record.
+//!
+//! The records stay the truth; the log only names records that changed. Its first line names
+//! the log (`{"log":"<ulid>"}`, fresh for every file written), each other line one record id:
+//! `{"new":"<id>"}` for a record being created, `{"changed":"<id>"}` for one being rewritten,
+//! moved or removed. A process keeps, per directory, the records it read and the byte offset of
+//! the log it has consumed; a refresh re-reads the records named past that offset, and reads the
+//! whole directory again only when the log is new to it (its first refresh, a replaced log).
+//!
+//! Why this is correct with several processes and across crashes:
+//!
+//! - a writer appends its line *before* it touches the record, and every refresh runs under
+//!   the directory's lock taken shared while writers that rewrite or remove records hold it
+//!   exclusively. So a refresh never sees a line whose change is half done; a writer that
+//!   crashes after its line leaves a record in its old or new state, whichever the refresh
+//!   then reads, and its lock dies with it;
+//! - creators (the inbox's `send`) take the lock only shared, so a refresh may see a `new`
+//!   line before its file exists: such ids are awaited, and looked for again at every refresh
+//!   until they appear or a `changed` line about them comes (a send that failed says so; one
+//!   that crashed leaves an id to look for, one failed `open` per refresh);
+//! - the log is replaced by an empty one (new header) only under the exclusive lock, once past
+//!   [`LOG_MAX_BYTES`]; readers notice the new header and read the directory again;
+//! - the log is never fsynced: it matters only to processes that are running, which all read
+//!   the same page cache, and a process that starts (after any crash) reads the directory first.
+//!
+//! A record that cannot be read for a moment (an I/O error) fails the refresh and forgets the
+//! index, which is rebuilt at the next one; a record that does not parse is skipped and logged,
+//! as listings always did.
+//!
+//! Memory: one entry per record that the index keeps, the record itself (parsed, as the
+//! listing answers it) plus its id as a key in a `BTreeMap`, about 100 bytes of overhead each.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::io;
+use crate::ids::JournalId;
+use crate::{AgentName, Error, Result};
+
+/// The log is replaced by an empty one past this size (about 100,000 changes).
+const LOG_MAX_BYTES: u64 = 4 * 1024 * 1024;
+/// Bytes read at the start of the log to find its header.
+const HEADER_PROBE: usize = 128;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Line {
+    Log(JournalId),
+    New(String),
+    Changed(String),
+}
+
+/// What a writer is about to do to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// Create it under a fresh id, holding the directory's lock shared.
+    New,
+    /// Rewrite, move or remove it, holding the directory's lock exclusively.
+    Changed,
+}
+
+/// Appends a change line to `log` (made if missing), unsynced. With `may_replace` (the caller
+/// holds the lock exclusively) a log past its bound is first replaced by an empty one.
+pub(crate) fn note(log: &Path, id: &str, change: Change, may_replace: bool) -> Result<()> {
+    let len = match fs::metadata(log) {
+        Ok(meta) => Some(meta.len()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => return Err(Error::io(log, err)),
+    };
+    match len {
+        None => create_log(log)?,
+        Some(len) if may_replace && len > LOG_MAX_BYTES => {
+            io::write_bytes(log, &header_line(log)?)?;
+        }
+        Some(_) => {}
+    }
+    let line = match change {
+        Change::New => Line::New(id.to_owned()),
+        Change::Changed => Line::Changed(id.to_owned()),
+    };
+    let bytes = serde_json::to_vec(&line)
+        .map_err(|err| Error::Corrupt { path: log.into(), source: err })?;
+    io::append_line_unsynced(log, &bytes)
+}
+
+fn header_line(log: &Path) -> Result<Vec<u8>> {
+    let mut line = serde_json::to_vec(&Line::Log(JournalId::new()))
+        .map_err(|err| Error::Corrupt { path: log.into(), source: err })?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Makes a log holding only its header, unless one exists: written aside and linked into
+/// place, so that it never replaces a log someone else made meanwhile. Its directory must
+/// exist: a log is never what brings back the directory of an agent deleted meanwhile.
+fn create_log(log: &Path) -> Result<()> {
+    let Some(dir) = log.parent() else { return Ok(()) };
+    let name = log.file_name().and_then(|n| n.to_str()).unwrap_or("log");
+    let temp = dir.join(format!(".{name}.{}.tmp", crate::ids::new_ulid()));
+    let written = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
+        file.write_all(&header_line(log).map_err(std::io::Error::other)?)
+    })();
+    let linked = written.and_then(|()| fs::hard_link(&temp, log));
+    let _ = fs::remove_file(&temp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(Error::io(log, err)),
+    }
+}
+
+/// One directory's records as this process last read them.
+struct Replica<T> {
+    /// The header of the log consumed; `None` until the first refresh.
+    log: Option<JournalId>,
+    /// Bytes of the log consumed (always the end of a complete line).
+    offset: u64,
+    records: BTreeMap<String, T>,
+    /// Ids announced as `new` whose files were not there yet.
+    awaiting: BTreeSet<String>,
+}
+
+impl<T> Default for Replica<T> {
+    fn default() -> Self {
+        Self { log: None, offset: 0, records: BTreeMap::new(), awaiting: BTreeSet::new() }
+    }
+}
+
+/// Where an index reads from, and which records it keeps.
+pub(crate) struct Source<'a, T> {
+    /// The records, `<id>.json`.
+    pub dir: &'a Path,
+    /// The change log of `dir`.
+    pub log: &'a Path,
+    /// Whether a record belongs in the index (the inbox keeps only pending messages).
+    pub keep: fn(&T) -> bool,
+}
+
+impl<T: DeserializeOwned> Source<'_, T> {
+    /// The record `id` if it exists and belongs in the index.
+    fn load(&self, id: &str) -> Result<Option<T>> {
+        match io::read_json::<T>(&self.dir.join(format!("{id}.json"))) {
+            Ok(record) => Ok(record.filter(|record| (self.keep)(record))),
+            Err(err @ Error::Io { .. }) => Err(err),
+            Err(err) => {
+                tracing::warn!(error = %err, "skipping a record that does not parse");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Each agent's replica of one kind of record directory, shared by the store's clones.
+pub(crate) struct RecordIndex<T> {
+    replicas: Mutex<HashMap<AgentName, Arc<Mutex<Replica<T>>>>>,
+}
+
+impl<T> Default for RecordIndex<T> {
+    fn default() -> Self {
+        Self { replicas: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl<T: DeserializeOwned> RecordIndex<T> {
+    /// Brings `agent`'s replica up to date with `source` and reads it. The caller holds the
+    /// directory's lock, shared or exclusive.
+    pub(crate) fn read<R>(
+        &self,
+        agent: &AgentName,
+        source: &Source<'_, T>,
+        read: impl FnOnce(&BTreeMap<String, T>) -> R,
+    ) -> Result<R> {
+        let replica = {
+            let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
+            replicas.entry(agent.clone()).or_default().clone()
+        };
+        let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(err) = refresh(&mut replica, source) {
+            *replica = Replica::default();
+            return Err(err);
+        }
+        Ok(read(&replica.records))
+    }
+}
+
+/// The records whose ids come after `after` (all when `None`), in id order.
+pub(crate) fn after<T>(
+    records: &BTreeMap<String, T>,
+    after: Option<String>,
+) -> impl Iterator<Item = &T> {
+    use std::ops::Bound;
+    let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+    records.range::<String, _>((from, Bound::Unbounded)).map(|(_, record)| record)
+}
+
+fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>) -> Result<()> {
+    let log = source.log;
+    let mut file = match File::open(log) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            create_log(log)?;
+            File::open(log).map_err(|err| Error::io(log, err))?
+        }
+        Err(err) => return Err(Error::io(log, err)),
+    };
+    let len = file.metadata().map_err(|err| Error::io(log, err))?.len();
+    let header = read_header(&mut file, log)?;
+    if header.is_none() || header != replica.log || len < replica.offset {
+        // A log new to this process: read every record. Lines appended from here on are read
+        // at the next refresh, so nothing written during the scan is missed; a creator whose
+        // line came before but whose file is not there yet (one holds the lock only shared)
+        // is awaited, as its line were read now.
+        let bytes = read_from(&mut file, log, 0, len)?;
+        let (lines, consumed) = io::parse_jsonl::<Line>(log, &bytes);
+        let mut records = BTreeMap::new();
+        for name in io::list_names(source.dir, ".json")? {
+            let Some(id) = name.strip_suffix(".json") else { continue };
+            if let Some(record) = source.load(id)? {
+                records.insert(id.to_owned(), record);
+            }
+        }
+        let mut awaiting = BTreeSet::new();
+        for (id, change) in last_changes(lines) {
+            if change == Change::New && !source.dir.join(format!("{id}.json")).exists() {
+                awaiting.insert(id);
+            }
+        }
+        *replica = Replica { log: header, offset: consumed as u64, records, awaiting };
+        return Ok(());
+    }
+    if len == replica.offset && replica.awaiting.is_empty() {
+        return Ok(());
+    }
+    let bytes = read_from(&mut file, log, replica.offset, len)?;
+    let (lines, complete) = io::parse_jsonl::<Line>(log, &bytes);
+    // The last line about an id says whether it may still be on its way.
+    let mut touched: BTreeMap<String, Change> =
+        std::mem::take(&mut replica.awaiting).into_iter().map(|id| (id, Change::New)).collect();
+    touched.extend(last_changes(lines));
+    for (id, change) in touched {
+        match source.load(&id)? {
+            Some(record) => {
+                replica.records.insert(id, record);
+            }
+            None => {
+                let exists = source.dir.join(format!("{id}.json")).exists();
+                replica.records.remove(&id);
+                if change == Change::New && !exists {
+                    replica.awaiting.insert(id);
+                }
+            }
+        }
+    }
+    replica.offset += complete as u64;
+    Ok(())
+}
+
+/// The log's bytes from `from` to `len`.
+fn read_from(file: &mut File, log: &Path, from: u64, len: u64) -> Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(len.saturating_sub(from) as usize);
+    file.seek(SeekFrom::Start(from)).map_err(|err| Error::io(log, err))?;
+    file.take(len.saturating_sub(from))
+        .read_to_end(&mut bytes)
+        .map_err(|err| Error::io(log, err))?;
+    Ok(bytes)
+}
+
+/// The last change each line names, by id: whether a record may still be on its way.
+fn last_changes(lines: Vec<Line>) -> BTreeMap<String, Change> {
+    let mut last = BTreeMap::new();
+    for line in lines {
+        match line {
+            Line::Log(_) => {}
+            Line::New(id) => {
+                last.insert(id, Change::New);
+            }
+            Line::Changed(id) => {
+                last.insert(id, Change::Changed);
+            }
+        }
+    }
+    last
+}
+
+/// The id in a log's header line; `None` for a file without a complete one.
+fn read_header(file: &mut File, log: &Path) -> Result<Option<JournalId>> {
+    let mut probe = [0u8; HEADER_PROBE];
+    let mut filled = 0;
+    file.seek(SeekFrom::Start(0)).map_err(|err| Error::io(log, err))?;
+    while filled < probe.len() {
+        match file.read(&mut probe[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) => return Err(Error::io(log, err)),
+        }
+    }
+    let Some(end) = probe[..filled].iter().position(|b| *b == b'\n') else { return Ok(None) };
+    match serde_json::from_slice::<Line>(&probe[..end]) {
+        Ok(Line::Log(id)) => Ok(Some(id)),
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,258 @@
+//! The inbox and task listings come from in-memory indexes kept current by change logs
+//! (`fs::index`). These tests hold every listing of a store that has been listing all along
+//! against a store opened afresh, which reads every file: with writers in other store
+//! instances (each with its own indexes and file locks, as another process has), with a writer
+//! process killed at random moments, with a message announced before its file exists, and with
+//! the log removed or replaced.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use orbit_store::{
+    AgentName, Claimer, FsStore, InstanceId, MessageType, NewAgent, NewMessage, NewTask,
+    ScheduleType, SessionId, Stores, TaskPatch, timestamp,
+};
+
+const DIR: &str = "ORBIT_STORE_INDEX_DIR";
+
+fn worker() -> AgentName {
+    AgentName::parse("worker").unwrap()
+}
+
+fn message(text: &str) -> NewMessage {
+    NewMessage {
+        from_agent: AgentName::parse("sender").unwrap().into(),
+        to_agent: worker(),
+        message: text.to_owned(),
+        message_type: MessageType::Request,
+        request_id: None,
+    }
+}
+
+fn task(prompt: &str) -> NewTask {
+    NewTask {
+        name: None,
+        prompt: prompt.to_owned(),
+        schedule_type: ScheduleType::Cron,
+        schedule_value: "0 9 * * 1".into(),
+        context_mode: Default::default(),
+        timezone: None,
+        next_run: None,
+        worktree: false,
+        branch: None,
+    }
+}
+
+fn claimer() -> Claimer {
+    Claimer {
+        session: SessionId::new(),
+        instance: InstanceId::new(),
+        until: timestamp::now() + Duration::from_secs(60),
+    }
+}
+
+/// Every listing of `stores` equals that of a store opened afresh on `dir`.
+async fn assert_listings_current(dir: &Path, stores: &Stores, moment: &str) {
+    let fresh = FsStore::open(dir).unwrap().stores();
+    assert_eq!(
+        json(&stores.inbox.get_pending(&worker()).await.unwrap()),
+        json(&fresh.inbox.get_pending(&worker()).await.unwrap()),
+        "pending inbox messages {moment}"
+    );
+    assert_eq!(
+        json(&stores.tasks.list_by_agent(&worker()).await.unwrap()),
+        json(&fresh.tasks.list_by_agent(&worker()).await.unwrap()),
+        "the agent's tasks {moment}"
+    );
+    assert_eq!(
+        json(&stores.tasks.list_all().await.unwrap()),
+        json(&fresh.tasks.list_all().await.unwrap()),
+        "every task {moment}"
+    );
+}
+
+/// Listings are compared as JSON, which shows where they differ.
+fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap()
+}
+
+async fn with_agents(dir: &Path) -> Stores {
+    let stores = FsStore::open(dir).unwrap().stores();
+    for name in ["worker", "sender"] {
+        let _ = stores.agents.create(&AgentName::parse(name).unwrap(), NewAgent::default()).await;
+    }
+    stores
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_stay_current_with_writers_in_other_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = with_agents(dir.path()).await;
+    let writers =
+        [FsStore::open(dir.path()).unwrap().stores(), FsStore::open(dir.path()).unwrap().stores()];
+    assert_listings_current(dir.path(), &reader, "at the start").await;
+    let mut tasks = Vec::new();
+    for step in 0..60usize {
+        let writer = &writers[step % 2];
+        match step % 6 {
+            0 | 1 => {
+                writer.inbox.send(message(&format!("job {step}"))).await.unwrap();
+            }
+            2 => {
+                // Claim one, then settle it one of three ways.
+                let claimed = writer.inbox.claim_unclaimed(&worker(), &claimer(), 1).await.unwrap();
+                if let Some(claimed) = claimed.first() {
+                    let token = claimed.lease.unwrap().token;
+                    match step % 3 {
+                        0 => drop(
+                            writer.inbox.mark_read(&worker(), &claimed.id, &token).await.unwrap(),
+                        ),
+                        1 => drop(
+                            writer
+                                .inbox
+                                .release(&worker(), &claimed.id, &token, false)
+                                .await
+                                .unwrap(),
+                        ),
+                        _ => drop(writer.inbox.archive(&worker(), &claimed.id).await.unwrap()),
+                    }
+                }
+            }
+            3 => tasks.push(
+                writer.tasks.create(&worker(), task(&format!("task {step}"))).await.unwrap().id,
+            ),
+            4 => {
+                let id = tasks[step % tasks.len()];
+                let patch = TaskPatch {
+                    prompt: Some(format!("changed at {step}")),
+                    ..TaskPatch::default()
+                };
+                writer.tasks.update(&worker(), &id, patch).await.unwrap();
+            }
+            _ => {
+                if tasks.len() > 2 {
+                    let id = tasks.remove(0);
+                    writer.tasks.delete(&worker(), &id).await.unwrap();
+                }
+            }
+        }
+        assert_listings_current(dir.path(), &reader, &format!("after step {step}")).await;
+        // The writers' own indexes too.
+        assert_listings_current(dir.path(), writer, &format!("in the writer after step {step}"))
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_announced_before_its_file_is_listed_once_the_file_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = with_agents(dir.path()).await;
+    let writer = FsStore::open(dir.path()).unwrap().stores();
+    assert!(reader.inbox.get_pending(&worker()).await.unwrap().is_empty());
+    let sent = writer.inbox.send(message("late")).await.unwrap();
+    // As a sender in the middle of its write leaves it: the log names the message, the file
+    // is not in place yet.
+    let file = dir.path().join(format!("agents/worker/inbox/open/{}.json", sent.id));
+    let aside = dir.path().join("aside.json");
+    std::fs::rename(&file, &aside).unwrap();
+    assert!(reader.inbox.get_pending(&worker()).await.unwrap().is_empty());
+    // A store whose first listing (a read of the whole directory) comes while it is missing.
+    let first_time = FsStore::open(dir.path()).unwrap().stores();
+    assert!(first_time.inbox.get_pending(&worker()).await.unwrap().is_empty());
+    std::fs::rename(&aside, &file).unwrap();
+    for store in [&reader, &first_time] {
+        let pending = store.inbox.get_pending(&worker()).await.unwrap();
+        assert_eq!(pending.iter().map(|m| m.id).collect::<Vec<_>>(), vec![sent.id]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_or_replaced_log_makes_readers_read_the_files_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = with_agents(dir.path()).await;
+    let writer = FsStore::open(dir.path()).unwrap().stores();
+    writer.inbox.send(message("one")).await.unwrap();
+    writer.tasks.create(&worker(), task("one")).await.unwrap();
+    assert_listings_current(dir.path(), &reader, "before the logs go").await;
+    let inbox_log = dir.path().join("agents/worker/inbox/open.changes.jsonl");
+    let tasks_log = dir.path().join("agents/worker/tasks.changes.jsonl");
+    assert!(inbox_log.is_file() && tasks_log.is_file(), "the change logs are where the docs say");
+    std::fs::remove_file(&inbox_log).unwrap();
+    std::fs::remove_file(&tasks_log).unwrap();
+    // Changes made while no log exists, then a log made anew, as a replaced one is.
+    writer.inbox.send(message("two")).await.unwrap();
+    writer.tasks.create(&worker(), task("two")).await.unwrap();
+    assert_listings_current(dir.path(), &reader, "after the logs were made anew").await;
+    assert_eq!(reader.inbox.get_pending(&worker()).await.unwrap().len(), 2);
+    assert_eq!(reader.tasks.list_all().await.unwrap().len(), 2);
+}
+
+/// Runs the writer child until killed after a random delay, listing all along.
+async fn run_writer_until_killed(dir: &Path, reader: &Stores, delay: Duration) -> usize {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "index::index_writer_child", "--nocapture", "--test-threads=1"])
+        .env(DIR, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let counting = std::thread::spawn(move || {
+        BufReader::new(stdout).lines().map_while(Result::ok).filter(|l| l.contains("ACK")).count()
+    });
+    let until = std::time::Instant::now() + delay;
+    while std::time::Instant::now() < until {
+        reader.inbox.get_pending(&worker()).await.unwrap();
+        reader.tasks.list_all().await.unwrap();
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    counting.join().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_stay_current_when_a_writer_process_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = with_agents(dir.path()).await;
+    let mut acked = 0;
+    for round in 0..12u64 {
+        acked +=
+            run_writer_until_killed(dir.path(), &reader, Duration::from_millis(30 + 23 * round))
+                .await;
+        assert_listings_current(dir.path(), &reader, &format!("after kill {round}")).await;
+    }
+    assert!(acked > 0, "the writer never wrote: the test proved nothing");
+}
+
+/// The writer; a no-op when run as an ordinary test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_writer_child() {
+    let Ok(dir) = std::env::var(DIR) else { return };
+    let stores = FsStore::open(dir).unwrap().stores();
+    let mut step = 0u64;
+    loop {
+        step += 1;
+        stores.inbox.send(message(&format!("job {step}"))).await.unwrap();
+        if let Some(claimed) =
+            stores.inbox.claim_unclaimed(&worker(), &claimer(), 1).await.unwrap().first()
+            && step.is_multiple_of(2)
+        {
+            stores
+                .inbox
+                .mark_read(&worker(), &claimed.id, &claimed.lease.unwrap().token)
+                .await
+                .unwrap();
+        }
+        let task = stores.tasks.create(&worker(), task(&format!("task {step}"))).await.unwrap();
+        if step.is_multiple_of(3) {
+            stores.tasks.delete(&worker(), &task.id).await.unwrap();
+        } else {
+            let patch =
+                TaskPatch { prompt: Some(format!("changed {step}")), ..TaskPatch::default() };
+            stores.tasks.update(&worker(), &task.id, patch).await.unwrap();
+        }
+        println!("ACK {step}");
+    }
+}
