@@ -524,3 +524,28 @@ async fn no_worktree_is_made_in_the_servers_data_directory() {
     assert!(!data.join("worktrees").exists(), "no worktree among Orbit's records");
     assert!(!data.join(".gitignore").exists());
 }
+
+#[actix_web::test]
+async fn a_workdir_that_cannot_be_read_now_still_keeps_its_worktrees_agent_in_place() {
+    let app = TestApp::spawn(vec![]).await;
+    let users = tempfile::tempdir().unwrap();
+    let repo = user_repo(users.path());
+    std::fs::create_dir_all(repo.join("sub")).unwrap();
+    let session = agent_with_worktree_session(&app, "bot", &repo.join("sub")).await;
+    // The workdir goes (the worktree and its repository stay): the directory cannot be
+    // read for worktrees, but Orbit's records still know the session has one.
+    std::fs::remove_dir(repo.join("sub")).unwrap();
+    let elsewhere = users.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let moved =
+        app.call("PUT", "/api/agents/bot", Some(json!({"workdir": at_str(&elsewhere)}))).await;
+    assert_eq!(moved.status, 409, "{}", moved.body);
+    assert!(moved.body["error"].as_str().unwrap().contains(&session), "{}", moved.body);
+
+    // Once the session is deleted (its worktree left where it is, logged) the change goes.
+    let deleted = app.call("DELETE", &format!("/api/agents/bot/sessions/{session}"), None).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let moved =
+        app.call("PUT", "/api/agents/bot", Some(json!({"workdir": at_str(&elsewhere)}))).await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+}
