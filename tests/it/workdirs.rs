@@ -400,7 +400,8 @@ async fn agents_in_one_repository_see_and_remove_only_their_own_worktrees() {
     let made = create(&app, json!({"name": "a", "workdir": at_str(&repo)})).await;
     assert_eq!(made.status, 201, "{}", made.body);
     let theirs = agent_with_worktree_session(&app, "b", &repo).await;
-    let tree = repo.canonicalize().unwrap().join(".orbit/worktrees/b").join(&theirs);
+    let listed = app.call("GET", "/api/agents/b/worktrees", None).await.body;
+    let tree = PathBuf::from(listed["worktrees"][0]["path"].as_str().unwrap());
     std::fs::write(tree.join("wip.txt"), "b's uncommitted work").unwrap();
 
     let listed = app.call("GET", "/api/agents/a/worktrees", None).await;
