@@ -259,7 +259,7 @@ async fn worktrees_go_in_the_users_repository_and_leave_it_as_it_was() {
         .await;
     assert_eq!(session.status, 201, "{}", session.body);
     let session = session.body["session"]["id"].as_str().unwrap().to_owned();
-    let tree = repo.canonicalize().unwrap().join(".orbit/worktrees").join(&session);
+    let tree = repo.canonicalize().unwrap().join(".orbit/worktrees/bot").join(&session);
     assert!(tree.join("README").is_file(), "a checkout of the user's repository");
     let (status, _) = app
         .chat(json!({"agentName": "bot", "sessionId": session, "message": "where are you"}))
@@ -305,7 +305,7 @@ async fn worktrees_go_in_the_users_repository_and_leave_it_as_it_was() {
     assert_eq!(started.status, 202, "{}", started.body);
     let run = finished_run(&app, "bot", &task).await;
     assert_eq!(run["status"], "success", "{run}");
-    let task_tree = repo.canonicalize().unwrap().join(".orbit/worktrees").join(&task);
+    let task_tree = repo.canonicalize().unwrap().join(".orbit/worktrees/bot").join(&task);
     assert_eq!(
         std::fs::read_to_string(task_tree.join("where.txt")).unwrap().trim(),
         real(&task_tree)
@@ -378,4 +378,175 @@ async fn deleting_an_agent_leaves_its_workdir_as_it_was() {
     assert_eq!(files(&repo), files_before, "every file of the workdir is as it was");
     assert_eq!(repo_state(&repo), before, "its branches, status and checkout too");
     assert_eq!(git(&repo, &["log", "--oneline"]).lines().count(), 1, "no commit was made");
+}
+
+/// Makes agent `name` working in `workdir` and a session of it in a worktree; returns the
+/// session's id.
+async fn agent_with_worktree_session(app: &TestApp, name: &str, workdir: &Path) -> String {
+    let made = create(app, json!({"name": name, "workdir": at_str(workdir)})).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let session = app
+        .call("POST", &format!("/api/agents/{name}/sessions"), Some(json!({"worktree": true})))
+        .await;
+    assert_eq!(session.status, 201, "{}", session.body);
+    session.body["session"]["id"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn agents_in_one_repository_see_and_remove_only_their_own_worktrees() {
+    let app = TestApp::spawn(vec![]).await;
+    let users = tempfile::tempdir().unwrap();
+    let repo = user_repo(users.path());
+    let made = create(&app, json!({"name": "a", "workdir": at_str(&repo)})).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let theirs = agent_with_worktree_session(&app, "b", &repo).await;
+    let listed = app.call("GET", "/api/agents/b/worktrees", None).await.body;
+    let tree = PathBuf::from(listed["worktrees"][0]["path"].as_str().unwrap());
+    std::fs::write(tree.join("wip.txt"), "b's uncommitted work").unwrap();
+
+    let listed = app.call("GET", "/api/agents/a/worktrees", None).await;
+    assert_eq!(listed.body["worktrees"], json!([]), "b's worktree is not a's: {}", listed.body);
+    let removed =
+        app.call("DELETE", &format!("/api/agents/a/worktrees/{theirs}?force=true"), None).await;
+    assert_eq!(removed.status, 404, "{}", removed.body);
+    assert_eq!(std::fs::read_to_string(tree.join("wip.txt")).unwrap(), "b's uncommitted work");
+    assert!(git(&repo, &["branch", "--list", &format!("orbit/{theirs}")]).contains(&theirs));
+    let listed = app.call("GET", "/api/agents/b/worktrees", None).await.body;
+    assert_eq!(listed["worktrees"][0]["sessionId"], theirs.as_str(), "{listed}");
+
+    // b's worktrees do not hold a's workdir in place.
+    let elsewhere = users.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let moved =
+        app.call("PUT", "/api/agents/a", Some(json!({"workdir": at_str(&elsewhere)}))).await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+}
+
+#[actix_web::test]
+async fn the_branch_deleted_with_a_worktree_is_the_one_orbit_recorded_not_a_note_in_the_tree() {
+    let app = TestApp::spawn(vec![]).await;
+    let users = tempfile::tempdir().unwrap();
+    let repo = user_repo(users.path());
+    let main = git(&repo, &["rev-parse", "main"]).trim().to_owned();
+    let first = agent_with_worktree_session(&app, "b", &repo).await;
+    let second = app.call("POST", "/api/agents/b/sessions", Some(json!({"worktree": true}))).await;
+    let second = second.body["session"]["id"].as_str().unwrap().to_owned();
+
+    // What an agent's tools can write in the user's tree: notes naming the user's branch, or
+    // a name git would read as an option.
+    let notes = repo.join(".orbit/branches");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::write(notes.join(&first), format!("main\n{main}\n")).unwrap();
+    std::fs::write(notes.join(&second), "--bad\nHEAD\n").unwrap();
+
+    for session in [&first, &second] {
+        let deleted = app.call("DELETE", &format!("/api/agents/b/sessions/{session}"), None).await;
+        assert_eq!(deleted.status, 200, "{session}: {}", deleted.body);
+        assert!(deleted.body.get("worktreeKept").is_none(), "{}", deleted.body);
+    }
+    let branches = git(&repo, &["for-each-ref", "--format=%(refname:short)", "refs/heads/"]);
+    assert_eq!(branches, "main\nusers-feature\n", "main stays; Orbit's own branches went");
+    assert_eq!(git(&repo, &["rev-parse", "main"]).trim(), main);
+}
+
+#[actix_web::test]
+async fn symlinks_in_orbits_folder_are_not_followed_out_of_the_repository() {
+    let app = TestApp::spawn(vec![]).await;
+    let users = tempfile::tempdir().unwrap();
+    let repo = user_repo(users.path());
+    let outside = users.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let made = create(&app, json!({"name": "bot", "workdir": at_str(&repo)})).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let session = || app.call("POST", "/api/agents/bot/sessions", Some(json!({"worktree": true})));
+
+    // A dangling `.orbit/.gitignore` would make its target outside.
+    std::fs::create_dir_all(repo.join(".orbit")).unwrap();
+    std::os::unix::fs::symlink(outside.join("made.txt"), repo.join(".orbit/.gitignore")).unwrap();
+    let refused = session().await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(!outside.join("made.txt").exists(), "nothing was written through the symlink");
+    std::fs::remove_file(repo.join(".orbit/.gitignore")).unwrap();
+
+    // `.orbit/worktrees` leading outside would put the worktree (and the CLI) there.
+    std::os::unix::fs::symlink(&outside, repo.join(".orbit/worktrees")).unwrap();
+    let refused = session().await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "no worktree outside");
+    std::fs::remove_file(repo.join(".orbit/worktrees")).unwrap();
+
+    // The agent's own folder of worktrees, too.
+    std::fs::create_dir_all(repo.join(".orbit/worktrees")).unwrap();
+    std::os::unix::fs::symlink(&outside, repo.join(".orbit/worktrees/bot")).unwrap();
+    let refused = session().await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "no worktree outside");
+    std::fs::remove_file(repo.join(".orbit/worktrees/bot")).unwrap();
+
+    // `.orbit/branches` leading elsewhere gets nothing: Orbit keeps its notes in its own
+    // data directory.
+    std::os::unix::fs::symlink(&outside, repo.join(".orbit/branches")).unwrap();
+    let made = session().await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "no note outside");
+    let worktree_id = made.body["session"]["worktreeId"].as_str().unwrap().to_owned();
+    let cwd = repo.canonicalize().unwrap().join(".orbit/worktrees/bot").join(&worktree_id);
+    assert!(cwd.join("README").is_file());
+
+    // Swapped for a symlink after the worktree was made, the folder is not used.
+    let moved_away = users.path().join("moved-away");
+    std::fs::rename(repo.join(".orbit/worktrees/bot"), &moved_away).unwrap();
+    std::fs::create_dir_all(outside.join(&worktree_id)).unwrap();
+    std::os::unix::fs::symlink(&outside, repo.join(".orbit/worktrees/bot")).unwrap();
+    std::fs::write(outside.join(&worktree_id).join("keep.txt"), "not Orbit's").unwrap();
+    let deleted =
+        app.call("DELETE", &format!("/api/agents/bot/sessions/{worktree_id}"), None).await;
+    assert_eq!(deleted.status, 200, "the session is gone all the same: {}", deleted.body);
+    assert!(outside.join(&worktree_id).join("keep.txt").is_file(), "nothing outside removed");
+    assert!(moved_away.join(&worktree_id).join("README").is_file());
+}
+
+#[actix_web::test]
+async fn no_worktree_is_made_in_the_servers_data_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = user_repo(home.path());
+    let data = repo.join(".orbit");
+    let app = TestApp::spawn_configured(vec![], None, |settings| {
+        settings.data_dir = Some(data.clone());
+    })
+    .await;
+    std::fs::create_dir_all(repo.join("src")).unwrap();
+    let made = create(&app, json!({"name": "bot", "workdir": at_str(&repo.join("src"))})).await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let refused =
+        app.call("POST", "/api/agents/bot/sessions", Some(json!({"worktree": true}))).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(refused.body["error"].as_str().unwrap().contains("data directory"), "{}", refused.body);
+    assert!(!data.join("worktrees").exists(), "no worktree among Orbit's records");
+    assert!(!data.join(".gitignore").exists());
+}
+
+#[actix_web::test]
+async fn a_workdir_that_cannot_be_read_now_still_keeps_its_worktrees_agent_in_place() {
+    let app = TestApp::spawn(vec![]).await;
+    let users = tempfile::tempdir().unwrap();
+    let repo = user_repo(users.path());
+    std::fs::create_dir_all(repo.join("sub")).unwrap();
+    let session = agent_with_worktree_session(&app, "bot", &repo.join("sub")).await;
+    // The workdir goes (the worktree and its repository stay): the directory cannot be
+    // read for worktrees, but Orbit's records still know the session has one.
+    std::fs::remove_dir(repo.join("sub")).unwrap();
+    let elsewhere = users.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let moved =
+        app.call("PUT", "/api/agents/bot", Some(json!({"workdir": at_str(&elsewhere)}))).await;
+    assert_eq!(moved.status, 409, "{}", moved.body);
+    assert!(moved.body["error"].as_str().unwrap().contains(&session), "{}", moved.body);
+
+    // Once the session is deleted (its worktree left where it is, logged) the change goes.
+    let deleted = app.call("DELETE", &format!("/api/agents/bot/sessions/{session}"), None).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let moved =
+        app.call("PUT", "/api/agents/bot", Some(json!({"workdir": at_str(&elsewhere)}))).await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
 }

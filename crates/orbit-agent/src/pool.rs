@@ -86,6 +86,9 @@ pub(crate) struct PoolShared {
     runtime_handle: Option<tokio::runtime::Handle>,
     closing: AtomicBool,
     agents: Mutex<HashMap<(AgentName, SessionId), Arc<SessionAgent>>>,
+    /// Held while a workdir changes and while a session's worktree is made, so that no
+    /// worktree appears between the check that an agent has none and the change.
+    worktree_changes: tokio::sync::Mutex<()>,
 }
 
 impl PoolShared {
@@ -235,6 +238,7 @@ impl AgentPool {
                 runtime_handle: tokio::runtime::Handle::try_current().ok(),
                 closing: AtomicBool::new(false),
                 agents: Mutex::new(HashMap::new()),
+                worktree_changes: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -275,6 +279,11 @@ impl AgentPool {
     }
 
     /// The stores the pool's turns write to.
+    /// Waits for the pool's turn to change a workdir or make a session's worktree.
+    pub(crate) async fn lock_worktree_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.shared.worktree_changes.lock().await
+    }
+
     pub fn stores(&self) -> &Stores {
         &self.shared.stores
     }

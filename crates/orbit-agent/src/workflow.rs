@@ -220,7 +220,8 @@ async fn create_session(
 }
 
 /// Removes the worktree of a deleted session or task; one that holds uncommitted work is
-/// kept and returned.
+/// kept and returned. Best effort: the session or task is gone already, so a worktree that
+/// cannot be removed is logged and left, never an error for a deletion that happened.
 pub async fn remove_owned_worktree(
     stores: &Stores,
     agent: &AgentName,
@@ -238,14 +239,18 @@ pub async fn remove_owned_worktree(
     match worktree::remove(&working_dir, id).await {
         Ok(()) | Err(Error::WorktreeNotFound(_)) => Ok(None),
         Err(Error::WorktreeDirty(_)) => Ok(Some(KeptWorktree { id: id.to_owned() })),
-        Err(err) => Err(err),
+        Err(err) => {
+            tracing::warn!(%agent, worktree = id, error = %err, "worktree left in place");
+            Ok(None)
+        }
     }
 }
 
 impl AgentPool {
     /// Changes an agent. A change of its workdir is refused while it has worktrees (they
-    /// belong to the repository of the directory it works in now) or a turn running here,
-    /// and ends its idle CLIs, so that every turn from then on starts in the new directory
+    /// belong to the repository of the directory it works in now: those found there, and
+    /// those its sessions and tasks have by Orbit's records, even when that directory
+    /// cannot be read now) or a turn running here, and ends its idle CLIs, so that every turn from then on starts in the new directory
     /// (a CLI session made elsewhere may not resume there: the turn then says so and goes
     /// on in a fresh one). The change is announced.
     pub async fn update_agent(&self, agent: &AgentName, patch: AgentPatch) -> Result<Agent> {
@@ -263,19 +268,33 @@ impl AgentPool {
         let Some(workdir) = &patch.workdir else {
             return Ok(stores.agents.update(agent, patch).await?);
         };
+        // Check and change under one lock, which sessions making worktrees here also take
+        // (a task's first run, in the scheduler, does not: see docs/api.md "Workdirs").
+        let _changing = self.lock_worktree_changes().await;
         let current = stores.agents.get(agent).await?;
         if current.workdir.as_ref().map(|w| &w.path) == workdir.as_ref().map(|w| &w.path) {
             return Ok(stores.agents.update(agent, patch).await?);
         }
-        if let Ok(working_dir) = stores.agents.working_dir(agent).await {
-            let worktrees = worktree::list(&working_dir).await?;
-            if !worktrees.is_empty() {
-                let ids: Vec<_> = worktrees.iter().map(|w| w.id.as_str()).collect();
-                return Err(Error::Conflict(format!(
-                    "agent '{agent}' has worktrees in the directory it works in now ({}); delete their sessions, tasks or worktrees before changing its workdir",
-                    ids.join(", ")
-                )));
+        let mut ids = match stores.agents.working_dir(agent).await {
+            Ok(working_dir) => {
+                worktree::list(&working_dir).await?.into_iter().map(|w| w.id).collect()
             }
+            Err(_) => Vec::new(),
+        };
+        for session in stores.sessions.list_by_agent(agent).await? {
+            ids.extend(session.worktree_id);
+        }
+        for task in stores.tasks.list_by_agent(agent).await? {
+            // A task makes its worktree at its first run.
+            ids.extend((task.worktree && task.last_run.is_some()).then(|| task.id.to_string()));
+        }
+        ids.sort();
+        ids.dedup();
+        if !ids.is_empty() {
+            return Err(Error::Conflict(format!(
+                "agent '{agent}' has worktrees in the directory it works in now ({}); delete their sessions, tasks or worktrees before changing its workdir",
+                ids.join(", ")
+            )));
         }
         if self.agent_is_running(agent) {
             return Err(Error::Conflict(format!(
@@ -294,7 +313,12 @@ impl AgentPool {
         agent: &AgentName,
         request: SessionRequest,
     ) -> Result<Session> {
-        let session = create_session(self.stores(), agent, request).await?;
+        let session = if request.worktree {
+            let _making = self.lock_worktree_changes().await;
+            create_session(self.stores(), agent, request).await?
+        } else {
+            create_session(self.stores(), agent, request).await?
+        };
         self.activity()
             .announce(Activity::SessionCreated { agent: agent.clone(), session: session.id });
         Ok(session)

@@ -13,18 +13,25 @@
 //!   branches and worktrees in that repository.
 //! - In a workdir of the user's, the repository is the one the workdir is in (never looked
 //!   for above the workdir root it was accepted under), and worktrees are
-//!   `<top level>/.orbit/worktrees/<id>`, beside a `.orbit/.gitignore` of `*` so that git
-//!   ignores all of Orbit's folder and the user's status stays clean. Orbit makes no commit
+//!   `<top level>/.orbit/worktrees/<agent>/<id>` (several agents may work in one
+//!   repository: each lists and removes only its own), beside a `.orbit/.gitignore` of `*`
+//!   so that git ignores all of Orbit's folder and the user's status stays clean. Orbit's
+//!   folders there are never followed when they are symlinks, its files are made new
+//!   without following one, a worktree whose real path is not under the repository's real
+//!   top level is refused, and so is a repository whose `.orbit` is or holds the server's
+//!   data directory. Orbit makes no commit
 //!   there, and touches no branch but the ones it creates: a new branch is refused when one
 //!   of its name exists (a worktree asked for without one gets `orbit/<id>`, never a
 //!   detached HEAD whose commits would go with it), and removing a worktree deletes the
 //!   branch Orbit made for it only while that branch is still where Orbit made it (commits
-//!   on it are the agent's work and stay). A workdir outside any repository has no
-//!   worktrees (`Invalid`, saying so).
+//!   on it are the agent's work and stay). Which branch that is, and the commit it was made
+//!   at, Orbit notes in its own data directory ([`WorktreeOwner::records`]), never in the
+//!   user's tree, which the agent's tools can write. A workdir outside any repository has
+//!   no worktrees (`Invalid`, saying so).
 
 use std::path::{Path, PathBuf};
 
-use orbit_store::WorkingDir;
+use orbit_store::{WorkingDir, WorktreeOwner};
 use serde::Serialize;
 use tokio::process::Command;
 
@@ -34,11 +41,8 @@ use crate::{Error, Result};
 const WORKSPACE_WORKTREES: &str = ".worktrees";
 /// Orbit's folder in a user's repository, ignored by its own `.gitignore`.
 const ORBIT_DIR: &str = ".orbit";
-/// Worktrees in a user's repository, under [`ORBIT_DIR`].
+/// Worktrees in a user's repository, under [`ORBIT_DIR`], one folder per agent.
 const USER_WORKTREES: &str = ".orbit/worktrees";
-/// The branches Orbit made in a user's repository, one file per worktree: the branch and
-/// the commit it was made at.
-const USER_BRANCHES: &str = ".orbit/branches";
 
 /// A worktree of an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,8 +64,8 @@ struct Home {
     dir: PathBuf,
     /// The working directory's place inside its repository (a workdir may be a subfolder).
     within: PathBuf,
-    /// A user's repository, rather than Orbit's own workspace.
-    user: bool,
+    /// In a user's repository (rather than Orbit's own workspace): whose worktrees these are.
+    owner: Option<WorktreeOwner>,
 }
 
 impl Home {
@@ -77,9 +81,9 @@ async fn find_home(dir: &WorkingDir) -> Result<Option<Home>> {
             repo: base.clone(),
             dir: base.join(WORKSPACE_WORKTREES),
             within: PathBuf::new(),
-            user: false,
+            owner: None,
         })),
-        WorkingDir::User(workdir) => {
+        WorkingDir::User(workdir, owner) => {
             let mut command = Command::new("git");
             command.arg("-C").arg(&workdir.path).args(["rev-parse", "--show-toplevel"]);
             // The repository is looked for no higher than the root the workdir was accepted
@@ -96,12 +100,24 @@ async fn find_home(dir: &WorkingDir) -> Result<Option<Home>> {
             if !output.status.success() || top.is_empty() {
                 return Ok(None);
             }
-            let repo = PathBuf::from(top);
+            let repo = std::fs::canonicalize(&top)
+                .map_err(|err| Error::Git(format!("cannot read the repository: {err}")))?;
+            // Checked at every use, as the data directory or the repository may have moved:
+            // a repository around the data directory would get worktrees among its records.
+            let folder = repo.join(ORBIT_DIR);
+            let data = std::fs::canonicalize(&owner.data_dir).unwrap_or(owner.data_dir.clone());
+            if folder.starts_with(&data) || data.starts_with(&folder) {
+                return Err(Error::Invalid(format!(
+                    "the agent works in '{}', whose repository's '{ORBIT_DIR}' folder, where Orbit keeps worktrees, is or holds the server's data directory; give the agent a workdir in another repository",
+                    workdir.path.display()
+                )));
+            }
             let within = std::fs::canonicalize(&workdir.path)
                 .ok()
                 .and_then(|real| real.strip_prefix(&repo).ok().map(Path::to_path_buf))
                 .unwrap_or_default();
-            Ok(Some(Home { dir: repo.join(USER_WORKTREES), repo, within, user: true }))
+            let dir = repo.join(USER_WORKTREES).join(owner.agent.as_str());
+            Ok(Some(Home { dir, repo, within, owner: Some(owner.clone()) }))
         }
     }
 }
@@ -128,6 +144,7 @@ pub async fn check_possible(dir: &WorkingDir) -> Result<()> {
 pub async fn cwd_of(dir: &WorkingDir, id: &str) -> Result<PathBuf> {
     let home = home(dir).await?;
     let root = home.path_of(id);
+    check_in_place(&home, &root)?;
     let within = root.join(&home.within);
     Ok(if home.within.as_os_str().is_empty() || !within.is_dir() { root } else { within })
 }
@@ -209,7 +226,9 @@ async fn ensure_repository(base: &Path) -> Result<()> {
 
 /// Readies a user's repository for a worktree without changing anything of the user's: it
 /// must have a commit already (Orbit makes none there), and Orbit's own folder is made with
-/// a `.gitignore` that ignores all of it, itself included.
+/// a `.gitignore` that ignores all of it, itself included, and the agent's folder of
+/// worktrees in it. None of them is followed when it is a symlink or replaced when it is
+/// a file: those are the user's (or an agent's) and could lead anywhere.
 async fn ensure_user_folder(home: &Home) -> Result<()> {
     if git(&home.repo, &["rev-parse", "--verify", "--quiet", "HEAD"]).await.is_err() {
         return Err(Error::Invalid(
@@ -217,31 +236,83 @@ async fn ensure_user_folder(home: &Home) -> Result<()> {
         ));
     }
     let folder = home.repo.join(ORBIT_DIR);
-    match tokio::fs::symlink_metadata(&folder).await {
-        Ok(meta) if meta.is_dir() => {}
-        // A file or a symlink of that name is the user's: Orbit neither replaces it nor
-        // follows it elsewhere.
+    ensure_real_dir(&folder)?;
+    let ignore = folder.join(".gitignore");
+    match std::fs::symlink_metadata(&ignore) {
+        Ok(meta) if meta.is_file() => {}
         Ok(_) => {
             return Err(Error::Invalid(format!(
-                "the agent's repository has a '{ORBIT_DIR}' that is not a folder; Orbit keeps its worktrees in a folder of that name"
+                "the agent's repository has a '{ORBIT_DIR}/.gitignore' that is not a file; Orbit keeps its own there"
             )));
         }
-        Err(_) => tokio::fs::create_dir(&folder)
-            .await
-            .or_else(|err| {
-                if err.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(err) }
-            })
-            .map_err(|err| {
-                Error::Git(format!("cannot make Orbit's folder in the repository: {err}"))
-            })?,
+        Err(_) => {
+            write_new(&ignore, "# Orbit's worktrees and records: none of it is tracked.\n*\n")
+                .map_err(|err| Error::Git(format!("cannot write Orbit's .gitignore: {err}")))?
+        }
     }
-    let ignore = folder.join(".gitignore");
-    if !tokio::fs::try_exists(&ignore).await.unwrap_or(false) {
-        tokio::fs::write(&ignore, "# Orbit's worktrees and records: none of it is tracked.\n*\n")
-            .await
-            .map_err(|err| Error::Git(format!("cannot write Orbit's .gitignore: {err}")))?;
+    ensure_real_dir(&home.repo.join(USER_WORKTREES))?;
+    ensure_real_dir(&home.dir)?;
+    check_in_place(home, &home.dir)
+}
+
+/// Makes `path` a folder unless it is one already; refuses a symlink or anything else of
+/// that name, rather than follow or replace it.
+fn ensure_real_dir(path: &Path) -> Result<()> {
+    let refuse = || {
+        Error::Invalid(format!(
+            "the agent's repository has a '{}' that is not a folder; Orbit keeps its worktrees in a folder of that name",
+            path.file_name().map(|name| name.to_string_lossy()).unwrap_or_default()
+        ))
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(refuse()),
+        // `mkdir` makes no folder through a symlink: a dangling one of that name fails.
+        Err(_) => match std::fs::create_dir(path) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir()) {
+                    Ok(())
+                } else {
+                    Err(refuse())
+                }
+            }
+            Err(err) => {
+                Err(Error::Git(format!("cannot make Orbit's folder in the repository: {err}")))
+            }
+        },
     }
-    Ok(())
+}
+
+/// Writes a file that must not exist yet, never through a symlink (a dangling one would
+/// otherwise make its target wherever it leads).
+fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+/// Refuses (`Invalid`) a path of a user's repository that does not really lie where Orbit
+/// put it, under the agent's folder of worktrees in the repository's real top level: a
+/// folder on the way may have been replaced by a symlink since.
+fn check_in_place(home: &Home, path: &Path) -> Result<()> {
+    if home.owner.is_none() {
+        return Ok(());
+    }
+    let real = std::fs::canonicalize(path).ok();
+    if real.is_some_and(|real| real.starts_with(&home.dir) && home.dir.starts_with(&home.repo)) {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "Orbit's worktree folder '{}' does not lie where Orbit made it in the agent's repository (a symlink on the way?); it is not used",
+            path.display()
+        )))
+    }
 }
 
 /// Creates worktree `id` (a ULID) where the agent's worktrees live, on a new branch when
@@ -256,14 +327,14 @@ pub async fn create(dir: &WorkingDir, id: &str, branch: Option<&str>) -> Result<
         check_branch(branch).await?;
     }
     let home = home(dir).await?;
-    if home.user {
+    if home.owner.is_some() {
         ensure_user_folder(&home).await?;
     } else {
         ensure_repository(&home.repo).await?;
     }
     let branch = match branch {
         Some(branch) => Some(branch.to_owned()),
-        None if home.user => Some(format!("orbit/{id}")),
+        None if home.owner.is_some() => Some(format!("orbit/{id}")),
         None => None,
     };
     let branch = branch.as_deref();
@@ -289,45 +360,61 @@ pub async fn create(dir: &WorkingDir, id: &str, branch: Option<&str>) -> Result<
         }
         (Err(err), _) => return Err(err),
     }
-    if let (true, Some(branch)) = (home.user, branch) {
-        record_branch(&home, id, branch).await?;
+    if let (Some(owner), Some(branch)) = (&home.owner, branch) {
+        record_branch(&home.repo, owner, id, branch).await?;
+    }
+    if let Err(err) = check_in_place(&home, &path) {
+        // Moved between the check of the folders and the add: the worktree goes again.
+        let _ = git(repo, &["worktree", "remove", "--force", "--force", "--", &path_text]).await;
+        if let Some(owner) = &home.owner {
+            forget_branch(&home.repo, owner, id).await;
+        }
+        return Err(err);
     }
     Ok(Worktree { id: id.to_owned(), path, branch: branch.map(str::to_owned) })
 }
 
 /// Notes the branch Orbit made for worktree `id` in a user's repository, and the commit it
-/// was made at, so that removing the worktree deletes that branch and no other, and only
-/// while nothing was committed on it.
-async fn record_branch(home: &Home, id: &str, branch: &str) -> Result<()> {
+/// was made at, in Orbit's data directory, so that removing the worktree deletes that
+/// branch and no other, and only while nothing was committed on it.
+async fn record_branch(repo: &Path, owner: &WorktreeOwner, id: &str, branch: &str) -> Result<()> {
     let commit =
-        git(&home.repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")])
-            .await?;
-    let records = home.repo.join(USER_BRANCHES);
-    tokio::fs::create_dir_all(&records)
+        git(repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")]).await?;
+    tokio::fs::create_dir_all(&owner.records)
         .await
         .map_err(|err| Error::Git(format!("cannot record Orbit's branch: {err}")))?;
-    tokio::fs::write(records.join(id), format!("{branch}\n{}\n", commit.trim()))
+    tokio::fs::write(owner.records.join(id), format!("{branch}\n{}\n", commit.trim()))
         .await
         .map_err(|err| Error::Git(format!("cannot record Orbit's branch: {err}")))
 }
 
+/// Whether `commit` is an object name as git prints one (SHA-1 or SHA-256, lowercase hex).
+fn is_object_name(commit: &str) -> bool {
+    matches!(commit.len(), 40 | 64)
+        && commit.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Deletes the branch Orbit made for worktree `id` in a user's repository if it is still at
-/// the commit it was made at; a branch with commits of its own is kept.
-async fn forget_branch(home: &Home, id: &str) -> Result<()> {
-    let record = home.repo.join(USER_BRANCHES).join(id);
-    let Ok(text) = tokio::fs::read_to_string(&record).await else { return Ok(()) };
+/// the commit it was made at; a branch with commits of its own is kept. Best effort: it
+/// runs after the worktree (and often its session or task) is gone, so what fails is
+/// logged, never answered.
+async fn forget_branch(repo: &Path, owner: &WorktreeOwner, id: &str) {
+    let record = owner.records.join(id);
+    let Ok(text) = tokio::fs::read_to_string(&record).await else { return };
     let mut lines = text.lines();
     if let (Some(branch), Some(commit)) = (lines.next(), lines.next()) {
-        // Checked again, as when it was made: the record is a file in the user's tree.
-        check_branch(branch).await?;
-        let reference = format!("refs/heads/{branch}");
-        // `update-ref -d <ref> <old>` deletes only while the branch is at `old`, in one step.
-        if let Err(err) = git(&home.repo, &["update-ref", "-d", &reference, commit]).await {
-            tracing::info!(%branch, error = %err, "kept the branch Orbit made: it has moved");
+        if check_branch(branch).await.is_err() || !is_object_name(commit) {
+            tracing::warn!(worktree = id, "Orbit's note of a worktree's branch is not one; kept");
+        } else {
+            let reference = format!("refs/heads/{branch}");
+            // `update-ref -d <ref> <old>` deletes only while the branch is at `old`, in one
+            // step.
+            if let Err(err) = git(repo, &["update-ref", "-d", &reference, commit]).await {
+                tracing::info!(%branch, error = %err, "kept the branch Orbit made: it has moved");
+            }
         }
     }
     let _ = tokio::fs::remove_file(&record).await;
-    Ok(())
 }
 
 /// `BranchExists` when `branch` exists, or when git could not make it beside the existing
@@ -345,21 +432,29 @@ async fn refuse_clashing_branch(repo: &Path, branch: &str) -> Result<()> {
 
 /// The agent's worktrees (none for a workdir outside any repository).
 pub async fn list(dir: &WorkingDir) -> Result<Vec<Worktree>> {
-    let Some(home) = find_home(dir).await? else { return Ok(Vec::new()) };
+    let home = match find_home(dir).await {
+        Ok(Some(home)) => home,
+        // Orbit makes none where it may not make them.
+        Ok(None) | Err(Error::Invalid(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(err),
+    };
     if !home.dir.is_dir() {
         return Ok(Vec::new());
     }
-    let marker = if home.user { USER_WORKTREES } else { WORKSPACE_WORKTREES };
     let porcelain = git(&home.repo, &["worktree", "list", "--porcelain"]).await?;
     let mut worktrees = Vec::new();
     let mut current: Option<Worktree> = None;
     for line in porcelain.lines().chain(std::iter::once("")) {
         if let Some(path) = line.strip_prefix("worktree ") {
             let path = PathBuf::from(path);
-            // Only Orbit's: a user's repository has worktrees of its own elsewhere.
+            // Only this agent's: a user's repository has worktrees of its own elsewhere, and
+            // other agents working in it have theirs in folders of their own.
             current = path
                 .parent()
-                .filter(|parent| parent.ends_with(marker))
+                .filter(|parent| match home.owner {
+                    Some(_) => *parent == home.dir,
+                    None => parent.ends_with(WORKSPACE_WORKTREES),
+                })
                 .and_then(|_| path.file_name())
                 .map(|id| Worktree {
                     id: id.to_string_lossy().into_owned(),
@@ -404,6 +499,7 @@ pub async fn remove_with(dir: &WorkingDir, id: &str, removal: Removal) -> Result
     if orbit_store::SessionId::parse(id).is_err() || !path.is_dir() {
         return Err(Error::WorktreeNotFound(id.to_owned()));
     }
+    check_in_place(&home, &path)?;
     let path_text = path.to_string_lossy();
     if removal == Removal::Force {
         // Twice `--force` also removes a locked worktree.
@@ -415,8 +511,8 @@ pub async fn remove_with(dir: &WorkingDir, id: &str, removal: Removal) -> Result
         }
         git(&home.repo, &["worktree", "remove", "--", &path_text]).await?;
     }
-    if home.user {
-        forget_branch(&home, id).await?;
+    if let Some(owner) = &home.owner {
+        forget_branch(&home.repo, owner, id).await;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use orbit_store::{
     Agent, AgentName, AgentPatch, AgentStore, Error, NewAgent, Result, SessionId, WorkingDir,
-    timestamp,
+    WorktreeOwner, timestamp,
 };
 
 use crate::PgStore;
@@ -123,8 +123,16 @@ impl AgentStore for PgStore {
         let agent = transaction!(self, |tx| select(&tx, name, false))?;
         // The workspace is this node's own, under its data directory; a workdir is the
         // user's directory on the node (each node checks it exists there).
-        WorkingDir::of(&agent, || {
-            let dir = self.inner.options.workspaces.join(name.as_str());
+        let workspaces = &self.inner.options.workspaces;
+        // Orbit's records of the worktrees it makes are this node's, like the worktrees.
+        let data_dir = workspaces.parent().unwrap_or(workspaces).to_owned();
+        let owner = WorktreeOwner {
+            agent: name.clone(),
+            records: data_dir.join("agents").join(name.as_str()).join("worktree-branches"),
+            data_dir,
+        };
+        WorkingDir::of(&agent, owner, || {
+            let dir = workspaces.join(name.as_str());
             make_private_dir(&dir)?;
             Ok(dir)
         })

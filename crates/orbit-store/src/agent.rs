@@ -72,15 +72,46 @@ pub enum WorkingDir {
     Workspace(PathBuf),
     /// The user's own directory (the agent's `workdir`): Orbit never changes it, but for
     /// the worktrees it makes in its repository under the ignored `.orbit/` folder.
-    User(Workdir),
+    User(Workdir, WorktreeOwner),
+}
+
+/// Whose worktrees those in a user's repository are, and where Orbit keeps its own notes of
+/// them: several agents may work in one repository, and the repository is reachable from
+/// every agent's tools, so nothing Orbit trusts about a worktree is kept there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorktreeOwner {
+    /// The agent: its worktrees are `.orbit/worktrees/<agent>/`, apart from other agents'.
+    pub agent: AgentName,
+    /// A folder of Orbit's data directory, one file per worktree, naming the branch Orbit
+    /// made for it and the commit it was made at.
+    pub records: PathBuf,
+    /// The server's data directory: no worktree is ever made in it.
+    pub data_dir: PathBuf,
 }
 
 impl WorkingDir {
     /// An agent's working directory: its workdir when it has one and it is still a
     /// directory, else `workspace()`, the data directory's.
-    pub fn of(agent: &Agent, workspace: impl FnOnce() -> Result<PathBuf>) -> Result<WorkingDir> {
+    pub fn of(
+        agent: &Agent,
+        owner: WorktreeOwner,
+        workspace: impl FnOnce() -> Result<PathBuf>,
+    ) -> Result<WorkingDir> {
         match &agent.workdir {
             Some(workdir) if workdir.path.is_dir() => {
+                // Orbit's records are never an agent's project, whatever has moved since
+                // the workdir was set.
+                let data_dir = std::fs::canonicalize(&owner.data_dir);
+                let in_data_dir = std::fs::canonicalize(&workdir.path)
+                    .is_ok_and(|real| data_dir.is_ok_and(|data| real.starts_with(data)));
+                if in_data_dir {
+                    return Err(crate::Error::Invalid(format!(
+                        "agent '{}' works in '{}', which is now inside the server's data directory; give the agent another workdir (PUT /api/agents/{})",
+                        agent.name,
+                        workdir.path.display(),
+                        agent.name
+                    )));
+                }
                 // Checked again at every use: a directory inside the root may have been
                 // replaced since by a symlink that leads outside it.
                 let inside = workdir.root.as_ref().is_none_or(|root| {
@@ -94,7 +125,7 @@ impl WorkingDir {
                         agent.name
                     )));
                 }
-                Ok(WorkingDir::User(workdir.clone()))
+                Ok(WorkingDir::User(workdir.clone(), owner))
             }
             Some(workdir) => Err(crate::Error::Invalid(format!(
                 "agent '{}' works in '{}', which is no longer a directory; make it again or give the agent another workdir (PUT /api/agents/{})",
@@ -110,7 +141,7 @@ impl WorkingDir {
     pub fn path(&self) -> &Path {
         match self {
             WorkingDir::Workspace(path) => path,
-            WorkingDir::User(workdir) => &workdir.path,
+            WorkingDir::User(workdir, _) => &workdir.path,
         }
     }
 }

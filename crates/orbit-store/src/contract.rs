@@ -148,9 +148,10 @@ pub async fn agents_lifecycle(stores: &Stores) {
     let workdir = crate::Workdir { path: users.clone(), root: None };
     let patch = AgentPatch { workdir: Some(Some(workdir.clone())), ..AgentPatch::default() };
     assert_eq!(stores.agents.update(&bot, patch).await.unwrap().workdir, Some(workdir.clone()));
-    assert_eq!(
-        stores.agents.working_dir(&bot).await.unwrap(),
-        crate::WorkingDir::User(workdir.clone())
+    let dir = stores.agents.working_dir(&bot).await.unwrap();
+    assert!(
+        matches!(&dir, crate::WorkingDir::User(given, owner) if *given == workdir && owner.agent == bot),
+        "{dir:?}"
     );
     let gone = crate::Workdir { path: users.join("gone"), root: None };
     let patch = AgentPatch { workdir: Some(Some(gone)), ..AgentPatch::default() };
@@ -164,7 +165,8 @@ pub async fn agents_lifecycle(stores: &Stores) {
     let rooted = crate::Workdir { path: root.join("inside"), root: Some(root.clone()) };
     let patch = AgentPatch { workdir: Some(Some(rooted.clone())), ..AgentPatch::default() };
     stores.agents.update(&bot, patch).await.unwrap();
-    assert_eq!(stores.agents.working_dir(&bot).await.unwrap(), crate::WorkingDir::User(rooted));
+    let dir = stores.agents.working_dir(&bot).await.unwrap();
+    assert!(matches!(&dir, crate::WorkingDir::User(given, _) if *given == rooted), "{dir:?}");
     std::fs::remove_dir(root.join("inside")).unwrap();
     std::os::unix::fs::symlink(&users, root.join("inside")).unwrap();
     let err = stores.agents.working_dir(&bot).await.unwrap_err();

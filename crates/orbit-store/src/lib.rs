@@ -35,6 +35,7 @@ use std::sync::Arc;
 
 pub use agent::{
     Agent, AgentPatch, AgentStatus, AgentStore, NewAgent, PermissionMode, Workdir, WorkingDir,
+    WorktreeOwner,
 };
 pub use error::{Error, ErrorKind};
 pub use fs::{FsOptions, FsStore};

@@ -6,7 +6,17 @@ use std::process::Command;
 
 use orbit_agent::workdir::WorkdirPolicy;
 use orbit_agent::{Error, worktree};
-use orbit_store::{Workdir, WorkingDir};
+use orbit_store::{Workdir, WorkingDir, WorktreeOwner};
+
+/// A user's workdir at `path` of agent `bot`, Orbit's records in `data` (a test's own).
+fn users(path: PathBuf, root: Option<PathBuf>, data: &Path) -> WorkingDir {
+    let owner = WorktreeOwner {
+        agent: orbit_store::AgentName::parse("bot").unwrap(),
+        records: data.join("worktree-branches"),
+        data_dir: data.to_path_buf(),
+    };
+    WorkingDir::User(Workdir { path, root }, owner)
+}
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
@@ -114,11 +124,11 @@ async fn worktrees_of_a_workdir_live_in_its_repository_under_an_ignored_folder()
     let repo = user_repo(dir.path());
     let before = refs(&repo);
     // The workdir is a subfolder: the worktree's session works in the same subfolder.
-    let workdir = WorkingDir::User(Workdir { path: repo.join("src"), root: None });
+    let workdir = users(repo.join("src"), None, &dir.path().join("data"));
     let id = orbit_store::SessionId::new().to_string();
     let made = worktree::create(&workdir, &id, Some("orbit/feature")).await.unwrap();
     let top = repo.canonicalize().unwrap();
-    assert_eq!(made.path, top.join(".orbit/worktrees").join(&id));
+    assert_eq!(made.path, top.join(".orbit/worktrees/bot").join(&id));
     assert_eq!(
         std::fs::read_to_string(made.path.join("src/lib.txt")).unwrap(),
         "the user's code\n"
@@ -169,7 +179,7 @@ async fn a_workdir_outside_a_repository_has_no_worktrees() {
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("plain");
     std::fs::create_dir_all(&plain).unwrap();
-    let workdir = WorkingDir::User(Workdir { path: plain.clone(), root: None });
+    let workdir = users(plain.clone(), None, &dir.path().join("data"));
     let id = orbit_store::SessionId::new().to_string();
     let err = worktree::create(&workdir, &id, None).await.unwrap_err();
     assert!(
@@ -183,8 +193,7 @@ async fn a_workdir_outside_a_repository_has_no_worktrees() {
     // than the root.
     let outer = user_repo(dir.path());
     let root = outer.join("src");
-    let inside =
-        WorkingDir::User(Workdir { path: root.clone(), root: Some(root.canonicalize().unwrap()) });
+    let inside = users(root.clone(), Some(root.canonicalize().unwrap()), &dir.path().join("data"));
     let err = worktree::create(&inside, &id, None).await.unwrap_err();
     assert!(matches!(err, Error::Invalid(_)), "{err}");
     assert!(!outer.join(".orbit").exists());
@@ -193,7 +202,7 @@ async fn a_workdir_outside_a_repository_has_no_worktrees() {
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     git(&empty, &["init", "--quiet"]);
-    let workdir = WorkingDir::User(Workdir { path: empty.clone(), root: None });
+    let workdir = users(empty.clone(), None, &dir.path().join("data"));
     let err = worktree::create(&workdir, &id, None).await.unwrap_err();
     assert!(matches!(err, Error::Invalid(ref m) if m.contains("no commit")), "{err}");
     let mut head = Command::new("git");

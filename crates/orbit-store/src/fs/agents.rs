@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::{FsStore, Inner, io};
 use crate::{
     Agent, AgentName, AgentPatch, AgentStore, Error, NewAgent, Result, SessionId, WorkingDir,
-    timestamp,
+    WorktreeOwner, timestamp,
 };
 
 impl Inner {
@@ -156,7 +156,12 @@ impl AgentStore for FsStore {
         let name = name.clone();
         self.blocking(move |s| {
             let agent = s.get_agent(&name)?;
-            WorkingDir::of(&agent, || {
+            let owner = WorktreeOwner {
+                agent: name.clone(),
+                records: s.agent_dir(&name).join("worktree-branches"),
+                data_dir: s.root.clone(),
+            };
+            WorkingDir::of(&agent, owner, || {
                 let dir = s.root.join("workspaces").join(name.as_str());
                 io::ensure_dir(&dir)?;
                 Ok(dir)

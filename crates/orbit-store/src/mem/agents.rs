@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::{AgentRecord, MemStore};
 use crate::{
     Agent, AgentName, AgentPatch, AgentStore, Error, NewAgent, Result, SessionId, WorkingDir,
-    timestamp,
+    WorktreeOwner, timestamp,
 };
 
 impl MemStore {
@@ -95,7 +95,13 @@ impl AgentStore for MemStore {
 
     async fn working_dir(&self, name: &AgentName) -> Result<WorkingDir> {
         let agent = self.state().agent(name)?.agent.clone();
-        WorkingDir::of(&agent, || {
+        // The memory store's only directory stands for the data directory.
+        let owner = WorktreeOwner {
+            agent: name.clone(),
+            records: self.inner.workspaces.join(".worktree-branches").join(name.as_str()),
+            data_dir: self.inner.workspaces.clone(),
+        };
+        WorkingDir::of(&agent, owner, || {
             let dir = self.inner.workspaces.join(name.as_str());
             // Made as the filesystem store makes every directory: private to the owner.
             crate::fs::io::ensure_dir(&dir)?;
