@@ -184,6 +184,27 @@ async fn watchers_attach_to_a_running_turn_and_the_transcript_keeps_it() {
         }
     }
     assert_eq!(paged, entries, "pages of 3 walk the whole transcript once");
+    let end = whole.body["endCursor"].as_str().expect("the last page says where it ends");
+
+    // A client following new turns reads from where it stopped: exactly the turn that came.
+    let chat = json!({"agentName": "bot", "sessionId": session, "message": "hello again"});
+    let response = app.builder("POST", "/api/chat").send_json(&chat).await.unwrap();
+    let again = Events::new(response).rest().await;
+    assert!(again.iter().any(|e| e["type"] == "result"), "{again:?}");
+    let new = app.call("GET", &format!("{path}?cursor={end}"), None).await;
+    assert_eq!(new.status, 200, "{}", new.body);
+    let new_entries = new.body["entries"].as_array().unwrap();
+    assert_eq!(new_entries[0]["data"]["text"], "hello again", "{new_entries:?}");
+    assert!(new_entries.iter().all(|e| e["turn"] == new_entries[0]["turn"]), "one turn");
+    assert_ne!(new_entries[0]["turn"], entries[0]["turn"], "the new turn only");
+    let new_events: Vec<Value> =
+        new_entries.iter().filter(|e| e["kind"] == "event").map(|e| e["data"].clone()).collect();
+    assert_eq!(new_events, again, "every event of the new turn, and nothing else");
+    assert!(new.body["nextCursor"].is_null());
+    let later = new.body["endCursor"].as_str().unwrap();
+    let none = app.call("GET", &format!("{path}?cursor={later}"), None).await;
+    assert!(none.body["entries"].as_array().unwrap().is_empty(), "nothing since");
+    assert_eq!(none.body["endCursor"], later, "and the end stays put");
     assert_eq!(app.call("GET", &format!("{path}?cursor=1"), None).await.status, 400);
     assert_eq!(app.call("GET", &format!("{path}?limit=0"), None).await.status, 400);
     let unknown = "/api/agents/bot/sessions/01JD2Y7W3Q5ZK8X9M4N6P0R1ST/transcript";

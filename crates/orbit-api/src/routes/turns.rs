@@ -72,10 +72,17 @@ async fn watch(state: Data<AppState>, path: SessionPath) -> ApiResult<impl Respo
     let mut watcher =
         state.pool.find(&name, &id).and_then(|agent| agent.watch()).ok_or_else(no_turn)?;
     let (mut client, response) = ClientStream::new(state.slow_client_timeout);
+    // The client leaving is waited on alongside the next event: a turn may go quiet for many
+    // minutes (a run waiting for a person), and a watcher that left meanwhile must not be
+    // kept until the turn's next event. (Actix drops the response once a write to the gone
+    // client fails, the 15 s keep-alive at the latest.)
     tokio::spawn(async move {
-        while client.is_connected()
-            && let Some(event) = watcher.next().await
-        {
+        while client.is_connected() {
+            let event = tokio::select! {
+                event = watcher.next() => event,
+                () = client.closed() => break,
+            };
+            let Some(event) = event else { break };
             client.send(&*event, &id).await;
         }
     });
