@@ -171,6 +171,12 @@ impl Settings {
     }
 }
 
+/// The seconds an `ask` request may wait: at least one, at most a day
+/// (`orbit_agent::MAX_ASK_TIMEOUT_SECS`); clap refuses anything else at startup, saying so.
+fn ask_timeout_secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=orbit_agent::MAX_ASK_TIMEOUT_SECS)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -212,10 +218,4 @@ mod tests {
         let missing = Settings::parse_from(["orbit-server", "--workdir-root", "/nowhere/at/all"]);
         assert!(missing.workdir_policy().is_err(), "a root must exist");
     }
-}
-
-/// The seconds an `ask` request may wait: at least one, at most a day
-/// (`orbit_agent::MAX_ASK_TIMEOUT_SECS`); clap refuses anything else at startup, saying so.
-fn ask_timeout_secs() -> clap::builder::RangedU64ValueParser<u64> {
-    clap::value_parser!(u64).range(1..=orbit_agent::MAX_ASK_TIMEOUT_SECS)
 }
