@@ -458,12 +458,34 @@ async fn a_slow_watcher_is_dropped_and_a_long_turn_is_bounded() {
     assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
     assert!(!text.contains(r#""type":"result""#), "a dropped watcher gets no more events");
 
+    // The transcript: at most 4 MiB of the turn, then a note of what was left out, then the
+    // turn's final event all the same; read in pages of at most about 4 MiB each, however
+    // high the limit, each holding at least one entry.
     let path = format!("/api/agents/bot/sessions/{session}/transcript?limit=1000");
-    let transcript = app.call("GET", &path, None).await.body;
-    let entries = transcript["entries"].as_array().unwrap();
-    let last = entries.last().unwrap();
-    assert_eq!(last["kind"], "omitted", "a turn keeps at most 4 MiB of transcript");
-    assert!(last["data"]["omitted"].as_u64().unwrap() >= 1);
-    let kept: usize = entries.iter().map(|e| e["data"].to_string().len()).sum();
-    assert!(kept <= 4 * 1024 * 1024, "{kept} bytes kept");
+    let (mut entries, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let query = match &cursor {
+            Some(cursor) => format!("{path}&cursor={cursor}"),
+            None => path.clone(),
+        };
+        let page = app.call("GET", &query, None).await.body;
+        let page_entries = page["entries"].as_array().unwrap().clone();
+        assert!(!page_entries.is_empty(), "a page holds at least one entry");
+        let bytes: usize = page_entries.iter().map(|e| e.to_string().len()).sum();
+        assert!(page_entries.len() == 1 || bytes <= 4 * 1024 * 1024, "{bytes} bytes in a page");
+        entries.extend(page_entries);
+        pages += 1;
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "entries of 3 MiB and more take a page each: {pages} pages");
+    let (note, last) = (&entries[entries.len() - 2], &entries[entries.len() - 1]);
+    assert_eq!(note["kind"], "omitted", "a turn keeps at most 4 MiB of transcript");
+    assert!(note["data"]["omitted"].as_u64().unwrap() >= 1);
+    assert_eq!(last["data"], *result, "the turn's final event is kept past the limit");
+    let kept: usize =
+        entries[..entries.len() - 1].iter().map(|e| e["data"].to_string().len()).sum();
+    assert!(kept <= 4 * 1024 * 1024, "{kept} bytes kept before the final event");
 }
