@@ -7,6 +7,8 @@
 //! commit line is the transcript: a reader never sees a turn that is still being written or
 //! that a crash cut short, not even the lines of it that did reach the disk, and the next
 //! append first cuts such a torn turn off the file, so it never lies between two whole ones.
+//! Every file starts with a commit line of no entries, so a file without any commit line is
+//! one written before this format, read whole (up to its last complete line) as then.
 //! Finding the last commit line reads the file backwards from its end, which costs one small
 //! read unless a torn turn follows it.
 //!
@@ -27,6 +29,10 @@ use crate::{
 /// How every commit line starts; no entry line does (an entry starts with its `turn`).
 const COMMIT_PREFIX: &[u8] = b"{\"committed\":";
 
+/// The first line of every transcript file: a commit line of no entries, which tells it from a
+/// file written before turns had commit lines.
+const HEADER: &[u8] = b"{\"committed\":0}\n";
+
 /// How much of the file's end is read at a time while looking for the last commit line.
 const TAIL_CHUNK: u64 = 64 * 1024;
 
@@ -34,12 +40,14 @@ fn is_commit_line(line: &[u8]) -> bool {
     line.starts_with(COMMIT_PREFIX)
 }
 
-/// The offset just past the file's last commit line (0 when it has none): the end of what
-/// readers may read.
+/// The offset just past the file's last commit line: the end of what readers may read. A file
+/// with none at all was written before turns had commit lines (every file since starts with
+/// one, [`HEADER`]): all its complete lines are read, as they were then.
 fn committed_end(file: &File, len: u64, path: &Path) -> Result<u64> {
     // `tail` holds the file's bytes from `start` to its end; its lines from `unseen` on have
     // been looked at already (`unseen` is the start of the first newline-ended one).
     let (mut start, mut tail, mut unseen) = (len, Vec::new(), 0usize);
+    let mut last_line_end = None;
     while start > 0 {
         let chunk = TAIL_CHUNK.min(start);
         start -= chunk;
@@ -56,6 +64,7 @@ fn committed_end(file: &File, len: u64, path: &Path) -> Result<u64> {
                 continue;
             }
         };
+        last_line_end.get_or_insert(start + line_end as u64 + 1);
         loop {
             let line_start = match tail[..line_end].iter().rposition(|b| *b == b'\n') {
                 Some(newline) => newline + 1,
@@ -72,7 +81,7 @@ fn committed_end(file: &File, len: u64, path: &Path) -> Result<u64> {
         }
         unseen = line_end + 1;
     }
-    Ok(0)
+    Ok(last_line_end.unwrap_or(0))
 }
 
 impl Inner {
@@ -202,7 +211,11 @@ fn append_turn(path: &Path, lines: &[u8]) -> Result<()> {
         file.set_len(end).map_err(io_err)?;
     }
     file.seek(SeekFrom::Start(end)).map_err(io_err)?;
-    file.write_all(lines).map_err(io_err)?;
+    if end == 0 {
+        file.write_all(&[HEADER, lines].concat()).map_err(io_err)?;
+    } else {
+        file.write_all(lines).map_err(io_err)?;
+    }
     file.sync_data().map_err(io_err)?;
     if len == 0 {
         // A new file: make its directory entry durable too.

@@ -97,3 +97,26 @@ async fn a_torn_last_line_is_ignored() {
     let mid_line = read(TranscriptCursor(3)).await.unwrap_err();
     assert_eq!(mid_line.kind(), ErrorKind::Invalid, "a cursor inside a line");
 }
+
+/// A transcript written before turns had commit lines is read whole, and turns appended to it
+/// afterwards follow it.
+#[tokio::test]
+async fn a_transcript_from_before_commit_lines_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = FsStore::open(dir.path()).unwrap().stores();
+    let bot = AgentName::parse("bot").unwrap();
+    stores.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let session = stores.sessions.create(&bot, NewSession::default()).await.unwrap();
+    let file =
+        dir.path().join("agents/bot/sessions").join(format!("{}.transcript.jsonl", session.id));
+    let old: Vec<u8> = [entry(1), entry(2)]
+        .iter()
+        .flat_map(|e| [serde_json::to_vec(e).unwrap(), b"\n".to_vec()].concat())
+        .collect();
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, &old).unwrap();
+    let read = |from| stores.sessions.read_transcript(&bot, &session.id, from, 100);
+    assert_eq!(numbers(&read(TranscriptCursor::START).await.unwrap()), vec![1, 2]);
+    stores.sessions.append_transcript(&bot, &session.id, &[entry(3)]).await.unwrap();
+    assert_eq!(numbers(&read(TranscriptCursor::START).await.unwrap()), vec![1, 2, 3]);
+}
