@@ -184,6 +184,27 @@ async fn watchers_attach_to_a_running_turn_and_the_transcript_keeps_it() {
         }
     }
     assert_eq!(paged, entries, "pages of 3 walk the whole transcript once");
+    let end = whole.body["endCursor"].as_str().expect("the last page says where it ends");
+
+    // A client following new turns reads from where it stopped: exactly the turn that came.
+    let chat = json!({"agentName": "bot", "sessionId": session, "message": "hello again"});
+    let response = app.builder("POST", "/api/chat").send_json(&chat).await.unwrap();
+    let again = Events::new(response).rest().await;
+    assert!(again.iter().any(|e| e["type"] == "result"), "{again:?}");
+    let new = app.call("GET", &format!("{path}?cursor={end}"), None).await;
+    assert_eq!(new.status, 200, "{}", new.body);
+    let new_entries = new.body["entries"].as_array().unwrap();
+    assert_eq!(new_entries[0]["data"]["text"], "hello again", "{new_entries:?}");
+    assert!(new_entries.iter().all(|e| e["turn"] == new_entries[0]["turn"]), "one turn");
+    assert_ne!(new_entries[0]["turn"], entries[0]["turn"], "the new turn only");
+    let new_events: Vec<Value> =
+        new_entries.iter().filter(|e| e["kind"] == "event").map(|e| e["data"].clone()).collect();
+    assert_eq!(new_events, again, "every event of the new turn, and nothing else");
+    assert!(new.body["nextCursor"].is_null());
+    let later = new.body["endCursor"].as_str().unwrap();
+    let none = app.call("GET", &format!("{path}?cursor={later}"), None).await;
+    assert!(none.body["entries"].as_array().unwrap().is_empty(), "nothing since");
+    assert_eq!(none.body["endCursor"], later, "and the end stays put");
     assert_eq!(app.call("GET", &format!("{path}?cursor=1"), None).await.status, 400);
     assert_eq!(app.call("GET", &format!("{path}?limit=0"), None).await.status, 400);
     let unknown = "/api/agents/bot/sessions/01JD2Y7W3Q5ZK8X9M4N6P0R1ST/transcript";
@@ -437,12 +458,34 @@ async fn a_slow_watcher_is_dropped_and_a_long_turn_is_bounded() {
     assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
     assert!(!text.contains(r#""type":"result""#), "a dropped watcher gets no more events");
 
+    // The transcript: at most 4 MiB of the turn, then a note of what was left out, then the
+    // turn's final event all the same; read in pages of at most about 4 MiB each, however
+    // high the limit, each holding at least one entry.
     let path = format!("/api/agents/bot/sessions/{session}/transcript?limit=1000");
-    let transcript = app.call("GET", &path, None).await.body;
-    let entries = transcript["entries"].as_array().unwrap();
-    let last = entries.last().unwrap();
-    assert_eq!(last["kind"], "omitted", "a turn keeps at most 4 MiB of transcript");
-    assert!(last["data"]["omitted"].as_u64().unwrap() >= 1);
-    let kept: usize = entries.iter().map(|e| e["data"].to_string().len()).sum();
-    assert!(kept <= 4 * 1024 * 1024, "{kept} bytes kept");
+    let (mut entries, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let query = match &cursor {
+            Some(cursor) => format!("{path}&cursor={cursor}"),
+            None => path.clone(),
+        };
+        let page = app.call("GET", &query, None).await.body;
+        let page_entries = page["entries"].as_array().unwrap().clone();
+        assert!(!page_entries.is_empty(), "a page holds at least one entry");
+        let bytes: usize = page_entries.iter().map(|e| e.to_string().len()).sum();
+        assert!(page_entries.len() == 1 || bytes <= 4 * 1024 * 1024, "{bytes} bytes in a page");
+        entries.extend(page_entries);
+        pages += 1;
+        match page["nextCursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "entries of 3 MiB and more take a page each: {pages} pages");
+    let (note, last) = (&entries[entries.len() - 2], &entries[entries.len() - 1]);
+    assert_eq!(note["kind"], "omitted", "a turn keeps at most 4 MiB of transcript");
+    assert!(note["data"]["omitted"].as_u64().unwrap() >= 1);
+    assert_eq!(last["data"], *result, "the turn's final event is kept past the limit");
+    let kept: usize =
+        entries[..entries.len() - 1].iter().map(|e| e["data"].to_string().len()).sum();
+    assert!(kept <= 4 * 1024 * 1024, "{kept} bytes kept before the final event");
 }

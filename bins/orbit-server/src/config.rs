@@ -61,14 +61,15 @@ pub struct Settings {
     #[arg(long, env = "ORBIT_MAX_PROCESSES", default_value_t = 8)]
     pub max_processes: usize,
 
-    /// Seconds an `ask` permission request waits for a person before the tool is denied.
-    #[arg(long, env = "ORBIT_ASK_TIMEOUT_SECS", default_value_t = 60)]
+    /// Seconds an `ask` permission request waits for a person before the tool is denied
+    /// (1 to 86400).
+    #[arg(long, env = "ORBIT_ASK_TIMEOUT_SECS", default_value_t = 60, value_parser = ask_timeout_secs())]
     pub ask_timeout_secs: u64,
 
     /// Seconds an `ask` permission request of a scheduled task's run waits for a person (who
     /// finds it in `GET /api/approvals`) before the tool is denied. A run is still bound by
-    /// its own timeout (30 min).
-    #[arg(long, env = "ORBIT_RUN_ASK_TIMEOUT_SECS", default_value_t = 600)]
+    /// its own timeout (30 min). 1 to 86400.
+    #[arg(long, env = "ORBIT_RUN_ASK_TIMEOUT_SECS", default_value_t = 600, value_parser = ask_timeout_secs())]
     pub run_ask_timeout_secs: u64,
 
     /// Seconds an inbox claim or a running task run lasts unless its server renews it: how
@@ -189,6 +190,12 @@ impl Settings {
     }
 }
 
+/// The seconds an `ask` request may wait: at least one, at most a day
+/// (`orbit_agent::MAX_ASK_TIMEOUT_SECS`); clap refuses anything else at startup, saying so.
+fn ask_timeout_secs() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=orbit_agent::MAX_ASK_TIMEOUT_SECS)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -198,6 +205,19 @@ mod tests {
     use super::Settings;
 
     /// The rule decided from the settings alone (a test may listen on loopback only).
+    #[test]
+    fn ask_timeouts_past_a_day_are_refused_at_startup() {
+        for flag in ["--ask-timeout-secs", "--run-ask-timeout-secs"] {
+            let day = orbit_agent::MAX_ASK_TIMEOUT_SECS.to_string();
+            let settings = Settings::try_parse_from(["orbit-server", flag, &day]).unwrap();
+            assert!(settings.ask_timeout_secs.max(settings.run_ask_timeout_secs) == 86_400);
+            for bad in ["86401", "18446744073709551615", "0"] {
+                let err = Settings::try_parse_from(["orbit-server", flag, bad]).unwrap_err();
+                assert!(err.to_string().contains(flag), "{err}");
+            }
+        }
+    }
+
     #[test]
     fn a_server_beyond_loopback_takes_workdirs_only_inside_its_roots() {
         let dir = std::env::temp_dir().display().to_string();

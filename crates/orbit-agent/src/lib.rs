@@ -31,7 +31,7 @@ pub use event::{
     CliMessage, CliMessageKind, CliResult, ModelFailure, PermissionRequest, TurnEvent,
     events_dropped_json,
 };
-pub use policy::{Decision, DeniedTool, PendingApproval};
+pub use policy::{Decision, DeniedTool, MAX_ASK_TIMEOUT_SECS, PendingApproval};
 pub use pool::{AgentPool, PoolOptions};
 pub use prompt::TurnKind;
 pub use runtime::{ControlHandler, ProcessEvent, Runtime, RuntimeProcess, SpawnSpec};

@@ -22,6 +22,20 @@ use crate::session::TurnSink;
 use crate::tools::OrbitTools;
 use crate::{Error, Result};
 
+/// The longest an `ask` request may wait for a person, in seconds (a day): the server refuses
+/// to start with a longer `--ask-timeout-secs` or `--run-ask-timeout-secs`, and the policy
+/// holds to it whatever it is given.
+pub const MAX_ASK_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
+/// When a request made at `created_at` that waits `timeout` expires; the far future when that
+/// is past what a timestamp can hold (never, with a timeout held to the maximum).
+fn expiry(created_at: time::OffsetDateTime, timeout: Duration) -> time::OffsetDateTime {
+    time::Duration::try_from(timeout)
+        .ok()
+        .and_then(|timeout| created_at.checked_add(timeout))
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+}
+
 /// Tools that only read. Everything else writes or executes.
 const READ_ONLY_TOOLS: &[&str] = &[
     "Read",
@@ -130,8 +144,8 @@ impl SessionControl {
         }
     }
 
-    /// Sets the mode, the `ask` timeout, the task run (if any) and the event sink for the
-    /// turn that starts.
+    /// Sets the mode, the `ask` timeout (at most [`MAX_ASK_TIMEOUT_SECS`]), the task run (if
+    /// any) and the event sink for the turn that starts.
     pub(crate) fn begin_turn(
         &self,
         mode: PermissionMode,
@@ -139,6 +153,7 @@ impl SessionControl {
         run: Option<RunId>,
         events: TurnSink,
     ) {
+        let ask_timeout = ask_timeout.min(Duration::from_secs(MAX_ASK_TIMEOUT_SECS));
         *lock(&self.turn) = TurnControl { mode, ask_timeout, run, events: Some(events) };
         lock(&self.denied).clear();
     }
@@ -206,7 +221,7 @@ impl SessionControl {
             request: request.clone(),
             run_id,
             created_at,
-            expires_at: created_at + ask_timeout,
+            expires_at: expiry(created_at, ask_timeout),
         };
         lock(&self.pending).insert(request_id.clone(), Pending { answer: tx, approval });
         events.send(TurnEvent::PermissionRequest(request));
@@ -320,5 +335,19 @@ impl ControlHandler for SessionControl {
             }
             other => Err(format!("Orbit does not handle control request '{other}'")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiry_past_any_timestamp_is_the_far_future_not_a_panic() {
+        let now = orbit_store::timestamp::now();
+        assert_eq!(expiry(now, Duration::from_secs(60)), now + time::Duration::seconds(60));
+        let far = time::PrimitiveDateTime::MAX.assume_utc();
+        assert_eq!(expiry(now, Duration::from_secs(u64::MAX)), far);
+        assert_eq!(expiry(now, Duration::MAX), far);
     }
 }

@@ -114,3 +114,21 @@ impl ClientStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a watcher of a quiet turn waits on besides the next event: its client leaving
+    /// (the response dropped) is noticed without anything being sent.
+    #[actix_web::test]
+    async fn a_client_leaving_is_noticed_with_nothing_sent() {
+        let (client, response) = ClientStream::new(Duration::from_secs(1));
+        let waiting = tokio::time::timeout(Duration::from_millis(50), client.closed()).await;
+        assert!(waiting.is_err(), "a client still there is not gone");
+        drop(response);
+        let noticed = tokio::time::timeout(Duration::from_secs(10), client.closed()).await;
+        assert!(noticed.is_ok(), "the client's leaving ends the wait");
+        assert!(client.is_connected(), "nothing was sent, so only `closed` could tell");
+    }
+}

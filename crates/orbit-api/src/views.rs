@@ -481,6 +481,10 @@ pub struct TranscriptBody {
     /// Pass as `cursor` for the next page; `null` when this page reaches the end.
     #[schemars(with = "Option<wire::TranscriptCursor>")]
     pub next_cursor: Option<String>,
+    /// Where this page ends, on every page: on the last one, pass it as `cursor` later to read
+    /// only the turns that ended since.
+    #[schemars(with = "wire::TranscriptCursor")]
+    pub end_cursor: String,
 }
 
 /// Declares the one-key bodies the API answers with (`{"agent": {...}}`).

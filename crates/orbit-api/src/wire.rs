@@ -81,12 +81,13 @@ schema_type!(
     })
 );
 schema_type!(
-    /// Where a transcript page starts: a previous page's `nextCursor`, passed back unchanged.
+    /// Where a transcript page starts: a previous page's `nextCursor` or `endCursor`, passed
+    /// back unchanged.
     TranscriptCursor,
     json!({
         "type": "string",
         "pattern": "^[0-9]{1,20}$",
-        "description": "An opaque position in a transcript (digits), from a page's nextCursor.",
+        "description": "An opaque position in a transcript (digits), from a page's nextCursor or endCursor.",
         "examples": ["4096"],
     })
 );

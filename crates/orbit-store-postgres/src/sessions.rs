@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use orbit_store::{
     AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
-    SessionStore, TranscriptCursor, TranscriptEntry, TranscriptPage,
+    SessionStore, TRANSCRIPT_PAGE_BYTES, TranscriptCursor, TranscriptEntry, TranscriptPage,
 };
 
 use crate::PgStore;
@@ -201,7 +201,7 @@ impl SessionStore for PgStore {
         let after = i64::try_from(from.0).map_err(|_| never_given(from))?;
         let limit = limit.max(1);
         let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let rows = transaction!(self, |tx| async {
+        let (rows, more) = transaction!(self, |tx| async {
             select(&tx, agent, id, false).await?;
             if after != 0 {
                 let known = db::row(
@@ -214,18 +214,41 @@ impl SessionStore for PgStore {
                     return Err(Failure::Store(never_given(from)));
                 }
             }
-            db::rows(
+            // The sizes first, so that a page stops before its entries pass the byte budget
+            // without fetching what it will not hold.
+            let sizes = db::rows(
                 &tx,
-                "SELECT seq, entry FROM session_transcripts \
+                "SELECT seq, octet_length(entry::text)::bigint AS size FROM session_transcripts \
                  WHERE agent = $1 AND session_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
                 &[&agent.as_str(), &id.to_string(), &after, &fetch],
             )
-            .await
+            .await?;
+            let (mut taken, mut bytes, mut last) = (0usize, 0u64, after);
+            for row in &sizes {
+                let size = u64::try_from(row.try_get::<_, i64>("size")?).unwrap_or_default();
+                if taken == limit || (taken > 0 && bytes + size > TRANSCRIPT_PAGE_BYTES) {
+                    break;
+                }
+                taken += 1;
+                bytes += size;
+                last = row.try_get("seq")?;
+            }
+            let more = sizes.len() > taken;
+            if taken == 0 {
+                return Ok((Vec::new(), more));
+            }
+            let rows = db::rows(
+                &tx,
+                "SELECT seq, entry FROM session_transcripts \
+                 WHERE agent = $1 AND session_id = $2 AND seq > $3 AND seq <= $4 ORDER BY seq",
+                &[&agent.as_str(), &id.to_string(), &after, &last],
+            )
+            .await?;
+            Ok((rows, more))
         })?;
-        let more = rows.len() > limit;
-        let mut entries = Vec::with_capacity(limit.min(rows.len()));
+        let mut entries = Vec::with_capacity(rows.len());
         let mut last = after;
-        for row in rows.iter().take(limit) {
+        for row in &rows {
             let value: serde_json::Value =
                 row.try_get("entry").map_err(|err| Failure::Db(err).into_store())?;
             let entry = serde_json::from_value(value).map_err(|err| {
@@ -234,8 +257,8 @@ impl SessionStore for PgStore {
             entries.push(entry);
             last = row.try_get("seq").map_err(|err| Failure::Db(err).into_store())?;
         }
-        let next = more.then(|| TranscriptCursor(u64::try_from(last).unwrap_or_default()));
-        Ok(TranscriptPage { entries, next })
+        let next = TranscriptCursor(u64::try_from(last).unwrap_or_default());
+        Ok(TranscriptPage { entries, next, more })
     }
 
     async fn save_cli_transcript(

@@ -128,12 +128,10 @@ async fn main() {
             first.push(elapsed);
         }
         pages += 1;
-        match page.next {
-            Some(next) => cursor = next,
-            None => {
-                last.push(elapsed);
-                break;
-            }
+        cursor = page.next;
+        if !page.more {
+            last.push(elapsed);
+            break;
         }
         if pages > 950 {
             last.push(elapsed);

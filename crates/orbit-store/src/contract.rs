@@ -19,7 +19,9 @@
 
 mod transcripts;
 
-pub use transcripts::{transcripts_append_and_page, transcripts_belong_to_their_session};
+pub use transcripts::{
+    transcripts_append_and_page, transcripts_belong_to_their_session, transcripts_page_by_bytes,
+};
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -61,7 +63,7 @@ macro_rules! store_contract_tests {
     ($factory:expr) => {
         $crate::store_contract_tests!(@cases $factory;
             agents_lifecycle, sessions_lifecycle, session_messages, session_updates_do_not_lose_each_other,
-            transcripts_append_and_page, transcripts_belong_to_their_session,
+            transcripts_append_and_page, transcripts_belong_to_their_session, transcripts_page_by_bytes,
             inbox_send_and_read, inbox_claim_is_exclusive, inbox_release_and_dead_letter, inbox_concurrent_claims,
             inbox_archive, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
             tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,

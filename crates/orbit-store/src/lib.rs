@@ -54,7 +54,10 @@ pub use task::{
     ChangeCursor, ContextMode, NewTask, Run, RunOutcome, RunStart, RunStatus, ScheduleType, Task,
     TaskChange, TaskChanges, TaskPatch, TaskStatus, TaskStore,
 };
-pub use transcript::{TranscriptCursor, TranscriptEntry, TranscriptKind, TranscriptPage};
+pub use transcript::{
+    PAGE_BYTES as TRANSCRIPT_PAGE_BYTES, TranscriptCursor, TranscriptEntry, TranscriptKind,
+    TranscriptPage,
+};
 
 /// The result of every store operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

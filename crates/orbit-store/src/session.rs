@@ -210,7 +210,8 @@ pub trait SessionStore: Send + Sync {
         id: &SessionId,
         entries: &[TranscriptEntry],
     ) -> Result<()>;
-    /// At most `limit` (at least 1) transcript entries from `from` on, oldest first.
+    /// At most `limit` transcript entries from `from` on, oldest first, and no more than
+    /// [`crate::TRANSCRIPT_PAGE_BYTES`] of them; at least one whenever any follows `from`.
     /// `NotFound` for an unknown session; `Invalid` for a cursor this store never gave.
     async fn read_transcript(
         &self,

@@ -2,8 +2,12 @@
 //!
 //! A turn's transcript is written once, as one batch, when the turn ends (the agent runtime
 //! collects it meanwhile), so a transcript holds whole turns only: a server that dies mid-turn
-//! loses that turn's transcript, never an earlier one, and a torn last line of a file store is
-//! ignored on read. The entries' content (`data`) is the runtime's: the store keeps it as it is.
+//! loses that turn's transcript, never an earlier one, and a file store's write cut short by a
+//! crash is never read, not even its first lines (see `fs::transcripts`). The entries' content
+//! (`data`) is the runtime's: the store keeps it as it is.
+//!
+//! A page stops at `limit` entries or at [`PAGE_BYTES`] of them, whichever comes first, but
+//! always holds at least one entry when any follows, so one huge entry is still readable.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -44,10 +48,17 @@ impl TranscriptCursor {
     pub const START: Self = Self(0);
 }
 
+/// About how many bytes of entries (as JSON) a transcript page holds at most: a page stops
+/// before the entry that would pass it, unless that entry is its first.
+pub const PAGE_BYTES: u64 = 4 << 20;
+
 /// A page of a transcript, oldest entry first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TranscriptPage {
     pub entries: Vec<TranscriptEntry>,
-    /// Where the next page starts; `None` when this page reaches the end.
-    pub next: Option<TranscriptCursor>,
+    /// Where the next page starts. On the last page it is the transcript's end: a reader
+    /// following new turns reads from it again later and gets exactly what came since.
+    pub next: TranscriptCursor,
+    /// Whether entries follow `next` now.
+    pub more: bool,
 }

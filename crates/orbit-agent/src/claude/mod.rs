@@ -9,7 +9,7 @@
 
 pub mod credentials;
 mod process;
-mod protocol;
+pub(crate) mod protocol;
 mod spawn;
 mod transcript;
 

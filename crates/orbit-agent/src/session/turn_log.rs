@@ -11,9 +11,16 @@
 //!   them are replaced by one `orbit_events_dropped` event saying how many. Watchers read; they
 //!   never hold the turn up, and one leaving does nothing to the turn.
 //! - the transcript: every entry of the turn (the user message, the inbox messages delivered,
-//!   every event shown), stamped, up to [`TRANSCRIPT_TURN_BYTES`]; entries past that are
-//!   counted and left out, and one `omitted` entry at the end says how many. The turn writes
-//!   it to the store in one step when it ends.
+//!   every event shown, text deltas too), stamped, up to [`TRANSCRIPT_TURN_BYTES`]; entries
+//!   past that are counted and left out, and one `omitted` entry says how many. The turn's
+//!   final event (the CLI's `result`, or Orbit's `error`) is kept whatever the limit, after
+//!   that entry: it is
+//!   what says how the turn ended, and it is small beside the limit (the final text, or an
+//!   error). The turn writes the transcript to the store in one step when it ends.
+//!
+//! Text deltas are kept although the whole assistant message follows them: the transcript is
+//! every event as the stream showed it (what a watcher saw, in its timing). They count against
+//! the limit like any entry, so a long answer can crowd out later events, never the end.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -22,7 +29,7 @@ use orbit_store::{SessionId, TranscriptEntry, TranscriptKind};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::event::{TurnEvent, events_dropped_json};
+use crate::event::{CliMessageKind, TurnEvent, events_dropped_json};
 
 /// Bytes of event JSON a turn's replay buffer holds at most.
 pub const REPLAY_BYTES: usize = 2 * 1024 * 1024;
@@ -44,6 +51,8 @@ struct LogState {
     transcript: Vec<TranscriptEntry>,
     transcript_bytes: usize,
     omitted: u64,
+    /// Whether the `omitted` entry is in `transcript` already (the final event came after it).
+    omitted_noted: bool,
     closed: bool,
 }
 
@@ -70,6 +79,7 @@ impl TurnLog {
                 transcript: Vec::new(),
                 transcript_bytes: 0,
                 omitted: 0,
+                omitted_noted: false,
                 closed: false,
             }),
             changes: watch::channel(0).0,
@@ -84,7 +94,7 @@ impl TurnLog {
     /// message), stamped `at`.
     pub(crate) fn note(&self, kind: TranscriptKind, at: time::OffsetDateTime, data: Value) {
         let size = data.to_string().len();
-        self.state().keep(TranscriptEntry { turn: self.turn.clone(), kind, at, data }, size);
+        self.state().keep(TranscriptEntry { turn: self.turn.clone(), kind, at, data }, size, false);
     }
 
     /// Adds an event: to the replay buffer and the transcript, stamped now.
@@ -92,6 +102,9 @@ impl TurnLog {
         let Some(json) = event.to_json(self.session) else { return };
         let size = json.to_string().len();
         let at = orbit_store::timestamp::now();
+        // The CLI's `result`, or Orbit's `error` (a `Finished` has no event of its own).
+        let last = matches!(event, TurnEvent::Failed { .. })
+            || matches!(event, TurnEvent::Cli(message) if matches!(message.kind, CliMessageKind::Result(_)));
         let mut state = self.state();
         state.keep(
             TranscriptEntry {
@@ -101,6 +114,7 @@ impl TurnLog {
                 data: json.clone(),
             },
             size,
+            last,
         );
         state.replay.push_back(Arc::new(json));
         state.sizes.push_back(size);
@@ -123,19 +137,14 @@ impl TurnLog {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// The turn's transcript so far, with an `omitted` entry at its end if the limit cut it.
+    /// The turn's transcript so far, with an `omitted` entry where the limit cut it.
     pub(crate) fn take_transcript(&self) -> Vec<TranscriptEntry> {
         let mut state = self.state();
-        let mut entries = std::mem::take(&mut state.transcript);
-        if state.omitted > 0 {
-            entries.push(TranscriptEntry {
-                turn: self.turn.clone(),
-                kind: TranscriptKind::Omitted,
-                at: orbit_store::timestamp::now(),
-                data: json!({"omitted": state.omitted, "limitBytes": TRANSCRIPT_TURN_BYTES}),
-            });
+        if state.omitted > 0 && !state.omitted_noted {
+            let note = state.omitted_entry(&self.turn);
+            state.transcript.push(note);
         }
-        entries
+        std::mem::take(&mut state.transcript)
     }
 
     /// A watcher from the turn's first event still held.
@@ -145,14 +154,31 @@ impl TurnLog {
 }
 
 impl LogState {
-    fn keep(&mut self, entry: TranscriptEntry, size: usize) {
+    /// Keeps `entry` if it fits the turn's limit, or always when it is the turn's `last`.
+    fn keep(&mut self, entry: TranscriptEntry, size: usize, last: bool) {
         let cost = size + ENTRY_OVERHEAD;
         if self.omitted > 0 || self.transcript_bytes + cost > TRANSCRIPT_TURN_BYTES {
-            self.omitted += 1;
-            return;
+            if !last {
+                self.omitted += 1;
+                return;
+            }
+            if !self.omitted_noted && self.omitted > 0 {
+                let note = self.omitted_entry(&entry.turn);
+                self.transcript.push(note);
+                self.omitted_noted = true;
+            }
         }
         self.transcript_bytes += cost;
         self.transcript.push(entry);
+    }
+
+    fn omitted_entry(&self, turn: &str) -> TranscriptEntry {
+        TranscriptEntry {
+            turn: turn.to_owned(),
+            kind: TranscriptKind::Omitted,
+            at: orbit_store::timestamp::now(),
+            data: json!({"omitted": self.omitted, "limitBytes": TRANSCRIPT_TURN_BYTES}),
+        }
     }
 }
 
@@ -291,5 +317,39 @@ mod tests {
         assert_eq!(last.data["omitted"], 3, "two of the five fit");
         assert_eq!(entries[0].kind, TranscriptKind::User);
         assert_eq!(entries.len(), 4);
+    }
+
+    /// However full the transcript, the turn's final event is kept, after the `omitted` entry.
+    #[test]
+    fn the_final_event_is_kept_past_the_limit() {
+        let result = json!({"type": "result", "subtype": "success", "result": "done",
+            "is_error": false, "session_id": "s"});
+        for last in [
+            TurnEvent::Cli(crate::claude::protocol::parse(result)),
+            TurnEvent::Failed {
+                message: "the turn failed: boom".into(),
+                kind: orbit_store::ErrorKind::Internal,
+            },
+        ] {
+            let log = TurnLog::new(SessionId::new());
+            let big = "x".repeat(TRANSCRIPT_TURN_BYTES / 3);
+            for _ in 0..5 {
+                log.push(&delta(&big));
+            }
+            log.push(&last);
+            let entries = log.take_transcript();
+            let kinds: Vec<_> = entries.iter().map(|e| e.kind).collect();
+            use TranscriptKind::{Event, Omitted};
+            assert_eq!(kinds, [Event, Event, Omitted, Event], "two deltas, a note, the end");
+            assert_eq!(entries[2].data["omitted"], 3);
+            assert_eq!(entries[3].data, last.to_json(log.session).unwrap());
+        }
+        // A transcript within the limit has no `omitted` entry.
+        let log = TurnLog::new(SessionId::new());
+        log.push(&delta("hi"));
+        let failed = TurnEvent::Failed { message: "no".into(), kind: orbit_store::ErrorKind::Busy };
+        log.push(&failed);
+        let kinds: Vec<_> = log.take_transcript().iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [TranscriptKind::Event; 2]);
     }
 }

@@ -42,7 +42,8 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/api/agents/{name}/sessions/{id}/transcript",
             "getTranscript",
             "A page of the session's transcript: every turn's user message, inbox deliveries and \
-             stream events, each stamped, oldest first",
+             stream events, each stamped, oldest first; a page stops at `limit` entries or about \
+             4 MiB of them, and holds at least one",
             || web::get().to(transcript),
         )
         .query::<TranscriptQuery>(),
@@ -57,7 +58,8 @@ pub struct TranscriptQuery {
     #[serde(default)]
     #[schemars(range(min = 1, max = MAX_PAGE))]
     limit: Option<u32>,
-    /// Where the page starts: a previous page's `nextCursor`; the transcript's start without it.
+    /// Where the page starts: a previous page's `nextCursor` (or the last page's `endCursor`);
+    /// the transcript's start without it.
     #[serde(default)]
     #[schemars(with = "Option<wire::TranscriptCursor>")]
     cursor: Option<String>,
@@ -70,10 +72,17 @@ async fn watch(state: Data<AppState>, path: SessionPath) -> ApiResult<impl Respo
     let mut watcher =
         state.pool.find(&name, &id).and_then(|agent| agent.watch()).ok_or_else(no_turn)?;
     let (mut client, response) = ClientStream::new(state.slow_client_timeout);
+    // The client leaving is waited on alongside the next event: a turn may go quiet for many
+    // minutes (a run waiting for a person), and a watcher that left meanwhile must not be
+    // kept until the turn's next event. (Actix drops the response once a write to the gone
+    // client fails, the 15 s keep-alive at the latest.)
     tokio::spawn(async move {
-        while client.is_connected()
-            && let Some(event) = watcher.next().await
-        {
+        while client.is_connected() {
+            let event = tokio::select! {
+                event = watcher.next() => event,
+                () = client.closed() => break,
+            };
+            let Some(event) = event else { break };
             client.send(&*event, &id).await;
         }
     });
@@ -94,12 +103,13 @@ async fn transcript(
         Some(text) => text
             .parse()
             .map(TranscriptCursor)
-            .map_err(|_| ApiError::invalid("cursor must be a page's nextCursor"))?,
+            .map_err(|_| ApiError::invalid("cursor must be a page's nextCursor or endCursor"))?,
     };
     let page =
         state.stores.sessions.read_transcript(&path.name, &path.id, from, limit as usize).await?;
     Ok(HttpResponse::Ok().json(TranscriptBody {
         entries: views::all(page.entries),
-        next_cursor: page.next.map(|cursor| cursor.0.to_string()),
+        next_cursor: page.more.then(|| page.next.0.to_string()),
+        end_cursor: page.next.0.to_string(),
     }))
 }

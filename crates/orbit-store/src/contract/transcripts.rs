@@ -4,7 +4,8 @@ use serde_json::json;
 
 use super::{agent, in_secs};
 use crate::{
-    ErrorKind, NewSession, SessionId, Stores, TranscriptCursor, TranscriptEntry, TranscriptKind,
+    ErrorKind, NewSession, SessionId, Stores, TRANSCRIPT_PAGE_BYTES, TranscriptCursor,
+    TranscriptEntry, TranscriptKind,
 };
 
 fn entry(turn: &str, kind: TranscriptKind, n: u64) -> TranscriptEntry {
@@ -21,7 +22,7 @@ pub async fn transcripts_append_and_page(stores: &Stores) {
     let sessions = &stores.sessions;
     let empty = sessions.read_transcript(&bot, &session.id, TranscriptCursor::START, 10).await;
     let empty = empty.unwrap();
-    assert!(empty.entries.is_empty() && empty.next.is_none(), "a new session has none");
+    assert!(empty.entries.is_empty() && !empty.more, "a new session has none");
 
     let first: Vec<_> = (0..3)
         .map(|n| entry("t1", if n == 0 { TranscriptKind::User } else { TranscriptKind::Event }, n))
@@ -35,7 +36,7 @@ pub async fn transcripts_append_and_page(stores: &Stores) {
     let whole = sessions.read_transcript(&bot, &session.id, TranscriptCursor::START, 100).await;
     let whole = whole.unwrap();
     assert_eq!(whole.entries, all);
-    assert_eq!(whole.next, None);
+    assert!(!whole.more);
 
     let (mut paged, mut cursor, mut pages) = (Vec::new(), TranscriptCursor::START, 0);
     loop {
@@ -43,16 +44,24 @@ pub async fn transcripts_append_and_page(stores: &Stores) {
         assert!(page.entries.len() <= 3);
         pages += 1;
         paged.extend(page.entries);
-        match page.next {
-            Some(next) => cursor = next,
-            None => break,
+        cursor = page.next;
+        if !page.more {
+            break;
         }
     }
     assert_eq!((paged, pages), (all.clone(), 3), "7 entries in pages of 3");
     let exact = sessions.read_transcript(&bot, &session.id, TranscriptCursor::START, 7).await;
-    assert_eq!(exact.unwrap().next, None, "a page that reaches the end says so");
+    assert!(!exact.unwrap().more, "a page that reaches the end says so");
     let zero = sessions.read_transcript(&bot, &session.id, TranscriptCursor::START, 0).await;
     assert_eq!(zero.unwrap().entries.len(), 1, "a limit is at least 1");
+
+    // The last page's `next` is the end: reading from it later gives exactly the new turn.
+    let end = sessions.read_transcript(&bot, &session.id, cursor, 3).await.unwrap();
+    assert!(end.entries.is_empty() && !end.more && end.next == cursor, "nothing new yet");
+    let third: Vec<_> = (7..9).map(|n| entry("t3", TranscriptKind::Event, n)).collect();
+    sessions.append_transcript(&bot, &session.id, &third).await.unwrap();
+    let new = sessions.read_transcript(&bot, &session.id, cursor, 100).await.unwrap();
+    assert_eq!((new.entries, new.more), (third, false), "the turn that came since, only");
 
     let bogus = sessions.read_transcript(&bot, &session.id, TranscriptCursor(u64::MAX), 3).await;
     assert_eq!(bogus.unwrap_err().kind(), ErrorKind::Invalid, "a cursor never given");
@@ -84,4 +93,34 @@ pub async fn transcripts_belong_to_their_session(stores: &Stores) {
     assert!(again.entries.is_empty(), "nothing of the deleted session's transcript is left");
     let other = sessions.read_transcript(&bot, &other.id, TranscriptCursor::START, 10).await;
     assert_eq!(other.unwrap().entries, kept, "another session's transcript is its own");
+}
+
+/// A page stops before its entries pass `TRANSCRIPT_PAGE_BYTES`, whatever the limit, but always
+/// holds one entry, however large.
+pub async fn transcripts_page_by_bytes(stores: &Stores) {
+    let bot = agent(stores, "bot").await;
+    let session = stores.sessions.create(&bot, NewSession::default()).await.unwrap();
+    let sessions = &stores.sessions;
+    let big = |n: u64, bytes: usize| {
+        let mut entry = entry("t", TranscriptKind::Event, n);
+        entry.data = json!({"n": n, "text": "x".repeat(bytes)});
+        entry
+    };
+    let mib = 1 << 20;
+    // Six entries of a little over 1 MiB, then one larger than a whole page.
+    let mut turn: Vec<_> = (0..6).map(|n| big(n, mib)).collect();
+    turn.push(big(6, TRANSCRIPT_PAGE_BYTES as usize + mib));
+    sessions.append_transcript(&bot, &session.id, &turn).await.unwrap();
+
+    let (mut sizes, mut cursor) = (Vec::new(), TranscriptCursor::START);
+    loop {
+        let page = sessions.read_transcript(&bot, &session.id, cursor, 1000).await.unwrap();
+        assert!(!page.entries.is_empty(), "a page holds at least one entry");
+        sizes.push(page.entries.iter().map(|e| e.data["n"].as_u64().unwrap()).collect::<Vec<_>>());
+        cursor = page.next;
+        if !page.more {
+            break;
+        }
+    }
+    assert_eq!(sizes, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6]], "3 MiB a page; 5 MiB alone");
 }

@@ -68,7 +68,7 @@ fn parent(path: &Path) -> Result<&Path> {
 /// The mode of every directory the store makes.
 const DIR_MODE: u32 = 0o700;
 /// The mode of every file the store makes.
-const FILE_MODE: u32 = 0o600;
+pub(crate) const FILE_MODE: u32 = 0o600;
 
 /// Makes a directory and its parents, private to the owner.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {

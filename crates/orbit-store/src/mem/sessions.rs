@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::{MemStore, SessionRecord, State};
 use crate::{
     AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
-    SessionStore, TranscriptCursor, TranscriptEntry, TranscriptPage,
+    SessionStore, TRANSCRIPT_PAGE_BYTES, TranscriptCursor, TranscriptEntry, TranscriptPage,
 };
 
 impl State {
@@ -116,8 +116,23 @@ impl SessionStore for MemStore {
             .ok()
             .filter(|start| *start <= transcript.len())
             .ok_or_else(|| Error::Invalid(format!("no transcript position {}", from.0)))?;
-        let end = start.saturating_add(limit.max(1)).min(transcript.len());
-        let next = (end < transcript.len()).then_some(TranscriptCursor(end as u64));
-        Ok(TranscriptPage { entries: transcript[start..end].to_vec(), next })
+        let (mut entries, mut bytes) = (Vec::new(), 0u64);
+        for entry in &transcript[start..] {
+            // Sized as the file store writes it, so both stores page alike.
+            let size = serde_json::to_vec(entry).map_or(0, |json| json.len() as u64 + 1);
+            if !entries.is_empty()
+                && (entries.len() >= limit || bytes.saturating_add(size) > TRANSCRIPT_PAGE_BYTES)
+            {
+                break;
+            }
+            bytes += size;
+            entries.push(entry.clone());
+        }
+        let end = start + entries.len();
+        Ok(TranscriptPage {
+            entries,
+            next: TranscriptCursor(end as u64),
+            more: end < transcript.len(),
+        })
     }
 }
