@@ -402,6 +402,14 @@ async fn the_console_runs_a_team_in_a_real_browser() {
         .await;
     browser.click(".log details.tool.done summary").await;
     browser.screenshot("chat-history").await;
+    browser
+        .script(
+            "const d = document.querySelector('.log details.tool.failed'); \
+             d.open = true; d.scrollIntoView({block: 'center'});",
+            json!([]),
+        )
+        .await;
+    browser.screenshot("chat-history-denied").await;
     browser.resize(390, 844).await;
     browser.screenshot("chat-history-390").await;
     browser.resize(1280, 900).await;

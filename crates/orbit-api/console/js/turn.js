@@ -101,7 +101,12 @@ export function turnView(agent, sessionId, { live = true } = {}) {
           break;
         case 'permission_request':
           if (live) body.append(approvalCard({ ...event, agentName: agent, sessionId }, { showSession: false }));
-          else body.append(h('p', { class: 'asked muted' }, `Asked to run ${event.toolName}`));
+          else {
+            // A past request is told on its tool's line (its result says how it was answered).
+            const tool = tools.get(event.toolUseId);
+            if (tool) tool.details.querySelector('summary').append(' ', h('span', { class: 'asked muted' }, '· asked'));
+            else body.append(h('p', { class: 'asked muted' }, `Asked to run ${event.toolName}`));
+          }
           break;
         case 'system':
           if (event.subtype === 'orbit_resume_failed') body.append(h('p', { class: 'notice' }, event.message));
@@ -111,6 +116,10 @@ export function turnView(agent, sessionId, { live = true } = {}) {
           streaming = null;
           if (!shownText && event.result) paragraph(event.result);
           denials = (event.permission_denials || []).length;
+          for (const denial of event.permission_denials || []) {
+            const tool = tools.get(denial.tool_use_id);
+            if (tool) tool.status.textContent = 'denied';
+          }
           const parts = [`${event.is_error ? 'failed' : 'done'} in ${duration(event.duration_ms)}`];
           if (event.total_cost_usd !== undefined && event.total_cost_usd !== null) parts.push(`cost ${money(event.total_cost_usd)}`);
           if (denials) parts.push(`${denials} tool call${denials === 1 ? '' : 's'} denied`);
