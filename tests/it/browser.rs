@@ -495,3 +495,60 @@ async fn a_token_protected_server_refuses_the_console_until_the_token_is_given()
     browser.wait_for_text("main h1", "Tasks").await;
     assert!(browser.text("#token-form").await.is_none());
 }
+
+#[actix_web::test]
+async fn a_turn_started_elsewhere_is_watched_live() {
+    if !browser_wanted() {
+        return;
+    }
+    let app = TestApp::spawn(rules()).await;
+    app.create_agent("watched").await;
+    let session = app.create_session("watched").await;
+    let page = format!("{}/#/agents/watched/sessions/{session}", app.address);
+    let browser = Browser::start().await;
+    browser.open(&page).await;
+    browser.wait_for_text(".log", "No messages yet").await;
+    let slow = json!({"agentName": "watched", "sessionId": session, "message": "tell it slowly"});
+
+    // Started by another client while the session is open: announced by turn_started,
+    // watched through /stream as it streams.
+    let ((status, _), ()) = tokio::join!(app.chat(slow.clone()), async {
+        browser.wait_for_text(".msg.assistant.streaming .text", "first words").await;
+        browser.wait_for_text("main", "running in this session").await;
+        let partial = browser.text(".msg.assistant.streaming .text").await;
+        assert!(
+            partial.as_deref().is_some_and(|text| !text.contains("very end")),
+            "watched before the turn ends: {partial:?}"
+        );
+        browser.screenshot("chat-watched").await;
+    });
+    assert_eq!(status, 200);
+    // Once it ended, its transcript takes its place, with the message that started it.
+    browser.wait_for_text(".log .turn-group .msg.user", "tell it slowly").await;
+    browser.wait_for_text(".log .turn-group .turn-footer", "done in").await;
+    let texts = "return [...document.querySelectorAll('.log .msg.assistant .text')]\
+                 .map((p) => p.textContent);";
+    assert_eq!(browser.script(texts, json!([])).await, json!([SLOW_ANSWER]));
+
+    // Opened while a turn runs: attached at once, shown from the turn's first event.
+    browser.open(&format!("{}/#/agents/watched", app.address)).await;
+    browser.wait_for("#session-list").await;
+    let asked = app.model.requests().len();
+    let ((status, _), ()) = tokio::join!(app.chat(slow), async {
+        while app.model.requests().len() == asked {
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        browser.open(&page).await;
+        browser.wait_for_text(".msg.assistant.streaming .text", "first words").await;
+        browser.wait_for_text("main", "A turn is running in this session").await;
+    });
+    assert_eq!(status, 200);
+    browser.wait_for_text(".log .turn-group:last-child .turn-footer", "done in").await;
+    assert_eq!(
+        browser.script(texts, json!([])).await,
+        json!([SLOW_ANSWER, SLOW_ANSWER]),
+        "the earlier turn from the transcript, the watched one in its place"
+    );
+    browser.resize(390, 844).await;
+    browser.screenshot("chat-watched-390").await;
+}

@@ -106,7 +106,7 @@ export function chatPage(agent, sessionId) {
           if (err.status === 404) transcriptMissing = true;
           else note.error(`The conversation could not be read: ${err.message}`);
         }
-        if (first) followBottom();
+        followBottom();
       }
       await loadSession(redraw);
     });
