@@ -400,6 +400,15 @@ async fn the_console_runs_a_team_in_a_real_browser() {
             json!([]),
         )
         .await;
+    // Each turn's own cost (the CLI's result says the session's running total).
+    let shown: f64 = footers
+        .iter()
+        .filter_map(|f| f.as_str()?.split("cost $").nth(1)?.split(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let path = format!("/api/agents/scout/sessions/{session}");
+    let total =
+        app.call("GET", &path, None).await.body["session"]["totalCostUsd"].as_f64().unwrap();
+    assert!((shown - total).abs() < 0.0003, "turns' costs {footers:?} add up to {total}");
     browser.click(".log details.tool.done summary").await;
     browser.screenshot("chat-history").await;
     browser
@@ -550,5 +559,6 @@ async fn a_turn_started_elsewhere_is_watched_live() {
         "the earlier turn from the transcript, the watched one in its place"
     );
     browser.resize(390, 844).await;
+    browser.script("window.scrollTo(0, document.documentElement.scrollHeight);", json!([])).await;
     browser.screenshot("chat-watched-390").await;
 }

@@ -25,7 +25,9 @@ export function chatPage(agent, sessionId) {
   let controller = null;
   const pageGone = new AbortController();
   let elsewhere = false; // a turn started elsewhere runs (watched, or announced)
-  let watching = false;
+  let watching = false; // a look for the running turn (GET .../stream) is open
+  let watchingShown = false; // ...and found one
+  let attachAgain = null; // a turn_started came while a look found nothing yet
 
   // Keeps the newest part of the conversation in view while it streams, unless the person
   // scrolled up to read.
@@ -40,18 +42,21 @@ export function chatPage(agent, sessionId) {
   }
 
   // Turns shown live here (sent from this page, or watched) whose transcript is not read
-  // yet, oldest first: turns run one at a time, so the next new turn of the transcript is
-  // the oldest of them. A turn sent here is on the page whole; a watched one lacks the
-  // message that started it, so its transcript takes its place.
+  // yet, each with the CLI message ids (`uuid`) it showed: its transcript turn holds the
+  // same. A turn sent here is on the page whole; a watched one lacks the message that
+  // started it, so its transcript takes its place.
   const liveTurns = [];
-  const renderer = transcriptRenderer(agent, sessionId, (turnId) => {
-    const live = liveTurns.shift();
-    if (!live) return log;
+  const renderer = transcriptRenderer(agent, sessionId, (uuid) => {
+    const at = uuid ? liveTurns.findIndex((live) => live.uuids.has(uuid)) : -1;
+    if (at < 0) return log;
+    const [live] = liveTurns.splice(at, 1);
     if (live.own) return null;
-    const group = h('div', { class: 'turn-group', 'data-turn': turnId });
+    const group = h('div', { class: 'turn-group' });
     live.el.replaceWith(group);
     return group;
   });
+  /** Notes a live event's CLI message id, by which its turn is known in the transcript. */
+  const remember = (live, data) => { if (typeof data.uuid === 'string') live.uuids.add(data.uuid); };
   // Where the next transcript read starts: the last page's `nextCursor`, or (on a server
   // whose last page has none) the last page's own start, its turns already drawn skipped.
   let nextCursor = null;
@@ -133,18 +138,20 @@ export function chatPage(agent, sessionId) {
     log.querySelector('.empty')?.remove();
     const mine = bubble('user', h('p', { class: 'text' }, message));
     log.append(mine);
-    const turn = turnView(agent, sessionId);
+    const turn = turnView(agent, sessionId, { costs: renderer.costs });
     current = turn;
     setRunning(true);
     input.value = '';
     controller = new AbortController();
     let started = false;
+    const live = { own: true, uuids: new Set() };
     try {
       await stream('POST', '/api/chat', {
         body: { agentName: agent, sessionId, message },
         signal: controller.signal,
         onEvent: ({ data }) => {
-          if (!started) { started = true; liveTurns.push({ own: true }); log.append(turn.el); }
+          if (!started) { started = true; liveTurns.push(live); log.append(turn.el); }
+          remember(live, data);
           turn.handle(data);
           followBottom();
         },
@@ -167,9 +174,17 @@ export function chatPage(agent, sessionId) {
   // client's, a scheduled run's), from its first event; none running is a 404, and nothing
   // is shown.
   async function attach(announce) {
-    if (watching || current) return;
+    if (current) return;
+    if (watching) {
+      // A turn_started while the last look found nothing yet (its 404 may be on its way):
+      // look again after it.
+      if (!watchingShown) attachAgain = announce;
+      return;
+    }
     watching = true;
-    const turn = turnView(agent, sessionId);
+    watchingShown = false;
+    const turn = turnView(agent, sessionId, { costs: renderer.costs });
+    const live = { own: false, el: turn.el, uuids: new Set() };
     let shown = false;
     try {
       await stream('GET', `${base}/stream`, {
@@ -177,13 +192,15 @@ export function chatPage(agent, sessionId) {
         onEvent: ({ data }) => {
           if (!shown) {
             shown = true;
+            watchingShown = true;
             elsewhere = true;
             setRunning(true);
             note.ok(announce);
             log.querySelector('.empty')?.remove();
-            liveTurns.push({ own: false, el: turn.el });
+            liveTurns.push(live);
             log.append(turn.el);
           }
+          remember(live, data);
           turn.handle(data);
           followBottom();
         },
@@ -191,12 +208,14 @@ export function chatPage(agent, sessionId) {
     } catch { /* 404: no turn runs now; one that ended meanwhile is read at turn_ended */ }
     watching = false;
     turn.end();
+    const again = attachAgain;
+    attachAgain = null;
     if (shown) {
       elsewhere = false;
       note.clear();
       if (!current) setRunning(false);
       refresh();
-    }
+    } else if (again) attach(again);
   }
 
   composer.addEventListener('submit', submit);

@@ -35,9 +35,11 @@ export function inboxNote(data) {
 
 /**
  * A turn's view. `live`: its permission requests can be answered here (a past turn's are
- * shown as what they asked).
+ * shown as what they asked). `costs.last`: the CLI's running cost total at the end of the
+ * session's previous turn (its `result` says the total over the CLI session, not the
+ * turn's own cost); a past turn moves it on, a live one's cost is then told by turn_ended.
  */
-export function turnView(agent, sessionId, { live = true } = {}) {
+export function turnView(agent, sessionId, { live = true, costs = { last: 0 } } = {}) {
   const body = h('div', { class: 'body' });
   const el = h('div', { class: `msg assistant${live ? ' streaming' : ''}` }, h('span', { class: 'who' }, 'Agent'), body);
   const footer = h('p', { class: 'turn-footer muted' }, live ? 'working…' : '');
@@ -49,6 +51,11 @@ export function turnView(agent, sessionId, { live = true } = {}) {
   let shownText = false;
   let ended = false;
   let denials = 0;
+  let freshCli = false; // the CLI session began anew in this turn: its total starts at 0
+  let outcome = '';
+  let costText = '';
+  let denialText = '';
+  const showFooter = () => { footer.textContent = [outcome, costText, denialText].filter(Boolean).join(' · '); };
 
   const paragraph = (t) => {
     const p = h('p', { class: 'text' }, t);
@@ -59,7 +66,8 @@ export function turnView(agent, sessionId, { live = true } = {}) {
   const finish = (text) => {
     ended = true;
     el.classList.remove('streaming');
-    footer.textContent = text;
+    outcome = text;
+    showFooter();
   };
 
   return {
@@ -109,7 +117,11 @@ export function turnView(agent, sessionId, { live = true } = {}) {
           }
           break;
         case 'system':
-          if (event.subtype === 'orbit_resume_failed') body.append(h('p', { class: 'notice' }, event.message));
+          if (event.subtype === 'orbit_resume_failed') {
+            freshCli = true;
+            if (!live) costs.last = 0;
+            body.append(h('p', { class: 'notice' }, event.message));
+          }
           if (event.subtype === 'orbit_events_dropped') body.append(h('p', { class: 'muted' }, `(${event.dropped} earlier events are no longer kept)`));
           break;
         case 'result': {
@@ -120,10 +132,14 @@ export function turnView(agent, sessionId, { live = true } = {}) {
             const tool = tools.get(denial.tool_use_id);
             if (tool) tool.status.textContent = 'denied';
           }
-          const parts = [`${event.is_error ? 'failed' : 'done'} in ${duration(event.duration_ms)}`];
-          if (event.total_cost_usd !== undefined && event.total_cost_usd !== null) parts.push(`cost ${money(event.total_cost_usd)}`);
-          if (denials) parts.push(`${denials} tool call${denials === 1 ? '' : 's'} denied`);
-          finish(parts.join(' · '));
+          const total = event.total_cost_usd;
+          if (typeof total === 'number') {
+            const base = freshCli ? 0 : costs.last;
+            costText = `cost ${money(total >= base ? total - base : total)}`;
+            if (!live) costs.last = total;
+          }
+          if (denials) denialText = `${denials} tool call${denials === 1 ? '' : 's'} denied`;
+          finish(`${event.is_error ? 'failed' : 'done'} in ${duration(event.duration_ms)}`);
           break;
         }
         case 'error':
@@ -135,9 +151,11 @@ export function turnView(agent, sessionId, { live = true } = {}) {
           break;
       }
     },
-    /** The cost from turn_ended, when the turn's own result did not say it. */
+    /** The turn's own cost, from turn_ended. */
     cost(usd) {
-      if (usd !== undefined && usd !== null && !footer.textContent.includes('cost')) footer.textContent += ` · cost ${money(usd)}`;
+      if (usd === undefined || usd === null) return;
+      costText = `cost ${money(usd)}`;
+      showFooter();
     },
     end() {
       el.classList.remove('streaming');
@@ -147,16 +165,18 @@ export function turnView(agent, sessionId, { live = true } = {}) {
 }
 
 /**
- * Draws transcript entries into `log`, turn by turn, as pages arrive. `placeTurn(turnId)` is
- * asked at each new turn where it goes: `null` when it is already on the page whole (shown
- * live by this page), else the element to draw it in (the log, or a group that took the
- * place of a turn watched live without its message).
+ * Draws transcript entries, turn by turn, as pages arrive. `placeTurn(uuid)` is asked at
+ * each new turn where it goes, given the first CLI message id (`uuid`) among its events
+ * (`null` when it has none): `null` when it is already on the page whole (shown live by
+ * this page), else the element to draw it in (the log, or a group that took the place of a
+ * turn watched live without its message). The entries before that id are held until then.
  */
 export function transcriptRenderer(agent, sessionId, placeTurn) {
   const seen = new Set();
+  const costs = { last: 0 };
   let turnId = null;
-  let skipping = false;
-  let log = null;
+  let held = null; // the turn's entries while its place is not known yet
+  let log = null; // where the turn goes; null: it is on the page already
   let view = null;
   // Deltas are collected and handled as one: a long past answer is not redrawn per word.
   let deltas = '';
@@ -164,54 +184,74 @@ export function transcriptRenderer(agent, sessionId, placeTurn) {
     if (deltas && view) view.handle({ type: 'text_delta', text: deltas });
     deltas = '';
   };
-  const close = () => {
-    flush();
-    view?.end();
-    view = null;
-  };
   const ensureView = () => {
     if (!view) {
-      view = turnView(agent, sessionId, { live: false });
+      view = turnView(agent, sessionId, { live: false, costs });
       log.append(view.el);
     }
     return view;
   };
+  const draw = (entry) => {
+    if (!log) {
+      // A turn shown live still moves the running cost total on.
+      const data = entry.kind === 'event' ? entry.data || {} : {};
+      if (data.type === 'result' && typeof data.total_cost_usd === 'number') costs.last = data.total_cost_usd;
+      if (data.type === 'system' && data.subtype === 'orbit_resume_failed') costs.last = 0;
+      return;
+    }
+    switch (entry.kind) {
+      case 'user':
+        flush();
+        log.append(bubble('user', h('p', { class: 'text' }, entry.data?.text ?? '')));
+        break;
+      case 'inbox':
+        flush();
+        ensureView().el.querySelector('.body').append(inboxNote(entry.data || {}));
+        break;
+      case 'event':
+        if (entry.data?.type === 'text_delta') { ensureView(); deltas += entry.data.text; break; }
+        flush();
+        ensureView().handle(entry.data || {});
+        break;
+      case 'omitted':
+        flush();
+        ensureView().el.querySelector('.body').append(h('p', { class: 'muted' }, `(${entry.data?.omitted ?? 'some'} further entries of this turn were too large to keep)`));
+        break;
+      default:
+        break;
+    }
+  };
+  const place = (uuid) => {
+    const entries = held;
+    held = null;
+    log = placeTurn(uuid);
+    for (const entry of entries) draw(entry);
+  };
+  const close = () => {
+    if (held) place(null);
+    flush();
+    view?.end();
+    view = null;
+    log = null;
+  };
   return {
     seen,
+    costs,
     /** Adds a page's entries; entries of turns already drawn are passed over. */
     add(entries) {
       for (const entry of entries) {
         if (entry.turn !== turnId) {
           close();
           turnId = entry.turn;
-          log = seen.has(turnId) ? null : placeTurn(turnId);
-          skipping = !log;
+          held = seen.has(turnId) ? null : [];
           seen.add(turnId);
         }
-        if (skipping) continue;
-        switch (entry.kind) {
-          case 'user':
-            flush();
-            if (view) close();
-            log.append(bubble('user', h('p', { class: 'text' }, entry.data?.text ?? '')));
-            break;
-          case 'inbox':
-            flush();
-            ensureView();
-            view.el.querySelector('.body').append(inboxNote(entry.data || {}));
-            break;
-          case 'event':
-            if (entry.data?.type === 'text_delta') { ensureView(); deltas += entry.data.text; break; }
-            flush();
-            ensureView().handle(entry.data || {});
-            break;
-          case 'omitted':
-            flush();
-            ensureView().el.querySelector('.body').append(h('p', { class: 'muted' }, `(${entry.data?.omitted ?? 'some'} further entries of this turn were too large to keep)`));
-            break;
-          default:
-            break;
+        if (held) {
+          held.push(entry);
+          if (entry.kind === 'event' && typeof entry.data?.uuid === 'string') place(entry.data.uuid);
+          continue;
         }
+        draw(entry);
       }
       // A page may end mid-turn; the next one goes on with the same view.
       flush();
