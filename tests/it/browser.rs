@@ -237,6 +237,10 @@ impl Browser {
     }
 }
 
+/// An answer the model writes a word at a time.
+const SLOW_ANSWER: &str = "first words arrive early while the rest is still being written \
+                           and the last word comes long after them at the very end";
+
 fn rules() -> Vec<Rule> {
     vec![
         Rule::after_tool_result(Reply::Text("the tool has finished".into())),
@@ -253,6 +257,10 @@ fn rules() -> Vec<Rule> {
                 name: "Bash".into(),
                 input: json!({"command": "rm made.txt", "description": "remove"}),
             },
+        ),
+        Rule::when_user_says(
+            "tell it slowly",
+            Reply::Streamed { text: SLOW_ANSWER.into(), pause: Duration::from_millis(300) },
         ),
         Rule::always(Reply::Text("hello from the model".into())),
     ]
@@ -291,9 +299,31 @@ async fn the_console_runs_a_team_in_a_real_browser() {
     browser.type_into("#create-session input[name=title]", "First steps").await;
     browser.click("#create-session button[type=submit]").await;
     browser.wait_for_text("main h1", "First steps").await;
+    let chat = browser.script("return location.hash;", json!([])).await;
+    let chat = chat.as_str().unwrap().to_owned();
     say(&browser, "Say hello").await;
     browser.wait_for_text(".msg.assistant", "hello from the model").await;
     browser.wait_for_text(".turn-footer", "done in").await;
+
+    // A slow answer shows its first words while the turn still runs, then the whole message
+    // once: the deltas are confirmed by it, not repeated.
+    say(&browser, "tell it slowly").await;
+    browser.wait_for_text(".msg.assistant.streaming .text", "first words").await;
+    let partial = browser.text(".msg.assistant.streaming .text").await;
+    browser.screenshot("chat-streaming").await;
+    assert!(
+        partial.as_deref().is_some_and(|text| !text.contains("very end")),
+        "the text shows before the turn ends: {partial:?}"
+    );
+    browser.wait_for_text(".msg.assistant:last-child .turn-footer", "done in").await;
+    let whole = browser
+        .script(
+            "return [...document.querySelectorAll('.msg.assistant:last-child .text')]\
+             .map((p) => p.textContent);",
+            json!([]),
+        )
+        .await;
+    assert_eq!(whole, json!([SLOW_ANSWER]), "the whole message, once");
 
     // An ask prompt, allowed: the card, the count on every page, then the tool's result.
     say(&browser, "write the file").await;
@@ -328,6 +358,70 @@ async fn the_console_runs_a_team_in_a_real_browser() {
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(reached(), "the person's message reached the model");
+
+    // Opened again, the session shows its history from the transcript: the messages, the
+    // tool calls with their results (the allowed one's output, the denied one's refusal),
+    // each turn's duration and cost.
+    let session = chat.rsplit('/').next().unwrap().to_owned();
+    let transcript = format!("/api/agents/scout/sessions/{session}/transcript?limit=1000");
+    // All four turns are stored (a turn's transcript is written when it ends).
+    for _ in 0..300 {
+        let stored = app.call("GET", &transcript, None).await.body.to_string();
+        if stored.matches(r#""type":"result""#).count() >= 4 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.open(&format!("{}/#/agents/scout", app.address)).await;
+    browser.wait_for_text("#session-list", "First steps").await;
+    browser.open(&format!("{}/{chat}", app.address)).await;
+    browser.wait_for_text(".log .msg.user", "Say hello").await;
+    browser.wait_for_text(".log details.tool.done", "console-was-here").await;
+    browser.wait_for_text(".log details.tool.failed", "keep it, please").await;
+    browser.wait_for_text(".log", SLOW_ANSWER).await;
+    let footers = browser
+        .script(
+            "return [...document.querySelectorAll('.log .turn-footer')].map((p) => p.textContent);",
+            json!([]),
+        )
+        .await;
+    let footers = footers.as_array().unwrap();
+    assert_eq!(footers.len(), 4, "one answer per turn: {footers:?}");
+    assert!(
+        footers.iter().all(
+            |f| f.as_str().unwrap().contains("done in") && f.as_str().unwrap().contains("cost")
+        ),
+        "{footers:?}"
+    );
+    // In view above the sticky composer, as a person would scroll it.
+    browser
+        .script(
+            "document.querySelector('.log details.tool.done').scrollIntoView({block: 'center'});",
+            json!([]),
+        )
+        .await;
+    // Each turn's own cost (the CLI's result says the session's running total).
+    let shown: f64 = footers
+        .iter()
+        .filter_map(|f| f.as_str()?.split("cost $").nth(1)?.split(' ').next()?.parse::<f64>().ok())
+        .sum();
+    let path = format!("/api/agents/scout/sessions/{session}");
+    let total =
+        app.call("GET", &path, None).await.body["session"]["totalCostUsd"].as_f64().unwrap();
+    assert!((shown - total).abs() < 0.0003, "turns' costs {footers:?} add up to {total}");
+    browser.click(".log details.tool.done summary").await;
+    browser.screenshot("chat-history").await;
+    browser
+        .script(
+            "const d = document.querySelector('.log details.tool.failed'); \
+             d.open = true; d.scrollIntoView({block: 'center'});",
+            json!([]),
+        )
+        .await;
+    browser.screenshot("chat-history-denied").await;
+    browser.resize(390, 844).await;
+    browser.screenshot("chat-history-390").await;
+    browser.resize(1280, 900).await;
 
     // A task that the scheduler runs by itself: its run appears without a reload.
     browser.open(&format!("{}/#/agents/scout/tasks", app.address)).await;
@@ -409,4 +503,62 @@ async fn a_token_protected_server_refuses_the_console_until_the_token_is_given()
     browser.open(&format!("{}/#/tasks", app.address)).await;
     browser.wait_for_text("main h1", "Tasks").await;
     assert!(browser.text("#token-form").await.is_none());
+}
+
+#[actix_web::test]
+async fn a_turn_started_elsewhere_is_watched_live() {
+    if !browser_wanted() {
+        return;
+    }
+    let app = TestApp::spawn(rules()).await;
+    app.create_agent("watched").await;
+    let session = app.create_session("watched").await;
+    let page = format!("{}/#/agents/watched/sessions/{session}", app.address);
+    let browser = Browser::start().await;
+    browser.open(&page).await;
+    browser.wait_for_text(".log", "No messages yet").await;
+    let slow = json!({"agentName": "watched", "sessionId": session, "message": "tell it slowly"});
+
+    // Started by another client while the session is open: announced by turn_started,
+    // watched through /stream as it streams.
+    let ((status, _), ()) = tokio::join!(app.chat(slow.clone()), async {
+        browser.wait_for_text(".msg.assistant.streaming .text", "first words").await;
+        browser.wait_for_text("main", "running in this session").await;
+        let partial = browser.text(".msg.assistant.streaming .text").await;
+        assert!(
+            partial.as_deref().is_some_and(|text| !text.contains("very end")),
+            "watched before the turn ends: {partial:?}"
+        );
+        browser.screenshot("chat-watched").await;
+    });
+    assert_eq!(status, 200);
+    // Once it ended, its transcript takes its place, with the message that started it.
+    browser.wait_for_text(".log .turn-group .msg.user", "tell it slowly").await;
+    browser.wait_for_text(".log .turn-group .turn-footer", "done in").await;
+    let texts = "return [...document.querySelectorAll('.log .msg.assistant .text')]\
+                 .map((p) => p.textContent);";
+    assert_eq!(browser.script(texts, json!([])).await, json!([SLOW_ANSWER]));
+
+    // Opened while a turn runs: attached at once, shown from the turn's first event.
+    browser.open(&format!("{}/#/agents/watched", app.address)).await;
+    browser.wait_for("#session-list").await;
+    let asked = app.model.requests().len();
+    let ((status, _), ()) = tokio::join!(app.chat(slow), async {
+        while app.model.requests().len() == asked {
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        browser.open(&page).await;
+        browser.wait_for_text(".msg.assistant.streaming .text", "first words").await;
+        browser.wait_for_text("main", "A turn is running in this session").await;
+    });
+    assert_eq!(status, 200);
+    browser.wait_for_text(".log .turn-group:last-child .turn-footer", "done in").await;
+    assert_eq!(
+        browser.script(texts, json!([])).await,
+        json!([SLOW_ANSWER, SLOW_ANSWER]),
+        "the earlier turn from the transcript, the watched one in its place"
+    );
+    browser.resize(390, 844).await;
+    browser.script("window.scrollTo(0, document.documentElement.scrollHeight);", json!([])).await;
+    browser.screenshot("chat-watched-390").await;
 }

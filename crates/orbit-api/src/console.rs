@@ -21,6 +21,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/console/js/agents.js", JS, include_str!("../console/js/agents.js")),
     ("/console/js/sessions.js", JS, include_str!("../console/js/sessions.js")),
     ("/console/js/chat.js", JS, include_str!("../console/js/chat.js")),
+    ("/console/js/turn.js", JS, include_str!("../console/js/turn.js")),
     ("/console/js/approvals.js", JS, include_str!("../console/js/approvals.js")),
     ("/console/js/inbox.js", JS, include_str!("../console/js/inbox.js")),
     ("/console/js/tasks.js", JS, include_str!("../console/js/tasks.js")),

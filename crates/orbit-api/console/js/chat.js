@@ -1,106 +1,14 @@
-// Chat: a session's history, a message sent and its turn watched as it streams (text, tool
-// calls compact and expandable, approvals inline, cost and duration), abort, and a turn
-// started elsewhere shown for what it is.
+// Chat: a session's history from its transcript (read page by page, then only what is new
+// at each turn's end), a message sent and its turn watched as it streams (see turn.js),
+// abort, and a turn started elsewhere (another client, the scheduler) watched live.
 
 import { api, enc, stream } from './api.js';
-import { h, clear, notice, pre, money, duration, title, when } from './ui.js';
+import { h, clear, notice, money, title, when } from './ui.js';
 import { approvalCard } from './approvals.js';
+import { bubble, turnView, transcriptRenderer } from './turn.js';
 
-function bubble(role, ...content) {
-  return h('div', { class: `msg ${role}` }, h('span', { class: 'who' }, role === 'user' ? 'You' : 'Agent'), h('div', { class: 'body' }, ...content));
-}
-
-function summarize(input) {
-  if (!input || typeof input !== 'object') return '';
-  const first = input.command ?? input.file_path ?? input.path ?? input.pattern ?? input.url ?? Object.values(input).find((v) => typeof v === 'string');
-  const text = typeof first === 'string' ? first : '';
-  return text.length > 80 ? `${text.slice(0, 77)}…` : text;
-}
-
-function resultText(content) {
-  if (typeof content === 'string') return content;
-  if (Array.isArray(content)) return content.map((c) => (c.type === 'text' ? c.text : `[${c.type}]`)).join('\n');
-  return JSON.stringify(content);
-}
-
-/** One turn as it streams in. */
-function turnView(agent, sessionId) {
-  const body = h('div', { class: 'body' });
-  const el = h('div', { class: 'msg assistant streaming' }, h('span', { class: 'who' }, 'Agent'), body);
-  const footer = h('p', { class: 'turn-footer muted' }, 'working…');
-  el.append(footer);
-  const tools = new Map();
-  let text = null;
-  let sawDelta = false;
-  let shownText = false;
-  const addText = (t) => {
-    if (!text) { text = h('p', { class: 'text' }); body.append(text); }
-    text.textContent += t;
-    shownText = true;
-  };
-  return {
-    el,
-    footer,
-    handle(event) {
-      switch (event.type) {
-        case 'stream_event': {
-          const delta = event.event?.delta;
-          if (event.event?.type === 'content_block_delta' && delta?.type === 'text_delta') { sawDelta = true; addText(delta.text); }
-          break;
-        }
-        case 'assistant':
-          for (const block of event.message?.content || []) {
-            if (block.type === 'text' && !sawDelta) addText(block.text);
-            if (block.type === 'tool_use') {
-              text = null;
-              const status = h('span', { class: 'tool-status' }, 'running');
-              const result = h('div', { class: 'tool-result' });
-              const details = h('details', { class: 'tool' },
-                h('summary', {}, h('strong', {}, block.name), ' ', h('code', {}, summarize(block.input)), ' ', status),
-                h('p', { class: 'label' }, 'Input'), pre(block.input), result);
-              tools.set(block.id, { status, result, details });
-              body.append(details);
-            }
-          }
-          break;
-        case 'user':
-          for (const block of event.message?.content || []) {
-            if (block.type !== 'tool_result') continue;
-            const tool = tools.get(block.tool_use_id);
-            if (!tool) continue;
-            tool.status.textContent = block.is_error ? 'failed' : 'done';
-            tool.details.classList.add(block.is_error ? 'failed' : 'done');
-            clear(tool.result, h('p', { class: 'label' }, 'Result'), pre(resultText(block.content)));
-          }
-          break;
-        case 'permission_request': {
-          const card = approvalCard({ ...event, agentName: agent, sessionId }, { showSession: false });
-          body.append(card);
-          break;
-        }
-        case 'system':
-          if (event.subtype === 'orbit_resume_failed') body.append(h('p', { class: 'notice' }, event.message));
-          break;
-        case 'result':
-          if (!shownText && event.result) addText(event.result);
-          el.classList.remove('streaming');
-          footer.textContent = `${event.is_error ? 'failed' : 'done'} in ${duration(event.duration_ms)}`;
-          break;
-        case 'error':
-          el.classList.remove('streaming');
-          body.append(h('p', { class: 'notice error' }, event.message));
-          footer.textContent = 'failed';
-          break;
-        default:
-          break;
-      }
-    },
-    cost(usd) {
-      if (usd !== undefined && usd !== null) footer.textContent += ` · cost ${money(usd)}`;
-    },
-    end() { el.classList.remove('streaming'); },
-  };
-}
+/** Transcript entries asked for per page. */
+const PAGE = 500;
 
 export function chatPage(agent, sessionId) {
   const base = `/api/agents/${enc(agent)}/sessions/${enc(sessionId)}`;
@@ -116,7 +24,10 @@ export function chatPage(agent, sessionId) {
   let current = null; // the turn this page streams
   let controller = null;
   const pageGone = new AbortController();
-  let elsewhere = false;
+  let elsewhere = false; // a turn started elsewhere runs (watched, or announced)
+  let watching = false; // a look for the running turn (GET .../stream) is open
+  let watchingShown = false; // ...and found one
+  let attachAgain = null; // a turn_started came while a look found nothing yet
 
   // Keeps the newest part of the conversation in view while it streams, unless the person
   // scrolled up to read.
@@ -130,21 +41,81 @@ export function chatPage(agent, sessionId) {
     abort.hidden = !running;
   }
 
-  /** Reads the session; the log is redrawn from its messages unless `keepLog` (the turns
-   * streamed here show more than the messages: tool calls, results, approvals). */
-  async function loadHistory(keepLog = false) {
+  // Turns shown live here (sent from this page, or watched) whose transcript is not read
+  // yet, each with the CLI message ids (`uuid`) it showed: its transcript turn holds the
+  // same. A turn sent here is on the page whole; a watched one lacks the message that
+  // started it, so its transcript takes its place.
+  const liveTurns = [];
+  const renderer = transcriptRenderer(agent, sessionId, (uuid) => {
+    const at = uuid ? liveTurns.findIndex((live) => live.uuids.has(uuid)) : -1;
+    if (at < 0) return log;
+    const [live] = liveTurns.splice(at, 1);
+    if (live.own) return null;
+    const group = h('div', { class: 'turn-group' });
+    live.el.replaceWith(group);
+    return group;
+  });
+  /** Notes a live event's CLI message id, by which its turn is known in the transcript. */
+  const remember = (live, data) => { if (typeof data.uuid === 'string') live.uuids.add(data.uuid); };
+  // Where the next transcript read starts: the last page's `nextCursor`, or (on a server
+  // whose last page has none) the last page's own start, its turns already drawn skipped.
+  let nextCursor = null;
+  let pageStart = null;
+  let transcriptMissing = false;
+  let reads = Promise.resolve();
+
+  /** Reads the session: the heading, and (`redraw`) the messages when there is no transcript. */
+  async function loadSession(redraw) {
     try {
       const { session, messages } = await api('GET', base);
       heading.textContent = session.title || 'Untitled session';
       title(`${session.title || 'Session'} · ${agent}`);
       clear(meta, `${agent} · ${session.messageCount} messages · cost ${money(session.totalCostUsd)} · last message `, when(session.lastMessageAt),
         session.worktreeId ? ` · worktree ${session.worktreeId}` : '');
-      if (current || keepLog) return;
-      clear(log, messages.length ? messages.map((m) => bubble(m.role, h('p', { class: 'text' }, m.content))) : h('p', { class: 'empty' }, 'No messages yet. Say something below.'));
-      followBottom();
+      if (transcriptMissing && redraw && !current && !watching) {
+        clear(log, messages.length ? messages.map((m) => bubble(m.role, h('p', { class: 'text' }, m.content))) : h('p', { class: 'empty' }, 'No messages yet. Say something below.'));
+        followBottom();
+      }
     } catch (err) {
       note.error(err.status === 404 ? 'This session does not exist (it may have been deleted).' : err.message);
     }
+  }
+
+  /** Reads the transcript from where the last read ended, drawing each page as it comes. */
+  async function readTranscript() {
+    let from = nextCursor ?? pageStart;
+    for (;;) {
+      const query = new URLSearchParams({ limit: String(PAGE) });
+      if (from) query.set('cursor', from);
+      const page = await api('GET', `${base}/transcript?${query}`);
+      pageStart = from;
+      if (page.entries.length) log.querySelector('.empty')?.remove();
+      renderer.add(page.entries);
+      nextCursor = page.nextCursor ?? null;
+      if (!nextCursor || page.entries.length === 0) break;
+      from = nextCursor;
+      // Lets the browser draw this page before the next is read.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    renderer.done();
+  }
+
+  /** Brings the log up to date; reads run one after another. */
+  function refresh({ first = false, redraw = first } = {}) {
+    reads = reads.then(async () => {
+      if (!transcriptMissing) {
+        try {
+          await readTranscript();
+          if (first && !log.children.length && !current && !watching) log.append(h('p', { class: 'empty' }, 'No messages yet. Say something below.'));
+        } catch (err) {
+          if (err.status === 404) transcriptMissing = true;
+          else note.error(`The conversation could not be read: ${err.message}`);
+        }
+        followBottom();
+      }
+      await loadSession(redraw);
+    });
+    return reads;
   }
 
   async function loadApprovals() {
@@ -167,18 +138,20 @@ export function chatPage(agent, sessionId) {
     log.querySelector('.empty')?.remove();
     const mine = bubble('user', h('p', { class: 'text' }, message));
     log.append(mine);
-    const turn = turnView(agent, sessionId);
+    const turn = turnView(agent, sessionId, { costs: renderer.costs });
     current = turn;
     setRunning(true);
     input.value = '';
     controller = new AbortController();
     let started = false;
+    const live = { own: true, uuids: new Set() };
     try {
       await stream('POST', '/api/chat', {
         body: { agentName: agent, sessionId, message },
         signal: controller.signal,
         onEvent: ({ data }) => {
-          if (!started) { started = true; log.append(turn.el); }
+          if (!started) { started = true; liveTurns.push(live); log.append(turn.el); }
+          remember(live, data);
           turn.handle(data);
           followBottom();
         },
@@ -193,26 +166,56 @@ export function chatPage(agent, sessionId) {
       turn.end();
       if (current === turn) current = null;
       setRunning(elsewhere);
-      loadHistory(true);
+      refresh();
     }
   }
 
-  // Watches a turn this page did not start, where the server can stream it to a second
-  // client (GET .../stream); a server without that route shows the turn when it ends.
-  async function attach() {
-    const turn = turnView(agent, sessionId);
+  // Watches the turn running in this session that this page did not start (another
+  // client's, a scheduled run's), from its first event; none running is a 404, and nothing
+  // is shown.
+  async function attach(announce) {
+    if (current) return;
+    if (watching) {
+      // A turn_started while the last look found nothing yet (its 404 may be on its way):
+      // look again after it.
+      if (!watchingShown) attachAgain = announce;
+      return;
+    }
+    watching = true;
+    watchingShown = false;
+    const turn = turnView(agent, sessionId, { costs: renderer.costs });
+    const live = { own: false, el: turn.el, uuids: new Set() };
     let shown = false;
     try {
       await stream('GET', `${base}/stream`, {
         signal: pageGone.signal,
         onEvent: ({ data }) => {
-          if (!shown) { shown = true; log.append(turn.el); }
+          if (!shown) {
+            shown = true;
+            watchingShown = true;
+            elsewhere = true;
+            setRunning(true);
+            note.ok(announce);
+            log.querySelector('.empty')?.remove();
+            liveTurns.push(live);
+            log.append(turn.el);
+          }
+          remember(live, data);
           turn.handle(data);
           followBottom();
         },
       });
-    } catch { /* 404: not on this server; the history is reloaded at turn_ended */ }
+    } catch { /* 404: no turn runs now; one that ended meanwhile is read at turn_ended */ }
+    watching = false;
     turn.end();
+    const again = attachAgain;
+    attachAgain = null;
+    if (shown) {
+      elsewhere = false;
+      note.clear();
+      if (!current) setRunning(false);
+      refresh();
+    } else if (again) attach(again);
   }
 
   composer.addEventListener('submit', submit);
@@ -228,7 +231,8 @@ export function chatPage(agent, sessionId) {
     }
   });
 
-  loadHistory();
+  // The history first, then the turn running now, if one is.
+  refresh({ first: true }).then(() => attach('A turn is running in this session.'));
   loadApprovals();
   const el = h('section', { class: 'chat' },
     h('p', { class: 'crumbs' }, h('a', { href: '#/' }, 'Agents'), ' / ', h('a', { href: `#/agents/${enc(agent)}` }, agent), ' / '),
@@ -236,18 +240,16 @@ export function chatPage(agent, sessionId) {
   setTimeout(() => input.focus(), 0);
   return {
     el,
-    reload() { loadHistory(); loadApprovals(); },
+    reload() { refresh(); loadApprovals(); },
     onEvent(event) {
       if (event.sessionId !== sessionId || event.agentName !== agent) return;
       if (event.type === 'turn_started' && !current) {
-        elsewhere = true;
-        setRunning(true);
-        note.ok(event.kind === 'task' ? 'A scheduled task is running a turn in this session.' : 'A turn started elsewhere is running in this session.');
-        attach();
+        attach(event.kind === 'task' ? 'A scheduled task is running a turn in this session.' : 'A turn started elsewhere is running in this session.');
       }
       if (event.type === 'turn_ended') {
         if (current) current.cost(event.costUsd);
-        if (elsewhere) { elsewhere = false; note.clear(); if (!current) setRunning(false); loadHistory(); }
+        // Only the pages after the last one read.
+        refresh({ redraw: !current });
       }
       if (event.type === 'approval_pending' && !current) loadApprovals();
       if (event.type === 'approval_settled') {
