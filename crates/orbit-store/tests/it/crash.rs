@@ -39,7 +39,11 @@ struct Acked {
     titles: Vec<(SessionId, String)>,
 }
 
-fn run_writer_until_killed(dir: &Path, acked: &mut Acked) {
+/// Runs the writer and kills it: every other round at a random moment from its start (store
+/// opening and recovery included), the others at a random moment after its first write, so
+/// that a loaded machine, where starting a process takes longer than the first window, still
+/// sees writes cut.
+fn run_writer_until_killed(dir: &Path, acked: &mut Acked, after_first_write: bool) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash::crash_writer_child", "--nocapture", "--test-threads=1"])
         .env(DIR, dir)
@@ -48,20 +52,29 @@ fn run_writer_until_killed(dir: &Path, acked: &mut Acked) {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let (first_write, wrote) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut lines = Vec::new();
         let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
+        let (mut line, mut told) = (String::new(), false);
         // A line cut off by the kill has no newline and was never acknowledged.
         while stdout.read_line(&mut line).unwrap_or(0) > 0 {
             if line.ends_with('\n') {
+                if !told && line.contains("ACK ") {
+                    told = true;
+                    let _ = first_write.send(());
+                }
                 lines.push(line.trim_end().to_owned());
             }
             line.clear();
         }
         lines
     });
-    // Kill somewhere between start-up and well into the writing.
+    if after_first_write {
+        // Not a speed assertion: a bound on waiting for a writer that never writes.
+        let _ = wrote.recv_timeout(Duration::from_secs(60));
+    }
+    // Kill somewhere between start-up (or the first write) and well into the writing.
     std::thread::sleep(Duration::from_millis(5 + random_below(60)));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -189,7 +202,7 @@ async fn writes_survive_sigkill_at_random_moments() {
             break;
         }
         let mut acked = Acked::default();
-        run_writer_until_killed(dir.path(), &mut acked);
+        run_writer_until_killed(dir.path(), &mut acked, round % 2 == 1);
         assert_acked_writes_present(dir.path(), &stores, &acked).await;
         if round % 20 == 0 {
             assert_every_file_parses(dir.path());
