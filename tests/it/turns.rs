@@ -380,8 +380,14 @@ async fn a_slow_watcher_is_dropped_and_a_long_turn_is_bounded() {
     })
     .await;
     let target = app.dir.path().join("data/workspaces/bot/big.txt");
+    // The answer after the tool is eight words of 1 MiB: a delta each, then the whole text,
+    // then the result, 24 MiB in all, far more than a socket that is never read, the server's
+    // send buffer (4 MiB at most here) and the stream's 1 MiB budget can hold, so the slow
+    // watcher stalls long before the turn's end, whatever the kernel's buffers grow to. (One
+    // 3 MiB answer could fit in them whole, and the watcher then got the end.)
+    let answer: String = (0..8).map(|_| format!("{} ", "y".repeat(1024 * 1024))).collect();
     app.model.set_rules(vec![
-        Rule::after_tool_result(Reply::Text(big.clone())),
+        Rule::after_tool_result(Reply::Text(answer)),
         Rule::when_user_says(
             "flood",
             Reply::ToolUse {
