@@ -319,11 +319,8 @@ impl TaskStore for PgStore {
         transaction!(self, |tx| async {
             select(&tx, agent, task, true).await?;
             let mut record = require_run(&tx, agent, task, run).await?;
-            match record.lease.as_mut() {
-                Some(lease) if lease.token == *token && record.status == RunStatus::Running => {
-                    lease.until = until;
-                }
-                _ => return Err(not_held(run, String::new())),
+            if !record.renew(token, until) {
+                return Err(not_held(run, String::new()));
             }
             write_run(&tx, agent, &record).await
         })
@@ -341,9 +338,7 @@ impl TaskStore for PgStore {
         transaction!(self, |tx| async {
             select(&tx, agent, task, true).await?;
             let mut record = require_run(&tx, agent, task, run).await?;
-            let held = record.status == RunStatus::Running
-                && record.lease.is_some_and(|lease| lease.token == *token);
-            if !held {
+            if !record.is_held_by(token) {
                 return Err(not_held(run, format!(" (it is {:?})", record.status)));
             }
             record.complete(outcome.clone(), now);

@@ -313,6 +313,23 @@ impl Run {
         }
     }
 
+    /// Whether the run is still running under the lease `token` names: the fencing rule every
+    /// store applies before a renewal or a finish.
+    pub fn is_held_by(&self, token: &crate::LeaseToken) -> bool {
+        self.status == RunStatus::Running && self.lease.is_some_and(|lease| lease.token == *token)
+    }
+
+    /// Extends the lease to `until` when `token` still holds the run; false when it does not.
+    pub fn renew(&mut self, token: &crate::LeaseToken, until: OffsetDateTime) -> bool {
+        if !self.is_held_by(token) {
+            return false;
+        }
+        if let Some(lease) = self.lease.as_mut() {
+            lease.until = until;
+        }
+        true
+    }
+
     /// Ends the run with its outcome at `now`: its lease goes, its end and duration are
     /// stamped.
     pub fn complete(&mut self, outcome: RunOutcome, now: OffsetDateTime) {

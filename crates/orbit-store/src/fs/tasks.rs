@@ -434,15 +434,12 @@ impl TaskStore for FsStore {
         self.blocking(move |s| {
             s.with_tasks(&agent, || {
                 let mut run = s.read_run(&agent, &task, &run_id)?;
-                match run.lease.as_mut() {
-                    Some(lease) if lease.token == token && run.status == RunStatus::Running => {
-                        lease.until = until;
-                        s.put_run(&agent, &run)
-                    }
-                    _ => Err(Error::Conflict(format!(
+                if !run.renew(&token, until) {
+                    return Err(Error::Conflict(format!(
                         "run {run_id} is no longer held by this server"
-                    ))),
+                    )));
                 }
+                s.put_run(&agent, &run)
             })
         })
         .await
@@ -461,9 +458,7 @@ impl TaskStore for FsStore {
         self.blocking(move |s| {
             s.with_tasks(&agent, || {
                 let mut run = s.read_run(&agent, &task, &run_id)?;
-                let held = run.status == RunStatus::Running
-                    && run.lease.is_some_and(|lease| lease.token == token);
-                if !held {
+                if !run.is_held_by(&token) {
                     return Err(Error::Conflict(format!(
                         "run {run_id} is no longer held by this server (it is {:?})",
                         run.status

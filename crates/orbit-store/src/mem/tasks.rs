@@ -208,13 +208,10 @@ impl TaskStore for MemStore {
     ) -> Result<()> {
         let mut state = self.state();
         let record = state.task_mut(agent, task)?.run_mut(run)?;
-        match record.lease.as_mut() {
-            Some(lease) if lease.token == *token && record.status == RunStatus::Running => {
-                lease.until = until;
-                Ok(())
-            }
-            _ => Err(not_held(run, String::new())),
+        if !record.renew(token, until) {
+            return Err(not_held(run, String::new()));
         }
+        Ok(())
     }
 
     async fn finish_run(
@@ -228,9 +225,7 @@ impl TaskStore for MemStore {
     ) -> Result<Run> {
         let mut state = self.state();
         let record = state.task_mut(agent, task)?.run_mut(run)?;
-        let held = record.status == RunStatus::Running
-            && record.lease.is_some_and(|lease| lease.token == *token);
-        if !held {
+        if !record.is_held_by(token) {
             return Err(not_held(run, format!(" (it is {:?})", record.status)));
         }
         record.complete(outcome, now);
