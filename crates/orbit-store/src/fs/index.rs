@@ -146,15 +146,30 @@ pub(crate) struct Source<'a, T> {
     pub keep: fn(&T) -> bool,
 }
 
+/// What one read of a record's file found. A refresh decides from this single observation
+/// whether to keep, drop or await a record: looking at the file twice (a read, then an
+/// `exists`) would let a creator's file appear in between, and the record be neither kept
+/// nor awaited, missing from the listing for good.
+enum Found<T> {
+    /// There, and belonging in the index.
+    Kept(T),
+    /// There, but not kept (the inbox's closed messages) or not parseable.
+    Skipped,
+    /// No file.
+    Missing,
+}
+
 impl<T: DeserializeOwned> Source<'_, T> {
-    /// The record `id` if it exists and belongs in the index.
-    fn load(&self, id: &str) -> Result<Option<T>> {
+    /// The record `id` as its file is now.
+    fn load(&self, id: &str) -> Result<Found<T>> {
         match io::read_json::<T>(&self.dir.join(format!("{id}.json"))) {
-            Ok(record) => Ok(record.filter(|record| (self.keep)(record))),
+            Ok(Some(record)) if (self.keep)(&record) => Ok(Found::Kept(record)),
+            Ok(Some(_)) => Ok(Found::Skipped),
+            Ok(None) => Ok(Found::Missing),
             Err(err @ Error::Io { .. }) => Err(err),
             Err(err) => {
                 tracing::warn!(error = %err, "skipping a record that does not parse");
-                Ok(None)
+                Ok(Found::Skipped)
             }
         }
     }
@@ -223,15 +238,19 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
         let bytes = read_from(&mut file, log, 0, len)?;
         let (lines, consumed) = io::parse_jsonl::<Line>(log, &bytes);
         let mut records = BTreeMap::new();
+        let mut listed = BTreeSet::new();
         for name in io::list_names(source.dir, ".json")? {
             let Some(id) = name.strip_suffix(".json") else { continue };
-            if let Some(record) = source.load(id)? {
+            listed.insert(id.to_owned());
+            if let Found::Kept(record) = source.load(id)? {
                 records.insert(id.to_owned(), record);
             }
         }
+        // Judged against the listing, not the directory as it is now: a file that appeared
+        // since was not read, and is awaited (read at the next refresh) like one still to come.
         let mut awaiting = BTreeSet::new();
         for (id, change) in last_changes(lines) {
-            if change == Change::New && !source.dir.join(format!("{id}.json")).exists() {
+            if change == Change::New && !listed.contains(&id) {
                 awaiting.insert(id);
             }
         }
@@ -249,13 +268,15 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
     touched.extend(last_changes(lines));
     for (id, change) in touched {
         match source.load(&id)? {
-            Some(record) => {
+            Found::Kept(record) => {
                 replica.records.insert(id, record);
             }
-            None => {
-                let exists = source.dir.join(format!("{id}.json")).exists();
+            Found::Skipped => {
                 replica.records.remove(&id);
-                if change == Change::New && !exists {
+            }
+            Found::Missing => {
+                replica.records.remove(&id);
+                if change == Change::New {
                     replica.awaiting.insert(id);
                 }
             }
@@ -308,5 +329,58 @@ fn read_header(file: &mut File, log: &Path) -> Result<Option<JournalId>> {
     match serde_json::from_slice::<Line>(&probe[..end]) {
         Ok(Line::Log(id)) => Ok(Some(id)),
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keep_all(_: &serde_json::Value) -> bool {
+        true
+    }
+
+    /// A creator writes its line, then its file, while a reader refreshes as fast as it can:
+    /// whatever moment a refresh catches a creation at, the record ends up listed once its
+    /// file is there. Checking twice whether the file was there (a read, then `exists`) lost
+    /// the records whose files appeared in between.
+    #[test]
+    fn records_created_during_refreshes_are_all_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("records");
+        fs::create_dir(&records).unwrap();
+        let log = dir.path().join("records.changes.jsonl");
+        let source = Source { dir: &records, log: &log, keep: keep_all };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        const CREATED: usize = 1000;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for n in 0..CREATED {
+                    let id = format!("{n:06}");
+                    note(&log, &id, Change::New, false).unwrap();
+                    // Written aside and renamed into place, as every record is.
+                    let temp = records.join(format!(".{id}.tmp"));
+                    fs::write(&temp, format!("{{\"n\":{n}}}")).unwrap();
+                    fs::rename(&temp, records.join(format!("{id}.json"))).unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            // Readers that read the directory whole at some moment of the race (a process's
+            // first listing), and one that only follows the log, all racing the creator.
+            let mut follower = Replica::default();
+            refresh(&mut follower, &source).unwrap();
+            let mut scanned = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                refresh(&mut follower, &source).unwrap();
+                let mut replica = Replica::default();
+                refresh(&mut replica, &source).unwrap();
+                scanned.push(replica);
+            }
+            assert!(scanned.len() > 10, "the readers hardly raced the creator");
+            for replica in scanned.iter_mut().chain([&mut follower]) {
+                refresh(replica, &source).unwrap();
+                assert_eq!(replica.records.len(), CREATED, "records a reader lost");
+            }
+        });
     }
 }
