@@ -136,6 +136,8 @@ impl AgentStore for FsStore {
                 s.require_agent(&name)?;
                 // One rename makes the agent and everything of it unknown at once.
                 s.trash_agent_dir(&name)?;
+                s.inbox_index.forget(&name);
+                s.task_index.forget(&name);
                 io::sync_dir(&s.root.join("agents"))
             })?;
             s.empty_trash();

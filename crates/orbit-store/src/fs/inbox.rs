@@ -131,11 +131,7 @@ impl Inner {
     ) -> Result<Vec<InboxMessage>> {
         let dir = self.inbox_dir(agent, OPEN);
         let log = self.open_log(agent);
-        let source = index::Source {
-            dir: &dir,
-            log: &log,
-            keep: |message: &InboxMessage| message.status == MessageStatus::Pending,
-        };
+        let source = index::Source { dir: &dir, log: &log, keep: keep_pending };
         // Ids are ULIDs: key order is age order.
         self.inbox_index.read(agent, &source, |pending| {
             index::after(pending, after.map(|id| id.to_string())).take(limit).cloned().collect()
@@ -161,6 +157,14 @@ impl Inner {
     /// on when `repair` (the caller holds the lock exclusively).
     fn open_messages(&self, agent: &AgentName, repair: bool) -> Result<Vec<InboxMessage>> {
         let dir = self.inbox_dir(agent, OPEN);
+        if repair {
+            let log = self.open_log(agent);
+            let source = index::Source { dir: &dir, log: &log, keep: keep_pending };
+            // Best effort: the listing below does not need the index.
+            if let Err(err) = self.inbox_index.settle(agent, &source) {
+                tracing::warn!(%agent, error = %err, "could not settle the inbox index");
+            }
+        }
         let mut open = Vec::new();
         for name in io::list_names(&dir, ".json")? {
             let path = dir.join(&name);
@@ -304,6 +308,11 @@ impl Inner {
         }
         Ok(None)
     }
+}
+
+/// The inbox index keeps the messages still waiting to be handled.
+fn keep_pending(message: &InboxMessage) -> bool {
+    message.status == MessageStatus::Pending
 }
 
 #[async_trait]

@@ -25,9 +25,14 @@
 //! - the log is never fsynced: it matters only to processes that are running, which all read
 //!   the same page cache, and a process that starts (after any crash) reads the directory first.
 //!
-//! A record that cannot be read for a moment (an I/O error) fails the refresh and forgets the
-//! index, which is rebuilt at the next one; a record that does not parse is skipped and logged,
-//! as listings always did.
+//! A record whose file cannot be read (an I/O error: EACCES, EIO) is left out and logged, and
+//! read again at every refresh until it can be; a record that does not parse is skipped and
+//! logged, as listings always did. Only a log or a directory that cannot be read fails the
+//! refresh, which forgets the index; it is rebuilt at the next one.
+//!
+//! A creator killed between its `new` line and its file leaves an id that every refresh looks
+//! for. A writer holding the lock exclusively knows no creator is midway, so it ends the wait
+//! for such ids ([`RecordIndex::settle`]) with a `changed` line about each.
 //!
 //! Memory: one entry per record that the index keeps, the record itself (parsed, as the
 //! listing answers it) plus its id as a key in a `BTreeMap`, about 100 bytes of overhead each.
@@ -78,7 +83,9 @@ pub(crate) fn note(log: &Path, id: &str, change: Change, may_replace: bool) -> R
     };
     match len {
         None => create_log(log)?,
-        Some(len) if may_replace && len > LOG_MAX_BYTES => {
+        // A log without a header (cut short by a power loss: it is never synced) would make
+        // every reader read the whole directory at every refresh, so it is replaced too.
+        Some(len) if may_replace && (len > LOG_MAX_BYTES || !has_header(log)?) => {
             io::write_bytes(log, &header_line(log)?)?;
         }
         Some(_) => {}
@@ -90,6 +97,11 @@ pub(crate) fn note(log: &Path, id: &str, change: Change, may_replace: bool) -> R
     let bytes = serde_json::to_vec(&line)
         .map_err(|err| Error::Corrupt { path: log.into(), source: err })?;
     io::append_line_unsynced(log, &bytes)
+}
+
+fn has_header(log: &Path) -> Result<bool> {
+    let mut file = File::open(log).map_err(|err| Error::io(log, err))?;
+    Ok(read_header(&mut file, log)?.is_some())
 }
 
 fn header_line(log: &Path) -> Result<Vec<u8>> {
@@ -126,7 +138,8 @@ struct Replica<T> {
     /// Bytes of the log consumed (always the end of a complete line).
     offset: u64,
     records: BTreeMap<String, T>,
-    /// Ids announced as `new` whose files were not there yet.
+    /// Ids to look at again at every refresh: announced as `new` with no file yet, or with a
+    /// file that could not be read.
     awaiting: BTreeSet<String>,
 }
 
@@ -157,6 +170,10 @@ enum Found<T> {
     Skipped,
     /// No file.
     Missing,
+    /// There, but reading it failed (EACCES, EIO, a directory by that name): left out of
+    /// listings, as a full read leaves it out, and read again at every refresh. One such
+    /// file must not fail every listing of the directory.
+    Unreadable,
 }
 
 impl<T: DeserializeOwned> Source<'_, T> {
@@ -166,7 +183,10 @@ impl<T: DeserializeOwned> Source<'_, T> {
             Ok(Some(record)) if (self.keep)(&record) => Ok(Found::Kept(record)),
             Ok(Some(_)) => Ok(Found::Skipped),
             Ok(None) => Ok(Found::Missing),
-            Err(err @ Error::Io { .. }) => Err(err),
+            Err(err @ Error::Io { .. }) => {
+                tracing::warn!(error = %err, "leaving out a record that could not be read");
+                Ok(Found::Unreadable)
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "skipping a record that does not parse");
                 Ok(Found::Skipped)
@@ -195,16 +215,48 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         source: &Source<'_, T>,
         read: impl FnOnce(&BTreeMap<String, T>) -> R,
     ) -> Result<R> {
-        let replica = {
-            let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
-            replicas.entry(agent.clone()).or_default().clone()
-        };
+        let replica = self.replica(agent);
         let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(err) = refresh(&mut replica, source) {
             *replica = Replica::default();
             return Err(err);
         }
         Ok(read(&replica.records))
+    }
+
+    /// Ends the wait for records announced as new whose files never came: their creators
+    /// were killed between their line and their file. The caller holds the directory's lock
+    /// exclusively, so no creator is midway and a missing file will not appear; a `changed`
+    /// line about each tells every process's index to stop looking for it.
+    pub(crate) fn settle(&self, agent: &AgentName, source: &Source<'_, T>) -> Result<()> {
+        let replica = self.replica(agent);
+        let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(err) = refresh(&mut replica, source) {
+            *replica = Replica::default();
+            return Err(err);
+        }
+        let abandoned: Vec<String> = replica
+            .awaiting
+            .iter()
+            .filter(|id| !source.dir.join(format!("{id}.json")).exists())
+            .cloned()
+            .collect();
+        for id in abandoned {
+            tracing::info!(%agent, record = %id, "ending the wait for a record whose creator died");
+            note(source.log, &id, Change::Changed, true)?;
+            replica.awaiting.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Forgets `agent`'s replica: the agent was deleted here.
+    pub(crate) fn forget(&self, agent: &AgentName) {
+        self.replicas.lock().unwrap_or_else(PoisonError::into_inner).remove(agent);
+    }
+
+    fn replica(&self, agent: &AgentName) -> Arc<Mutex<Replica<T>>> {
+        let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
+        replicas.entry(agent.clone()).or_default().clone()
     }
 }
 
@@ -239,16 +291,22 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
         let (lines, consumed) = io::parse_jsonl::<Line>(log, &bytes);
         let mut records = BTreeMap::new();
         let mut listed = BTreeSet::new();
+        let mut awaiting = BTreeSet::new();
         for name in io::list_names(source.dir, ".json")? {
             let Some(id) = name.strip_suffix(".json") else { continue };
             listed.insert(id.to_owned());
-            if let Found::Kept(record) = source.load(id)? {
-                records.insert(id.to_owned(), record);
+            match source.load(id)? {
+                Found::Kept(record) => {
+                    records.insert(id.to_owned(), record);
+                }
+                Found::Unreadable => {
+                    awaiting.insert(id.to_owned());
+                }
+                Found::Skipped | Found::Missing => {}
             }
         }
         // Judged against the listing, not the directory as it is now: a file that appeared
         // since was not read, and is awaited (read at the next refresh) like one still to come.
-        let mut awaiting = BTreeSet::new();
         for (id, change) in last_changes(lines) {
             if change == Change::New && !listed.contains(&id) {
                 awaiting.insert(id);
@@ -279,6 +337,10 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
                 if change == Change::New {
                     replica.awaiting.insert(id);
                 }
+            }
+            Found::Unreadable => {
+                replica.records.remove(&id);
+                replica.awaiting.insert(id);
             }
         }
     }
@@ -382,5 +444,78 @@ mod tests {
                 assert_eq!(replica.records.len(), CREATED, "records a reader lost");
             }
         });
+    }
+
+    fn directory(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+        let records = dir.join("records");
+        fs::create_dir_all(&records).unwrap();
+        (records, dir.join("records.changes.jsonl"))
+    }
+
+    #[test]
+    fn a_creator_that_died_is_awaited_until_an_exclusive_writer_settles_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (records, log) = directory(dir.path());
+        let source = Source { dir: &records, log: &log, keep: keep_all };
+        let agent = AgentName::parse("worker").unwrap();
+        let index = RecordIndex::<serde_json::Value>::default();
+        // The creator's line, and no file: it was killed before writing it.
+        note(&log, "dead", Change::New, false).unwrap();
+        note(&log, "alive", Change::New, false).unwrap();
+        fs::write(records.join("alive.json"), "{}").unwrap();
+        assert_eq!(index.read(&agent, &source, |r| r.len()).unwrap(), 1);
+        let awaited = |index: &RecordIndex<serde_json::Value>| {
+            let replica = index.replica(&agent);
+            let replica = replica.lock().unwrap();
+            replica.awaiting.iter().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(awaited(&index), ["dead"]);
+        // Another process's replica ends its wait by the line the settling writer appends.
+        let other = RecordIndex::<serde_json::Value>::default();
+        other.read(&agent, &source, |_| ()).unwrap();
+        assert_eq!(awaited(&other), ["dead"]);
+        index.settle(&agent, &source).unwrap();
+        assert!(awaited(&index).is_empty());
+        assert_eq!(other.read(&agent, &source, |r| r.len()).unwrap(), 1);
+        assert!(awaited(&other).is_empty(), "the settling line reached the other replica");
+        // A fresh replica (a process started later) does not wait for it either.
+        let fresh = RecordIndex::<serde_json::Value>::default();
+        fresh.read(&agent, &source, |_| ()).unwrap();
+        assert!(awaited(&fresh).is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_record_is_left_out_and_read_again_once_it_can_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let (records, log) = directory(dir.path());
+        let source = Source { dir: &records, log: &log, keep: keep_all };
+        let agent = AgentName::parse("worker").unwrap();
+        let index = RecordIndex::<serde_json::Value>::default();
+        fs::write(records.join("a.json"), "{}").unwrap();
+        // A directory by a record's name: reading it fails with an I/O error, as EACCES does.
+        fs::create_dir(records.join("b.json")).unwrap();
+        assert_eq!(index.read(&agent, &source, |r| r.len()).unwrap(), 1);
+        note(&log, "c", Change::New, false).unwrap();
+        fs::write(records.join("c.json"), "{}").unwrap();
+        assert_eq!(index.read(&agent, &source, |r| r.len()).unwrap(), 2);
+        // Readable again: listed without any line about it.
+        fs::remove_dir(records.join("b.json")).unwrap();
+        fs::write(records.join("b.json"), "{}").unwrap();
+        let ids = index.read(&agent, &source, |r| r.keys().cloned().collect::<Vec<_>>()).unwrap();
+        assert_eq!(ids, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_log_without_its_header_is_replaced_by_the_next_exclusive_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_records, log) = directory(dir.path());
+        // As a power loss can leave the never-synced log: lines, but no header.
+        fs::write(&log, "{\"changed\":\"x\"}\n").unwrap();
+        note(&log, "y", Change::New, false).unwrap();
+        assert!(!has_header(&log).unwrap(), "a creator (shared lock) never replaces the log");
+        note(&log, "z", Change::Changed, true).unwrap();
+        assert!(has_header(&log).unwrap());
+        let lines = fs::read_to_string(&log).unwrap();
+        assert_eq!(lines.lines().count(), 2, "{lines}");
     }
 }

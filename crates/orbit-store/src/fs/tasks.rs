@@ -70,9 +70,14 @@ impl Inner {
     }
 
     /// Tells every process's index that a task is about to change; the caller holds
-    /// `tasks.lock`.
+    /// `tasks.lock` exclusively, so it also ends the wait for tasks whose creators died.
     fn note_task(&self, agent: &AgentName, id: &TaskId) -> Result<()> {
-        index::note(&self.tasks_log(agent), &id.to_string(), Change::Changed, true)
+        let (dir, log) = (self.agent_dir(agent).join("tasks"), self.tasks_log(agent));
+        let source = index::Source { dir: &dir, log: &log, keep: |_: &Task| true };
+        if let Err(err) = self.task_index.settle(agent, &source) {
+            tracing::warn!(%agent, error = %err, "could not settle the task index");
+        }
+        index::note(&log, &id.to_string(), Change::Changed, true)
     }
 
     /// The agent's tasks in id order, from the index, under `tasks.lock` taken shared (see
@@ -91,9 +96,17 @@ impl Inner {
         let dir = self.agent_dir(agent).join("tasks");
         let log = self.tasks_log(agent);
         let source = index::Source { dir: &dir, log: &log, keep: |_: &Task| true };
-        let read = io::with_lock_mode(&self.agent_dir(agent).join("tasks.lock"), false, || {
-            self.task_index.read(agent, &source, |tasks| {
-                index::after(tasks, after.map(|id| id.to_string())).take(limit).cloned().collect()
+        // Under the agent's lock too: `tasks.lock` is inside the agent's directory, so without
+        // it a reader could hold the lock of a directory deleted meanwhile while it reads the
+        // one made anew, and miss a change made under the new lock.
+        let read = self.with_agent(agent, || {
+            io::with_lock_mode(&self.agent_dir(agent).join("tasks.lock"), false, || {
+                self.task_index.read(agent, &source, |tasks| {
+                    index::after(tasks, after.map(|id| id.to_string()))
+                        .take(limit)
+                        .cloned()
+                        .collect()
+                })
             })
         });
         match read {

@@ -256,3 +256,21 @@ async fn index_writer_child() {
         println!("ACK {step}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreadable_record_does_not_fail_the_listings() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = with_agents(dir.path()).await;
+    stores.inbox.send(message("one")).await.unwrap();
+    stores.tasks.create(&worker(), task("one")).await.unwrap();
+    assert_listings_current(dir.path(), &stores, "before").await;
+    // Directories by record names: reading them fails with an I/O error, as a file the
+    // server may not read (made by root) does.
+    std::fs::create_dir(dir.path().join("agents/worker/inbox/open/zzzz.json")).unwrap();
+    std::fs::create_dir(dir.path().join("agents/worker/tasks/zzzz.json")).unwrap();
+    stores.inbox.send(message("two")).await.unwrap();
+    stores.tasks.create(&worker(), task("two")).await.unwrap();
+    assert_eq!(stores.inbox.get_pending(&worker()).await.unwrap().len(), 2);
+    assert_eq!(stores.tasks.list_all().await.unwrap().len(), 2);
+    assert_listings_current(dir.path(), &stores, "with an unreadable record").await;
+}
