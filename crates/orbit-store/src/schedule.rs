@@ -34,6 +34,31 @@ impl From<ScheduleError> for crate::Error {
 /// limit keeps every sum of a time and an interval far from `time`'s range.
 pub const MAX_INTERVAL_MS: u64 = 366 * 24 * 60 * 60 * 1000;
 
+/// The latest year a `once` may name: every time a schedule yields stays far enough from
+/// `time`'s range (the year 9999) that a step past it cannot overflow.
+pub const MAX_YEAR: i32 = 9000;
+
+/// Whether `cron` matches some day within one Gregorian cycle (400 years, after which dates
+/// and weekdays repeat) from `year`: a day-level check, without croner's search, so that an
+/// expression naming a day that never comes (31 February) is refused at once. Expressions
+/// that fire at all match within days, except those of a rare day (29 February): years.
+fn fires_on_some_day(cron: &croner::Cron, year: i32) -> bool {
+    let Some(mut day) = chrono::NaiveDate::from_ymd_opt(year, 1, 1) else { return true };
+    let Some(end) = chrono::NaiveDate::from_ymd_opt(year + 400, 1, 1) else { return true };
+    use chrono::Datelike;
+    while day < end {
+        let pattern = &cron.pattern;
+        if pattern.month_match(day.month()).unwrap_or(true)
+            && pattern.day_match(day.year(), day.month(), day.day()).unwrap_or(true)
+        {
+            return true;
+        }
+        let Some(next) = day.succ_opt() else { return true };
+        day = next;
+    }
+    false
+}
+
 /// A parsed schedule.
 #[derive(Debug, Clone)]
 pub enum Schedule {
@@ -68,6 +93,11 @@ impl Schedule {
                 }
                 let cron =
                     croner::Cron::new(value).parse().map_err(|err| cron_error(err.to_string()))?;
+                // Checked before croner searches for a time: for a day that never comes it
+                // steps day by day to the year 5000, seconds of a worker's time per request.
+                if !fires_on_some_day(&cron, crate::timestamp::now().year()) {
+                    return Err(cron_error("it never fires: no month has such a day".into()));
+                }
                 let schedule = Self::Cron(Box::new(cron), zone);
                 // A valid expression may name a day that never comes (30 February).
                 if schedule.next_after(crate::timestamp::now()).is_none() {
@@ -84,12 +114,14 @@ impl Schedule {
             ScheduleType::Once => {
                 // Stored times have millisecond precision; a finer `once` would never equal its
                 // own stored slot, and the scheduler would re-save it without end.
-                OffsetDateTime::parse(value, &Rfc3339)
-                    .map(|at| Self::Once(crate::timestamp::truncate_to_millis(at)))
-                    .map_err(|err| ScheduleError::Once {
-                        value: value.to_owned(),
-                        reason: err.to_string(),
-                    })
+                let once_error =
+                    |reason: String| ScheduleError::Once { value: value.to_owned(), reason };
+                let at = OffsetDateTime::parse(value, &Rfc3339)
+                    .map_err(|err| once_error(err.to_string()))?;
+                if at.year() > MAX_YEAR {
+                    return Err(once_error(format!("it is after the year {MAX_YEAR}")));
+                }
+                Ok(Self::Once(crate::timestamp::truncate_to_millis(at)))
             }
         }
     }
@@ -213,7 +245,10 @@ mod tests {
             (ScheduleType::Interval, "300000000000000"),
             (ScheduleType::Interval, "18446744073709551615"),
             (ScheduleType::Cron, "0 0 30 2 *"),
+            (ScheduleType::Cron, "0 0 31 2,4,6,9,11 *"),
             (ScheduleType::Once, "tomorrow"),
+            (ScheduleType::Once, "9999-12-31T23:59:59.999Z"),
+            (ScheduleType::Once, "9001-01-01T00:00:00-23:59"),
         ] {
             let err = Schedule::parse(kind, value, None).unwrap_err();
             assert!(err.to_string().contains(value), "{err}");
@@ -234,5 +269,20 @@ mod tests {
             utc.next_after(datetime!(2026-11-23 10:00 UTC)),
             Some(datetime!(2026-11-24 9:00 UTC))
         );
+    }
+
+    #[test]
+    fn rare_days_fire_and_far_times_stay_in_range() {
+        // 29 February comes every four years; the 31st of a long month every year.
+        for cron in ["0 0 29 2 *", "0 0 31 1,2 *", "0 0 L 2 *", "0 0 * 2 1#5"] {
+            let schedule = Schedule::parse(ScheduleType::Cron, cron, None).unwrap();
+            assert!(schedule.next_after(crate::timestamp::now()).is_some(), "{cron}");
+        }
+        // The latest once accepted can still be stepped past without overflow.
+        let once =
+            Schedule::parse(ScheduleType::Once, "9000-12-31T23:59:59.999-23:59", None).unwrap();
+        let Schedule::Once(at) = once else { panic!("a once") };
+        assert!(at.checked_add(time::Duration::days(366)).is_some());
+        assert_eq!(once.slot_at_or_after(at, at), Some(at));
     }
 }
