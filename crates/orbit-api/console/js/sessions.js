@@ -57,7 +57,11 @@ function sessionsTab(agent) {
     const link = h('a', { class: 'name', href: `#/agents/${enc(agent)}/sessions/${enc(session.id)}` }, session.title || 'Untitled session');
     const el = h('article', { class: 'row session', 'data-session': session.id },
       h('div', { class: 'main' }, link,
-        session.worktreeId ? h('span', { class: 'pill' }, 'worktree') : null),
+        session.worktreeId ? h('span', { class: 'pill' }, 'worktree') : null,
+        session.lastMessage
+          ? h('p', { class: 'snippet', title: session.lastMessage.text },
+            h('span', { class: 'muted' }, session.lastMessage.role === 'user' ? 'You: ' : 'Agent: '), session.lastMessage.text)
+          : null),
       h('dl', { class: 'facts' },
         h('dt', {}, 'Last message'), h('dd', {}, when(session.lastMessageAt)),
         h('dt', {}, 'Messages'), h('dd', {}, String(session.messageCount)),
