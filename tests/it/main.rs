@@ -6,6 +6,7 @@
 
 mod api;
 mod browser;
+mod browser_actions;
 mod browser_attacks;
 mod cluster;
 mod cluster_crash;
