@@ -267,3 +267,82 @@ async fn a_turn_is_aborted_and_refusals_are_explained() {
     });
     assert_eq!(status, 200);
 }
+
+/// A TCP relay between the browser and the server that can cut every connection and refuse
+/// new ones for a while, as when a laptop loses its network.
+struct Relay {
+    port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    async fn bind() -> (Self, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay = Self {
+            port: listener.local_addr().unwrap().port(),
+            down: Default::default(),
+            connections: Default::default(),
+        };
+        (relay, listener)
+    }
+
+    fn forward(&self, listener: tokio::net::TcpListener, to: String) {
+        let (down, connections) = (self.down.clone(), self.connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if down.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let to = to.clone();
+                let task = tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+                connections.lock().unwrap().push(task.abort_handle());
+            }
+        });
+    }
+
+    fn cut(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+        if down {
+            for connection in self.connections.lock().unwrap().drain(..) {
+                connection.abort();
+            }
+        }
+    }
+}
+
+#[actix_web::test]
+async fn after_a_dropped_connection_the_console_reconnects_and_catches_up() {
+    if !browser_wanted() {
+        return;
+    }
+    let (relay, listener) = Relay::bind().await;
+    let through = format!("127.0.0.1:{}", relay.port);
+    let allowed = through.clone();
+    let app = TestApp::spawn_configured(vec![], None, move |settings| {
+        settings.allowed_hosts.push(allowed);
+    })
+    .await;
+    relay.forward(listener, app.address.trim_start_matches("http://").to_owned());
+    app.create_agent("first").await;
+    let browser = Browser::start().await;
+    browser.open(&format!("http://{through}/")).await;
+    browser.wait_for_text("#live", "live").await;
+    browser.wait_for("[data-agent=first]").await;
+    browser.script("window.samePage = true;", json!([])).await;
+
+    relay.cut(true);
+    browser.wait_for_text("#live", "offline").await;
+    // Made while the console cannot hear of it.
+    app.create_agent("while-away").await;
+    browser.screenshot("offline").await;
+    actix_web::rt::time::sleep(Duration::from_secs(2)).await;
+    assert!(browser.text("[data-agent=while-away]").await.is_none(), "not heard of yet");
+    relay.cut(false);
+    browser.wait_for_text("#live", "live").await;
+    browser.wait_for("[data-agent=while-away]").await;
+    assert_eq!(browser.script("return window.samePage;", json!([])).await, true, "no reload");
+}
