@@ -49,11 +49,22 @@ async fn wait_gone(browser: &Browser, css: &str) {
     panic!("{css} is still shown: {:?}", browser.text("main").await);
 }
 
-/// Presses a confirming button twice, as a person confirms.
-async fn confirm(browser: &Browser, css: &str) {
-    browser.click(css).await;
-    browser.wait_for_text(css, "?").await;
-    browser.click(css).await;
+/// Presses a confirming button twice, as a person confirms, until `gone` is no longer shown.
+/// A list redrawn by an event between the two presses shows a fresh button (the person
+/// presses again), so the presses are repeated then.
+async fn confirm(browser: &Browser, css: &str, gone: &str) {
+    for _ in 0..5 {
+        browser.click(css).await;
+        browser.wait_for_text(css, "?").await;
+        browser.click(css).await;
+        for _ in 0..30 {
+            if browser.text(gone).await.is_none() {
+                return;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    panic!("{gone} is still shown after confirming {css}");
 }
 
 async fn status_of(app: &TestApp, path: &str) -> (u16, Value) {
@@ -84,8 +95,15 @@ async fn agents_sessions_tasks_and_worktrees_are_managed_by_clicking() {
         (Some("ask"), Some("sonnet"))
     );
     // An agent deleted, after a confirmation.
-    confirm(&browser, "[data-agent=doomed] button.danger").await;
+    // The question stays while the list hears of a change elsewhere: its redraw waits.
+    browser.click("[data-agent=doomed] button.danger").await;
+    browser.wait_for_text("[data-agent=doomed] button.danger", "?").await;
+    app.create_agent("bystander").await;
+    actix_web::rt::time::sleep(Duration::from_millis(800)).await;
+    browser.wait_for_text("[data-agent=doomed] button.danger", "?").await;
+    browser.click("[data-agent=doomed] button.danger").await;
     wait_gone(&browser, "[data-agent=doomed]").await;
+    browser.wait_for("[data-agent=bystander]").await;
     assert_eq!(status_of(&app, "/api/agents/doomed").await.0, 404);
 
     // A session renamed, another deleted.
@@ -102,8 +120,8 @@ async fn agents_sessions_tasks_and_worktrees_are_managed_by_clicking() {
     browser.wait_for_text(&format!("[data-session=\"{keep}\"] a.name"), "new name").await;
     let (_, kept) = status_of(&app, &format!("/api/agents/crew/sessions/{keep}")).await;
     assert_eq!(kept["session"]["title"], "new name");
-    confirm(&browser, &format!("[data-session=\"{scrap}\"] button.danger")).await;
-    wait_gone(&browser, &format!("[data-session=\"{scrap}\"]")).await;
+    let scrapped = format!("[data-session=\"{scrap}\"]");
+    confirm(&browser, &format!("{scrapped} button.danger"), &scrapped).await;
     assert_eq!(status_of(&app, &format!("/api/agents/crew/sessions/{scrap}")).await.0, 404);
 
     // A task paused, resumed, run now and deleted.
@@ -125,8 +143,7 @@ async fn agents_sessions_tasks_and_worktrees_are_managed_by_clicking() {
     let (_, runs) = status_of(&app, &format!("{task_path}/runs")).await;
     assert_eq!(runs["runs"][0]["status"], "success", "{runs}");
     browser.screenshot("tasks-run-now").await;
-    confirm(&browser, &format!("{card} .actions button.danger")).await;
-    wait_gone(&browser, &card).await;
+    confirm(&browser, &format!("{card} .actions button.danger"), &card).await;
     assert_eq!(status_of(&app, &task_path).await.0, 404);
 
     // A worktree left with uncommitted work: reported, kept, then removed when asked again.
@@ -146,8 +163,7 @@ async fn agents_sessions_tasks_and_worktrees_are_managed_by_clicking() {
     browser.wait_for_text(&format!("{row} .actions button.danger"), "Remove anyway").await;
     browser.screenshot("worktree-dirty").await;
     assert!(std::path::Path::new(path).join("unsaved.txt").exists(), "kept");
-    confirm(&browser, &format!("{row} .actions button.danger")).await;
-    wait_gone(&browser, &row).await;
+    confirm(&browser, &format!("{row} .actions button.danger"), &row).await;
     assert_eq!(status_of(&app, "/api/agents/crew/worktrees").await.1["worktrees"], json!([]));
 }
 

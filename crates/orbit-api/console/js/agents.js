@@ -1,7 +1,7 @@
 // Agents: the list (status, model, mode, last activity, cost today), create, edit, delete.
 
 import { api, enc } from './api.js';
-import { h, clear, field, notice, select, confirmButton, attempt, money, when, empty, title } from './ui.js';
+import { h, clear, field, notice, select, confirmButton, attempt, money, when, empty, title, engaged } from './ui.js';
 
 const MODES = ['safe', 'ask', 'allow-all'];
 
@@ -90,14 +90,17 @@ export function agentsPage() {
 
   async function reload() {
     try {
+      if (engaged(list)) { later(); return; }
       const { agents } = await api('GET', '/api/agents');
-      if (list.querySelector('form.edit')) return; // do not throw away an edit in progress
+      if (engaged(list)) { later(); return; }
       clear(list, agents.length ? agents.map(row) : empty('No agents yet. Create one below.'));
     } catch (err) { note.error(err.message); }
   }
+  let pending = null;
+  // Asked again once the person is done with what they are doing in the list.
+  const later = () => { clearTimeout(pending); pending = setTimeout(reload, 1000); };
   reload();
   const el = h('section', {}, h('h1', {}, 'Agents'), note.el, list, create);
-  let pending = null;
   return {
     el,
     reload,

@@ -3,7 +3,7 @@
 // a link to the run's session, updated live as runs start and finish.
 
 import { api, enc } from './api.js';
-import { h, clear, field, notice, select, confirmButton, attempt, money, duration, when, empty, title } from './ui.js';
+import { h, clear, field, notice, select, confirmButton, attempt, money, duration, when, empty, title, engaged } from './ui.js';
 
 const EXAMPLES = { cron: '0 9 * * 1-5', interval: '3600000', once: new Date(Date.now() + 3600e3).toISOString().replace(/\.\d+Z$/, 'Z') };
 
@@ -154,7 +154,9 @@ function tasksView(agent) {
   const cards = new Map();
   async function reload() {
     try {
+      if (engaged(list)) { later(); return; }
       const { tasks } = await api('GET', agent ? `/api/agents/${enc(agent)}/tasks` : '/api/tasks');
+      if (engaged(list)) { later(); return; }
       cards.clear();
       clear(list, tasks.length ? tasks.map((task) => {
         const card = taskCard(task, note, reload, !agent);
@@ -163,8 +165,10 @@ function tasksView(agent) {
       }) : empty('No tasks yet.'));
     } catch (err) { note.error(err.message); }
   }
-  reload();
   let pending = null;
+  // Asked again once the person is done with what they are doing in the list.
+  const later = () => { clearTimeout(pending); pending = setTimeout(reload, 1000); };
+  reload();
   return {
     note,
     list,
