@@ -270,6 +270,8 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/api/agents/{name}/sessions/{id}/transcript"),
         ("get", "/api/events"),
         ("get", "/api/agents/{name}/inbox/dead"),
+        ("get", "/api/agents/{name}/inbox/archive"),
+        ("post", "/api/schedules/preview"),
     ];
     for (method, path) in contract {
         assert!(

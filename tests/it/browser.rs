@@ -18,12 +18,12 @@ use crate::helpers::TestApp;
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// The W3C name of an element reference in WebDriver answers.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+pub(crate) const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 /// How long the page may take to show what a step waits for (a turn of the real CLI).
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Whether to run: `false` (with a message) only when `ORBIT_SKIP_BROWSER=1`.
-fn browser_wanted() -> bool {
+pub(crate) fn browser_wanted() -> bool {
     if std::env::var("ORBIT_SKIP_BROWSER").as_deref() == Ok("1") {
         eprintln!("ORBIT_SKIP_BROWSER=1: the browser tests of the console are skipped");
         return false;
@@ -43,7 +43,7 @@ fn screenshots() -> PathBuf {
 }
 
 /// A chromedriver process and one browser session of it.
-struct Browser {
+pub(crate) struct Browser {
     client: awc::Client,
     session: String,
     driver: Child,
@@ -59,7 +59,7 @@ impl Drop for Browser {
 }
 
 impl Browser {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
@@ -109,7 +109,7 @@ impl Browser {
         Self { client, session: format!("{base}/session/{session}"), driver, _profile: profile }
     }
 
-    async fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+    pub(crate) async fn command(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         match self.try_command(method, path, body).await {
             Ok(value) => value,
             Err(body) => panic!("WebDriver {method} {path}: {body}"),
@@ -117,7 +117,7 @@ impl Browser {
     }
 
     /// A command; the error's body when WebDriver refuses it.
-    async fn try_command(
+    pub(crate) async fn try_command(
         &self,
         method: &str,
         path: &str,
@@ -139,7 +139,7 @@ impl Browser {
 
     /// Finds `css` and acts on it; an element that the page re-rendered meanwhile (lists
     /// are redrawn as events arrive) is found again.
-    async fn on_element(&self, css: &str, action: &str, body: Value) {
+    pub(crate) async fn on_element(&self, css: &str, action: &str, body: Value) {
         self.wait_for(css).await;
         for _ in 0..50 {
             // Between the wait and the find, the list may be mid-redraw.
@@ -161,20 +161,20 @@ impl Browser {
         panic!("{css} kept being redrawn");
     }
 
-    async fn open(&self, url: &str) {
+    pub(crate) async fn open(&self, url: &str) {
         self.command("POST", "/url", Some(json!({"url": url}))).await;
     }
 
-    async fn resize(&self, width: u32, height: u32) {
+    pub(crate) async fn resize(&self, width: u32, height: u32) {
         self.command("POST", "/window/rect", Some(json!({"width": width, "height": height}))).await;
     }
 
-    async fn script(&self, script: &str, args: Value) -> Value {
+    pub(crate) async fn script(&self, script: &str, args: Value) -> Value {
         self.command("POST", "/execute/sync", Some(json!({"script": script, "args": args}))).await
     }
 
     /// The element matching `css`, if there is one now.
-    async fn try_element(&self, css: &str) -> Option<String> {
+    pub(crate) async fn try_element(&self, css: &str) -> Option<String> {
         let found = self
             .try_command("POST", "/element", Some(json!({"using": "css selector", "value": css})))
             .await
@@ -182,22 +182,22 @@ impl Browser {
         found[ELEMENT].as_str().map(str::to_owned)
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.on_element(css, "click", json!({})).await;
     }
 
     /// Types into a field as a person would (it is cleared first).
-    async fn type_into(&self, css: &str, text: &str) {
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
         self.on_element(css, "clear", json!({})).await;
         self.on_element(css, "value", json!({"text": text})).await;
     }
 
-    async fn select(&self, css: &str, value: &str) {
+    pub(crate) async fn select(&self, css: &str, value: &str) {
         self.click(&format!("{css} option[value=\"{value}\"]")).await;
     }
 
     /// The text (hidden parts included) of the first element matching `css`, if any.
-    async fn text(&self, css: &str) -> Option<String> {
+    pub(crate) async fn text(&self, css: &str) -> Option<String> {
         let text = self
             .script(
                 "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
@@ -208,12 +208,12 @@ impl Browser {
     }
 
     /// Waits until an element matching `css` exists; returns its text.
-    async fn wait_for(&self, css: &str) -> String {
+    pub(crate) async fn wait_for(&self, css: &str) -> String {
         self.wait_for_text(css, "").await
     }
 
     /// Waits until an element matching `css` holds `wanted`; returns its text.
-    async fn wait_for_text(&self, css: &str, wanted: &str) -> String {
+    pub(crate) async fn wait_for_text(&self, css: &str, wanted: &str) -> String {
         let until = tokio::time::Instant::now() + PATIENCE;
         let mut last = None;
         while tokio::time::Instant::now() < until {
@@ -229,7 +229,7 @@ impl Browser {
         panic!("{css} never held {wanted:?} (last: {last:?}); the page shows: {page}");
     }
 
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         let png = self.command("GET", "/screenshot", None).await;
         let bytes =
             base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
@@ -241,7 +241,7 @@ impl Browser {
 const SLOW_ANSWER: &str = "first words arrive early while the rest is still being written \
                            and the last word comes long after them at the very end";
 
-fn rules() -> Vec<Rule> {
+pub(crate) fn rules() -> Vec<Rule> {
     vec![
         Rule::after_tool_result(Reply::Text("the tool has finished".into())),
         Rule::when_user_says(
@@ -267,7 +267,7 @@ fn rules() -> Vec<Rule> {
 }
 
 /// Sends a chat message from the session page's composer (Enter sends).
-async fn say(browser: &Browser, message: &str) {
+pub(crate) async fn say(browser: &Browser, message: &str) {
     // Sending is refused while the previous turn is still ending.
     browser.wait_for("#composer button[type=submit]:not([disabled])").await;
     browser.type_into("#composer textarea", &format!("{message}\u{E007}")).await;
@@ -428,11 +428,29 @@ async fn the_console_runs_a_team_in_a_real_browser() {
     browser.type_into("#create-task textarea[name=prompt]", "Write the daily report").await;
     browser.type_into("#create-task input[name=scheduleValue]", "10").await;
     browser.wait_for_text("#schedule-check", "at least 1000 ms").await;
+    // A cron expression is checked by the server as it is typed: its reason, or its next runs.
+    browser.select("#create-task select[name=scheduleType]", "cron").await;
+    browser.type_into("#create-task input[name=scheduleValue]", "0 0 30 2 *").await;
+    browser.wait_for_text("#schedule-check", "never fires").await;
+    browser.type_into("#create-task input[name=scheduleValue]", "15 6 * * *").await;
+    browser.wait_for_text("#schedule-check", "Next 3 runs").await;
+    let upcoming = browser
+        .script(
+            "return [...document.querySelectorAll('#schedule-preview time[datetime]')]\
+             .filter((t) => !t.title).map((t) => t.getAttribute('datetime'));",
+            json!([]),
+        )
+        .await;
+    let upcoming: Vec<&str> =
+        upcoming.as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(upcoming.len(), 3, "{upcoming:?}");
+    assert!(upcoming.iter().all(|t| t.contains("T06:15:00")), "06:15 UTC each day: {upcoming:?}");
+    browser.screenshot("tasks-schedule-preview").await;
     browser.select("#create-task select[name=scheduleType]", "once").await;
     let soon = orbit_store::timestamp::now() + Duration::from_secs(4);
     let soon = orbit_store::timestamp::rfc3339::format(soon).unwrap();
     browser.type_into("#create-task input[name=scheduleValue]", &soon).await;
-    browser.wait_for_text("#schedule-check", "Once").await;
+    browser.wait_for_text("#schedule-check", "Runs once").await;
     browser.click("#create-task button[type=submit]").await;
     browser.wait_for("[data-task]").await;
     browser.wait_for_text("[data-task] .runs", "success").await;
@@ -460,12 +478,37 @@ async fn the_console_runs_a_team_in_a_real_browser() {
     browser.screenshot("worktrees").await;
     browser.open(&format!("{}/#/agents/scout", app.address)).await;
     browser.wait_for_text("#session-list", "First steps").await;
+    // Each session with the start of its last message, as the API has it.
+    let sessions = app.call("GET", "/api/agents/scout/sessions", None).await.body;
+    let first_steps = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["title"] == "First steps")
+        .unwrap()
+        .clone();
+    let last = first_steps["lastMessage"]["text"].as_str().unwrap();
+    let id = first_steps["id"].as_str().unwrap();
+    browser.wait_for_text(&format!("[data-session=\"{id}\"] .snippet"), last).await;
     browser.screenshot("sessions").await;
 
     // A phone's width.
     browser.resize(390, 844).await;
     browser.open(&format!("{}/#/", app.address)).await;
     browser.wait_for("[data-agent=scout]").await;
+    // Cost today: the sessions' costs of today's turns, exactly.
+    let today = time::OffsetDateTime::now_utc().date().to_string();
+    let sessions = app.call("GET", "/api/agents/scout/sessions", None).await.body;
+    let usd: f64 = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["dayCost"]["day"] == today.as_str())
+        .map(|s| s["dayCost"]["costUsd"].as_f64().unwrap())
+        .sum();
+    assert!(usd > 0.0, "today's turns cost something: {sessions}");
+    let shown = if usd < 0.01 { format!("${usd:.4}") } else { format!("${usd:.2}") };
+    browser.wait_for_text("[data-agent=scout] .cost", &shown).await;
     browser.screenshot("agents-390").await;
     browser.open(&format!("{}/#/agents/scout/tasks", app.address)).await;
     browser.wait_for("[data-task]").await;

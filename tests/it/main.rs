@@ -6,6 +6,8 @@
 
 mod api;
 mod browser;
+mod browser_actions;
+mod browser_attacks;
 mod cluster;
 mod cluster_crash;
 mod console;

@@ -67,6 +67,15 @@ fn check(document: &Value, schema: &Value, value: &Value, at: &str) -> Result<()
                     }
                 }
             }
+            "minItems" | "maxItems" => {
+                if let Some(items) = value.as_array() {
+                    let (count, limit) = (items.len() as u64, rule.as_u64().unwrap());
+                    let few = keyword == "minItems" && count < limit;
+                    if few || (keyword == "maxItems" && count > limit) {
+                        return fail(format!("{count} items, {keyword} {limit}"));
+                    }
+                }
+            }
             "minimum" | "maximum" => {
                 if let (Some(number), Some(limit)) = (value.as_f64(), rule.as_f64()) {
                     let low = keyword == "minimum" && number < limit;

@@ -13,6 +13,8 @@ use orbit_store::{
     timestamp,
 };
 
+use time::OffsetDateTime;
+
 use crate::{Activity, AgentPool, Error, Result, worktree};
 
 /// What a caller asks for to make a task.
@@ -83,18 +85,8 @@ pub async fn create_task(stores: &Stores, agent: &AgentName, request: TaskReques
     if request.prompt.trim().is_empty() {
         return Err(Error::Invalid("prompt must not be empty".into()));
     }
-    let schedule = Schedule::parse(
-        request.schedule_type,
-        &request.schedule_value,
-        request.timezone.as_deref(),
-    )
-    .map_err(|err| Error::InvalidSchedule(err.to_string()))?;
-    let Some(next_run) = schedule.next_after(timestamp::now()) else {
-        return Err(Error::InvalidSchedule(format!(
-            "schedule '{}' never fires: the time is past",
-            request.schedule_value
-        )));
-    };
+    let (_, next_run) =
+        first_fire(request.schedule_type, &request.schedule_value, request.timezone.as_deref())?;
     if request.branch.is_some() && !request.worktree {
         return Err(Error::Invalid("'branch' needs \"worktree\": true".into()));
     }
@@ -121,6 +113,48 @@ pub async fn create_task(stores: &Stores, agent: &AgentName, request: TaskReques
         branch: request.branch,
     };
     Ok(stores.tasks.create(agent, new).await?)
+}
+
+/// A new task's schedule, checked, with its first fire time from now.
+fn first_fire(
+    kind: ScheduleType,
+    value: &str,
+    timezone: Option<&str>,
+) -> Result<(Schedule, OffsetDateTime)> {
+    let schedule = Schedule::parse(kind, value, timezone)
+        .map_err(|err| Error::InvalidSchedule(err.to_string()))?;
+    let Some(first) = schedule.next_after(timestamp::now()) else {
+        return Err(Error::InvalidSchedule(format!(
+            "schedule '{value}' never fires: the time is past"
+        )));
+    };
+    Ok((schedule, first))
+}
+
+/// The most fire times a preview lists.
+pub const PREVIEW_MAX: usize = 20;
+
+/// The next `count` fire times (at most [`PREVIEW_MAX`]) a task made now with this schedule
+/// would have, checked exactly as [`create_task`] checks it, so a client can show them (or
+/// the reason it is refused) before making the task. Fewer when it stops firing (a `once`).
+pub fn preview_schedule(
+    kind: ScheduleType,
+    value: &str,
+    timezone: Option<&str>,
+    count: usize,
+) -> Result<Vec<OffsetDateTime>> {
+    check_task_fields(None, Some(value), None, timezone)?;
+    let (schedule, first) = first_fire(kind, value, timezone)?;
+    let mut times = vec![first];
+    while times.len() < count.clamp(1, PREVIEW_MAX) {
+        // A task's later slots follow its first (`Task::slot_at_or_after` from its anchor).
+        let Some(last) = times.last() else { break };
+        match schedule.slot_at_or_after(first, *last + time::Duration::MILLISECOND) {
+            Some(next) => times.push(next),
+            None => break,
+        }
+    }
+    Ok(times)
 }
 
 /// Changes a task. Its slots come from the stored schedule and anchor, so that every

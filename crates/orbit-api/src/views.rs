@@ -106,6 +106,35 @@ pub struct SessionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "UsageView")]
     pub usage: Option<UsageView>,
+    /// The start of the latest message, on one line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "MessagePreviewView")]
+    pub last_message: Option<MessagePreviewView>,
+    /// What the turns that ended on `day` (UTC, the latest day a turn with a cost ended)
+    /// cost: an agent's cost today is the sum over its sessions whose `day` is today.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "DayCostView")]
+    pub day_cost: Option<DayCostView>,
+}
+
+/// The start of a session message: at most 160 characters, whitespace made single spaces, a
+/// cut one ending with `…`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagePreviewView {
+    pub role: wire::Role,
+    #[schemars(length(max = orbit_store::MessagePreview::CHARS))]
+    pub text: String,
+}
+
+/// The cost of a session's turns that ended on one UTC day.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DayCostView {
+    /// The UTC date, `YYYY-MM-DD`.
+    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub day: String,
+    pub cost_usd: f64,
 }
 
 impl From<Session> for SessionView {
@@ -128,6 +157,13 @@ impl From<Session> for SessionView {
                 cache_creation_input_tokens: usage.cache_creation_input_tokens,
                 cache_read_input_tokens: usage.cache_read_input_tokens,
             }),
+            last_message: session.last_message.map(|preview| MessagePreviewView {
+                role: preview.role.into(),
+                text: preview.text,
+            }),
+            day_cost: session
+                .day_cost
+                .map(|day| DayCostView { day: day.day, cost_usd: day.cost_usd }),
         }
     }
 }
@@ -504,6 +540,29 @@ body!(SessionBody { session: SessionView });
 body!(MessageBody { message: MessageView });
 body!(TaskBody { task: TaskView });
 body!(RunBody { run: RunView });
+
+/// A schedule's next fire times, soonest first.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulePreviewBody {
+    /// When a task made now with this schedule would run: `count` times, fewer for a
+    /// schedule that stops firing (a `once` fires one time).
+    #[serde(serialize_with = "timestamps")]
+    #[schemars(with = "Vec<wire::Timestamp>", length(min = 1, max = 20))]
+    pub next_runs: Vec<OffsetDateTime>,
+}
+
+fn timestamps<S: serde::Serializer>(times: &[OffsetDateTime], to: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = to.serialize_seq(Some(times.len()))?;
+    /// One time, spelt as every other time of the API.
+    #[derive(Serialize)]
+    struct At(#[serde(with = "rfc3339")] OffsetDateTime);
+    for at in times {
+        seq.serialize_element(&At(*at))?;
+    }
+    seq.end()
+}
 
 /// Declares the bodies of paged listings (`page`): one key, and `nextCursor` when a page was
 /// asked for and more records follow.

@@ -424,4 +424,26 @@ impl InboxStore for PgStore {
             messages_of(&rows)
         })
     }
+
+    async fn filed_page(
+        &self,
+        agent: &AgentName,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>> {
+        let sql = format!(
+            "SELECT {} FROM inbox WHERE agent = $1 AND status IN ('read', 'archived') \
+             AND ($2::text IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+            returning()
+        );
+        let before = before.map(|id| id.to_string());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        transaction!(self, |tx| async {
+            let rows = db::rows(&tx, &sql, &[&agent.as_str(), &before, &limit]).await?;
+            if rows.is_empty() {
+                require_agent(&tx, agent).await?;
+            }
+            messages_of(&rows)
+        })
+    }
 }

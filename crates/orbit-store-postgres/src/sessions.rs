@@ -136,6 +136,7 @@ impl SessionStore for PgStore {
             let mut session = select(&tx, agent, id, true).await?;
             session.message_count += 1;
             session.last_message_at = Some(message.created_at);
+            session.last_message = Some(orbit_store::MessagePreview::of(&message));
             write(&tx, &session).await?;
             db::execute(
                 &tx,

@@ -62,10 +62,10 @@ pub fn options() -> FsOptions {
 macro_rules! store_contract_tests {
     ($factory:expr) => {
         $crate::store_contract_tests!(@cases $factory;
-            agents_lifecycle, sessions_lifecycle, session_messages, session_updates_do_not_lose_each_other,
+            agents_lifecycle, sessions_lifecycle, session_messages, session_previews_and_day_cost, session_updates_do_not_lose_each_other,
             transcripts_append_and_page, transcripts_belong_to_their_session, transcripts_page_by_bytes,
             inbox_send_and_read, inbox_claim_is_exclusive, inbox_release_and_dead_letter, inbox_concurrent_claims,
-            inbox_archive, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
+            inbox_archive, inbox_filed_page, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
             tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
             instances_register_and_beat, main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused, listings_page_by_cursor);
@@ -277,6 +277,34 @@ pub async fn session_messages(stores: &Stores) {
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
+/// A session keeps the start of its latest message and what its turns cost today.
+pub async fn session_previews_and_day_cost(stores: &Stores) {
+    let bot = agent(stores, "bot").await;
+    let session = stores.sessions.create(&bot, NewSession::default()).await.unwrap();
+    assert_eq!(session.last_message, None);
+    assert_eq!(session.day_cost, None);
+    let long = format!("first   line\n{}", "word ".repeat(100));
+    for message in
+        [SessionMessage::new(Role::User, "hello"), SessionMessage::new(Role::Assistant, &long)]
+    {
+        stores.sessions.append_message(&bot, &session.id, message).await.unwrap();
+    }
+    let listed = stores.sessions.list_by_agent(&bot).await.unwrap();
+    let preview = listed[0].last_message.clone().expect("a preview of the latest message");
+    assert_eq!(preview.role, Role::Assistant);
+    assert!(preview.text.starts_with("first line word word"), "{preview:?}");
+    assert!(preview.text.ends_with('…'), "a cut preview says so: {preview:?}");
+    assert_eq!(preview.text.chars().count(), crate::MessagePreview::CHARS);
+
+    for cost in [0.5, 0.25] {
+        let patch = SessionPatch { add_cost_usd: Some(cost), ..SessionPatch::default() };
+        stores.sessions.update(&bot, &session.id, patch).await.unwrap();
+    }
+    let day_cost = stores.sessions.get(&bot, &session.id).await.unwrap().day_cost.unwrap();
+    assert_eq!(day_cost.day, crate::DayCost::day_of(timestamp::now()));
+    assert_eq!(day_cost.cost_usd, 0.75);
+}
+
 /// Concurrent updates of one session each land.
 pub async fn session_updates_do_not_lose_each_other(stores: &Stores) {
     let bot = agent(stores, "bot").await;
@@ -389,6 +417,36 @@ pub async fn inbox_release_and_dead_letter(stores: &Stores) {
     assert!(stores.inbox.get_unclaimed(&b).await.unwrap().is_empty());
     assert!(stores.inbox.get_pending(&b).await.unwrap().is_empty());
     assert_eq!(stores.inbox.list_dead(&b).await.unwrap(), vec![dead]);
+}
+
+/// Read and archived messages are listed newest first, a page at a time; pending and dead
+/// ones are not.
+pub async fn inbox_filed_page(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    let b = agent(stores, "b").await;
+    assert!(stores.inbox.filed_page(&b, None, 10).await.unwrap().is_empty());
+    let mut filed = Vec::new();
+    for index in 0..5 {
+        let message = stores.inbox.send(request(&a, &b, &format!("m{index}"))).await.unwrap();
+        if index % 2 == 0 {
+            stores.inbox.archive(&b, &message.id).await.unwrap();
+        } else {
+            let held = stores.inbox.claim(&b, &message.id, &claimer(SessionId::new())).await;
+            stores.inbox.mark_read(&b, &message.id, &token(&held.unwrap().unwrap())).await.unwrap();
+        }
+        filed.push(message.id);
+    }
+    let pending = stores.inbox.send(request(&a, &b, "still pending")).await.unwrap();
+    filed.reverse();
+    let first = stores.inbox.filed_page(&b, None, 2).await.unwrap();
+    assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), filed[..2]);
+    assert_eq!(first[1].status, MessageStatus::Read);
+    let rest = stores.inbox.filed_page(&b, Some(first[1].id), 10).await.unwrap();
+    assert_eq!(rest.iter().map(|m| m.id).collect::<Vec<_>>(), filed[2..]);
+    assert_eq!(rest[0].status, MessageStatus::Archived);
+    assert!(rest.iter().all(|m| m.id != pending.id));
+    let err = stores.inbox.filed_page(&name("nobody"), None, 10).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
 }
 
 /// Many tasks racing for the same messages: each message goes to exactly one.

@@ -227,4 +227,13 @@ pub trait InboxStore: Send + Sync {
     async fn archive(&self, agent: &AgentName, id: &MessageId) -> Result<InboxMessage>;
     /// Messages set aside as dead, oldest first.
     async fn list_dead(&self, agent: &AgentName) -> Result<Vec<InboxMessage>>;
+    /// A page of the messages filed away, read or archived, newest first: at most `limit`
+    /// older than the message `before` (from the newest when `None`). They only grow, so the
+    /// newest are the ones a person looks for; `NotFound` for an unknown agent.
+    async fn filed_page(
+        &self,
+        agent: &AgentName,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>>;
 }

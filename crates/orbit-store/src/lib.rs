@@ -49,7 +49,10 @@ pub use lease::{Instance, InstanceStore, Lease};
 pub use mem::MemStore;
 pub use memory::{MemoryHit, MemoryStore};
 pub use schedule::{Schedule, ScheduleError};
-pub use session::{NewSession, Role, Session, SessionMessage, SessionPatch, SessionStore, Usage};
+pub use session::{
+    DayCost, MessagePreview, NewSession, Role, Session, SessionMessage, SessionPatch, SessionStore,
+    Usage,
+};
 pub use task::{
     ChangeCursor, ContextMode, NewTask, Run, RunOutcome, RunStart, RunStatus, ScheduleType, Task,
     TaskChange, TaskChanges, TaskPatch, TaskStatus, TaskStore,

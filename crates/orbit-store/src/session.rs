@@ -59,6 +59,65 @@ pub struct Session {
     pub total_cost_usd: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The start of the latest message, so a listing can show it without reading histories.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<MessagePreview>,
+    /// What the turns that ended on the latest UTC day a turn ended cost, so an agent's cost
+    /// of today is a sum over its sessions rather than a guess from their totals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub day_cost: Option<DayCost>,
+}
+
+/// The start of a session message, on one line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagePreview {
+    pub role: Role,
+    /// At most [`MessagePreview::CHARS`] characters, whitespace runs made one space; cut
+    /// text ends with `…`.
+    pub text: String,
+}
+
+impl MessagePreview {
+    pub const CHARS: usize = 160;
+
+    pub fn of(message: &SessionMessage) -> Self {
+        let mut text = String::new();
+        let mut words = message.content.split_whitespace();
+        let mut cut = false;
+        for word in words.by_ref() {
+            if !text.is_empty() {
+                text.push(' ');
+            }
+            text.push_str(word);
+            if text.chars().count() > Self::CHARS {
+                cut = true;
+                break;
+            }
+        }
+        if cut {
+            text = text.chars().take(Self::CHARS - 1).collect::<String>().trim_end().to_owned();
+            text.push('…');
+        }
+        Self { role: message.role, text }
+    }
+}
+
+/// The cost of a session's turns that ended on one UTC day.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DayCost {
+    /// The UTC date, `YYYY-MM-DD`.
+    pub day: String,
+    pub cost_usd: f64,
+}
+
+impl DayCost {
+    /// The UTC date of `at`, as [`DayCost::day`] spells it.
+    pub fn day_of(at: OffsetDateTime) -> String {
+        let date = at.to_offset(time::UtcOffset::UTC).date();
+        format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day())
+    }
 }
 
 impl Session {
@@ -77,6 +136,8 @@ impl Session {
             message_count: 0,
             total_cost_usd: None,
             usage: None,
+            last_message: None,
+            day_cost: None,
         }
     }
 }
@@ -121,6 +182,11 @@ impl SessionPatch {
         }
         if let Some(cost) = self.add_cost_usd {
             session.total_cost_usd = Some(session.total_cost_usd.unwrap_or(0.0) + cost);
+            let today = DayCost::day_of(crate::timestamp::now());
+            match &mut session.day_cost {
+                Some(day) if day.day == today => day.cost_usd += cost,
+                _ => session.day_cost = Some(DayCost { day: today, cost_usd: cost }),
+            }
         }
         if let Some(usage) = self.add_usage {
             session.usage.get_or_insert_with(Usage::default).add(&usage);
@@ -193,7 +259,8 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<Session>;
     /// Removes the session, its history and its transcript.
     async fn delete(&self, agent: &AgentName, id: &SessionId) -> Result<()>;
-    /// Appends to the history, keeping `messageCount` and `lastMessageAt` right.
+    /// Appends to the history, keeping `messageCount`, `lastMessageAt` and `lastMessage`
+    /// right.
     async fn append_message(
         &self,
         agent: &AgentName,

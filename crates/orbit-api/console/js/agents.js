@@ -1,18 +1,24 @@
 // Agents: the list (status, model, mode, last activity, cost today), create, edit, delete.
 
 import { api, enc } from './api.js';
-import { h, clear, field, notice, select, confirmButton, attempt, money, when, empty, title } from './ui.js';
+import { h, clear, field, notice, select, confirmButton, attempt, money, when, empty, title, engaged } from './ui.js';
 
 const MODES = ['safe', 'ask', 'allow-all'];
 
-/** What the agent's sessions active today have cost (their totals). */
-async function costToday(name) {
+/**
+ * What the agent's turns that ended today (UTC) cost: each session keeps the cost of its
+ * turns of the latest day one ended (`dayCost`), so this is exact for the sessions that
+ * still exist; a deleted session's cost goes with it.
+ */
+export async function costToday(name) {
   const { sessions } = await api('GET', `/api/agents/${enc(name)}/sessions`);
   const today = new Date().toISOString().slice(0, 10);
   return sessions
-    .filter((s) => (s.lastMessageAt || '').slice(0, 10) === today)
-    .reduce((sum, s) => sum + (s.totalCostUsd || 0), 0);
+    .filter((s) => s.dayCost?.day === today)
+    .reduce((sum, s) => sum + s.dayCost.costUsd, 0);
 }
+
+const COST_TODAY = 'What the turns that ended today (UTC) cost, over the sessions that still exist.';
 
 export function agentsPage() {
   title('Agents');
@@ -52,7 +58,7 @@ export function agentsPage() {
         h('dt', {}, 'Model'), h('dd', {}, agent.model || 'default'),
         h('dt', {}, 'Mode'), h('dd', {}, agent.permissionMode),
         h('dt', {}, 'Last active'), h('dd', {}, when(agent.lastActiveAt)),
-        h('dt', {}, 'Cost today'), h('dd', {}, cost)),
+        h('dt', { title: COST_TODAY }, 'Cost today (UTC)'), h('dd', { title: COST_TODAY }, cost)),
       h('div', { class: 'actions' }, edit,
         confirmButton('Delete', () => attempt(note, async () => {
           await api('DELETE', `/api/agents/${enc(agent.name)}`);
@@ -84,14 +90,17 @@ export function agentsPage() {
 
   async function reload() {
     try {
+      if (engaged(list)) { later(); return; }
       const { agents } = await api('GET', '/api/agents');
-      if (list.querySelector('form.edit')) return; // do not throw away an edit in progress
+      if (engaged(list)) { later(); return; }
       clear(list, agents.length ? agents.map(row) : empty('No agents yet. Create one below.'));
     } catch (err) { note.error(err.message); }
   }
+  let pending = null;
+  // Asked again once the person is done with what they are doing in the list.
+  const later = () => { clearTimeout(pending); pending = setTimeout(reload, 1000); };
   reload();
   const el = h('section', {}, h('h1', {}, 'Agents'), note.el, list, create);
-  let pending = null;
   return {
     el,
     reload,

@@ -94,7 +94,11 @@ function askToken(reason) {
 }
 
 window.addEventListener('orbit:unauthorized', () => {
-  if (!document.getElementById('token-form')) askToken(token() ? 'The token was refused. Enter it again.' : '');
+  if (document.getElementById('token-form')) return;
+  // A refused token is of no use and is not kept, in this tab or on this device.
+  const refused = Boolean(token());
+  setToken('', false);
+  askToken(refused ? 'The token was refused. Enter it again.' : '');
 });
 window.addEventListener('hashchange', () => { if (page) show(); });
 

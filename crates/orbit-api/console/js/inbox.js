@@ -1,5 +1,5 @@
-// An agent's inbox: pending, claimed and dead messages (the API lists these), read and
-// archived ones seen since the page opened, sending a message, archiving one.
+// An agent's inbox: pending, claimed, filed (read or archived, newest first, a page at a
+// time) and dead messages; sending a message, archiving one.
 
 import { api, enc } from './api.js';
 import { h, clear, field, notice, attempt, when, empty, select } from './ui.js';
@@ -12,8 +12,10 @@ export function inboxTab(agent) {
     archived: h('div', { class: 'rows', id: 'inbox-archived' }),
     dead: h('div', { class: 'rows', id: 'inbox-dead' }),
   };
-  // Messages that left the pending list while the page was open, by id.
-  const settled = new Map();
+  const FILED_PAGE = 20;
+  // The filed pages shown so far: reloads read as many as were shown.
+  let filedShown = FILED_PAGE;
+  const older = h('button', { type: 'button', id: 'inbox-older', hidden: true }, 'Show older');
   const from = h('input', { name: 'fromAgent', required: true, value: 'console', autocomplete: 'name' });
   const kind = select('fromKind', ['person', 'agent'], 'person');
   const text = h('textarea', { name: 'message', rows: 2, required: true });
@@ -46,17 +48,25 @@ export function inboxTab(agent) {
   function archive(message) {
     attempt(note, async () => {
       await api('DELETE', `/api/agents/${enc(agent)}/inbox/${enc(message.id)}`);
-      await remember(message.id);
       reload();
     });
   }
 
-  async function remember(id) {
-    try {
-      const { message } = await api('GET', `/api/agents/${enc(agent)}/inbox/${enc(id)}`);
-      if (message.status !== 'pending') settled.set(id, message);
-    } catch { /* gone */ }
+  /** The newest `count` filed messages, page by page; whether older ones remain. */
+  async function filed(count) {
+    const found = [];
+    let cursor = null;
+    while (found.length < count) {
+      const query = `limit=${Math.min(FILED_PAGE, count - found.length)}${cursor ? `&cursor=${enc(cursor)}` : ''}`;
+      const page = await api('GET', `/api/agents/${enc(agent)}/inbox/archive?${query}`);
+      found.push(...page.messages);
+      cursor = page.nextCursor;
+      if (!cursor) break;
+    }
+    return { messages: found, more: Boolean(cursor) };
   }
+
+  older.addEventListener('click', () => { filedShown += FILED_PAGE; reload(); });
 
   async function reload() {
     try {
@@ -65,17 +75,10 @@ export function inboxTab(agent) {
       const claimed = messages.filter((m) => m.claimedBy);
       clear(sections.pending, pending.length ? pending.map(row) : empty('No pending messages.'));
       clear(sections.claimed, claimed.length ? claimed.map(row) : empty('No message is being handled now.'));
-      const gone = [...settled.values()];
-      const archived = gone.filter((m) => m.status === 'archived' || m.status === 'read');
-      clear(sections.archived, archived.length ? archived.map(row) : empty('None since this page was opened.'));
-      let dead;
-      try {
-        ({ messages: dead } = await api('GET', `/api/agents/${enc(agent)}/inbox/dead`));
-      } catch (err) {
-        // A server without the listing: those seen dying while the page was open.
-        if (err.status !== 404) throw err;
-        dead = gone.filter((m) => m.status === 'dead');
-      }
+      const archived = await filed(filedShown);
+      clear(sections.archived, archived.messages.length ? archived.messages.map(row) : empty('No read or archived messages.'));
+      older.hidden = !archived.more;
+      const { messages: dead } = await api('GET', `/api/agents/${enc(agent)}/inbox/dead`);
       clear(sections.dead, dead.length ? dead.map(row) : empty('No dead messages.'));
     } catch (err) { note.error(err.message); }
   }
@@ -84,12 +87,11 @@ export function inboxTab(agent) {
     el: h('div', {}, form, note.el,
       h('h2', {}, 'Pending'), sections.pending,
       h('h2', {}, 'Claimed'), sections.claimed,
-      h('h2', {}, 'Read or archived'), sections.archived,
+      h('h2', {}, 'Read or archived'), h('p', { class: 'muted' }, 'Newest first.'), sections.archived, h('div', { class: 'actions' }, older),
       h('h2', {}, 'Dead'), h('p', { class: 'muted' }, 'Set aside after reaching the model three times without being handled.'), sections.dead),
     reload,
-    async onEvent(event) {
+    onEvent(event) {
       if (event.agentName !== agent || !event.type.startsWith('inbox_')) return;
-      if (['inbox_read', 'inbox_dead', 'inbox_archived'].includes(event.type)) await remember(event.messageId);
       reload();
     },
   };

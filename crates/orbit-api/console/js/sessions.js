@@ -2,7 +2,7 @@
 // create (optionally in a worktree with a branch), rename, delete.
 
 import { api, enc } from './api.js';
-import { h, clear, field, notice, confirmButton, attempt, money, when, empty, title } from './ui.js';
+import { h, clear, field, notice, confirmButton, attempt, money, when, empty, title, engaged } from './ui.js';
 import { inboxTab } from './inbox.js';
 import { tasksTab } from './tasks.js';
 import { worktreesTab } from './worktrees.js';
@@ -57,7 +57,11 @@ function sessionsTab(agent) {
     const link = h('a', { class: 'name', href: `#/agents/${enc(agent)}/sessions/${enc(session.id)}` }, session.title || 'Untitled session');
     const el = h('article', { class: 'row session', 'data-session': session.id },
       h('div', { class: 'main' }, link,
-        session.worktreeId ? h('span', { class: 'pill' }, 'worktree') : null),
+        session.worktreeId ? h('span', { class: 'pill' }, 'worktree') : null,
+        session.lastMessage
+          ? h('p', { class: 'snippet', title: session.lastMessage.text },
+            h('span', { class: 'muted' }, session.lastMessage.role === 'user' ? 'You: ' : 'Agent: '), session.lastMessage.text)
+          : null),
       h('dl', { class: 'facts' },
         h('dt', {}, 'Last message'), h('dd', {}, when(session.lastMessageAt)),
         h('dt', {}, 'Messages'), h('dd', {}, String(session.messageCount)),
@@ -89,15 +93,18 @@ function sessionsTab(agent) {
 
   async function reload() {
     try {
+      if (engaged(list)) { later(); return; }
       const { sessions } = await api('GET', `/api/agents/${enc(agent)}/sessions`);
-      if (list.querySelector('form.edit')) return;
+      if (engaged(list)) { later(); return; }
       clear(list, sessions.length ? sessions.map(row) : empty('No sessions yet.'));
     } catch (err) {
       note.error(err.status === 404 ? 'This agent does not exist.' : err.message);
     }
   }
-  reload();
   let pending = null;
+  // Asked again once the person is done with what they are doing in the list.
+  const later = () => { clearTimeout(pending); pending = setTimeout(reload, 1000); };
+  reload();
   return {
     el: h('div', {}, note.el, list, create),
     reload,

@@ -1,13 +1,13 @@
-// Tasks: create (the schedule checked as it is typed, the API's reason shown when it
-// refuses), pause, resume, run now, delete; each task's runs with status, duration, cost and
+// Tasks: create (the schedule checked as it is typed, first here and then by the server's
+// preview, which shows the next fire times or the API's reason for refusing it), pause, resume, run now, delete; each task's runs with status, duration, cost and
 // a link to the run's session, updated live as runs start and finish.
 
 import { api, enc } from './api.js';
-import { h, clear, field, notice, select, confirmButton, attempt, money, duration, when, empty, title } from './ui.js';
+import { h, clear, field, notice, select, confirmButton, attempt, money, duration, when, empty, title, engaged } from './ui.js';
 
 const EXAMPLES = { cron: '0 9 * * 1-5', interval: '3600000', once: new Date(Date.now() + 3600e3).toISOString().replace(/\.\d+Z$/, 'Z') };
 
-/** A first check of a schedule as it is typed; the server's check is the one that counts. */
+/** A first check of a schedule as it is typed; the server's preview is the one that counts. */
 export function checkSchedule(type, value) {
   const v = value.trim();
   if (!v) return { ok: false, why: 'Enter a schedule.' };
@@ -39,18 +39,45 @@ function createForm(agent, note, onCreated) {
   const timezone = h('input', { name: 'timezone', placeholder: 'UTC', autocomplete: 'off' });
   const context = select('contextMode', ['isolated', 'main'], 'isolated');
   const check = h('small', { id: 'schedule-check', class: 'check-result', 'aria-live': 'polite' });
+  const upcoming = h('ol', { id: 'schedule-preview', class: 'upcoming', 'aria-label': 'Next runs' });
+  const show = (ok, why) => {
+    check.textContent = why;
+    check.className = `check-result ${ok ? 'ok' : 'error'}`;
+    value.setAttribute('aria-invalid', ok ? 'false' : 'true');
+  };
+  // Each keystroke asks the server once typing pauses; only the latest question's answer is
+  // shown, so a slow answer to an older value never overwrites a newer one.
+  let asked = 0;
+  let timer = null;
   const recheck = () => {
     const result = checkSchedule(type.value, value.value);
-    check.textContent = result.why;
-    check.className = `check-result ${result.ok ? 'ok' : 'error'}`;
-    value.setAttribute('aria-invalid', result.ok ? 'false' : 'true');
+    show(result.ok, result.why);
+    clear(upcoming);
+    clearTimeout(timer);
+    const question = ++asked;
+    if (!result.ok) return;
+    timer = setTimeout(async () => {
+      const body = { scheduleType: type.value, scheduleValue: value.value.trim(), count: 3 };
+      if (timezone.value.trim()) body.timezone = timezone.value.trim();
+      try {
+        const { nextRuns } = await api('POST', '/api/schedules/preview', body);
+        if (question !== asked) return;
+        show(true, nextRuns.length === 1 ? 'Runs once:' : `Next ${nextRuns.length} runs:`);
+        clear(upcoming, nextRuns.map((at) => h('li', {}, h('time', { datetime: at }, new Date(at).toLocaleString()), ' ', when(at))));
+      } catch (err) {
+        if (question !== asked) return;
+        // The server's reason, as it would refuse the task.
+        show(false, err.code === 'invalid_schedule' || err.code === 'invalid_input' ? err.message : `Not checked: ${err.message}`);
+      }
+    }, 250);
   };
   type.addEventListener('change', () => { value.value = EXAMPLES[type.value]; recheck(); });
   value.addEventListener('input', recheck);
+  timezone.addEventListener('input', recheck);
   recheck();
   const form = h('form', { class: 'card inline', id: 'create-task' },
     h('h2', {}, 'New task'),
-    field('Prompt', prompt), field('Name', name), field('Schedule', type), field('When', value, check),
+    field('Prompt', prompt), field('Name', name), field('Schedule', type), field('When', value, h('div', {}, check, upcoming)),
     field('Timezone (cron)', timezone), field('Context', context),
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Create task')));
   form.addEventListener('submit', (e) => {
@@ -127,7 +154,9 @@ function tasksView(agent) {
   const cards = new Map();
   async function reload() {
     try {
+      if (engaged(list)) { later(); return; }
       const { tasks } = await api('GET', agent ? `/api/agents/${enc(agent)}/tasks` : '/api/tasks');
+      if (engaged(list)) { later(); return; }
       cards.clear();
       clear(list, tasks.length ? tasks.map((task) => {
         const card = taskCard(task, note, reload, !agent);
@@ -136,8 +165,10 @@ function tasksView(agent) {
       }) : empty('No tasks yet.'));
     } catch (err) { note.error(err.message); }
   }
-  reload();
   let pending = null;
+  // Asked again once the person is done with what they are doing in the list.
+  const later = () => { clearTimeout(pending); pending = setTimeout(reload, 1000); };
+  reload();
   return {
     note,
     list,

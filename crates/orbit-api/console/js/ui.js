@@ -75,20 +75,30 @@ export function confirmButton(label, action, { confirm = 'Press again to confirm
   let armed = false;
   let timer;
   const button = h('button', { type: 'button', class: danger ? 'danger' : '' }, label);
+  const disarm = () => { armed = false; button.textContent = label; delete button.dataset.armed; };
   button.addEventListener('click', async () => {
     if (!armed) {
       armed = true;
       button.textContent = confirm;
-      timer = setTimeout(() => { armed = false; button.textContent = label; }, 4000);
+      // Marked, so that a list redrawn by an event waits rather than take the question away.
+      button.dataset.armed = '';
+      timer = setTimeout(disarm, 4000);
       return;
     }
     clearTimeout(timer);
-    armed = false;
-    button.textContent = label;
+    disarm();
     button.disabled = true;
     try { await action(); } finally { button.disabled = false; }
   });
   return button;
+}
+
+/**
+ * Whether a person is in the middle of something in `el` (an edit form open, a "press again"
+ * asked): a list redrawn now would throw it away, so its redraw waits.
+ */
+export function engaged(el) {
+  return Boolean(el.querySelector('form.edit, [data-armed]'));
 }
 
 /** Runs an action that may fail, showing its failure in `note`. */

@@ -2,7 +2,7 @@
 // only when asked again, explicitly).
 
 import { api, enc } from './api.js';
-import { h, clear, notice, attempt, empty, confirmButton } from './ui.js';
+import { h, clear, notice, attempt, empty, confirmButton, engaged } from './ui.js';
 
 export function worktreesTab(agent) {
   const note = notice();
@@ -36,7 +36,11 @@ export function worktreesTab(agent) {
     return el;
   }
 
+  let pending = null;
   async function reload() {
+    clearTimeout(pending);
+    // Not while a removal waits for its confirmation.
+    if (engaged(list)) { pending = setTimeout(reload, 1000); return; }
     try {
       const { worktrees } = await api('GET', `/api/agents/${enc(agent)}/worktrees`);
       clear(list, worktrees.length ? worktrees.map(row) : empty('No worktrees. Create a session or a task with "worktree" to get one.'));
@@ -46,6 +50,7 @@ export function worktreesTab(agent) {
   return {
     el: h('div', {}, h('p', { class: 'muted' }, 'A worktree goes with its session or task; one holding uncommitted work is kept and reported.'), note.el, list),
     reload,
+    dispose() { clearTimeout(pending); },
     onEvent(event) { if (event.agentName === agent && ['session_created', 'session_deleted', 'task_changed', 'run_started'].includes(event.type)) reload(); },
   };
 }

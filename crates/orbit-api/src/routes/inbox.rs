@@ -32,6 +32,14 @@ pub fn endpoints() -> Vec<Endpoint> {
             "List the messages set aside as dead, oldest first",
             || web::get().to(list_dead),
         ),
+        Endpoint::new::<MessagesBody>(
+            "GET",
+            "/api/agents/{name}/inbox/archive",
+            "listFiledMessages",
+            "List the messages filed away, read or archived, newest first (a page of them with `limit`)",
+            || web::get().to(list_filed),
+        )
+        .query::<PageQuery>(),
         Endpoint::new::<MessageBody>(
             "POST",
             "/api/agents/{name}/inbox",
@@ -115,6 +123,25 @@ async fn list_dead(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResp
     state.stores.agents.get(&path.name).await?;
     let messages = views::all(state.stores.inbox.list_dead(&path.name).await?);
     Ok(HttpResponse::Ok().json(MessagesBody { messages, next_cursor: None }))
+}
+
+/// Read and archived messages, newest first: they only grow, so a person pages back from
+/// the latest.
+async fn list_filed(
+    state: Data<AppState>,
+    path: AgentPath,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let limit = query.limit()?;
+    let before = query.cursor(|cursor| MessageId::parse(cursor).ok())?;
+    let Some(limit) = limit else {
+        let messages = state.stores.inbox.filed_page(&path.name, None, usize::MAX).await?;
+        return Ok(HttpResponse::Ok()
+            .json(MessagesBody { messages: views::all(messages), next_cursor: None }));
+    };
+    let messages = state.stores.inbox.filed_page(&path.name, before, limit + 1).await?;
+    let (messages, next_cursor) = page::cut(messages, limit, |message| message.id.to_string());
+    Ok(HttpResponse::Ok().json(MessagesBody { messages: views::all(messages), next_cursor }))
 }
 
 async fn send(

@@ -9,10 +9,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::endpoint::Endpoint;
-use crate::error::{ApiResult, Code};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AgentPath, Json, TaskPath};
 use crate::page::{self, PageQuery};
-use crate::views::{self, RunBody, RunsBody, SuccessView, TaskBody, TasksBody};
+use crate::views::{
+    self, RunBody, RunsBody, SchedulePreviewBody, SuccessView, TaskBody, TasksBody,
+};
 use crate::{AppState, wire};
 use orbit_agent::workflow;
 
@@ -84,7 +86,52 @@ pub fn endpoints() -> Vec<Endpoint> {
         )
         .status(202)
         .errors(&[Code::Conflict]),
+        Endpoint::new::<SchedulePreviewBody>(
+            "POST",
+            "/api/schedules/preview",
+            "previewSchedule",
+            "Check a schedule as a new task's would be checked and answer its next fire times, without making anything",
+            || web::post().to(preview),
+        )
+        .body::<PreviewSchedule>()
+        .errors(&[Code::InvalidSchedule]),
     ]
+}
+
+/// `POST /api/schedules/preview`: a schedule as `POST /api/agents/{name}/tasks` takes it.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(example = preview_example())]
+pub struct PreviewSchedule {
+    schedule_type: wire::ScheduleType,
+    #[schemars(length(min = 1, max = limits::SCHEDULE_VALUE))]
+    schedule_value: String,
+    /// An IANA timezone name (`Europe/Paris`) for cron schedules.
+    #[serde(default)]
+    #[schemars(with = "String", length(max = limits::TIMEZONE))]
+    timezone: Option<String>,
+    /// How many fire times to answer: 1 to 20, 5 when left out.
+    #[serde(default)]
+    #[schemars(with = "u8", range(min = 1, max = 20))]
+    count: Option<usize>,
+}
+
+fn preview_example() -> Value {
+    json!({"scheduleType": "cron", "scheduleValue": "0 9 * * 1-5", "timezone": "Europe/Paris", "count": 3})
+}
+
+async fn preview(Json(body): Json<PreviewSchedule>) -> ApiResult<HttpResponse> {
+    let count = body.count.unwrap_or(5);
+    if !(1..=workflow::PREVIEW_MAX).contains(&count) {
+        return Err(ApiError::invalid(format!("count must be 1 to {}", workflow::PREVIEW_MAX)));
+    }
+    let next_runs = workflow::preview_schedule(
+        body.schedule_type.into(),
+        &body.schedule_value,
+        body.timezone.as_deref(),
+        count,
+    )?;
+    Ok(HttpResponse::Ok().json(SchedulePreviewBody { next_runs }))
 }
 
 /// `POST /api/agents/{name}/tasks`.

@@ -526,4 +526,33 @@ impl InboxStore for FsStore {
         })
         .await
     }
+
+    async fn filed_page(
+        &self,
+        agent: &AgentName,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>> {
+        let agent = agent.clone();
+        self.blocking(move |s| {
+            s.with_inbox(&agent, false, || {
+                let dir = s.inbox_dir(&agent, ARCHIVE);
+                // Ids are ULIDs: name order is age order, and only the page's files are read.
+                let names = io::list_names(&dir, ".json")?;
+                Ok(names
+                    .iter()
+                    .rev()
+                    .filter(|name| {
+                        let id =
+                            name.strip_suffix(".json").and_then(|id| MessageId::parse(id).ok());
+                        before.is_none_or(|before| id.is_some_and(|id| id < before))
+                    })
+                    .filter_map(|name| io::read_json_lenient::<InboxMessage>(&dir.join(name)))
+                    .filter(|m| matches!(m.status, MessageStatus::Read | MessageStatus::Archived))
+                    .take(limit)
+                    .collect())
+            })
+        })
+        .await
+    }
 }

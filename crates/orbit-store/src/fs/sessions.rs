@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{FsStore, Inner, io};
 use crate::{
-    AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
-    SessionStore, TranscriptCursor, TranscriptEntry, TranscriptPage,
+    AgentName, Error, MessagePreview, NewSession, Result, Session, SessionId, SessionMessage,
+    SessionPatch, SessionStore, TranscriptCursor, TranscriptEntry, TranscriptPage,
 };
 
 /// Compact once the journal has this many lines and more than twice as many as sessions.
@@ -384,6 +384,7 @@ impl SessionStore for FsStore {
                 io::append_json(&messages, &message)?;
                 session.message_count += 1;
                 session.last_message_at = Some(message.created_at);
+                session.last_message = Some(MessagePreview::of(&message));
                 Ok((Some(Entry::Put { session: Box::new(session) }), ()))
             })
         })
@@ -412,6 +413,7 @@ impl SessionStore for FsStore {
                 tracing::warn!(%agent, session = %id, recorded = session.message_count, found = messages.len(), "repairing message count");
                 session.message_count = messages.len() as u64;
                 session.last_message_at = messages.last().map(|m| m.created_at);
+                session.last_message = messages.last().map(MessagePreview::of);
                 Ok((Some(Entry::Put { session: Box::new(session) }), messages))
             })
         })

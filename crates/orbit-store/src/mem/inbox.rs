@@ -223,4 +223,22 @@ impl InboxStore for MemStore {
         let inbox = &state.agent(agent)?.inbox;
         Ok(inbox.values().filter(|m| m.status == MessageStatus::Dead).cloned().collect())
     }
+
+    async fn filed_page(
+        &self,
+        agent: &AgentName,
+        before: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>> {
+        let state = self.state();
+        let inbox = &state.agent(agent)?.inbox;
+        Ok(inbox
+            .values()
+            .rev()
+            .filter(|m| matches!(m.status, MessageStatus::Read | MessageStatus::Archived))
+            .filter(|m| before.is_none_or(|before| m.id < before))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
 }

@@ -83,6 +83,7 @@ impl SessionStore for MemStore {
         let record = state.session_mut(agent, id)?;
         record.session.message_count += 1;
         record.session.last_message_at = Some(message.created_at);
+        record.session.last_message = Some(crate::MessagePreview::of(&message));
         record.messages.push(message);
         Ok(())
     }
