@@ -278,12 +278,17 @@ impl AgentPool {
         &self.shared.options.activity
     }
 
-    /// The stores the pool's turns write to.
+    /// This server process's registration, which its inbox claims and signals name.
+    pub fn instance(&self) -> InstanceId {
+        self.shared.options.instance
+    }
+
     /// Waits for the pool's turn to change a workdir or make a session's worktree.
     pub(crate) async fn lock_worktree_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.shared.worktree_changes.lock().await
     }
 
+    /// The stores the pool's turns write to.
     pub fn stores(&self) -> &Stores {
         &self.shared.stores
     }

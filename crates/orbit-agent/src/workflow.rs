@@ -2,15 +2,16 @@
 //! HTTP API, the agents' own tools, a library user. Creating a task checks its schedule,
 //! its worktree and its branch the same way whoever asks; deleting a task or a session
 //! removes its worktree (unless it holds uncommitted work) whoever deletes it; deleting a
-//! session or an agent ends its turns and forgets its CLI state first.
+//! session or an agent ends its turns and forgets its CLI state first, on every node of the
+//! store (`signals`).
 //!
 //! Nothing here tells the scheduler anything: the store announces every task change
 //! (`TaskStore::watch_changes` and its change feed).
 
 use orbit_store::{
     Agent, AgentName, AgentPatch, ContextMode, NewSession, NewTask, PermissionMode, Schedule,
-    ScheduleType, Session, SessionId, Stores, Task, TaskId, TaskPatch, TaskStatus, limits,
-    timestamp,
+    ScheduleType, Session, SessionId, SignalKind, Stores, Task, TaskId, TaskPatch, TaskStatus,
+    limits, timestamp,
 };
 
 use crate::{Activity, AgentPool, Error, Result, worktree};
@@ -338,6 +339,8 @@ impl AgentPool {
         stores.sessions.delete(agent, id).await?;
         self.activity().announce(Activity::SessionDeleted { agent: agent.clone(), session: *id });
         self.forget_session(agent, id).await;
+        self.tell_other_nodes(SignalKind::SessionDeleted { agent: agent.clone(), session: *id })
+            .await;
         match session.worktree_id {
             Some(worktree_id) => remove_owned_worktree(stores, agent, &worktree_id).await,
             None => Ok(None),
@@ -354,6 +357,7 @@ impl AgentPool {
         stores.agents.delete(agent).await?;
         self.activity().announce(Activity::AgentChanged { agent: agent.clone() });
         self.forget_agent(agent).await;
+        self.tell_other_nodes(SignalKind::AgentDeleted { agent: agent.clone() }).await;
         Ok(())
     }
 }
