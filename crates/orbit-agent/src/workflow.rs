@@ -72,9 +72,25 @@ fn check_task_fields(
     Ok(())
 }
 
+/// Refuses what is pinned to a node other than `here` (see `Session::node`).
+pub fn check_here(what: &'static str, id: &str, pinned: Option<&str>, here: &str) -> Result<()> {
+    match pinned {
+        Some(node) if node != here => {
+            Err(Error::OnOtherNode { what, id: id.to_owned(), node: node.to_owned() })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Makes a task after checking it: field limits, a schedule that parses and fires again, a
 /// branch only with a worktree, a worktree only for isolated runs, a branch name git takes.
-pub async fn create_task(stores: &Stores, agent: &AgentName, request: TaskRequest) -> Result<Task> {
+/// A task with a worktree is pinned to `here`, this node, whose disk will hold it.
+pub async fn create_task(
+    stores: &Stores,
+    agent: &AgentName,
+    request: TaskRequest,
+    here: &str,
+) -> Result<Task> {
     check_task_fields(
         Some(&request.prompt),
         Some(&request.schedule_value),
@@ -118,6 +134,7 @@ pub async fn create_task(stores: &Stores, agent: &AgentName, request: TaskReques
         context_mode: request.context_mode,
         timezone: request.timezone,
         next_run: Some(next_run),
+        node: request.worktree.then(|| here.to_owned()),
         worktree: request.worktree,
         branch: request.branch,
     };
@@ -174,13 +191,16 @@ pub async fn update_task(
 }
 
 /// Deletes a task (a run of it still going is stopped by the scheduler, which learns of the
-/// deletion from the store) and removes its worktree unless it holds uncommitted work.
+/// deletion from the store) and removes its worktree unless it holds uncommitted work. A task
+/// whose worktree is on another node is deleted there, where its worktree can be removed.
 pub async fn delete_task(
     stores: &Stores,
     agent: &AgentName,
     id: &TaskId,
+    here: &str,
 ) -> Result<Option<KeptWorktree>> {
     let task = stores.tasks.get(agent, id).await?;
+    check_here("task", &id.to_string(), task.node.as_deref(), here)?;
     stores.tasks.delete(agent, id).await?;
     if task.worktree {
         remove_owned_worktree(stores, agent, &id.to_string()).await
@@ -194,6 +214,7 @@ async fn create_session(
     stores: &Stores,
     agent: &AgentName,
     request: SessionRequest,
+    here: &str,
 ) -> Result<Session> {
     limits::check_optional("title", request.title.as_deref(), limits::TITLE)?;
     if let Some(model) = &request.model {
@@ -215,6 +236,7 @@ async fn create_session(
         title: request.title,
         model: request.model,
         permission_mode: request.permission_mode,
+        node: worktree_id.as_ref().map(|_| here.to_owned()),
         worktree_id,
     };
     Ok(stores.sessions.create_with_id(agent, id, new).await?)
@@ -316,9 +338,9 @@ impl AgentPool {
     ) -> Result<Session> {
         let session = if request.worktree {
             let _making = self.lock_worktree_changes().await;
-            create_session(self.stores(), agent, request).await?
+            create_session(self.stores(), agent, request, self.node()).await?
         } else {
-            create_session(self.stores(), agent, request).await?
+            create_session(self.stores(), agent, request, self.node()).await?
         };
         self.activity()
             .announce(Activity::SessionCreated { agent: agent.clone(), session: session.id });
@@ -334,6 +356,8 @@ impl AgentPool {
     ) -> Result<Option<KeptWorktree>> {
         let stores = self.stores();
         let session = stores.sessions.get(agent, id).await?;
+        // Its worktree and its turns are on the node it is pinned to.
+        check_here("session", &id.to_string(), session.node.as_deref(), self.node())?;
         // The record first: a turn that starts on the session from now on is refused, so
         // none can spawn a CLI (and recreate its state) after it is forgotten.
         stores.sessions.delete(agent, id).await?;

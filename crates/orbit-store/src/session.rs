@@ -50,6 +50,11 @@ pub struct Session {
     /// The git worktree this session's turns run in, if it asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree_id: Option<String>,
+    /// The node whose disk holds the session's worktree (set only with one). A worktree is
+    /// local by nature, so the session's turns run on that node alone; another node sharing
+    /// the store refuses them, naming this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     #[serde(with = "crate::timestamp::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::timestamp::rfc3339::option")]
@@ -72,6 +77,7 @@ impl Session {
             model: new.model,
             permission_mode: new.permission_mode,
             worktree_id: new.worktree_id,
+            node: new.node,
             created_at: crate::timestamp::now(),
             last_message_at: None,
             message_count: 0,
@@ -88,6 +94,7 @@ pub struct NewSession {
     pub model: Option<String>,
     pub permission_mode: Option<PermissionMode>,
     pub worktree_id: Option<String>,
+    pub node: Option<String>,
 }
 
 /// A partial update of a session; `None` leaves a field as it is.

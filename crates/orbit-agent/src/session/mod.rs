@@ -244,6 +244,7 @@ impl SessionAgent {
             session,
             stores: shared.stores.clone(),
             activity: shared.options.activity.clone(),
+            node: shared.options.node.clone(),
         };
         let control = Arc::new(SessionControl::new(
             (agent.clone(), session),
@@ -427,8 +428,14 @@ impl SessionAgent {
 
     /// The checks and the slot of a turn being started.
     async fn accept(&self, options: &ChatOptions, abort: AbortSignal) -> Result<Accepted> {
-        // The session must exist before anything is claimed or spent for it.
-        self.shared.stores.sessions.get(&self.agent, &self.session).await?;
+        // The session must exist before anything is claimed or spent for it, and run here.
+        let session = self.shared.stores.sessions.get(&self.agent, &self.session).await?;
+        crate::workflow::check_here(
+            "session",
+            &session.id.to_string(),
+            session.node.as_deref(),
+            &self.shared.options.node,
+        )?;
         let mode = self.permission_mode().await?;
         let mut live = self.live.clone().lock_owned().await;
         // A process that ended, that did not finish its last turn, or that was started for

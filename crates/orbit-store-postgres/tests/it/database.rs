@@ -114,6 +114,7 @@ async fn a_task_change_on_one_node_wakes_the_other() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     ticks.borrow_and_update();
     let new = orbit_store::NewTask {
+        node: None,
         name: None,
         prompt: "p".into(),
         schedule_type: orbit_store::ScheduleType::Interval,
