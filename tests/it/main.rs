@@ -8,6 +8,7 @@ mod api;
 mod browser;
 mod cluster;
 mod cluster_crash;
+mod cluster_outage;
 mod cluster_pinning;
 mod cluster_signals;
 mod console;
