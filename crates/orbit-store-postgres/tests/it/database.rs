@@ -133,3 +133,32 @@ async fn a_task_change_on_one_node_wakes_the_other() {
     let seen = b.tasks.changes_since(Some(start.cursor)).await.unwrap();
     assert_eq!(seen.changes.iter().map(|c| c.task).collect::<Vec<_>>(), vec![task.id]);
 }
+
+/// A signal sent through one node is heard by the other, whole, and by the sender too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_from_one_node_reaches_the_other() {
+    let (first, guard) = crate::open(orbit_store::contract::options());
+    let second = PgStore::open(PgOptions::new(guard.database.url.clone(), guard.workspaces.path()))
+        .await
+        .unwrap();
+    let (a, b) = (first.stores(), second.stores());
+    let mut heard_by_b = b.instances.watch_signals().expect("PostgreSQL carries signals");
+    let mut heard_by_a = a.instances.watch_signals().unwrap();
+    // The listening connections are made as the stores open; give them a moment to listen.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signal = orbit_store::Signal {
+        from: InstanceId::new(),
+        what: orbit_store::SignalKind::SessionDeleted {
+            agent: AgentName::parse("bot").unwrap(),
+            session: SessionId::new(),
+        },
+    };
+    a.instances.signal(signal.clone()).await.unwrap();
+    for heard in [&mut heard_by_b, &mut heard_by_a] {
+        let got = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+            .await
+            .expect("heard within 5 s")
+            .unwrap();
+        assert_eq!(got, signal);
+    }
+}
