@@ -57,6 +57,12 @@ fn deletes_and_aborts_through_one_node_reach_turns_on_another() {
         let running =
             start_chat(&a, json!({"agentName": "bot", "sessionId": session, "message": "slow"}));
         wait_until(Duration::from_secs(30), "A's turn never reached its model", asked(1)).await;
+        // While A runs the session's turn, B refuses another, as A would.
+        let second = json!({"agentName": "bot", "sessionId": session, "message": "me too"});
+        let (status, body) = call(&b, "POST", "/api/chat", Some(second)).await;
+        assert_eq!(status, 409, "one turn of a session in the cluster: {body}");
+        assert_eq!(body["code"], "conflict", "{body}");
+        assert!(model_b.requests().is_empty(), "B ran nothing");
         let abort = format!("/api/agents/bot/sessions/{session}/abort");
         let (status, body) = call(&b, "POST", &abort, None).await;
         assert_eq!(status, 200, "B reached A's turn: {body}");

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{
-    AgentName, PermissionMode, Result, SessionId, TranscriptCursor, TranscriptEntry, TranscriptPage,
+    AgentName, Lease, LeaseToken, PermissionMode, Result, SessionId, TranscriptCursor,
+    TranscriptEntry, TranscriptPage,
 };
 
 /// Token counts, summed over a session's turns.
@@ -227,6 +228,43 @@ pub trait SessionStore: Send + Sync {
         from: TranscriptCursor,
         limit: usize,
     ) -> Result<TranscriptPage>;
+    /// Holds the session's turn for the lease's instance: refused with `Conflict` while
+    /// another instance's lease on it is live at `now` (the same instance may take it again:
+    /// its own pool lets one turn of a session run at a time). A store shared by several
+    /// nodes keeps it, so that no two nodes run turns of one session at once and a node that
+    /// died lets go when its lease lapses; one machine's store has nothing to hold, its pool
+    /// refusing a second turn itself.
+    async fn hold_turn(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        lease: &Lease,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let _ = (agent, id, lease, now);
+        Ok(())
+    }
+    /// Extends a held turn's lease; `Conflict` when `token` no longer holds it.
+    async fn renew_turn(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        token: &LeaseToken,
+        until: OffsetDateTime,
+    ) -> Result<()> {
+        let _ = (agent, id, token, until);
+        Ok(())
+    }
+    /// Lets go of a held turn (nothing when `token` no longer holds it).
+    async fn release_turn(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        token: &LeaseToken,
+    ) -> Result<()> {
+        let _ = (agent, id, token);
+        Ok(())
+    }
     /// Keeps the CLI's own transcript of the session's conversation (`cli_session` is the
     /// CLI's session id), so that a node other than the one that ran the last turn can resume
     /// it. A store used by one machine only keeps nothing: the transcript is in that

@@ -162,3 +162,44 @@ async fn a_signal_from_one_node_reaches_the_other() {
         assert_eq!(got, signal);
     }
 }
+
+/// A session's turn is held by one node at a time: another node is refused while the lease
+/// is live and takes it once it lapsed; the holder may take it again; a stale token renews
+/// nothing and releases nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_turn_is_held_by_one_node_at_a_time() {
+    let (store, _guard) = crate::open(orbit_store::contract::options());
+    let stores = store.stores();
+    let bot = AgentName::parse("bot").unwrap();
+    stores.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let session = stores.sessions.create(&bot, orbit_store::NewSession::default()).await.unwrap();
+    let (node_a, node_b) = (InstanceId::new(), InstanceId::new());
+    let now = timestamp::now();
+    let lease = Duration::from_secs(30);
+    let held_by_a = orbit_store::Lease::new(node_a, now + lease);
+    let sessions = &stores.sessions;
+    sessions.hold_turn(&bot, &session.id, &held_by_a, now).await.unwrap();
+
+    let by_b = orbit_store::Lease::new(node_b, now + lease);
+    let refused = sessions.hold_turn(&bot, &session.id, &by_b, now).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Conflict, "{refused}");
+    // A itself may take it again (its pool runs one turn of a session at a time).
+    let again_by_a = orbit_store::Lease::new(node_a, now + lease);
+    sessions.hold_turn(&bot, &session.id, &again_by_a, now).await.unwrap();
+    let stale = sessions.renew_turn(&bot, &session.id, &held_by_a.token, now + lease).await;
+    assert_eq!(stale.unwrap_err().kind(), ErrorKind::Conflict, "the old token holds nothing");
+    sessions.release_turn(&bot, &session.id, &held_by_a.token).await.unwrap();
+    let still = sessions.hold_turn(&bot, &session.id, &by_b, now).await.unwrap_err();
+    assert_eq!(still.kind(), ErrorKind::Conflict, "a stale release let nothing go");
+
+    // Once A's lease lapsed (A died), B takes the turn.
+    let later = now + lease + Duration::from_secs(1);
+    let by_b = orbit_store::Lease::new(node_b, later + lease);
+    sessions.hold_turn(&bot, &session.id, &by_b, later).await.unwrap();
+    sessions.renew_turn(&bot, &session.id, &by_b.token, later + lease).await.unwrap();
+    sessions.release_turn(&bot, &session.id, &by_b.token).await.unwrap();
+    sessions.hold_turn(&bot, &session.id, &again_by_a, now).await.unwrap();
+
+    let missing = sessions.hold_turn(&bot, &SessionId::new(), &by_b, now).await.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
+}
