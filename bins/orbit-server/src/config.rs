@@ -24,6 +24,12 @@ pub struct Settings {
     #[arg(long, env = "ORBIT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// This node's name, which the API gives for the sessions and tasks whose git worktrees
+    /// it holds (they run on it alone). Default: made at the first start (the host's name
+    /// and a random suffix) and kept in the data directory's `node-name`.
+    #[arg(long, env = "ORBIT_NODE_NAME", value_parser = node_name)]
+    pub node_name: Option<String>,
+
     /// Most connections to the database this node holds open.
     #[arg(long, env = "ORBIT_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub database_pool_size: u64,
@@ -192,6 +198,11 @@ impl Settings {
 
 /// The seconds an `ask` request may wait: at least one, at most a day
 /// (`orbit_agent::MAX_ASK_TIMEOUT_SECS`); clap refuses anything else at startup, saying so.
+fn node_name(name: &str) -> Result<String, String> {
+    orbit_store::limits::check_node_name(name).map_err(|err| err.to_string())?;
+    Ok(name.to_owned())
+}
+
 fn ask_timeout_secs() -> clap::builder::RangedU64ValueParser<u64> {
     clap::value_parser!(u64).range(1..=orbit_agent::MAX_ASK_TIMEOUT_SECS)
 }

@@ -40,6 +40,8 @@ pub enum StartupError {
     ExposedWithoutToken(std::net::SocketAddr),
     #[error(transparent)]
     TokenFile(#[from] crate::config::TokenFileError),
+    #[error("cannot keep this node's name in {path}: {source}")]
+    NodeName { path: std::path::PathBuf, source: std::io::Error },
     #[error("{0} (--workdir-root / ORBIT_WORKDIR_ROOTS)")]
     WorkdirRoot(#[from] orbit_agent::workdir::RootError),
 }
@@ -61,6 +63,44 @@ async fn open_stores(
     let store = PgStore::open(options).await?;
     tracing::info!(pool_size = settings.database_pool_size, "the records are in PostgreSQL");
     Ok(store.stores())
+}
+
+/// This node's name: `--node-name`, else the one kept in the data directory, made at the
+/// first start. Kept with the data directory, since what it pins (git worktrees) is there:
+/// every process on one data directory, and the same one after a restart, has the same name.
+fn node_name(settings: &Settings, data_dir: &std::path::Path) -> Result<String, StartupError> {
+    if let Some(name) = &settings.node_name {
+        return Ok(name.clone());
+    }
+    let path = data_dir.join("node-name");
+    let error = |source| StartupError::NodeName { path: path.clone(), source };
+    let read = || std::fs::read_to_string(&path).map(|name| name.trim().to_owned());
+    match read() {
+        Ok(name) if orbit_store::limits::check_node_name(&name).is_ok() => return Ok(name),
+        Ok(_) => {
+            let bad = std::io::Error::new(std::io::ErrorKind::InvalidData, "not a node name");
+            return Err(error(bad));
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(error(err)),
+    }
+    let host: String =
+        hostname().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(60).collect();
+    let host = if host.is_empty() { "node".to_owned() } else { host };
+    // The ULID's last ten characters are random.
+    let suffix = orbit_store::new_ulid().to_string().to_lowercase().split_off(16);
+    let name = format!("{host}-{suffix}");
+    // Written aside and linked into place, which fails when another process starting on the
+    // same directory got there first: then its name is this node's too.
+    let aside = data_dir.join(format!(".node-name.{suffix}"));
+    std::fs::write(&aside, format!("{name}\n")).map_err(error)?;
+    let linked = std::fs::hard_link(&aside, &path);
+    let _ = std::fs::remove_file(&aside);
+    match linked {
+        Ok(()) => Ok(name),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read().map_err(error),
+        Err(err) => Err(error(err)),
+    }
 }
 
 fn make_private_dir(dir: &std::path::Path) -> Result<(), orbit_store::Error> {
@@ -94,6 +134,8 @@ impl Application {
         // where its CLI runs and writes, only inside roots its operator named.
         let data_dir = settings.data_dir();
         let stores = open_stores(settings, &data_dir).await?;
+        let node = node_name(settings, &data_dir)?;
+        tracing::info!(%node, "this node's name");
         let workdirs = settings.workdir_policy()?.excluding_data_dir(&data_dir);
         let user_config_dir =
             settings.claude_user_dir.clone().or_else(credentials::user_config_dir).map(|dir| {
@@ -137,6 +179,7 @@ impl Application {
             ask_timeout: Duration::from_secs(settings.ask_timeout_secs),
             run_ask_timeout: Duration::from_secs(settings.run_ask_timeout_secs),
             instance,
+            node: node.clone(),
             claim_lease: lease,
             reserved_for_chats: settings.reserved_for_chats,
             shutdown_abort_grace: SHUTDOWN_ABORT_GRACE,
@@ -150,6 +193,7 @@ impl Application {
             Arc::new(SystemClock),
             SchedulerOptions {
                 instance,
+                node,
                 run_lease: lease,
                 activity,
                 // The pool aborts every turn still running after TURN_DEADLINE; the scheduler
@@ -205,6 +249,8 @@ impl Application {
             stopping_loops.clone(),
         ));
         let eviction = self.pool.spawn_eviction(stopping_loops.clone().cancelled_owned());
+        // Other nodes' deletions and aborts, on a store shared with them.
+        let signals = self.pool.spawn_signal_listener(stopping_loops.clone().cancelled_owned());
         let (stop_scheduler, scheduler_stopped) = tokio::sync::oneshot::channel::<()>();
         let scheduler = self.scheduler.clone();
         let scheduling = tokio::spawn(async move {
@@ -231,6 +277,9 @@ impl Application {
         };
         stopping_loops.cancel();
         let _ = tokio::join!(eviction, heartbeat);
+        if let Some(signals) = signals {
+            let _ = signals.await;
+        }
         if let Err(err) = self.stores.instances.deregister(&self.instance).await {
             tracing::warn!(error = %err, "could not deregister this instance");
         }

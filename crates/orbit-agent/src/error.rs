@@ -22,6 +22,11 @@ pub enum Error {
     #[error("the server is shutting down and takes no new turns")]
     ShuttingDown,
 
+    /// The session or task works in a git worktree on another node's disk: its turns run,
+    /// and it is deleted, on that node alone.
+    #[error("{what} {id} works in a git worktree on node '{node}'; send its requests to that node")]
+    OnOtherNode { what: &'static str, id: String, node: String },
+
     /// Abort was asked of a session with no running turn.
     #[error("session {0} has no running turn")]
     NotRunning(String),
@@ -139,9 +144,10 @@ impl Error {
                 ErrorKind::NotFound
             }
             Error::Invalid(_) | Error::InvalidSchedule(_) => ErrorKind::Invalid,
-            Error::WorktreeDirty(_) | Error::BranchExists(_) | Error::Conflict(_) => {
-                ErrorKind::Conflict
-            }
+            Error::WorktreeDirty(_)
+            | Error::BranchExists(_)
+            | Error::Conflict(_)
+            | Error::OnOtherNode { .. } => ErrorKind::Conflict,
             Error::CliMissing { .. }
             | Error::CliExited { .. }
             | Error::TurnFailed(_)

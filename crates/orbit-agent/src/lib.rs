@@ -6,7 +6,8 @@
 //!   [`RuntimeProcess`]), and [`claude::ClaudeCli`], its implementation over stream-json.
 //! - [`SessionAgent`]: one session's warm process and its chat turns, with inbox claims.
 //! - [`AgentPool`]: session agents keyed `agentName:sessionId`, a cap on live processes,
-//!   idle eviction, shutdown.
+//!   idle eviction, shutdown; `signals`: what it tells, and hears from, other nodes on the
+//!   same store.
 //!
 //! Usable without the server: see `examples/one_turn.rs`.
 
@@ -20,6 +21,7 @@ pub mod prompt;
 mod qmd;
 pub mod runtime;
 mod session;
+mod signals;
 mod tools;
 pub mod workdir;
 pub mod workflow;

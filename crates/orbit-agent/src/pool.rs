@@ -39,6 +39,9 @@ pub struct PoolOptions {
     pub run_ask_timeout: Duration,
     /// This server process's registration: inbox claims name it.
     pub instance: InstanceId,
+    /// The name of this node (the data directory's, so every process on one directory has
+    /// the same): sessions and tasks with a worktree here are pinned to it.
+    pub node: String,
     /// How long an inbox claim lasts unless its turn renews it (it renews at a third of this
     /// while it lives); a claim of a server that died is taken back after this long.
     pub claim_lease: Duration,
@@ -63,6 +66,7 @@ impl Default for PoolOptions {
             ask_timeout: Duration::from_secs(60),
             run_ask_timeout: Duration::from_secs(10 * 60),
             instance: InstanceId::new(),
+            node: "local".into(),
             claim_lease: Duration::from_secs(30),
             reserved_for_chats: 1,
             turn_timeout: Duration::from_secs(30 * 60),
@@ -278,12 +282,22 @@ impl AgentPool {
         &self.shared.options.activity
     }
 
-    /// The stores the pool's turns write to.
+    /// This server process's registration, which its inbox claims and signals name.
+    pub fn instance(&self) -> InstanceId {
+        self.shared.options.instance
+    }
+
+    /// This node's name, which pins the sessions and tasks whose worktrees it holds.
+    pub fn node(&self) -> &str {
+        &self.shared.options.node
+    }
+
     /// Waits for the pool's turn to change a workdir or make a session's worktree.
     pub(crate) async fn lock_worktree_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.shared.worktree_changes.lock().await
     }
 
+    /// The stores the pool's turns write to.
     pub fn stores(&self) -> &Stores {
         &self.shared.stores
     }

@@ -21,6 +21,8 @@ pub(crate) struct OrbitTools {
     pub(crate) session: SessionId,
     pub(crate) stores: Stores,
     pub(crate) activity: crate::ActivityBus,
+    /// This node's name (see `PoolOptions::node`).
+    pub(crate) node: String,
 }
 
 type ToolResult = std::result::Result<Value, String>;
@@ -169,7 +171,7 @@ impl OrbitTools {
                     worktree: false,
                     branch: None,
                 };
-                let task = workflow::create_task(stores, &self.agent, request)
+                let task = workflow::create_task(stores, &self.agent, request, &self.node)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(json!(task))
@@ -178,7 +180,7 @@ impl OrbitTools {
             "cancel_task" => {
                 let id = TaskId::parse(text_arg(args, "taskId")?).map_err(fail)?;
                 // As the API's delete does: its worktree goes too, unless it holds work.
-                let kept = workflow::delete_task(stores, &self.agent, &id)
+                let kept = workflow::delete_task(stores, &self.agent, &id, &self.node)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok(json!({"cancelled": id, "worktreeKept": kept.map(|k| k.id)}))

@@ -2,15 +2,16 @@
 //! HTTP API, the agents' own tools, a library user. Creating a task checks its schedule,
 //! its worktree and its branch the same way whoever asks; deleting a task or a session
 //! removes its worktree (unless it holds uncommitted work) whoever deletes it; deleting a
-//! session or an agent ends its turns and forgets its CLI state first.
+//! session or an agent ends its turns and forgets its CLI state first, on every node of the
+//! store (`signals`).
 //!
 //! Nothing here tells the scheduler anything: the store announces every task change
 //! (`TaskStore::watch_changes` and its change feed).
 
 use orbit_store::{
     Agent, AgentName, AgentPatch, ContextMode, NewSession, NewTask, PermissionMode, Schedule,
-    ScheduleType, Session, SessionId, Stores, Task, TaskId, TaskPatch, TaskStatus, limits,
-    timestamp,
+    ScheduleType, Session, SessionId, SignalKind, Stores, Task, TaskId, TaskPatch, TaskStatus,
+    limits, timestamp,
 };
 
 use time::OffsetDateTime;
@@ -73,9 +74,25 @@ fn check_task_fields(
     Ok(())
 }
 
+/// Refuses what is pinned to a node other than `here` (see `Session::node`).
+pub fn check_here(what: &'static str, id: &str, pinned: Option<&str>, here: &str) -> Result<()> {
+    match pinned {
+        Some(node) if node != here => {
+            Err(Error::OnOtherNode { what, id: id.to_owned(), node: node.to_owned() })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Makes a task after checking it: field limits, a schedule that parses and fires again, a
 /// branch only with a worktree, a worktree only for isolated runs, a branch name git takes.
-pub async fn create_task(stores: &Stores, agent: &AgentName, request: TaskRequest) -> Result<Task> {
+/// A task with a worktree is pinned to `here`, this node, whose disk will hold it.
+pub async fn create_task(
+    stores: &Stores,
+    agent: &AgentName,
+    request: TaskRequest,
+    here: &str,
+) -> Result<Task> {
     check_task_fields(
         Some(&request.prompt),
         Some(&request.schedule_value),
@@ -109,6 +126,7 @@ pub async fn create_task(stores: &Stores, agent: &AgentName, request: TaskReques
         context_mode: request.context_mode,
         timezone: request.timezone,
         next_run: Some(next_run),
+        node: request.worktree.then(|| here.to_owned()),
         worktree: request.worktree,
         branch: request.branch,
     };
@@ -207,13 +225,16 @@ pub async fn update_task(
 }
 
 /// Deletes a task (a run of it still going is stopped by the scheduler, which learns of the
-/// deletion from the store) and removes its worktree unless it holds uncommitted work.
+/// deletion from the store) and removes its worktree unless it holds uncommitted work. A task
+/// whose worktree is on another node is deleted there, where its worktree can be removed.
 pub async fn delete_task(
     stores: &Stores,
     agent: &AgentName,
     id: &TaskId,
+    here: &str,
 ) -> Result<Option<KeptWorktree>> {
     let task = stores.tasks.get(agent, id).await?;
+    check_here("task", &id.to_string(), task.node.as_deref(), here)?;
     stores.tasks.delete(agent, id).await?;
     if task.worktree {
         remove_owned_worktree(stores, agent, &id.to_string()).await
@@ -227,6 +248,7 @@ async fn create_session(
     stores: &Stores,
     agent: &AgentName,
     request: SessionRequest,
+    here: &str,
 ) -> Result<Session> {
     limits::check_optional("title", request.title.as_deref(), limits::TITLE)?;
     if let Some(model) = &request.model {
@@ -248,6 +270,7 @@ async fn create_session(
         title: request.title,
         model: request.model,
         permission_mode: request.permission_mode,
+        node: worktree_id.as_ref().map(|_| here.to_owned()),
         worktree_id,
     };
     Ok(stores.sessions.create_with_id(agent, id, new).await?)
@@ -349,9 +372,9 @@ impl AgentPool {
     ) -> Result<Session> {
         let session = if request.worktree {
             let _making = self.lock_worktree_changes().await;
-            create_session(self.stores(), agent, request).await?
+            create_session(self.stores(), agent, request, self.node()).await?
         } else {
-            create_session(self.stores(), agent, request).await?
+            create_session(self.stores(), agent, request, self.node()).await?
         };
         self.activity()
             .announce(Activity::SessionCreated { agent: agent.clone(), session: session.id });
@@ -367,11 +390,15 @@ impl AgentPool {
     ) -> Result<Option<KeptWorktree>> {
         let stores = self.stores();
         let session = stores.sessions.get(agent, id).await?;
+        // Its worktree and its turns are on the node it is pinned to.
+        check_here("session", &id.to_string(), session.node.as_deref(), self.node())?;
         // The record first: a turn that starts on the session from now on is refused, so
         // none can spawn a CLI (and recreate its state) after it is forgotten.
         stores.sessions.delete(agent, id).await?;
         self.activity().announce(Activity::SessionDeleted { agent: agent.clone(), session: *id });
         self.forget_session(agent, id).await;
+        self.tell_other_nodes(SignalKind::SessionDeleted { agent: agent.clone(), session: *id })
+            .await;
         match session.worktree_id {
             Some(worktree_id) => remove_owned_worktree(stores, agent, &worktree_id).await,
             None => Ok(None),
@@ -388,6 +415,7 @@ impl AgentPool {
         stores.agents.delete(agent).await?;
         self.activity().announce(Activity::AgentChanged { agent: agent.clone() });
         self.forget_agent(agent).await;
+        self.tell_other_nodes(SignalKind::AgentDeleted { agent: agent.clone() }).await;
         Ok(())
     }
 }

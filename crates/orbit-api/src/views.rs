@@ -93,6 +93,11 @@ pub struct SessionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "wire::Ulid")]
     pub worktree_id: Option<String>,
+    /// The node that holds that worktree (with `--database-url`, several nodes): its turns
+    /// run there alone, and any other node answers 409 naming it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::NodeName")]
+    pub node: Option<String>,
     #[serde(with = "rfc3339")]
     #[schemars(with = "wire::Timestamp")]
     pub created_at: OffsetDateTime,
@@ -147,6 +152,7 @@ impl From<Session> for SessionView {
             model: session.model,
             permission_mode: session.permission_mode.map(Into::into),
             worktree_id: session.worktree_id,
+            node: session.node,
             created_at: session.created_at,
             last_message_at: session.last_message_at,
             message_count: session.message_count,
@@ -279,6 +285,11 @@ pub struct TaskView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub branch: Option<String>,
+    /// The node that holds that worktree: only its scheduler runs the task, and only it
+    /// deletes the task (any other node answers 409 naming it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::NodeName")]
+    pub node: Option<String>,
 }
 
 impl From<Task> for TaskView {
@@ -298,6 +309,7 @@ impl From<Task> for TaskView {
             created_at: task.created_at,
             worktree: task.worktree,
             branch: task.branch,
+            node: task.node,
         }
     }
 }

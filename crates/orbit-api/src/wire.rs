@@ -26,6 +26,8 @@ pub const SENDER_PATTERN: &str = r"^[^\x00-\x1f\x7f]+$";
 pub const MODEL_PATTERN: &str = "^[!-,.-~][!-~]*$";
 /// `orbit_agent::workdir::WorkdirPolicy::check`: an absolute path, without NUL.
 pub const WORKDIR_PATTERN: &str = r"^/[^\x00]*$";
+/// `orbit_store::limits::check_node_name`.
+pub const NODE_NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$";
 /// A workdir to set, or the empty string for the data directory's workspace.
 pub const WORKDIR_CHANGE_PATTERN: &str = r"^(/[^\x00]*)?$";
 /// Holds a character that is not white space (`routes::chat` checks the same thing).
@@ -89,6 +91,18 @@ schema_type!(
         "pattern": "^[0-9]{1,20}$",
         "description": "An opaque position in a transcript (digits), from a page's nextCursor or endCursor.",
         "examples": ["4096"],
+    })
+);
+schema_type!(
+    /// A node's name (`--node-name`, else made once and kept in its data directory).
+    NodeName,
+    json!({
+        "type": "string",
+        "pattern": NODE_NAME_PATTERN,
+        "minLength": 1,
+        "maxLength": orbit_store::limits::NODE_NAME,
+        "description": "The name of an Orbit node: the one that holds a session's or a task's git worktree.",
+        "examples": ["worker-1"],
     })
 );
 schema_type!(

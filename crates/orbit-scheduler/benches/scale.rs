@@ -75,6 +75,7 @@ async fn main() {
             stores.agents.create(&agent, NewAgent::default()).await.unwrap();
             for _ in 0..TASKS_PER_AGENT {
                 let new = NewTask {
+                    node: None,
                     name: None,
                     prompt: "yearly report".into(),
                     schedule_type: ScheduleType::Cron,
@@ -134,6 +135,7 @@ async fn main() {
         let first = SystemClock.now() + time::Duration::seconds(2);
         for _ in 0..tasks {
             let new = NewTask {
+                node: None,
                 name: None,
                 prompt: "tick".into(),
                 schedule_type: ScheduleType::Interval,

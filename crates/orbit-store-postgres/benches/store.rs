@@ -120,6 +120,7 @@ async fn tasks(stores: &Stores) -> (String, String) {
             stores.agents.create(&agent, NewAgent::default()).await.unwrap();
             for _ in 0..TASKS / 100 {
                 let task = NewTask {
+                    node: None,
                     name: None,
                     prompt: "check".into(),
                     schedule_type: ScheduleType::Cron,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orbit_store::{Instance, InstanceId, InstanceStore, Result, timestamp};
+use orbit_store::{Instance, InstanceId, InstanceStore, Result, Signal, timestamp};
 use time::OffsetDateTime;
 
 use crate::PgStore;
@@ -73,5 +73,22 @@ impl InstanceStore for PgStore {
             &[&id.to_string()]
         ))
         .map(drop)
+    }
+
+    /// A notification on the signals channel, which every node's listening connection
+    /// receives (this node's own too).
+    async fn signal(&self, signal: Signal) -> Result<()> {
+        let payload = serde_json::to_string(&signal)
+            .map_err(|err| orbit_store::Error::Invalid(format!("unsendable signal: {err}")))?;
+        transaction!(self, |tx| db::execute(
+            &tx,
+            "SELECT pg_notify($1, $2)",
+            &[&crate::notify::SIGNALS, &payload]
+        ))
+        .map(drop)
+    }
+
+    fn watch_signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+        Some(self.inner.signals.subscribe())
     }
 }

@@ -16,7 +16,8 @@
 //!   domain rules are the ones `orbit-store` applies in memory.
 //!
 //! - Task changes made by other nodes wake this node's scheduler through `LISTEN/NOTIFY`
-//!   (`notify`).
+//!   (`notify`), and nodes tell each other of deleted agents and sessions and of turns to
+//!   abort on the same connection (`InstanceStore::signal`).
 //!
 //! What stays on the node: the agents' working directories (under [`PgOptions::workspaces`]).
 
@@ -39,6 +40,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use orbit_store::{FsOptions, Stores};
 
 pub use error::{Error, Result};
+
+/// Signals a slow listener of this node may fall behind by before it misses some (it is told
+/// it did: a signal is never relied on alone).
+const SIGNALS_BUFFERED: usize = 256;
 
 /// Settings of the PostgreSQL store.
 #[derive(Debug, Clone)]
@@ -87,6 +92,9 @@ pub(crate) struct Inner {
     pub(crate) feed: ulid::Ulid,
     /// Ticks at every task change made through this store (see `TaskStore::watch_changes`).
     pub(crate) task_changes: tokio::sync::watch::Sender<u64>,
+    /// Every node's signals, as the listening connection receives them
+    /// (`InstanceStore::watch_signals`).
+    pub(crate) signals: tokio::sync::broadcast::Sender<orbit_store::Signal>,
 }
 
 impl PgStore {
@@ -114,7 +122,13 @@ impl PgStore {
             .map_err(|err| Error::Pool(err.to_string()))?;
         let listener_config = config.clone();
         let feed = db::within(options.operation_timeout, migrate::run(&pool)).await?;
-        let inner = Inner { pool, options, feed, task_changes: tokio::sync::watch::channel(0).0 };
+        let inner = Inner {
+            pool,
+            options,
+            feed,
+            task_changes: tokio::sync::watch::channel(0).0,
+            signals: tokio::sync::broadcast::channel(SIGNALS_BUFFERED).0,
+        };
         let inner = Arc::new(inner);
         tokio::spawn(notify::listen(listener_config, Arc::downgrade(&inner)));
         Ok(Self { inner })

@@ -4,6 +4,10 @@
 //! change feed. A notification missed while the connection was down is made up for by a tick
 //! at every reconnect and by the scheduler's own periodic re-read of the feed (every few
 //! seconds), so a lost notification delays a change, never loses it.
+//!
+//! The same connection listens for nodes' signals (`InstanceStore::signal`): each is handed
+//! to this node's `watch_signals` receivers. A signal missed while the connection was down
+//! is lost; what it told is found out otherwise (a deleted session's record is gone).
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -15,6 +19,9 @@ use crate::Inner;
 
 /// The channel task changes are announced on.
 pub(crate) const TASK_CHANGES: &str = "orbit_task_changes";
+
+/// The channel nodes' signals travel on, each a JSON `orbit_store::Signal`.
+pub(crate) const SIGNALS: &str = "orbit_signals";
 
 /// How long to wait before connecting again after the listening connection failed.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
@@ -33,8 +40,13 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
                         futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(message) = messages.next().await {
                         match message {
-                            Ok(AsyncMessage::Notification(_)) => {
-                                if tx.send(()).is_err() {
+                            Ok(AsyncMessage::Notification(note)) => {
+                                let heard = if note.channel() == SIGNALS {
+                                    Heard::Signal(note.payload().to_owned())
+                                } else {
+                                    Heard::TaskChange
+                                };
+                                if tx.send(heard).is_err() {
                                     return;
                                 }
                             }
@@ -46,7 +58,10 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
                         }
                     }
                 });
-                match client.batch_execute(&format!("LISTEN {TASK_CHANGES}")).await {
+                match client
+                    .batch_execute(&format!("LISTEN {TASK_CHANGES}; LISTEN {SIGNALS}"))
+                    .await
+                {
                     Ok(()) => {
                         // Whatever changed while this node was not listening is in the feed.
                         if !tick(&store) {
@@ -54,8 +69,13 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
                         }
                         loop {
                             tokio::select! {
-                                notified = rx.recv() => {
-                                    if notified.is_none() || !tick(&store) {
+                                heard = rx.recv() => {
+                                    let delivered = match heard {
+                                        None => false,
+                                        Some(Heard::TaskChange) => tick(&store),
+                                        Some(Heard::Signal(payload)) => hand_on(&store, &payload),
+                                    };
+                                    if !delivered {
                                         break;
                                     }
                                 }
@@ -83,6 +103,24 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
         }
         tokio::time::sleep(RECONNECT_AFTER).await;
     }
+}
+
+/// A notification, by its channel.
+enum Heard {
+    TaskChange,
+    Signal(String),
+}
+
+/// Hands a signal to the store's receivers; `false` once the store is gone.
+fn hand_on(store: &Weak<Inner>, payload: &str) -> bool {
+    let Some(inner) = store.upgrade() else { return false };
+    match serde_json::from_str(payload) {
+        // Nobody listening is no failure: the signal was for turns this node does not run.
+        Ok(signal) => drop(inner.signals.send(signal)),
+        // From a node of another version, perhaps: not for this one.
+        Err(err) => tracing::warn!(error = %err, payload, "ignored a signal it cannot read"),
+    }
+    true
 }
 
 /// Ticks the store's watch; `false` once the store is gone.

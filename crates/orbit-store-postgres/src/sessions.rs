@@ -4,8 +4,9 @@
 
 use async_trait::async_trait;
 use orbit_store::{
-    AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
-    SessionStore, TRANSCRIPT_PAGE_BYTES, TranscriptCursor, TranscriptEntry, TranscriptPage,
+    AgentName, Error, Lease, LeaseToken, NewSession, Result, Session, SessionId, SessionMessage,
+    SessionPatch, SessionStore, TRANSCRIPT_PAGE_BYTES, TranscriptCursor, TranscriptEntry,
+    TranscriptPage,
 };
 
 use crate::PgStore;
@@ -260,6 +261,80 @@ impl SessionStore for PgStore {
         }
         let next = TranscriptCursor(u64::try_from(last).unwrap_or_default());
         Ok(TranscriptPage { entries, next, more })
+    }
+
+    /// One statement: the row is made, or taken over when its lease lapsed or is this
+    /// instance's own; a live lease of another instance leaves it, and nothing is changed.
+    async fn hold_turn(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        lease: &Lease,
+        now: time::OffsetDateTime,
+    ) -> Result<()> {
+        let held = transaction!(self, |tx| async {
+            let written = db::execute(
+                &tx,
+                "INSERT INTO session_turns (agent, session_id, instance, token, until) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (agent, session_id) DO UPDATE \
+                 SET instance = EXCLUDED.instance, token = EXCLUDED.token, until = EXCLUDED.until \
+                 WHERE session_turns.until <= $6 OR session_turns.instance = EXCLUDED.instance",
+                &[
+                    &agent.as_str(),
+                    &id.to_string(),
+                    &lease.instance.to_string(),
+                    &lease.token.to_string(),
+                    &lease.until,
+                    &now,
+                ],
+            )
+            .await;
+            match written {
+                Ok(rows) => Ok(rows),
+                // The statement failed, and with it the transaction: no reading on.
+                Err(err) if violates(&err, FOREIGN_KEY_VIOLATION) => Err(not_found("session", id)),
+                Err(err) => Err(err),
+            }
+        })?;
+        if held == 0 {
+            return Err(Error::Conflict(format!(
+                "session {id} already has a running turn on another node"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn renew_turn(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        token: &LeaseToken,
+        until: time::OffsetDateTime,
+    ) -> Result<()> {
+        let renewed = transaction!(self, |tx| db::execute(
+            &tx,
+            "UPDATE session_turns SET until = $4 WHERE agent = $1 AND session_id = $2 AND token = $3",
+            &[&agent.as_str(), &id.to_string(), &token.to_string(), &until]
+        ))?;
+        if renewed == 0 {
+            return Err(Error::Conflict(format!("the turn of session {id} is no longer held")));
+        }
+        Ok(())
+    }
+
+    async fn release_turn(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        token: &LeaseToken,
+    ) -> Result<()> {
+        transaction!(self, |tx| db::execute(
+            &tx,
+            "DELETE FROM session_turns WHERE agent = $1 AND session_id = $2 AND token = $3",
+            &[&agent.as_str(), &id.to_string(), &token.to_string()]
+        ))
+        .map(drop)
     }
 
     async fn save_cli_transcript(

@@ -615,6 +615,7 @@ pub async fn inbox_state_changes_never_undo_each_other(stores: &Stores) {
 
 fn interval_task(prompt: &str) -> NewTask {
     NewTask {
+        node: None,
         name: Some("check".into()),
         prompt: prompt.into(),
         schedule_type: ScheduleType::Interval,

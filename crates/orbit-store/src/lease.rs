@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{InstanceId, LeaseToken, Result};
+use crate::{AgentName, InstanceId, LeaseToken, Result, SessionId};
 
 /// A holder's right to a piece of work until `until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,4 +75,40 @@ pub trait InstanceStore: Send + Sync {
     async fn list(&self) -> Result<Vec<Instance>>;
     /// Removes the registration at a clean stop.
     async fn deregister(&self, id: &InstanceId) -> Result<()>;
+    /// Tells every other server process sharing the store about work one of them may be
+    /// doing (a turn to abort, a session or agent that is gone). At most once and not
+    /// kept: a process that is not listening at that moment never hears it, so nothing may
+    /// depend on it alone for correctness. By default there is nobody to tell.
+    async fn signal(&self, _signal: Signal) -> Result<()> {
+        Ok(())
+    }
+    /// The signals of every process sharing the store (this one's own included), from now
+    /// on; `None` when the store carries none.
+    fn watch_signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+        None
+    }
+}
+
+/// A word from one server process to the others that share its store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Signal {
+    /// The process that sent it.
+    pub from: InstanceId,
+    pub what: SignalKind,
+}
+
+/// What a [`Signal`] says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum SignalKind {
+    /// The agent was deleted: whoever runs a turn of it ends it and forgets its CLI state.
+    AgentDeleted { agent: AgentName },
+    /// The session was deleted: the same for its turn and CLI state.
+    SessionDeleted { agent: AgentName, session: SessionId },
+    /// Abort the session's running turn; whoever aborts one answers [`SignalKind::TurnAborted`]
+    /// with the same `request`.
+    AbortTurn { agent: AgentName, session: SessionId, request: String },
+    /// The answer to an [`SignalKind::AbortTurn`]: the turn was running here and is aborted.
+    TurnAborted { request: String },
 }

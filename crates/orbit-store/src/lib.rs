@@ -45,7 +45,7 @@ pub use ids::{
 pub use inbox::{
     Claimer, InboxMessage, InboxStore, MessageStatus, MessageType, NewMessage, Sender, SenderKind,
 };
-pub use lease::{Instance, InstanceStore, Lease};
+pub use lease::{Instance, InstanceStore, Lease, Signal, SignalKind};
 pub use mem::MemStore;
 pub use memory::{MemoryHit, MemoryStore};
 pub use schedule::{Schedule, ScheduleError};

@@ -64,6 +64,22 @@ pub fn check_model(model: &str) -> Result<()> {
     Ok(())
 }
 
+/// A node's name (`--node-name`).
+pub const NODE_NAME: usize = 100;
+
+/// Refuses a node name that is not 1 to 100 ASCII letters, digits, `.`, `_` and `-`, starting
+/// with a letter or digit: it names the node in answers and in the data directory.
+pub fn check_node_name(name: &str) -> Result<()> {
+    let allowed = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    let first = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if name.len() > NODE_NAME || !allowed || !first {
+        return Err(Error::Invalid(format!(
+            "invalid node name {name:?}: 1 to {NODE_NAME} ASCII letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )));
+    }
+    Ok(())
+}
+
 /// Line and paragraph separators, zero-width and direction-changing characters: in a name that
 /// the model reads on a line of its own, they could break or disguise the line.
 fn is_invisible_format(c: char) -> bool {

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::{
-    AgentName, PermissionMode, Result, SessionId, TranscriptCursor, TranscriptEntry, TranscriptPage,
+    AgentName, Lease, LeaseToken, PermissionMode, Result, SessionId, TranscriptCursor,
+    TranscriptEntry, TranscriptPage,
 };
 
 /// Token counts, summed over a session's turns.
@@ -50,6 +51,11 @@ pub struct Session {
     /// The git worktree this session's turns run in, if it asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree_id: Option<String>,
+    /// The node whose disk holds the session's worktree (set only with one). A worktree is
+    /// local by nature, so the session's turns run on that node alone; another node sharing
+    /// the store refuses them, naming this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     #[serde(with = "crate::timestamp::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::timestamp::rfc3339::option")]
@@ -131,6 +137,7 @@ impl Session {
             model: new.model,
             permission_mode: new.permission_mode,
             worktree_id: new.worktree_id,
+            node: new.node,
             created_at: crate::timestamp::now(),
             last_message_at: None,
             message_count: 0,
@@ -149,6 +156,7 @@ pub struct NewSession {
     pub model: Option<String>,
     pub permission_mode: Option<PermissionMode>,
     pub worktree_id: Option<String>,
+    pub node: Option<String>,
 }
 
 /// A partial update of a session; `None` leaves a field as it is.
@@ -287,6 +295,43 @@ pub trait SessionStore: Send + Sync {
         from: TranscriptCursor,
         limit: usize,
     ) -> Result<TranscriptPage>;
+    /// Holds the session's turn for the lease's instance: refused with `Conflict` while
+    /// another instance's lease on it is live at `now` (the same instance may take it again:
+    /// its own pool lets one turn of a session run at a time). A store shared by several
+    /// nodes keeps it, so that no two nodes run turns of one session at once and a node that
+    /// died lets go when its lease lapses; one machine's store has nothing to hold, its pool
+    /// refusing a second turn itself.
+    async fn hold_turn(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        lease: &Lease,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let _ = (agent, id, lease, now);
+        Ok(())
+    }
+    /// Extends a held turn's lease; `Conflict` when `token` no longer holds it.
+    async fn renew_turn(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        token: &LeaseToken,
+        until: OffsetDateTime,
+    ) -> Result<()> {
+        let _ = (agent, id, token, until);
+        Ok(())
+    }
+    /// Lets go of a held turn (nothing when `token` no longer holds it).
+    async fn release_turn(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        token: &LeaseToken,
+    ) -> Result<()> {
+        let _ = (agent, id, token);
+        Ok(())
+    }
     /// Keeps the CLI's own transcript of the session's conversation (`cli_session` is the
     /// CLI's session id), so that a node other than the one that ran the last turn can resume
     /// it. A store used by one machine only keeps nothing: the transcript is in that

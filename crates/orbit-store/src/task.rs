@@ -64,6 +64,12 @@ pub struct Task {
     /// The branch of that worktree, made at the first run (detached at HEAD without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// The node whose disk holds the task's worktree (set only with one): only that node's
+    /// scheduler fires it, and only that node deletes it. See [`Session::node`].
+    ///
+    /// [`Session::node`]: crate::Session::node
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// The first slot of the schedule as it was set (the next run computed when the task was
     /// made or its schedule changed): slots are never earlier, and interval slots are
     /// `anchor + k * interval`, so every scheduler computes the same slots from the record.
@@ -107,6 +113,7 @@ impl Task {
             created_at: now,
             worktree: new.worktree,
             branch: new.branch,
+            node: new.node,
             anchor: Some(new.next_run.unwrap_or(now)),
             last_slot: None,
             latest_run: None,
@@ -147,6 +154,7 @@ pub struct NewTask {
     pub next_run: Option<OffsetDateTime>,
     pub worktree: bool,
     pub branch: Option<String>,
+    pub node: Option<String>,
 }
 
 /// A change to a task, as the change feed tells it to every scheduler sharing the store.

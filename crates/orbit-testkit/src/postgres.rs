@@ -52,6 +52,29 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// Takes the database away from its clients as an outage would: every connection to it
+    /// is ended and new ones are refused, until [`Self::restore`].
+    pub fn cut_off(&self) {
+        let server = SERVER.get_or_init(Server::start);
+        let name = &self.name;
+        server.psql(&format!("ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS false")).unwrap();
+        server
+            .psql(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+            .unwrap();
+    }
+
+    /// Gives the database back after [`Self::cut_off`].
+    pub fn restore(&self) {
+        let server = SERVER.get_or_init(Server::start);
+        let name = &self.name;
+        server.psql(&format!("ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS true")).unwrap();
+    }
+}
+
 impl Default for TestDatabase {
     fn default() -> Self {
         Self::new()

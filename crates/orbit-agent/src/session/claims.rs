@@ -134,7 +134,7 @@ fn clip(text: &str, max: usize) -> String {
 }
 
 /// Aborts a background task when dropped.
-pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

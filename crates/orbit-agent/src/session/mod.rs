@@ -46,6 +46,7 @@ use crate::{Error, Result};
 mod claims;
 mod portability;
 mod turn;
+mod turn_hold;
 mod turn_log;
 
 use turn_log::TurnLog;
@@ -244,6 +245,7 @@ impl SessionAgent {
             session,
             stores: shared.stores.clone(),
             activity: shared.options.activity.clone(),
+            node: shared.options.node.clone(),
         };
         let control = Arc::new(SessionControl::new(
             (agent.clone(), session),
@@ -404,7 +406,7 @@ impl SessionAgent {
         let abort = AbortSignal { requests, turn: id };
         let running = RunningGuard(self.clone());
         *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        let accepted = self.accept(&options, abort).await?;
+        let (accepted, hold) = self.accept(&options, abort).await?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let (outcome_tx, outcome) = oneshot::channel();
         let log = TurnLog::new(self.session);
@@ -420,15 +422,29 @@ impl SessionAgent {
             let _running = running;
             let _closing = closing;
             let outcome = this.run(&prompt, sent_at, options, accepted, &sink).await;
+            // Let go before the end is told, so that a next turn finds the session free.
+            hold.release().await;
             let _ = outcome_tx.send(outcome);
         });
         Ok(Turn { id, events, outcome })
     }
 
-    /// The checks and the slot of a turn being started.
-    async fn accept(&self, options: &ChatOptions, abort: AbortSignal) -> Result<Accepted> {
-        // The session must exist before anything is claimed or spent for it.
-        self.shared.stores.sessions.get(&self.agent, &self.session).await?;
+    /// The checks, the hold on the session and the slot of a turn being started.
+    async fn accept(
+        &self,
+        options: &ChatOptions,
+        abort: AbortSignal,
+    ) -> Result<(Accepted, turn_hold::TurnHold)> {
+        // The session must exist before anything is claimed or spent for it, and run here.
+        let session = self.shared.stores.sessions.get(&self.agent, &self.session).await?;
+        crate::workflow::check_here(
+            "session",
+            &session.id.to_string(),
+            session.node.as_deref(),
+            &self.shared.options.node,
+        )?;
+        // No other node runs a turn of it from here on, until the hold is let go.
+        let hold = self.hold_turn().await?;
         let mode = self.permission_mode().await?;
         let mut live = self.live.clone().lock_owned().await;
         // A process that ended, that did not finish its last turn, or that was started for
@@ -452,7 +468,7 @@ impl SessionAgent {
         if self.shared.is_closing() {
             return Err(Error::ShuttingDown);
         }
-        Ok(Accepted { live, permit, abort, mode })
+        Ok((Accepted { live, permit, abort, mode }, hold))
     }
 
     /// The session's mode, else its agent's.

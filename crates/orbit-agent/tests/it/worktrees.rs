@@ -75,31 +75,32 @@ async fn deleting_a_task_removes_its_worktree_and_keeps_a_dirty_one() {
         worktree,
         branch: worktree.then(|| "tidy".to_owned()),
     };
-    let clean = workflow::create_task(&h.stores, &h.agent, request(true)).await.unwrap();
+    let clean = workflow::create_task(&h.stores, &h.agent, request(true), "local").await.unwrap();
     let made =
         worktree::create(&base, &clean.id.to_string(), clean.branch.as_deref()).await.unwrap();
-    assert_eq!(workflow::delete_task(&h.stores, &h.agent, &clean.id).await.unwrap(), None);
+    assert_eq!(workflow::delete_task(&h.stores, &h.agent, &clean.id, "local").await.unwrap(), None);
     assert!(!made.path.exists(), "the task's worktree went with it");
 
     let mut dirty_request = request(true);
     dirty_request.branch = Some("tidy-2".into());
-    let dirty = workflow::create_task(&h.stores, &h.agent, dirty_request).await.unwrap();
+    let dirty = workflow::create_task(&h.stores, &h.agent, dirty_request, "local").await.unwrap();
     let made =
         worktree::create(&base, &dirty.id.to_string(), dirty.branch.as_deref()).await.unwrap();
     std::fs::write(made.path.join("wip.txt"), "unsaved").unwrap();
-    let kept = workflow::delete_task(&h.stores, &h.agent, &dirty.id).await.unwrap();
+    let kept = workflow::delete_task(&h.stores, &h.agent, &dirty.id, "local").await.unwrap();
     assert_eq!(kept.map(|k| k.id), Some(dirty.id.to_string()));
     assert!(made.path.join("wip.txt").exists(), "uncommitted work is kept");
 
     let mut main_worktree = request(true);
     main_worktree.context_mode = orbit_store::ContextMode::Main;
-    let refused = workflow::create_task(&h.stores, &h.agent, main_worktree).await.unwrap_err();
+    let refused =
+        workflow::create_task(&h.stores, &h.agent, main_worktree, "local").await.unwrap_err();
     assert!(matches!(refused, Error::Invalid(_)), "{refused}");
     let mut past = request(false);
     past.schedule_type = orbit_store::ScheduleType::Once;
     past.schedule_value = "2020-01-01T00:00:00Z".into();
     assert!(
-        workflow::create_task(&h.stores, &h.agent, past)
+        workflow::create_task(&h.stores, &h.agent, past, "local")
             .await
             .unwrap_err()
             .to_string()

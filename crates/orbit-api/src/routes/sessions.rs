@@ -222,10 +222,12 @@ async fn answer_permission(
 async fn abort(state: Data<AppState>, path: SessionPath) -> ApiResult<HttpResponse> {
     let (name, id) = (path.name, path.id);
     state.stores.sessions.get(&name, &id).await?;
-    let agent = state
-        .pool
-        .find(&name, &id)
-        .ok_or_else(|| ApiError::not_found(format!("session {id} has no running turn")))?;
-    agent.abort()?;
+    // Here, or through the store on the node that runs it.
+    state.pool.abort_turn(&name, &id).await.map_err(|err| match err {
+        orbit_agent::Error::NotRunning(_) => {
+            ApiError::not_found(format!("session {id} has no running turn"))
+        }
+        other => other.into(),
+    })?;
     Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }

@@ -279,7 +279,7 @@ async fn create(
         worktree: body.worktree,
         branch: body.branch,
     };
-    let task = workflow::create_task(&state.stores, &path.name, request).await?;
+    let task = workflow::create_task(&state.stores, &path.name, request, state.pool.node()).await?;
     Ok(HttpResponse::Created().json(TaskBody { task: task.into() }))
 }
 
@@ -305,7 +305,8 @@ async fn update(
 }
 
 async fn delete(state: Data<AppState>, path: TaskPath) -> ApiResult<HttpResponse> {
-    let kept = workflow::delete_task(&state.stores, &path.name, &path.id).await?;
+    let kept =
+        workflow::delete_task(&state.stores, &path.name, &path.id, state.pool.node()).await?;
     let answer = SuccessView { worktree_kept: kept.map(Into::into), ..SuccessView::DONE };
     Ok(HttpResponse::Ok().json(answer))
 }

@@ -56,6 +56,9 @@ pub struct SchedulerOptions {
     pub shutdown_grace: Duration,
     /// This server process's registration: running runs name it.
     pub instance: InstanceId,
+    /// This node's name: tasks pinned to another node (their worktree is on its disk) are
+    /// that node's scheduler's to fire.
+    pub node: String,
     /// How long a running run's lease lasts unless renewed; it is renewed every third of it.
     pub run_lease: Duration,
     /// Where runs starting and finishing, tasks changing and the sessions made for runs
@@ -72,6 +75,7 @@ impl Default for SchedulerOptions {
             recheck: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             instance: InstanceId::new(),
+            node: "local".into(),
             run_lease: Duration::from_secs(30),
             activity: orbit_agent::ActivityBus::default(),
         }

@@ -150,6 +150,11 @@ impl Scheduler {
             self.state().planned.remove(&task.id);
             return;
         }
+        if task.node.as_ref().is_some_and(|node| *node != self.inner.options.node) {
+            // Its worktree is on that node's disk: that node's scheduler fires it.
+            self.state().planned.remove(&task.id);
+            return;
+        }
         let now = self.inner.clock.now();
         let options = &self.inner.options;
         match plan(&task, &schedule, now, options.catch_up_recurring, options.catch_up_once) {

@@ -24,7 +24,13 @@ impl Scheduler {
         );
         let worktree_id =
             if task.worktree { Some(self.ensure_worktree(task).await?) } else { None };
-        let new = NewSession { title: Some(title), worktree_id, ..NewSession::default() };
+        // Its worktree is the task's, on the node the task is pinned to (this one).
+        let new = NewSession {
+            title: Some(title),
+            worktree_id,
+            node: task.node.clone(),
+            ..NewSession::default()
+        };
         self.inner.stores.sessions.create_with_id(&task.agent_name, session, new).await?;
         self.announce(orbit_agent::Activity::SessionCreated {
             agent: task.agent_name.clone(),

@@ -283,6 +283,7 @@ async fn a_main_mode_run_waits_for_a_turn_it_did_not_start_rather_than_failing()
 async fn a_task_in_its_own_worktree_runs_every_run_there() {
     let h = Harness::on_disk(Duration::from_secs(1)).await;
     let new = orbit_store::NewTask {
+        node: None,
         name: None,
         prompt: "build".into(),
         schedule_type: ScheduleType::Interval,

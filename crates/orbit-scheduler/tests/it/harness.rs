@@ -190,6 +190,7 @@ impl Harness {
         next_run: Option<OffsetDateTime>,
     ) -> Task {
         let new = NewTask {
+            node: None,
             name: Some("t".into()),
             prompt: "check".into(),
             schedule_type: kind,

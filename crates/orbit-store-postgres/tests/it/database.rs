@@ -114,6 +114,7 @@ async fn a_task_change_on_one_node_wakes_the_other() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     ticks.borrow_and_update();
     let new = orbit_store::NewTask {
+        node: None,
         name: None,
         prompt: "p".into(),
         schedule_type: orbit_store::ScheduleType::Interval,
@@ -131,4 +132,74 @@ async fn a_task_change_on_one_node_wakes_the_other() {
         .unwrap();
     let seen = b.tasks.changes_since(Some(start.cursor)).await.unwrap();
     assert_eq!(seen.changes.iter().map(|c| c.task).collect::<Vec<_>>(), vec![task.id]);
+}
+
+/// A signal sent through one node is heard by the other, whole, and by the sender too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_from_one_node_reaches_the_other() {
+    let (first, guard) = crate::open(orbit_store::contract::options());
+    let second = PgStore::open(PgOptions::new(guard.database.url.clone(), guard.workspaces.path()))
+        .await
+        .unwrap();
+    let (a, b) = (first.stores(), second.stores());
+    let mut heard_by_b = b.instances.watch_signals().expect("PostgreSQL carries signals");
+    let mut heard_by_a = a.instances.watch_signals().unwrap();
+    // The listening connections are made as the stores open; give them a moment to listen.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signal = orbit_store::Signal {
+        from: InstanceId::new(),
+        what: orbit_store::SignalKind::SessionDeleted {
+            agent: AgentName::parse("bot").unwrap(),
+            session: SessionId::new(),
+        },
+    };
+    a.instances.signal(signal.clone()).await.unwrap();
+    for heard in [&mut heard_by_b, &mut heard_by_a] {
+        let got = tokio::time::timeout(Duration::from_secs(5), heard.recv())
+            .await
+            .expect("heard within 5 s")
+            .unwrap();
+        assert_eq!(got, signal);
+    }
+}
+
+/// A session's turn is held by one node at a time: another node is refused while the lease
+/// is live and takes it once it lapsed; the holder may take it again; a stale token renews
+/// nothing and releases nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_turn_is_held_by_one_node_at_a_time() {
+    let (store, _guard) = crate::open(orbit_store::contract::options());
+    let stores = store.stores();
+    let bot = AgentName::parse("bot").unwrap();
+    stores.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let session = stores.sessions.create(&bot, orbit_store::NewSession::default()).await.unwrap();
+    let (node_a, node_b) = (InstanceId::new(), InstanceId::new());
+    let now = timestamp::now();
+    let lease = Duration::from_secs(30);
+    let held_by_a = orbit_store::Lease::new(node_a, now + lease);
+    let sessions = &stores.sessions;
+    sessions.hold_turn(&bot, &session.id, &held_by_a, now).await.unwrap();
+
+    let by_b = orbit_store::Lease::new(node_b, now + lease);
+    let refused = sessions.hold_turn(&bot, &session.id, &by_b, now).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Conflict, "{refused}");
+    // A itself may take it again (its pool runs one turn of a session at a time).
+    let again_by_a = orbit_store::Lease::new(node_a, now + lease);
+    sessions.hold_turn(&bot, &session.id, &again_by_a, now).await.unwrap();
+    let stale = sessions.renew_turn(&bot, &session.id, &held_by_a.token, now + lease).await;
+    assert_eq!(stale.unwrap_err().kind(), ErrorKind::Conflict, "the old token holds nothing");
+    sessions.release_turn(&bot, &session.id, &held_by_a.token).await.unwrap();
+    let still = sessions.hold_turn(&bot, &session.id, &by_b, now).await.unwrap_err();
+    assert_eq!(still.kind(), ErrorKind::Conflict, "a stale release let nothing go");
+
+    // Once A's lease lapsed (A died), B takes the turn.
+    let later = now + lease + Duration::from_secs(1);
+    let by_b = orbit_store::Lease::new(node_b, later + lease);
+    sessions.hold_turn(&bot, &session.id, &by_b, later).await.unwrap();
+    sessions.renew_turn(&bot, &session.id, &by_b.token, later + lease).await.unwrap();
+    sessions.release_turn(&bot, &session.id, &by_b.token).await.unwrap();
+    sessions.hold_turn(&bot, &session.id, &again_by_a, now).await.unwrap();
+
+    let missing = sessions.hold_turn(&bot, &SessionId::new(), &by_b, now).await.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
 }

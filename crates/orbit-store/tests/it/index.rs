@@ -33,6 +33,7 @@ fn message(text: &str) -> NewMessage {
 
 fn task(prompt: &str) -> NewTask {
     NewTask {
+        node: None,
         name: None,
         prompt: prompt.to_owned(),
         schedule_type: ScheduleType::Cron,

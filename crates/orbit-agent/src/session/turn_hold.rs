@@ -1,0 +1,88 @@
+//! A turn's hold on its session across nodes (`SessionStore::hold_turn`): taken as the turn
+//! is accepted, renewed at a third of its lease while the turn lives, let go when it ends, so
+//! that two nodes sharing a store never run turns of one session at once. On a store of one
+//! machine holding is free and changes nothing.
+
+use std::sync::Arc;
+
+use orbit_store::{AgentName, ErrorKind, Lease, LeaseToken, SessionId, SessionStore};
+
+use super::SessionAgent;
+use super::claims::AbortOnDrop;
+use crate::{Error, Result};
+
+/// The session's turn, held by this node until [`TurnHold::release`] (or, should the turn's
+/// task be dropped, until its drop lets go in the background).
+pub(super) struct TurnHold {
+    sessions: Arc<dyn SessionStore>,
+    agent: AgentName,
+    session: SessionId,
+    token: LeaseToken,
+    released: bool,
+    _renewing: AbortOnDrop,
+}
+
+impl SessionAgent {
+    /// Holds the session's turn, or refuses the turn (`TurnInProgress`) while another node
+    /// runs one.
+    pub(super) async fn hold_turn(&self) -> Result<TurnHold> {
+        let options = &self.shared.options;
+        let sessions = self.shared.stores.sessions.clone();
+        let now = orbit_store::timestamp::now();
+        let lease = Lease::new(options.instance, now + options.claim_lease);
+        match sessions.hold_turn(&self.agent, &self.session, &lease, now).await {
+            Err(err) if err.kind() == ErrorKind::Conflict => {
+                return Err(Error::TurnInProgress(self.session.to_string()));
+            }
+            held => held?,
+        }
+        let renewing = {
+            let (sessions, agent, session) = (sessions.clone(), self.agent.clone(), self.session);
+            let (every, token) = (options.claim_lease, lease.token);
+            AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every / 3).await;
+                    let until = orbit_store::timestamp::now() + every;
+                    if let Err(err) = sessions.renew_turn(&agent, &session, &token, until).await {
+                        tracing::warn!(%agent, %session, error = %err, "could not renew the hold on a session's turn");
+                    }
+                }
+            }))
+        };
+        Ok(TurnHold {
+            sessions,
+            agent: self.agent.clone(),
+            session: self.session,
+            token: lease.token,
+            released: false,
+            _renewing: renewing,
+        })
+    }
+}
+
+impl TurnHold {
+    /// Lets go, before the turn's end is told, so that a next turn on any node finds the
+    /// session free. A failure is logged: the hold lapses with its lease.
+    pub(super) async fn release(mut self) {
+        self.released = true;
+        if let Err(err) = self.sessions.release_turn(&self.agent, &self.session, &self.token).await
+        {
+            tracing::warn!(agent = %self.agent, session = %self.session, error = %err, "could not let go of a session's turn");
+        }
+    }
+}
+
+impl Drop for TurnHold {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (sessions, agent, session, token) =
+            (self.sessions.clone(), self.agent.clone(), self.session, self.token);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = sessions.release_turn(&agent, &session, &token).await;
+            });
+        }
+    }
+}

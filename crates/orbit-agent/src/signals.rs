@@ -1,0 +1,123 @@
+//! What several nodes on one store tell each other about the turns they run: a session or an
+//! agent deleted through one node ends its turns and forgets its CLI state on every node, and
+//! an abort asked of a node that does not run the turn reaches the node that does.
+//!
+//! Signals travel through the store (`InstanceStore::signal`, PostgreSQL's `NOTIFY`); a store
+//! shared by no other node carries none, and then everything here is local. A signal is never
+//! the only safeguard: a node that missed a deletion finds the session's record gone at its
+//! turn's next write, and an abort nobody answered is a 404 the caller may ask again.
+
+use std::time::Duration;
+
+use orbit_store::{AgentName, SessionId, Signal, SignalKind};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::{AgentPool, Error, Result};
+
+/// How long an abort asked of the other nodes waits for the one running the turn to answer
+/// (a notification crosses in milliseconds; this allows for a busy node).
+const ABORT_ANSWER_WAIT: Duration = Duration::from_secs(3);
+
+impl AgentPool {
+    /// Aborts the session's running turn, on this node or on whichever node of the store runs
+    /// it. `NotRunning` when none runs (or the node running it did not answer in time).
+    pub async fn abort_turn(&self, agent: &AgentName, session: &SessionId) -> Result<()> {
+        if self.find(agent, session).is_some_and(|local| local.abort().is_ok()) {
+            return Ok(());
+        }
+        let not_running = || Error::NotRunning(session.to_string());
+        let instances = &self.stores().instances;
+        // Listening before asking, so that a quick answer is not missed.
+        let Some(mut answers) = instances.watch_signals() else { return Err(not_running()) };
+        let request = orbit_store::new_ulid().to_string();
+        let ask = SignalKind::AbortTurn {
+            agent: agent.clone(),
+            session: *session,
+            request: request.clone(),
+        };
+        instances.signal(Signal { from: self.instance(), what: ask }).await?;
+        let answered = async {
+            loop {
+                match answers.recv().await {
+                    Ok(Signal { what: SignalKind::TurnAborted { request: answer }, .. })
+                        if answer == request =>
+                    {
+                        return true;
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return false,
+                }
+            }
+        };
+        match tokio::time::timeout(ABORT_ANSWER_WAIT, answered).await {
+            Ok(true) => Ok(()),
+            _ => Err(not_running()),
+        }
+    }
+
+    /// Tells the other nodes of the store; best effort, since each would find out anyway.
+    pub(crate) async fn tell_other_nodes(&self, what: SignalKind) {
+        let signal = Signal { from: self.instance(), what };
+        if let Err(err) = self.stores().instances.signal(signal.clone()).await {
+            tracing::warn!(error = %err, ?signal, "could not tell the other nodes");
+        }
+    }
+
+    /// Acts on the other nodes' signals until `shutdown` resolves; `None` when the store
+    /// carries no signals.
+    pub fn spawn_signal_listener(
+        &self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let mut signals = self.stores().instances.watch_signals()?;
+        let pool = self.clone();
+        Some(tokio::spawn(async move {
+            tokio::pin!(shutdown);
+            loop {
+                let signal = tokio::select! {
+                    signal = signals.recv() => signal,
+                    () = &mut shutdown => return,
+                };
+                match signal {
+                    Ok(signal) if signal.from != pool.instance() => pool.obey(signal.what),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "missed other nodes' signals");
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }))
+    }
+
+    /// Acts on one signal of another node. Ending a turn waits for it to settle, so each
+    /// runs on its own and the next signal is not held up.
+    fn obey(&self, what: SignalKind) {
+        let pool = self.clone();
+        match what {
+            SignalKind::AgentDeleted { agent } => {
+                tokio::spawn(async move {
+                    tracing::info!(%agent, "agent deleted through another node");
+                    pool.forget_agent(&agent).await;
+                });
+            }
+            SignalKind::SessionDeleted { agent, session } => {
+                tokio::spawn(async move {
+                    tracing::info!(%agent, %session, "session deleted through another node");
+                    pool.forget_session(&agent, &session).await;
+                });
+            }
+            SignalKind::AbortTurn { agent, session, request } => {
+                let Some(local) = self.find(&agent, &session) else { return };
+                if local.abort().is_err() {
+                    return;
+                }
+                tracing::info!(%agent, %session, "turn aborted through another node");
+                tokio::spawn(async move {
+                    pool.tell_other_nodes(SignalKind::TurnAborted { request }).await;
+                });
+            }
+            SignalKind::TurnAborted { .. } => {}
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! A session or a task that works in a git worktree is pinned to the node whose disk holds
+//! the worktree: the API names that node, the other node answers 409 naming it, and only
+//! that node's scheduler runs the task. Two `orbit-server` processes on one database.
+
+use std::time::Duration;
+
+use orbit_testkit::postgres::TestDatabase;
+use orbit_testkit::{ModelServer, Reply, Rule, last_user_text};
+use serde_json::{Value, json};
+
+use crate::nodes::{Node, call, chat, wait_until};
+
+fn node_name(node: &Node) -> String {
+    std::fs::read_to_string(node.data.join("node-name")).unwrap().trim().to_owned()
+}
+
+/// A 409 that names `node`.
+fn assert_names(answer: &(u16, Value), node: &str, what: &str) {
+    assert_eq!(answer.0, 409, "{what}: {}", answer.1);
+    assert_eq!(answer.1["code"], "conflict", "{what}: {}", answer.1);
+    let message = answer.1["error"].as_str().unwrap_or_default();
+    assert!(message.contains(&format!("node '{node}'")), "{what} names the node: {message}");
+}
+
+#[test]
+fn worktree_sessions_and_tasks_are_pinned_to_their_node() {
+    let database = TestDatabase::new();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let model_a = ModelServer::start(vec![Rule::always(Reply::Text("from a".into()))]);
+    let model_b = ModelServer::start(vec![Rule::always(Reply::Text("from b".into()))]);
+    let mut a = Node::start(&database.url, dir_a.path(), &model_a);
+    let mut b = Node::start(&database.url, dir_b.path(), &model_b);
+    let name_a = node_name(&a);
+    assert_ne!(name_a, node_name(&b), "each data directory names its node");
+    actix_web::rt::System::new().block_on(async {
+        let (status, _) = call(&a, "POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+        assert_eq!(status, 201);
+
+        // A session with a worktree made on A names A, on both nodes.
+        let (status, made) =
+            call(&a, "POST", "/api/agents/bot/sessions", Some(json!({"worktree": true}))).await;
+        assert_eq!(status, 201, "{made}");
+        assert_eq!(made["session"]["node"], name_a.as_str(), "{made}");
+        let session = made["session"]["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/agents/bot/sessions/{session}");
+        let (_, read) = call(&b, "GET", &path, None).await;
+        assert_eq!(read["session"]["node"], name_a.as_str(), "B says where it is: {read}");
+        // A session without one is not pinned: it answers no node.
+        let (_, plain) = call(&a, "POST", "/api/agents/bot/sessions", None).await;
+        assert!(plain["session"].get("node").is_none(), "{plain}");
+
+        // B refuses its turns and its deletion, naming A; A serves them.
+        let mut refused = client_chat(&b, &session).await;
+        assert_names(&refused, &name_a, "a chat on B");
+        refused = call(&b, "DELETE", &path, None).await;
+        assert_names(&refused, &name_a, "a delete on B");
+        assert!(model_b.requests().is_empty(), "no turn ran on B");
+        let events = chat(&a, json!({"agentName": "bot", "sessionId": session, "message": "hi"}))
+            .await;
+        let result = events.iter().find(|e| e["type"] == "result").expect("a result on A");
+        assert_eq!(result["result"], "from a", "{events:?}");
+
+        // A task with a worktree made on A runs on A alone, and is deleted there alone.
+        let task = json!({"prompt": "pinned job", "scheduleType": "interval", "scheduleValue": "2000", "contextMode": "isolated", "worktree": true});
+        let (status, task) = call(&a, "POST", "/api/agents/bot/tasks", Some(task)).await;
+        assert_eq!(status, 201, "{task}");
+        assert_eq!(task["task"]["node"], name_a.as_str(), "{task}");
+        let task = task["task"]["id"].as_str().unwrap().to_owned();
+        let runs_on_a = || {
+            model_a.requests().iter().filter(|r| last_user_text(r).contains("pinned job")).count()
+        };
+        wait_until(Duration::from_secs(60), "A never ran the pinned task 4 times", || {
+            runs_on_a() >= 4
+        })
+        .await;
+        let on_b =
+            model_b.requests().iter().filter(|r| last_user_text(r).contains("pinned job")).count();
+        assert_eq!(on_b, 0, "B's scheduler left A's task alone");
+        let task_path = format!("/api/agents/bot/tasks/{task}");
+        refused = call(&b, "DELETE", &task_path, None).await;
+        assert_names(&refused, &name_a, "a task delete on B");
+        let (status, body) = call(&a, "DELETE", &task_path, None).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = call(&a, "DELETE", &path, None).await;
+        assert_eq!(status, 200, "{body}");
+    });
+    a.stop();
+    b.stop();
+}
+
+/// A chat's status and, when refused, its JSON answer.
+async fn client_chat(node: &Node, session: &str) -> (u16, Value) {
+    call(
+        node,
+        "POST",
+        "/api/chat",
+        Some(json!({"agentName": "bot", "sessionId": session, "message": "hi"})),
+    )
+    .await
+}

@@ -1,0 +1,155 @@
+//! Deletes and aborts asked of one node reach the turns another node runs: two
+//! `orbit-server` processes on one database, the turns on node A, every request on node B.
+
+use std::time::Duration;
+
+use orbit_testkit::postgres::TestDatabase;
+use orbit_testkit::{ModelServer, Reply, Rule};
+use serde_json::{Value, json};
+
+use crate::nodes::{Node, call, wait_until};
+
+/// A model that answers after a minute, so every turn runs until something ends it.
+fn slow_model() -> ModelServer {
+    let slow = Reply::Delayed(Duration::from_secs(60), Box::new(Reply::Text("late".into())));
+    ModelServer::start(vec![Rule::always(slow)])
+}
+
+/// A chat on `node` left running, its events once it ends.
+fn start_chat(node: &Node, body: Value) -> actix_web::rt::task::JoinHandle<Vec<Value>> {
+    let url = node.url("/api/chat");
+    actix_web::rt::spawn(async move {
+        let mut response = crate::nodes::client().post(url).send_json(&body).await.unwrap();
+        let bytes = response.body().limit(1 << 24).await.unwrap();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .filter_map(|data| serde_json::from_str(data).ok())
+            .collect()
+    })
+}
+
+/// A chat that ended before its model answered: ended by something else, with an error.
+fn assert_cut_short(events: &[Value], what: &str) {
+    assert!(
+        events.iter().all(|e| e["result"] != "late"),
+        "{what}: the turn ran to its model's answer: {events:?}"
+    );
+    assert_eq!(events.last().map(|e| &e["type"]), Some(&json!("error")), "{what}: {events:?}");
+}
+
+#[test]
+fn deletes_and_aborts_through_one_node_reach_turns_on_another() {
+    let database = TestDatabase::new();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (model_a, model_b) = (slow_model(), slow_model());
+    let mut a = Node::start(&database.url, dir_a.path(), &model_a);
+    let mut b = Node::start(&database.url, dir_b.path(), &model_b);
+    actix_web::rt::System::new().block_on(async {
+        let (status, _) = call(&a, "POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+        assert_eq!(status, 201);
+        let model = &model_a;
+        let asked = |count: usize| move || model.requests().len() >= count;
+
+        // An abort through B ends A's turn; with nothing running anywhere it is a 404.
+        let (_, session) = call(&a, "POST", "/api/agents/bot/sessions", None).await;
+        let session = session["session"]["id"].as_str().unwrap().to_owned();
+        let running =
+            start_chat(&a, json!({"agentName": "bot", "sessionId": session, "message": "slow"}));
+        wait_until(Duration::from_secs(30), "A's turn never reached its model", asked(1)).await;
+        // While A runs the session's turn, B refuses another, as A would.
+        let second = json!({"agentName": "bot", "sessionId": session, "message": "me too"});
+        let (status, body) = call(&b, "POST", "/api/chat", Some(second)).await;
+        assert_eq!(status, 409, "one turn of a session in the cluster: {body}");
+        assert_eq!(body["code"], "conflict", "{body}");
+        assert!(model_b.requests().is_empty(), "B ran nothing");
+        let abort = format!("/api/agents/bot/sessions/{session}/abort");
+        let (status, body) = call(&b, "POST", &abort, None).await;
+        assert_eq!(status, 200, "B reached A's turn: {body}");
+        assert_cut_short(&running.await.unwrap(), "aborted through B");
+        let (status, body) = call(&b, "POST", &abort, None).await;
+        assert_eq!(status, 404, "no turn runs anywhere: {body}");
+        assert_eq!(body["code"], "not_found", "{body}");
+
+        // Deleting a session through B ends its turn on A and forgets A's CLI state of it.
+        let (_, session) = call(&a, "POST", "/api/agents/bot/sessions", None).await;
+        let session = session["session"]["id"].as_str().unwrap().to_owned();
+        let running =
+            start_chat(&a, json!({"agentName": "bot", "sessionId": session, "message": "slow"}));
+        wait_until(Duration::from_secs(30), "A's second turn never reached its model", asked(2))
+            .await;
+        let cli_state = a.data.join("claude").join("bot").join(&session);
+        assert!(cli_state.exists(), "A keeps the session's CLI state: {}", cli_state.display());
+        let (status, body) =
+            call(&b, "DELETE", &format!("/api/agents/bot/sessions/{session}"), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_cut_short(&running.await.unwrap(), "session deleted through B");
+        wait_until(Duration::from_secs(15), "A kept the deleted session's CLI state", || {
+            !cli_state.exists()
+        })
+        .await;
+
+        // Deleting the agent through B ends its turns on A and forgets all of its CLI state.
+        let running = start_chat(&a, json!({"agentName": "bot", "message": "slow"}));
+        wait_until(Duration::from_secs(30), "A's third turn never reached its model", asked(3))
+            .await;
+        let (status, body) = call(&b, "DELETE", "/api/agents/bot", None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_cut_short(&running.await.unwrap(), "agent deleted through B");
+        let agent_state = a.data.join("claude").join("bot");
+        wait_until(Duration::from_secs(15), "A kept the deleted agent's CLI state", || {
+            !agent_state.exists()
+        })
+        .await;
+        wait_until(Duration::from_secs(15), "A's CLI processes outlived their agent", || {
+            a.cli_processes().is_empty()
+        })
+        .await;
+    });
+    a.stop();
+    b.stop();
+}
+
+/// A task deleted through one node stops its run on the node that runs it (the change feed
+/// tells that node's scheduler).
+#[test]
+fn a_task_deleted_through_one_node_stops_its_run_on_another() {
+    let database = TestDatabase::new();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (model_a, model_b) = (slow_model(), slow_model());
+    let mut a = Node::start(&database.url, dir_a.path(), &model_a);
+    let mut b = Node::start(&database.url, dir_b.path(), &model_b);
+    actix_web::rt::System::new().block_on(async {
+        let (status, _) = call(&a, "POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+        assert_eq!(status, 201);
+        let at = orbit_store::timestamp::now() + Duration::from_secs(3);
+        let at = orbit_store::timestamp::rfc3339::format(at).unwrap();
+        let task = json!({"prompt": "task job", "scheduleType": "once", "scheduleValue": at, "contextMode": "isolated"});
+        let (status, task) = call(&a, "POST", "/api/agents/bot/tasks", Some(task)).await;
+        assert_eq!(status, 201, "{task}");
+        let task = task["task"]["id"].as_str().unwrap().to_owned();
+        wait_until(Duration::from_secs(30), "no node ran the task", || {
+            !(model_a.requests().is_empty() && model_b.requests().is_empty())
+        })
+        .await;
+        // The other node is asked to delete it.
+        let (runner, other) = if model_a.requests().is_empty() { (&b, &a) } else { (&a, &b) };
+        assert!(!runner.logged("run finished"), "the run is still going");
+        let (status, body) =
+            call(other, "DELETE", &format!("/api/agents/bot/tasks/{task}"), None).await;
+        assert_eq!(status, 200, "{body}");
+        wait_until(Duration::from_secs(20), "the run outlived its task", || {
+            runner.logged("run finished")
+        })
+        .await;
+        assert!(runner.logged("status=Error"), "the run was cut short, not answered");
+        wait_until(Duration::from_secs(15), "the run's CLI outlived it", || {
+            runner.cli_processes().is_empty()
+        })
+        .await;
+        let requests = model_a.requests().len() + model_b.requests().len();
+        assert_eq!(requests, 1, "the once task ran once");
+    });
+    a.stop();
+    b.stop();
+}
