@@ -77,6 +77,9 @@ fn worktree_sessions_and_tasks_are_pinned_to_their_node() {
             model_b.requests().iter().filter(|r| last_user_text(r).contains("pinned job")).count();
         assert_eq!(on_b, 0, "B's scheduler left A's task alone");
         let task_path = format!("/api/agents/bot/tasks/{task}");
+        // Run-now asked of B is refused, naming A: B would make a worktree of its own.
+        refused = call(&b, "POST", &format!("{task_path}/run"), None).await;
+        assert_names(&refused, &name_a, "a run-now on B");
         refused = call(&b, "DELETE", &task_path, None).await;
         assert_names(&refused, &name_a, "a task delete on B");
         let (status, body) = call(&a, "DELETE", &task_path, None).await;

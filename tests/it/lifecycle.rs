@@ -61,6 +61,36 @@ fn the_server_refuses_a_public_address_without_a_token() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("without an API token"));
 }
 
+/// A node's name pins its worktree sessions and tasks; a `--node-name` that would rename a
+/// data directory's node is refused, and a name given at the first start is kept.
+#[test]
+fn a_data_directory_keeps_its_node_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port taken here: the server stops right after it has named itself.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let bind = taken.local_addr().unwrap().to_string();
+    let start = |name: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"));
+        command.args(["--bind", &bind, "--data-dir"]).arg(dir.path());
+        command.env_remove("ORBIT_NODE_NAME");
+        if let Some(name) = name {
+            command.args(["--node-name", name]);
+        }
+        command.output().unwrap()
+    };
+    let first = start(Some("worker-1"));
+    assert!(!first.status.success());
+    assert!(String::from_utf8_lossy(&first.stderr).contains("cannot listen"));
+    let kept = std::fs::read_to_string(dir.path().join("node-name")).unwrap();
+    assert_eq!(kept.trim(), "worker-1");
+    let renamed = start(Some("worker-2"));
+    let stderr = String::from_utf8_lossy(&renamed.stderr);
+    assert!(stderr.contains("belongs to node 'worker-1'"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("node-name")).unwrap(), kept);
+    let unnamed = start(None);
+    assert!(String::from_utf8_lossy(&unnamed.stderr).contains("cannot listen"));
+}
+
 #[test]
 fn sigterm_during_a_turn_leaves_no_claude_process() {
     let dir = tempfile::tempdir().unwrap();

@@ -42,6 +42,10 @@ pub enum StartupError {
     TokenFile(#[from] crate::config::TokenFileError),
     #[error("cannot keep this node's name in {path}: {source}")]
     NodeName { path: std::path::PathBuf, source: std::io::Error },
+    #[error(
+        "--node-name is '{asked}' but this data directory belongs to node '{kept}' ({path}): its sessions and tasks with worktrees are pinned to that name. Drop --node-name (ORBIT_NODE_NAME), or start with an empty data directory"
+    )]
+    NodeRenamed { asked: String, kept: String, path: std::path::PathBuf },
     #[error("{0} (--workdir-root / ORBIT_WORKDIR_ROOTS)")]
     WorkdirRoot(#[from] orbit_agent::workdir::RootError),
 }
@@ -65,40 +69,67 @@ async fn open_stores(
     Ok(store.stores())
 }
 
-/// This node's name: `--node-name`, else the one kept in the data directory, made at the
-/// first start. Kept with the data directory, since what it pins (git worktrees) is there:
-/// every process on one data directory, and the same one after a restart, has the same name.
+/// This node's name: the one kept in the data directory's `node-name`, made at the first
+/// start from `--node-name` or else the host's name and a random suffix. Kept with the data
+/// directory, since what it pins (git worktrees) is there: every process on one data
+/// directory, and the same one after a restart, has the same name. A `--node-name` other than
+/// the kept one is refused rather than obeyed: every session and task pinned to the old name
+/// would be stranded (refused and never run) under the new one.
 fn node_name(settings: &Settings, data_dir: &std::path::Path) -> Result<String, StartupError> {
-    if let Some(name) = &settings.node_name {
-        return Ok(name.clone());
-    }
     let path = data_dir.join("node-name");
     let error = |source| StartupError::NodeName { path: path.clone(), source };
-    let read = || std::fs::read_to_string(&path).map(|name| name.trim().to_owned());
-    match read() {
-        Ok(name) if orbit_store::limits::check_node_name(&name).is_ok() => return Ok(name),
-        Ok(_) => {
-            let bad = std::io::Error::new(std::io::ErrorKind::InvalidData, "not a node name");
-            return Err(error(bad));
+    let read = || -> Result<Option<String>, StartupError> {
+        match std::fs::read_to_string(&path) {
+            Ok(name) if orbit_store::limits::check_node_name(name.trim()).is_ok() => {
+                Ok(Some(name.trim().to_owned()))
+            }
+            Ok(_) => {
+                Err(error(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a node name")))
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(error(err)),
         }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-        Err(err) => return Err(error(err)),
+    };
+    let check = |kept: String| match &settings.node_name {
+        Some(asked) if *asked != kept => {
+            Err(StartupError::NodeRenamed { asked: asked.clone(), kept, path: path.clone() })
+        }
+        _ => Ok(kept),
+    };
+    if let Some(kept) = read()? {
+        return check(kept);
     }
-    let host: String =
-        hostname().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(60).collect();
-    let host = if host.is_empty() { "node".to_owned() } else { host };
-    // The ULID's last ten characters are random.
     let suffix = orbit_store::new_ulid().to_string().to_lowercase().split_off(16);
-    let name = format!("{host}-{suffix}");
-    // Written aside and linked into place, which fails when another process starting on the
-    // same directory got there first: then its name is this node's too.
+    let name = settings.node_name.clone().unwrap_or_else(|| {
+        let host: String = hostname()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(60)
+            .collect();
+        let host = if host.is_empty() { "node".to_owned() } else { host };
+        // The ULID's last ten characters are random.
+        format!("{host}-{suffix}")
+    });
+    // Written aside, synced and linked into place, which fails when another process starting
+    // on the same directory got there first: then its name is this node's too. Synced, file
+    // and directory, because a name lost in a power loss would be made anew, a different one.
     let aside = data_dir.join(format!(".node-name.{suffix}"));
-    std::fs::write(&aside, format!("{name}\n")).map_err(error)?;
-    let linked = std::fs::hard_link(&aside, &path);
+    let written = (|| {
+        let mut file = std::fs::File::create(&aside)?;
+        std::io::Write::write_all(&mut file, format!("{name}\n").as_bytes())?;
+        file.sync_all()
+    })();
+    let linked = written.and_then(|()| std::fs::hard_link(&aside, &path));
     let _ = std::fs::remove_file(&aside);
     match linked {
-        Ok(()) => Ok(name),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => read().map_err(error),
+        Ok(()) => {
+            std::fs::File::open(data_dir).and_then(|dir| dir.sync_all()).map_err(error)?;
+            Ok(name)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => match read()? {
+            Some(kept) => check(kept),
+            None => Err(error(err)),
+        },
         Err(err) => Err(error(err)),
     }
 }

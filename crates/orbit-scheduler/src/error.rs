@@ -14,6 +14,9 @@ pub enum Error {
         "agent '{0}' is inactive, so its tasks do not run; set its status to active to run them"
     )]
     AgentInactive(orbit_store::AgentName),
+    /// The task's worktree is on another node's disk: that node runs it.
+    #[error("task {task} works in a git worktree on node '{node}'; send its requests to that node")]
+    OnOtherNode { task: orbit_store::TaskId, node: String },
     /// The scheduler is stopping and starts no run.
     #[error("the server is shutting down and starts no run")]
     ShuttingDown,
@@ -25,7 +28,9 @@ impl Error {
     /// Classifies this error for callers that map failures to answers.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Overlap | Error::AgentInactive(_) => ErrorKind::Conflict,
+            Error::Overlap | Error::AgentInactive(_) | Error::OnOtherNode { .. } => {
+                ErrorKind::Conflict
+            }
             Error::ShuttingDown => ErrorKind::Busy,
             Error::Store(err) => err.kind(),
         }

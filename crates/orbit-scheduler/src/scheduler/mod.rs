@@ -275,6 +275,10 @@ impl Scheduler {
             return Err(crate::Error::ShuttingDown);
         }
         let task = self.inner.stores.tasks.get(agent, task).await?;
+        // Its worktree is on that node's disk; a run here would make another one here.
+        if let Some(node) = task.node.as_ref().filter(|node| **node != self.inner.options.node) {
+            return Err(crate::Error::OnOtherNode { task: task.id, node: node.clone() });
+        }
         if self.agent_inactive(agent).await {
             return Err(crate::Error::AgentInactive(agent.clone()));
         }
