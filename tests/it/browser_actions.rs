@@ -241,6 +241,10 @@ async fn a_turn_is_aborted_and_refusals_are_explained() {
     let (_, session) = status_of(&app, &format!("/api/agents/solo/sessions/{mine}")).await;
     let answer = session["messages"][1]["content"].as_str().unwrap_or_default();
     assert!(!answer.contains("the end"), "stopped short: {session}");
+    // What the stopped turn cost (the CLI says so in its result) is counted, today's too.
+    let cost = session["session"]["totalCostUsd"].as_f64();
+    assert!(cost.is_some_and(|cost| cost > 0.0), "an aborted turn's cost is counted: {session}");
+    assert_eq!(session["session"]["dayCost"]["costUsd"].as_f64(), cost, "{session}");
 
     // Busy: the only process serves another session's long turn (it ended this session's
     // idle one to start).

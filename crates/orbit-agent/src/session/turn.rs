@@ -336,7 +336,15 @@ impl SessionAgent {
             events.send(TurnEvent::Cli(message));
             if let Some(result) = result {
                 return match stop {
-                    Some((err, _)) => Err(err),
+                    Some((err, _)) => {
+                        // An aborted or timed-out turn still cost what the CLI says it did.
+                        if let Err(cost_err) =
+                            self.add_cost(live, result.total_cost_usd, result.usage).await
+                        {
+                            tracing::warn!(session = %self.session, error = %cost_err, "could not record a stopped turn's cost");
+                        }
+                        Err(err)
+                    }
                     None => Ok(TurnEnd::Result(result)),
                 };
             }
@@ -356,13 +364,13 @@ impl SessionAgent {
         }
     }
 
-    pub(super) async fn finish(
+    /// Adds a turn's cost and usage to its session, from the CLI's result; the turn's cost.
+    async fn add_cost(
         &self,
         live: &mut LiveProcess,
-        result: CliResult,
-    ) -> Result<TurnOutcome> {
-        let CliResult { text, is_error, subtype, total_cost_usd: total, usage, failure, .. } =
-            result;
+        total: Option<f64>,
+        usage: Option<orbit_store::Usage>,
+    ) -> Result<Option<f64>> {
         // `total_cost_usd` is the CLI session's running total; a fresh CLI session starts at 0.
         let turn_cost = total.map(|total| (total - live.cost_base).max(0.0));
         if let Some(total) = total {
@@ -371,6 +379,17 @@ impl SessionAgent {
         let patch =
             SessionPatch { add_cost_usd: turn_cost, add_usage: usage, ..SessionPatch::default() };
         self.shared.stores.sessions.update(&self.agent, &self.session, patch).await?;
+        Ok(turn_cost)
+    }
+
+    pub(super) async fn finish(
+        &self,
+        live: &mut LiveProcess,
+        result: CliResult,
+    ) -> Result<TurnOutcome> {
+        let CliResult { text, is_error, subtype, total_cost_usd: total, usage, failure, .. } =
+            result;
+        let turn_cost = self.add_cost(live, total, usage).await?;
         if let Some(cli_session) = &live.cli_session {
             self.save_transcript(cli_session).await;
         }
