@@ -16,7 +16,7 @@ use crate::{AgentPool, Error, Result};
 
 /// How long an abort asked of the other nodes waits for the one running the turn to answer
 /// (a notification crosses in milliseconds; this allows for a busy node).
-const ABORT_ANSWER_WAIT: Duration = Duration::from_secs(3);
+const ABORT_ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 impl AgentPool {
     /// Aborts the session's running turn, on this node or on whichever node of the store runs

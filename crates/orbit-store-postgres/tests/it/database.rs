@@ -144,8 +144,6 @@ async fn a_signal_from_one_node_reaches_the_other() {
     let (a, b) = (first.stores(), second.stores());
     let mut heard_by_b = b.instances.watch_signals().expect("PostgreSQL carries signals");
     let mut heard_by_a = a.instances.watch_signals().unwrap();
-    // The listening connections are made as the stores open; give them a moment to listen.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let signal = orbit_store::Signal {
         from: InstanceId::new(),
         what: orbit_store::SignalKind::SessionDeleted {
@@ -153,12 +151,22 @@ async fn a_signal_from_one_node_reaches_the_other() {
             session: SessionId::new(),
         },
     };
-    a.instances.signal(signal.clone()).await.unwrap();
+    // The listening connections are made as the stores open, at a moment this test cannot
+    // see: the signal is sent again until each store has heard it, which a store that never
+    // listens never does.
     for heard in [&mut heard_by_b, &mut heard_by_a] {
-        let got = tokio::time::timeout(Duration::from_secs(5), heard.recv())
-            .await
-            .expect("heard within 5 s")
-            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                a.instances.signal(signal.clone()).await.unwrap();
+                if let Ok(got) =
+                    tokio::time::timeout(Duration::from_millis(200), heard.recv()).await
+                {
+                    return got.unwrap();
+                }
+            }
+        })
+        .await
+        .expect("heard within 30 s");
         assert_eq!(got, signal);
     }
 }
