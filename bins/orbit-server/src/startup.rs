@@ -93,7 +93,18 @@ fn node_name(settings: &Settings, data_dir: &std::path::Path) -> Result<String, 
     // Written aside and linked into place, which fails when another process starting on the
     // same directory got there first: then its name is this node's too.
     let aside = data_dir.join(format!(".node-name.{suffix}"));
-    std::fs::write(&aside, format!("{name}\n")).map_err(error)?;
+    // Private, as everything in the data directory is.
+    let written = {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&aside)
+            .and_then(|mut file| file.write_all(format!("{name}\n").as_bytes()))
+    };
+    written.map_err(error)?;
     let linked = std::fs::hard_link(&aside, &path);
     let _ = std::fs::remove_file(&aside);
     match linked {
