@@ -153,3 +153,68 @@ fn a_task_deleted_through_one_node_stops_its_run_on_another() {
     a.stop();
     b.stop();
 }
+
+/// An `ask`-mode tool call of a turn on A is answered through B: the call goes on on A.
+#[test]
+fn a_permission_asked_on_one_node_is_answered_through_another() {
+    use futures_util::StreamExt;
+
+    let database = TestDatabase::new();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let model_a = ModelServer::start(vec![
+        Rule::after_tool_result(Reply::Text("done".into())),
+        Rule::when_user_says(
+            "write the file",
+            Reply::ToolUse {
+                name: "Bash".into(),
+                input: json!({"command": "echo hi > made.txt", "description": "write"}),
+            },
+        ),
+        Rule::always(Reply::Text("ok".into())),
+    ]);
+    let model_b = slow_model();
+    let mut a = Node::start(&database.url, dir_a.path(), &model_a);
+    let mut b = Node::start(&database.url, dir_b.path(), &model_b);
+    let made = a.data.join("workspaces/bot/made.txt");
+    actix_web::rt::System::new().block_on(async {
+        let agent = json!({"name": "bot", "permissionMode": "ask"});
+        assert_eq!(call(&a, "POST", "/api/agents", Some(agent)).await.0, 201);
+        let mut response = crate::nodes::client()
+            .post(a.url("/api/chat"))
+            .send_json(&json!({"agentName": "bot", "message": "write the file"}))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let (mut buffer, mut events) = (String::new(), Vec::<Value>::new());
+        while let Some(chunk) = response.next().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                    continue;
+                };
+                let event: Value = serde_json::from_str(data).unwrap();
+                if event["type"] == "permission_request" {
+                    let session = events.iter().find_map(|e| e["sessionId"].as_str()).unwrap();
+                    let path = format!(
+                        "/api/agents/bot/sessions/{session}/permissions/{}",
+                        event["requestId"].as_str().unwrap()
+                    );
+                    let (status, body) =
+                        call(&b, "POST", &path, Some(json!({"allow": true}))).await;
+                    assert_eq!(status, 200, "B reached A's pending call: {body}");
+                    let (status, body) =
+                        call(&b, "POST", &path, Some(json!({"allow": true}))).await;
+                    assert_eq!(status, 404, "answered already, on no node pending: {body}");
+                }
+                events.push(event);
+            }
+        }
+        assert!(events.iter().any(|e| e["type"] == "permission_request"), "{events:?}");
+        let result = events.iter().find(|e| e["type"] == "result").expect("a result");
+        assert_eq!(result["result"], "done", "{events:?}");
+    });
+    assert!(made.exists(), "the allowed call ran on A: {}", made.display());
+    a.stop();
+    b.stop();
+}

@@ -114,9 +114,13 @@ fn node_name(settings: &Settings, data_dir: &std::path::Path) -> Result<String, 
     // on the same directory got there first: then its name is this node's too. Synced, file
     // and directory, because a name lost in a power loss would be made anew, a different one.
     let aside = data_dir.join(format!(".node-name.{suffix}"));
+    // Private, as everything in the data directory is.
     let written = (|| {
-        let mut file = std::fs::File::create(&aside)?;
-        std::io::Write::write_all(&mut file, format!("{name}\n").as_bytes())?;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&aside)?;
+        file.write_all(format!("{name}\n").as_bytes())?;
         file.sync_all()
     })();
     let linked = written.and_then(|()| std::fs::hard_link(&aside, &path));

@@ -1,6 +1,7 @@
 //! What several nodes on one store tell each other about the turns they run: a session or an
 //! agent deleted through one node ends its turns and forgets its CLI state on every node, and
-//! an abort asked of a node that does not run the turn reaches the node that does.
+//! an abort or a permission answer given to a node that does not run the turn reaches the
+//! node that does, which says it did.
 //!
 //! Signals travel through the store (`InstanceStore::signal`, PostgreSQL's `NOTIFY`); a store
 //! shared by no other node carries none, and then everything here is local. A signal is never
@@ -14,9 +15,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::{AgentPool, Error, Result};
 
-/// How long an abort asked of the other nodes waits for the one running the turn to answer
-/// (a notification crosses in milliseconds; this allows for a busy node).
-const ABORT_ANSWER_WAIT: Duration = Duration::from_secs(10);
+/// How long a request to the other nodes (an abort, a permission answer) waits for the one
+/// running the turn to say it did it (a notification crosses in milliseconds; this allows
+/// for a busy node).
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 impl AgentPool {
     /// Aborts the session's running turn, on this node or on whichever node of the store runs
@@ -25,22 +27,59 @@ impl AgentPool {
         if self.find(agent, session).is_some_and(|local| local.abort().is_ok()) {
             return Ok(());
         }
-        let not_running = || Error::NotRunning(session.to_string());
-        let instances = &self.stores().instances;
-        // Listening before asking, so that a quick answer is not missed.
-        let Some(mut answers) = instances.watch_signals() else { return Err(not_running()) };
-        let request = orbit_store::new_ulid().to_string();
-        let ask = SignalKind::AbortTurn {
+        let ask =
+            |request| SignalKind::AbortTurn { agent: agent.clone(), session: *session, request };
+        if self.ask_other_nodes(ask).await? {
+            Ok(())
+        } else {
+            Err(Error::NotRunning(session.to_string()))
+        }
+    }
+
+    /// Answers a permission request of the session's running turn, on this node or on the
+    /// node that runs it. `PermissionNotPending` when no node has it pending.
+    pub async fn answer_permission(
+        &self,
+        agent: &AgentName,
+        session: &SessionId,
+        permission: &str,
+        allow: bool,
+        message: Option<String>,
+    ) -> Result<()> {
+        if let Some(local) = self.find(agent, session) {
+            match local.answer_permission(permission, allow, message.clone()) {
+                Err(Error::PermissionNotPending(_)) => {}
+                answered => return answered,
+            }
+        }
+        let ask = |request| SignalKind::AnswerPermission {
             agent: agent.clone(),
             session: *session,
-            request: request.clone(),
+            permission: permission.to_owned(),
+            allow,
+            message: message.clone(),
+            request,
         };
-        instances.signal(Signal { from: self.instance(), what: ask }).await?;
+        if self.ask_other_nodes(ask).await? {
+            Ok(())
+        } else {
+            Err(Error::PermissionNotPending(permission.to_owned()))
+        }
+    }
+
+    /// Asks the other nodes of the store, and waits for the one that did it to say so:
+    /// whether one did in time. `false` at once on a store that carries no signals.
+    async fn ask_other_nodes(&self, ask: impl FnOnce(String) -> SignalKind) -> Result<bool> {
+        let instances = &self.stores().instances;
+        // Listening before asking, so that a quick answer is not missed.
+        let Some(mut answers) = instances.watch_signals() else { return Ok(false) };
+        let request = orbit_store::new_ulid().to_string();
+        instances.signal(Signal { from: self.instance(), what: ask(request.clone()) }).await?;
         let answered = async {
             loop {
                 match answers.recv().await {
-                    Ok(Signal { what: SignalKind::TurnAborted { request: answer }, .. })
-                        if answer == request =>
+                    Ok(Signal { what: SignalKind::Done { request: done }, .. })
+                        if done == request =>
                     {
                         return true;
                     }
@@ -49,10 +88,7 @@ impl AgentPool {
                 }
             }
         };
-        match tokio::time::timeout(ABORT_ANSWER_WAIT, answered).await {
-            Ok(true) => Ok(()),
-            _ => Err(not_running()),
-        }
+        Ok(tokio::time::timeout(ANSWER_WAIT, answered).await.unwrap_or(false))
     }
 
     /// Tells the other nodes of the store; best effort, since each would find out anyway.
@@ -113,11 +149,28 @@ impl AgentPool {
                     return;
                 }
                 tracing::info!(%agent, %session, "turn aborted through another node");
-                tokio::spawn(async move {
-                    pool.tell_other_nodes(SignalKind::TurnAborted { request }).await;
-                });
+                tokio::spawn(
+                    async move { pool.tell_other_nodes(SignalKind::Done { request }).await },
+                );
             }
-            SignalKind::TurnAborted { .. } => {}
+            SignalKind::AnswerPermission {
+                agent,
+                session,
+                permission,
+                allow,
+                message,
+                request,
+            } => {
+                let Some(local) = self.find(&agent, &session) else { return };
+                if local.answer_permission(&permission, allow, message).is_err() {
+                    return;
+                }
+                tracing::info!(%agent, %session, %permission, allow, "permission answered through another node");
+                tokio::spawn(
+                    async move { pool.tell_other_nodes(SignalKind::Done { request }).await },
+                );
+            }
+            SignalKind::Done { .. } => {}
         }
     }
 }

@@ -9,6 +9,10 @@ use time::OffsetDateTime;
 use crate::PgStore;
 use crate::db::{self, doc, docs, json, not_found, transaction};
 
+/// The longest signal: PostgreSQL's limit on a notification's payload (8000 bytes), less a
+/// margin.
+const SIGNAL_BYTES: usize = 7900;
+
 /// A registration expired this long ago is dropped by the next listing.
 const PRUNE_AFTER: Duration = Duration::from_secs(60 * 60);
 
@@ -80,6 +84,12 @@ impl InstanceStore for PgStore {
     async fn signal(&self, signal: Signal) -> Result<()> {
         let payload = serde_json::to_string(&signal)
             .map_err(|err| orbit_store::Error::Invalid(format!("unsendable signal: {err}")))?;
+        if payload.len() >= SIGNAL_BYTES {
+            return Err(orbit_store::Error::Invalid(format!(
+                "too long to pass to another node ({} bytes of at most {SIGNAL_BYTES})",
+                payload.len()
+            )));
+        }
         transaction!(self, |tx| db::execute(
             &tx,
             "SELECT pg_notify($1, $2)",

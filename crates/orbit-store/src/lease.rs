@@ -106,9 +106,19 @@ pub enum SignalKind {
     AgentDeleted { agent: AgentName },
     /// The session was deleted: the same for its turn and CLI state.
     SessionDeleted { agent: AgentName, session: SessionId },
-    /// Abort the session's running turn; whoever aborts one answers [`SignalKind::TurnAborted`]
+    /// Abort the session's running turn; whoever aborts one answers [`SignalKind::Done`]
     /// with the same `request`.
     AbortTurn { agent: AgentName, session: SessionId, request: String },
-    /// The answer to an [`SignalKind::AbortTurn`]: the turn was running here and is aborted.
-    TurnAborted { request: String },
+    /// Answer a permission request of the session's running turn; whoever answers it says
+    /// [`SignalKind::Done`] with the same `request`.
+    AnswerPermission {
+        agent: AgentName,
+        session: SessionId,
+        permission: String,
+        allow: bool,
+        message: Option<String>,
+        request: String,
+    },
+    /// The answer to a request: the node running the turn did what it asked.
+    Done { request: String },
 }

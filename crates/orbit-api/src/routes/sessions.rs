@@ -212,10 +212,17 @@ async fn answer_permission(
     Json(answer): Json<PermissionAnswer>,
 ) -> ApiResult<HttpResponse> {
     limits::check_optional("message", answer.message.as_deref(), limits::PERMISSION_MESSAGE)?;
-    let not_pending =
-        || ApiError::not_found(format!("no permission request {} is pending", path.request_id));
-    let agent = state.pool.find(&path.name, &path.id).ok_or_else(not_pending)?;
-    agent.answer_permission(&path.request_id, answer.allow, answer.message)?;
+    // Here, or through the store on the node that runs the turn.
+    state
+        .pool
+        .answer_permission(&path.name, &path.id, &path.request_id, answer.allow, answer.message)
+        .await
+        .map_err(|err| match err {
+            orbit_agent::Error::PermissionNotPending(_) => {
+                ApiError::not_found(format!("no permission request {} is pending", path.request_id))
+            }
+            other => other.into(),
+        })?;
     Ok(HttpResponse::Ok().json(SuccessView::DONE))
 }
 
