@@ -110,6 +110,34 @@ fn deletes_and_aborts_through_one_node_reach_turns_on_another() {
     b.stop();
 }
 
+/// A session deleted unseen by the node running its turn (in the database directly, as a
+/// deletion whose signal came while that node was reconnecting leaves it) still ends the
+/// turn: the turn's hold on the session goes with the session, and the node finds its hold
+/// lost at its next renewal, a third of a lease later.
+#[test]
+fn a_turn_whose_session_went_unseen_ends_at_its_next_renewal() {
+    let database = TestDatabase::new();
+    let dir = tempfile::tempdir().unwrap();
+    let model = slow_model();
+    let mut a = Node::start(&database.url, dir.path(), &model);
+    actix_web::rt::System::new().block_on(async {
+        let (status, _) = call(&a, "POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+        assert_eq!(status, 201);
+        let (_, session) = call(&a, "POST", "/api/agents/bot/sessions", None).await;
+        let session = session["session"]["id"].as_str().unwrap().to_owned();
+        let running =
+            start_chat(&a, json!({"agentName": "bot", "sessionId": session, "message": "slow"}));
+        wait_until(Duration::from_secs(30), "the turn never reached its model", || {
+            !model.requests().is_empty()
+        })
+        .await;
+        database.execute(&format!("DELETE FROM sessions WHERE agent = 'bot' AND id = '{session}'"));
+        // The model answers after a minute: a turn that ends before was ended by the node.
+        assert_cut_short(&running.await.unwrap(), "session deleted unseen");
+    });
+    a.stop();
+}
+
 /// A task deleted through one node stops its run on the node that runs it (the change feed
 /// tells that node's scheduler).
 #[test]

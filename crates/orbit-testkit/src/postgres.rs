@@ -67,6 +67,13 @@ impl TestDatabase {
             .unwrap();
     }
 
+    /// Runs `sql` in this database, as an operator (or another program) would, outside
+    /// Orbit.
+    pub fn execute(&self, sql: &str) {
+        let server = SERVER.get_or_init(Server::start);
+        server.psql_on(&self.url, sql).unwrap();
+    }
+
     /// Gives the database back after [`Self::cut_off`].
     pub fn restore(&self) {
         let server = SERVER.get_or_init(Server::start);
@@ -243,8 +250,12 @@ impl Server {
     }
 
     fn psql(&self, sql: &str) -> Result<(), String> {
+        self.psql_on(&self.admin_url, sql)
+    }
+
+    fn psql_on(&self, url: &str, sql: &str) -> Result<(), String> {
         let output = Command::new(&self.psql)
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &self.admin_url, "-c", sql])
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
             .stdin(Stdio::null())
             .output()
             .map_err(|err| err.to_string())?;

@@ -406,7 +406,7 @@ impl SessionAgent {
         let abort = AbortSignal { requests, turn: id };
         let running = RunningGuard(self.clone());
         *self.last_used.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
-        let (accepted, hold) = self.accept(&options, abort).await?;
+        let (accepted, hold) = self.accept(&options, abort, id).await?;
         let (events_tx, events) = mpsc::unbounded_channel();
         let (outcome_tx, outcome) = oneshot::channel();
         let log = TurnLog::new(self.session);
@@ -431,9 +431,10 @@ impl SessionAgent {
 
     /// The checks, the hold on the session and the slot of a turn being started.
     async fn accept(
-        &self,
+        self: &Arc<Self>,
         options: &ChatOptions,
         abort: AbortSignal,
+        turn: u64,
     ) -> Result<(Accepted, turn_hold::TurnHold)> {
         // The session must exist before anything is claimed or spent for it, and run here.
         let session = self.shared.stores.sessions.get(&self.agent, &self.session).await?;
@@ -444,7 +445,7 @@ impl SessionAgent {
             &self.shared.options.node,
         )?;
         // No other node runs a turn of it from here on, until the hold is let go.
-        let hold = self.hold_turn().await?;
+        let hold = self.hold_turn(turn).await?;
         let mode = self.permission_mode().await?;
         let mut live = self.live.clone().lock_owned().await;
         // A process that ended, that did not finish its last turn, or that was started for

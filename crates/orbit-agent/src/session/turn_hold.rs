@@ -23,9 +23,12 @@ pub(super) struct TurnHold {
 }
 
 impl SessionAgent {
-    /// Holds the session's turn, or refuses the turn (`TurnInProgress`) while another node
-    /// runs one.
-    pub(super) async fn hold_turn(&self) -> Result<TurnHold> {
+    /// Holds the session's turn `turn`, or refuses it (`TurnInProgress`) while another node
+    /// runs one. A hold lost while the turn runs ends the turn: the session was deleted (its
+    /// hold goes with it), or this node was cut off past its lease and another may run the
+    /// session now. This is also what ends a turn whose deletion signal never came (a node
+    /// that was reconnecting to the database when it was sent): within a third of a lease.
+    pub(super) async fn hold_turn(self: &Arc<Self>, turn: u64) -> Result<TurnHold> {
         let options = &self.shared.options;
         let sessions = self.shared.stores.sessions.clone();
         let now = orbit_store::timestamp::now();
@@ -39,12 +42,26 @@ impl SessionAgent {
         let renewing = {
             let (sessions, agent, session) = (sessions.clone(), self.agent.clone(), self.session);
             let (every, token) = (options.claim_lease, lease.token);
+            let this = Arc::downgrade(self);
             AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every / 3).await;
                     let until = orbit_store::timestamp::now() + every;
-                    if let Err(err) = sessions.renew_turn(&agent, &session, &token, until).await {
-                        tracing::warn!(%agent, %session, error = %err, "could not renew the hold on a session's turn");
+                    match sessions.renew_turn(&agent, &session, &token, until).await {
+                        Ok(()) => {}
+                        Err(err)
+                            if matches!(err.kind(), ErrorKind::Conflict | ErrorKind::NotFound) =>
+                        {
+                            tracing::warn!(%agent, %session, error = %err, "the hold on a session's turn is lost; ending the turn");
+                            if let Some(this) = this.upgrade() {
+                                this.abort_turn(turn);
+                            }
+                            return;
+                        }
+                        // The store is unreachable for a moment: the lease allows for it.
+                        Err(err) => {
+                            tracing::warn!(%agent, %session, error = %err, "could not renew the hold on a session's turn");
+                        }
                     }
                 }
             }))
