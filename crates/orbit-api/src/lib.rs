@@ -11,6 +11,7 @@ mod endpoint;
 mod error;
 mod extract;
 mod guard;
+mod listing;
 mod middleware;
 mod openapi;
 mod page;

@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AgentPath, Json, MaybeJson, PermissionPath, SessionPath};
 use crate::page::{self, PageQuery};
 use crate::views::{self, SessionBody, SessionDetailBody, SessionsBody, SuccessView};
-use crate::{AppState, wire};
+use crate::{AppState, listing, wire};
 use orbit_agent::workflow;
 
 pub fn endpoints() -> Vec<Endpoint> {
@@ -150,8 +150,8 @@ async fn list(
     query: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     let Some(limit) = query.limit()? else {
-        let sessions = views::all(state.stores.sessions.list_by_agent(&path.name).await?);
-        return Ok(HttpResponse::Ok().json(SessionsBody { sessions, next_cursor: None }));
+        let sessions = state.stores.sessions.list_rendered(&path.name, listing::session).await?;
+        return Ok(listing::answer("sessions", &sessions));
     };
     let before = query.cursor(|cursor| SessionId::parse(cursor).ok())?;
     let sessions = state.stores.sessions.list_page(&path.name, before, limit + 1).await?;

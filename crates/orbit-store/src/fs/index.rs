@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use super::io;
 use crate::ids::JournalId;
+use crate::render::{Render, Rendered, Renderings};
 use crate::{AgentName, Error, Result};
 
 /// The log is replaced by an empty one past this size (about 100,000 changes).
@@ -128,11 +129,20 @@ struct Replica<T> {
     records: BTreeMap<String, T>,
     /// Ids announced as `new` whose files were not there yet.
     awaiting: BTreeSet<String>,
+    /// The renderings of the records listed whole (see `render`), each forgotten when its
+    /// record is read again.
+    renderings: Renderings<String, T>,
 }
 
 impl<T> Default for Replica<T> {
     fn default() -> Self {
-        Self { log: None, offset: 0, records: BTreeMap::new(), awaiting: BTreeSet::new() }
+        Self {
+            log: None,
+            offset: 0,
+            records: BTreeMap::new(),
+            awaiting: BTreeSet::new(),
+            renderings: Renderings::default(),
+        }
     }
 }
 
@@ -147,6 +157,11 @@ pub(crate) struct Source<'a, T> {
 }
 
 impl<T: DeserializeOwned> Source<'_, T> {
+    /// Whether the record's file is there.
+    fn exists(&self, id: &str) -> bool {
+        self.dir.join(format!("{id}.json")).exists()
+    }
+
     /// The record `id` if it exists and belongs in the index.
     fn load(&self, id: &str) -> Result<Option<T>> {
         match io::read_json::<T>(&self.dir.join(format!("{id}.json"))) {
@@ -180,6 +195,30 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         source: &Source<'_, T>,
         read: impl FnOnce(&BTreeMap<String, T>) -> R,
     ) -> Result<R> {
+        self.with_replica(agent, source, |replica| read(&replica.records))
+    }
+
+    /// Every record of `agent`'s replica, brought up to date, in id order, rendered by
+    /// `render`: the renderings kept for records unchanged since they were last rendered, new
+    /// ones for the others. The caller holds the directory's lock, shared or exclusive.
+    pub(crate) fn render(
+        &self,
+        agent: &AgentName,
+        source: &Source<'_, T>,
+        render: Render<T>,
+    ) -> Result<Vec<Rendered>> {
+        self.with_replica(agent, source, |replica| {
+            let Replica { records, renderings, .. } = replica;
+            records.iter().map(|(id, record)| renderings.get(id, record, render)).collect()
+        })
+    }
+
+    fn with_replica<R>(
+        &self,
+        agent: &AgentName,
+        source: &Source<'_, T>,
+        body: impl FnOnce(&mut Replica<T>) -> R,
+    ) -> Result<R> {
         let replica = {
             let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
             replicas.entry(agent.clone()).or_default().clone()
@@ -189,7 +228,7 @@ impl<T: DeserializeOwned> RecordIndex<T> {
             *replica = Replica::default();
             return Err(err);
         }
-        Ok(read(&replica.records))
+        Ok(body(&mut replica))
     }
 }
 
@@ -219,9 +258,16 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
         // A log new to this process: read every record. Lines appended from here on are read
         // at the next refresh, so nothing written during the scan is missed; a creator whose
         // line came before but whose file is not there yet (one holds the lock only shared)
-        // is awaited, as its line were read now.
+        // is awaited, as its line were read now. Whether it is there is asked before the
+        // directory is listed: asked after, a file made in between would be neither listed
+        // nor awaited, and missing until its record next changed.
         let bytes = read_from(&mut file, log, 0, len)?;
         let (lines, consumed) = io::parse_jsonl::<Line>(log, &bytes);
+        let not_there: Vec<String> = last_changes(lines)
+            .into_iter()
+            .filter(|(id, change)| *change == Change::New && !source.exists(id))
+            .map(|(id, _)| id)
+            .collect();
         let mut records = BTreeMap::new();
         for name in io::list_names(source.dir, ".json")? {
             let Some(id) = name.strip_suffix(".json") else { continue };
@@ -229,13 +275,16 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
                 records.insert(id.to_owned(), record);
             }
         }
-        let mut awaiting = BTreeSet::new();
-        for (id, change) in last_changes(lines) {
-            if change == Change::New && !source.dir.join(format!("{id}.json")).exists() {
-                awaiting.insert(id);
-            }
-        }
-        *replica = Replica { log: header, offset: consumed as u64, records, awaiting };
+        // A file made while the directory was listed may be in the listing or not.
+        let awaiting: BTreeSet<String> =
+            not_there.into_iter().filter(|id| !records.contains_key(id)).collect();
+        *replica = Replica {
+            log: header,
+            offset: consumed as u64,
+            records,
+            awaiting,
+            renderings: Renderings::default(),
+        };
         return Ok(());
     }
     if len == replica.offset && replica.awaiting.is_empty() {
@@ -248,14 +297,18 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
         std::mem::take(&mut replica.awaiting).into_iter().map(|id| (id, Change::New)).collect();
     touched.extend(last_changes(lines));
     for (id, change) in touched {
+        replica.renderings.forget(&id);
+        // Asked before the read, for the same reason as above: a file made between a read
+        // that missed it and the question would otherwise be neither read nor awaited. A file
+        // that is there stays (only writers holding the lock exclusively remove files).
+        let existed = source.exists(&id);
         match source.load(&id)? {
             Some(record) => {
                 replica.records.insert(id, record);
             }
             None => {
-                let exists = source.dir.join(format!("{id}.json")).exists();
                 replica.records.remove(&id);
-                if change == Change::New && !exists {
+                if change == Change::New && !existed {
                     replica.awaiting.insert(id);
                 }
             }

@@ -34,6 +34,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{FsStore, Inner, io};
+use crate::render::{Render, Rendered, Renderings};
 use crate::{
     AgentName, Error, NewSession, Result, Session, SessionId, SessionMessage, SessionPatch,
     SessionStore, TranscriptCursor, TranscriptEntry, TranscriptPage,
@@ -67,6 +68,9 @@ struct Journal {
     /// Bytes of the line that put each live session, to decide when to compact.
     live_bytes: HashMap<SessionId, u64>,
     sessions: BTreeMap<SessionId, Session>,
+    /// The renderings of the sessions listed whole (`SessionStore::list_rendered`), each
+    /// forgotten when its session changes.
+    renderings: Renderings<SessionId, Session>,
 }
 
 impl Journal {
@@ -75,10 +79,12 @@ impl Journal {
             Entry::Header { .. } => {}
             Entry::Put { session } => {
                 self.live_bytes.insert(session.id, bytes);
+                self.renderings.forget(&session.id);
                 self.sessions.insert(session.id, *session);
             }
             Entry::Delete { id } => {
                 self.live_bytes.remove(&id);
+                self.renderings.forget(&id);
                 self.sessions.remove(&id);
             }
         }
@@ -192,6 +198,17 @@ impl Inner {
         let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
         journal.refresh(&self.journal_path(agent))?;
         Ok(read(&journal.sessions))
+    }
+
+    /// Every session, newest first, rendered by `render`: the renderings kept for the sessions
+    /// unchanged since they were last listed, new ones for the others.
+    fn render_sessions(&self, agent: &AgentName, render: Render<Session>) -> Result<Vec<Rendered>> {
+        self.require_agent(agent)?;
+        let journal = self.sessions.journal(agent);
+        let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
+        journal.refresh(&self.journal_path(agent))?;
+        let Journal { sessions, renderings, .. } = &mut *journal;
+        Ok(sessions.iter().rev().map(|(id, session)| renderings.get(id, session, render)).collect())
     }
 
     /// Changes the journal under the cross-process lock. `change` sees every session as of
@@ -314,6 +331,15 @@ impl SessionStore for FsStore {
             s.read_sessions(&agent, |sessions| sessions.values().rev().cloned().collect())
         })
         .await
+    }
+
+    async fn list_rendered(
+        &self,
+        agent: &AgentName,
+        render: Render<Session>,
+    ) -> Result<Vec<Rendered>> {
+        let agent = agent.clone();
+        self.blocking(move |s| s.render_sessions(&agent, render)).await
     }
 
     async fn list_page(
