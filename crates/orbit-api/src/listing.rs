@@ -8,10 +8,10 @@
 use actix_web::HttpResponse;
 use actix_web::http::header::ContentType;
 use orbit_store::render::Rendered;
-use orbit_store::{InboxMessage, Session, Task};
+use orbit_store::{InboxMessage, Session, SessionMessage, Task};
 use serde::Serialize;
 
-use crate::views::{MessageView, SessionView, TaskView};
+use crate::views::{MessageView, SessionMessageView, SessionView, TaskView};
 
 /// A session's view as JSON (`orbit_store::render::Render`).
 pub fn session(session: &Session) -> Vec<u8> {
@@ -26,6 +26,11 @@ pub fn message(message: &InboxMessage) -> Vec<u8> {
 /// A task's view as JSON.
 pub fn task(task: &Task) -> Vec<u8> {
     to_json(&TaskView::from(task.clone()))
+}
+
+/// A message of a session's history as JSON.
+pub fn session_message(message: &SessionMessage) -> Vec<u8> {
+    to_json(&SessionMessageView::from(message.clone()))
 }
 
 /// A view's compact JSON. Views hold only strings, numbers, booleans and timestamps, which
@@ -43,31 +48,60 @@ pub fn answer(key: &'static str, records: &[Rendered]) -> HttpResponse {
     HttpResponse::Ok().content_type(ContentType::json()).body(body(key, records))
 }
 
+/// `200 {"session":{...},"messages":[<message>,...]}`: a session with its history, as
+/// serializing `SessionDetailBody` writes it.
+pub fn session_detail(session: Session, messages: &[Rendered]) -> HttpResponse {
+    HttpResponse::Ok().content_type(ContentType::json()).body(detail_body(session, messages))
+}
+
+fn detail_body(session: Session, messages: &[Rendered]) -> Vec<u8> {
+    let session = to_json(&SessionView::from(session));
+    let mut body = Vec::with_capacity(session.len() + size_of_all(messages) + 32);
+    body.extend_from_slice(b"{\"session\":");
+    body.extend_from_slice(&session);
+    body.extend_from_slice(b",\"messages\":");
+    array(&mut body, messages);
+    body.push(b'}');
+    body
+}
+
 fn body(key: &str, records: &[Rendered]) -> Vec<u8> {
-    let size = records.iter().map(|record| record.len() + 1).sum::<usize>() + key.len() + 8;
-    let mut body = Vec::with_capacity(size);
+    let mut body = Vec::with_capacity(size_of_all(records) + key.len() + 8);
     body.extend_from_slice(b"{\"");
     body.extend_from_slice(key.as_bytes());
-    body.extend_from_slice(b"\":[");
+    body.extend_from_slice(b"\":");
+    array(&mut body, records);
+    body.push(b'}');
+    body
+}
+
+/// The bytes of the records with a comma after each.
+fn size_of_all(records: &[Rendered]) -> usize {
+    records.iter().map(|record| record.len() + 1).sum()
+}
+
+/// Writes `[<record>,...]`.
+fn array(body: &mut Vec<u8>, records: &[Rendered]) {
+    body.push(b'[');
     for (index, record) in records.iter().enumerate() {
         if index > 0 {
             body.push(b',');
         }
         body.extend_from_slice(record);
     }
-    body.extend_from_slice(b"]}");
-    body
+    body.push(b']');
 }
 
 #[cfg(test)]
 mod tests {
     use orbit_store::render::{self, Render};
     use orbit_store::{
-        AgentName, ContextMode, MessageType, NewMessage, NewSession, NewTask, ScheduleType, Sender,
+        AgentName, ContextMode, MessageType, NewMessage, NewSession, NewTask, Role, ScheduleType,
+        Sender,
     };
 
     use super::*;
-    use crate::views::{self, MessagesBody, SessionsBody, TasksBody};
+    use crate::views::{self, MessagesBody, SessionDetailBody, SessionsBody, TasksBody};
 
     fn rendered<T>(records: &[T], render: Render<T>) -> Vec<Rendered> {
         render::each(records, render)
@@ -133,5 +167,21 @@ mod tests {
             serde_json::to_vec(&TasksBody { tasks: views::all(tasks.clone()), next_cursor: None })
                 .unwrap();
         assert_eq!(body("tasks", &rendered(&tasks, task)), expected);
+
+        for count in [0, 1, 3] {
+            let history: Vec<SessionMessage> = (0..count)
+                .map(|index| {
+                    let role = if index % 2 == 0 { Role::User } else { Role::Assistant };
+                    SessionMessage::new(role, format!("said \"{index}\"\n\u{7f} ü"))
+                })
+                .collect();
+            let expected = serde_json::to_vec(&SessionDetailBody {
+                session: sessions[2].clone().into(),
+                messages: views::all(history.clone()),
+            })
+            .unwrap();
+            let got = detail_body(sessions[2].clone(), &rendered(&history, session_message));
+            assert_eq!(got, expected, "{count} messages");
+        }
     }
 }

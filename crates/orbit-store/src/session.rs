@@ -212,6 +212,19 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<()>;
     /// The whole history, oldest first.
     async fn get_messages(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>>;
+    /// [`get`](Self::get) then [`get_messages`](Self::get_messages), each message rendered by
+    /// `render`; a store may keep the renderings of a history it read before, which is only
+    /// ever appended to (see [`render`](crate::render)).
+    async fn get_rendered(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        render: Render<SessionMessage>,
+    ) -> Result<(Session, Vec<Rendered>)> {
+        let session = self.get(agent, id).await?;
+        let messages = self.get_messages(agent, id).await?;
+        Ok((session, crate::render::each(&messages, render)))
+    }
     /// Appends a turn's transcript entries, in order, as one step: a reader sees all of them
     /// or none. `NotFound` when the session does not exist.
     async fn append_transcript(

@@ -177,10 +177,9 @@ async fn create(
 }
 
 async fn get(state: Data<AppState>, path: SessionPath) -> ApiResult<HttpResponse> {
-    let session = state.stores.sessions.get(&path.name, &path.id).await?;
-    let messages = state.stores.sessions.get_messages(&path.name, &path.id).await?;
-    Ok(HttpResponse::Ok()
-        .json(SessionDetailBody { session: session.into(), messages: views::all(messages) }))
+    let (session, messages) =
+        state.stores.sessions.get_rendered(&path.name, &path.id, listing::session_message).await?;
+    Ok(listing::session_detail(session, &messages))
 }
 
 async fn update(

@@ -4,7 +4,10 @@ use std::fmt::Debug;
 
 use super::{agent, claimer, interval_task, request};
 use crate::render::Rendered;
-use crate::{ErrorKind, NewSession, SessionId, SessionPatch, Stores, TaskPatch, TaskStatus};
+use crate::{
+    ErrorKind, NewSession, Role, SessionId, SessionMessage, SessionPatch, Stores, TaskPatch,
+    TaskStatus,
+};
 
 fn debug<T: Debug>(record: &T) -> Vec<u8> {
     format!("{record:?}").into_bytes()
@@ -81,4 +84,33 @@ pub async fn rendered_listings_follow_their_records(stores: &Stores) {
     assert_eq!(missing.kind(), ErrorKind::NotFound);
     let missing = stores.tasks.list_rendered(&unknown, debug).await.unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
+}
+
+/// A session read with its history rendered is the session and its messages rendered one by
+/// one, again after more messages come (a store that keeps the renderings of a history
+/// renders only the new ones), and by another function that function's.
+pub async fn rendered_history_follows_its_messages(stores: &Stores) {
+    let talker = agent(stores, "talker").await;
+    let session = stores.sessions.create(&talker, NewSession::default()).await.unwrap();
+    for round in 0..3 {
+        let (read, rendered) =
+            stores.sessions.get_rendered(&talker, &session.id, debug).await.unwrap();
+        let messages = stores.sessions.get_messages(&talker, &session.id).await.unwrap();
+        assert_eq!(read.message_count, 2 * round, "round {round}");
+        assert_eq!(read.id, session.id);
+        assert_eq!(
+            bytes(rendered),
+            messages.iter().map(debug).collect::<Vec<_>>(),
+            "round {round}"
+        );
+        for role in [Role::User, Role::Assistant] {
+            let message = SessionMessage::new(role, format!("round {round}"));
+            stores.sessions.append_message(&talker, &session.id, message).await.unwrap();
+        }
+    }
+    let (_, rendered) = stores.sessions.get_rendered(&talker, &session.id, pretty).await.unwrap();
+    let messages = stores.sessions.get_messages(&talker, &session.id).await.unwrap();
+    assert_eq!(bytes(rendered), messages.iter().map(pretty).collect::<Vec<_>>(), "another render");
+    let missing = stores.sessions.get_rendered(&talker, &SessionId::new(), debug).await;
+    assert_eq!(missing.unwrap_err().kind(), ErrorKind::NotFound);
 }

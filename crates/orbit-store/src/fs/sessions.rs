@@ -260,6 +260,34 @@ impl Inner {
         })
     }
 
+    /// The session's history, parsed on from where this process last read it (see `history`);
+    /// a record whose count disagrees with its history is repaired.
+    fn messages_of(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>> {
+        let session = self
+            .read_sessions(agent, |sessions| sessions.get(id).cloned())?
+            .ok_or_else(|| Error::not_found("session", id))?;
+        let path = self.messages_path(agent, id);
+        // Parsed on from where this process last read it (see `history`).
+        let messages = self.histories.read(*id, &path)?;
+        if session.message_count == messages.len() as u64 {
+            return Ok(messages);
+        }
+        // A crash between a message and its count, or a skipped torn line: make the record
+        // agree with the history that is really there, re-reading both under the lock so
+        // that a concurrent append is not mistaken for damage.
+        self.write_sessions(agent, |sessions| {
+            let mut session = sessions.get(id).cloned().ok_or_else(|| Error::not_found("session", id))?;
+            let messages: Vec<SessionMessage> = io::read_jsonl(&path)?;
+            if session.message_count == messages.len() as u64 {
+                return Ok((None, messages));
+            }
+            tracing::warn!(%agent, session = %id, recorded = session.message_count, found = messages.len(), "repairing message count");
+            session.message_count = messages.len() as u64;
+            session.last_message_at = messages.last().map(|m| m.created_at);
+            Ok((Some(Entry::Put { session: Box::new(session) }), messages))
+        })
+    }
+
     fn create_session(&self, agent: &AgentName, id: SessionId, new: NewSession) -> Result<Session> {
         let session = Session::new(agent, id, new);
         self.write_sessions(agent, |sessions| {
@@ -418,28 +446,28 @@ impl SessionStore for FsStore {
 
     async fn get_messages(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>> {
         let (agent, id) = (agent.clone(), *id);
+        self.blocking(move |s| s.messages_of(&agent, &id)).await
+    }
+
+    async fn get_rendered(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        render: Render<SessionMessage>,
+    ) -> Result<(Session, Vec<Rendered>)> {
+        let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
-            let session = s.read_sessions(&agent, |sessions| sessions.get(&id).cloned())?.ok_or_else(|| Error::not_found("session", id))?;
+            let session = s
+                .read_sessions(&agent, |sessions| sessions.get(&id).cloned())?
+                .ok_or_else(|| Error::not_found("session", id))?;
             let path = s.messages_path(&agent, &id);
-            // Parsed on from where this process last read it (see `history`).
-            let messages = s.histories.read(id, &path)?;
-            if session.message_count == messages.len() as u64 {
-                return Ok(messages);
+            let (count, rendered) = s.histories.read_rendered(id, &path, render)?;
+            if session.message_count == count as u64 {
+                return Ok((session, rendered));
             }
-            // A crash between a message and its count, or a skipped torn line: make the record
-            // agree with the history that is really there, re-reading both under the lock so
-            // that a concurrent append is not mistaken for damage.
-            s.write_sessions(&agent, |sessions| {
-                let mut session = sessions.get(&id).cloned().ok_or_else(|| Error::not_found("session", id))?;
-                let messages: Vec<SessionMessage> = io::read_jsonl(&path)?;
-                if session.message_count == messages.len() as u64 {
-                    return Ok((None, messages));
-                }
-                tracing::warn!(%agent, session = %id, recorded = session.message_count, found = messages.len(), "repairing message count");
-                session.message_count = messages.len() as u64;
-                session.last_message_at = messages.last().map(|m| m.created_at);
-                Ok((Some(Entry::Put { session: Box::new(session) }), messages))
-            })
+            // The record and its history disagree: `messages_of` repairs the record.
+            let messages = s.messages_of(&agent, &id)?;
+            Ok((session, crate::render::each(&messages, render)))
         })
         .await
     }
