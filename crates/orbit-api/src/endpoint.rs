@@ -149,13 +149,19 @@ impl Endpoint {
     }
 }
 
-/// Registers the endpoints, one actix resource per path.
+/// Registers the endpoints, one actix resource per path: the paths without parameters
+/// first, then the others, each group in path order.
+///
+/// actix tries resources in the order they were registered, matching each pattern with
+/// parameters by a regex, so `/health` after every `/api/agents/{name}/...` paid a regex per
+/// route on every health check. No pattern with parameters matches a path without (a test
+/// below holds that), so the order changes no route's answer.
 pub fn register(cfg: &mut web::ServiceConfig, endpoints: Vec<Endpoint>) {
-    let mut by_path: BTreeMap<&'static str, Vec<Endpoint>> = BTreeMap::new();
+    let mut by_path: BTreeMap<(bool, &'static str), Vec<Endpoint>> = BTreeMap::new();
     for endpoint in endpoints {
-        by_path.entry(endpoint.path).or_default().push(endpoint);
+        by_path.entry((endpoint.path.contains('{'), endpoint.path)).or_default().push(endpoint);
     }
-    for (path, endpoints) in by_path {
+    for ((_, path), endpoints) in by_path {
         let allow = endpoints.iter().map(|endpoint| endpoint.method).collect::<Vec<_>>().join(", ");
         let resource = endpoints
             .iter()
@@ -179,4 +185,23 @@ fn method_not_allowed(req: &HttpRequest, allow: String) -> HttpResponse {
         answer.headers_mut().insert(actix_web::http::header::ALLOW, allow);
     }
     answer
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::dev::ResourceDef;
+
+    #[test]
+    fn no_pattern_with_parameters_matches_a_path_without() {
+        let endpoints = crate::routes::endpoints();
+        let (with, without): (Vec<_>, Vec<_>) =
+            endpoints.iter().map(|endpoint| endpoint.path).partition(|path| path.contains('{'));
+        assert!(without.contains(&"/health") && with.len() > 10, "both kinds are there");
+        for pattern in &with {
+            let pattern_def = ResourceDef::new(*pattern);
+            for path in &without {
+                assert!(!pattern_def.is_match(path), "{pattern} matches {path}");
+            }
+        }
+    }
 }

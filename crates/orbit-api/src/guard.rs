@@ -17,14 +17,9 @@
 
 use std::net::SocketAddr;
 
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::middleware::Next;
-use actix_web::web::Data;
-use actix_web::{Error, ResponseError};
 
-use crate::{ApiError, AppState, Code};
+use crate::{ApiError, Code};
 
 /// The `Host` values the server answers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,22 +89,9 @@ impl AllowedHosts {
     }
 }
 
-/// Refuses foreign hosts and origins (403) and bodies that are not JSON (415).
-pub async fn check_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, Error> {
-    let refusal = req
-        .app_data::<Data<AppState>>()
-        .and_then(|state| refusal(&state.allowed_hosts, req.headers()));
-    if let Some(refusal) = refusal {
-        return Ok(req.into_response(refusal.error_response()).map_into_right_body());
-    }
-    next.call(req).await.map(ServiceResponse::map_into_left_body)
-}
-
-/// Why this request is refused, if it is.
-fn refusal(allowed: &AllowedHosts, headers: &HeaderMap) -> Option<ApiError> {
+/// Why this request is refused, if it is: a foreign host or origin (403), a body that is not
+/// JSON (415). Checked for every request by `middleware::gate`.
+pub fn refusal(allowed: &AllowedHosts, headers: &HeaderMap) -> Option<ApiError> {
     // HTTP/1.1 clients always send Host; a request without one (HTTP/1.0) cannot come from a
     // browser, so it has nothing to prove.
     let host = headers.get(header::HOST).map(|v| v.to_str().unwrap_or_default());

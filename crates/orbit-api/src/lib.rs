@@ -11,6 +11,7 @@ mod endpoint;
 mod error;
 mod extract;
 mod guard;
+mod listing;
 mod middleware;
 mod openapi;
 mod page;
@@ -62,14 +63,10 @@ pub fn app(
         InitError = (),
     >,
 > {
-    // The last `wrap` runs first: the span sees every answer, errors get their JSON body,
-    // foreign hosts and origins are refused before the token is looked at.
+    // One middleware: the request's span, the browser checks, the token, JSON errors.
     actix_web::App::new()
         .app_data(state)
-        .wrap(actix_web::middleware::from_fn(middleware::authenticate))
-        .wrap(actix_web::middleware::from_fn(guard::check_request))
-        .wrap(actix_web::middleware::from_fn(middleware::json_errors))
-        .wrap(actix_web::middleware::from_fn(middleware::request_span))
+        .wrap(actix_web::middleware::from_fn(middleware::gate))
         .configure(|cfg| endpoint::register(cfg, routes::endpoints()))
         .configure(console::register)
         .default_service(web::to(not_found))

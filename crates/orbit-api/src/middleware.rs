@@ -1,5 +1,5 @@
-//! Request middleware: a request id on every log line, bearer-token authentication, and the
-//! `{error, code}` body on every error answer.
+//! Request middleware: a request id on every log line, the browser checks, bearer-token
+//! authentication, and the `{error, code}` body on every error answer, in one layer (`gate`).
 
 use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -15,22 +15,28 @@ use crate::{ApiError, AppState, Code};
 /// The one route that never needs a token.
 const HEALTH: &str = "/health";
 
-/// Runs the request inside a span carrying a fresh request id, so that every line logged
-/// while answering it names the request, and logs its outcome when access logging is on
-/// (`AppState::access_log`).
+/// Every request passes this one middleware, in this order: a span carrying a fresh request
+/// id, so that every line logged while answering names the request; the browser checks of
+/// `guard` (403, 415); the token (401); then the route, whose error answers get the
+/// `{error, code}` body when actix made them without one (`json_errors`). Its outcome is logged
+/// when access logging is on (`AppState::access_log`).
+///
+/// One middleware rather than four: each layer of actix's `from_fn` boxes a future and calls
+/// the next through a boxed service, which together cost about as much per small answer as the
+/// checks themselves (docs/benchmarks.md).
 ///
 /// The access line is off by default: written synchronously for every request, it cost more
-/// than the rest of a small answer (docs/benchmarks.md). Health checks and refused requests
-/// (401, 403) are logged at debug only even then: anyone who can connect can send them by the
-/// million. Failures are always logged.
-pub async fn request_span(
+/// than the rest of a small answer. Health checks and refused requests (401, 403) are logged
+/// at debug only even then: anyone who can connect can send them by the million. Failures are
+/// always logged.
+pub async fn gate(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, Error> {
     let span = tracing::info_span!("request", id = %ulid::Ulid::new(), method = %req.method(), path = %req.path());
     let health = req.path() == HEALTH;
     let access_log = req.app_data::<Data<AppState>>().is_some_and(|state| state.access_log);
-    let response = next.call(req).instrument(span.clone()).await;
+    let response = checked(req, next).instrument(span.clone()).await;
     span.in_scope(|| match &response {
         Ok(response) => {
             let status = response.status();
@@ -48,6 +54,22 @@ pub async fn request_span(
     response
 }
 
+/// The checks, then the route with its errors in Orbit's shape.
+async fn checked(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, Error> {
+    let refusal = req.app_data::<Data<AppState>>().and_then(|state| {
+        // Foreign hosts and origins are refused before the token is looked at.
+        crate::guard::refusal(&state.allowed_hosts, req.headers())
+            .or_else(|| token_refusal(state, &req))
+    });
+    if let Some(refusal) = refusal {
+        return Ok(req.into_response(refusal.error_response()).map_into_right_body());
+    }
+    json_errors(next.call(req).await)
+}
+
 /// With a token configured, every request but `GET /health` and the web console's files
 /// (which hold no data) needs `Authorization: Bearer <token>`. The token is compared in constant time, never read from
 /// the query string, never logged.
@@ -55,26 +77,20 @@ pub async fn request_span(
 /// The exemption is one exact raw path rather than a prefix of the protected ones: actix
 /// routes on the percent-decoded path, so a check of the raw path against `/api` could be
 /// skipped by spelling it `/%61pi`. No spelling of a route but `/health` itself escapes this.
-pub async fn authenticate(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, Error> {
-    let expected = req.app_data::<Data<AppState>>().and_then(|state| state.api_token.clone());
-    if let Some(expected) = expected
-        && req.path() != HEALTH
-        && !crate::console::is_console_file(req.path())
-    {
-        let given = req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
-            let refusal = ApiError::new(Code::Unauthorized, "a valid bearer token is required");
-            return Ok(req.into_response(refusal.error_response()).map_into_right_body());
-        }
+fn token_refusal(state: &AppState, req: &ServiceRequest) -> Option<ApiError> {
+    let expected = state.api_token.as_deref()?;
+    if req.path() == HEALTH || crate::console::is_console_file(req.path()) {
+        return None;
     }
-    next.call(req).await.map(ServiceResponse::map_into_left_body)
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
+        return None;
+    }
+    Some(ApiError::new(Code::Unauthorized, "a valid bearer token is required"))
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing of the token.
@@ -88,11 +104,10 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
 
 /// Gives every error answer the `{error, code}` body: actix's own (405 from a resource, the
 /// errors of its extractors) come empty or as plain text.
-pub async fn json_errors(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, Error> {
-    let response = match next.call(req).await {
+fn json_errors<B: MessageBody + 'static>(
+    response: Result<ServiceResponse<B>, Error>,
+) -> Result<ServiceResponse<EitherBody<B>>, Error> {
+    let response = match response {
         Ok(response) => response,
         // Rendered by actix from `ApiError`, so in Orbit's shape.
         Err(err) => {

@@ -25,6 +25,7 @@ mod lease;
 pub mod limits;
 mod mem;
 mod memory;
+pub mod render;
 mod schedule;
 mod session;
 mod task;

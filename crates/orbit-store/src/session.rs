@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::render::{Render, Rendered};
 use crate::{
     AgentName, Lease, LeaseToken, PermissionMode, Result, SessionId, TranscriptCursor,
     TranscriptEntry, TranscriptPage,
@@ -258,6 +259,15 @@ pub trait SessionStore: Send + Sync {
         let sessions = self.list_by_agent(agent).await?;
         Ok(sessions.into_iter().filter(|s| before.is_none_or(|b| s.id < b)).take(limit).collect())
     }
+    /// [`list_by_agent`](Self::list_by_agent), each session rendered by `render`; a store
+    /// may keep the renderings of unchanged sessions (see [`render`](crate::render)).
+    async fn list_rendered(
+        &self,
+        agent: &AgentName,
+        render: Render<Session>,
+    ) -> Result<Vec<Rendered>> {
+        Ok(crate::render::each(&self.list_by_agent(agent).await?, render))
+    }
     /// Applies a partial update atomically with respect to other updates.
     async fn update(
         &self,
@@ -277,6 +287,19 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<()>;
     /// The whole history, oldest first.
     async fn get_messages(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>>;
+    /// [`get`](Self::get) then [`get_messages`](Self::get_messages), each message rendered by
+    /// `render`; a store may keep the renderings of a history it read before, which is only
+    /// ever appended to (see [`render`](crate::render)).
+    async fn get_rendered(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        render: Render<SessionMessage>,
+    ) -> Result<(Session, Vec<Rendered>)> {
+        let session = self.get(agent, id).await?;
+        let messages = self.get_messages(agent, id).await?;
+        Ok((session, crate::render::each(&messages, render)))
+    }
     /// Appends a turn's transcript entries, in order, as one step: a reader sees all of them
     /// or none. `NotFound` when the session does not exist.
     async fn append_transcript(

@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AgentPath, Json, MessagePath};
 use crate::page::{self, PageQuery};
 use crate::views::{self, MessageBody, MessagesBody, SuccessView};
-use crate::{AppState, wire};
+use crate::{AppState, listing, wire};
 
 pub fn endpoints() -> Vec<Endpoint> {
     vec![
@@ -108,8 +108,8 @@ async fn list(
     query: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     let Some(limit) = query.limit()? else {
-        let messages = views::all(state.stores.inbox.get_pending(&path.name).await?);
-        return Ok(HttpResponse::Ok().json(MessagesBody { messages, next_cursor: None }));
+        let messages = state.stores.inbox.pending_rendered(&path.name, listing::message).await?;
+        return Ok(listing::answer("messages", &messages));
     };
     let after = query.cursor(|cursor| MessageId::parse(cursor).ok())?;
     let messages = state.stores.inbox.pending_page(&path.name, after, limit + 1).await?;

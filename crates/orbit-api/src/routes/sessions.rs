@@ -12,7 +12,7 @@ use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::{AgentPath, Json, MaybeJson, PermissionPath, SessionPath};
 use crate::page::{self, PageQuery};
 use crate::views::{self, SessionBody, SessionDetailBody, SessionsBody, SuccessView};
-use crate::{AppState, wire};
+use crate::{AppState, listing, wire};
 use orbit_agent::workflow;
 
 pub fn endpoints() -> Vec<Endpoint> {
@@ -150,8 +150,8 @@ async fn list(
     query: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     let Some(limit) = query.limit()? else {
-        let sessions = views::all(state.stores.sessions.list_by_agent(&path.name).await?);
-        return Ok(HttpResponse::Ok().json(SessionsBody { sessions, next_cursor: None }));
+        let sessions = state.stores.sessions.list_rendered(&path.name, listing::session).await?;
+        return Ok(listing::answer("sessions", &sessions));
     };
     let before = query.cursor(|cursor| SessionId::parse(cursor).ok())?;
     let sessions = state.stores.sessions.list_page(&path.name, before, limit + 1).await?;
@@ -177,10 +177,9 @@ async fn create(
 }
 
 async fn get(state: Data<AppState>, path: SessionPath) -> ApiResult<HttpResponse> {
-    let session = state.stores.sessions.get(&path.name, &path.id).await?;
-    let messages = state.stores.sessions.get_messages(&path.name, &path.id).await?;
-    Ok(HttpResponse::Ok()
-        .json(SessionDetailBody { session: session.into(), messages: views::all(messages) }))
+    let (session, messages) =
+        state.stores.sessions.get_rendered(&path.name, &path.id, listing::session_message).await?;
+    Ok(listing::session_detail(session, &messages))
 }
 
 async fn update(

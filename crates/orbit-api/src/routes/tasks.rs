@@ -15,7 +15,7 @@ use crate::page::{self, PageQuery};
 use crate::views::{
     self, RunBody, RunsBody, SchedulePreviewBody, SuccessView, TaskBody, TasksBody,
 };
-use crate::{AppState, wire};
+use crate::{AppState, listing, wire};
 use orbit_agent::workflow;
 
 pub fn endpoints() -> Vec<Endpoint> {
@@ -225,12 +225,11 @@ async fn list_all(state: Data<AppState>, query: web::Query<PageQuery>) -> ApiRes
         let (agent, task) = cursor.split_once('/')?;
         Some((AgentName::parse(agent).ok()?, TaskId::parse(task).ok()?))
     })?;
-    let tasks = state.stores.tasks.list_all().await?;
     let Some(limit) = limit else {
-        return Ok(
-            HttpResponse::Ok().json(TasksBody { tasks: views::all(tasks), next_cursor: None })
-        );
+        let tasks = state.stores.tasks.list_all_rendered(listing::task).await?;
+        return Ok(listing::answer("tasks", &tasks));
     };
+    let tasks = state.stores.tasks.list_all().await?;
     let tasks: Vec<Task> = tasks
         .into_iter()
         .filter(|task| {
@@ -251,8 +250,8 @@ async fn list(
     query: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     let Some(limit) = query.limit()? else {
-        let tasks = views::all(state.stores.tasks.list_by_agent(&path.name).await?);
-        return Ok(HttpResponse::Ok().json(TasksBody { tasks, next_cursor: None }));
+        let tasks = state.stores.tasks.list_rendered(&path.name, listing::task).await?;
+        return Ok(listing::answer("tasks", &tasks));
     };
     let after = query.cursor(|cursor| TaskId::parse(cursor).ok())?;
     let tasks = state.stores.tasks.list_page(&path.name, after, limit + 1).await?;

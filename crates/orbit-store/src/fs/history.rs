@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use super::io;
+use crate::render::{Render, Rendered};
 use crate::{Error, Result, SessionId, SessionMessage};
 
 /// Histories kept at once.
@@ -27,6 +28,9 @@ const KEPT: usize = 64;
 struct History {
     offset: u64,
     messages: Vec<SessionMessage>,
+    /// The renderings of the first messages by one function (`render`): a history is only
+    /// appended to, so they stay right, and only the messages appended since are rendered.
+    rendered: Option<(Render<SessionMessage>, Vec<Rendered>)>,
 }
 
 /// The histories read last, shared by the store's clones.
@@ -38,6 +42,35 @@ pub(crate) struct HistoryCache {
 impl HistoryCache {
     /// Every complete, parseable message of `path`, the history of session `id`.
     pub(crate) fn read(&self, id: SessionId, path: &Path) -> Result<Vec<SessionMessage>> {
+        self.with_history(id, path, |history| history.messages.clone())
+    }
+
+    /// How many complete, parseable messages `path` holds, and each one rendered by `render`.
+    pub(crate) fn read_rendered(
+        &self,
+        id: SessionId,
+        path: &Path,
+        render: Render<SessionMessage>,
+    ) -> Result<(usize, Vec<Rendered>)> {
+        self.with_history(id, path, |history| {
+            let rendered = match &mut history.rendered {
+                // Equal function pointers are the same code (see `render`).
+                #[allow(unpredictable_function_pointer_comparisons)]
+                Some((made_by, rendered)) if *made_by == render => rendered,
+                slot => &mut slot.insert((render, Vec::new())).1,
+            };
+            let new = &history.messages[rendered.len().min(history.messages.len())..];
+            rendered.extend(new.iter().map(|message| Rendered::from(render(message))));
+            (history.messages.len(), rendered.clone())
+        })
+    }
+
+    fn with_history<R>(
+        &self,
+        id: SessionId,
+        path: &Path,
+        read: impl FnOnce(&mut History) -> R,
+    ) -> Result<R> {
         let mut histories = self.histories.lock().unwrap_or_else(PoisonError::into_inner);
         if !histories.contains_key(&id) && histories.len() >= KEPT {
             // Any one: the cache saves re-reading, it is never the truth.
@@ -50,7 +83,7 @@ impl HistoryCache {
             histories.remove(&id);
             return Err(err);
         }
-        Ok(history.messages.clone())
+        Ok(read(history))
     }
 
     /// Forgets a session's history (deleted).

@@ -26,13 +26,14 @@
 //! `index`), whose change log `open.changes.jsonl` every change to `open/` writes to first;
 //! `send` takes the lock shared too, for that log, and its fsyncs overlap with other sends'.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::index::{self, Change};
 use super::{FsStore, Inner, io};
+use crate::render::{Render, Rendered};
 use crate::{
     AgentName, Claimer, Error, InboxMessage, InboxStore, Lease, LeaseToken, MessageId,
     MessageStatus, NewMessage, Result, timestamp,
@@ -129,13 +130,22 @@ impl Inner {
         after: Option<MessageId>,
         limit: usize,
     ) -> Result<Vec<InboxMessage>> {
-        let dir = self.inbox_dir(agent, OPEN);
-        let log = self.open_log(agent);
-        let source = index::Source { dir: &dir, log: &log, keep: keep_pending };
+        let (dir, log) = (self.inbox_dir(agent, OPEN), self.open_log(agent));
         // Ids are ULIDs: key order is age order.
-        self.inbox_index.read(agent, &source, |pending| {
+        self.inbox_index.read(agent, &pending_source(&dir, &log), |pending| {
             index::after(pending, after.map(|id| id.to_string())).take(limit).cloned().collect()
         })
+    }
+
+    /// The pending messages, oldest first, rendered (see `index`). The caller holds the inbox
+    /// lock.
+    fn render_pending(
+        &self,
+        agent: &AgentName,
+        render: Render<InboxMessage>,
+    ) -> Result<Vec<Rendered>> {
+        let (dir, log) = (self.inbox_dir(agent, OPEN), self.open_log(agent));
+        self.inbox_index.render(agent, &pending_source(&dir, &log), render)
     }
 
     /// Runs `body` holding the agent's inbox lock (exclusive, or shared for reads), with the
@@ -159,7 +169,7 @@ impl Inner {
         let dir = self.inbox_dir(agent, OPEN);
         if repair {
             let log = self.open_log(agent);
-            let source = index::Source { dir: &dir, log: &log, keep: keep_pending };
+            let source = pending_source(&dir, &log);
             // Best effort: the listing below does not need the index.
             if let Err(err) = self.inbox_index.settle(agent, &source) {
                 tracing::warn!(%agent, error = %err, "could not settle the inbox index");
@@ -310,9 +320,13 @@ impl Inner {
     }
 }
 
-/// The inbox index keeps the messages still waiting to be handled.
-fn keep_pending(message: &InboxMessage) -> bool {
-    message.status == MessageStatus::Pending
+/// Where the index of pending messages reads from: `open/`, keeping the pending ones.
+fn pending_source<'a>(dir: &'a Path, log: &'a Path) -> index::Source<'a, InboxMessage> {
+    index::Source {
+        dir,
+        log,
+        keep: |message: &InboxMessage| message.status == MessageStatus::Pending,
+    }
 }
 
 #[async_trait]
@@ -345,6 +359,16 @@ impl InboxStore for FsStore {
     async fn get_pending(&self, agent: &AgentName) -> Result<Vec<InboxMessage>> {
         let agent = agent.clone();
         self.blocking(move |s| s.with_inbox(&agent, false, || s.pending_messages(&agent))).await
+    }
+
+    async fn pending_rendered(
+        &self,
+        agent: &AgentName,
+        render: Render<InboxMessage>,
+    ) -> Result<Vec<Rendered>> {
+        let agent = agent.clone();
+        self.blocking(move |s| s.with_inbox(&agent, false, || s.render_pending(&agent, render)))
+            .await
     }
 
     async fn pending_page(

@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use super::io;
 use crate::ids::JournalId;
+use crate::render::{Render, Rendered, Renderings};
 use crate::{AgentName, Error, Result};
 
 /// The log is replaced by an empty one past this size (about 100,000 changes).
@@ -141,11 +142,20 @@ struct Replica<T> {
     /// Ids to look at again at every refresh: announced as `new` with no file yet, or with a
     /// file that could not be read.
     awaiting: BTreeSet<String>,
+    /// The renderings of the records listed whole (see `render`), each forgotten when its
+    /// record is read again.
+    renderings: Renderings<String, T>,
 }
 
 impl<T> Default for Replica<T> {
     fn default() -> Self {
-        Self { log: None, offset: 0, records: BTreeMap::new(), awaiting: BTreeSet::new() }
+        Self {
+            log: None,
+            offset: 0,
+            records: BTreeMap::new(),
+            awaiting: BTreeSet::new(),
+            renderings: Renderings::default(),
+        }
     }
 }
 
@@ -215,13 +225,37 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         source: &Source<'_, T>,
         read: impl FnOnce(&BTreeMap<String, T>) -> R,
     ) -> Result<R> {
+        self.with_replica(agent, source, |replica| read(&replica.records))
+    }
+
+    /// Every record of `agent`'s replica, brought up to date, in id order, rendered by
+    /// `render`: the renderings kept for records unchanged since they were last rendered, new
+    /// ones for the others. The caller holds the directory's lock, shared or exclusive.
+    pub(crate) fn render(
+        &self,
+        agent: &AgentName,
+        source: &Source<'_, T>,
+        render: Render<T>,
+    ) -> Result<Vec<Rendered>> {
+        self.with_replica(agent, source, |replica| {
+            let Replica { records, renderings, .. } = replica;
+            records.iter().map(|(id, record)| renderings.get(id, record, render)).collect()
+        })
+    }
+
+    fn with_replica<R>(
+        &self,
+        agent: &AgentName,
+        source: &Source<'_, T>,
+        body: impl FnOnce(&mut Replica<T>) -> R,
+    ) -> Result<R> {
         let replica = self.replica(agent);
         let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(err) = refresh(&mut replica, source) {
             *replica = Replica::default();
             return Err(err);
         }
-        Ok(read(&replica.records))
+        Ok(body(&mut replica))
     }
 
     /// Ends the wait for records announced as new whose files never came: their creators
@@ -312,7 +346,13 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
                 awaiting.insert(id);
             }
         }
-        *replica = Replica { log: header, offset: consumed as u64, records, awaiting };
+        *replica = Replica {
+            log: header,
+            offset: consumed as u64,
+            records,
+            awaiting,
+            renderings: Renderings::default(),
+        };
         return Ok(());
     }
     if len == replica.offset && replica.awaiting.is_empty() {
@@ -325,6 +365,7 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
         std::mem::take(&mut replica.awaiting).into_iter().map(|id| (id, Change::New)).collect();
     touched.extend(last_changes(lines));
     for (id, change) in touched {
+        replica.renderings.forget(&id);
         match source.load(&id)? {
             Found::Kept(record) => {
                 replica.records.insert(id, record);

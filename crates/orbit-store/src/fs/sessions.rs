@@ -34,6 +34,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{FsStore, Inner, io};
+use crate::render::{Render, Rendered, Renderings};
 use crate::{
     AgentName, Error, MessagePreview, NewSession, Result, Session, SessionId, SessionMessage,
     SessionPatch, SessionStore, TranscriptCursor, TranscriptEntry, TranscriptPage,
@@ -67,6 +68,9 @@ struct Journal {
     /// Bytes of the line that put each live session, to decide when to compact.
     live_bytes: HashMap<SessionId, u64>,
     sessions: BTreeMap<SessionId, Session>,
+    /// The renderings of the sessions listed whole (`SessionStore::list_rendered`), each
+    /// forgotten when its session changes.
+    renderings: Renderings<SessionId, Session>,
 }
 
 impl Journal {
@@ -75,10 +79,12 @@ impl Journal {
             Entry::Header { .. } => {}
             Entry::Put { session } => {
                 self.live_bytes.insert(session.id, bytes);
+                self.renderings.forget(&session.id);
                 self.sessions.insert(session.id, *session);
             }
             Entry::Delete { id } => {
                 self.live_bytes.remove(&id);
+                self.renderings.forget(&id);
                 self.sessions.remove(&id);
             }
         }
@@ -194,6 +200,17 @@ impl Inner {
         Ok(read(&journal.sessions))
     }
 
+    /// Every session, newest first, rendered by `render`: the renderings kept for the sessions
+    /// unchanged since they were last listed, new ones for the others.
+    fn render_sessions(&self, agent: &AgentName, render: Render<Session>) -> Result<Vec<Rendered>> {
+        self.require_agent(agent)?;
+        let journal = self.sessions.journal(agent);
+        let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
+        journal.refresh(&self.journal_path(agent))?;
+        let Journal { sessions, renderings, .. } = &mut *journal;
+        Ok(sessions.iter().rev().map(|(id, session)| renderings.get(id, session, render)).collect())
+    }
+
     /// Changes the journal under the cross-process lock. `change` sees every session as of
     /// now and returns the entry to append (or `None` to append nothing) and a result.
     /// Runs `body` under the journal's lock while session `id` exists (`NotFound` otherwise),
@@ -240,6 +257,35 @@ impl Inner {
                 }
                 Ok(result)
             })
+        })
+    }
+
+    /// The session's history, parsed on from where this process last read it (see `history`);
+    /// a record whose count disagrees with its history is repaired.
+    fn messages_of(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>> {
+        let session = self
+            .read_sessions(agent, |sessions| sessions.get(id).cloned())?
+            .ok_or_else(|| Error::not_found("session", id))?;
+        let path = self.messages_path(agent, id);
+        // Parsed on from where this process last read it (see `history`).
+        let messages = self.histories.read(*id, &path)?;
+        if session.message_count == messages.len() as u64 {
+            return Ok(messages);
+        }
+        // A crash between a message and its count, or a skipped torn line: make the record
+        // agree with the history that is really there, re-reading both under the lock so
+        // that a concurrent append is not mistaken for damage.
+        self.write_sessions(agent, |sessions| {
+            let mut session = sessions.get(id).cloned().ok_or_else(|| Error::not_found("session", id))?;
+            let messages: Vec<SessionMessage> = io::read_jsonl(&path)?;
+            if session.message_count == messages.len() as u64 {
+                return Ok((None, messages));
+            }
+            tracing::warn!(%agent, session = %id, recorded = session.message_count, found = messages.len(), "repairing message count");
+            session.message_count = messages.len() as u64;
+            session.last_message_at = messages.last().map(|m| m.created_at);
+            session.last_message = messages.last().map(MessagePreview::of);
+            Ok((Some(Entry::Put { session: Box::new(session) }), messages))
         })
     }
 
@@ -314,6 +360,15 @@ impl SessionStore for FsStore {
             s.read_sessions(&agent, |sessions| sessions.values().rev().cloned().collect())
         })
         .await
+    }
+
+    async fn list_rendered(
+        &self,
+        agent: &AgentName,
+        render: Render<Session>,
+    ) -> Result<Vec<Rendered>> {
+        let agent = agent.clone();
+        self.blocking(move |s| s.render_sessions(&agent, render)).await
     }
 
     async fn list_page(
@@ -393,29 +448,32 @@ impl SessionStore for FsStore {
 
     async fn get_messages(&self, agent: &AgentName, id: &SessionId) -> Result<Vec<SessionMessage>> {
         let (agent, id) = (agent.clone(), *id);
+        self.blocking(move |s| s.messages_of(&agent, &id)).await
+    }
+
+    async fn get_rendered(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        render: Render<SessionMessage>,
+    ) -> Result<(Session, Vec<Rendered>)> {
+        let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
-            let session = s.read_sessions(&agent, |sessions| sessions.get(&id).cloned())?.ok_or_else(|| Error::not_found("session", id))?;
+            let session = s
+                .read_sessions(&agent, |sessions| sessions.get(&id).cloned())?
+                .ok_or_else(|| Error::not_found("session", id))?;
             let path = s.messages_path(&agent, &id);
-            // Parsed on from where this process last read it (see `history`).
-            let messages = s.histories.read(id, &path)?;
-            if session.message_count == messages.len() as u64 {
-                return Ok(messages);
+            let (count, rendered) = s.histories.read_rendered(id, &path, render)?;
+            if session.message_count == count as u64 {
+                return Ok((session, rendered));
             }
-            // A crash between a message and its count, or a skipped torn line: make the record
-            // agree with the history that is really there, re-reading both under the lock so
-            // that a concurrent append is not mistaken for damage.
-            s.write_sessions(&agent, |sessions| {
-                let mut session = sessions.get(&id).cloned().ok_or_else(|| Error::not_found("session", id))?;
-                let messages: Vec<SessionMessage> = io::read_jsonl(&path)?;
-                if session.message_count == messages.len() as u64 {
-                    return Ok((None, messages));
-                }
-                tracing::warn!(%agent, session = %id, recorded = session.message_count, found = messages.len(), "repairing message count");
-                session.message_count = messages.len() as u64;
-                session.last_message_at = messages.last().map(|m| m.created_at);
-                session.last_message = messages.last().map(MessagePreview::of);
-                Ok((Some(Entry::Put { session: Box::new(session) }), messages))
-            })
+            // The record and its history disagree: `messages_of` repairs the record, which is
+            // read again so that the answer shows the repaired count.
+            let messages = s.messages_of(&agent, &id)?;
+            let session = s
+                .read_sessions(&agent, |sessions| sessions.get(&id).cloned())?
+                .ok_or_else(|| Error::not_found("session", id))?;
+            Ok((session, crate::render::each(&messages, render)))
         })
         .await
     }

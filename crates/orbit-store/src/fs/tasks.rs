@@ -28,6 +28,7 @@ use time::OffsetDateTime;
 
 use super::index::{self, Change};
 use super::{FsStore, Inner, io};
+use crate::render::{Render, Rendered};
 use crate::{
     AgentName, ChangeCursor, Error, Lease, LeaseToken, NewTask, Result, Run, RunId, RunOutcome,
     RunStart, RunStatus, SessionId, Task, TaskChange, TaskChanges, TaskId, TaskPatch, TaskStore,
@@ -80,6 +81,16 @@ impl Inner {
         index::note(&log, &id.to_string(), Change::Changed, true)
     }
 
+    /// Every agent, in name order, for listing every agent's tasks.
+    fn agents_with_tasks(&self) -> Result<Vec<AgentName>> {
+        let names = io::list_names(&self.root.join("agents"), "")?;
+        Ok(names
+            .iter()
+            .filter_map(|name| AgentName::parse(name).ok())
+            .filter(|agent| self.agent_exists(agent))
+            .collect())
+    }
+
     /// The agent's tasks in id order, from the index, under `tasks.lock` taken shared (see
     /// `index`). An agent deleted meanwhile has none.
     fn tasks_of(&self, agent: &AgentName) -> Result<Vec<Task>> {
@@ -93,6 +104,25 @@ impl Inner {
         after: Option<TaskId>,
         limit: usize,
     ) -> Result<Vec<Task>> {
+        self.read_tasks(agent, |index, source| {
+            index.read(agent, source, |tasks| {
+                index::after(tasks, after.map(|id| id.to_string())).take(limit).cloned().collect()
+            })
+        })
+    }
+
+    /// The agent's tasks in id order, rendered (see `index`).
+    fn render_tasks(&self, agent: &AgentName, render: Render<Task>) -> Result<Vec<Rendered>> {
+        self.read_tasks(agent, |index, source| index.render(agent, source, render))
+    }
+
+    /// Reads the agent's index of tasks under `tasks.lock` taken shared (see `index`); an
+    /// agent deleted meanwhile has no tasks.
+    fn read_tasks<R: Default>(
+        &self,
+        agent: &AgentName,
+        read: impl FnOnce(&index::RecordIndex<Task>, &index::Source<'_, Task>) -> Result<R>,
+    ) -> Result<R> {
         let dir = self.agent_dir(agent).join("tasks");
         let log = self.tasks_log(agent);
         let source = index::Source { dir: &dir, log: &log, keep: |_: &Task| true };
@@ -101,18 +131,13 @@ impl Inner {
         // one made anew, and miss a change made under the new lock.
         let read = self.with_agent(agent, || {
             io::with_lock_mode(&self.agent_dir(agent).join("tasks.lock"), false, || {
-                self.task_index.read(agent, &source, |tasks| {
-                    index::after(tasks, after.map(|id| id.to_string()))
-                        .take(limit)
-                        .cloned()
-                        .collect()
-                })
+                read(&self.task_index, &source)
             })
         });
         match read {
             Err(err) if !self.agent_exists(agent) => {
                 tracing::debug!(%agent, error = %err, "the agent went while its tasks were read");
-                Ok(Vec::new())
+                Ok(R::default())
             }
             read => read,
         }
@@ -322,14 +347,35 @@ impl TaskStore for FsStore {
         .await
     }
 
+    async fn list_rendered(
+        &self,
+        agent: &AgentName,
+        render: Render<Task>,
+    ) -> Result<Vec<Rendered>> {
+        let agent = agent.clone();
+        self.blocking(move |s| {
+            s.require_agent(&agent)?;
+            s.render_tasks(&agent, render)
+        })
+        .await
+    }
+
     async fn list_all(&self) -> Result<Vec<Task>> {
         self.blocking(|s| {
             let mut tasks = Vec::new();
-            for name in io::list_names(&s.root.join("agents"), "")? {
-                let Ok(agent) = AgentName::parse(&name) else { continue };
-                if s.agent_exists(&agent) {
-                    tasks.extend(s.tasks_of(&agent)?);
-                }
+            for agent in s.agents_with_tasks()? {
+                tasks.extend(s.tasks_of(&agent)?);
+            }
+            Ok(tasks)
+        })
+        .await
+    }
+
+    async fn list_all_rendered(&self, render: Render<Task>) -> Result<Vec<Rendered>> {
+        self.blocking(move |s| {
+            let mut tasks = Vec::new();
+            for agent in s.agents_with_tasks()? {
+                tasks.extend(s.render_tasks(&agent, render)?);
             }
             Ok(tasks)
         })

@@ -72,6 +72,27 @@ async fn assert_listings_current(dir: &Path, stores: &Stores, moment: &str) {
         json(&fresh.tasks.list_all().await.unwrap()),
         "every task {moment}"
     );
+    // The renderings `stores` keeps beside its records are those of the records as they are.
+    let pending = fresh.inbox.get_pending(&worker()).await.unwrap();
+    assert_eq!(
+        text(stores.inbox.pending_rendered(&worker(), render).await.unwrap()),
+        pending.iter().map(render).map(String::from_utf8).collect::<Result<Vec<_>, _>>().unwrap(),
+        "pending inbox messages rendered {moment}"
+    );
+    let tasks = fresh.tasks.list_all().await.unwrap();
+    assert_eq!(
+        text(stores.tasks.list_all_rendered(render).await.unwrap()),
+        tasks.iter().map(render).map(String::from_utf8).collect::<Result<Vec<_>, _>>().unwrap(),
+        "every task rendered {moment}"
+    );
+}
+
+fn render<T: serde::Serialize>(record: &T) -> Vec<u8> {
+    serde_json::to_vec(record).unwrap()
+}
+
+fn text(rendered: Vec<orbit_store::render::Rendered>) -> Vec<String> {
+    rendered.iter().map(|record| String::from_utf8(record.to_vec()).unwrap()).collect()
 }
 
 /// Listings are compared as JSON, which shows where they differ.

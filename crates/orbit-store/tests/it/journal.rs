@@ -65,3 +65,43 @@ async fn large_records_updated_often_keep_the_journal_bounded() {
     let listed = reopened.sessions.get(&bot, &session.id).await.unwrap();
     assert_eq!(listed.model.as_deref(), Some("model-99"));
 }
+
+fn render(session: &orbit_store::Session) -> Vec<u8> {
+    serde_json::to_vec(session).unwrap()
+}
+
+/// The renderings a process keeps of its listed sessions follow what other processes write:
+/// an update, a deletion and a new session there show in the next rendered listing here.
+#[tokio::test]
+async fn rendered_sessions_follow_other_processes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = FsStore::open(dir.path()).unwrap().stores();
+    let there = FsStore::open(dir.path()).unwrap().stores();
+    let bot = AgentName::parse("bot").unwrap();
+    here.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        made.push(here.sessions.create(&bot, NewSession::default()).await.unwrap().id);
+    }
+    for step in 0..4 {
+        // Listed (and so rendered) here before each change there.
+        let rendered = here.sessions.list_rendered(&bot, render).await.unwrap();
+        let listed = there.sessions.list_by_agent(&bot).await.unwrap();
+        let expected: Vec<Vec<u8>> = listed.iter().map(render).collect();
+        assert_eq!(
+            rendered.iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
+            expected,
+            "step {step}"
+        );
+        match step {
+            0 => {
+                let patch =
+                    SessionPatch { title: Some("renamed there".into()), ..SessionPatch::default() };
+                there.sessions.update(&bot, &made[1], patch).await.unwrap();
+            }
+            1 => there.sessions.delete(&bot, &made[0]).await.unwrap(),
+            2 => drop(there.sessions.create(&bot, NewSession::default()).await.unwrap()),
+            _ => {}
+        }
+    }
+}
