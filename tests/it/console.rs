@@ -109,6 +109,13 @@ async fn a_schedule_is_previewed_before_a_task_is_made() {
             assert_eq!(previewed.body["error"], made.body["error"], "{kind} {value}");
         }
     }
+    // At the edge of time's range, and a cron that never fires: refused, not a panic.
+    for (kind, value) in [("once", "9999-12-31T23:59:59.999Z"), ("cron", "0 0 31 2,4,6,9,11 *")] {
+        let previewed =
+            preview(json!({"scheduleType": kind, "scheduleValue": value, "count": 2})).await;
+        assert_eq!(previewed.status, 400, "{kind} {value}: {}", previewed.body);
+        assert_eq!(previewed.body["code"], "invalid_schedule", "{kind} {value}");
+    }
     let zone = preview(
         json!({"scheduleType": "cron", "scheduleValue": "0 9 * * *", "timezone": "Mars/Olympus"}),
     )
