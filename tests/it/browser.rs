@@ -531,6 +531,27 @@ async fn a_token_protected_server_refuses_the_console_until_the_token_is_given()
     assert!(browser.text("#agent-list").await.is_none(), "nothing is shown without the token");
     browser.screenshot("token").await;
 
+    // A token that no HTTP header can carry (a zero-width space, a curly quote, a letter
+    // outside Latin-1) is refused on the spot, saying why, and not kept.
+    for pasted in ["the-right-token\u{200B}", "\u{201C}the-right-token\u{201D}", "tökén-ž"] {
+        browser
+            .script(
+                "document.querySelector('#token-form input[name=token]').value = arguments[0];",
+                json!([pasted]),
+            )
+            .await;
+        browser.click("#token-form button[type=submit]").await;
+        browser.wait_for_text("#token-form .notice", "printable ASCII").await;
+        let kept = browser
+            .script(
+                "return sessionStorage.getItem('orbit.token') || localStorage.getItem('orbit.token');",
+                json!([]),
+            )
+            .await;
+        assert_eq!(kept, Value::Null, "{pasted:?} is not kept");
+        browser.script("document.querySelector('#token-form .notice').textContent = '';", json!([])).await;
+    }
+
     browser.type_into("#token-form input[name=token]", "a-wrong-token").await;
     browser.click("#token-form button[type=submit]").await;
     browser.wait_for_text("#token-form .notice", "refused").await;

@@ -3,8 +3,15 @@
 
 const TOKEN_KEY = 'orbit.token';
 
+/** Whether `value` can be sent in the Authorization header: printable ASCII, no spaces. */
+export function validToken(value) {
+  return /^[\x21-\x7E]+$/.test(value);
+}
+
 export function token() {
-  return sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || '';
+  const stored = sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || '';
+  // One a header cannot carry is not sent (fetch would throw): the server then asks anew.
+  return validToken(stored) ? stored : '';
 }
 
 export function setToken(value, remember) {

@@ -1,7 +1,7 @@
 // The console's shell: the token gate, the router (#/...), the live event stream that every
 // page listens to, and the count of pending approvals shown on every page.
 
-import { api, followEvents, setToken, token } from './api.js';
+import { api, followEvents, setToken, token, validToken } from './api.js';
 import { h, clear, field, notice, title } from './ui.js';
 import { agentsPage } from './agents.js';
 import { agentPage } from './sessions.js';
@@ -80,13 +80,23 @@ function askToken(reason) {
     note.el);
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
-    setToken(input.value.trim(), remember.checked);
+    const value = input.value.trim();
+    // A header cannot carry it (fetch would throw, and look like a server that is down).
+    if (!validToken(value)) {
+      note.error('That is not a token this server can be sent: a token is printable ASCII without spaces. '
+        + 'Yours holds another character (a curly quote, an invisible one, a letter outside ASCII?): paste it again as plain text.');
+      return;
+    }
+    setToken(value, remember.checked);
     try {
       await api('GET', '/api/agents');
       start();
     } catch (err) {
-      if (err.status === 401) { setToken('', false); note.error('That token was refused. Check it and try again.'); }
-      else note.error(err.message);
+      if (err.status === 401) {
+        // Only if no other token was entered meanwhile.
+        if (token() === value) setToken('', false);
+        note.error('That token was refused. Check it and try again.');
+      } else note.error(err.message);
     }
   });
   clear(main, form);
