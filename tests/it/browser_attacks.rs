@@ -301,6 +301,32 @@ async fn the_token_stays_out_of_urls_and_lasting_storage() {
     for url in stored["resources"].as_array().unwrap() {
         assert!(url.as_str().unwrap().starts_with(&app.address), "only its own server: {url}");
     }
+    // A late refusal of a request sent with an older token (say, the one a person corrected)
+    // leaves the token in use alone: neither forgotten nor asked for again.
+    let late = browser
+        .command(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": "const done = arguments[arguments.length - 1]; \
+                import('/console/js/api.js').then(async (api) => { \
+                  const current = sessionStorage.getItem('orbit.token'); \
+                  sessionStorage.setItem('orbit.token', 'an-older-token'); \
+                  const answer = api.api('GET', '/api/agents').then(() => 200, (e) => e.status); \
+                  sessionStorage.setItem('orbit.token', current); \
+                  const status = await answer; \
+                  await new Promise((r) => setTimeout(r, 200)); \
+                  done({status, token: sessionStorage.getItem('orbit.token'), \
+                        asked: !!document.getElementById('token-form')}); \
+                }, (e) => done({error: String(e)}));", "args": []})),
+        )
+        .await;
+    assert_eq!(
+        late,
+        json!({"status": 401, "token": "secret-token-value", "asked": false}),
+        "the older token's refusal is not the current one's"
+    );
+    browser.wait_for_text("#live", "live").await;
+
     // A refused token is forgotten and asked for again.
     browser
         .script(

@@ -29,11 +29,12 @@ export class ApiError extends Error {
   }
 }
 
+/** The request's headers, with the token it is sent with (`sentWith`, '' for none). */
 function headers(extra = {}) {
   const all = { Accept: 'application/json', ...extra };
-  const t = token();
-  if (t) all.Authorization = `Bearer ${t}`;
-  return all;
+  const sentWith = token();
+  if (sentWith) all.Authorization = `Bearer ${sentWith}`;
+  return { all, sentWith };
 }
 
 /** What a refusal means, for a person. */
@@ -47,27 +48,30 @@ export function explain(status, code, message) {
   }
 }
 
-async function refusal(response) {
+async function refusal(response, sentWith) {
   let body = {};
   try { body = await response.json(); } catch { /* not JSON */ }
   const error = new ApiError(response.status, body.code || '', explain(response.status, body.code, body.error));
-  if (response.status === 401) window.dispatchEvent(new CustomEvent('orbit:unauthorized'));
+  // Says which token was refused: a late answer to a request sent with an older one says
+  // nothing of the token in use now.
+  if (response.status === 401) window.dispatchEvent(new CustomEvent('orbit:unauthorized', { detail: { token: sentWith } }));
   return error;
 }
 
 /** Sends a request; resolves to the JSON answer, or throws an ApiError. */
 export async function api(method, path, body) {
   let response;
+  const sent = headers(body === undefined ? {} : { 'Content-Type': 'application/json' });
   try {
     response = await fetch(path, {
       method,
-      headers: headers(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+      headers: sent.all,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch {
     throw new ApiError(0, 'unreachable', explain(0));
   }
-  if (!response.ok) throw await refusal(response);
+  if (!response.ok) throw await refusal(response, sent.sentWith);
   return response.json();
 }
 
@@ -80,10 +84,11 @@ export async function stream(method, path, { body, lastEventId, signal, onEvent 
   if (body !== undefined) extra['Content-Type'] = 'application/json';
   if (lastEventId) extra['Last-Event-ID'] = lastEventId;
   let response;
+  const sent = headers(extra);
   try {
     response = await fetch(path, {
       method,
-      headers: headers(extra),
+      headers: sent.all,
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
     });
@@ -91,7 +96,7 @@ export async function stream(method, path, { body, lastEventId, signal, onEvent 
     if (signal?.aborted) return;
     throw new ApiError(0, 'unreachable', explain(0));
   }
-  if (!response.ok) throw await refusal(response);
+  if (!response.ok) throw await refusal(response, sent.sentWith);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   try {

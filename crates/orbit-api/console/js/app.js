@@ -103,8 +103,11 @@ function askToken(reason) {
   input.focus();
 }
 
-window.addEventListener('orbit:unauthorized', () => {
+window.addEventListener('orbit:unauthorized', (event) => {
   if (document.getElementById('token-form')) return;
+  // A late refusal of a request sent with another token (one entered before the current
+  // one) says nothing of the current token: it is kept.
+  if ((event.detail?.token ?? '') !== token()) return;
   // A refused token is of no use and is not kept, in this tab or on this device.
   const refused = Boolean(token());
   setToken('', false);
