@@ -338,3 +338,50 @@ async fn the_token_stays_out_of_urls_and_lasting_storage() {
     let after = browser.script("return sessionStorage.getItem('orbit.token');", json!([])).await;
     assert_eq!(after, Value::Null, "a refused token is not kept: {after}");
 }
+
+#[actix_web::test]
+async fn crafted_console_routes_are_not_found_and_reach_no_other_api_path() {
+    if !browser_wanted() {
+        return;
+    }
+    let app = TestApp::spawn(vec![]).await;
+    app.create_agent("victim").await;
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/#/", app.address)).await;
+    browser.wait_for("[data-agent=victim]").await;
+    // Parts that would climb out of the API path built from them (the browser resolves
+    // `..`, encoded or not), that are no name or id, or that are not valid percent-encoding.
+    for crafted in [
+        "#/agents/%2E%2E/tasks",
+        "#/agents/../sessions",
+        "#/agents/./inbox",
+        "#/agents/victim/sessions/%2E%2E",
+        "#/agents/victim/sessions/..%2F..%2Ftasks",
+        "#/agents/victim/%2E%2E",
+        "#/agents/Victim/sessions",
+        "#/agents/%E0%A4%A/inbox",
+        "#/agents/victim/sessions/%",
+        "#/nowhere",
+    ] {
+        go(&browser, crafted, "main", "Not found").await;
+        browser.wait_for("#not-found").await;
+        // Back to a real page, so the next route draws anew.
+        go(&browser, "#/", "#agent-list", "victim").await;
+    }
+    // The skip link moves the focus and leaves the page as it is.
+    go(&browser, "#main", "#agent-list", "victim").await;
+    let asked = browser
+        .script(
+            "return performance.getEntriesByType('resource').map((r) => new URL(r.name).pathname)\
+             .filter((p) => p.startsWith('/api/'));",
+            json!([]),
+        )
+        .await;
+    let asked: std::collections::BTreeSet<&str> =
+        asked.as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let expected = ["/api/agents", "/api/agents/victim/sessions", "/api/approvals", "/api/events"];
+    assert!(
+        asked.iter().all(|path| expected.contains(path)),
+        "only the agents page's own requests: {asked:?}"
+    );
+}

@@ -14,26 +14,57 @@ const live = document.getElementById('live');
 let page = null;
 let events = null;
 
+// What a route part may be: the API's agent names and ULIDs. Anything else (`..` above all,
+// which the browser would resolve in the API path built from it) is no page.
+const AGENT_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/i;
+const TABS = ['sessions', 'inbox', 'tasks', 'worktrees'];
+
+function notFound() {
+  title('Not found');
+  return { el: h('section', { id: 'not-found' }, h('h1', {}, 'Not found'),
+    h('p', {}, 'There is no such page. ', h('a', { href: '#/' }, 'Back to the agents.'))) };
+}
+
+/** The hash's parts, decoded; null when one is not valid percent-encoding. */
+function routeParts() {
+  // Not a route (the skip link's #main): the home page.
+  if (!location.hash.startsWith('#/')) return [];
+  try {
+    return location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return null;
+  }
+}
+
 /** #/path/parts -> a page. */
 function route() {
-  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
-  const nav = parts[0] === 'approvals' ? 'approvals' : parts[0] === 'tasks' ? 'tasks' : 'agents';
+  const parts = routeParts();
+  const nav = parts?.[0] === 'approvals' ? 'approvals' : parts?.[0] === 'tasks' ? 'tasks' : 'agents';
   for (const link of document.querySelectorAll('[data-nav]')) {
     if (link.dataset.nav === nav) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
-  if (parts[0] === 'approvals') return approvalsPage();
-  if (parts[0] === 'tasks') return allTasksPage();
-  if (parts[0] === 'agents' && parts[1]) {
-    if (parts[2] === 'sessions' && parts[3]) return chatPage(parts[1], parts[3]);
-    return agentPage(parts[1], parts[2] || 'sessions');
-  }
-  return agentsPage();
+  if (!parts) return notFound();
+  if (parts.length === 0) return agentsPage();
+  if (parts[0] === 'approvals' && parts.length === 1) return approvalsPage();
+  if (parts[0] === 'tasks' && parts.length === 1) return allTasksPage();
+  if (parts[0] !== 'agents') return notFound();
+  if (parts.length === 1) return agentsPage();
+  const [, agent, tab = 'sessions', session] = parts;
+  if (!AGENT_NAME.test(agent) || !TABS.includes(tab) || parts.length > 4) return notFound();
+  if (session !== undefined) return tab === 'sessions' && ULID.test(session) ? chatPage(agent, session) : notFound();
+  return agentPage(agent, tab);
 }
 
 function show() {
   page?.dispose?.();
-  page = route();
+  try {
+    page = route();
+  } catch {
+    // A page that cannot be made from this route is none: said so, not left half drawn.
+    page = notFound();
+  }
   clear(main, page.el);
   main.focus({ preventScroll: true });
 }
@@ -113,7 +144,8 @@ window.addEventListener('orbit:unauthorized', (event) => {
   setToken('', false);
   askToken(refused ? 'The token was refused. Enter it again.' : '');
 });
-window.addEventListener('hashchange', () => { if (page) show(); });
+// The skip link (#main) moves the focus, not the page.
+window.addEventListener('hashchange', () => { if (page && (location.hash === '' || location.hash.startsWith('#/'))) show(); });
 
 // Without a token on loopback the first request simply succeeds; with one, it asks.
 api('GET', '/api/agents').then(start, (err) => {
