@@ -385,3 +385,32 @@ async fn crafted_console_routes_are_not_found_and_reach_no_other_api_path() {
         "only the agents page's own requests: {asked:?}"
     );
 }
+
+#[actix_web::test]
+async fn an_approval_card_is_found_by_any_request_id() {
+    if !browser_wanted() {
+        return;
+    }
+    let app = TestApp::spawn(vec![]).await;
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/#/approvals", app.address)).await;
+    browser.wait_for_text("main", "Nothing is waiting").await;
+    // Ids that end or bend a selector's string if put into it as they are.
+    let found = browser
+        .command(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": "const done = arguments[arguments.length - 1]; \
+                import('/console/js/approvals.js').then((approvals) => { \
+                  const ids = ['a\"]', 'b\\\\', 'c\"], .approval[data-request=\"d', '\\'']; \
+                  const cards = ids.map((id) => approvals.approvalCard({requestId: id, agentName: 'x', \
+                    sessionId: 's', toolName: 'T', input: {}}, {showSession: false})); \
+                  document.querySelector('main').append(...cards); \
+                  try { done(ids.map((id, i) => approvals.approvalCardOf(id) === cards[i] \
+                      && approvals.approvalCardOf(id, {waiting: true}) === cards[i])); } \
+                  catch (e) { done(String(e)); } \
+                }, (e) => done(String(e)));", "args": []})),
+        )
+        .await;
+    assert_eq!(found, json!([true, true, true, true]), "each card found by its own id");
+}
