@@ -200,4 +200,22 @@ async fn sessions_list_their_last_message_and_todays_cost() {
     let total = session["totalCostUsd"].as_f64().unwrap();
     assert!(total > 0.0, "the scripted model's usage costs something: {session}");
     assert_eq!(session["dayCost"]["costUsd"].as_f64().unwrap(), total, "all of it today");
+
+    // Turns that ended yesterday are not today's: the session's next turn starts a new day.
+    let id = session["id"].as_str().unwrap().to_owned();
+    let yesterday = crate::helpers::backdate_day_cost(&app, "bot", &id);
+    let listed = app.call("GET", "/api/agents/bot/sessions", None).await;
+    assert_eq!(listed.body["sessions"][0]["dayCost"]["day"], yesterday.as_str());
+    let again = json!({"agentName": "bot", "sessionId": id, "message": "hi again"});
+    assert_eq!(app.chat(again).await.0, 200);
+    let listed = app.call("GET", "/api/agents/bot/sessions", None).await;
+    let session = &listed.body["sessions"][0];
+    let both = session["totalCostUsd"].as_f64().unwrap();
+    assert!(both > total, "{session}");
+    assert_eq!(session["dayCost"]["day"], today);
+    let day = session["dayCost"]["costUsd"].as_f64().unwrap();
+    assert!(
+        (day - (both - total)).abs() < 1e-9,
+        "only the second turn's cost is today's: {session}"
+    );
 }
