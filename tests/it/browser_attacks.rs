@@ -1,8 +1,8 @@
 //! The console attacked in a real browser: markup planted in everything it shows (session
 //! titles, messages and their senders, task names and prompts, the model's text, a tool's
 //! input and output) stays text; no page of another origin can frame the console, read the
-//! API or change anything through it; the token stays out of URLs and out of lasting storage
-//! unless asked. Needs Chromium like `browser`.
+//! API or change anything through it; the token stays out of URLs and out of lasting storage.
+//! Needs Chromium like `browser`.
 
 use std::time::Duration;
 
@@ -271,8 +271,16 @@ async fn the_token_stays_out_of_urls_and_lasting_storage() {
     }
     let app = TestApp::spawn_with_token(vec![], Some("secret-token-value")).await;
     let browser = Browser::start().await;
+    // A token an older console remembered for the origin (where any later page on this host
+    // and port could read it) is forgotten, not used; none is offered to be kept there.
     browser.open(&format!("{}/", app.address)).await;
     browser.wait_for("#token-form").await;
+    browser.script("localStorage.setItem('orbit.token', 'secret-token-value');", json!([])).await;
+    browser.open(&format!("{}/", app.address)).await;
+    browser.wait_for("#token-form").await;
+    let local = browser.script("return localStorage.getItem('orbit.token');", json!([])).await;
+    assert_eq!(local, Value::Null, "forgotten");
+    assert!(browser.text("#token-form input[name=remember]").await.is_none(), "not offered");
     browser.type_into("#token-form input[name=token]", "secret-token-value").await;
     browser.click("#token-form button[type=submit]").await;
     browser.wait_for_text("#live", "live").await;
@@ -285,7 +293,7 @@ async fn the_token_stays_out_of_urls_and_lasting_storage() {
         )
         .await;
     assert_eq!(stored["session"], "secret-token-value", "kept for the tab: {stored}");
-    assert_eq!(stored["local"], Value::Null, "not kept past the tab unless asked: {stored}");
+    assert_eq!(stored["local"], Value::Null, "not kept past the tab: {stored}");
     assert_eq!(
         stored["cookies"], "",
         "no cookie carries it (a cookie would ride along on forged requests)"

@@ -8,16 +8,20 @@ export function validToken(value) {
   return /^[\x21-\x7E]+$/.test(value);
 }
 
+// The token is kept for the tab only. localStorage would keep it for the origin, which on
+// loopback is a host and a port that any later program serving a page there shares: that
+// page could read it. A token an older console remembered there is forgotten.
+localStorage.removeItem(TOKEN_KEY);
+
 export function token() {
-  const stored = sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || '';
+  const stored = sessionStorage.getItem(TOKEN_KEY) || '';
   // One a header cannot carry is not sent (fetch would throw): the server then asks anew.
   return validToken(stored) ? stored : '';
 }
 
-export function setToken(value, remember) {
+export function setToken(value) {
   sessionStorage.removeItem(TOKEN_KEY);
-  localStorage.removeItem(TOKEN_KEY);
-  if (value) (remember ? localStorage : sessionStorage).setItem(TOKEN_KEY, value);
+  if (value) sessionStorage.setItem(TOKEN_KEY, value);
 }
 
 /** An API refusal: the HTTP status, Orbit's error code and its sentence. */

@@ -99,14 +99,13 @@ function askToken(reason) {
   page = null;
   title('Token');
   const input = h('input', { type: 'password', name: 'token', autocomplete: 'current-password', required: true });
-  const remember = h('input', { type: 'checkbox', name: 'remember' });
   const note = notice();
   if (reason) note.error(reason);
   const form = h('form', { class: 'card narrow', id: 'token-form' },
     h('h1', {}, 'Connect to Orbit'),
     h('p', {}, 'This server needs its API token (the value of ORBIT_API_TOKEN or of the token file it was started with).'),
     field('API token', input),
-    h('label', { class: 'check' }, remember, ' Remember on this device'),
+    h('p', { class: 'muted' }, 'It is kept for this tab only, and asked for again in a new one.'),
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Connect')),
     note.el);
   form.addEventListener('submit', async (e) => {
@@ -118,14 +117,14 @@ function askToken(reason) {
         + 'Yours holds another character (a curly quote, an invisible one, a letter outside ASCII?): paste it again as plain text.');
       return;
     }
-    setToken(value, remember.checked);
+    setToken(value);
     try {
       await api('GET', '/api/agents');
       start();
     } catch (err) {
       if (err.status === 401) {
         // Only if no other token was entered meanwhile.
-        if (token() === value) setToken('', false);
+        if (token() === value) setToken('');
         note.error('That token was refused. Check it and try again.');
       } else note.error(err.message);
     }
@@ -139,9 +138,9 @@ window.addEventListener('orbit:unauthorized', (event) => {
   // A late refusal of a request sent with another token (one entered before the current
   // one) says nothing of the current token: it is kept.
   if ((event.detail?.token ?? '') !== token()) return;
-  // A refused token is of no use and is not kept, in this tab or on this device.
+  // A refused token is of no use and is not kept.
   const refused = Boolean(token());
-  setToken('', false);
+  setToken('');
   askToken(refused ? 'The token was refused. Enter it again.' : '');
 });
 // The skip link (#main) moves the focus, not the page.
