@@ -159,7 +159,7 @@ async fn markup_planted_everywhere_is_shown_as_text() {
 fn evil_page(target: &str) -> String {
     format!(
         r#"<!doctype html><title>evil</title>
-<iframe id="framed" src="{target}/" width="600" height="400"></iframe>
+<iframe id="framed" src="{target}/" width="600" height="400" onload="window.framedLoaded = true"></iframe>
 <form id="form" method="POST" action="{target}/api/agents" enctype="text/plain" target="sink">
 <input name='{{"name":"formmade","x":"' value='"}}'></form>
 <iframe name="sink"></iframe>
@@ -174,6 +174,8 @@ window.results = {{}};
   catch (e) {{ results.plain = 'blocked'; }}
   try {{ await fetch('{target}/api/agents/victim', {{method: 'DELETE', mode: 'no-cors'}}); results.delete = 'sent'; }}
   catch (e) {{ results.delete = 'blocked'; }}
+  // The form's answer loads in its frame: then it has been judged.
+  document.querySelector('iframe[name=sink]').addEventListener('load', () => {{ results.posted = true; }});
   document.getElementById('form').submit();
   results.done = true;
 }})();
@@ -212,16 +214,16 @@ async fn another_origin_can_neither_frame_nor_drive_the_console() {
     let browser = Browser::start().await;
     browser.open(&format!("{evil_address}/")).await;
     let mut results = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..300 {
         results = browser.script("return window.results || null;", json!([])).await;
-        if results["done"] == true {
+        // Done, and the form's post answered (its answer loaded in the sink frame).
+        if results["done"] == true && results["posted"] == true {
             break;
         }
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
-    // The form's post lands in its frame; give it its moment.
-    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(results["done"], true, "the page ran: {results}");
+    assert_eq!(results["posted"], true, "the form's post was answered: {results}");
     assert_eq!(results["read"], "blocked", "the API's answers are not readable: {results}");
     assert_eq!(
         results["json"], "blocked",
@@ -234,17 +236,23 @@ async fn another_origin_can_neither_frame_nor_drive_the_console() {
 
     // The framed console is refused (frame-ancestors 'none'): the frame holds the browser's
     // error page, not the console.
+    // Judged once the frame has loaded what the browser put in it.
+    let mut loaded = Value::Null;
+    for _ in 0..300 {
+        loaded = browser.script("return window.framedLoaded || false;", json!([])).await;
+        if loaded == true {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(loaded, true, "the frame loaded");
     let frame = browser.try_element("#framed").await.unwrap();
     browser.command("POST", "/frame", Some(json!({"id": {crate::browser::ELEMENT: frame}}))).await;
     let script = "return {url: location.href, console: !!document.getElementById('main')};";
-    // The browser's error page may not even take a script: either way, no console.
-    if let Ok(inside) = browser
-        .try_command("POST", "/execute/sync", Some(json!({"script": script, "args": []})))
-        .await
-    {
-        assert_eq!(inside["console"], false, "the console must not render in a frame: {inside}");
-        assert!(!inside["url"].as_str().unwrap().starts_with(&app.address), "{inside}");
-    }
+    let inside =
+        browser.command("POST", "/execute/sync", Some(json!({"script": script, "args": []}))).await;
+    assert_eq!(inside["console"], false, "the console must not render in a frame: {inside}");
+    assert!(!inside["url"].as_str().unwrap().starts_with(&app.address), "{inside}");
     browser.command("POST", "/frame/parent", Some(json!({}))).await;
     browser.screenshot("attack-framed").await;
 
