@@ -272,8 +272,7 @@ pub fn backdate_day_cost(app: &TestApp, agent: &str, session: &str) -> String {
     let mut record = text
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|entry| entry["op"] == "put" && entry["session"]["id"] == session)
-        .last()
+        .rfind(|entry| entry["op"] == "put" && entry["session"]["id"] == session)
         .unwrap_or_else(|| panic!("session {session} is not in {}", journal.display()));
     let yesterday = time::OffsetDateTime::now_utc().date().previous_day().unwrap().to_string();
     assert!(record["session"]["dayCost"].is_object(), "it has a cost of today: {record}");
