@@ -496,9 +496,14 @@ async fn the_console_runs_a_team_in_a_real_browser() {
     browser.resize(390, 844).await;
     browser.open(&format!("{}/#/", app.address)).await;
     browser.wait_for("[data-agent=scout]").await;
-    // Cost today: the sessions' costs of today's turns, exactly.
+    // Cost today: the sessions' costs of today's turns, exactly; a session whose turns ended
+    // yesterday (First steps, made so) is left out.
+    let yesterday = crate::helpers::backdate_day_cost(&app, "scout", id);
     let today = time::OffsetDateTime::now_utc().date().to_string();
     let sessions = app.call("GET", "/api/agents/scout/sessions", None).await.body;
+    let backdated = sessions["sessions"].as_array().unwrap().iter().find(|s| s["id"] == id);
+    assert_eq!(backdated.unwrap()["dayCost"]["day"], yesterday.as_str(), "{sessions}");
+    assert!(backdated.unwrap()["dayCost"]["costUsd"].as_f64().unwrap() > 0.0, "{sessions}");
     let usd: f64 = sessions["sessions"]
         .as_array()
         .unwrap()
@@ -508,8 +513,37 @@ async fn the_console_runs_a_team_in_a_real_browser() {
         .sum();
     assert!(usd > 0.0, "today's turns cost something: {sessions}");
     let shown = if usd < 0.01 { format!("${usd:.4}") } else { format!("${usd:.2}") };
+    browser.script("location.hash = '#/tasks';", json!([])).await;
+    browser.wait_for_text("main h1", "Tasks").await;
+    browser.script("location.hash = '#/';", json!([])).await;
     browser.wait_for_text("[data-agent=scout] .cost", &shown).await;
     browser.screenshot("agents-390").await;
+    // At UTC midnight the list is drawn anew, and today's costs become yesterday's: the
+    // page's clock is set to four seconds before midnight, the list drawn by it, then left.
+    browser
+        .script(
+            "const real = Date.now.bind(Date); const now = new Date(real()); \
+             const offset = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1) \
+               - 4000 - real(); \
+             Date.now = () => real() + offset; location.hash = '#/tasks';",
+            json!([]),
+        )
+        .await;
+    browser.wait_for_text("main h1", "Tasks").await;
+    browser.script("location.hash = '#/';", json!([])).await;
+    browser.wait_for_text("[data-agent=scout] .cost", &shown).await;
+    // Exactly nothing (today's "$0.0012" holds "$0.00" too).
+    let mut cost = None;
+    for _ in 0..100 {
+        cost = browser.text("[data-agent=scout] .cost").await;
+        if cost.as_deref() == Some("$0.00") {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cost.as_deref(), Some("$0.00"), "nothing of a new day is spent yet");
+    browser.script("location.reload();", json!([])).await;
+    browser.wait_for_text("[data-agent=scout] .cost", &shown).await;
     browser.open(&format!("{}/#/agents/scout/tasks", app.address)).await;
     browser.wait_for("[data-task]").await;
     browser.screenshot("tasks-390").await;
@@ -530,6 +564,29 @@ async fn a_token_protected_server_refuses_the_console_until_the_token_is_given()
     browser.wait_for("#token-form").await;
     assert!(browser.text("#agent-list").await.is_none(), "nothing is shown without the token");
     browser.screenshot("token").await;
+
+    // A token that no HTTP header can carry (a zero-width space, a curly quote, a letter
+    // outside Latin-1) is refused on the spot, saying why, and not kept.
+    for pasted in ["the-right-token\u{200B}", "\u{201C}the-right-token\u{201D}", "tökén-ž"] {
+        browser
+            .script(
+                "document.querySelector('#token-form input[name=token]').value = arguments[0];",
+                json!([pasted]),
+            )
+            .await;
+        browser.click("#token-form button[type=submit]").await;
+        browser.wait_for_text("#token-form .notice", "printable ASCII").await;
+        let kept = browser
+            .script(
+                "return sessionStorage.getItem('orbit.token') || localStorage.getItem('orbit.token');",
+                json!([]),
+            )
+            .await;
+        assert_eq!(kept, Value::Null, "{pasted:?} is not kept");
+        browser
+            .script("document.querySelector('#token-form .notice').textContent = '';", json!([]))
+            .await;
+    }
 
     browser.type_into("#token-form input[name=token]", "a-wrong-token").await;
     browser.click("#token-form button[type=submit]").await;

@@ -1,8 +1,8 @@
 //! The console attacked in a real browser: markup planted in everything it shows (session
 //! titles, messages and their senders, task names and prompts, the model's text, a tool's
 //! input and output) stays text; no page of another origin can frame the console, read the
-//! API or change anything through it; the token stays out of URLs and out of lasting storage
-//! unless asked. Needs Chromium like `browser`.
+//! API or change anything through it; the token stays out of URLs and out of lasting storage.
+//! Needs Chromium like `browser`.
 
 use std::time::Duration;
 
@@ -159,7 +159,7 @@ async fn markup_planted_everywhere_is_shown_as_text() {
 fn evil_page(target: &str) -> String {
     format!(
         r#"<!doctype html><title>evil</title>
-<iframe id="framed" src="{target}/" width="600" height="400"></iframe>
+<iframe id="framed" src="{target}/" width="600" height="400" onload="window.framedLoaded = true"></iframe>
 <form id="form" method="POST" action="{target}/api/agents" enctype="text/plain" target="sink">
 <input name='{{"name":"formmade","x":"' value='"}}'></form>
 <iframe name="sink"></iframe>
@@ -174,6 +174,8 @@ window.results = {{}};
   catch (e) {{ results.plain = 'blocked'; }}
   try {{ await fetch('{target}/api/agents/victim', {{method: 'DELETE', mode: 'no-cors'}}); results.delete = 'sent'; }}
   catch (e) {{ results.delete = 'blocked'; }}
+  // The form's answer loads in its frame: then it has been judged.
+  document.querySelector('iframe[name=sink]').addEventListener('load', () => {{ results.posted = true; }});
   document.getElementById('form').submit();
   results.done = true;
 }})();
@@ -212,16 +214,16 @@ async fn another_origin_can_neither_frame_nor_drive_the_console() {
     let browser = Browser::start().await;
     browser.open(&format!("{evil_address}/")).await;
     let mut results = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..300 {
         results = browser.script("return window.results || null;", json!([])).await;
-        if results["done"] == true {
+        // Done, and the form's post answered (its answer loaded in the sink frame).
+        if results["done"] == true && results["posted"] == true {
             break;
         }
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
-    // The form's post lands in its frame; give it its moment.
-    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(results["done"], true, "the page ran: {results}");
+    assert_eq!(results["posted"], true, "the form's post was answered: {results}");
     assert_eq!(results["read"], "blocked", "the API's answers are not readable: {results}");
     assert_eq!(
         results["json"], "blocked",
@@ -234,17 +236,23 @@ async fn another_origin_can_neither_frame_nor_drive_the_console() {
 
     // The framed console is refused (frame-ancestors 'none'): the frame holds the browser's
     // error page, not the console.
+    // Judged once the frame has loaded what the browser put in it.
+    let mut loaded = Value::Null;
+    for _ in 0..300 {
+        loaded = browser.script("return window.framedLoaded || false;", json!([])).await;
+        if loaded == true {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(loaded, true, "the frame loaded");
     let frame = browser.try_element("#framed").await.unwrap();
     browser.command("POST", "/frame", Some(json!({"id": {crate::browser::ELEMENT: frame}}))).await;
     let script = "return {url: location.href, console: !!document.getElementById('main')};";
-    // The browser's error page may not even take a script: either way, no console.
-    if let Ok(inside) = browser
-        .try_command("POST", "/execute/sync", Some(json!({"script": script, "args": []})))
-        .await
-    {
-        assert_eq!(inside["console"], false, "the console must not render in a frame: {inside}");
-        assert!(!inside["url"].as_str().unwrap().starts_with(&app.address), "{inside}");
-    }
+    let inside =
+        browser.command("POST", "/execute/sync", Some(json!({"script": script, "args": []}))).await;
+    assert_eq!(inside["console"], false, "the console must not render in a frame: {inside}");
+    assert!(!inside["url"].as_str().unwrap().starts_with(&app.address), "{inside}");
     browser.command("POST", "/frame/parent", Some(json!({}))).await;
     browser.screenshot("attack-framed").await;
 
@@ -271,8 +279,16 @@ async fn the_token_stays_out_of_urls_and_lasting_storage() {
     }
     let app = TestApp::spawn_with_token(vec![], Some("secret-token-value")).await;
     let browser = Browser::start().await;
+    // A token an older console remembered for the origin (where any later page on this host
+    // and port could read it) is forgotten, not used; none is offered to be kept there.
     browser.open(&format!("{}/", app.address)).await;
     browser.wait_for("#token-form").await;
+    browser.script("localStorage.setItem('orbit.token', 'secret-token-value');", json!([])).await;
+    browser.open(&format!("{}/", app.address)).await;
+    browser.wait_for("#token-form").await;
+    let local = browser.script("return localStorage.getItem('orbit.token');", json!([])).await;
+    assert_eq!(local, Value::Null, "forgotten");
+    assert!(browser.text("#token-form input[name=remember]").await.is_none(), "not offered");
     browser.type_into("#token-form input[name=token]", "secret-token-value").await;
     browser.click("#token-form button[type=submit]").await;
     browser.wait_for_text("#live", "live").await;
@@ -285,7 +301,7 @@ async fn the_token_stays_out_of_urls_and_lasting_storage() {
         )
         .await;
     assert_eq!(stored["session"], "secret-token-value", "kept for the tab: {stored}");
-    assert_eq!(stored["local"], Value::Null, "not kept past the tab unless asked: {stored}");
+    assert_eq!(stored["local"], Value::Null, "not kept past the tab: {stored}");
     assert_eq!(
         stored["cookies"], "",
         "no cookie carries it (a cookie would ride along on forged requests)"
@@ -301,6 +317,32 @@ async fn the_token_stays_out_of_urls_and_lasting_storage() {
     for url in stored["resources"].as_array().unwrap() {
         assert!(url.as_str().unwrap().starts_with(&app.address), "only its own server: {url}");
     }
+    // A late refusal of a request sent with an older token (say, the one a person corrected)
+    // leaves the token in use alone: neither forgotten nor asked for again.
+    let late = browser
+        .command(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": "const done = arguments[arguments.length - 1]; \
+                import('/console/js/api.js').then(async (api) => { \
+                  const current = sessionStorage.getItem('orbit.token'); \
+                  sessionStorage.setItem('orbit.token', 'an-older-token'); \
+                  const answer = api.api('GET', '/api/agents').then(() => 200, (e) => e.status); \
+                  sessionStorage.setItem('orbit.token', current); \
+                  const status = await answer; \
+                  await new Promise((r) => setTimeout(r, 200)); \
+                  done({status, token: sessionStorage.getItem('orbit.token'), \
+                        asked: !!document.getElementById('token-form')}); \
+                }, (e) => done({error: String(e)}));", "args": []})),
+        )
+        .await;
+    assert_eq!(
+        late,
+        json!({"status": 401, "token": "secret-token-value", "asked": false}),
+        "the older token's refusal is not the current one's"
+    );
+    browser.wait_for_text("#live", "live").await;
+
     // A refused token is forgotten and asked for again.
     browser
         .script(
@@ -311,4 +353,80 @@ async fn the_token_stays_out_of_urls_and_lasting_storage() {
     browser.wait_for_text("#token-form .notice", "refused").await;
     let after = browser.script("return sessionStorage.getItem('orbit.token');", json!([])).await;
     assert_eq!(after, Value::Null, "a refused token is not kept: {after}");
+}
+
+#[actix_web::test]
+async fn crafted_console_routes_are_not_found_and_reach_no_other_api_path() {
+    if !browser_wanted() {
+        return;
+    }
+    let app = TestApp::spawn(vec![]).await;
+    app.create_agent("victim").await;
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/#/", app.address)).await;
+    browser.wait_for("[data-agent=victim]").await;
+    // Parts that would climb out of the API path built from them (the browser resolves
+    // `..`, encoded or not), that are no name or id, or that are not valid percent-encoding.
+    for crafted in [
+        "#/agents/%2E%2E/tasks",
+        "#/agents/../sessions",
+        "#/agents/./inbox",
+        "#/agents/victim/sessions/%2E%2E",
+        "#/agents/victim/sessions/..%2F..%2Ftasks",
+        "#/agents/victim/%2E%2E",
+        "#/agents/Victim/sessions",
+        "#/agents/%E0%A4%A/inbox",
+        "#/agents/victim/sessions/%",
+        "#/nowhere",
+    ] {
+        go(&browser, crafted, "main", "Not found").await;
+        browser.wait_for("#not-found").await;
+        // Back to a real page, so the next route draws anew.
+        go(&browser, "#/", "#agent-list", "victim").await;
+    }
+    // The skip link moves the focus and leaves the page as it is.
+    go(&browser, "#main", "#agent-list", "victim").await;
+    let asked = browser
+        .script(
+            "return performance.getEntriesByType('resource').map((r) => new URL(r.name).pathname)\
+             .filter((p) => p.startsWith('/api/'));",
+            json!([]),
+        )
+        .await;
+    let asked: std::collections::BTreeSet<&str> =
+        asked.as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let expected = ["/api/agents", "/api/agents/victim/sessions", "/api/approvals", "/api/events"];
+    assert!(
+        asked.iter().all(|path| expected.contains(path)),
+        "only the agents page's own requests: {asked:?}"
+    );
+}
+
+#[actix_web::test]
+async fn an_approval_card_is_found_by_any_request_id() {
+    if !browser_wanted() {
+        return;
+    }
+    let app = TestApp::spawn(vec![]).await;
+    let browser = Browser::start().await;
+    browser.open(&format!("{}/#/approvals", app.address)).await;
+    browser.wait_for_text("main", "Nothing is waiting").await;
+    // Ids that end or bend a selector's string if put into it as they are.
+    let found = browser
+        .command(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": "const done = arguments[arguments.length - 1]; \
+                import('/console/js/approvals.js').then((approvals) => { \
+                  const ids = ['a\"]', 'b\\\\', 'c\"], .approval[data-request=\"d', '\\'']; \
+                  const cards = ids.map((id) => approvals.approvalCard({requestId: id, agentName: 'x', \
+                    sessionId: 's', toolName: 'T', input: {}}, {showSession: false})); \
+                  document.querySelector('main').append(...cards); \
+                  try { done(ids.map((id, i) => approvals.approvalCardOf(id) === cards[i] \
+                      && approvals.approvalCardOf(id, {waiting: true}) === cards[i])); } \
+                  catch (e) { done(String(e)); } \
+                }, (e) => done(String(e)));", "args": []})),
+        )
+        .await;
+    assert_eq!(found, json!([true, true, true, true]), "each card found by its own id");
 }

@@ -109,6 +109,13 @@ async fn a_schedule_is_previewed_before_a_task_is_made() {
             assert_eq!(previewed.body["error"], made.body["error"], "{kind} {value}");
         }
     }
+    // At the edge of time's range, and a cron that never fires: refused, not a panic.
+    for (kind, value) in [("once", "9999-12-31T23:59:59.999Z"), ("cron", "0 0 31 2,4,6,9,11 *")] {
+        let previewed =
+            preview(json!({"scheduleType": kind, "scheduleValue": value, "count": 2})).await;
+        assert_eq!(previewed.status, 400, "{kind} {value}: {}", previewed.body);
+        assert_eq!(previewed.body["code"], "invalid_schedule", "{kind} {value}");
+    }
     let zone = preview(
         json!({"scheduleType": "cron", "scheduleValue": "0 9 * * *", "timezone": "Mars/Olympus"}),
     )
@@ -193,4 +200,22 @@ async fn sessions_list_their_last_message_and_todays_cost() {
     let total = session["totalCostUsd"].as_f64().unwrap();
     assert!(total > 0.0, "the scripted model's usage costs something: {session}");
     assert_eq!(session["dayCost"]["costUsd"].as_f64().unwrap(), total, "all of it today");
+
+    // Turns that ended yesterday are not today's: the session's next turn starts a new day.
+    let id = session["id"].as_str().unwrap().to_owned();
+    let yesterday = crate::helpers::backdate_day_cost(&app, "bot", &id);
+    let listed = app.call("GET", "/api/agents/bot/sessions", None).await;
+    assert_eq!(listed.body["sessions"][0]["dayCost"]["day"], yesterday.as_str());
+    let again = json!({"agentName": "bot", "sessionId": id, "message": "hi again"});
+    assert_eq!(app.chat(again).await.0, 200);
+    let listed = app.call("GET", "/api/agents/bot/sessions", None).await;
+    let session = &listed.body["sessions"][0];
+    let both = session["totalCostUsd"].as_f64().unwrap();
+    assert!(both > total, "{session}");
+    assert_eq!(session["dayCost"]["day"], today);
+    let day = session["dayCost"]["costUsd"].as_f64().unwrap();
+    assert!(
+        (day - (both - total)).abs() < 1e-9,
+        "only the second turn's cost is today's: {session}"
+    );
 }

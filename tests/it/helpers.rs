@@ -261,3 +261,23 @@ pub fn parse_answer(bytes: &[u8]) -> Answer {
     let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
     Answer { status, body }
 }
+
+/// Makes a session's cost of "today" yesterday's, as if its turns had ended the day before:
+/// a later record of the session appended to its agent's journal (the fs store's last record
+/// of an id wins, and every reader picks up appended lines). Returns yesterday's date.
+pub fn backdate_day_cost(app: &TestApp, agent: &str, session: &str) -> String {
+    use std::io::Write;
+    let journal = app.dir.path().join(format!("data/agents/{agent}/sessions.jsonl"));
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let mut record = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .rfind(|entry| entry["op"] == "put" && entry["session"]["id"] == session)
+        .unwrap_or_else(|| panic!("session {session} is not in {}", journal.display()));
+    let yesterday = time::OffsetDateTime::now_utc().date().previous_day().unwrap().to_string();
+    assert!(record["session"]["dayCost"].is_object(), "it has a cost of today: {record}");
+    record["session"]["dayCost"]["day"] = Value::String(yesterday.clone());
+    let mut file = std::fs::OpenOptions::new().append(true).open(&journal).unwrap();
+    file.write_all(format!("{record}\n").as_bytes()).unwrap();
+    yesterday
+}

@@ -166,8 +166,14 @@ pub fn preview_schedule(
     let mut times = vec![first];
     while times.len() < count.clamp(1, PREVIEW_MAX) {
         // A task's later slots follow its first (`Task::slot_at_or_after` from its anchor).
-        let Some(last) = times.last() else { break };
-        match schedule.slot_at_or_after(first, *last + time::Duration::MILLISECOND) {
+        // A slot at the end of time's range has no next: the preview stops there rather
+        // than overflow (a panic on a worker thread).
+        let Some(after) =
+            times.last().and_then(|last| last.checked_add(time::Duration::MILLISECOND))
+        else {
+            break;
+        };
+        match schedule.slot_at_or_after(first, after) {
             Some(next) => times.push(next),
             None => break,
         }

@@ -12,10 +12,21 @@ const MODES = ['safe', 'ask', 'allow-all'];
  */
 export async function costToday(name) {
   const { sessions } = await api('GET', `/api/agents/${enc(name)}/sessions`);
-  const today = new Date().toISOString().slice(0, 10);
+  const today = utcDay();
   return sessions
     .filter((s) => s.dayCost?.day === today)
     .reduce((sum, s) => sum + s.dayCost.costUsd, 0);
+}
+
+/** Today's UTC date, `YYYY-MM-DD` as `dayCost.day` spells it, by the one clock read here. */
+export function utcDay(now = Date.now()) {
+  return new Date(now).toISOString().slice(0, 10);
+}
+
+/** Milliseconds from `now` to the next UTC midnight. */
+function untilUtcMidnight(now = Date.now()) {
+  const day = new Date(now);
+  return Date.UTC(day.getUTCFullYear(), day.getUTCMonth(), day.getUTCDate() + 1) - now;
 }
 
 const COST_TODAY = 'What the turns that ended today (UTC) cost, over the sessions that still exist.';
@@ -100,6 +111,16 @@ export function agentsPage() {
   // Asked again once the person is done with what they are doing in the list.
   const later = () => { clearTimeout(pending); pending = setTimeout(reload, 1000); };
   reload();
+  // At UTC midnight "today" is another day: yesterday's costs leave the list. The timer is
+  // checked against the date it was armed on, as a machine that slept may wake it late.
+  let midnight = null;
+  let drawnDay = utcDay();
+  const atMidnight = () => {
+    const day = utcDay();
+    if (day !== drawnDay) { drawnDay = day; reload(); }
+    midnight = setTimeout(atMidnight, Math.min(untilUtcMidnight() + 50, 3600e3));
+  };
+  midnight = setTimeout(atMidnight, Math.min(untilUtcMidnight() + 50, 3600e3));
   const el = h('section', {}, h('h1', {}, 'Agents'), note.el, list, create);
   return {
     el,
@@ -110,6 +131,6 @@ export function agentsPage() {
         pending = setTimeout(reload, 300);
       }
     },
-    dispose() { clearTimeout(pending); },
+    dispose() { clearTimeout(pending); clearTimeout(midnight); },
   };
 }

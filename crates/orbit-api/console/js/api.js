@@ -3,14 +3,25 @@
 
 const TOKEN_KEY = 'orbit.token';
 
-export function token() {
-  return sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || '';
+/** Whether `value` can be sent in the Authorization header: printable ASCII, no spaces. */
+export function validToken(value) {
+  return /^[\x21-\x7E]+$/.test(value);
 }
 
-export function setToken(value, remember) {
+// The token is kept for the tab only. localStorage would keep it for the origin, which on
+// loopback is a host and a port that any later program serving a page there shares: that
+// page could read it. A token an older console remembered there is forgotten.
+localStorage.removeItem(TOKEN_KEY);
+
+export function token() {
+  const stored = sessionStorage.getItem(TOKEN_KEY) || '';
+  // One a header cannot carry is not sent (fetch would throw): the server then asks anew.
+  return validToken(stored) ? stored : '';
+}
+
+export function setToken(value) {
   sessionStorage.removeItem(TOKEN_KEY);
-  localStorage.removeItem(TOKEN_KEY);
-  if (value) (remember ? localStorage : sessionStorage).setItem(TOKEN_KEY, value);
+  if (value) sessionStorage.setItem(TOKEN_KEY, value);
 }
 
 /** An API refusal: the HTTP status, Orbit's error code and its sentence. */
@@ -22,11 +33,12 @@ export class ApiError extends Error {
   }
 }
 
+/** The request's headers, with the token it is sent with (`sentWith`, '' for none). */
 function headers(extra = {}) {
   const all = { Accept: 'application/json', ...extra };
-  const t = token();
-  if (t) all.Authorization = `Bearer ${t}`;
-  return all;
+  const sentWith = token();
+  if (sentWith) all.Authorization = `Bearer ${sentWith}`;
+  return { all, sentWith };
 }
 
 /** What a refusal means, for a person. */
@@ -40,27 +52,30 @@ export function explain(status, code, message) {
   }
 }
 
-async function refusal(response) {
+async function refusal(response, sentWith) {
   let body = {};
   try { body = await response.json(); } catch { /* not JSON */ }
   const error = new ApiError(response.status, body.code || '', explain(response.status, body.code, body.error));
-  if (response.status === 401) window.dispatchEvent(new CustomEvent('orbit:unauthorized'));
+  // Says which token was refused: a late answer to a request sent with an older one says
+  // nothing of the token in use now.
+  if (response.status === 401) window.dispatchEvent(new CustomEvent('orbit:unauthorized', { detail: { token: sentWith } }));
   return error;
 }
 
 /** Sends a request; resolves to the JSON answer, or throws an ApiError. */
 export async function api(method, path, body) {
   let response;
+  const sent = headers(body === undefined ? {} : { 'Content-Type': 'application/json' });
   try {
     response = await fetch(path, {
       method,
-      headers: headers(body === undefined ? {} : { 'Content-Type': 'application/json' }),
+      headers: sent.all,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch {
     throw new ApiError(0, 'unreachable', explain(0));
   }
-  if (!response.ok) throw await refusal(response);
+  if (!response.ok) throw await refusal(response, sent.sentWith);
   return response.json();
 }
 
@@ -73,10 +88,11 @@ export async function stream(method, path, { body, lastEventId, signal, onEvent 
   if (body !== undefined) extra['Content-Type'] = 'application/json';
   if (lastEventId) extra['Last-Event-ID'] = lastEventId;
   let response;
+  const sent = headers(extra);
   try {
     response = await fetch(path, {
       method,
-      headers: headers(extra),
+      headers: sent.all,
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
     });
@@ -84,7 +100,7 @@ export async function stream(method, path, { body, lastEventId, signal, onEvent 
     if (signal?.aborted) return;
     throw new ApiError(0, 'unreachable', explain(0));
   }
-  if (!response.ok) throw await refusal(response);
+  if (!response.ok) throw await refusal(response, sent.sentWith);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   try {

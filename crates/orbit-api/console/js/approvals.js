@@ -16,6 +16,15 @@ export async function refreshApprovalCount() {
   badge.setAttribute('aria-label', `${count} pending`);
 }
 
+/**
+ * The card shown for a permission request (`waiting`: only while unanswered), if any. The id
+ * comes from the server, and is escaped all the same: a quote in it would otherwise end the
+ * selector's string (a thrown SyntaxError, or another card matched).
+ */
+export function approvalCardOf(requestId, { waiting = false } = {}) {
+  return document.querySelector(`.approval[data-request="${CSS.escape(String(requestId))}"]${waiting ? ':not(.answered)' : ''}`);
+}
+
 /** A card for one waiting tool call, with Allow / Deny and an optional message. */
 export function approvalCard(approval, { showSession = true, onAnswered } = {}) {
   const message = h('input', { type: 'text', name: 'message', placeholder: 'Message to the agent (optional)', 'aria-label': 'Message to the agent' });

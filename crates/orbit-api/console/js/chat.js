@@ -4,7 +4,7 @@
 
 import { api, enc, stream } from './api.js';
 import { h, clear, notice, money, title, when } from './ui.js';
-import { approvalCard } from './approvals.js';
+import { approvalCard, approvalCardOf } from './approvals.js';
 import { bubble, turnView, transcriptRenderer } from './turn.js';
 
 /** Transcript entries asked for per page. */
@@ -121,7 +121,7 @@ export function chatPage(agent, sessionId) {
   async function loadApprovals() {
     try {
       const { approvals } = await api('GET', `/api/agents/${enc(agent)}/approvals`);
-      const mine = approvals.filter((a) => a.sessionId === sessionId && !document.querySelector(`[data-request="${a.requestId}"]`));
+      const mine = approvals.filter((a) => a.sessionId === sessionId && !approvalCardOf(a.requestId));
       clear(waiting, mine.map((a) => approvalCard(a, { showSession: false })));
     } catch { /* shown on the approvals page */ }
   }
@@ -253,7 +253,7 @@ export function chatPage(agent, sessionId) {
       }
       if (event.type === 'approval_pending' && !current) loadApprovals();
       if (event.type === 'approval_settled') {
-        const card = document.querySelector(`[data-request="${event.requestId}"]:not(.answered)`);
+        const card = approvalCardOf(event.requestId, { waiting: true });
         if (card) { card.classList.add('answered'); clear(card, h('p', {}, `${event.settlement}: no longer waiting`)); }
       }
     },

@@ -68,20 +68,29 @@ export function inboxTab(agent) {
 
   older.addEventListener('click', () => { filedShown += FILED_PAGE; reload(); });
 
+  // Reloads may overlap (an action's, an event's) and their answers come back in any order:
+  // only the latest one's are drawn, so an older read never paints over a newer one.
+  let latest = 0;
   async function reload() {
+    const mine = ++latest;
     try {
       const { messages } = await api('GET', `/api/agents/${enc(agent)}/inbox`);
+      const archived = await filed(filedShown);
+      const { messages: dead } = await api('GET', `/api/agents/${enc(agent)}/inbox/dead`);
+      if (mine !== latest) return;
       const pending = messages.filter((m) => !m.claimedBy);
       const claimed = messages.filter((m) => m.claimedBy);
       clear(sections.pending, pending.length ? pending.map(row) : empty('No pending messages.'));
       clear(sections.claimed, claimed.length ? claimed.map(row) : empty('No message is being handled now.'));
-      const archived = await filed(filedShown);
       clear(sections.archived, archived.messages.length ? archived.messages.map(row) : empty('No read or archived messages.'));
       older.hidden = !archived.more;
-      const { messages: dead } = await api('GET', `/api/agents/${enc(agent)}/inbox/dead`);
       clear(sections.dead, dead.length ? dead.map(row) : empty('No dead messages.'));
-    } catch (err) { note.error(err.message); }
+    } catch (err) {
+      if (mine === latest) note.error(err.message);
+    }
   }
+  // A burst of inbox events (a turn claiming many messages) is one reload.
+  let pending = null;
   reload();
   return {
     el: h('div', {}, form, note.el,
@@ -92,7 +101,9 @@ export function inboxTab(agent) {
     reload,
     onEvent(event) {
       if (event.agentName !== agent || !event.type.startsWith('inbox_')) return;
-      reload();
+      clearTimeout(pending);
+      pending = setTimeout(reload, 200);
     },
+    dispose() { clearTimeout(pending); },
   };
 }
