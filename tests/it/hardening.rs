@@ -91,6 +91,25 @@ async fn an_allowed_host_setting_adds_a_name() {
     assert_eq!(other.status, 403);
 }
 
+/// Conversations, prompts and tool output must not outlive the tab in a browser's cache.
+#[actix_web::test]
+async fn api_answers_are_never_cached_nor_sniffed() {
+    let app = TestApp::spawn_with_token(vec![], Some("s3cret")).await;
+    let host = app.authority().to_owned();
+    let auth = "Authorization: Bearer s3cret";
+    for (request, status) in [
+        (format!("GET /api/agents HTTP/1.1\r\nHost: {host}\r\n{auth}"), 200),
+        (format!("GET /api/agents/nobody HTTP/1.1\r\nHost: {host}\r\n{auth}"), 404),
+        (format!("GET /api/agents HTTP/1.1\r\nHost: {host}"), 401),
+    ] {
+        let answer = app.raw(&request, "").await;
+        assert_eq!(answer.status, status, "{request}");
+        let head = answer.head.to_ascii_lowercase();
+        assert!(head.contains("\r\ncache-control: no-store"), "{request}: {head}");
+        assert!(head.contains("\r\nx-content-type-options: nosniff"), "{request}: {head}");
+    }
+}
+
 #[actix_web::test]
 async fn no_spelling_of_an_api_route_skips_the_token() {
     let app = TestApp::spawn_with_token(vec![], Some("s3cret")).await;

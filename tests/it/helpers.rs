@@ -20,6 +20,8 @@ pub struct TestApp {
 pub struct Answer {
     pub status: u16,
     pub body: Value,
+    /// The status line and headers, as sent.
+    pub head: String,
 }
 
 impl TestApp {
@@ -243,6 +245,11 @@ pub async fn read(
     >,
 ) -> Answer {
     let status = response.status().as_u16();
+    let head = response
+        .headers()
+        .iter()
+        .map(|(name, value)| format!("\r\n{name}: {}", value.to_str().unwrap_or_default()))
+        .collect();
     let bytes = response.body().limit(16 * 1024 * 1024).await.unwrap();
     let body = if bytes.is_empty() {
         Value::Null
@@ -250,16 +257,16 @@ pub async fn read(
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
-    Answer { status, body }
+    Answer { status, body, head }
 }
 
 /// Parses a raw HTTP/1.1 answer (no chunked bodies: error answers have a length).
 pub fn parse_answer(bytes: &[u8]) -> Answer {
     let text = String::from_utf8_lossy(bytes);
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let body = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
-    Answer { status, body }
+    Answer { status, body, head: head.to_owned() }
 }
 
 /// Makes a session's cost of "today" yesterday's, as if its turns had ended the day before:

@@ -36,7 +36,10 @@ pub async fn gate(
     let span = tracing::info_span!("request", id = %ulid::Ulid::new(), method = %req.method(), path = %req.path());
     let health = req.path() == HEALTH;
     let access_log = req.app_data::<Data<AppState>>().is_some_and(|state| state.access_log);
-    let response = checked(req, next).instrument(span.clone()).await;
+    let mut response = checked(req, next).instrument(span.clone()).await;
+    if let Ok(response) = &mut response {
+        private_answer(response.headers_mut());
+    }
     span.in_scope(|| match &response {
         Ok(response) => {
             let status = response.status();
@@ -68,6 +71,19 @@ async fn checked(
         return Ok(req.into_response(refusal.error_response()).map_into_right_body());
     }
     json_errors(next.call(req).await)
+}
+
+/// API answers hold conversations, prompts and tool output: no cache, the browser's included,
+/// keeps them (`no-store`, unless the route chose its caching, as the console's files do),
+/// and no browser reads them as anything but what they say they are (`nosniff`).
+fn private_answer(headers: &mut actix_web::http::header::HeaderMap) {
+    use actix_web::http::header::{CACHE_CONTROL, HeaderValue, X_CONTENT_TYPE_OPTIONS};
+    if !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if !headers.contains_key(X_CONTENT_TYPE_OPTIONS) {
+        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    }
 }
 
 /// With a token configured, every request but `GET /health` and the web console's files
