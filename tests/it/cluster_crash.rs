@@ -8,17 +8,15 @@ use orbit_testkit::postgres::TestDatabase;
 use orbit_testkit::{ModelServer, Reply, Rule, last_user_text};
 use serde_json::{Value, json};
 
-use crate::nodes::{Node, call, chat, client};
+use crate::nodes::{Node, call, chat, client, start_nodes};
 
 #[test]
 fn a_node_killed_mid_turn_has_its_claims_and_session_taken_over() {
     let database = TestDatabase::new();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let slow = Reply::Delayed(Duration::from_secs(60), Box::new(Reply::Text("late".into())));
     let model_a = ModelServer::start(vec![Rule::always(slow)]);
     let model_b = ModelServer::start(vec![Rule::always(Reply::Text("fast".into()))]);
-    let mut a = Node::start(&database.url, dir_a.path(), &model_a);
-    let mut b = Node::start(&database.url, dir_b.path(), &model_b);
+    let ([mut a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
     let (message, session) = actix_web::rt::System::new().block_on(async {
         call(&a, "POST", "/api/agents", Some(json!({"name": "bot"}))).await;
         let (_, sent) = call(

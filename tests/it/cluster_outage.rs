@@ -8,7 +8,7 @@ use orbit_testkit::postgres::TestDatabase;
 use orbit_testkit::{ModelServer, Reply, Rule};
 use serde_json::{Value, json};
 
-use crate::nodes::{Node, chat};
+use crate::nodes::{Node, chat, start_nodes};
 
 /// A call that fails the test instead of waiting past 30 s: a node must answer during an
 /// outage, not hang (it knows within its connect timeout, 5 s).
@@ -28,11 +28,9 @@ async fn call(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u1
 #[test]
 fn nodes_answer_503_while_the_database_is_away_and_recover_when_it_is_back() {
     let database = TestDatabase::new();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let model_a = ModelServer::start(vec![Rule::always(Reply::Text("from a".into()))]);
     let model_b = ModelServer::start(vec![Rule::always(Reply::Text("from b".into()))]);
-    let mut a = Node::start(&database.url, dir_a.path(), &model_a);
-    let mut b = Node::start(&database.url, dir_b.path(), &model_b);
+    let ([mut a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
     actix_web::rt::System::new().block_on(async {
         let (status, _) = call(&a, "POST", "/api/agents", Some(json!({"name": "bot"}))).await;
         assert_eq!(status, 201);

@@ -8,7 +8,7 @@ use orbit_testkit::postgres::TestDatabase;
 use orbit_testkit::{ModelServer, Reply, Rule, last_user_text};
 use serde_json::{Value, json};
 
-use crate::nodes::{Node, call, chat, wait_until};
+use crate::nodes::{Node, call, chat, start_nodes, wait_until};
 
 fn node_name(node: &Node) -> String {
     std::fs::read_to_string(node.data.join("node-name")).unwrap().trim().to_owned()
@@ -25,11 +25,9 @@ fn assert_names(answer: &(u16, Value), node: &str, what: &str) {
 #[test]
 fn worktree_sessions_and_tasks_are_pinned_to_their_node() {
     let database = TestDatabase::new();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let model_a = ModelServer::start(vec![Rule::always(Reply::Text("from a".into()))]);
     let model_b = ModelServer::start(vec![Rule::always(Reply::Text("from b".into()))]);
-    let mut a = Node::start(&database.url, dir_a.path(), &model_a);
-    let mut b = Node::start(&database.url, dir_b.path(), &model_b);
+    let ([mut a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
     let name_a = node_name(&a);
     assert_ne!(name_a, node_name(&b), "each data directory names its node");
     actix_web::rt::System::new().block_on(async {

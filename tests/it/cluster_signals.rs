@@ -7,7 +7,7 @@ use orbit_testkit::postgres::TestDatabase;
 use orbit_testkit::{ModelServer, Reply, Rule};
 use serde_json::{Value, json};
 
-use crate::nodes::{Node, call, wait_until};
+use crate::nodes::{Node, call, start_nodes, wait_until};
 
 /// A model that answers after a minute, so every turn runs until something ends it.
 fn slow_model() -> ModelServer {
@@ -41,10 +41,8 @@ fn assert_cut_short(events: &[Value], what: &str) {
 #[test]
 fn deletes_and_aborts_through_one_node_reach_turns_on_another() {
     let database = TestDatabase::new();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (model_a, model_b) = (slow_model(), slow_model());
-    let mut a = Node::start(&database.url, dir_a.path(), &model_a);
-    let mut b = Node::start(&database.url, dir_b.path(), &model_b);
+    let ([mut a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
     actix_web::rt::System::new().block_on(async {
         let (status, _) = call(&a, "POST", "/api/agents", Some(json!({"name": "bot"}))).await;
         assert_eq!(status, 201);
@@ -143,10 +141,8 @@ fn a_turn_whose_session_went_unseen_ends_at_its_next_renewal() {
 #[test]
 fn a_task_deleted_through_one_node_stops_its_run_on_another() {
     let database = TestDatabase::new();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (model_a, model_b) = (slow_model(), slow_model());
-    let mut a = Node::start(&database.url, dir_a.path(), &model_a);
-    let mut b = Node::start(&database.url, dir_b.path(), &model_b);
+    let ([mut a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
     actix_web::rt::System::new().block_on(async {
         let (status, _) = call(&a, "POST", "/api/agents", Some(json!({"name": "bot"}))).await;
         assert_eq!(status, 201);
@@ -188,7 +184,6 @@ fn a_permission_asked_on_one_node_is_answered_through_another() {
     use futures_util::StreamExt;
 
     let database = TestDatabase::new();
-    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let model_a = ModelServer::start(vec![
         Rule::after_tool_result(Reply::Text("done".into())),
         Rule::when_user_says(
@@ -201,8 +196,7 @@ fn a_permission_asked_on_one_node_is_answered_through_another() {
         Rule::always(Reply::Text("ok".into())),
     ]);
     let model_b = slow_model();
-    let mut a = Node::start(&database.url, dir_a.path(), &model_a);
-    let mut b = Node::start(&database.url, dir_b.path(), &model_b);
+    let ([mut a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
     let made = a.data.join("workspaces/bot/made.txt");
     actix_web::rt::System::new().block_on(async {
         let agent = json!({"name": "bot", "permissionMode": "ask"});

@@ -24,6 +24,18 @@ pub struct Node {
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
+/// One node per model on `database_url`, each in a data directory of its own; the
+/// directories go when the returned guards are dropped.
+pub fn start_nodes<const N: usize>(
+    database_url: &str,
+    models: [&ModelServer; N],
+) -> ([Node; N], Vec<tempfile::TempDir>) {
+    let dirs: Vec<tempfile::TempDir> =
+        models.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes = std::array::from_fn(|i| Node::start(database_url, dirs[i].path(), models[i]));
+    (nodes, dirs)
+}
+
 impl Node {
     /// A node with a 3 s lease, so that a dead node's work is taken over soon.
     pub fn start(database_url: &str, dir: &Path, model: &ModelServer) -> Self {
