@@ -89,13 +89,35 @@ impl AgentStore for PgStore {
     }
 
     async fn delete(&self, name: &AgentName) -> Result<()> {
-        let removed = transaction!(self, |tx| db::execute(
-            &tx,
-            "DELETE FROM agents WHERE name = $1",
-            &[&name.as_str()]
-        ))?;
-        if removed == 0 {
-            return Err(Error::NotFound { what: "agent", id: name.to_string() });
+        let tasks = transaction!(self, |tx| async {
+            // The agent's row locked first: a task being made for it waits on the lock (its
+            // foreign key), so the tasks read next are all that the deletion takes.
+            let locked =
+                db::row(&tx, "SELECT 1 FROM agents WHERE name = $1 FOR UPDATE", &[&name.as_str()])
+                    .await?;
+            if locked.is_none() {
+                return Err(not_found("agent", name));
+            }
+            let rows =
+                db::rows(&tx, "SELECT id FROM tasks WHERE agent = $1", &[&name.as_str()]).await?;
+            let mut tasks = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let id: String = row.try_get(0).map_err(Failure::Db)?;
+                if let Ok(id) = id.parse::<orbit_store::TaskId>() {
+                    tasks.push(id);
+                }
+            }
+            db::execute(&tx, "DELETE FROM agents WHERE name = $1", &[&name.as_str()]).await?;
+            // Its tasks went with it by the foreign key: the feed says so of each, in this
+            // transaction, so that every node's scheduler stops planning them now rather than
+            // at its next re-read of every task.
+            for task in &tasks {
+                crate::tasks::publish(&tx, name, task).await?;
+            }
+            Ok(tasks)
+        })?;
+        if !tasks.is_empty() {
+            self.tick_task_changes();
         }
         Ok(())
     }

@@ -137,7 +137,7 @@ fn not_held(run: &RunId, detail: String) -> Failure {
 }
 
 /// Appends a change of `task` to the feed, in the caller's transaction.
-async fn publish(tx: &Tx<'_>, agent: &AgentName, task: &TaskId) -> Result<(), Failure> {
+pub(crate) async fn publish(tx: &Tx<'_>, agent: &AgentName, task: &TaskId) -> Result<(), Failure> {
     db::execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&FEED_LOCK]).await?;
     let seq: i64 = db::row(
         tx,

@@ -69,6 +69,7 @@ macro_rules! store_contract_tests {
             inbox_send_and_read, inbox_claim_is_exclusive, inbox_release_and_dead_letter, inbox_concurrent_claims,
             inbox_archive, inbox_filed_page, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
             tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
+            deleting_an_agent_tells_the_feed_of_its_tasks,
             instances_register_and_beat, main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused, listings_page_by_cursor,
             rendered_listings_follow_their_records, rendered_history_follows_its_messages);
@@ -946,6 +947,29 @@ pub async fn task_change_feed(stores: &Stores) {
     assert_eq!(reset.cursor, seen.cursor);
     let beyond = ChangeCursor { offset: seen.cursor.offset + 1_000, ..seen.cursor };
     assert!(stores.tasks.changes_since(Some(beyond)).await.unwrap().reset);
+}
+
+/// Deleting an agent deletes its tasks, and the change feed says so of each, so that every
+/// reader (another node's scheduler) stops planning them without re-reading every task.
+pub async fn deleting_an_agent_tells_the_feed_of_its_tasks(stores: &Stores) {
+    let (a, b) = (agent(stores, "a").await, agent(stores, "b").await);
+    let one = stores.tasks.create(&a, interval_task("one")).await.unwrap();
+    let two = stores.tasks.create(&a, interval_task("two")).await.unwrap();
+    let other = stores.tasks.create(&b, interval_task("other")).await.unwrap();
+    let start = stores.tasks.changes_since(None).await.unwrap();
+    let mut ticks = stores.tasks.watch_changes();
+    ticks.borrow_and_update();
+    stores.agents.delete(&a).await.unwrap();
+    assert!(ticks.has_changed().unwrap_or(false), "the deletion ticks the watch");
+    let seen = stores.tasks.changes_since(Some(start.cursor)).await.unwrap();
+    assert!(!seen.reset);
+    let changed: HashSet<_> = seen.changes.iter().map(|c| (c.agent.clone(), c.task)).collect();
+    assert_eq!(changed, HashSet::from([(a.clone(), one.id), (a.clone(), two.id)]));
+    for change in &seen.changes {
+        let err = stores.tasks.get(&change.agent, &change.task).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "a reader finds the task gone");
+    }
+    assert!(stores.tasks.get(&b, &other.id).await.is_ok(), "another agent's task stays");
 }
 
 /// Instances register under fresh ids, beat, list and deregister.

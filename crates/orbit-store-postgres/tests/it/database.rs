@@ -113,10 +113,56 @@ async fn a_task_change_on_one_node_wakes_the_other() {
     // The listener's first tick, at connecting, may come any time: start from a quiet watch.
     tokio::time::sleep(Duration::from_millis(500)).await;
     ticks.borrow_and_update();
-    let new = orbit_store::NewTask {
+    let task = a.tasks.create(&bot, interval_task("p")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), ticks.changed())
+        .await
+        .expect("the other node was told within 5 s")
+        .unwrap();
+    let seen = b.tasks.changes_since(Some(start.cursor)).await.unwrap();
+    assert_eq!(seen.changes.iter().map(|c| c.task).collect::<Vec<_>>(), vec![task.id]);
+}
+
+/// An agent deleted through one node takes its tasks with it (by the foreign key), and the
+/// other node's scheduler is woken and reads a change for each of them in the feed, so it
+/// stops planning them at once rather than at its next re-read of every task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_deleted_on_one_node_tells_the_other_of_its_tasks() {
+    let (first, guard) = crate::open(orbit_store::contract::options());
+    let second = PgStore::open(PgOptions::new(guard.database.url.clone(), guard.workspaces.path()))
+        .await
+        .unwrap();
+    let (a, b) = (first.stores(), second.stores());
+    let bot = AgentName::parse("bot").unwrap();
+    a.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let mut made = HashSet::new();
+    for prompt in ["one", "two", "three"] {
+        made.insert(a.tasks.create(&bot, interval_task(prompt)).await.unwrap().id);
+    }
+    let start = b.tasks.changes_since(None).await.unwrap();
+    let mut ticks = b.tasks.watch_changes();
+    // The listener's first tick, at connecting, may come any time: start from a quiet watch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ticks.borrow_and_update();
+    a.agents.delete(&bot).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), ticks.changed())
+        .await
+        .expect("the other node was told within 5 s")
+        .unwrap();
+    let seen = b.tasks.changes_since(Some(start.cursor)).await.unwrap();
+    assert!(!seen.reset);
+    let deleted: HashSet<_> = seen.changes.iter().map(|c| c.task).collect();
+    assert_eq!(deleted, made, "a change for each of the agent's tasks");
+    for task in &made {
+        let gone = b.tasks.get(&bot, task).await.unwrap_err();
+        assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+    }
+}
+
+fn interval_task(prompt: &str) -> orbit_store::NewTask {
+    orbit_store::NewTask {
         node: None,
         name: None,
-        prompt: "p".into(),
+        prompt: prompt.into(),
         schedule_type: orbit_store::ScheduleType::Interval,
         schedule_value: "60000".into(),
         context_mode: orbit_store::ContextMode::Isolated,
@@ -124,14 +170,7 @@ async fn a_task_change_on_one_node_wakes_the_other() {
         next_run: None,
         worktree: false,
         branch: None,
-    };
-    let task = a.tasks.create(&bot, new).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), ticks.changed())
-        .await
-        .expect("the other node was told within 5 s")
-        .unwrap();
-    let seen = b.tasks.changes_since(Some(start.cursor)).await.unwrap();
-    assert_eq!(seen.changes.iter().map(|c| c.task).collect::<Vec<_>>(), vec![task.id]);
+    }
 }
 
 /// A signal sent through one node is heard by the other, whole, and by the sender too.

@@ -132,14 +132,21 @@ impl AgentStore for FsStore {
     async fn delete(&self, name: &AgentName) -> Result<()> {
         let name = name.clone();
         self.blocking(move |s| {
-            s.with_agent_exclusive(&name, || {
+            let tasks = s.with_agent_exclusive(&name, || {
                 s.require_agent(&name)?;
+                let tasks = s.task_ids(&name)?;
                 // One rename makes the agent and everything of it unknown at once.
                 s.trash_agent_dir(&name)?;
                 s.inbox_index.forget(&name);
                 s.task_index.forget(&name);
-                io::sync_dir(&s.root.join("agents"))
+                io::sync_dir(&s.root.join("agents"))?;
+                Ok(tasks)
             })?;
+            // Its tasks went with it: every scheduler is told of each, as of a task deleted
+            // alone, rather than planning them until it next re-reads every task.
+            for task in &tasks {
+                s.publish_change(&name, task);
+            }
             s.empty_trash();
             Ok(())
         })

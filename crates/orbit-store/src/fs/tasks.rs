@@ -61,6 +61,15 @@ impl Inner {
         self.runs_dir(agent, task).join(format!("{run}.json"))
     }
 
+    /// The ids of the agent's tasks, from its directory (unparsable names skipped).
+    pub(super) fn task_ids(&self, agent: &AgentName) -> Result<Vec<TaskId>> {
+        let names = io::list_names(&self.agent_dir(agent).join("tasks"), ".json")?;
+        Ok(names
+            .iter()
+            .filter_map(|name| name.strip_suffix(".json").and_then(|id| id.parse().ok()))
+            .collect())
+    }
+
     fn get_task(&self, agent: &AgentName, id: &TaskId) -> Result<Task> {
         io::read_json(&self.task_path(agent, id))?.ok_or_else(|| Error::not_found("task", id))
     }
@@ -204,7 +213,7 @@ impl Inner {
 
     /// Tells every process that a task changed. A failure is logged, not returned: the
     /// change itself is stored, and other schedulers re-read every task now and then.
-    fn publish_change(&self, agent: &AgentName, task: &TaskId) {
+    pub(super) fn publish_change(&self, agent: &AgentName, task: &TaskId) {
         let published = io::with_lock(&self.root.join("task-changes.lock"), || {
             let path = self.feed_path();
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

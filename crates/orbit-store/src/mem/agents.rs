@@ -68,10 +68,19 @@ impl AgentStore for MemStore {
 
     async fn delete(&self, name: &AgentName) -> Result<()> {
         // One removal drops the agent with its sessions, inbox, tasks, runs and memory.
-        match self.state().agents.remove(name) {
-            Some(_) => Ok(()),
-            None => Err(Error::not_found("agent", name)),
+        let mut state = self.state();
+        let Some(removed) = state.agents.remove(name) else {
+            return Err(Error::not_found("agent", name));
+        };
+        // Its tasks are deleted with it, and the feed says so of each.
+        for task in removed.tasks.keys() {
+            state.feed.publish(name, task);
         }
+        drop(state);
+        if !removed.tasks.is_empty() {
+            self.inner.task_changes.send_modify(|ticks| *ticks = ticks.wrapping_add(1));
+        }
+        Ok(())
     }
 
     async fn claim_main_session(

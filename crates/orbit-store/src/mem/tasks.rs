@@ -29,7 +29,7 @@ impl Default for Feed {
 }
 
 impl Feed {
-    fn publish(&mut self, agent: &AgentName, task: &TaskId) {
+    pub(super) fn publish(&mut self, agent: &AgentName, task: &TaskId) {
         if self.changes.len() >= FEED_MAX_CHANGES {
             *self = Feed::default();
         }
