@@ -136,6 +136,62 @@ fn a_turn_whose_session_went_unseen_ends_at_its_next_renewal() {
     a.stop();
 }
 
+/// An abort is kept against the turn's hold, so a lost signal loses no abort. The node
+/// running the turn finds the request at its hold's next renewal and aborts (the request is
+/// written in the database directly, as an abort whose signal A never heard leaves it); the
+/// node asked answers success for a live hold even when no node answers its signal, having
+/// recorded the request, and 404 only when no turn runs anywhere.
+#[test]
+fn an_abort_whose_signal_is_lost_is_found_at_the_holds_renewal() {
+    let database = TestDatabase::new();
+    let (model_a, model_b) = (slow_model(), slow_model());
+    let ([mut a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
+    actix_web::rt::System::new().block_on(async {
+        let (status, _) = call(&a, "POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+        assert_eq!(status, 201);
+
+        // The running side: A's turn ends by the recorded request alone.
+        let (_, session) = call(&a, "POST", "/api/agents/bot/sessions", None).await;
+        let session = session["session"]["id"].as_str().unwrap().to_owned();
+        let running =
+            start_chat(&a, json!({"agentName": "bot", "sessionId": session, "message": "slow"}));
+        wait_until(Duration::from_secs(30), "A's turn never reached its model", || {
+            !model_a.requests().is_empty()
+        })
+        .await;
+        database.execute(&format!(
+            "UPDATE session_turns SET abort_requested = true \
+             WHERE agent = 'bot' AND session_id = '{session}'"
+        ));
+        // The model answers after a minute: a turn that ends before was ended by the node.
+        assert_cut_short(&running.await.unwrap(), "abort found at the renewal");
+        assert!(a.logged("found at the hold's renewal"), "A aborted it at a renewal");
+
+        // The asking side: a session whose turn is held by a node that hears no signal (a
+        // hold written directly; no node runs the turn to answer).
+        let (_, held) = call(&a, "POST", "/api/agents/bot/sessions", None).await;
+        let held = held["session"]["id"].as_str().unwrap().to_owned();
+        database.execute(&format!(
+            "INSERT INTO session_turns (agent, session_id, instance, token, until) \
+             VALUES ('bot', '{held}', 'deaf', 'token', now() + interval '10 minutes')"
+        ));
+        let abort = format!("/api/agents/bot/sessions/{held}/abort");
+        let (status, body) = call(&b, "POST", &abort, None).await;
+        assert_eq!(status, 200, "a live hold makes the abort certain: {body}");
+        let recorded = database.query(&format!(
+            "SELECT abort_requested FROM session_turns WHERE agent = 'bot' AND session_id = '{held}'"
+        ));
+        assert_eq!(recorded, "t", "B recorded the request against the hold");
+        database.execute(&format!("DELETE FROM session_turns WHERE session_id = '{held}'"));
+        let (status, body) = call(&b, "POST", &abort, None).await;
+        assert_eq!(status, 404, "no turn runs anywhere: {body}");
+        assert_eq!(body["code"], "not_found", "{body}");
+        assert!(model_b.requests().is_empty(), "B ran nothing");
+    });
+    a.stop();
+    b.stop();
+}
+
 /// A task deleted through one node stops its run on the node that runs it (the change feed
 /// tells that node's scheduler).
 #[test]

@@ -6,7 +6,8 @@
 //! Signals travel through the store (`InstanceStore::signal`, PostgreSQL's `NOTIFY`); a store
 //! shared by no other node carries none, and then everything here is local. A signal is never
 //! the only safeguard: a node that missed a deletion finds the session's record gone at its
-//! turn's next write, and an abort nobody answered is a 404 the caller may ask again.
+//! turn's next write, and an abort is also recorded against the turn's hold, which the node
+//! running it reads at its next renewal.
 
 use std::time::Duration;
 
@@ -22,18 +23,27 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 impl AgentPool {
     /// Aborts the session's running turn, on this node or on whichever node of the store runs
-    /// it. `NotRunning` when none runs (or the node running it did not answer in time).
+    /// it. `NotRunning` when no turn of the session runs anywhere.
+    ///
+    /// Another node's turn is asked twice: the request is recorded against the turn's hold
+    /// (`SessionStore::request_turn_abort`), which the holder reads at its next renewal (a
+    /// third of a lease), and a signal asks it at once. The record is what makes the abort
+    /// certain, so a live hold is enough for success; the signal's answer is awaited only so
+    /// that the usual abort has happened by the time the caller hears of it.
     pub async fn abort_turn(&self, agent: &AgentName, session: &SessionId) -> Result<()> {
         if self.find(agent, session).is_some_and(|local| local.abort().is_ok()) {
             return Ok(());
         }
+        let now = orbit_store::timestamp::now();
+        if !self.stores().sessions.request_turn_abort(agent, session, now).await? {
+            return Err(Error::NotRunning(session.to_string()));
+        }
         let ask =
             |request| SignalKind::AbortTurn { agent: agent.clone(), session: *session, request };
-        if self.ask_other_nodes(ask).await? {
-            Ok(())
-        } else {
-            Err(Error::NotRunning(session.to_string()))
+        if !self.ask_other_nodes(ask).await? {
+            tracing::info!(%agent, %session, "no node answered the abort; the node holding the turn aborts it at its next renewal");
         }
+        Ok(())
     }
 
     /// Answers a permission request of the session's running turn, on this node or on the

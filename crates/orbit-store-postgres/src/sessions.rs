@@ -4,9 +4,9 @@
 
 use async_trait::async_trait;
 use orbit_store::{
-    AgentName, Error, Lease, LeaseToken, NewSession, Result, Session, SessionId, SessionMessage,
-    SessionPatch, SessionStore, TRANSCRIPT_PAGE_BYTES, TranscriptCursor, TranscriptEntry,
-    TranscriptPage,
+    AgentName, Error, Lease, LeaseToken, NewSession, RenewedTurn, Result, Session, SessionId,
+    SessionMessage, SessionPatch, SessionStore, TRANSCRIPT_PAGE_BYTES, TranscriptCursor,
+    TranscriptEntry, TranscriptPage,
 };
 
 use crate::PgStore;
@@ -278,7 +278,8 @@ impl SessionStore for PgStore {
                 "INSERT INTO session_turns (agent, session_id, instance, token, until) \
                  VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (agent, session_id) DO UPDATE \
-                 SET instance = EXCLUDED.instance, token = EXCLUDED.token, until = EXCLUDED.until \
+                 SET instance = EXCLUDED.instance, token = EXCLUDED.token, until = EXCLUDED.until, \
+                     abort_requested = false \
                  WHERE session_turns.until <= $6 OR session_turns.instance = EXCLUDED.instance",
                 &[
                     &agent.as_str(),
@@ -311,16 +312,34 @@ impl SessionStore for PgStore {
         id: &SessionId,
         token: &LeaseToken,
         until: time::OffsetDateTime,
-    ) -> Result<()> {
-        let renewed = transaction!(self, |tx| db::execute(
+    ) -> Result<RenewedTurn> {
+        let renewed = transaction!(self, |tx| db::row(
             &tx,
-            "UPDATE session_turns SET until = $4 WHERE agent = $1 AND session_id = $2 AND token = $3",
+            "UPDATE session_turns SET until = $4 WHERE agent = $1 AND session_id = $2 AND token = $3 \
+             RETURNING abort_requested",
             &[&agent.as_str(), &id.to_string(), &token.to_string(), &until]
         ))?;
-        if renewed == 0 {
-            return Err(Error::Conflict(format!("the turn of session {id} is no longer held")));
+        match renewed {
+            Some(row) => Ok(RenewedTurn { abort_requested: row.get(0) }),
+            None => Err(Error::Conflict(format!("the turn of session {id} is no longer held"))),
         }
-        Ok(())
+    }
+
+    /// Only a live hold takes the request: a lapsed one is of a node that died, whose turn
+    /// is gone with it.
+    async fn request_turn_abort(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        now: time::OffsetDateTime,
+    ) -> Result<bool> {
+        let marked = transaction!(self, |tx| db::execute(
+            &tx,
+            "UPDATE session_turns SET abort_requested = true \
+             WHERE agent = $1 AND session_id = $2 AND until > $3",
+            &[&agent.as_str(), &id.to_string(), &now]
+        ))?;
+        Ok(marked > 0)
     }
 
     async fn release_turn(

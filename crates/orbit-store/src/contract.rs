@@ -69,7 +69,7 @@ macro_rules! store_contract_tests {
             inbox_send_and_read, inbox_claim_is_exclusive, inbox_release_and_dead_letter, inbox_concurrent_claims,
             inbox_archive, inbox_filed_page, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
             tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
-            deleting_an_agent_tells_the_feed_of_its_tasks,
+            deleting_an_agent_tells_the_feed_of_its_tasks, turn_aborts_go_with_the_hold,
             instances_register_and_beat, main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused, listings_page_by_cursor,
             rendered_listings_follow_their_records, rendered_history_follows_its_messages);
@@ -970,6 +970,44 @@ pub async fn deleting_an_agent_tells_the_feed_of_its_tasks(stores: &Stores) {
         assert_eq!(err.kind(), ErrorKind::NotFound, "a reader finds the task gone");
     }
     assert!(stores.tasks.get(&b, &other.id).await.is_ok(), "another agent's task stays");
+}
+
+/// An abort asked of a session's turn is kept against the turn's hold, read at its renewal,
+/// and goes with it; only a live hold takes one. A store that keeps no holds (one machine's,
+/// whose pool knows its turns) takes none.
+pub async fn turn_aborts_go_with_the_hold(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    let session = stores.sessions.create(&a, NewSession::default()).await.unwrap();
+    let sessions = &stores.sessions;
+    let now = timestamp::now();
+    let held = Lease::new(InstanceId::new(), in_secs(30));
+    sessions.hold_turn(&a, &session.id, &held, now).await.unwrap();
+    let other = Lease::new(InstanceId::new(), in_secs(30));
+    let keeps_holds = sessions.hold_turn(&a, &session.id, &other, now).await.is_err();
+    let renewed = sessions.renew_turn(&a, &session.id, &held.token, in_secs(30)).await.unwrap();
+    assert!(!renewed.abort_requested, "nobody asked yet");
+    let taken = sessions.request_turn_abort(&a, &session.id, timestamp::now()).await.unwrap();
+    assert_eq!(taken, keeps_holds, "a live hold takes the request, where holds are kept");
+    let renewed = sessions.renew_turn(&a, &session.id, &held.token, in_secs(30)).await.unwrap();
+    assert_eq!(renewed.abort_requested, keeps_holds, "the holder learns it at its renewal");
+    if !keeps_holds {
+        return;
+    }
+    // The request was for that turn: the same node's next turn starts without it.
+    let next = Lease::new(held.instance, in_secs(30));
+    sessions.hold_turn(&a, &session.id, &next, timestamp::now()).await.unwrap();
+    let renewed = sessions.renew_turn(&a, &session.id, &next.token, in_secs(30)).await.unwrap();
+    assert!(!renewed.abort_requested, "a new turn's hold starts without the old request");
+    sessions.release_turn(&a, &session.id, &next.token).await.unwrap();
+    let none = sessions.request_turn_abort(&a, &session.id, timestamp::now()).await.unwrap();
+    assert!(!none, "no turn runs: nothing takes the request");
+    // A hold whose lease lapsed (its node died) runs nothing either.
+    let lapsed = Lease::new(InstanceId::new(), in_secs(5));
+    sessions.hold_turn(&a, &session.id, &lapsed, timestamp::now()).await.unwrap();
+    let none = sessions.request_turn_abort(&a, &session.id, in_secs(10)).await.unwrap();
+    assert!(!none, "a lapsed hold takes no request");
+    let missing = sessions.request_turn_abort(&a, &SessionId::new(), timestamp::now()).await;
+    assert!(!missing.unwrap(), "an unknown session runs nothing");
 }
 
 /// Instances register under fresh ids, beat, list and deregister.

@@ -51,8 +51,8 @@ pub use mem::MemStore;
 pub use memory::{MemoryHit, MemoryStore};
 pub use schedule::{Schedule, ScheduleError};
 pub use session::{
-    DayCost, MessagePreview, NewSession, Role, Session, SessionMessage, SessionPatch, SessionStore,
-    Usage,
+    DayCost, MessagePreview, NewSession, RenewedTurn, Role, Session, SessionMessage, SessionPatch,
+    SessionStore, Usage,
 };
 pub use task::{
     ChangeCursor, ContextMode, NewTask, Run, RunOutcome, RunStart, RunStatus, ScheduleType, Task,

@@ -110,6 +110,13 @@ impl MessagePreview {
     }
 }
 
+/// What renewing a turn's hold found ([`SessionStore::renew_turn`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenewedTurn {
+    /// An abort of the turn was asked through another node: the holder aborts it.
+    pub abort_requested: bool,
+}
+
 /// The cost of a session's turns that ended on one UTC day.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -334,16 +341,33 @@ pub trait SessionStore: Send + Sync {
         let _ = (agent, id, lease, now);
         Ok(())
     }
-    /// Extends a held turn's lease; `Conflict` when `token` no longer holds it.
+    /// Extends a held turn's lease, and says whether an abort of the turn was asked through
+    /// another node ([`SessionStore::request_turn_abort`]); `Conflict` when `token` no longer
+    /// holds it.
     async fn renew_turn(
         &self,
         agent: &AgentName,
         id: &SessionId,
         token: &LeaseToken,
         until: OffsetDateTime,
-    ) -> Result<()> {
+    ) -> Result<RenewedTurn> {
         let _ = (agent, id, token, until);
-        Ok(())
+        Ok(RenewedTurn::default())
+    }
+    /// Records that the session's running turn is to be aborted, against its hold, so that
+    /// the node holding it learns so at its next renewal even if no signal reached it; the
+    /// request goes with the hold (a next turn's hold starts without one). Whether a live hold
+    /// (at `now`) was there to take it: `false` means no turn of the session runs on any
+    /// node. A store that keeps no holds answers `false`: its one machine's pool knows its
+    /// turns itself.
+    async fn request_turn_abort(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let _ = (agent, id, now);
+        Ok(false)
     }
     /// Lets go of a held turn (nothing when `token` no longer holds it).
     async fn release_turn(

@@ -74,6 +74,13 @@ impl TestDatabase {
         server.psql_on(&self.url, sql).unwrap();
     }
 
+    /// What `sql` answers in this database, read as an operator would: one line per row,
+    /// fields separated by `|`.
+    pub fn query(&self, sql: &str) -> String {
+        let server = SERVER.get_or_init(Server::start);
+        server.query_on(&self.url, sql).unwrap()
+    }
+
     /// Gives the database back after [`Self::cut_off`].
     pub fn restore(&self) {
         let server = SERVER.get_or_init(Server::start);
@@ -254,13 +261,18 @@ impl Server {
     }
 
     fn psql_on(&self, url: &str, sql: &str) -> Result<(), String> {
+        self.query_on(url, sql).map(drop)
+    }
+
+    /// What `sql` prints, unaligned and without headers: one line per row, fields by `|`.
+    fn query_on(&self, url: &str, sql: &str) -> Result<String, String> {
         let output = Command::new(&self.psql)
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
             .stdin(Stdio::null())
             .output()
             .map_err(|err| err.to_string())?;
         if output.status.success() {
-            Ok(())
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
         } else {
             Err(String::from_utf8_lossy(&output.stderr).into_owned())
         }

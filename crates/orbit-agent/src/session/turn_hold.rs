@@ -28,6 +28,8 @@ impl SessionAgent {
     /// hold goes with it), or this node was cut off past its lease and another may run the
     /// session now. This is also what ends a turn whose deletion signal never came (a node
     /// that was reconnecting to the database when it was sent): within a third of a lease.
+    /// An abort asked through another node is kept against the hold too, and a renewal that
+    /// finds it aborts the turn, whether or not the signal asking it arrived.
     pub(super) async fn hold_turn(self: &Arc<Self>, turn: u64) -> Result<TurnHold> {
         let options = &self.shared.options;
         let sessions = self.shared.stores.sessions.clone();
@@ -44,11 +46,21 @@ impl SessionAgent {
             let (every, token) = (options.claim_lease, lease.token);
             let this = Arc::downgrade(self);
             AbortOnDrop(tokio::spawn(async move {
+                let mut aborted = false;
                 loop {
                     tokio::time::sleep(every / 3).await;
                     let until = orbit_store::timestamp::now() + every;
                     match sessions.renew_turn(&agent, &session, &token, until).await {
-                        Ok(()) => {}
+                        // An abort asked through another node whose signal never came: it is
+                        // done now. The hold is still renewed while the turn settles.
+                        Ok(renewed) if renewed.abort_requested && !aborted => {
+                            aborted = true;
+                            tracing::info!(%agent, %session, "turn aborted through another node (found at the hold's renewal)");
+                            if let Some(this) = this.upgrade() {
+                                this.abort_turn(turn);
+                            }
+                        }
+                        Ok(_) => {}
                         Err(err)
                             if matches!(err.kind(), ErrorKind::Conflict | ErrorKind::NotFound) =>
                         {
