@@ -89,6 +89,78 @@ fn worktree_sessions_and_tasks_are_pinned_to_their_node() {
     b.stop();
 }
 
+/// Two data directories given one `--node-name` are two nodes claiming one name, and would
+/// each take the other's pinned work: a node starting under a name that a live node of
+/// another data directory has is refused at its start, naming the clash. A second process
+/// on the first node's own data directory shares its name, as it should; once every
+/// process of that node is gone (SIGKILLed) and its heartbeat lapsed, the name is free.
+#[test]
+fn a_second_node_under_a_taken_name_is_refused_at_its_start() {
+    let database = TestDatabase::new();
+    let model = ModelServer::start(vec![Rule::always(Reply::Text("ok".into()))]);
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let twin = ["--node-name", "twin"];
+    let mut a = Node::start_with(&database.url, first_dir.path(), &model, &twin);
+    let mut a_again = Node::start_with(&database.url, first_dir.path(), &model, &twin);
+    assert_eq!(node_name(&a_again), "twin", "one data directory, one name, two processes");
+
+    let refused = start_refused(&database.url, second_dir.path(), &model, &twin);
+    assert!(refused.contains("under this node's name, on another data directory"), "{refused}");
+    assert!(refused.contains("'twin'"), "names the name: {refused}");
+    let listening = |node: &Node| {
+        actix_web::rt::System::new()
+            .block_on(async { call(node, "GET", "/api/agents", None).await.0 == 200 })
+    };
+    assert!(listening(&a) && listening(&a_again), "the running node goes on");
+
+    a.kill();
+    a_again.kill();
+    // The killed node's registration lapses with its heartbeat (3 s): the name is free.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut b = Node::start_with(&database.url, second_dir.path(), &model, &twin);
+    assert!(listening(&b), "the name of a node that is gone can be taken");
+    b.stop();
+}
+
+/// Starts a node that must refuse to start: what it said on stderr.
+fn start_refused(
+    database_url: &str,
+    dir: &std::path::Path,
+    model: &ModelServer,
+    args: &[&str],
+) -> String {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"))
+        .args(["--bind", "127.0.0.1:0", "--lease-secs", "3", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--claude-bin")
+        .arg(orbit_testkit::claude_bin())
+        .args(args)
+        .env("ORBIT_DATABASE_URL", database_url)
+        .envs(orbit_testkit::cli_env(model, &tmp))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node started, or hung, instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "refused: {stderr}");
+    stderr
+}
+
 /// A chat's status and, when refused, its JSON answer.
 async fn client_chat(node: &Node, session: &str) -> (u16, Value) {
     call(

@@ -10,7 +10,7 @@ use orbit_agent::claude::{ClaudeCli, ClaudeCliConfig, credentials};
 use orbit_agent::{ActivityBus, AgentPool, PoolOptions};
 use orbit_api::{AllowedHosts, AppState};
 use orbit_scheduler::{AgentRunner, Scheduler, SchedulerOptions, SystemClock};
-use orbit_store::{FsStore, InstanceId, Stores};
+use orbit_store::{FsStore, InstanceId, NodeIdentity, Stores};
 use orbit_store_postgres::{PgOptions, PgStore};
 
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,12 @@ pub enum StartupError {
         "--node-name is '{asked}' but this data directory belongs to node '{kept}' ({path}): its sessions and tasks with worktrees are pinned to that name. Drop --node-name (ORBIT_NODE_NAME), or start with an empty data directory"
     )]
     NodeRenamed { asked: String, kept: String, path: std::path::PathBuf },
+    #[error(
+        "another node of this database is running under this node's name, on another data directory: {0}. Give each node's data directory a name of its own (--node-name / ORBIT_NODE_NAME at its first start); processes sharing one data directory share its name"
+    )]
+    NodeNameTaken(String),
+    #[error("cannot register this node: {0}")]
+    Register(orbit_store::Error),
     #[error("{0} (--workdir-root / ORBIT_WORKDIR_ROOTS)")]
     WorkdirRoot(#[from] orbit_agent::workdir::RootError),
 }
@@ -155,6 +161,7 @@ pub struct Application {
     scheduler: Scheduler,
     stores: Stores,
     instance: InstanceId,
+    identity: NodeIdentity,
     lease: Duration,
 }
 
@@ -171,6 +178,9 @@ impl Application {
         let stores = open_stores(settings, &data_dir).await?;
         let node = node_name(settings, &data_dir)?;
         tracing::info!(%node, "this node's name");
+        let data_dir_id = orbit_store::data_dir_id(&data_dir)
+            .map_err(|source| StartupError::DataDir { path: data_dir.clone(), source })?;
+        let identity = NodeIdentity { name: node.clone(), data_dir: data_dir_id };
         let workdirs = settings.workdir_policy()?.excluding_data_dir(&data_dir);
         let user_config_dir =
             settings.claude_user_dir.clone().or_else(credentials::user_config_dir).map(|dir| {
@@ -259,8 +269,15 @@ impl Application {
             max_connections: settings.max_connections,
             header_timeout: Duration::from_secs(settings.header_timeout_secs),
         };
+        // Registered before serving, so that a second node under this name on another
+        // data directory is refused at its start rather than sharing the pinned work.
+        register(&stores, instance, &identity, lease).await.map_err(|err| match err.kind() {
+            orbit_store::ErrorKind::Conflict => StartupError::NodeNameTaken(err.to_string()),
+            _ => StartupError::Register(err),
+        })?;
+        tracing::info!(%instance, "registered");
         let server = crate::listener::serve(listener, state, options).map_err(bind_error)?;
-        Ok(Self { port, server, pool, scheduler, stores, instance, lease })
+        Ok(Self { port, server, pool, scheduler, stores, instance, identity, lease })
     }
 
     /// The port actually bound (useful with port 0).
@@ -273,13 +290,13 @@ impl Application {
     /// inbox claims and records itself), every CLI process ends side by side, the instance
     /// is deregistered.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.register().await;
         // Background loops are told to stop, and their end awaited, like mini-redis's
         // `shutdown` and `shutdown_complete`.
         let stopping_loops = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
             self.stores.clone(),
             self.instance,
+            self.identity.clone(),
             self.lease,
             stopping_loops.clone(),
         ));
@@ -321,20 +338,28 @@ impl Application {
         tracing::info!("stopped");
         served.unwrap_or_else(|err| Err(std::io::Error::other(err)))
     }
+}
 
-    async fn register(&self) {
-        let host = hostname();
-        let until = orbit_store::timestamp::now() + self.lease;
-        match self.stores.instances.register(self.instance, &host, std::process::id(), until).await
-        {
-            Ok(_) => tracing::info!(instance = %self.instance, "registered"),
-            Err(err) => tracing::warn!(error = %err, "could not register this instance"),
-        }
-    }
+/// Registers this process in the store's registry as `identity`, alive for a lease.
+async fn register(
+    stores: &Stores,
+    instance: InstanceId,
+    identity: &NodeIdentity,
+    lease: Duration,
+) -> orbit_store::Result<()> {
+    let until = orbit_store::timestamp::now() + lease;
+    let host = hostname();
+    stores.instances.register(instance, &host, std::process::id(), identity, until).await.map(drop)
 }
 
 /// Renews this instance's registration at a third of the lease.
-async fn heartbeat(stores: Stores, instance: InstanceId, lease: Duration, stop: CancellationToken) {
+async fn heartbeat(
+    stores: Stores,
+    instance: InstanceId,
+    identity: NodeIdentity,
+    lease: Duration,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(lease / 3) => {}
@@ -345,11 +370,8 @@ async fn heartbeat(stores: Stores, instance: InstanceId, lease: Duration, stop: 
             Ok(_) => {}
             // Pruned by another server while this one was suspended: register again.
             Err(err) if err.kind() == orbit_store::ErrorKind::NotFound => {
-                let host = hostname();
-                if let Err(err) =
-                    stores.instances.register(instance, &host, std::process::id(), until).await
-                {
-                    tracing::warn!(error = %err, "could not register this instance again");
+                if let Err(err) = register(&stores, instance, &identity, lease).await {
+                    tracing::error!(error = %err, "could not register this instance again");
                 }
             }
             Err(err) => {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orbit_store::{Instance, InstanceId, InstanceStore, Result, Signal, timestamp};
+use orbit_store::{Instance, InstanceId, InstanceStore, NodeIdentity, Result, Signal, timestamp};
 use time::OffsetDateTime;
 
 use crate::PgStore;
@@ -12,6 +12,9 @@ use crate::db::{self, doc, docs, json, not_found, transaction};
 /// The longest signal: PostgreSQL's limit on a notification's payload (8000 bytes), less a
 /// margin.
 const SIGNAL_BYTES: usize = 7900;
+
+/// Names the registry's advisory lock among the database's.
+const REGISTRY_LOCK: i64 = 0x0_7b17_1d00;
 
 /// A registration expired this long ago is dropped by the next listing.
 const PRUNE_AFTER: Duration = Duration::from_secs(60 * 60);
@@ -23,12 +26,26 @@ impl InstanceStore for PgStore {
         id: InstanceId,
         host: &str,
         pid: u32,
+        node: &NodeIdentity,
         until: OffsetDateTime,
     ) -> Result<Instance> {
         let now = timestamp::now();
-        let instance =
-            Instance { id, host: host.to_owned(), pid, started_at: now, heartbeat_at: now, until };
+        let instance = Instance {
+            id,
+            host: host.to_owned(),
+            pid,
+            started_at: now,
+            heartbeat_at: now,
+            until,
+            node: Some(node.clone()),
+        };
         transaction!(self, |tx| async {
+            // Registrations are ordered by this lock, so that two nodes registering at once
+            // under one name see each other.
+            db::execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK]).await?;
+            let registered: Vec<Instance> =
+                docs(&db::rows(&tx, "SELECT doc FROM instances WHERE until > $1", &[&now]).await?);
+            node.check_unique(&id, &registered, now)?;
             db::execute(
                 &tx,
                 "INSERT INTO instances (id, until, doc) VALUES ($1, $2, $3) \

@@ -34,8 +34,9 @@ use time::macros::datetime;
 use crate::{
     AgentName, AgentPatch, AgentStatus, ChangeCursor, Claimer, ContextMode, ErrorKind, FsOptions,
     InboxMessage, InstanceId, Lease, LeaseToken, MessageStatus, MessageType, NewAgent, NewMessage,
-    NewSession, NewTask, PermissionMode, Role, RunOutcome, RunStart, RunStatus, ScheduleType,
-    SessionId, SessionMessage, SessionPatch, Stores, TaskPatch, TaskStatus, Usage, timestamp,
+    NewSession, NewTask, NodeIdentity, PermissionMode, Role, RunOutcome, RunStart, RunStatus,
+    ScheduleType, SessionId, SessionMessage, SessionPatch, Stores, TaskPatch, TaskStatus, Usage,
+    timestamp,
 };
 
 /// A claimer whose lease runs for a minute.
@@ -70,7 +71,7 @@ macro_rules! store_contract_tests {
             inbox_archive, inbox_filed_page, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
             tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
             deleting_an_agent_tells_the_feed_of_its_tasks, turn_aborts_go_with_the_hold,
-            instances_register_and_beat, main_session_is_chosen_once, deleted_agent_leaves_nothing,
+            instances_register_and_beat, instances_of_one_name_share_a_data_dir, main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused, listings_page_by_cursor,
             rendered_listings_follow_their_records, rendered_history_follows_its_messages);
     };
@@ -1012,10 +1013,18 @@ pub async fn turn_aborts_go_with_the_hold(stores: &Stores) {
 
 /// Instances register under fresh ids, beat, list and deregister.
 pub async fn instances_register_and_beat(stores: &Stores) {
-    let first =
-        stores.instances.register(InstanceId::new(), "host-a", 1, in_secs(15)).await.unwrap();
-    let second =
-        stores.instances.register(InstanceId::new(), "host-a", 1, in_secs(15)).await.unwrap();
+    let node = node_identity("node-a", "dir-1");
+    let first = stores
+        .instances
+        .register(InstanceId::new(), "host-a", 1, &node, in_secs(15))
+        .await
+        .unwrap();
+    let second = stores
+        .instances
+        .register(InstanceId::new(), "host-a", 1, &node, in_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(first.node.as_ref(), Some(&node), "the node is kept with the instance");
     assert_ne!(first.id, second.id, "the same pid twice is two instances");
     let beat = stores.instances.heartbeat(&first.id, in_secs(30)).await.unwrap();
     assert!(beat.until > first.until);
@@ -1028,6 +1037,36 @@ pub async fn instances_register_and_beat(stores: &Stores) {
         ErrorKind::NotFound
     );
     assert_eq!(stores.instances.list().await.unwrap().len(), 1);
+}
+
+fn node_identity(name: &str, data_dir: &str) -> NodeIdentity {
+    NodeIdentity { name: name.into(), data_dir: data_dir.into() }
+}
+
+/// A node's name belongs to one data directory at a time: an instance of another directory
+/// under a name that a live instance has is refused; processes of one directory share it,
+/// and a lapsed instance (a node that died) holds the name no longer.
+pub async fn instances_of_one_name_share_a_data_dir(stores: &Stores) {
+    let register = |node: NodeIdentity, until| {
+        let instances = stores.instances.clone();
+        async move { instances.register(InstanceId::new(), "host", 1, &node, until).await }
+    };
+    let live = register(node_identity("worker", "dir-1"), in_secs(30)).await.unwrap();
+    register(node_identity("worker", "dir-1"), in_secs(30)).await.expect("one directory, one name");
+    register(node_identity("other", "dir-2"), in_secs(30)).await.expect("another name");
+    let refused = register(node_identity("worker", "dir-2"), in_secs(30)).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Conflict, "{refused}");
+    assert!(refused.to_string().contains("'worker'"), "the name is said: {refused}");
+    assert!(refused.to_string().contains(&live.id.to_string()), "and who has it: {refused}");
+    // Two starting at once on two directories: at most one gets the name.
+    let (x, y) = tokio::join!(
+        register(node_identity("racer", "dir-1"), in_secs(30)),
+        register(node_identity("racer", "dir-2"), in_secs(30))
+    );
+    assert!(x.is_err() || y.is_err(), "both took one name");
+    // A lapsed instance's name is free.
+    register(node_identity("gone", "dir-1"), in_secs(-1)).await.unwrap();
+    register(node_identity("gone", "dir-2"), in_secs(30)).await.expect("the old node is gone");
 }
 
 /// Two callers racing to make the agent's first main session agree on one.

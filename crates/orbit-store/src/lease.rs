@@ -55,17 +55,70 @@ pub struct Instance {
     /// The instance counts as gone after this moment unless it beats again.
     #[serde(with = "crate::timestamp::rfc3339")]
     pub until: OffsetDateTime,
+    /// The node it is (absent from registrations made before nodes were named in them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeIdentity>,
+}
+
+impl Instance {
+    /// Whether it counts as running at `now`: its heartbeat has not lapsed.
+    pub fn live_at(&self, now: OffsetDateTime) -> bool {
+        self.until > now
+    }
+}
+
+/// Which node a server process is: the node's name (`--node-name`, kept in the data
+/// directory) and the random id of the data directory it runs on. Processes on one data
+/// directory share both; two data directories under one name are two nodes claiming one
+/// name, and the work pinned to that name (git worktrees on one disk) would be taken by
+/// both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeIdentity {
+    pub name: String,
+    pub data_dir: String,
+}
+
+impl NodeIdentity {
+    /// Refuses (`Conflict`) to register instance `id` as this node while another instance
+    /// registered in `registered` and live at `now` has this node's name on another data
+    /// directory. Every store checks it under the lock that orders registrations.
+    pub fn check_unique(
+        &self,
+        id: &InstanceId,
+        registered: &[Instance],
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let taken = registered.iter().find(|other| {
+            other.id != *id
+                && other.live_at(now)
+                && other
+                    .node
+                    .as_ref()
+                    .is_some_and(|node| node.name == self.name && node.data_dir != self.data_dir)
+        });
+        match taken {
+            Some(other) => Err(crate::Error::Conflict(format!(
+                "node name '{}' is taken: instance {} (host '{}', pid {}) runs under it on another data directory",
+                self.name, other.id, other.host, other.pid
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The registry of server processes sharing one store.
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
-    /// Registers this process under `id` (fresh for every start), alive until `until`.
+    /// Registers this process under `id` (fresh for every start) as `node`, alive until
+    /// `until`. `Conflict` while a live instance has the node's name on another data
+    /// directory ([`NodeIdentity::check_unique`], checked and written as one step).
     async fn register(
         &self,
         id: InstanceId,
         host: &str,
         pid: u32,
+        node: &NodeIdentity,
         until: OffsetDateTime,
     ) -> Result<Instance>;
     /// Renews the registration. `NotFound` when it was removed (deregistered, or pruned by

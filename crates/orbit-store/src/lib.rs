@@ -39,14 +39,14 @@ pub use agent::{
     WorktreeOwner,
 };
 pub use error::{Error, ErrorKind};
-pub use fs::{FsOptions, FsStore};
+pub use fs::{FsOptions, FsStore, data_dir_id};
 pub use ids::{
     AgentName, InstanceId, JournalId, LeaseToken, MessageId, RunId, SessionId, TaskId, new_ulid,
 };
 pub use inbox::{
     Claimer, InboxMessage, InboxStore, MessageStatus, MessageType, NewMessage, Sender, SenderKind,
 };
-pub use lease::{Instance, InstanceStore, Lease, Signal, SignalKind};
+pub use lease::{Instance, InstanceStore, Lease, NodeIdentity, Signal, SignalKind};
 pub use mem::MemStore;
 pub use memory::{MemoryHit, MemoryStore};
 pub use schedule::{Schedule, ScheduleError};

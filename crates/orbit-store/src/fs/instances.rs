@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{FsStore, Inner, io};
-use crate::{Error, Instance, InstanceId, InstanceStore, Result, timestamp};
+use crate::{Error, Instance, InstanceId, InstanceStore, NodeIdentity, Result, timestamp};
 
 /// A registration expired this long ago is removed by the next listing: nothing needs it
 /// any more, and the directory must not grow with every restart.
@@ -45,15 +45,28 @@ impl InstanceStore for FsStore {
         id: InstanceId,
         host: &str,
         pid: u32,
+        node: &NodeIdentity,
         until: OffsetDateTime,
     ) -> Result<Instance> {
-        let host = host.to_owned();
+        let (host, node) = (host.to_owned(), node.clone());
         self.blocking(move |s| {
-            let now = timestamp::now();
-            let instance = Instance { id, host, pid, started_at: now, heartbeat_at: now, until };
-            io::write_json(&s.instance_path(&instance.id), &instance)?;
-            s.prune_instances()?;
-            Ok(instance)
+            // Registrations are ordered by the registry's lock, so that two processes
+            // registering at once see each other.
+            io::with_lock(&s.root.join("instances.lock"), || {
+                let now = timestamp::now();
+                node.check_unique(&id, &s.prune_instances()?, now)?;
+                let instance = Instance {
+                    id,
+                    host,
+                    pid,
+                    started_at: now,
+                    heartbeat_at: now,
+                    until,
+                    node: Some(node),
+                };
+                io::write_json(&s.instance_path(&instance.id), &instance)?;
+                Ok(instance)
+            })
         })
         .await
     }

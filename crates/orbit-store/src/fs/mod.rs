@@ -31,6 +31,7 @@
 //! does can leave a record behind that a new agent of the same name would inherit.
 
 mod agents;
+mod data_dir_id;
 mod history;
 mod inbox;
 mod index;
@@ -40,6 +41,8 @@ mod memory;
 mod sessions;
 mod tasks;
 mod transcripts;
+
+pub use data_dir_id::data_dir_id;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

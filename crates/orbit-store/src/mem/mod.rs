@@ -28,8 +28,8 @@ use time::{Date, OffsetDateTime, UtcOffset};
 
 use crate::{
     Agent, AgentName, Error, FsOptions, InboxMessage, Instance, InstanceId, InstanceStore,
-    MemoryHit, MemoryStore, Result, Run, RunId, Session, SessionId, SessionMessage, Stores, Task,
-    TaskId, timestamp,
+    MemoryHit, MemoryStore, NodeIdentity, Result, Run, RunId, Session, SessionId, SessionMessage,
+    Stores, Task, TaskId, timestamp,
 };
 
 /// A registration expired this long ago is dropped by the next listing, as the filesystem
@@ -181,12 +181,23 @@ impl InstanceStore for MemStore {
         id: InstanceId,
         host: &str,
         pid: u32,
+        node: &NodeIdentity,
         until: OffsetDateTime,
     ) -> Result<Instance> {
         let now = timestamp::now();
-        let instance =
-            Instance { id, host: host.to_owned(), pid, started_at: now, heartbeat_at: now, until };
-        self.state().instances.insert(id, instance.clone());
+        let mut state = self.state();
+        let registered: Vec<Instance> = state.instances.values().cloned().collect();
+        node.check_unique(&id, &registered, now)?;
+        let instance = Instance {
+            id,
+            host: host.to_owned(),
+            pid,
+            started_at: now,
+            heartbeat_at: now,
+            until,
+            node: Some(node.clone()),
+        };
+        state.instances.insert(id, instance.clone());
         Ok(instance)
     }
 
