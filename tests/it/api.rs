@@ -126,6 +126,8 @@ async fn every_error_is_json_with_a_fitting_status() {
         ("GET", "/api/agents/bot/sessions/not-a-ulid".into(), None, 400),
         ("GET", format!("/api/agents/bot/sessions/{unknown_session}"), None, 404),
         ("POST", format!("/api/agents/bot/sessions/{unknown_session}/abort"), None, 404),
+        ("POST", "/api/nodes/-worker/release".into(), None, 400),
+        ("POST", format!("/api/nodes/{}/release", "n".repeat(101)), None, 400),
         ("GET", format!("/api/agents/bot/inbox/{unknown_session}"), None, 404),
         (
             "POST",
@@ -272,6 +274,7 @@ async fn the_openapi_document_lists_every_route() {
         ("get", "/api/agents/{name}/inbox/dead"),
         ("get", "/api/agents/{name}/inbox/archive"),
         ("post", "/api/schedules/preview"),
+        ("post", "/api/nodes/{node}/release"),
     ];
     for (method, path) in contract {
         assert!(
@@ -407,4 +410,21 @@ async fn listings_answer_pages_with_limit_and_cursor() {
         assert_eq!(answer.status, 400, "{bad}: {}", answer.body);
         assert_eq!(answer.body["code"], "invalid_input", "{bad}: {}", answer.body);
     }
+}
+
+/// Only a node that is gone can be released: the node asked is running, so releasing its own
+/// name is a 409 naming it; a name no record is pinned to releases nothing.
+#[actix_web::test]
+async fn a_running_node_is_not_released() {
+    let app = TestApp::spawn(vec![]).await;
+    let own = std::fs::read_to_string(app.dir.path().join("data").join("node-name")).unwrap();
+    let own = own.trim();
+    let refused = app.call("POST", &format!("/api/nodes/{own}/release"), None).await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert_eq!(refused.body["code"], "conflict");
+    let message = refused.body["error"].as_str().unwrap();
+    assert!(message.contains(&format!("node '{own}' is running")), "{message}");
+    let nothing = app.call("POST", "/api/nodes/never-was/release", None).await;
+    assert_eq!(nothing.status, 200, "{}", nothing.body);
+    assert_eq!(nothing.body, json!({"node": "never-was", "sessions": [], "tasks": []}));
 }

@@ -89,6 +89,92 @@ fn worktree_sessions_and_tasks_are_pinned_to_their_node() {
     b.stop();
 }
 
+/// A node gone for good (SIGKILLed, its disk lost) strands what is pinned to it until an
+/// operator releases it through another node: refused while the dead node's heartbeat is
+/// live, then its session loses its pin and worktree (and says so), its task its pin, and
+/// the other node runs the task, in a worktree of its own, pinned to itself.
+#[test]
+fn a_dead_nodes_pinned_work_is_released_to_the_others() {
+    let database = TestDatabase::new();
+    let model_a = ModelServer::start(vec![Rule::always(Reply::Text("from a".into()))]);
+    let model_b = ModelServer::start(vec![Rule::always(Reply::Text("from b".into()))]);
+    let ([mut a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
+    let (name_a, name_b) = (node_name(&a), node_name(&b));
+    actix_web::rt::System::new().block_on(async {
+        let (status, _) = call(&a, "POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+        assert_eq!(status, 201);
+        let (status, made) =
+            call(&a, "POST", "/api/agents/bot/sessions", Some(json!({"worktree": true}))).await;
+        assert_eq!(status, 201, "{made}");
+        let session = made["session"]["id"].as_str().unwrap().to_owned();
+        let session_path = format!("/api/agents/bot/sessions/{session}");
+        let task = json!({"prompt": "pinned job", "scheduleType": "interval", "scheduleValue": "2000", "contextMode": "isolated", "worktree": true});
+        let (status, task) = call(&a, "POST", "/api/agents/bot/tasks", Some(task)).await;
+        assert_eq!(status, 201, "{task}");
+        let task = task["task"]["id"].as_str().unwrap().to_owned();
+        let task_path = format!("/api/agents/bot/tasks/{task}");
+        let ran = |model: &ModelServer| {
+            model.requests().iter().filter(|r| last_user_text(r).contains("pinned job")).count()
+        };
+        wait_until(Duration::from_secs(60), "A never ran its pinned task", || ran(&model_a) >= 1)
+            .await;
+
+        a.kill();
+        let release = format!("/api/nodes/{name_a}/release");
+        // A's heartbeat is still good for a moment: B cannot tell it from a node that is
+        // merely slow, and refuses.
+        let refused = call(&b, "POST", &release, None).await;
+        assert_eq!(refused.0, 409, "{}", refused.1);
+        let message = refused.1["error"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("node '{name_a}' is running")), "{message}");
+        // Meanwhile the pinned records are refused on B, naming A.
+        assert_names(&client_chat(&b, &session).await, &name_a, "a chat on B");
+        assert_names(&call(&b, "POST", &format!("{task_path}/run"), None).await, &name_a, "run-now on B");
+
+        // Once A's heartbeat lapsed (3 s), B releases it.
+        let mut released = (0, Value::Null);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            released = call(&b, "POST", &release, None).await;
+            if released.0 != 409 {
+                break;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(released.0, 200, "released once A's heartbeat lapsed: {}", released.1);
+        let body = &released.1;
+        assert_eq!(body["node"], name_a.as_str(), "{body}");
+        let ids = |key: &str| -> Vec<String> {
+            body[key].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+        };
+        assert!(ids("sessions").contains(&session), "{body}");
+        assert_eq!(ids("tasks"), vec![task.clone()], "{body}");
+
+        // The session says where its worktree was, and B serves it.
+        let (_, read) = call(&b, "GET", &session_path, None).await;
+        assert_eq!(read["session"]["releasedFrom"], name_a.as_str(), "{read}");
+        assert!(read["session"].get("node").is_none(), "{read}");
+        assert!(read["session"].get("worktreeId").is_none(), "{read}");
+        let events = chat(&b, json!({"agentName": "bot", "sessionId": session, "message": "hi"}))
+            .await;
+        let result = events.iter().find(|e| e["type"] == "result").expect("a result on B");
+        assert_eq!(result["result"], "from b", "{events:?}");
+
+        // B's scheduler runs the task now, in a worktree it makes, and pins it to itself.
+        wait_until(Duration::from_secs(60), "B never ran the released task", || {
+            ran(&model_b) >= 1
+        })
+        .await;
+        let (_, read) = call(&b, "GET", &task_path, None).await;
+        assert_eq!(read["task"]["node"], name_b.as_str(), "pinned to B: {read}");
+        let worktree = b.data.join("workspaces/bot/.worktrees").join(&task);
+        assert!(worktree.is_dir(), "B made the task's worktree: {}", worktree.display());
+        let (status, body) = call(&b, "DELETE", &task_path, None).await;
+        assert_eq!(status, 200, "{body}");
+    });
+    b.stop();
+}
+
 /// Two data directories given one `--node-name` are two nodes claiming one name, and would
 /// each take the other's pinned work: a node starting under a name that a live node of
 /// another data directory has is refused at its start, naming the clash. A second process

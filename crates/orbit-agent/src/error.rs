@@ -27,6 +27,12 @@ pub enum Error {
     #[error("{what} {id} works in a git worktree on node '{node}'; send its requests to that node")]
     OnOtherNode { what: &'static str, id: String, node: String },
 
+    /// A node asked to be released as gone for good is running: its records stay pinned.
+    #[error(
+        "node '{node}' is running (instance {instance}, its heartbeat good until {until}); only a node that is gone can be released: stop it, or wait for its heartbeat to lapse"
+    )]
+    NodeRunning { node: String, instance: String, until: String },
+
     /// Abort was asked of a session with no running turn.
     #[error("session {0} has no running turn")]
     NotRunning(String),
@@ -147,7 +153,8 @@ impl Error {
             Error::WorktreeDirty(_)
             | Error::BranchExists(_)
             | Error::Conflict(_)
-            | Error::OnOtherNode { .. } => ErrorKind::Conflict,
+            | Error::OnOtherNode { .. }
+            | Error::NodeRunning { .. } => ErrorKind::Conflict,
             Error::CliMissing { .. }
             | Error::CliExited { .. }
             | Error::TurnFailed(_)

@@ -10,8 +10,8 @@
 
 use orbit_store::{
     Agent, AgentName, AgentPatch, ContextMode, NewSession, NewTask, PermissionMode, Schedule,
-    ScheduleType, Session, SessionId, SignalKind, Stores, Task, TaskId, TaskPatch, TaskStatus,
-    limits, timestamp,
+    ScheduleType, Session, SessionId, SessionPatch, SignalKind, Stores, Task, TaskId, TaskPatch,
+    TaskStatus, limits, timestamp,
 };
 
 use time::OffsetDateTime;
@@ -82,6 +82,68 @@ pub fn check_here(what: &'static str, id: &str, pinned: Option<&str>, here: &str
         }
         _ => Ok(()),
     }
+}
+
+/// What releasing a node unpinned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReleasedNode {
+    pub sessions: Vec<(AgentName, SessionId)>,
+    pub tasks: Vec<(AgentName, TaskId)>,
+}
+
+/// Releases the records pinned to `node`, a node gone for good (its disk, with the
+/// worktrees, lost): its sessions lose their pin and their worktree and say where they were
+/// (`Session::released_from`; their turns run in the agent's working directory), its tasks
+/// lose their pin (a task with a worktree gets a new one at its next run, on the node that
+/// runs it, and is pinned there). Refused (`NodeRunning`) while an instance registered as
+/// that node is live: a node that is merely restarting keeps its work. Each record is
+/// changed under its own lock, only if it is still pinned to `node`; the task changes reach
+/// every scheduler through the change feed.
+pub async fn release_node(stores: &Stores, node: &str) -> Result<ReleasedNode> {
+    limits::check_node_name(node)?;
+    let now = timestamp::now();
+    let running = stores.instances.list().await?.into_iter().find(|instance| {
+        instance.live_at(now) && instance.node.as_ref().is_some_and(|named| named.name == node)
+    });
+    if let Some(instance) = running {
+        return Err(Error::NodeRunning {
+            node: node.to_owned(),
+            instance: instance.id.to_string(),
+            until: timestamp::rfc3339::format(instance.until).unwrap_or_default(),
+        });
+    }
+    let pinned_here = |pinned: Option<&String>| pinned.is_some_and(|pinned| pinned == node);
+    let mut released = ReleasedNode::default();
+    for agent in stores.agents.list().await? {
+        let sessions = match stores.sessions.list_by_agent(&agent.name).await {
+            Ok(sessions) => sessions,
+            // Deleted meanwhile: nothing of it is pinned any more.
+            Err(err) if err.kind() == orbit_store::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err.into()),
+        };
+        for session in sessions.iter().filter(|session| pinned_here(session.node.as_ref())) {
+            let patch =
+                SessionPatch { release_from: Some(node.to_owned()), ..SessionPatch::default() };
+            match stores.sessions.update(&agent.name, &session.id, patch).await {
+                Ok(_) => released.sessions.push((agent.name.clone(), session.id)),
+                Err(err) if err.kind() == orbit_store::ErrorKind::NotFound => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    for task in stores.tasks.list_all().await? {
+        if !pinned_here(task.node.as_ref()) {
+            continue;
+        }
+        let patch = TaskPatch { release_from: Some(node.to_owned()), ..TaskPatch::default() };
+        match stores.tasks.update(&task.agent_name, &task.id, patch).await {
+            Ok(_) => released.tasks.push((task.agent_name.clone(), task.id)),
+            Err(err) if err.kind() == orbit_store::ErrorKind::NotFound => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    tracing::info!(%node, sessions = released.sessions.len(), tasks = released.tasks.len(), "released a node gone for good");
+    Ok(released)
 }
 
 /// Makes a task after checking it: field limits, a schedule that parses and fires again, a
@@ -226,6 +288,7 @@ pub async fn update_task(
         next_run,
         last_run: None,
         anchor,
+        ..TaskPatch::default()
     };
     Ok(stores.tasks.update(agent, id, patch).await?)
 }

@@ -55,6 +55,11 @@ pub struct WorktreePath {
     pub id: String,
 }
 
+/// `nodes/{node}`: a node's name, as `--node-name` takes it.
+pub struct NodePath {
+    pub node: String,
+}
+
 /// The text of path parameter `key`; a route without it is a bug in the endpoint table.
 fn param<'a>(req: &'a HttpRequest, key: &str) -> ApiResult<&'a str> {
     req.match_info().get(key).ok_or_else(|| {
@@ -116,6 +121,12 @@ from_path!(PermissionPath, |req| {
 });
 from_path!(WorktreePath, |req| {
     Ok(WorktreePath { name: agent(req)?, id: ulid(req, "id", "worktree id")? })
+});
+
+from_path!(NodePath, |req| {
+    let node = param(req, "node")?;
+    orbit_store::limits::check_node_name(node)?;
+    Ok(NodePath { node: node.to_owned() })
 });
 
 /// A required JSON body (400 when it is empty).

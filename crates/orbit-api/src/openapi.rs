@@ -20,13 +20,18 @@ pub fn document(endpoints: &[Endpoint]) -> Value {
     let error = Value::from(answers.subschema_for::<ErrorView>());
     let agent_name = Value::from(requests.subschema_for::<crate::wire::AgentName>());
     let ulid = Value::from(requests.subschema_for::<crate::wire::Ulid>());
+    let node_name = Value::from(requests.subschema_for::<crate::wire::NodeName>());
 
     let mut paths = Map::new();
     for endpoint in endpoints {
         let mut parameters: Vec<Value> = endpoint
             .parameters()
             .map(|name| {
-                let schema = if name == "name" { &agent_name } else { &ulid };
+                let schema = match name {
+                    "name" => &agent_name,
+                    "node" => &node_name,
+                    _ => &ulid,
+                };
                 json!({"name": name, "in": "path", "required": true, "schema": schema})
             })
             .collect();

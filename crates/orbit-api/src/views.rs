@@ -98,6 +98,12 @@ pub struct SessionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "wire::NodeName")]
     pub node: Option<String>,
+    /// The node this session was pinned to until that node was released as gone for good
+    /// (`POST /api/nodes/{node}/release`): its worktree was lost with that node's disk, and
+    /// its turns run in the agent's working directory since, on any node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "wire::NodeName")]
+    pub released_from: Option<String>,
     #[serde(with = "rfc3339")]
     #[schemars(with = "wire::Timestamp")]
     pub created_at: OffsetDateTime,
@@ -153,6 +159,7 @@ impl From<Session> for SessionView {
             permission_mode: session.permission_mode.map(Into::into),
             worktree_id: session.worktree_id,
             node: session.node,
+            released_from: session.released_from,
             created_at: session.created_at,
             last_message_at: session.last_message_at,
             message_count: session.message_count,
@@ -417,6 +424,29 @@ pub struct SuccessView {
 
 impl SuccessView {
     pub const DONE: Self = Self { success: true, worktree_kept: None };
+}
+
+/// A session or a task, by its agent and id.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordRefView {
+    #[schemars(with = "wire::AgentName")]
+    pub agent_name: AgentName,
+    #[schemars(with = "wire::Ulid")]
+    pub id: String,
+}
+
+/// `POST /api/nodes/{node}/release`: what was pinned to the node and is no longer.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleasedNodeView {
+    #[schemars(with = "wire::NodeName")]
+    pub node: String,
+    /// Sessions that lost their pin and their worktree (each now says `releasedFrom`).
+    pub sessions: Vec<RecordRefView>,
+    /// Tasks that lost their pin; one with a worktree gets a new one at its next run, on
+    /// the node that runs it, and is pinned there.
+    pub tasks: Vec<RecordRefView>,
 }
 
 /// `GET /health`.

@@ -71,6 +71,7 @@ macro_rules! store_contract_tests {
             inbox_archive, inbox_filed_page, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
             tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
             deleting_an_agent_tells_the_feed_of_its_tasks, turn_aborts_go_with_the_hold,
+            records_are_released_from_a_node_and_pinned_again,
             instances_register_and_beat, instances_of_one_name_share_a_data_dir, main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused, listings_page_by_cursor,
             rendered_listings_follow_their_records, rendered_history_follows_its_messages);
@@ -1009,6 +1010,49 @@ pub async fn turn_aborts_go_with_the_hold(stores: &Stores) {
     assert!(!none, "a lapsed hold takes no request");
     let missing = sessions.request_turn_abort(&a, &SessionId::new(), timestamp::now()).await;
     assert!(!missing.unwrap(), "an unknown session runs nothing");
+}
+
+/// A node gone for good releases what was pinned to it: a session loses its pin and its
+/// worktree and says where it was; a task loses its pin, and is pinned again by the node
+/// that makes its next worktree (once: a pinned task keeps its node). Records pinned
+/// elsewhere are left alone.
+pub async fn records_are_released_from_a_node_and_pinned_again(stores: &Stores) {
+    let a = agent(stores, "a").await;
+    let pinned = |node: &str| NewSession {
+        worktree_id: Some(crate::new_ulid().to_string()),
+        node: Some(node.into()),
+        ..NewSession::default()
+    };
+    let lost = stores.sessions.create(&a, pinned("gone")).await.unwrap();
+    let kept = stores.sessions.create(&a, pinned("alive")).await.unwrap();
+    let release = || SessionPatch { release_from: Some("gone".into()), ..SessionPatch::default() };
+    let released = stores.sessions.update(&a, &lost.id, release()).await.unwrap();
+    assert_eq!((released.node, released.worktree_id), (None, None));
+    assert_eq!(released.released_from.as_deref(), Some("gone"));
+    let read = stores.sessions.get(&a, &lost.id).await.unwrap();
+    assert_eq!(read.released_from.as_deref(), Some("gone"), "kept");
+    let untouched = stores.sessions.update(&a, &kept.id, release()).await.unwrap();
+    assert_eq!(untouched.node.as_deref(), Some("alive"));
+    assert_eq!(untouched.worktree_id, kept.worktree_id);
+    assert_eq!(untouched.released_from, None);
+
+    let worktree_task = NewTask { worktree: true, node: Some("gone".into()), ..interval_task("w") };
+    let task = stores.tasks.create(&a, worktree_task).await.unwrap();
+    let start = stores.tasks.changes_since(None).await.unwrap();
+    let patch = TaskPatch { release_from: Some("gone".into()), ..TaskPatch::default() };
+    let released = stores.tasks.update(&a, &task.id, patch).await.unwrap();
+    assert_eq!(released.node, None);
+    assert!(released.worktree, "it still works in a worktree, to be made anew");
+    let seen = stores.tasks.changes_since(Some(start.cursor)).await.unwrap();
+    assert_eq!(seen.changes.len(), 1, "the schedulers are told");
+    let pin = |node: &str| TaskPatch { pin_to: Some(node.into()), ..TaskPatch::default() };
+    let taken = stores.tasks.update(&a, &task.id, pin("b")).await.unwrap();
+    assert_eq!(taken.node.as_deref(), Some("b"));
+    let again = stores.tasks.update(&a, &task.id, pin("c")).await.unwrap();
+    assert_eq!(again.node.as_deref(), Some("b"), "a pinned task keeps its node");
+    let plain = stores.tasks.create(&a, interval_task("plain")).await.unwrap();
+    let plain = stores.tasks.update(&a, &plain.id, pin("b")).await.unwrap();
+    assert_eq!(plain.node, None, "a task without a worktree is pinned nowhere");
 }
 
 /// Instances register under fresh ids, beat, list and deregister.

@@ -57,6 +57,11 @@ pub struct Session {
     /// the store refuses them, naming this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The node this session was pinned to until that node was released as gone for good
+    /// ([`SessionPatch::release_from`]): its worktree was on that node's disk and is lost
+    /// with it, so its turns run in the agent's working directory since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_from: Option<String>,
     #[serde(with = "crate::timestamp::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "crate::timestamp::rfc3339::option")]
@@ -146,6 +151,7 @@ impl Session {
             permission_mode: new.permission_mode,
             worktree_id: new.worktree_id,
             node: new.node,
+            released_from: None,
             created_at: crate::timestamp::now(),
             last_message_at: None,
             message_count: 0,
@@ -178,6 +184,10 @@ pub struct SessionPatch {
     pub add_cost_usd: Option<f64>,
     /// Added to the session's usage totals.
     pub add_usage: Option<Usage>,
+    /// A node gone for good: a session pinned to it loses its pin and its worktree (on that
+    /// node's disk), and says where it was (`released_from`). A session pinned elsewhere,
+    /// or not at all, is left as it is.
+    pub release_from: Option<String>,
 }
 
 impl SessionPatch {
@@ -206,6 +216,13 @@ impl SessionPatch {
         }
         if let Some(usage) = self.add_usage {
             session.usage.get_or_insert_with(Usage::default).add(&usage);
+        }
+        if let Some(gone) = self.release_from
+            && session.node.as_deref() == Some(gone.as_str())
+        {
+            session.node = None;
+            session.worktree_id = None;
+            session.released_from = Some(gone);
         }
     }
 }

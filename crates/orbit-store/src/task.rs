@@ -204,6 +204,13 @@ pub struct TaskPatch {
     pub last_run: Option<OffsetDateTime>,
     /// A new slot origin: the new schedule's first slot (set with a new schedule).
     pub anchor: Option<OffsetDateTime>,
+    /// A node gone for good: a task pinned to it loses its pin (its worktree is on that
+    /// node's disk), so that any node may run it, making a new worktree. A task pinned
+    /// elsewhere, or not at all, is left as it is.
+    pub release_from: Option<String>,
+    /// The node about to make the task's worktree: a task with a worktree and no node is
+    /// pinned to it. A task pinned already keeps its node (the caller reads it back).
+    pub pin_to: Option<String>,
 }
 
 impl TaskPatch {
@@ -232,6 +239,17 @@ impl TaskPatch {
         }
         if let Some(anchor) = self.anchor {
             task.anchor = Some(anchor);
+        }
+        if let Some(gone) = self.release_from
+            && task.node.as_deref() == Some(gone.as_str())
+        {
+            task.node = None;
+        }
+        if let Some(here) = self.pin_to
+            && task.worktree
+            && task.node.is_none()
+        {
+            task.node = Some(here);
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod approvals;
 pub mod chat;
 pub mod events;
 pub mod inbox;
+pub mod nodes;
 pub mod sessions;
 pub mod tasks;
 pub mod turns;
@@ -41,6 +42,7 @@ pub fn endpoints() -> Vec<Endpoint> {
     all.extend(approvals::endpoints());
     all.extend(turns::endpoints());
     all.extend(events::endpoints());
+    all.extend(nodes::endpoints());
     all
 }
 

@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, PoisonError};
 
-use orbit_store::{NewSession, SessionId, Task};
+use orbit_store::{NewSession, SessionId, Task, TaskPatch};
 
 use super::Scheduler;
 
@@ -22,15 +22,11 @@ impl Scheduler {
             "task: {}",
             task.name.as_deref().unwrap_or(&task.prompt).chars().take(60).collect::<String>()
         );
+        let node = if task.worktree { Some(self.pin_here(task).await?) } else { None };
         let worktree_id =
             if task.worktree { Some(self.ensure_worktree(task).await?) } else { None };
         // Its worktree is the task's, on the node the task is pinned to (this one).
-        let new = NewSession {
-            title: Some(title),
-            worktree_id,
-            node: task.node.clone(),
-            ..NewSession::default()
-        };
+        let new = NewSession { title: Some(title), worktree_id, node, ..NewSession::default() };
         self.inner.stores.sessions.create_with_id(&task.agent_name, session, new).await?;
         self.announce(orbit_agent::Activity::SessionCreated {
             agent: task.agent_name.clone(),
@@ -80,6 +76,33 @@ impl Scheduler {
     }
 
     /// The task's worktree, made at its first run.
+    /// Pins a task with a worktree to this node, whose disk is about to hold the worktree,
+    /// when it has no node: one made before nodes were named, or one whose node was released
+    /// as gone for good. Pinned under the task's lock, so two nodes never both take it; a
+    /// task pinned to another node meanwhile is refused here.
+    async fn pin_here(&self, task: &Task) -> orbit_store::Result<String> {
+        let here = &self.inner.options.node;
+        let pinned = match &task.node {
+            Some(node) => node.clone(),
+            None => {
+                let patch = TaskPatch { pin_to: Some(here.clone()), ..TaskPatch::default() };
+                let task =
+                    self.inner.stores.tasks.update(&task.agent_name, &task.id, patch).await?;
+                if task.node.as_ref() == Some(here) {
+                    tracing::info!(task = %task.id, node = %here, "pinned a task with a worktree to this node");
+                }
+                task.node.unwrap_or_default()
+            }
+        };
+        if pinned != *here {
+            return Err(orbit_store::Error::Conflict(format!(
+                "task {} works in a git worktree on node '{pinned}'",
+                task.id
+            )));
+        }
+        Ok(pinned)
+    }
+
     async fn ensure_worktree(&self, task: &Task) -> orbit_store::Result<String> {
         let working_dir = self.inner.stores.agents.working_dir(&task.agent_name).await?;
         let id = task.id.to_string();
