@@ -71,7 +71,8 @@ export function chatPage(agent, sessionId) {
       heading.textContent = session.title || 'Untitled session';
       title(`${session.title || 'Session'} · ${agent}`);
       clear(meta, `${agent} · ${session.messageCount} messages · cost ${money(session.totalCostUsd)} · last message `, when(session.lastMessageAt),
-        session.worktreeId ? ` · worktree ${session.worktreeId}` : '');
+        session.worktreeId ? ` · worktree ${session.worktreeId}` : '',
+        session.releasedFrom ? ` · its worktree was lost with node ${session.releasedFrom}; turns run in the agent's working directory` : '');
       if (transcriptMissing && redraw && !current && !watching) {
         clear(log, messages.length ? messages.map((m) => bubble(m.role, h('p', { class: 'text' }, m.content))) : h('p', { class: 'empty' }, 'No messages yet. Say something below.'));
         followBottom();

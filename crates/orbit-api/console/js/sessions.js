@@ -58,6 +58,7 @@ function sessionsTab(agent) {
     const el = h('article', { class: 'row session', 'data-session': session.id },
       h('div', { class: 'main' }, link,
         session.worktreeId ? h('span', { class: 'pill' }, 'worktree') : null,
+        session.releasedFrom ? h('span', { class: 'pill', title: `Its worktree was lost with node ${session.releasedFrom}` }, 'worktree lost') : null,
         session.lastMessage
           ? h('p', { class: 'snippet', title: session.lastMessage.text },
             h('span', { class: 'muted' }, session.lastMessage.role === 'user' ? 'You: ' : 'Agent: '), session.lastMessage.text)
