@@ -286,6 +286,8 @@ impl Application {
         let eviction = self.pool.spawn_eviction(stopping_loops.clone().cancelled_owned());
         // Other nodes' deletions and aborts, on a store shared with them.
         let signals = self.pool.spawn_signal_listener(stopping_loops.clone().cancelled_owned());
+        // This node's activity on the other nodes' event streams (theirs arrive as signals).
+        let relay = self.pool.spawn_activity_relay(stopping_loops.clone().cancelled_owned());
         let (stop_scheduler, scheduler_stopped) = tokio::sync::oneshot::channel::<()>();
         let scheduler = self.scheduler.clone();
         let scheduling = tokio::spawn(async move {
@@ -312,8 +314,8 @@ impl Application {
         };
         stopping_loops.cancel();
         let _ = tokio::join!(eviction, heartbeat);
-        if let Some(signals) = signals {
-            let _ = signals.await;
+        for listener in [signals, relay].into_iter().flatten() {
+            let _ = listener.await;
         }
         if let Err(err) = self.stores.instances.deregister(&self.instance).await {
             tracing::warn!(error = %err, "could not deregister this instance");

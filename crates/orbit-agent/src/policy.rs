@@ -5,13 +5,17 @@
 //! `.claude` settings would allow the tool, so `safe` denies there. `ask` asks there too and
 //! settles the call with an explicit allow or deny, so `can_use_tool` rarely follows; when it
 //! does for a call a person already allowed, it is allowed without asking twice.
+//!
+//! A call waiting for a person is also shared through the store
+//! (`InstanceStore::share_approval`) while it waits, so that every node of a cluster lists
+//! it; the store keeps nothing when no other node shares it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orbit_store::{PermissionMode, RunId};
+use orbit_store::{InstanceId, InstanceStore, PendingApproval, PermissionMode, RunId};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -34,6 +38,53 @@ fn expiry(created_at: time::OffsetDateTime, timeout: Duration) -> time::OffsetDa
         .ok()
         .and_then(|timeout| created_at.checked_add(timeout))
         .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+}
+
+/// The store's copy of a waiting call, listed by every node until it is withdrawn when the
+/// wait ends; a wait cut short (its future dropped) withdraws it on a task of its own.
+struct SharedCopy {
+    instances: Arc<dyn InstanceStore>,
+    instance: InstanceId,
+    /// Until withdrawn.
+    request_id: Option<String>,
+}
+
+impl SharedCopy {
+    /// Shares the call. A store that cannot keep it now (a database away) leaves it listed
+    /// by this node only, which is logged: the wait goes on either way.
+    async fn share(news: &ApprovalNews, approval: &PendingApproval) -> Self {
+        if let Err(err) = news.instances.share_approval(approval).await {
+            tracing::warn!(error = %err, request = %approval.request_id, "could not list a tool call waiting for a person on the other nodes");
+        }
+        Self {
+            instances: news.instances.clone(),
+            instance: news.instance,
+            request_id: Some(approval.request_id.clone()),
+        }
+    }
+
+    async fn withdraw(mut self) {
+        if let Some(request_id) = self.request_id.take() {
+            withdraw(&*self.instances, &self.instance, &request_id).await;
+        }
+    }
+}
+
+impl Drop for SharedCopy {
+    fn drop(&mut self) {
+        let Some(request_id) = self.request_id.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (instances, instance) = (self.instances.clone(), self.instance);
+        runtime.spawn(async move { withdraw(&*instances, &instance, &request_id).await });
+    }
+}
+
+/// Withdraws a shared call; one left behind is listed until this instance's registration
+/// lapses, and answering it is a 404.
+async fn withdraw(instances: &dyn InstanceStore, instance: &InstanceId, request_id: &str) {
+    if let Err(err) = instances.withdraw_approval(instance, request_id).await {
+        tracing::warn!(error = %err, request = %request_id, "could not withdraw a settled tool call from the other nodes' lists");
+    }
 }
 
 /// Tools that only read. Everything else writes or executes.
@@ -75,17 +126,6 @@ struct Pending {
     approval: PendingApproval,
 }
 
-/// A tool call waiting for a person's answer, as anyone may list it.
-#[derive(Debug, Clone)]
-pub struct PendingApproval {
-    pub request: PermissionRequest,
-    /// The task run whose turn asks, if a scheduled run's.
-    pub run_id: Option<RunId>,
-    pub created_at: time::OffsetDateTime,
-    /// Denied at this moment unless answered before.
-    pub expires_at: time::OffsetDateTime,
-}
-
 /// A tool call the running turn was refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeniedTool {
@@ -103,11 +143,19 @@ struct TurnControl {
     events: Option<TurnSink>,
 }
 
+/// Where a session's waiting calls are told of: the bus, and the store that shares them
+/// with the other nodes under this server process's instance.
+pub(crate) struct ApprovalNews {
+    pub(crate) activity: ActivityBus,
+    pub(crate) instances: Arc<dyn InstanceStore>,
+    pub(crate) instance: InstanceId,
+}
+
 /// One session's control handler.
 pub(crate) struct SessionControl {
     /// The agent and session it answers for, as approvals are announced.
     owner: (orbit_store::AgentName, orbit_store::SessionId),
-    activity: ActivityBus,
+    news: ApprovalNews,
     turn: Mutex<TurnControl>,
     pending: Mutex<HashMap<String, Pending>>,
     /// Tool calls a person allowed in the hook, not to be asked about again.
@@ -126,11 +174,11 @@ impl SessionControl {
     pub(crate) fn new(
         owner: (orbit_store::AgentName, orbit_store::SessionId),
         tools: OrbitTools,
-        activity: ActivityBus,
+        news: ApprovalNews,
     ) -> Self {
         Self {
             owner,
-            activity,
+            news,
             turn: Mutex::new(TurnControl {
                 mode: PermissionMode::default(),
                 ask_timeout: Duration::from_secs(60),
@@ -190,7 +238,7 @@ impl SessionControl {
     pub(crate) fn pending_approvals(&self) -> Vec<PendingApproval> {
         let mut approvals: Vec<_> =
             lock(&self.pending).values().map(|pending| pending.approval.clone()).collect();
-        approvals.sort_by(|a, b| a.request.request_id.cmp(&b.request.request_id));
+        approvals.sort_by(|a, b| a.request_id.cmp(&b.request_id));
         approvals
     }
 
@@ -217,16 +265,23 @@ impl SessionControl {
             tool_use_id: tool_use_id.to_owned(),
         };
         let created_at = orbit_store::timestamp::now();
+        let (agent, session) = self.owner.clone();
         let approval = PendingApproval {
-            request: request.clone(),
-            run_id,
+            request_id: request_id.clone(),
+            agent: agent.clone(),
+            session,
+            run: run_id,
+            tool_name: tool.to_owned(),
+            input: input.clone(),
+            tool_use_id: tool_use_id.to_owned(),
             created_at,
             expires_at: expiry(created_at, ask_timeout),
+            instance: self.news.instance,
         };
+        let shared = SharedCopy::share(&self.news, &approval).await;
         lock(&self.pending).insert(request_id.clone(), Pending { answer: tx, approval });
         events.send(TurnEvent::PermissionRequest(request));
-        let (agent, session) = self.owner.clone();
-        self.activity.announce(Activity::ApprovalPending {
+        self.news.activity.announce(Activity::ApprovalPending {
             agent: agent.clone(),
             session,
             request_id: request_id.clone(),
@@ -253,7 +308,8 @@ impl SessionControl {
                 (decision, ApprovalSettlement::Expired)
             }
         };
-        self.activity.announce(Activity::ApprovalSettled {
+        shared.withdraw().await;
+        self.news.activity.announce(Activity::ApprovalSettled {
             agent,
             session,
             request_id,

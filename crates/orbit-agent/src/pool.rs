@@ -252,24 +252,29 @@ impl AgentPool {
         self.shared.agent(agent, session)
     }
 
-    /// Every tool call waiting for a person, of one agent or of all, oldest first, with the
-    /// agent and session it belongs to.
-    pub fn pending_approvals(
+    /// Every tool call waiting for a person, of one agent or of all, oldest first: those of
+    /// this process's turns, and those the store shares from the other live nodes' (none
+    /// but this process's own on a store no other node shares).
+    pub async fn pending_approvals(
         &self,
         agent: Option<&AgentName>,
-    ) -> Vec<(AgentName, SessionId, crate::PendingApproval)> {
+    ) -> Result<Vec<orbit_store::PendingApproval>> {
+        let wanted = |approval: &orbit_store::PendingApproval| {
+            agent.is_none_or(|name| &approval.agent == name)
+        };
+        let now = orbit_store::timestamp::now();
+        let shared = self.stores().instances.shared_approvals(now).await?.unwrap_or_default();
         let mut all: Vec<_> = self
             .shared
             .snapshot()
             .into_iter()
             .filter(|a| agent.is_none_or(|name| a.agent() == name))
-            .flat_map(|a| {
-                let (name, session) = (a.agent().clone(), a.session());
-                a.pending_approvals().into_iter().map(move |p| (name.clone(), session, p))
-            })
+            .flat_map(|a| a.pending_approvals())
+            // This process's own are as it holds them: its copies in the store may lag.
+            .chain(shared.into_iter().filter(|a| a.instance != self.instance() && wanted(a)))
             .collect();
-        all.sort_by(|a, b| a.2.request.request_id.cmp(&b.2.request.request_id));
-        all
+        all.sort_by(|a, b| a.request_id.cmp(&b.request_id));
+        Ok(all)
     }
 
     /// Whether a turn of `agent` runs in this process now.

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orbit_store::{Instance, InstanceId, InstanceStore, Result, Signal, timestamp};
+use orbit_store::{
+    Instance, InstanceId, InstanceStore, PendingApproval, Result, Signal, timestamp,
+};
 use time::OffsetDateTime;
 
 use crate::PgStore;
@@ -66,17 +68,72 @@ impl InstanceStore for PgStore {
         let horizon = timestamp::now() - PRUNE_AFTER;
         transaction!(self, |tx| async {
             db::execute(&tx, "DELETE FROM instances WHERE until < $1", &[&horizon]).await?;
+            // A node that died leaves its approvals behind; they go with its registration.
+            db::execute(
+                &tx,
+                "DELETE FROM pending_approvals a \
+                 WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = a.instance)",
+                &[],
+            )
+            .await?;
             Ok(docs(&db::rows(&tx, "SELECT doc FROM instances ORDER BY id", &[]).await?))
         })
     }
 
     async fn deregister(&self, id: &InstanceId) -> Result<()> {
+        transaction!(self, |tx| async {
+            db::execute(
+                &tx,
+                "DELETE FROM pending_approvals WHERE instance = $1",
+                &[&id.to_string()],
+            )
+            .await?;
+            db::execute(&tx, "DELETE FROM instances WHERE id = $1", &[&id.to_string()]).await
+        })
+        .map(drop)
+    }
+
+    async fn share_approval(&self, approval: &PendingApproval) -> Result<()> {
+        transaction!(self, |tx| async {
+            db::execute(
+                &tx,
+                "INSERT INTO pending_approvals (request_id, instance, agent, session_id, doc) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (request_id) DO UPDATE SET instance = $2, doc = $5",
+                &[
+                    &approval.request_id,
+                    &approval.instance.to_string(),
+                    &approval.agent.as_str(),
+                    &approval.session.to_string(),
+                    &json(approval)?,
+                ],
+            )
+            .await
+        })
+        .map(drop)
+    }
+
+    async fn withdraw_approval(&self, instance: &InstanceId, request_id: &str) -> Result<()> {
         transaction!(self, |tx| db::execute(
             &tx,
-            "DELETE FROM instances WHERE id = $1",
-            &[&id.to_string()]
+            "DELETE FROM pending_approvals WHERE instance = $1 AND request_id = $2",
+            &[&instance.to_string(), &request_id]
         ))
         .map(drop)
+    }
+
+    /// Joined with the registry: a row is listed while its instance's registration runs.
+    async fn shared_approvals(&self, now: OffsetDateTime) -> Result<Option<Vec<PendingApproval>>> {
+        transaction!(self, |tx| async {
+            let rows = db::rows(
+                &tx,
+                "SELECT a.doc FROM pending_approvals a JOIN instances i ON i.id = a.instance \
+                 WHERE i.until > $1 ORDER BY a.request_id",
+                &[&now],
+            )
+            .await?;
+            Ok(Some(docs(&rows)))
+        })
     }
 
     /// A notification on the signals channel, which every node's listening connection

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/0002_cli_transcripts.sql")),
     (3, include_str!("../migrations/0003_session_transcripts.sql")),
     (4, include_str!("../migrations/0004_session_turns.sql")),
+    (5, include_str!("../migrations/0005_pending_approvals.sql")),
 ];
 
 /// An arbitrary constant naming Orbit's migration lock among the database's advisory locks.

@@ -17,8 +17,11 @@
 // This module is test code shipped behind a feature: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod approvals;
 mod rendered;
 mod transcripts;
+
+pub use approvals::approvals_are_listed_while_they_wait;
 
 pub use rendered::{rendered_history_follows_its_messages, rendered_listings_follow_their_records};
 pub use transcripts::{
@@ -69,7 +72,7 @@ macro_rules! store_contract_tests {
             inbox_send_and_read, inbox_claim_is_exclusive, inbox_release_and_dead_letter, inbox_concurrent_claims,
             inbox_archive, inbox_filed_page, inbox_lapsed_lease_is_fenced, inbox_state_changes_never_undo_each_other,
             tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
-            instances_register_and_beat, main_session_is_chosen_once, deleted_agent_leaves_nothing,
+            instances_register_and_beat, approvals_are_listed_while_they_wait, main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused, listings_page_by_cursor,
             rendered_listings_follow_their_records, rendered_history_follows_its_messages);
     };

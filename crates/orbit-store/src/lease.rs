@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{AgentName, InstanceId, LeaseToken, Result, SessionId};
+use crate::{AgentName, InstanceId, LeaseToken, PendingApproval, Result, SessionId};
 
 /// A holder's right to a piece of work until `until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +87,24 @@ pub trait InstanceStore: Send + Sync {
     fn watch_signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
         None
     }
+    /// Keeps a copy of a tool call that waits for a person in a turn of `approval.instance`,
+    /// so that every process sharing the store lists it (`shared_approvals`), until it is
+    /// withdrawn. Sharing one again replaces it. By default nothing is kept: a store that
+    /// no other node shares lists nothing, and each process lists the calls it holds.
+    async fn share_approval(&self, _approval: &PendingApproval) -> Result<()> {
+        Ok(())
+    }
+    /// Withdraws the copy of `request_id` shared by `instance`, once its wait ended; nothing
+    /// when there is none.
+    async fn withdraw_approval(&self, _instance: &InstanceId, _request_id: &str) -> Result<()> {
+        Ok(())
+    }
+    /// The tool calls shared by every instance alive at `now` (its registration not lapsed),
+    /// oldest first; `None` when the store shares none (by default), so that each process
+    /// lists only its own.
+    async fn shared_approvals(&self, _now: OffsetDateTime) -> Result<Option<Vec<PendingApproval>>> {
+        Ok(None)
+    }
 }
 
 /// A word from one server process to the others that share its store.
@@ -121,4 +139,8 @@ pub enum SignalKind {
     },
     /// The answer to a request: the node running the turn did what it asked.
     Done { request: String },
+    /// News of something that happened on the sending node, for the event streams of the
+    /// others: `orbit-agent`'s activity in its compact node-to-node form, which the store
+    /// carries without reading. Nobody answers it.
+    Activity { news: serde_json::Value },
 }

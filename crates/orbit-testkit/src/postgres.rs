@@ -40,7 +40,7 @@ impl TestDatabase {
         let mut last_error = String::new();
         for _ in 0..5 {
             match server.psql(&format!("CREATE DATABASE \"{name}\"")) {
-                Ok(()) => {
+                Ok(_) => {
                     return Self { url: with_database(&server.admin_url, &name), name };
                 }
                 // Concurrent creations from one template can collide; try again.
@@ -70,8 +70,14 @@ impl TestDatabase {
     /// Runs `sql` in this database, as an operator (or another program) would, outside
     /// Orbit.
     pub fn execute(&self, sql: &str) {
+        self.query(sql);
+    }
+
+    /// Runs `sql` in this database as [`Self::execute`] does, and answers what it printed
+    /// (a query's rows, a line each, columns separated by `|`).
+    pub fn query(&self, sql: &str) -> String {
         let server = SERVER.get_or_init(Server::start);
-        server.psql_on(&self.url, sql).unwrap();
+        server.psql_on(&self.url, sql).unwrap()
     }
 
     /// Gives the database back after [`Self::cut_off`].
@@ -238,7 +244,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match server.psql("SELECT 1") {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(err) if Instant::now() > deadline => {
                     let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
                     panic!("the test PostgreSQL did not start: {err}\n{log}");
@@ -249,18 +255,19 @@ impl Server {
         server
     }
 
-    fn psql(&self, sql: &str) -> Result<(), String> {
+    fn psql(&self, sql: &str) -> Result<String, String> {
         self.psql_on(&self.admin_url, sql)
     }
 
-    fn psql_on(&self, url: &str, sql: &str) -> Result<(), String> {
+    /// What `sql` printed, unaligned and without headers.
+    fn psql_on(&self, url: &str, sql: &str) -> Result<String, String> {
         let output = Command::new(&self.psql)
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
             .stdin(Stdio::null())
             .output()
             .map_err(|err| err.to_string())?;
         if output.status.success() {
-            Ok(())
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
         } else {
             Err(String::from_utf8_lossy(&output.stderr).into_owned())
         }
