@@ -1,7 +1,8 @@
 //! What one node shows of the others: the tool calls waiting for a person in turns another
 //! node runs (`GET /api/approvals`), and the other nodes' activity on its event stream
-//! (`GET /api/events`). Two `orbit-server` processes on one database, the real CLI on node A,
-//! every question asked of node B.
+//! (`GET /api/events`), and where a turn another node runs is watched (`GET .../stream`). Two
+//! `orbit-server` processes on one database, the real CLI on node A, every question asked of
+//! node B.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -164,6 +165,13 @@ fn a_nodes_approvals_and_activity_are_seen_on_another() {
         assert_eq!(listed[0]["input"]["command"], "echo hi > made.txt");
         let (status, body) = call(&b, "GET", "/api/agents/bot/approvals", None).await;
         assert_eq!((status, &body["approvals"]), (200, &json!(listed)), "{body}");
+        // A's turn is watched on A: B says so, naming A.
+        let stream = format!("/api/agents/bot/sessions/{session}/stream");
+        let (status, body) = call(&b, "GET", &stream, None).await;
+        assert_eq!((status, &body["code"]), (409, &json!("conflict")), "{body}");
+        let node_a = std::fs::read_to_string(a.data.join("node-name")).unwrap();
+        let named = format!("runs on node '{}'", node_a.trim());
+        assert!(body["error"].as_str().unwrap().contains(&named), "{body}");
         let answer = format!("/api/agents/bot/sessions/{session}/permissions/{request}");
         let (status, body) = call(&b, "POST", &answer, Some(json!({"allow": true}))).await;
         assert_eq!(status, 200, "{body}");
@@ -171,6 +179,8 @@ fn a_nodes_approvals_and_activity_are_seen_on_another() {
         let result = events.iter().find(|e| e["type"] == "result");
         assert_eq!(result.map(|r| &r["result"]), Some(&json!("done")), "{events:?}");
         assert_eq!(approvals(&b).await, Vec::<Value>::new(), "answered: listed nowhere");
+        let (status, body) = call(&b, "GET", &stream, None).await;
+        assert_eq!(status, 404, "no turn runs anywhere: {body}");
 
         // A call whose turn ends unanswered (aborted through B) leaves B's list too.
         let running = start_chat(&a, chat);

@@ -280,6 +280,7 @@ impl Application {
         let heartbeat = tokio::spawn(heartbeat(
             self.stores.clone(),
             self.instance,
+            self.pool.node().to_owned(),
             self.lease,
             stopping_loops.clone(),
         ));
@@ -327,8 +328,8 @@ impl Application {
     async fn register(&self) {
         let host = hostname();
         let until = orbit_store::timestamp::now() + self.lease;
-        match self.stores.instances.register(self.instance, &host, std::process::id(), until).await
-        {
+        let (instances, node, pid) = (&self.stores.instances, self.pool.node(), std::process::id());
+        match instances.register(self.instance, &host, node, pid, until).await {
             Ok(_) => tracing::info!(instance = %self.instance, "registered"),
             Err(err) => tracing::warn!(error = %err, "could not register this instance"),
         }
@@ -336,7 +337,13 @@ impl Application {
 }
 
 /// Renews this instance's registration at a third of the lease.
-async fn heartbeat(stores: Stores, instance: InstanceId, lease: Duration, stop: CancellationToken) {
+async fn heartbeat(
+    stores: Stores,
+    instance: InstanceId,
+    node: String,
+    lease: Duration,
+    stop: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = tokio::time::sleep(lease / 3) => {}
@@ -348,8 +355,10 @@ async fn heartbeat(stores: Stores, instance: InstanceId, lease: Duration, stop: 
             // Pruned by another server while this one was suspended: register again.
             Err(err) if err.kind() == orbit_store::ErrorKind::NotFound => {
                 let host = hostname();
-                if let Err(err) =
-                    stores.instances.register(instance, &host, std::process::id(), until).await
+                if let Err(err) = stores
+                    .instances
+                    .register(instance, &host, &node, std::process::id(), until)
+                    .await
                 {
                     tracing::warn!(error = %err, "could not register this instance again");
                 }

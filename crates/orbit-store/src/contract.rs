@@ -953,10 +953,16 @@ pub async fn task_change_feed(stores: &Stores) {
 
 /// Instances register under fresh ids, beat, list and deregister.
 pub async fn instances_register_and_beat(stores: &Stores) {
-    let first =
-        stores.instances.register(InstanceId::new(), "host-a", 1, in_secs(15)).await.unwrap();
-    let second =
-        stores.instances.register(InstanceId::new(), "host-a", 1, in_secs(15)).await.unwrap();
+    let first = stores
+        .instances
+        .register(InstanceId::new(), "host-a", "node-a", 1, in_secs(15))
+        .await
+        .unwrap();
+    let second = stores
+        .instances
+        .register(InstanceId::new(), "host-a", "node-a", 1, in_secs(15))
+        .await
+        .unwrap();
     assert_ne!(first.id, second.id, "the same pid twice is two instances");
     let beat = stores.instances.heartbeat(&first.id, in_secs(30)).await.unwrap();
     assert!(beat.until > first.until);

@@ -46,6 +46,10 @@ pub struct Instance {
     pub id: InstanceId,
     /// For people reading the registry: where it runs. Nothing depends on it.
     pub host: String,
+    /// The name of the node it serves (`--node-name`), by which the API names where a
+    /// session's turn runs (empty in registrations made before it was kept).
+    #[serde(default)]
+    pub node: String,
     /// For people reading the registry. Nothing depends on it: pids repeat.
     pub pid: u32,
     #[serde(with = "crate::timestamp::rfc3339")]
@@ -60,11 +64,13 @@ pub struct Instance {
 /// The registry of server processes sharing one store.
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
-    /// Registers this process under `id` (fresh for every start), alive until `until`.
+    /// Registers this process under `id` (fresh for every start), serving the node named
+    /// `node`, alive until `until`.
     async fn register(
         &self,
         id: InstanceId,
         host: &str,
+        node: &str,
         pid: u32,
         until: OffsetDateTime,
     ) -> Result<Instance>;

@@ -44,13 +44,15 @@ impl InstanceStore for FsStore {
         &self,
         id: InstanceId,
         host: &str,
+        node: &str,
         pid: u32,
         until: OffsetDateTime,
     ) -> Result<Instance> {
-        let host = host.to_owned();
+        let (host, node) = (host.to_owned(), node.to_owned());
         self.blocking(move |s| {
             let now = timestamp::now();
-            let instance = Instance { id, host, pid, started_at: now, heartbeat_at: now, until };
+            let instance =
+                Instance { id, host, node, pid, started_at: now, heartbeat_at: now, until };
             io::write_json(&s.instance_path(&instance.id), &instance)?;
             s.prune_instances()?;
             Ok(instance)

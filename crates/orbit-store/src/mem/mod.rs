@@ -180,12 +180,13 @@ impl InstanceStore for MemStore {
         &self,
         id: InstanceId,
         host: &str,
+        node: &str,
         pid: u32,
         until: OffsetDateTime,
     ) -> Result<Instance> {
         let now = timestamp::now();
-        let instance =
-            Instance { id, host: host.to_owned(), pid, started_at: now, heartbeat_at: now, until };
+        let (host, node) = (host.to_owned(), node.to_owned());
+        let instance = Instance { id, host, node, pid, started_at: now, heartbeat_at: now, until };
         self.state().instances.insert(id, instance.clone());
         Ok(instance)
     }
