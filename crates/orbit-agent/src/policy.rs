@@ -278,8 +278,11 @@ impl SessionControl {
             expires_at: expiry(created_at, ask_timeout),
             instance: self.news.instance,
         };
+        // Pending here before any node lists it, so that an answer passed on from another
+        // node finds it.
+        lock(&self.pending)
+            .insert(request_id.clone(), Pending { answer: tx, approval: approval.clone() });
         let shared = SharedCopy::share(&self.news, &approval).await;
-        lock(&self.pending).insert(request_id.clone(), Pending { answer: tx, approval });
         events.send(TurnEvent::PermissionRequest(request));
         self.news.activity.announce(Activity::ApprovalPending {
             agent: agent.clone(),
