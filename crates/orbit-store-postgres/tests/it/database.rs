@@ -211,3 +211,31 @@ async fn a_sessions_turn_is_held_by_one_node_at_a_time() {
     let missing = sessions.hold_turn(&bot, &SessionId::new(), &by_b, now).await.unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
 }
+
+/// Who holds a session's turn is the registered instance with the live lease, named by its
+/// node: none once the lease lapsed, or when nothing holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_turn_holder_is_named_while_its_lease_lives() {
+    let (store, _guard) = crate::open(orbit_store::contract::options());
+    let stores = store.stores();
+    let bot = AgentName::parse("bot").unwrap();
+    stores.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let session = stores.sessions.create(&bot, orbit_store::NewSession::default()).await.unwrap();
+    let now = timestamp::now();
+    let lease = Duration::from_secs(30);
+    let node_a = stores
+        .instances
+        .register(InstanceId::new(), "host", "worker-a", 1, now + lease)
+        .await
+        .unwrap();
+    let sessions = &stores.sessions;
+    assert_eq!(sessions.turn_holder(&bot, &session.id, now).await.unwrap(), None);
+    let held = orbit_store::Lease::new(node_a.id, now + lease);
+    sessions.hold_turn(&bot, &session.id, &held, now).await.unwrap();
+    let holder = sessions.turn_holder(&bot, &session.id, now).await.unwrap().unwrap();
+    assert_eq!((holder.id, holder.node.as_str()), (node_a.id, "worker-a"));
+    let lapsed = now + lease + Duration::from_secs(1);
+    assert_eq!(sessions.turn_holder(&bot, &session.id, lapsed).await.unwrap(), None);
+    sessions.release_turn(&bot, &session.id, &held.token).await.unwrap();
+    assert_eq!(sessions.turn_holder(&bot, &session.id, now).await.unwrap(), None);
+}
