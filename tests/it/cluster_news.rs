@@ -260,3 +260,39 @@ fn a_dead_nodes_approvals_are_not_listed() {
     });
     b.stop();
 }
+
+/// A node that stops tells the others how its draining turns ended: the relay outlives the
+/// clients' streams, which end first.
+#[test]
+fn a_stopping_nodes_draining_turns_are_seen_ending_on_another() {
+    let database = TestDatabase::new();
+    let (model_a, model_b) = (asking_model(), asking_model());
+    let ([a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
+    actix_web::rt::System::new().block_on(async {
+        let (on_b, _reading) = Events::open(&b, None).await;
+        let agent = json!({"name": "bot", "permissionMode": "ask"});
+        assert_eq!(call(&a, "POST", "/api/agents", Some(agent)).await.0, 201);
+        let (_, session) = call(&a, "POST", "/api/agents/bot/sessions", None).await;
+        let session = session["session"]["id"].as_str().unwrap().to_owned();
+        let chat = json!({"agentName": "bot", "sessionId": session, "message": "write the file"});
+        let _running = start_chat(&a, chat);
+        let listed =
+            approvals_until(&b, "B never listed A's call", |listed| listed.len() == 1).await;
+        let request = listed[0]["requestId"].as_str().unwrap().to_owned();
+
+        // A stops with its turn waiting for a person: the turn is aborted at the deadline.
+        let mut a = a;
+        let stopping = std::thread::spawn(move || a.stop());
+        on_b.wait_for("B never heard how A's waiting call ended", |events| {
+            events.count("approval_settled", "requestId", &request) == 1
+        })
+        .await;
+        on_b.wait_for("B never heard A's draining turn end", |events| {
+            events.count("turn_ended", "sessionId", &session) == 1
+        })
+        .await;
+        stopping.join().unwrap();
+        assert_eq!(approvals(&b).await, Vec::<Value>::new(), "A left: listed nowhere");
+    });
+    b.stop();
+}

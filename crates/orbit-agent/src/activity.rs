@@ -251,7 +251,14 @@ impl ActivityBus {
     pub fn subscribe(&self, last_seen: Option<u64>) -> Subscription {
         let newest = self.shared.newest.subscribe();
         let cursor = last_seen.unwrap_or_else(|| *newest.borrow());
-        Subscription { shared: self.shared.clone(), newest, cursor }
+        Subscription { shared: self.shared.clone(), newest, cursor, ends_at_close: true }
+    }
+
+    /// Reads from now on, past [`ActivityBus::close`]: for the server's own readers (the
+    /// relay to other nodes), which must hear what the turns still draining at a stop
+    /// announce after the clients' streams ended. Its owner stops reading when it is done.
+    pub fn subscribe_past_close(&self) -> Subscription {
+        Subscription { ends_at_close: false, ..self.subscribe(None) }
     }
 
     /// Ends every subscription: their next read is [`Next::Closed`].
@@ -267,6 +274,8 @@ pub struct Subscription {
     newest: watch::Receiver<u64>,
     /// The id of the last announcement read (or skipped).
     cursor: u64,
+    /// Whether [`ActivityBus::close`] ends it (every client's does).
+    ends_at_close: bool,
 }
 
 impl Subscription {
@@ -278,17 +287,22 @@ impl Subscription {
     /// The next announcement, waiting for one when there is none yet.
     pub async fn next(&mut self) -> Next {
         loop {
-            if self.shared.closed.load(Ordering::SeqCst) {
-                return Next::Closed;
-            }
-            let newest = *self.newest.borrow_and_update();
-            if self.cursor != newest {
-                return self.read(newest);
+            if let Some(next) = self.ready() {
+                return next;
             }
             if self.newest.changed().await.is_err() {
                 return Next::Closed;
             }
         }
+    }
+
+    /// The next announcement if there is one now, without waiting.
+    pub fn ready(&mut self) -> Option<Next> {
+        if self.ends_at_close && self.shared.closed.load(Ordering::SeqCst) {
+            return Some(Next::Closed);
+        }
+        let newest = *self.newest.borrow_and_update();
+        (self.cursor != newest).then(|| self.read(newest))
     }
 
     fn read(&mut self, newest: u64) -> Next {
@@ -380,5 +394,17 @@ mod tests {
         tokio::task::yield_now().await;
         bus.close();
         assert!(matches!(waiting.await.unwrap(), Next::Closed));
+    }
+
+    #[tokio::test]
+    async fn the_servers_own_reader_hears_what_is_announced_after_the_close() {
+        let bus = ActivityBus::new(8);
+        let mut relay = bus.subscribe_past_close();
+        let mut client = bus.subscribe(None);
+        bus.close();
+        bus.announce(changed("a"));
+        assert!(matches!(client.next().await, Next::Closed));
+        assert_eq!(event(relay.next().await), changed("a"));
+        assert!(relay.ready().is_none(), "nothing more now");
     }
 }

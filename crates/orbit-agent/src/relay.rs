@@ -64,38 +64,55 @@ fn cut(text: &str) -> String {
 }
 
 impl AgentPool {
-    /// Relays this node's activity to the other nodes until `shutdown` resolves; `None`
-    /// when the store carries no signals (nobody to tell).
+    /// Relays this node's activity to the other nodes until `shutdown` resolves, and then
+    /// what was announced before it; `None` when the store carries no signals (nobody to
+    /// tell). The clients' streams end before the turns drain at a stop, this relay after
+    /// them: it is not ended by [`crate::ActivityBus::close`], so the other nodes hear how
+    /// the draining turns, approvals and runs ended.
     pub fn spawn_activity_relay(
         &self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Option<tokio::task::JoinHandle<()>> {
         // Only to learn whether the store carries signals at all.
         drop(self.stores().instances.watch_signals()?);
-        let mut subscription = self.activity().subscribe(None);
+        let mut subscription = self.activity().subscribe_past_close();
         let pool = self.clone();
         Some(tokio::spawn(async move {
             tokio::pin!(shutdown);
             loop {
                 let next = tokio::select! {
+                    // What is announced goes before the stop, so none of it is left behind.
+                    biased;
                     next = subscription.next() => next,
-                    () = &mut shutdown => return,
+                    () = &mut shutdown => break,
                 };
-                match next {
-                    Next::Event(announced) => {
-                        if let Some(news) = compact(&announced) {
-                            pool.tell_other_nodes(SignalKind::Activity { news }).await;
-                        }
-                    }
-                    Next::Missed => {
-                        tracing::warn!(
-                            "fell behind this node's activity: the other nodes miss some"
-                        );
-                    }
-                    Next::Closed => return,
+                if !pool.relay(next).await {
+                    return;
+                }
+            }
+            while let Some(next) = subscription.ready() {
+                if !pool.relay(next).await {
+                    return;
                 }
             }
         }))
+    }
+
+    /// Tells the other nodes of one announcement; false once there are no more.
+    async fn relay(&self, next: Next) -> bool {
+        match next {
+            Next::Event(announced) => {
+                if let Some(news) = compact(&announced) {
+                    self.tell_other_nodes(SignalKind::Activity { news }).await;
+                }
+                true
+            }
+            Next::Missed => {
+                tracing::warn!("fell behind this node's activity: the other nodes miss some");
+                true
+            }
+            Next::Closed => false,
+        }
     }
 
     /// Announces here what another node relayed.
