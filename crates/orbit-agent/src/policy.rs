@@ -40,51 +40,27 @@ fn expiry(created_at: time::OffsetDateTime, timeout: Duration) -> time::OffsetDa
         .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
 }
 
-/// The store's copy of a waiting call, listed by every node until it is withdrawn when the
-/// wait ends; a wait cut short (its future dropped) withdraws it on a task of its own.
-struct SharedCopy {
-    instances: Arc<dyn InstanceStore>,
-    instance: InstanceId,
-    /// Until withdrawn.
-    request_id: Option<String>,
-}
-
-impl SharedCopy {
-    /// Shares the call. A store that cannot keep it now (a database away) leaves it listed
-    /// by this node only, which is logged: the wait goes on either way.
-    async fn share(news: &ApprovalNews, approval: &PendingApproval) -> Self {
-        if let Err(err) = news.instances.share_approval(approval).await {
-            tracing::warn!(error = %err, request = %approval.request_id, "could not list a tool call waiting for a person on the other nodes");
+/// Shares a waiting call through the store on a task of its own, and withdraws it once the
+/// returned sender is dropped (the wait ended, whatever ended it, or its future was dropped):
+/// in that order, and never on the permission path, so that a slow or absent database
+/// delays neither the question nor the answer to the CLI. A store that cannot keep the copy
+/// now leaves the call listed by this node only; one that cannot withdraw it leaves it
+/// listed elsewhere until it expires or this node's heartbeat drops it
+/// (`InstanceStore::keep_approvals`). Both are logged.
+fn share_while_waiting(news: &ApprovalNews, approval: PendingApproval) -> oneshot::Sender<()> {
+    let (settled, wait_ended) = oneshot::channel::<()>();
+    let instances = news.instances.clone();
+    tokio::spawn(async move {
+        let request = approval.request_id.clone();
+        if let Err(err) = instances.share_approval(&approval).await {
+            tracing::warn!(error = %err, %request, "could not list a tool call waiting for a person on the other nodes");
         }
-        Self {
-            instances: news.instances.clone(),
-            instance: news.instance,
-            request_id: Some(approval.request_id.clone()),
+        let _ = wait_ended.await;
+        if let Err(err) = instances.withdraw_approval(&approval.instance, &request).await {
+            tracing::warn!(error = %err, %request, "could not withdraw a settled tool call from the other nodes' lists");
         }
-    }
-
-    async fn withdraw(mut self) {
-        if let Some(request_id) = self.request_id.take() {
-            withdraw(&*self.instances, &self.instance, &request_id).await;
-        }
-    }
-}
-
-impl Drop for SharedCopy {
-    fn drop(&mut self) {
-        let Some(request_id) = self.request_id.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let (instances, instance) = (self.instances.clone(), self.instance);
-        runtime.spawn(async move { withdraw(&*instances, &instance, &request_id).await });
-    }
-}
-
-/// Withdraws a shared call; one left behind is listed until this instance's registration
-/// lapses, and answering it is a 404.
-async fn withdraw(instances: &dyn InstanceStore, instance: &InstanceId, request_id: &str) {
-    if let Err(err) = instances.withdraw_approval(instance, request_id).await {
-        tracing::warn!(error = %err, request = %request_id, "could not withdraw a settled tool call from the other nodes' lists");
-    }
+    });
+    settled
 }
 
 /// Tools that only read. Everything else writes or executes.
@@ -141,6 +117,9 @@ struct TurnControl {
     run: Option<RunId>,
     /// Where the turn's events go, so `ask` can show its request.
     events: Option<TurnSink>,
+    /// Counts turns begun and ended: what a call learns after the turn it asked in ended
+    /// is not that turn's news, nor the next one's.
+    generation: u64,
 }
 
 /// Where a session's waiting calls are told of: the bus, and the store that shares them
@@ -184,6 +163,7 @@ impl SessionControl {
                 ask_timeout: Duration::from_secs(60),
                 run: None,
                 events: None,
+                generation: 0,
             }),
             pending: Mutex::new(HashMap::new()),
             approved: Mutex::new(HashSet::new()),
@@ -202,15 +182,22 @@ impl SessionControl {
         events: TurnSink,
     ) {
         let ask_timeout = ask_timeout.min(Duration::from_secs(MAX_ASK_TIMEOUT_SECS));
-        *lock(&self.turn) = TurnControl { mode, ask_timeout, run, events: Some(events) };
+        let mut turn = lock(&self.turn);
+        let generation = turn.generation + 1;
+        *turn = TurnControl { mode, ask_timeout, run, events: Some(events), generation };
         lock(&self.denied).clear();
     }
 
     /// Ends the turn: no sink, and every question still open is answered "deny". Returns the
     /// tool calls the turn was denied.
     pub(crate) fn end_turn(&self) -> Vec<DeniedTool> {
-        lock(&self.turn).events.take();
-        lock(&self.pending).clear();
+        {
+            let mut turn = lock(&self.turn);
+            turn.events.take();
+            turn.generation += 1;
+            // Under the turn's lock, as `ask` inserts: no call of this turn is left behind.
+            lock(&self.pending).clear();
+        }
         lock(&self.approved).clear();
         std::mem::take(&mut *lock(&self.denied)).into_iter().map(|(_, denied)| denied).collect()
     }
@@ -248,15 +235,34 @@ impl SessionControl {
     async fn ask(&self, tool: &str, input: &Value, tool_use_id: &str) -> Decision {
         let request_id = orbit_store::new_ulid().to_string();
         let (tx, rx) = oneshot::channel();
-        let (events, ask_timeout, run_id) = {
+        let (agent, session) = self.owner.clone();
+        let (events, ask_timeout, approval) = {
             let turn = lock(&self.turn);
-            (turn.events.clone(), turn.ask_timeout, turn.run)
-        };
-        let Some(events) = events else {
-            return Decision {
-                allow: false,
-                message: Some("Orbit: no turn is running to allow this tool".into()),
+            let Some(events) = turn.events.clone() else {
+                return Decision {
+                    allow: false,
+                    message: Some("Orbit: no turn is running to allow this tool".into()),
+                };
             };
+            let created_at = orbit_store::timestamp::now();
+            let approval = PendingApproval {
+                request_id: request_id.clone(),
+                agent: agent.clone(),
+                session,
+                run: turn.run,
+                tool_name: tool.to_owned(),
+                input: input.clone(),
+                tool_use_id: tool_use_id.to_owned(),
+                created_at,
+                expires_at: expiry(created_at, turn.ask_timeout),
+                instance: self.news.instance,
+            };
+            // Pending here, under the turn's lock, before any node lists it: an answer
+            // passed on from another node finds it, and the turn's end (which clears the
+            // pending calls under the same lock) cannot come between and leave it behind.
+            lock(&self.pending)
+                .insert(request_id.clone(), Pending { answer: tx, approval: approval.clone() });
+            (events, turn.ask_timeout, approval)
         };
         let request = PermissionRequest {
             request_id: request_id.clone(),
@@ -264,25 +270,7 @@ impl SessionControl {
             input: input.clone(),
             tool_use_id: tool_use_id.to_owned(),
         };
-        let created_at = orbit_store::timestamp::now();
-        let (agent, session) = self.owner.clone();
-        let approval = PendingApproval {
-            request_id: request_id.clone(),
-            agent: agent.clone(),
-            session,
-            run: run_id,
-            tool_name: tool.to_owned(),
-            input: input.clone(),
-            tool_use_id: tool_use_id.to_owned(),
-            created_at,
-            expires_at: expiry(created_at, ask_timeout),
-            instance: self.news.instance,
-        };
-        // Pending here before any node lists it, so that an answer passed on from another
-        // node finds it.
-        lock(&self.pending)
-            .insert(request_id.clone(), Pending { answer: tx, approval: approval.clone() });
-        let shared = SharedCopy::share(&self.news, &approval).await;
+        let shared = share_while_waiting(&self.news, approval);
         events.send(TurnEvent::PermissionRequest(request));
         self.news.activity.announce(Activity::ApprovalPending {
             agent: agent.clone(),
@@ -311,7 +299,7 @@ impl SessionControl {
                 (decision, ApprovalSettlement::Expired)
             }
         };
-        shared.withdraw().await;
+        drop(shared);
         self.news.activity.announce(Activity::ApprovalSettled {
             agent,
             session,
@@ -324,10 +312,15 @@ impl SessionControl {
     /// Whether the tool may run, asking a person in `ask` mode; a denial is noted for the
     /// turn's outcome.
     async fn decide(&self, tool: &str, input: &Value, tool_use_id: &str) -> Decision {
+        let generation = lock(&self.turn).generation;
         let decision = self.decide_unnoted(tool, input, tool_use_id).await;
         if !decision.allow {
-            let reason = decision.message.as_deref().unwrap_or("denied by a person");
-            self.note_denied(tool, tool_use_id, reason);
+            // A call whose turn ended while it waited is not a later turn's denial.
+            let turn = lock(&self.turn);
+            if turn.generation == generation {
+                let reason = decision.message.as_deref().unwrap_or("denied by a person");
+                self.note_denied(tool, tool_use_id, reason);
+            }
         }
         decision
     }
@@ -399,7 +392,136 @@ impl ControlHandler for SessionControl {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use orbit_store::{AgentName, Instance, MemStore, SessionId};
+    use tokio::sync::{Notify, mpsc};
+
     use super::*;
+    use crate::session::TurnLog;
+
+    /// A store whose database is away until `back` is notified: sharing and withdrawing
+    /// wait for it, and are noted in the order they finish.
+    struct AwayStore {
+        inner: Arc<dyn InstanceStore>,
+        back: Notify,
+        done: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl InstanceStore for AwayStore {
+        async fn register(
+            &self,
+            id: InstanceId,
+            host: &str,
+            node: &str,
+            pid: u32,
+            until: time::OffsetDateTime,
+        ) -> orbit_store::Result<Instance> {
+            self.inner.register(id, host, node, pid, until).await
+        }
+        async fn heartbeat(
+            &self,
+            id: &InstanceId,
+            until: time::OffsetDateTime,
+        ) -> orbit_store::Result<Instance> {
+            self.inner.heartbeat(id, until).await
+        }
+        async fn list(&self) -> orbit_store::Result<Vec<Instance>> {
+            self.inner.list().await
+        }
+        async fn deregister(&self, id: &InstanceId) -> orbit_store::Result<()> {
+            self.inner.deregister(id).await
+        }
+        async fn share_approval(&self, approval: &PendingApproval) -> orbit_store::Result<()> {
+            self.back.notified().await;
+            lock(&self.done).push(format!("share {}", approval.request_id));
+            Ok(())
+        }
+        async fn withdraw_approval(
+            &self,
+            _instance: &InstanceId,
+            request_id: &str,
+        ) -> orbit_store::Result<()> {
+            lock(&self.done).push(format!("withdraw {request_id}"));
+            Ok(())
+        }
+    }
+
+    fn control(instances: Arc<AwayStore>) -> Arc<SessionControl> {
+        let stores = MemStore::new(std::env::temp_dir()).stores();
+        let (agent, session) = (AgentName::parse("bot").unwrap(), SessionId::new());
+        let activity = ActivityBus::default();
+        let tools = OrbitTools {
+            agent: agent.clone(),
+            session,
+            stores,
+            activity: activity.clone(),
+            node: "here".into(),
+        };
+        let news = ApprovalNews { activity, instances, instance: InstanceId::new() };
+        Arc::new(SessionControl::new((agent, session), tools, news))
+    }
+
+    fn away() -> Arc<AwayStore> {
+        let inner = MemStore::new(std::env::temp_dir()).stores().instances;
+        Arc::new(AwayStore { inner, back: Notify::new(), done: Mutex::new(Vec::new()) })
+    }
+
+    fn begin(control: &SessionControl) -> mpsc::UnboundedReceiver<TurnEvent> {
+        let (events, received) = mpsc::unbounded_channel();
+        let sink = TurnSink::new(events, TurnLog::new(SessionId::new()));
+        control.begin_turn(PermissionMode::Ask, Duration::from_secs(60), None, sink);
+        received
+    }
+
+    fn asking(control: &Arc<SessionControl>) -> tokio::task::JoinHandle<Decision> {
+        let control = control.clone();
+        tokio::spawn(
+            async move { control.decide("Bash", &json!({"command": "ls"}), "toolu_1").await },
+        )
+    }
+
+    /// Finding 3 of the review: the database is never awaited on the permission path.
+    #[tokio::test]
+    async fn a_database_away_delays_neither_the_question_nor_the_answer() {
+        let store = away();
+        let control = control(store.clone());
+        let mut events = begin(&control);
+        let decided = asking(&control);
+        // Bounded only so that the old behaviour (waiting for the database) fails, not hangs.
+        let asked = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+        let Ok(Some(TurnEvent::PermissionRequest(request))) = asked else {
+            panic!("the question waited for the database: {asked:?}")
+        };
+        control.answer(&request.request_id, Decision { allow: true, message: None }).unwrap();
+        assert!(decided.await.unwrap().allow, "answered while the database is away");
+        assert!(lock(&store.done).is_empty());
+
+        // Back, the copy is shared and then withdrawn, in that order.
+        store.back.notify_one();
+        let id = &request.request_id;
+        let expected = vec![format!("share {id}"), format!("withdraw {id}")];
+        while *lock(&store.done) != expected {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Finding 4 of the review: a call whose turn ended while it waited is neither left
+    /// pending nor counted as a later turn's denial.
+    #[tokio::test]
+    async fn a_call_outliving_its_turn_is_no_later_turns_news() {
+        let control = control(away());
+        let mut events = begin(&control);
+        let decided = asking(&control);
+        assert!(matches!(events.recv().await, Some(TurnEvent::PermissionRequest(_))));
+        assert_eq!(control.pending_approvals().len(), 1);
+        assert_eq!(control.end_turn(), Vec::new(), "the wait has not ended yet");
+        let _next = begin(&control);
+        assert!(!decided.await.unwrap().allow);
+        assert!(control.pending_approvals().is_empty());
+        assert_eq!(control.end_turn(), Vec::new(), "the next turn denied nothing");
+    }
 
     #[test]
     fn an_expiry_past_any_timestamp_is_the_far_future_not_a_panic() {

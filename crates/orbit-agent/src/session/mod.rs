@@ -49,7 +49,7 @@ mod turn;
 mod turn_hold;
 mod turn_log;
 
-use turn_log::TurnLog;
+pub(crate) use turn_log::TurnLog;
 pub(crate) use turn_log::TurnSink;
 pub use turn_log::{REPLAY_BYTES, REPLAY_EVENTS, TRANSCRIPT_TURN_BYTES, TurnWatcher};
 
