@@ -296,3 +296,35 @@ fn a_stopping_nodes_draining_turns_are_seen_ending_on_another() {
     });
     b.stop();
 }
+
+/// While the database is away a node still lists the calls its own turns hold (others' it
+/// cannot know) and takes their answers; once it is back, an answered call is listed
+/// nowhere.
+#[test]
+fn a_node_lists_and_answers_its_own_calls_while_the_database_is_away() {
+    let database = TestDatabase::new();
+    let (model_a, model_b) = (asking_model(), asking_model());
+    let ([mut a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
+    actix_web::rt::System::new().block_on(async {
+        let agent = json!({"name": "bot", "permissionMode": "ask"});
+        assert_eq!(call(&a, "POST", "/api/agents", Some(agent)).await.0, 201);
+        let _running = start_chat(&a, json!({"agentName": "bot", "message": "write the file"}));
+        let listed =
+            approvals_until(&b, "B never listed A's call", |listed| listed.len() == 1).await;
+        let request = listed[0]["requestId"].as_str().unwrap().to_owned();
+        let session = listed[0]["sessionId"].as_str().unwrap().to_owned();
+
+        database.cut_off();
+        assert_eq!(approvals(&a).await, listed, "A lists its own call without the database");
+        assert_eq!(approvals(&b).await, Vec::<Value>::new(), "B knows of none but its own");
+        let answer = format!("/api/agents/bot/sessions/{session}/permissions/{request}");
+        let (status, body) = call(&a, "POST", &answer, Some(json!({"allow": true}))).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(approvals(&a).await, Vec::<Value>::new(), "answered");
+
+        database.restore();
+        approvals_until(&b, "an answered call stayed listed", <[Value]>::is_empty).await;
+    });
+    a.stop();
+    b.stop();
+}

@@ -22,6 +22,9 @@ use crate::listener::ListenerOptions;
 /// the abort's grace and the CLIs' exit this keeps a stop under 10 s, inside a supervisor's
 /// usual stop timeout (docker's is 10 s), after which would come a SIGKILL.
 const TURN_DEADLINE: Duration = Duration::from_secs(4);
+
+/// How old a shared copy of a tool call no turn holds must be before a heartbeat withdraws it.
+const STRAY_APPROVAL_AGE: Duration = Duration::from_secs(5);
 /// How long an aborted turn's CLI gets to stop before it is killed, at shutdown.
 const SHUTDOWN_ABORT_GRACE: Duration = Duration::from_secs(2);
 
@@ -278,9 +281,8 @@ impl Application {
         // `shutdown` and `shutdown_complete`.
         let stopping_loops = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
-            self.stores.clone(),
+            self.pool.clone(),
             self.instance,
-            self.pool.node().to_owned(),
             self.lease,
             stopping_loops.clone(),
         ));
@@ -336,14 +338,16 @@ impl Application {
     }
 }
 
-/// Renews this instance's registration at a third of the lease.
+/// Renews this instance's registration at a third of the lease, and withdraws the copies
+/// of waiting tool calls it shared that no turn of it holds any more (a withdrawal that
+/// failed while the database was away).
 async fn heartbeat(
-    stores: Stores,
+    pool: AgentPool,
     instance: InstanceId,
-    node: String,
     lease: Duration,
     stop: CancellationToken,
 ) {
+    let (stores, node) = (pool.stores().clone(), pool.node().to_owned());
     loop {
         tokio::select! {
             () = tokio::time::sleep(lease / 3) => {}
@@ -366,6 +370,14 @@ async fn heartbeat(
             Err(err) => {
                 tracing::warn!(error = %err, "could not renew this instance's registration")
             }
+        }
+        // A call made just now may be held but not yet in the list read below: only copies
+        // older than a few seconds go.
+        let before = orbit_store::timestamp::now() - STRAY_APPROVAL_AGE;
+        let waiting: Vec<String> =
+            pool.local_pending_approvals().into_iter().map(|a| a.request_id).collect();
+        if let Err(err) = stores.instances.keep_approvals(&instance, &waiting, before).await {
+            tracing::warn!(error = %err, "could not withdraw stray copies of settled tool calls");
         }
     }
 }

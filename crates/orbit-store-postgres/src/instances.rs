@@ -123,13 +123,32 @@ impl InstanceStore for PgStore {
         .map(drop)
     }
 
-    /// Joined with the registry: a row is listed while its instance's registration runs.
+    async fn keep_approvals(
+        &self,
+        instance: &InstanceId,
+        waiting: &[String],
+        before: OffsetDateTime,
+    ) -> Result<()> {
+        let waiting = waiting.to_vec();
+        transaction!(self, |tx| db::execute(
+            &tx,
+            "DELETE FROM pending_approvals WHERE instance = $1 AND NOT (request_id = ANY($2)) \
+             AND (doc->>'createdAt')::timestamptz < $3",
+            &[&instance.to_string(), &waiting, &before]
+        ))
+        .map(drop)
+    }
+
+    /// Joined with the registry: a row is listed while its instance's registration runs and
+    /// its wait has not expired (a copy whose withdrawal failed goes at its expiry at the
+    /// latest, and with the next heartbeat of its instance).
     async fn shared_approvals(&self, now: OffsetDateTime) -> Result<Option<Vec<PendingApproval>>> {
         transaction!(self, |tx| async {
             let rows = db::rows(
                 &tx,
                 "SELECT a.doc FROM pending_approvals a JOIN instances i ON i.id = a.instance \
-                 WHERE i.until > $1 ORDER BY a.request_id",
+                 WHERE i.until > $1 AND (a.doc->>'expiresAt')::timestamptz > $1 \
+                 ORDER BY a.request_id",
                 &[&now],
             )
             .await?;

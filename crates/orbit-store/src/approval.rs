@@ -5,7 +5,9 @@
 //! signal). A store that several nodes share also keeps a copy of each waiting call
 //! (`InstanceStore::share_approval`), naming the instance whose turn waits, so that any node
 //! can list it; the copy is withdrawn when the wait ends, and the copies of an instance whose
-//! heartbeat lapsed (a node that died without withdrawing them) are not listed.
+//! heartbeat lapsed (a node that died without withdrawing them) are not listed, nor is a
+//! copy past its expiry; a copy whose withdrawal failed goes with its instance's next
+//! heartbeat (`InstanceStore::keep_approvals`).
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -105,8 +105,18 @@ pub trait InstanceStore: Send + Sync {
     async fn withdraw_approval(&self, _instance: &InstanceId, _request_id: &str) -> Result<()> {
         Ok(())
     }
-    /// The tool calls shared by every instance alive at `now` (its registration not lapsed),
-    /// oldest first; `None` when the store shares none (by default), so that each process
+    /// Withdraws every copy `instance` shared before `before` but `waiting` (the calls it
+    /// holds) does not name: those a failed withdrawal left behind. Called with each heartbeat.
+    async fn keep_approvals(
+        &self,
+        _instance: &InstanceId,
+        _waiting: &[String],
+        _before: OffsetDateTime,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// The tool calls shared by every instance alive at `now` (its registration not lapsed)
+    /// and not expired at `now`, oldest first; `None` when the store shares none (by default), so that each process
     /// lists only its own.
     async fn shared_approvals(&self, _now: OffsetDateTime) -> Result<Option<Vec<PendingApproval>>> {
         Ok(None)

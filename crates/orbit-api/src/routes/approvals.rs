@@ -32,12 +32,12 @@ pub fn endpoints() -> Vec<Endpoint> {
 }
 
 async fn list_all(state: Data<AppState>) -> ApiResult<HttpResponse> {
-    let approvals = views::all(state.pool.pending_approvals(None).await?);
+    let approvals = views::all(state.pool.pending_approvals(None).await);
     Ok(HttpResponse::Ok().json(ApprovalsBody { approvals }))
 }
 
 async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
     state.stores.agents.get(&path.name).await?;
-    let approvals = views::all(state.pool.pending_approvals(Some(&path.name)).await?);
+    let approvals = views::all(state.pool.pending_approvals(Some(&path.name)).await);
     Ok(HttpResponse::Ok().json(ApprovalsBody { approvals }))
 }

@@ -239,3 +239,35 @@ async fn a_sessions_turn_holder_is_named_while_its_lease_lives() {
     sessions.release_turn(&bot, &session.id, &held.token).await.unwrap();
     assert_eq!(sessions.turn_holder(&bot, &session.id, now).await.unwrap(), None);
 }
+
+/// The database shares approvals (the contract also passes for a store that shares none, so
+/// this is where losing PostgreSQL's implementation fails): a shared call is listed, and
+/// the list is a list even when empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_shares_approvals() {
+    let (store, _guard) = crate::open(orbit_store::contract::options());
+    let stores = store.stores();
+    let now = timestamp::now();
+    assert_eq!(stores.instances.shared_approvals(now).await.unwrap(), Some(Vec::new()));
+    let lease = Duration::from_secs(30);
+    let instance =
+        stores.instances.register(InstanceId::new(), "host", "a", 1, now + lease).await.unwrap();
+    let bot = AgentName::parse("bot").unwrap();
+    stores.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let session = stores.sessions.create(&bot, orbit_store::NewSession::default()).await.unwrap();
+    let approval = orbit_store::PendingApproval {
+        request_id: orbit_store::new_ulid().to_string(),
+        agent: bot,
+        session: session.id,
+        run: None,
+        tool_name: "Write".into(),
+        input: serde_json::json!({"file_path": "a.txt", "content": "hi"}),
+        tool_use_id: "toolu_01".into(),
+        created_at: now,
+        expires_at: now + lease,
+        instance: instance.id,
+    };
+    stores.instances.share_approval(&approval).await.unwrap();
+    let listed = stores.instances.shared_approvals(timestamp::now()).await.unwrap();
+    assert_eq!(listed, Some(vec![approval]));
+}

@@ -66,6 +66,29 @@ pub async fn approvals_are_listed_while_they_wait(stores: &Stores) {
     let listed = instances.shared_approvals(timestamp::now()).await.unwrap().unwrap();
     assert_eq!(listed, vec![of_lapsed.clone(), second.clone()]);
 
+    // An expired call is not listed, even while its instance lives (its withdrawal failed).
+    let mut expired = waiting(&bot, session, live);
+    expired.expires_at = timestamp::now() - time::Duration::seconds(1);
+    instances.share_approval(&expired).await.unwrap();
+    let listed = instances.shared_approvals(timestamp::now()).await.unwrap().unwrap();
+    assert_eq!(listed, vec![of_lapsed.clone(), second.clone()], "an expired call is not listed");
+
+    // A heartbeat drops the copies its instance no longer holds, shared before it began.
+    let third = waiting(&bot, session, live);
+    let before = third.created_at;
+    instances.share_approval(&third).await.unwrap();
+    instances
+        .keep_approvals(&live, std::slice::from_ref(&second.request_id), before)
+        .await
+        .unwrap();
+    let listed = instances.shared_approvals(timestamp::now()).await.unwrap().unwrap();
+    assert_eq!(listed, vec![of_lapsed.clone(), second.clone(), third.clone()], "newer kept");
+    let after = timestamp::now() + time::Duration::seconds(1);
+    instances.keep_approvals(&live, &[], after).await.unwrap();
+    let listed = instances.shared_approvals(timestamp::now()).await.unwrap().unwrap();
+    assert_eq!(listed, vec![of_lapsed.clone()], "only the other instance's are left");
+    instances.share_approval(&second).await.unwrap();
+
     // An instance that leaves takes its calls with it.
     instances.deregister(&live).await.unwrap();
     let listed = instances.shared_approvals(timestamp::now()).await.unwrap().unwrap();
