@@ -20,6 +20,10 @@ use crate::activity::{Activity, Announced, Next, TurnEnding};
 /// The most characters of a failed turn's error text relayed: the rest is in its session.
 const ERROR_CHARS: usize = 1000;
 
+/// The most bytes the relayed error text takes in JSON, escapes included (a control
+/// character takes six), so that the signal stays under PostgreSQL's 8000 bytes.
+const ERROR_JSON_BYTES: usize = 3000;
+
 /// One activity as it travels between nodes.
 #[derive(Debug, Serialize, Deserialize)]
 struct News {
@@ -56,10 +60,25 @@ fn compact(announced: &Announced) -> Option<serde_json::Value> {
     }
 }
 
+/// The text, cut to at most [`ERROR_CHARS`] characters and [`ERROR_JSON_BYTES`] bytes of
+/// JSON, with a mark where it was cut.
 fn cut(text: &str) -> String {
-    match text.char_indices().nth(ERROR_CHARS) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
+    let mut json_bytes = 0;
+    for (count, (at, c)) in text.char_indices().enumerate() {
+        json_bytes += json_len(c);
+        if count == ERROR_CHARS || json_bytes > ERROR_JSON_BYTES {
+            return format!("{}…", &text[..at]);
+        }
+    }
+    text.to_owned()
+}
+
+/// The bytes a character takes inside a JSON string.
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if u32::from(c) < 0x20 => 6,
+        c => c.len_utf8(),
     }
 }
 
@@ -167,6 +186,27 @@ mod tests {
         let Activity::TurnEnded { ending, .. } = &relayed.activity else { panic!("{relayed:?}") };
         assert_eq!(ending.error.as_deref().map(|e| e.chars().count()), Some(ERROR_CHARS + 1));
         assert_eq!(compact(&relayed), None, "what was relayed here goes no further");
+    }
+
+    /// What goes to PostgreSQL is the whole signal, escaped: the longest error text of the
+    /// most escaped characters still fits its limit (`orbit-store-postgres`'s 7900 bytes).
+    #[tokio::test]
+    async fn the_most_escaped_error_text_fits_a_notification() {
+        let bus = ActivityBus::default();
+        let agent = AgentName::parse(&"a".repeat(64)).unwrap();
+        for error in ["\u{1}".repeat(5000), "\"".repeat(5000), "\u{10FFFF}".repeat(5000)] {
+            let ending = TurnEnding { success: false, cost_usd: Some(0.5), error: Some(error) };
+            bus.announce(Activity::TurnEnded {
+                agent: agent.clone(),
+                session: SessionId::new(),
+                ending,
+            });
+            let news = compact(&*newest(&bus).await).unwrap();
+            let what = SignalKind::Activity { news };
+            let signal = orbit_store::Signal { from: orbit_store::InstanceId::new(), what };
+            let bytes = serde_json::to_string(&signal).unwrap().len();
+            assert!(bytes < 7900, "{bytes} bytes");
+        }
     }
 
     #[tokio::test]

@@ -61,6 +61,18 @@ pub struct Instance {
     pub until: OffsetDateTime,
 }
 
+impl Instance {
+    /// How a person is told where it runs: by its node's name, or, in a registration that
+    /// names none, by its id and host.
+    pub fn described(&self) -> String {
+        if self.node.is_empty() {
+            format!("instance {} on host '{}'", self.id, self.host)
+        } else {
+            format!("node '{}'", self.node)
+        }
+    }
+}
+
 /// The registry of server processes sharing one store.
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
@@ -159,4 +171,26 @@ pub enum SignalKind {
     /// others: `orbit-agent`'s activity in its compact node-to-node form, which the store
     /// carries without reading. Nobody answers it.
     Activity { news: serde_json::Value },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_is_described_by_its_node_or_else_its_id_and_host() {
+        let now = crate::timestamp::now();
+        let mut instance = Instance {
+            id: InstanceId::new(),
+            host: "box".into(),
+            node: String::new(),
+            pid: 1,
+            started_at: now,
+            heartbeat_at: now,
+            until: now,
+        };
+        assert_eq!(instance.described(), format!("instance {} on host 'box'", instance.id));
+        instance.node = "worker-a".into();
+        assert_eq!(instance.described(), "node 'worker-a'");
+    }
 }

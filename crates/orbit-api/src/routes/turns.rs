@@ -77,8 +77,8 @@ async fn watch(state: Data<AppState>, path: SessionPath) -> ApiResult<impl Respo
             Some(holder) if holder.id != state.pool.instance() => ApiError::new(
                 Code::Conflict,
                 format!(
-                    "the turn of session {id} runs on node '{}'; watch it through that node",
-                    holder.node
+                    "the turn of session {id} runs on {}; watch it through that node",
+                    holder.described()
                 ),
             ),
             _ => ApiError::not_found(format!("session {id} has no running turn")),
