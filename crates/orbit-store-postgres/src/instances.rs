@@ -15,6 +15,11 @@ use crate::db::{self, doc, docs, json, not_found, transaction};
 /// margin.
 const SIGNAL_BYTES: usize = 7900;
 
+/// The most bytes of a tool's input (as JSON) kept in a shared copy of a waiting call: a
+/// `Write` call's content may be megabytes, which every listing would carry. Beyond it the
+/// copy keeps a preview (see [`capped`]); the node whose turn waits lists the whole input.
+const APPROVAL_INPUT_BYTES: usize = 32 * 1024;
+
 /// A registration expired this long ago is dropped by the next listing.
 const PRUNE_AFTER: Duration = Duration::from_secs(60 * 60);
 
@@ -95,6 +100,7 @@ impl InstanceStore for PgStore {
     }
 
     async fn share_approval(&self, approval: &PendingApproval) -> Result<()> {
+        let approval = &capped(approval.clone());
         transaction!(self, |tx| async {
             db::execute(
                 &tx,
@@ -178,4 +184,22 @@ impl InstanceStore for PgStore {
     fn watch_signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
         Some(self.inner.signals.subscribe())
     }
+}
+
+/// The approval with an input of at most [`APPROVAL_INPUT_BYTES`] of JSON: a longer one is
+/// replaced by `{"truncated": true, "bytes": <its length>, "preview": <its JSON's start>}`.
+fn capped(mut approval: PendingApproval) -> PendingApproval {
+    let text = approval.input.to_string();
+    if text.len() > APPROVAL_INPUT_BYTES {
+        let mut end = APPROVAL_INPUT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        approval.input = serde_json::json!({
+            "truncated": true,
+            "bytes": text.len(),
+            "preview": format!("{}…", &text[..end]),
+        });
+    }
+    approval
 }

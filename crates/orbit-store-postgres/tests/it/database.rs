@@ -269,5 +269,24 @@ async fn the_database_shares_approvals() {
     };
     stores.instances.share_approval(&approval).await.unwrap();
     let listed = stores.instances.shared_approvals(timestamp::now()).await.unwrap();
-    assert_eq!(listed, Some(vec![approval]));
+    assert_eq!(listed, Some(vec![approval.clone()]));
+
+    // A huge input (a Write of megabytes) is kept as a preview of bounded size.
+    let content = "x".repeat(4 << 20);
+    let huge = orbit_store::PendingApproval {
+        request_id: orbit_store::new_ulid().to_string(),
+        input: serde_json::json!({"file_path": "big.txt", "content": content}),
+        ..approval.clone()
+    };
+    stores.instances.share_approval(&huge).await.unwrap();
+    let listed = stores.instances.shared_approvals(timestamp::now()).await.unwrap().unwrap();
+    let kept = &listed[1].input;
+    assert_eq!(
+        (kept["truncated"].as_bool(), kept["bytes"].as_u64()),
+        (Some(true), Some(huge.input.to_string().len() as u64))
+    );
+    let preview = kept["preview"].as_str().unwrap();
+    assert!(preview.starts_with(r#"{"content":"xxx"#), "{preview:.40}");
+    assert!(preview.len() < 33 * 1024, "{} bytes", preview.len());
+    assert_eq!(listed[1].tool_name, huge.tool_name);
 }
