@@ -143,7 +143,11 @@ async fn a_client_resumes_after_its_last_event_id_or_is_told_to_resync() {
     let (first_id, first) = events.next().await.unwrap();
     assert_eq!(first["agentName"], "first");
     let first_id = first_id.unwrap();
-    assert!(first_id.parse::<u64>().unwrap() > ready.parse::<u64>().unwrap(), "ids increase");
+    // An id is `<stream>-<n>`: the node's stream, and a number that increases.
+    let (stream, first_n) = first_id.split_once('-').unwrap();
+    let (ready_stream, ready_n) = ready.split_once('-').unwrap();
+    assert_eq!(stream, ready_stream, "one stream");
+    assert!(first_n.parse::<u64>().unwrap() > ready_n.parse::<u64>().unwrap(), "ids increase");
     drop(events);
     app.create_agent("second").await;
     app.create_agent("third").await;
@@ -157,7 +161,9 @@ async fn a_client_resumes_after_its_last_event_id_or_is_told_to_resync() {
     assert_eq!(resumed.next().await.unwrap().1["agentName"], "fourth");
 
     // An id the server no longer holds (or never gave) says reload, and the stream goes on.
-    for stale in ["1", "not-a-number"] {
+    let (gone, another_nodes) =
+        (format!("{stream}-1"), format!("{}-{first_n}", orbit_store::new_ulid()));
+    for stale in [gone.as_str(), "1", "not-a-number", another_nodes.as_str()] {
         let (mut stale_stream, _) = app.events(Some(stale)).await;
         let (_, resync) = stale_stream.next().await.unwrap();
         assert_eq!(resync["type"], "resync", "{stale}: {resync}");

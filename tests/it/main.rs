@@ -10,6 +10,7 @@ mod browser_actions;
 mod browser_attacks;
 mod cluster;
 mod cluster_crash;
+mod cluster_news;
 mod cluster_outage;
 mod cluster_pinning;
 mod cluster_signals;

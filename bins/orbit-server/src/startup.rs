@@ -22,6 +22,9 @@ use crate::listener::ListenerOptions;
 /// the abort's grace and the CLIs' exit this keeps a stop under 10 s, inside a supervisor's
 /// usual stop timeout (docker's is 10 s), after which would come a SIGKILL.
 const TURN_DEADLINE: Duration = Duration::from_secs(4);
+
+/// How old a shared copy of a tool call no turn holds must be before a heartbeat withdraws it.
+const STRAY_APPROVAL_AGE: Duration = Duration::from_secs(5);
 /// How long an aborted turn's CLI gets to stop before it is killed, at shutdown.
 const SHUTDOWN_ABORT_GRACE: Duration = Duration::from_secs(2);
 
@@ -294,7 +297,7 @@ impl Application {
         // `shutdown` and `shutdown_complete`.
         let stopping_loops = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
-            self.stores.clone(),
+            self.pool.clone(),
             self.instance,
             self.identity.clone(),
             self.lease,
@@ -303,6 +306,8 @@ impl Application {
         let eviction = self.pool.spawn_eviction(stopping_loops.clone().cancelled_owned());
         // Other nodes' deletions and aborts, on a store shared with them.
         let signals = self.pool.spawn_signal_listener(stopping_loops.clone().cancelled_owned());
+        // This node's activity on the other nodes' event streams (theirs arrive as signals).
+        let relay = self.pool.spawn_activity_relay(stopping_loops.clone().cancelled_owned());
         let (stop_scheduler, scheduler_stopped) = tokio::sync::oneshot::channel::<()>();
         let scheduler = self.scheduler.clone();
         let scheduling = tokio::spawn(async move {
@@ -329,8 +334,8 @@ impl Application {
         };
         stopping_loops.cancel();
         let _ = tokio::join!(eviction, heartbeat);
-        if let Some(signals) = signals {
-            let _ = signals.await;
+        for listener in [signals, relay].into_iter().flatten() {
+            let _ = listener.await;
         }
         if let Err(err) = self.stores.instances.deregister(&self.instance).await {
             tracing::warn!(error = %err, "could not deregister this instance");
@@ -352,14 +357,17 @@ async fn register(
     stores.instances.register(instance, &host, std::process::id(), identity, until).await.map(drop)
 }
 
-/// Renews this instance's registration at a third of the lease.
+/// Renews this instance's registration at a third of the lease, and withdraws the copies
+/// of waiting tool calls it shared that no turn of it holds any more (a withdrawal that
+/// failed while the database was away).
 async fn heartbeat(
-    stores: Stores,
+    pool: AgentPool,
     instance: InstanceId,
     identity: NodeIdentity,
     lease: Duration,
     stop: CancellationToken,
 ) {
+    let stores = pool.stores().clone();
     loop {
         tokio::select! {
             () = tokio::time::sleep(lease / 3) => {}
@@ -377,6 +385,14 @@ async fn heartbeat(
             Err(err) => {
                 tracing::warn!(error = %err, "could not renew this instance's registration")
             }
+        }
+        // A call made just now may be held but not yet in the list read below: only copies
+        // older than a few seconds go.
+        let before = orbit_store::timestamp::now() - STRAY_APPROVAL_AGE;
+        let waiting: Vec<String> =
+            pool.local_pending_approvals().into_iter().map(|a| a.request_id).collect();
+        if let Err(err) = stores.instances.keep_approvals(&instance, &waiting, before).await {
+            tracing::warn!(error = %err, "could not withdraw stray copies of settled tool calls");
         }
     }
 }

@@ -14,12 +14,21 @@
 //! it shows. Ids start from the clock at the bus's creation, so a server started later
 //! numbers above an earlier one, and a client resuming across a restart is told to reload
 //! rather than being replayed the wrong events.
+//!
+//! Each bus also has a stream id of its own (a fresh ULID, [`ActivityBus::stream`]): ids are
+//! this bus's alone, so a client that brings an id to another node (or to a later start of
+//! this one) is recognized by the stream id it names, and told to reload.
+//!
+//! On a cluster, what happens on one node is relayed to the others (`relay`) and announced
+//! there too, marked [`Announced::relayed`] so that it is not relayed again. The activities
+//! derive serde for that node-to-node form only; what clients see is `orbit-api`'s.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use orbit_store::{AgentName, MessageId, RunId, RunStatus, SessionId, TaskId};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
@@ -29,7 +38,8 @@ use crate::prompt::TurnKind;
 pub const DEFAULT_CAPACITY: usize = 1024;
 
 /// One change, as a client watching the server is told of it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
 pub enum Activity {
     /// An agent was made, changed (model, mode, status) or deleted.
     AgentChanged {
@@ -116,7 +126,8 @@ pub enum Activity {
 }
 
 /// How a turn ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TurnEnding {
     pub success: bool,
     pub cost_usd: Option<f64>,
@@ -125,7 +136,8 @@ pub struct TurnEnding {
 }
 
 /// Why a tool call stopped waiting for a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum ApprovalSettlement {
     Allowed,
     Denied,
@@ -139,6 +151,8 @@ pub struct Announced {
     pub id: u64,
     pub at: OffsetDateTime,
     pub activity: Activity,
+    /// Whether it happened on another node and was relayed here (and so is not relayed on).
+    pub relayed: bool,
 }
 
 /// What a subscriber reads next.
@@ -153,6 +167,8 @@ pub enum Next {
 }
 
 struct Shared {
+    /// This bus's stream id: the ids it gives mean something only with it.
+    stream: String,
     capacity: usize,
     ring: Mutex<VecDeque<Arc<Announced>>>,
     /// The id of the newest announcement (one below the first id before any).
@@ -188,6 +204,7 @@ impl ActivityBus {
         let (newest, _) = watch::channel(first - 1);
         Self {
             shared: Arc::new(Shared {
+                stream: orbit_store::new_ulid().to_string(),
                 capacity: capacity.max(1),
                 ring: Mutex::new(VecDeque::with_capacity(capacity.max(1))),
                 newest,
@@ -198,15 +215,30 @@ impl ActivityBus {
 
     /// Tells every subscriber; never waits for one.
     pub fn announce(&self, activity: Activity) {
+        self.push(activity, orbit_store::timestamp::now(), false);
+    }
+
+    /// Tells every subscriber of something another node announced at `at`, which is not
+    /// relayed again.
+    pub fn announce_relayed(&self, activity: Activity, at: OffsetDateTime) {
+        self.push(activity, at, true);
+    }
+
+    fn push(&self, activity: Activity, at: OffsetDateTime, relayed: bool) {
         let mut ring = self.shared.ring.lock().unwrap_or_else(PoisonError::into_inner);
         let id = *self.shared.newest.borrow() + 1;
-        let announced = Arc::new(Announced { id, at: orbit_store::timestamp::now(), activity });
+        let announced = Arc::new(Announced { id, at, activity, relayed });
         if ring.len() == self.shared.capacity {
             ring.pop_front();
         }
         ring.push_back(announced);
         // Under the ring's lock, so ids are in the ring in order.
         self.shared.newest.send_replace(id);
+    }
+
+    /// This bus's stream id (a ULID), which tells its ids from another bus's.
+    pub fn stream(&self) -> &str {
+        &self.shared.stream
     }
 
     /// The id of the newest announcement.
@@ -219,7 +251,14 @@ impl ActivityBus {
     pub fn subscribe(&self, last_seen: Option<u64>) -> Subscription {
         let newest = self.shared.newest.subscribe();
         let cursor = last_seen.unwrap_or_else(|| *newest.borrow());
-        Subscription { shared: self.shared.clone(), newest, cursor }
+        Subscription { shared: self.shared.clone(), newest, cursor, ends_at_close: true }
+    }
+
+    /// Reads from now on, past [`ActivityBus::close`]: for the server's own readers (the
+    /// relay to other nodes), which must hear what the turns still draining at a stop
+    /// announce after the clients' streams ended. Its owner stops reading when it is done.
+    pub fn subscribe_past_close(&self) -> Subscription {
+        Subscription { ends_at_close: false, ..self.subscribe(None) }
     }
 
     /// Ends every subscription: their next read is [`Next::Closed`].
@@ -235,6 +274,8 @@ pub struct Subscription {
     newest: watch::Receiver<u64>,
     /// The id of the last announcement read (or skipped).
     cursor: u64,
+    /// Whether [`ActivityBus::close`] ends it (every client's does).
+    ends_at_close: bool,
 }
 
 impl Subscription {
@@ -246,17 +287,22 @@ impl Subscription {
     /// The next announcement, waiting for one when there is none yet.
     pub async fn next(&mut self) -> Next {
         loop {
-            if self.shared.closed.load(Ordering::SeqCst) {
-                return Next::Closed;
-            }
-            let newest = *self.newest.borrow_and_update();
-            if self.cursor != newest {
-                return self.read(newest);
+            if let Some(next) = self.ready() {
+                return next;
             }
             if self.newest.changed().await.is_err() {
                 return Next::Closed;
             }
         }
+    }
+
+    /// The next announcement if there is one now, without waiting.
+    pub fn ready(&mut self) -> Option<Next> {
+        if self.ends_at_close && self.shared.closed.load(Ordering::SeqCst) {
+            return Some(Next::Closed);
+        }
+        let newest = *self.newest.borrow_and_update();
+        (self.cursor != newest).then(|| self.read(newest))
     }
 
     fn read(&mut self, newest: u64) -> Next {
@@ -348,5 +394,17 @@ mod tests {
         tokio::task::yield_now().await;
         bus.close();
         assert!(matches!(waiting.await.unwrap(), Next::Closed));
+    }
+
+    #[tokio::test]
+    async fn the_servers_own_reader_hears_what_is_announced_after_the_close() {
+        let bus = ActivityBus::new(8);
+        let mut relay = bus.subscribe_past_close();
+        let mut client = bus.subscribe(None);
+        bus.close();
+        bus.announce(changed("a"));
+        assert!(matches!(client.next().await, Next::Closed));
+        assert_eq!(event(relay.next().await), changed("a"));
+        assert!(relay.ready().is_none(), "nothing more now");
     }
 }

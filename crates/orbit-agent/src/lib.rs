@@ -7,7 +7,7 @@
 //! - [`SessionAgent`]: one session's warm process and its chat turns, with inbox claims.
 //! - [`AgentPool`]: session agents keyed `agentName:sessionId`, a cap on live processes,
 //!   idle eviction, shutdown; `signals`: what it tells, and hears from, other nodes on the
-//!   same store.
+//!   same store; `relay`: this node's activity on the other nodes' event streams.
 //!
 //! Usable without the server: see `examples/one_turn.rs`.
 
@@ -19,6 +19,7 @@ mod policy;
 mod pool;
 pub mod prompt;
 mod qmd;
+mod relay;
 pub mod runtime;
 mod session;
 mod signals;
@@ -33,7 +34,7 @@ pub use event::{
     CliMessage, CliMessageKind, CliResult, ModelFailure, PermissionRequest, TurnEvent,
     events_dropped_json,
 };
-pub use policy::{Decision, DeniedTool, MAX_ASK_TIMEOUT_SECS, PendingApproval};
+pub use policy::{Decision, DeniedTool, MAX_ASK_TIMEOUT_SECS};
 pub use pool::{AgentPool, PoolOptions};
 pub use prompt::TurnKind;
 pub use runtime::{ControlHandler, ProcessEvent, Runtime, RuntimeProcess, SpawnSpec};

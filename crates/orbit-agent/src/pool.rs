@@ -252,24 +252,39 @@ impl AgentPool {
         self.shared.agent(agent, session)
     }
 
-    /// Every tool call waiting for a person, of one agent or of all, oldest first, with the
-    /// agent and session it belongs to.
-    pub fn pending_approvals(
+    /// Every tool call waiting for a person, of one agent or of all, oldest first: those of
+    /// this process's turns, and those the store shares from the other live nodes' (none
+    /// but this process's own on a store no other node shares, or while the store cannot
+    /// answer: this node's own are listed all the same, and the failure is logged).
+    pub async fn pending_approvals(
         &self,
         agent: Option<&AgentName>,
-    ) -> Vec<(AgentName, SessionId, crate::PendingApproval)> {
+    ) -> Vec<orbit_store::PendingApproval> {
+        let wanted = |approval: &orbit_store::PendingApproval| {
+            agent.is_none_or(|name| &approval.agent == name)
+        };
+        let now = orbit_store::timestamp::now();
+        let shared = match self.stores().instances.shared_approvals(now).await {
+            Ok(shared) => shared.unwrap_or_default(),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not list the other nodes' waiting tool calls: listing this node's only");
+                Vec::new()
+            }
+        };
         let mut all: Vec<_> = self
-            .shared
-            .snapshot()
+            .local_pending_approvals()
             .into_iter()
-            .filter(|a| agent.is_none_or(|name| a.agent() == name))
-            .flat_map(|a| {
-                let (name, session) = (a.agent().clone(), a.session());
-                a.pending_approvals().into_iter().map(move |p| (name.clone(), session, p))
-            })
+            .filter(|a| wanted(a))
+            // This process's own are as it holds them: its copies in the store may lag.
+            .chain(shared.into_iter().filter(|a| a.instance != self.instance() && wanted(a)))
             .collect();
-        all.sort_by(|a, b| a.2.request.request_id.cmp(&b.2.request.request_id));
+        all.sort_by(|a, b| a.request_id.cmp(&b.request_id));
         all
+    }
+
+    /// The tool calls waiting for a person in this process's turns.
+    pub fn local_pending_approvals(&self) -> Vec<orbit_store::PendingApproval> {
+        self.shared.snapshot().into_iter().flat_map(|a| a.pending_approvals()).collect()
     }
 
     /// Whether a turn of `agent` runs in this process now.

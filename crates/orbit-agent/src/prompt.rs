@@ -6,7 +6,8 @@ use std::path::Path;
 use orbit_store::{AgentName, InboxMessage, MessageType, SenderKind, SessionId};
 
 /// Who started a turn, which decides how the agent is briefed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum TurnKind {
     /// A person chatting.
     #[default]

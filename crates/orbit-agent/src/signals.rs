@@ -180,6 +180,7 @@ impl AgentPool {
                     async move { pool.tell_other_nodes(SignalKind::Done { request }).await },
                 );
             }
+            SignalKind::Activity { news } => self.hear_news(news),
             SignalKind::Done { .. } => {}
         }
     }

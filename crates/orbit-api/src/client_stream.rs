@@ -77,7 +77,7 @@ impl ClientStream {
     pub async fn send_event<T: Serialize + ?Sized>(
         &mut self,
         value: &T,
-        id: Option<u64>,
+        id: Option<String>,
         label: &str,
     ) {
         let Some(tx) = self.tx.as_ref() else { return };
@@ -89,7 +89,7 @@ impl ClientStream {
         let cost = u32::try_from(data.len().clamp(1, BUDGET)).unwrap_or(u32::MAX);
         let data = sse::Data::new(data);
         let event: sse::Event = match id {
-            Some(id) => data.id(id.to_string()).into(),
+            Some(id) => data.id(id).into(),
             None => data.into(),
         };
         let budget = self.budget.clone();

@@ -486,17 +486,15 @@ pub struct ApprovalView {
     pub expires_at: OffsetDateTime,
 }
 
-impl From<(AgentName, SessionId, orbit_agent::PendingApproval)> for ApprovalView {
-    fn from(
-        (agent_name, session_id, pending): (AgentName, SessionId, orbit_agent::PendingApproval),
-    ) -> Self {
+impl From<orbit_store::PendingApproval> for ApprovalView {
+    fn from(pending: orbit_store::PendingApproval) -> Self {
         Self {
-            request_id: pending.request.request_id,
-            agent_name,
-            session_id,
-            run_id: pending.run_id,
-            tool_name: pending.request.tool_name,
-            input: pending.request.input,
+            request_id: pending.request_id,
+            agent_name: pending.agent,
+            session_id: pending.session,
+            run_id: pending.run,
+            tool_name: pending.tool_name,
+            input: pending.input,
             created_at: pending.created_at,
             expires_at: pending.expires_at,
         }

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orbit_store::{Instance, InstanceId, InstanceStore, NodeIdentity, Result, Signal, timestamp};
+use orbit_store::{
+    Instance, InstanceId, InstanceStore, NodeIdentity, PendingApproval, Result, Signal, timestamp,
+};
 use time::OffsetDateTime;
 
 use crate::PgStore;
@@ -15,6 +17,11 @@ const SIGNAL_BYTES: usize = 7900;
 
 /// Names the registry's advisory lock among the database's.
 const REGISTRY_LOCK: i64 = 0x0_7b17_1d00;
+
+/// The most bytes of a tool's input (as JSON) kept in a shared copy of a waiting call: a
+/// `Write` call's content may be megabytes, which every listing would carry. Beyond it the
+/// copy keeps a preview (see [`capped`]); the node whose turn waits lists the whole input.
+const APPROVAL_INPUT_BYTES: usize = 32 * 1024;
 
 /// A registration expired this long ago is dropped by the next listing.
 const PRUNE_AFTER: Duration = Duration::from_secs(60 * 60);
@@ -83,17 +90,92 @@ impl InstanceStore for PgStore {
         let horizon = timestamp::now() - PRUNE_AFTER;
         transaction!(self, |tx| async {
             db::execute(&tx, "DELETE FROM instances WHERE until < $1", &[&horizon]).await?;
+            // A node that died leaves its approvals behind; they go with its registration.
+            db::execute(
+                &tx,
+                "DELETE FROM pending_approvals a \
+                 WHERE NOT EXISTS (SELECT 1 FROM instances i WHERE i.id = a.instance)",
+                &[],
+            )
+            .await?;
             Ok(docs(&db::rows(&tx, "SELECT doc FROM instances ORDER BY id", &[]).await?))
         })
     }
 
     async fn deregister(&self, id: &InstanceId) -> Result<()> {
+        transaction!(self, |tx| async {
+            db::execute(
+                &tx,
+                "DELETE FROM pending_approvals WHERE instance = $1",
+                &[&id.to_string()],
+            )
+            .await?;
+            db::execute(&tx, "DELETE FROM instances WHERE id = $1", &[&id.to_string()]).await
+        })
+        .map(drop)
+    }
+
+    async fn share_approval(&self, approval: &PendingApproval) -> Result<()> {
+        let approval = &capped(approval.clone());
+        transaction!(self, |tx| async {
+            db::execute(
+                &tx,
+                "INSERT INTO pending_approvals (request_id, instance, agent, session_id, doc) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (request_id) DO UPDATE SET instance = $2, doc = $5",
+                &[
+                    &approval.request_id,
+                    &approval.instance.to_string(),
+                    &approval.agent.as_str(),
+                    &approval.session.to_string(),
+                    &json(approval)?,
+                ],
+            )
+            .await
+        })
+        .map(drop)
+    }
+
+    async fn withdraw_approval(&self, instance: &InstanceId, request_id: &str) -> Result<()> {
         transaction!(self, |tx| db::execute(
             &tx,
-            "DELETE FROM instances WHERE id = $1",
-            &[&id.to_string()]
+            "DELETE FROM pending_approvals WHERE instance = $1 AND request_id = $2",
+            &[&instance.to_string(), &request_id]
         ))
         .map(drop)
+    }
+
+    async fn keep_approvals(
+        &self,
+        instance: &InstanceId,
+        waiting: &[String],
+        before: OffsetDateTime,
+    ) -> Result<()> {
+        let waiting = waiting.to_vec();
+        transaction!(self, |tx| db::execute(
+            &tx,
+            "DELETE FROM pending_approvals WHERE instance = $1 AND NOT (request_id = ANY($2)) \
+             AND (doc->>'createdAt')::timestamptz < $3",
+            &[&instance.to_string(), &waiting, &before]
+        ))
+        .map(drop)
+    }
+
+    /// Joined with the registry: a row is listed while its instance's registration runs and
+    /// its wait has not expired (a copy whose withdrawal failed goes at its expiry at the
+    /// latest, and with the next heartbeat of its instance).
+    async fn shared_approvals(&self, now: OffsetDateTime) -> Result<Option<Vec<PendingApproval>>> {
+        transaction!(self, |tx| async {
+            let rows = db::rows(
+                &tx,
+                "SELECT a.doc FROM pending_approvals a JOIN instances i ON i.id = a.instance \
+                 WHERE i.until > $1 AND (a.doc->>'expiresAt')::timestamptz > $1 \
+                 ORDER BY a.request_id",
+                &[&now],
+            )
+            .await?;
+            Ok(Some(docs(&rows)))
+        })
     }
 
     /// A notification on the signals channel, which every node's listening connection
@@ -118,4 +200,22 @@ impl InstanceStore for PgStore {
     fn watch_signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
         Some(self.inner.signals.subscribe())
     }
+}
+
+/// The approval with an input of at most [`APPROVAL_INPUT_BYTES`] of JSON: a longer one is
+/// replaced by `{"truncated": true, "bytes": <its length>, "preview": <its JSON's start>}`.
+fn capped(mut approval: PendingApproval) -> PendingApproval {
+    let text = approval.input.to_string();
+    if text.len() > APPROVAL_INPUT_BYTES {
+        let mut end = APPROVAL_INPUT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        approval.input = serde_json::json!({
+            "truncated": true,
+            "bytes": text.len(),
+            "preview": format!("{}…", &text[..end]),
+        });
+    }
+    approval
 }

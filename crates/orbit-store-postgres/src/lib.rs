@@ -43,7 +43,7 @@ pub use error::{Error, Result};
 
 /// Signals a slow listener of this node may fall behind by before it misses some (it is told
 /// it did: a signal is never relied on alone).
-const SIGNALS_BUFFERED: usize = 256;
+const SIGNALS_BUFFERED: usize = 1024;
 
 /// Settings of the PostgreSQL store.
 #[derive(Debug, Clone)]

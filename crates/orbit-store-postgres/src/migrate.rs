@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("../migrations/0003_session_transcripts.sql")),
     (4, include_str!("../migrations/0004_session_turns.sql")),
     (5, include_str!("../migrations/0005_turn_aborts.sql")),
+    (6, include_str!("../migrations/0006_pending_approvals.sql")),
 ];
 
 /// An arbitrary constant naming Orbit's migration lock among the database's advisory locks.

@@ -356,6 +356,24 @@ impl SessionStore for PgStore {
         .map(drop)
     }
 
+    async fn turn_holder(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<orbit_store::Instance>> {
+        transaction!(self, |tx| async {
+            let row = db::row(
+                &tx,
+                "SELECT i.doc FROM session_turns t JOIN instances i ON i.id = t.instance \
+                 WHERE t.agent = $1 AND t.session_id = $2 AND t.until > $3",
+                &[&agent.as_str(), &id.to_string(), &now],
+            )
+            .await?;
+            row.as_ref().map(db::doc).transpose()
+        })
+    }
+
     async fn save_cli_transcript(
         &self,
         agent: &AgentName,

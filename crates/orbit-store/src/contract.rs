@@ -17,8 +17,11 @@
 // This module is test code shipped behind a feature: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod approvals;
 mod rendered;
 mod transcripts;
+
+pub use approvals::approvals_are_listed_while_they_wait;
 
 pub use rendered::{rendered_history_follows_its_messages, rendered_listings_follow_their_records};
 pub use transcripts::{
@@ -72,7 +75,8 @@ macro_rules! store_contract_tests {
             tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
             deleting_an_agent_tells_the_feed_of_its_tasks, turn_aborts_go_with_the_hold,
             records_are_released_from_a_node_and_pinned_again,
-            instances_register_and_beat, instances_of_one_name_share_a_data_dir, main_session_is_chosen_once, deleted_agent_leaves_nothing,
+            instances_register_and_beat, instances_of_one_name_share_a_data_dir, approvals_are_listed_while_they_wait,
+            main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused, listings_page_by_cursor,
             rendered_listings_follow_their_records, rendered_history_follows_its_messages);
     };

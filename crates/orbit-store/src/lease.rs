@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{AgentName, InstanceId, LeaseToken, Result, SessionId};
+use crate::{AgentName, InstanceId, LeaseToken, PendingApproval, Result, SessionId};
 
 /// A holder's right to a piece of work until `until`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +107,17 @@ impl NodeIdentity {
     }
 }
 
+impl Instance {
+    /// How a person is told where it runs: by its node's name, or, in a registration that
+    /// names none, by its id and host.
+    pub fn described(&self) -> String {
+        match &self.node {
+            Some(node) if !node.name.is_empty() => format!("node '{}'", node.name),
+            _ => format!("instance {} on host '{}'", self.id, self.host),
+        }
+    }
+}
+
 /// The registry of server processes sharing one store.
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
@@ -139,6 +150,34 @@ pub trait InstanceStore: Send + Sync {
     /// on; `None` when the store carries none.
     fn watch_signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
         None
+    }
+    /// Keeps a copy of a tool call that waits for a person in a turn of `approval.instance`,
+    /// so that every process sharing the store lists it (`shared_approvals`), until it is
+    /// withdrawn. Sharing one again replaces it. By default nothing is kept: a store that
+    /// no other node shares lists nothing, and each process lists the calls it holds.
+    async fn share_approval(&self, _approval: &PendingApproval) -> Result<()> {
+        Ok(())
+    }
+    /// Withdraws the copy of `request_id` shared by `instance`, once its wait ended; nothing
+    /// when there is none.
+    async fn withdraw_approval(&self, _instance: &InstanceId, _request_id: &str) -> Result<()> {
+        Ok(())
+    }
+    /// Withdraws every copy `instance` shared before `before` but `waiting` (the calls it
+    /// holds) does not name: those a failed withdrawal left behind. Called with each heartbeat.
+    async fn keep_approvals(
+        &self,
+        _instance: &InstanceId,
+        _waiting: &[String],
+        _before: OffsetDateTime,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// The tool calls shared by every instance alive at `now` (its registration not lapsed)
+    /// and not expired at `now`, oldest first; `None` when the store shares none (by default), so that each process
+    /// lists only its own.
+    async fn shared_approvals(&self, _now: OffsetDateTime) -> Result<Option<Vec<PendingApproval>>> {
+        Ok(None)
     }
 }
 
@@ -174,4 +213,30 @@ pub enum SignalKind {
     },
     /// The answer to a request: the node running the turn did what it asked.
     Done { request: String },
+    /// News of something that happened on the sending node, for the event streams of the
+    /// others: `orbit-agent`'s activity in its compact node-to-node form, which the store
+    /// carries without reading. Nobody answers it.
+    Activity { news: serde_json::Value },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_is_described_by_its_node_or_else_its_id_and_host() {
+        let now = crate::timestamp::now();
+        let mut instance = Instance {
+            id: InstanceId::new(),
+            host: "box".into(),
+            pid: 1,
+            started_at: now,
+            heartbeat_at: now,
+            until: now,
+            node: None,
+        };
+        assert_eq!(instance.described(), format!("instance {} on host 'box'", instance.id));
+        instance.node = Some(NodeIdentity { name: "worker-a".into(), data_dir: "dir-1".into() });
+        assert_eq!(instance.described(), "node 'worker-a'");
+    }
 }

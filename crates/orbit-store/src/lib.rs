@@ -15,6 +15,7 @@
 //! of the traits must pass.
 
 mod agent;
+mod approval;
 #[cfg(feature = "contract")]
 pub mod contract;
 mod error;
@@ -38,6 +39,7 @@ pub use agent::{
     Agent, AgentPatch, AgentStatus, AgentStore, NewAgent, PermissionMode, Workdir, WorkingDir,
     WorktreeOwner,
 };
+pub use approval::PendingApproval;
 pub use error::{Error, ErrorKind};
 pub use fs::{FsOptions, FsStore, data_dir_id};
 pub use ids::{

@@ -396,6 +396,18 @@ pub trait SessionStore: Send + Sync {
         let _ = (agent, id, token);
         Ok(())
     }
+    /// The registered instance whose lease on the session's turn is live at `now`: where
+    /// the turn runs, on a store several nodes share. `None` when no turn is held (or its
+    /// holder is not registered); one machine's store holds nothing, its pool knowing.
+    async fn turn_holder(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        now: OffsetDateTime,
+    ) -> Result<Option<crate::Instance>> {
+        let _ = (agent, id, now);
+        Ok(None)
+    }
     /// Keeps the CLI's own transcript of the session's conversation (`cli_session` is the
     /// CLI's session id), so that a node other than the one that ran the last turn can resume
     /// it. A store used by one machine only keeps nothing: the transcript is in that

@@ -40,7 +40,7 @@ impl TestDatabase {
         let mut last_error = String::new();
         for _ in 0..5 {
             match server.psql(&format!("CREATE DATABASE \"{name}\"")) {
-                Ok(()) => {
+                Ok(_) => {
                     return Self { url: with_database(&server.admin_url, &name), name };
                 }
                 // Concurrent creations from one template can collide; try again.
@@ -70,8 +70,7 @@ impl TestDatabase {
     /// Runs `sql` in this database, as an operator (or another program) would, outside
     /// Orbit.
     pub fn execute(&self, sql: &str) {
-        let server = SERVER.get_or_init(Server::start);
-        server.psql_on(&self.url, sql).unwrap();
+        self.query(sql);
     }
 
     /// What `sql` answers in this database, read as an operator would: one line per row,
@@ -245,7 +244,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match server.psql("SELECT 1") {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(err) if Instant::now() > deadline => {
                     let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
                     panic!("the test PostgreSQL did not start: {err}\n{log}");
@@ -256,12 +255,8 @@ impl Server {
         server
     }
 
-    fn psql(&self, sql: &str) -> Result<(), String> {
-        self.psql_on(&self.admin_url, sql)
-    }
-
-    fn psql_on(&self, url: &str, sql: &str) -> Result<(), String> {
-        self.query_on(url, sql).map(drop)
+    fn psql(&self, sql: &str) -> Result<String, String> {
+        self.query_on(&self.admin_url, sql)
     }
 
     /// What `sql` prints, unaligned and without headers: one line per row, fields by `|`.

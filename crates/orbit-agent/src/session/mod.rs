@@ -49,7 +49,7 @@ mod turn;
 mod turn_hold;
 mod turn_log;
 
-use turn_log::TurnLog;
+pub(crate) use turn_log::TurnLog;
 pub(crate) use turn_log::TurnSink;
 pub use turn_log::{REPLAY_BYTES, REPLAY_EVENTS, TRANSCRIPT_TURN_BYTES, TurnWatcher};
 
@@ -247,11 +247,12 @@ impl SessionAgent {
             activity: shared.options.activity.clone(),
             node: shared.options.node.clone(),
         };
-        let control = Arc::new(SessionControl::new(
-            (agent.clone(), session),
-            tools,
-            shared.options.activity.clone(),
-        ));
+        let news = crate::policy::ApprovalNews {
+            activity: shared.options.activity.clone(),
+            instances: shared.stores.instances.clone(),
+            instance: shared.options.instance,
+        };
+        let control = Arc::new(SessionControl::new((agent.clone(), session), tools, news));
         Self {
             control,
             agent,
@@ -324,7 +325,7 @@ impl SessionAgent {
     }
 
     /// The tool calls of this session's running turn that wait for a person.
-    pub fn pending_approvals(&self) -> Vec<crate::PendingApproval> {
+    pub fn pending_approvals(&self) -> Vec<orbit_store::PendingApproval> {
         self.control.pending_approvals()
     }
 

@@ -28,6 +28,7 @@ export function chatPage(agent, sessionId) {
   let watching = false; // a look for the running turn (GET .../stream) is open
   let watchingShown = false; // ...and found one
   let attachAgain = null; // a turn_started came while a look found nothing yet
+  let onOtherNode = false; // the note says another node runs the turn
 
   // Keeps the newest part of the conversation in view while it streams, unless the person
   // scrolled up to read.
@@ -206,7 +207,11 @@ export function chatPage(agent, sessionId) {
           followBottom();
         },
       });
-    } catch { /* 404: no turn runs now; one that ended meanwhile is read at turn_ended */ }
+    } catch (err) {
+      // 404: no turn runs now; one that ended meanwhile is read at turn_ended. 409: another
+      // node of the cluster runs it, and says which: its events are watched there.
+      if (err.status === 409) { note.ok(err.message); onOtherNode = true; }
+    }
     watching = false;
     turn.end();
     const again = attachAgain;
@@ -249,6 +254,7 @@ export function chatPage(agent, sessionId) {
       }
       if (event.type === 'turn_ended') {
         if (current) current.cost(event.costUsd);
+        if (onOtherNode) { onOtherNode = false; note.clear(); }
         // Only the pages after the last one read.
         refresh({ redraw: !current });
       }

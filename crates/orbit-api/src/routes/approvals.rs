@@ -1,6 +1,7 @@
 //! `GET /api/approvals` and `GET /api/agents/:name/approvals`: the `ask`-mode tool calls
 //! waiting for a person, so that any client can find and answer them, not only the one whose
-//! stream showed the request.
+//! stream showed the request. On a cluster, every node lists every node's (shared through the
+//! store while they wait).
 
 use actix_web::web::Data;
 use actix_web::{HttpResponse, web};
@@ -19,8 +20,7 @@ pub fn endpoints() -> Vec<Endpoint> {
             "listApprovals",
             "Every tool call waiting for a person's answer, oldest first",
             || web::get().to(list_all),
-        )
-        .infallible(),
+        ),
         Endpoint::new::<ApprovalsBody>(
             "GET",
             "/api/agents/{name}/approvals",
@@ -31,13 +31,13 @@ pub fn endpoints() -> Vec<Endpoint> {
     ]
 }
 
-async fn list_all(state: Data<AppState>) -> HttpResponse {
-    let approvals = views::all(state.pool.pending_approvals(None));
-    HttpResponse::Ok().json(ApprovalsBody { approvals })
+async fn list_all(state: Data<AppState>) -> ApiResult<HttpResponse> {
+    let approvals = views::all(state.pool.pending_approvals(None).await);
+    Ok(HttpResponse::Ok().json(ApprovalsBody { approvals }))
 }
 
 async fn list(state: Data<AppState>, path: AgentPath) -> ApiResult<HttpResponse> {
     state.stores.agents.get(&path.name).await?;
-    let approvals = views::all(state.pool.pending_approvals(Some(&path.name)));
+    let approvals = views::all(state.pool.pending_approvals(Some(&path.name)).await);
     Ok(HttpResponse::Ok().json(ApprovalsBody { approvals }))
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::client_stream::ClientStream;
 use crate::endpoint::Endpoint;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::SessionPath;
 use crate::routes::chat::ChatEvent;
 use crate::views::{self, TranscriptBody};
@@ -33,10 +33,12 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/api/agents/{name}/sessions/{id}/stream",
             "watchSession",
             "Attach to the session's running turn: its events so far, then live, as server-sent \
-             events; the stream ends with the turn (404 when no turn runs)",
+             events; the stream ends with the turn (404 when no turn runs; 409 naming the node \
+             when another node runs it)",
             || web::get().to(watch),
         )
-        .events::<ChatEvent>(),
+        .events::<ChatEvent>()
+        .errors(&[Code::Conflict]),
         Endpoint::new::<TranscriptBody>(
             "GET",
             "/api/agents/{name}/sessions/{id}/transcript",
@@ -68,9 +70,20 @@ pub struct TranscriptQuery {
 async fn watch(state: Data<AppState>, path: SessionPath) -> ApiResult<impl Responder> {
     let (name, id) = (path.name, path.id);
     state.stores.sessions.get(&name, &id).await?;
-    let no_turn = || ApiError::not_found(format!("session {id} has no running turn"));
-    let mut watcher =
-        state.pool.find(&name, &id).and_then(|agent| agent.watch()).ok_or_else(no_turn)?;
+    let Some(mut watcher) = state.pool.find(&name, &id).and_then(|agent| agent.watch()) else {
+        // A turn another node runs is watched there: its events live on that node alone.
+        let now = orbit_store::timestamp::now();
+        return Err(match state.stores.sessions.turn_holder(&name, &id, now).await? {
+            Some(holder) if holder.id != state.pool.instance() => ApiError::new(
+                Code::Conflict,
+                format!(
+                    "the turn of session {id} runs on {}; watch it through that node",
+                    holder.described()
+                ),
+            ),
+            _ => ApiError::not_found(format!("session {id} has no running turn")),
+        });
+    };
     let (mut client, response) = ClientStream::new(state.slow_client_timeout);
     // The client leaving is waited on alongside the next event: a turn may go quiet for many
     // minutes (a run waiting for a person), and a watcher that left meanwhile must not be

@@ -250,3 +250,89 @@ async fn a_sessions_turn_is_held_by_one_node_at_a_time() {
     let missing = sessions.hold_turn(&bot, &SessionId::new(), &by_b, now).await.unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound, "{missing}");
 }
+
+/// Who holds a session's turn is the registered instance with the live lease, named by its
+/// node: none once the lease lapsed, or when nothing holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_turn_holder_is_named_while_its_lease_lives() {
+    let (store, _guard) = crate::open(orbit_store::contract::options());
+    let stores = store.stores();
+    let bot = AgentName::parse("bot").unwrap();
+    stores.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let session = stores.sessions.create(&bot, orbit_store::NewSession::default()).await.unwrap();
+    let now = timestamp::now();
+    let lease = Duration::from_secs(30);
+    let node_a = stores
+        .instances
+        .register(InstanceId::new(), "host", 1, &node_named("worker-a"), now + lease)
+        .await
+        .unwrap();
+    let sessions = &stores.sessions;
+    assert_eq!(sessions.turn_holder(&bot, &session.id, now).await.unwrap(), None);
+    let held = orbit_store::Lease::new(node_a.id, now + lease);
+    sessions.hold_turn(&bot, &session.id, &held, now).await.unwrap();
+    let holder = sessions.turn_holder(&bot, &session.id, now).await.unwrap().unwrap();
+    assert_eq!((holder.id, holder.node), (node_a.id, Some(node_named("worker-a"))));
+    let lapsed = now + lease + Duration::from_secs(1);
+    assert_eq!(sessions.turn_holder(&bot, &session.id, lapsed).await.unwrap(), None);
+    sessions.release_turn(&bot, &session.id, &held.token).await.unwrap();
+    assert_eq!(sessions.turn_holder(&bot, &session.id, now).await.unwrap(), None);
+}
+
+/// The database shares approvals (the contract also passes for a store that shares none, so
+/// this is where losing PostgreSQL's implementation fails): a shared call is listed, and
+/// the list is a list even when empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_shares_approvals() {
+    let (store, _guard) = crate::open(orbit_store::contract::options());
+    let stores = store.stores();
+    let now = timestamp::now();
+    assert_eq!(stores.instances.shared_approvals(now).await.unwrap(), Some(Vec::new()));
+    let lease = Duration::from_secs(30);
+    let instance = stores
+        .instances
+        .register(InstanceId::new(), "host", 1, &node_named("a"), now + lease)
+        .await
+        .unwrap();
+    let bot = AgentName::parse("bot").unwrap();
+    stores.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let session = stores.sessions.create(&bot, orbit_store::NewSession::default()).await.unwrap();
+    let approval = orbit_store::PendingApproval {
+        request_id: orbit_store::new_ulid().to_string(),
+        agent: bot,
+        session: session.id,
+        run: None,
+        tool_name: "Write".into(),
+        input: serde_json::json!({"file_path": "a.txt", "content": "hi"}),
+        tool_use_id: "toolu_01".into(),
+        created_at: now,
+        expires_at: now + lease,
+        instance: instance.id,
+    };
+    stores.instances.share_approval(&approval).await.unwrap();
+    let listed = stores.instances.shared_approvals(timestamp::now()).await.unwrap();
+    assert_eq!(listed, Some(vec![approval.clone()]));
+
+    // A huge input (a Write of megabytes) is kept as a preview of bounded size.
+    let content = "x".repeat(4 << 20);
+    let huge = orbit_store::PendingApproval {
+        request_id: orbit_store::new_ulid().to_string(),
+        input: serde_json::json!({"file_path": "big.txt", "content": content}),
+        ..approval.clone()
+    };
+    stores.instances.share_approval(&huge).await.unwrap();
+    let listed = stores.instances.shared_approvals(timestamp::now()).await.unwrap().unwrap();
+    let kept = &listed[1].input;
+    assert_eq!(
+        (kept["truncated"].as_bool(), kept["bytes"].as_u64()),
+        (Some(true), Some(huge.input.to_string().len() as u64))
+    );
+    let preview = kept["preview"].as_str().unwrap();
+    assert!(preview.starts_with(r#"{"content":"xxx"#), "{preview:.40}");
+    assert!(preview.len() < 33 * 1024, "{} bytes", preview.len());
+    assert_eq!(listed[1].tool_name, huge.tool_name);
+}
+
+fn node_named(name: &str) -> orbit_store::NodeIdentity {
+    orbit_store::NodeIdentity { name: name.into(), data_dir: format!("{name}-dir") }
+}
