@@ -3,6 +3,8 @@
 //! - [`write_json`] writes a uniquely named temp file in the target's directory, fsyncs it,
 //!   renames it over the target and fsyncs the directory, so a reader or a crash sees the
 //!   old record or the new one, never a mix.
+//! - [`write_new_json`] does the same for a new record under a fresh name, with the directory's
+//!   fsync shared by concurrent writers (see `dirsync`); a failed one removes the file again.
 //! - [`create_json`] does the same but refuses to replace: it links the temp file to the
 //!   target, which fails when the target exists, so of two racing creators exactly one wins.
 //! - [`append_line`] appends one line under an exclusive lock of the file and fsyncs it. A
@@ -28,6 +30,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::dirsync::DirSync;
 use crate::{Error, Result};
 
 /// A temp file older than this is left over from a crash, not a write in progress.
@@ -102,6 +105,39 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value)
         .map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
     write_bytes(path, &bytes)
+}
+
+/// Atomically creates `path`, a name no other writer uses (a fresh id), holding `value` as
+/// JSON: like [`write_json`], except that the directory's fsync is shared with this process's
+/// concurrent writers of that directory (see `dirsync`).
+pub(crate) fn write_new_json<T: Serialize>(path: &Path, value: &T, dir: &DirSync) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
+    write_new_bytes(path, &bytes, dir, |dir| File::open(dir)?.sync_all())
+}
+
+/// [`write_new_json`] with the directory's fsync given, so that tests can make it fail.
+fn write_new_bytes(
+    path: &Path,
+    bytes: &[u8],
+    group: &DirSync,
+    fsync_dir: impl FnOnce(&Path) -> io::Result<()>,
+) -> Result<()> {
+    let dir = parent(path)?;
+    let temp = write_temp(path, bytes)?;
+    if let Err(err) = fs::rename(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::io(path, err));
+    }
+    if let Err(err) = group.sync(|| fsync_dir(dir)) {
+        // The write is answered as failed, so it must not be found afterwards: its name goes
+        // again, and that removal gets an fsync of its own. Should that fail too, the disk's
+        // state is unknown (as after any failed fsync) and a crash may still keep the file.
+        let _ = fs::remove_file(path);
+        let _ = sync_dir(dir);
+        return Err(Error::io(dir, err));
+    }
+    Ok(())
 }
 
 /// Atomically creates `path` holding `value` as JSON; `false` when it exists already.
@@ -324,4 +360,25 @@ pub(crate) fn with_lock_mode<T>(
     let result = body();
     drop(file);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finding (c) of the commit log's review: a create answered as failed could still appear
+    /// later. A new record whose directory fsync fails is answered as failed and is gone.
+    #[test]
+    fn a_new_record_whose_directory_fsync_fails_is_not_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("record.json");
+        let group = DirSync::default();
+        let failed = write_new_bytes(&path, b"{}", &group, |_| Err(io::Error::other("injected")));
+        assert!(failed.is_err());
+        assert!(!path.exists(), "a write answered as failed left its file");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "nor a temp file");
+
+        write_new_bytes(&path, b"{}", &group, |dir| File::open(dir)?.sync_all()).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{}");
+    }
 }
