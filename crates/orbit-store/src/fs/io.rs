@@ -73,9 +73,42 @@ const DIR_MODE: u32 = 0o700;
 /// The mode of every file the store makes.
 pub(crate) const FILE_MODE: u32 = 0o600;
 
-/// Makes a directory and its parents, private to the owner.
+/// Makes a directory and its parents, private to the owner, and makes each level it made
+/// durable: a new directory's name is an entry of its parent like any file's, so without the
+/// parent's fsync a power loss could take a new agent's `inbox/open/` away with the records
+/// already answered inside it. Making directories is rare (an agent's first message or task),
+/// so each level gets a plain fsync of its own.
+///
+/// A directory that another writer made and has not yet fsynced is taken as it is: the window
+/// is one fsync wide, once per directory's life.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
-    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|err| Error::io(dir, err))
+    ensure_dir_with(dir, sync_dir)
+}
+
+/// [`ensure_dir`] with the parent's fsync given, so that tests can see which ones it runs.
+fn ensure_dir_with(dir: &Path, mut sync_parent: impl FnMut(&Path) -> Result<()>) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    // The missing levels, outermost first.
+    let mut missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|level| !level.as_os_str().is_empty() && !level.is_dir())
+        .collect();
+    missing.reverse();
+    for level in missing {
+        match DirBuilder::new().mode(DIR_MODE).create(level) {
+            Ok(()) => {}
+            // Another writer made it meanwhile; its parent's fsync may not have run yet, so
+            // this writer runs one too rather than answer before it.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists && level.is_dir() => {}
+            Err(err) => return Err(Error::io(level, err)),
+        }
+        if let Some(parent) = level.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_parent(parent)?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes `dir` private to the owner when others may read or enter it (a data directory from
@@ -365,6 +398,35 @@ pub(crate) fn with_lock_mode<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Finding 3 of the h4 review: `ensure_dir` made directories without fsyncing their
+    /// parents, so a power loss could take a new agent's `inbox/open/` with its answered
+    /// messages. Every level it makes has its parent fsynced, outermost first.
+    #[test]
+    fn each_directory_that_ensure_dir_makes_has_its_parent_fsynced() {
+        let root = tempfile::tempdir().unwrap();
+        let agent = root.path().join("agents").join("ada");
+        let open = agent.join("inbox").join("open");
+        fs::create_dir_all(&agent).unwrap();
+        let mut synced = Vec::new();
+        ensure_dir_with(&open, |dir| {
+            synced.push(dir.to_path_buf());
+            sync_dir(dir)
+        })
+        .unwrap();
+        assert!(open.is_dir());
+        assert_eq!(synced, vec![agent.clone(), agent.join("inbox")]);
+        let mode = fs::metadata(&open).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, DIR_MODE, "private to the owner");
+
+        synced.clear();
+        ensure_dir_with(&open, |dir| {
+            synced.push(dir.to_path_buf());
+            Ok(())
+        })
+        .unwrap();
+        assert!(synced.is_empty(), "a directory that exists costs no fsync");
+    }
 
     /// Finding (c) of the commit log's review: a create answered as failed could still appear
     /// later. A new record whose directory fsync fails is answered as failed and is gone.
