@@ -346,7 +346,7 @@ impl InboxStore for FsStore {
                 let dir = s.inbox_dir(&agent, OPEN);
                 io::ensure_dir(&dir)?;
                 let path = s.message_path(&agent, OPEN, &message.id);
-                if let Err(err) = io::write_new_json(&path, &message, &s.dir_syncs.get(&dir)) {
+                if let Err(err) = io::write_new_json(&path, &message, &s.dir_syncs) {
                     // Readers stop waiting for it; a partial file never got its name.
                     let id = message.id.to_string();
                     let _ = index::note(&s.open_log(&agent), &id, Change::Changed, false);

@@ -303,7 +303,7 @@ impl TaskStore for FsStore {
                     let path = s.task_path(&agent, &task.id);
                     let dir = path.parent().unwrap_or(&s.root);
                     let written = io::ensure_dir(dir)
-                        .and_then(|()| io::write_new_json(&path, &task, &s.dir_syncs.get(dir)));
+                        .and_then(|()| io::write_new_json(&path, &task, &s.dir_syncs));
                     if written.is_err() {
                         // Readers stop waiting for it; a partial file never got its name.
                         let _ = index::note(&log, &id, Change::Changed, false);
