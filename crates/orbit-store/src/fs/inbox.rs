@@ -338,13 +338,15 @@ impl InboxStore for FsStore {
         self.blocking(move |s| {
             let agent = new.to_agent.clone();
             // A fresh id: no one else can name this file, so the lock is taken only shared,
-            // for the index's log (see `index`): its line comes first, the file after.
+            // for the index's log (see `index`): its line comes first, the file after, with
+            // the directory's fsync shared by concurrent senders (see `dirsync`).
             s.with_inbox(&agent, false, || {
                 let message = InboxMessage::new(new);
                 s.note_open(&agent, &message.id, Change::New)?;
-                io::ensure_dir(&s.inbox_dir(&agent, OPEN))?;
+                let dir = s.inbox_dir(&agent, OPEN);
+                io::ensure_dir(&dir)?;
                 let path = s.message_path(&agent, OPEN, &message.id);
-                if let Err(err) = io::write_json(&path, &message) {
+                if let Err(err) = io::write_new_json(&path, &message, &s.dir_syncs) {
                     // Readers stop waiting for it; a partial file never got its name.
                     let id = message.id.to_string();
                     let _ = index::note(&s.open_log(&agent), &id, Change::Changed, false);

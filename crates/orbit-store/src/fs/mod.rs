@@ -32,6 +32,7 @@
 
 mod agents;
 mod data_dir_id;
+mod dirsync;
 mod history;
 mod inbox;
 mod index;
@@ -80,6 +81,8 @@ pub(crate) struct Inner {
     inbox_index: index::RecordIndex<crate::InboxMessage>,
     /// Each agent's tasks (see `index`).
     task_index: index::RecordIndex<crate::Task>,
+    /// The shared fsyncs of the directories new records go into (see `dirsync`).
+    dir_syncs: dirsync::DirSyncs,
     /// Ticks at every task change made through this store (see `TaskStore::watch_changes`).
     task_changes: tokio::sync::watch::Sender<u64>,
 }
@@ -115,6 +118,7 @@ impl FsStore {
             histories: history::HistoryCache::default(),
             inbox_index: index::RecordIndex::default(),
             task_index: index::RecordIndex::default(),
+            dir_syncs: dirsync::DirSyncs::default(),
             task_changes: tokio::sync::watch::channel(0).0,
         };
         // Agents whose deletion a crash interrupted.

@@ -302,15 +302,17 @@ impl TaskStore for FsStore {
             let now = timestamp::now();
             let task = Task::new(&agent, new, now);
             // A fresh id: no one else can name this file, so creators hold `tasks.lock` only
-            // shared and their fsyncs overlap; the index's line comes first (see `index`).
+            // shared and their fsyncs overlap, the directory's shared (see `dirsync`); the
+            // index's line comes first (see `index`).
             s.with_agent(&agent, || {
                 io::with_lock_mode(&s.agent_dir(&agent).join("tasks.lock"), false, || {
                     let log = s.tasks_log(&agent);
                     let id = task.id.to_string();
                     index::note(&log, &id, Change::New, false)?;
                     let path = s.task_path(&agent, &task.id);
-                    let written = io::ensure_dir(path.parent().unwrap_or(&s.root))
-                        .and_then(|()| io::write_json(&path, &task));
+                    let dir = path.parent().unwrap_or(&s.root);
+                    let written = io::ensure_dir(dir)
+                        .and_then(|()| io::write_new_json(&path, &task, &s.dir_syncs));
                     if written.is_err() {
                         // Readers stop waiting for it; a partial file never got its name.
                         let _ = index::note(&log, &id, Change::Changed, false);

@@ -4,6 +4,9 @@
 //! The writer is this test binary run again on `crash_writer_child`. It prints `ACK <kind>
 //! <ids>` after each write returns Ok; the parent kills it after a random delay, then checks
 //! every acknowledged write against the store and parses every file in the data directory.
+//! Beside its sequential writes, the writer creates tasks and sends inbox messages from
+//! several concurrent lanes, so that kills also cut writers sharing a directory's fsync
+//! (`fs::dirsync`).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -13,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use orbit_store::{
-    AgentName, AgentPatch, FsStore, MessageId, MessageType, NewAgent, NewMessage, NewSession, Role,
-    SessionId, SessionMessage, SessionPatch, Stores,
+    AgentName, AgentPatch, FsStore, MessageId, MessageType, NewAgent, NewMessage, NewSession,
+    NewTask, Role, ScheduleType, SessionId, SessionMessage, SessionPatch, Stores, TaskId,
 };
 
 const DIR: &str = "ORBIT_STORE_CRASH_DIR";
@@ -36,6 +39,7 @@ struct Acked {
     sessions: Vec<SessionId>,
     messages: Vec<(SessionId, String)>,
     inbox: Vec<MessageId>,
+    tasks: Vec<TaskId>,
     titles: Vec<(SessionId, String)>,
 }
 
@@ -88,6 +92,7 @@ fn run_writer_until_killed(dir: &Path, acked: &mut Acked, after_first_write: boo
                 acked.messages.push((SessionId::parse(id).unwrap(), (*text).to_owned()))
             }
             ["ACK", "inbox", id] => acked.inbox.push(MessageId::parse(id).unwrap()),
+            ["ACK", "task", id] => acked.tasks.push(TaskId::parse(id).unwrap()),
             ["ACK", "title", id, title] => {
                 acked.titles.push((SessionId::parse(id).unwrap(), (*title).to_owned()))
             }
@@ -177,6 +182,9 @@ async fn assert_acked_writes_present(dir: &Path, stores: &Stores, acked: &Acked)
     for id in &acked.inbox {
         stores.inbox.get(&writer, id).await.unwrap();
     }
+    for id in &acked.tasks {
+        stores.tasks.get(&writer, id).await.unwrap();
+    }
     // Only the last acknowledged title of a session must be there (later ones may land too).
     let mut last_titles = std::collections::HashMap::new();
     for (id, title) in &acked.titles {
@@ -210,6 +218,7 @@ async fn writes_survive_sigkill_at_random_moments() {
         total.sessions.extend(acked.sessions);
         total.messages.extend(acked.messages);
         total.inbox.extend(acked.inbox);
+        total.tasks.extend(acked.tasks);
     }
     assert_every_file_parses(dir.path());
     assert_acked_writes_present(dir.path(), &stores, &total).await;
@@ -218,6 +227,7 @@ async fn writes_survive_sigkill_at_random_moments() {
         "the writer did too little in {MAX_KILLS} rounds to prove anything: {}",
         total.messages.len()
     );
+    assert!(!total.tasks.is_empty(), "the concurrent lanes were never acknowledged a task");
     // The store still works after all of that.
     let session = stores.sessions.create(&agent(), NewSession::default()).await.unwrap();
     stores
@@ -233,6 +243,36 @@ async fn crash_writer_child() {
     let Ok(dir) = std::env::var(DIR) else { return };
     let stores = FsStore::open(dir).unwrap().stores();
     let writer = agent();
+    for lane in 0..3 {
+        let stores = stores.clone();
+        tokio::spawn(async move {
+            for n in 0u64.. {
+                let task = NewTask {
+                    name: None,
+                    prompt: format!("lane {lane} task {n}"),
+                    schedule_type: ScheduleType::Cron,
+                    schedule_value: "0 9 * * 1".into(),
+                    context_mode: Default::default(),
+                    timezone: None,
+                    next_run: None,
+                    worktree: false,
+                    branch: None,
+                    node: None,
+                };
+                let task = stores.tasks.create(&agent(), task).await.unwrap();
+                println!("ACK task {}", task.id);
+                let message = NewMessage {
+                    from_agent: agent().into(),
+                    to_agent: agent(),
+                    message: format!("lane {lane} note {n}"),
+                    message_type: MessageType::Request,
+                    request_id: None,
+                };
+                let sent = stores.inbox.send(message).await.unwrap();
+                println!("ACK inbox {}", sent.id);
+            }
+        });
+    }
     let mut counter = 0u64;
     loop {
         let session = stores.sessions.create(&writer, NewSession::default()).await.unwrap();

@@ -9,5 +9,6 @@ mod ids;
 mod index;
 mod journal;
 mod multiprocess;
+mod new_records;
 mod transcripts;
 mod upgrade;

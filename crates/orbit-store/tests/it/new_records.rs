@@ -1,0 +1,102 @@
+//! New inbox messages and tasks: each durable through its own file's fsync and its directory's,
+//! the directory's shared by concurrent writers (`fs::dirsync`). Opening a store replays
+//! nothing, so what is on disk is what the store answers.
+
+use orbit_store::{
+    AgentName, Error, FsStore, MessageType, NewAgent, NewMessage, NewTask, ScheduleType,
+};
+
+fn agent() -> AgentName {
+    AgentName::parse("writer").unwrap()
+}
+
+fn message(text: &str) -> NewMessage {
+    NewMessage {
+        from_agent: agent().into(),
+        to_agent: agent(),
+        message: text.to_owned(),
+        message_type: MessageType::Request,
+        request_id: None,
+    }
+}
+
+fn task(prompt: &str) -> NewTask {
+    NewTask {
+        name: None,
+        prompt: prompt.to_owned(),
+        schedule_type: ScheduleType::Cron,
+        schedule_value: "0 9 * * 1".into(),
+        context_mode: Default::default(),
+        timezone: None,
+        next_run: None,
+        worktree: false,
+        branch: None,
+        node: None,
+    }
+}
+
+/// Finding (b) of the commit log's review: a store opening the directory replayed the log's
+/// creates over a task deleted by a binary that did not log deletions, bringing it back. A
+/// record removed behind the store's back (an older binary, an operator) stays removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_store_never_brings_back_a_record_removed_behind_its_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = FsStore::open(dir.path()).unwrap().stores();
+    stores.agents.create(&agent(), NewAgent::default()).await.unwrap();
+    let removed_task = stores.tasks.create(&agent(), task("removed")).await.unwrap();
+    let kept_task = stores.tasks.create(&agent(), task("kept")).await.unwrap();
+    let removed_message = stores.inbox.send(message("removed")).await.unwrap();
+    let kept_message = stores.inbox.send(message("kept")).await.unwrap();
+    drop(stores);
+
+    let agent_dir = dir.path().join("agents").join("writer");
+    std::fs::remove_file(agent_dir.join("tasks").join(format!("{}.json", removed_task.id)))
+        .unwrap();
+    std::fs::remove_file(agent_dir.join("inbox/open").join(format!("{}.json", removed_message.id)))
+        .unwrap();
+
+    let stores = FsStore::open(dir.path()).unwrap().stores();
+    assert!(matches!(
+        stores.tasks.get(&agent(), &removed_task.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        stores.inbox.get(&agent(), &removed_message.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    let tasks = stores.tasks.list_by_agent(&agent()).await.unwrap();
+    assert_eq!(tasks.iter().map(|t| t.id).collect::<Vec<_>>(), [kept_task.id]);
+    let pending = stores.inbox.get_pending(&agent()).await.unwrap();
+    assert_eq!(pending.iter().map(|m| m.id).collect::<Vec<_>>(), [kept_message.id]);
+}
+
+/// Many creates at once, so that they share directory fsyncs: every one answered is there,
+/// for this store and for one opened afresh, and nothing else is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_sharing_fsyncs_are_all_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = FsStore::open(dir.path()).unwrap().stores();
+    stores.agents.create(&agent(), NewAgent::default()).await.unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for n in 0..48 {
+        let stores = stores.clone();
+        writers.spawn(async move {
+            let task = stores.tasks.create(&agent(), task(&format!("t{n}"))).await.unwrap();
+            let sent = stores.inbox.send(message(&format!("m{n}"))).await.unwrap();
+            (task.id, sent.id)
+        });
+    }
+    let (mut tasks, mut messages): (Vec<_>, Vec<_>) = writers.join_all().await.into_iter().unzip();
+    tasks.sort();
+    messages.sort();
+    for stores in [stores, FsStore::open(dir.path()).unwrap().stores()] {
+        let mut listed: Vec<_> =
+            stores.tasks.list_by_agent(&agent()).await.unwrap().iter().map(|t| t.id).collect();
+        listed.sort();
+        assert_eq!(listed, tasks);
+        let mut pending: Vec<_> =
+            stores.inbox.get_pending(&agent()).await.unwrap().iter().map(|m| m.id).collect();
+        pending.sort();
+        assert_eq!(pending, messages);
+    }
+}
