@@ -116,12 +116,25 @@ impl AgentPool {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let mut signals = self.stores().instances.watch_signals()?;
+        // Relayed activity on a receiver of its own where the store keeps one apart.
+        let mut activity = self.stores().instances.watch_activity();
         let pool = self.clone();
         Some(tokio::spawn(async move {
             tokio::pin!(shutdown);
             loop {
                 let signal = tokio::select! {
                     signal = signals.recv() => signal,
+                    Some(news) = next_news(activity.as_mut()) => match news {
+                        Ok(news) => Ok(news),
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "missed other nodes' activity");
+                            continue;
+                        }
+                        Err(RecvError::Closed) => {
+                            activity = None;
+                            continue;
+                        }
+                    },
                     () = &mut shutdown => return,
                 };
                 match signal {
@@ -184,4 +197,12 @@ impl AgentPool {
             SignalKind::Done { .. } => {}
         }
     }
+}
+
+/// The next relayed activity of a receiver kept apart, or `None` at once without one (so
+/// that its branch of a `select!` is disabled).
+async fn next_news(
+    activity: Option<&mut tokio::sync::broadcast::Receiver<orbit_store::Signal>>,
+) -> Option<Result<orbit_store::Signal, RecvError>> {
+    Some(activity?.recv().await)
 }

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orbit_store::{
-    Instance, InstanceId, InstanceStore, NodeIdentity, PendingApproval, Result, Signal, timestamp,
+    Instance, InstanceId, InstanceStore, NodeIdentity, PendingApproval, Result, Signal, SignalKind,
+    timestamp,
 };
 use time::OffsetDateTime;
 
@@ -189,16 +190,20 @@ impl InstanceStore for PgStore {
                 payload.len()
             )));
         }
-        transaction!(self, |tx| db::execute(
-            &tx,
-            "SELECT pg_notify($1, $2)",
-            &[&crate::notify::SIGNALS, &payload]
-        ))
-        .map(drop)
+        let channel = match signal.what {
+            SignalKind::Activity { .. } => crate::notify::ACTIVITY,
+            _ => crate::notify::SIGNALS,
+        };
+        transaction!(self, |tx| db::execute(&tx, "SELECT pg_notify($1, $2)", &[&channel, &payload]))
+            .map(drop)
     }
 
     fn watch_signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
         Some(self.inner.signals.subscribe())
+    }
+
+    fn watch_activity(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+        Some(self.inner.activity.subscribe())
     }
 }
 

@@ -95,6 +95,9 @@ pub(crate) struct Inner {
     /// Every node's signals, as the listening connection receives them
     /// (`InstanceStore::watch_signals`).
     pub(crate) signals: tokio::sync::broadcast::Sender<orbit_store::Signal>,
+    /// Every node's relayed activity, apart from the signals so that a flood of it never
+    /// crowds out a control signal (`InstanceStore::watch_activity`).
+    pub(crate) activity: tokio::sync::broadcast::Sender<orbit_store::Signal>,
 }
 
 impl PgStore {
@@ -128,6 +131,7 @@ impl PgStore {
             feed,
             task_changes: tokio::sync::watch::channel(0).0,
             signals: tokio::sync::broadcast::channel(SIGNALS_BUFFERED).0,
+            activity: tokio::sync::broadcast::channel(SIGNALS_BUFFERED).0,
         };
         let inner = Arc::new(inner);
         tokio::spawn(notify::listen(listener_config, Arc::downgrade(&inner)));

@@ -23,6 +23,10 @@ pub(crate) const TASK_CHANGES: &str = "orbit_task_changes";
 /// The channel nodes' signals travel on, each a JSON `orbit_store::Signal`.
 pub(crate) const SIGNALS: &str = "orbit_signals";
 
+/// The channel nodes' relayed activity travels on (`SignalKind::Activity` signals), apart
+/// from the others so that it never crowds them out of a receiver's buffer.
+pub(crate) const ACTIVITY: &str = "orbit_activity";
+
 /// How long to wait before connecting again after the listening connection failed.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
@@ -41,10 +45,11 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
                     while let Some(message) = messages.next().await {
                         match message {
                             Ok(AsyncMessage::Notification(note)) => {
-                                let heard = if note.channel() == SIGNALS {
-                                    Heard::Signal(note.payload().to_owned())
-                                } else {
-                                    Heard::TaskChange
+                                let payload = note.payload().to_owned();
+                                let heard = match note.channel() {
+                                    SIGNALS => Heard::Signal(payload),
+                                    ACTIVITY => Heard::Activity(payload),
+                                    _ => Heard::TaskChange,
                                 };
                                 if tx.send(heard).is_err() {
                                     return;
@@ -59,7 +64,9 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
                     }
                 });
                 match client
-                    .batch_execute(&format!("LISTEN {TASK_CHANGES}; LISTEN {SIGNALS}"))
+                    .batch_execute(&format!(
+                        "LISTEN {TASK_CHANGES}; LISTEN {SIGNALS}; LISTEN {ACTIVITY}"
+                    ))
                     .await
                 {
                     Ok(()) => {
@@ -73,7 +80,12 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
                                     let delivered = match heard {
                                         None => false,
                                         Some(Heard::TaskChange) => tick(&store),
-                                        Some(Heard::Signal(payload)) => hand_on(&store, &payload),
+                                        Some(Heard::Signal(payload)) => {
+                                            hand_on(&store, &payload, false)
+                                        }
+                                        Some(Heard::Activity(payload)) => {
+                                            hand_on(&store, &payload, true)
+                                        }
                                     };
                                     if !delivered {
                                         break;
@@ -109,14 +121,17 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
 enum Heard {
     TaskChange,
     Signal(String),
+    Activity(String),
 }
 
-/// Hands a signal to the store's receivers; `false` once the store is gone.
-fn hand_on(store: &Weak<Inner>, payload: &str) -> bool {
+/// Hands a signal to the store's receivers of signals, or of activity; `false` once the
+/// store is gone.
+fn hand_on(store: &Weak<Inner>, payload: &str, activity: bool) -> bool {
     let Some(inner) = store.upgrade() else { return false };
+    let receivers = if activity { &inner.activity } else { &inner.signals };
     match serde_json::from_str(payload) {
         // Nobody listening is no failure: the signal was for turns this node does not run.
-        Ok(signal) => drop(inner.signals.send(signal)),
+        Ok(signal) => drop(receivers.send(signal)),
         // From a node of another version, perhaps (a newer one relays kinds this one does
         // not know, often): not for this one, and not worth more than a short note.
         Err(err) => {

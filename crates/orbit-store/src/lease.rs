@@ -151,6 +151,13 @@ pub trait InstanceStore: Send + Sync {
     fn watch_signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
         None
     }
+    /// The [`SignalKind::Activity`] signals of every process sharing the store, apart from
+    /// the others (which [`InstanceStore::watch_signals`] gives) so that a flood of them
+    /// never crowds a control signal out; `None` when the store carries them with the rest
+    /// or carries none.
+    fn watch_activity(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+        None
+    }
     /// Keeps a copy of a tool call that waits for a person in a turn of `approval.instance`,
     /// so that every process sharing the store lists it (`shared_approvals`), until it is
     /// withdrawn. Sharing one again replaces it. By default nothing is kept: a store that

@@ -333,6 +333,55 @@ async fn the_database_shares_approvals() {
     assert_eq!(listed[1].tool_name, huge.tool_name);
 }
 
+/// Relayed activity travels apart from the control signals: a flood of it larger than a
+/// receiver's buffer leaves an abort sent after it to be heard, not lost in a lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_activity_never_crowds_out_a_control_signal() {
+    let (store, _guard) = crate::open(orbit_store::contract::options());
+    let stores = store.stores();
+    let mut control = stores.instances.watch_signals().unwrap();
+    let mut activity = stores.instances.watch_activity().expect("kept apart");
+    let bot = AgentName::parse("bot").unwrap();
+    let abort = orbit_store::Signal {
+        from: InstanceId::new(),
+        what: orbit_store::SignalKind::AbortTurn {
+            agent: bot.clone(),
+            session: SessionId::new(),
+            request: "r".into(),
+        },
+    };
+    // Listening by now: an abort is heard (the connection is made as the store opens).
+    let heard = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            stores.instances.signal(abort.clone()).await.unwrap();
+            if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), control.recv()).await
+            {
+                return got.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("heard within 30 s");
+    assert_eq!(heard, abort);
+    while control.try_recv().is_ok() {}
+
+    let news = orbit_store::Signal {
+        from: InstanceId::new(),
+        what: orbit_store::SignalKind::Activity { news: serde_json::json!({"n": 1}) },
+    };
+    for _ in 0..1100 {
+        stores.instances.signal(news.clone()).await.unwrap();
+    }
+    stores.instances.signal(abort.clone()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(30), control.recv()).await.unwrap();
+    assert_eq!(first.unwrap(), abort, "the abort, not a lag");
+    let relayed = tokio::time::timeout(Duration::from_secs(30), activity.recv()).await.unwrap();
+    assert!(
+        matches!(relayed, Err(tokio::sync::broadcast::error::RecvError::Lagged(_))),
+        "the flood itself overflowed its own receiver: {relayed:?}"
+    );
+}
+
 fn node_named(name: &str) -> orbit_store::NodeIdentity {
     orbit_store::NodeIdentity { name: name.into(), data_dir: format!("{name}-dir") }
 }
