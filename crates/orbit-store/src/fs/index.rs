@@ -34,8 +34,21 @@
 //! for. A writer holding the lock exclusively knows no creator is midway, so it ends the wait
 //! for such ids ([`RecordIndex::settle`]) with a `changed` line about each.
 //!
+//! A whole listing (`render`) answers the body it kept while the replica's generation has not
+//! moved. Before it takes any lock it checks whether its replica is current as it stands:
+//! the log it read last is held open (`follow`), so one `stat` of the log's path tells whether
+//! it is still that file and no longer than the replica consumed, and no id is awaited. Then
+//! the listing answers the kept body without opening, locking or reading anything else. That
+//! is as right as a refresh under the lock: a writer appends its line before it touches a
+//! record, so a log that has not grown means no writer in any process has begun a change
+//! since the replica's last refresh, and the answer is the directory as it is at the `stat`.
+//! A log replaced (by the exclusive writer past its bound, or made anew with the agent) is a
+//! different inode, which the held file rules out being reused; a log gone (the agent deleted)
+//! fails the `stat`; either way the listing refreshes the ordinary way, under its locks.
+//!
 //! Memory: one entry per record that the index keeps, the record itself (parsed, as the
-//! listing answers it) plus its id as a key in a `BTreeMap`, about 100 bytes of overhead each.
+//! listing answers it) plus its id as a key in a `BTreeMap`, about 100 bytes of overhead each;
+//! for an index listed whole, its last body (see `render::Renderings`) and one descriptor.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -47,9 +60,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::follow::Followed;
 use super::io;
 use crate::ids::JournalId;
-use crate::render::{Render, Rendered, Renderings};
+use crate::render::{Body, Generation, Listing, Render, Rendered, Renderings};
 use crate::{AgentName, Error, Result};
 
 /// The log is replaced by an empty one past this size (about 100,000 changes).
@@ -142,9 +156,11 @@ struct Replica<T> {
     /// Ids to look at again at every refresh: announced as `new` with no file yet, or with a
     /// file that could not be read.
     awaiting: BTreeSet<String>,
-    /// The renderings of the records listed whole (see `render`), each forgotten when its
-    /// record is read again.
+    /// The renderings of the records listed whole and their last body (see `render`), each
+    /// rendering forgotten, and the body dropped, when a record changes.
     renderings: Renderings<String, T>,
+    /// The log as this replica last read it, held open (see `follow`).
+    followed: Option<Followed>,
 }
 
 impl<T> Default for Replica<T> {
@@ -155,7 +171,17 @@ impl<T> Default for Replica<T> {
             records: BTreeMap::new(),
             awaiting: BTreeSet::new(),
             renderings: Renderings::default(),
+            followed: None,
         }
+    }
+}
+
+impl<T> Replica<T> {
+    /// Whether this replica is current without a refresh: its log is the file it read last,
+    /// grown by nothing since, and no record is awaited (see the module docs). One `stat`.
+    fn current(&self, log: &Path) -> bool {
+        self.awaiting.is_empty()
+            && self.followed.as_ref().is_some_and(|followed| followed.unchanged(log, self.offset))
     }
 }
 
@@ -228,19 +254,69 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         self.with_replica(agent, source, |replica| read(&replica.records))
     }
 
+    /// The whole listing of `agent`'s replica, brought up to date, in id order, as `listing`
+    /// writes it: the body kept when nothing changed since it was joined, else one joined from
+    /// the renderings kept for unchanged records and new ones for the others. The caller holds
+    /// the directory's lock, shared or exclusive.
+    pub(crate) fn body(
+        &self,
+        agent: &AgentName,
+        source: &Source<'_, T>,
+        listing: &Listing<T>,
+    ) -> Result<Body> {
+        self.with_replica(agent, source, |replica| {
+            let Replica { records, renderings, .. } = replica;
+            renderings.body(records.iter(), listing)
+        })
+    }
+
     /// Every record of `agent`'s replica, brought up to date, in id order, rendered by
-    /// `render`: the renderings kept for records unchanged since they were last rendered, new
-    /// ones for the others. The caller holds the directory's lock, shared or exclusive.
-    pub(crate) fn render(
+    /// `render`, with the generation they are of. The caller holds the directory's lock.
+    pub(crate) fn rendered(
         &self,
         agent: &AgentName,
         source: &Source<'_, T>,
         render: Render<T>,
-    ) -> Result<Vec<Rendered>> {
+    ) -> Result<(Generation, Vec<Rendered>)> {
         self.with_replica(agent, source, |replica| {
             let Replica { records, renderings, .. } = replica;
-            records.iter().map(|(id, record)| renderings.get(id, record, render)).collect()
+            let rendered =
+                records.iter().map(|(id, record)| renderings.get(id, record, render)).collect();
+            (renderings.generation(), rendered)
         })
+    }
+
+    /// The generation of `agent`'s replica, brought up to date. The caller holds the
+    /// directory's lock.
+    pub(crate) fn generation(
+        &self,
+        agent: &AgentName,
+        source: &Source<'_, T>,
+    ) -> Result<Generation> {
+        self.with_replica(agent, source, |replica| replica.renderings.generation())
+    }
+
+    /// The body of `listing` kept for `agent`'s replica, when the replica is current without a
+    /// refresh (one `stat` of `log`, no lock: see the module docs) and the body was joined in
+    /// its generation; `None` tells the caller to refresh under its locks.
+    pub(crate) fn current_body(
+        &self,
+        agent: &AgentName,
+        log: &Path,
+        listing: &Listing<T>,
+    ) -> Option<Body> {
+        let replica = self.existing(agent)?;
+        let replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
+        let body = replica.renderings.kept_body(listing)?;
+        replica.current(log).then_some(body)
+    }
+
+    /// The generation of `agent`'s replica, when it is current without a refresh (as
+    /// [`current_body`](Self::current_body)).
+    pub(crate) fn current_generation(&self, agent: &AgentName, log: &Path) -> Option<Generation> {
+        let replica = self.existing(agent)?;
+        let replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
+        replica.current(log).then(|| replica.renderings.generation())
     }
 
     fn with_replica<R>(
@@ -292,6 +368,10 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
         replicas.entry(agent.clone()).or_default().clone()
     }
+
+    fn existing(&self, agent: &AgentName) -> Option<Arc<Mutex<Replica<T>>>> {
+        self.replicas.lock().unwrap_or_else(PoisonError::into_inner).get(agent).cloned()
+    }
 }
 
 /// The records whose ids come after `after` (all when `None`), in id order.
@@ -314,14 +394,30 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
         }
         Err(err) => return Err(Error::io(log, err)),
     };
-    let len = file.metadata().map_err(|err| Error::io(log, err))?.len();
-    let header = read_header(&mut file, log)?;
+    let metadata = file.metadata().map_err(|err| Error::io(log, err))?;
+    catch_up(replica, source, &mut file, metadata.len())?;
+    // Held from here on, for the next listing's one-`stat` check (see `follow`); the file
+    // held before is let go first, so that a replica never holds two.
+    replica.followed = None;
+    replica.followed = Followed::hold(file, &metadata);
+    Ok(())
+}
+
+/// Brings `replica` up to date with the log `file`, `len` bytes long.
+fn catch_up<T: DeserializeOwned>(
+    replica: &mut Replica<T>,
+    source: &Source<'_, T>,
+    file: &mut File,
+    len: u64,
+) -> Result<()> {
+    let log = source.log;
+    let header = read_header(file, log)?;
     if header.is_none() || header != replica.log || len < replica.offset {
         // A log new to this process: read every record. Lines appended from here on are read
         // at the next refresh, so nothing written during the scan is missed; a creator whose
         // line came before but whose file is not there yet (one holds the lock only shared)
         // is awaited, as its line were read now.
-        let bytes = read_from(&mut file, log, 0, len)?;
+        let bytes = read_from(file, log, 0, len)?;
         let (lines, consumed) = io::parse_jsonl::<Line>(log, &bytes);
         let mut records = BTreeMap::new();
         let mut listed = BTreeSet::new();
@@ -352,21 +448,33 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
             records,
             awaiting,
             renderings: Renderings::default(),
+            followed: None,
         };
         return Ok(());
     }
     if len == replica.offset && replica.awaiting.is_empty() {
         return Ok(());
     }
-    let bytes = read_from(&mut file, log, replica.offset, len)?;
+    let bytes = read_from(file, log, replica.offset, len)?;
     let (lines, complete) = io::parse_jsonl::<Line>(log, &bytes);
     // The last line about an id says whether it may still be on its way.
     let mut touched: BTreeMap<String, Change> =
         std::mem::take(&mut replica.awaiting).into_iter().map(|id| (id, Change::New)).collect();
     touched.extend(last_changes(lines));
     for (id, change) in touched {
-        replica.renderings.forget(&id);
-        match source.load(&id)? {
+        // A record read again is a change (its rendering forgotten, a new generation, the
+        // body dropped); one still missing or left out, as it was, is not.
+        let found = source.load(&id)?;
+        let changed = match &found {
+            Found::Kept(_) => true,
+            Found::Skipped | Found::Missing | Found::Unreadable => {
+                replica.records.contains_key(&id)
+            }
+        };
+        if changed {
+            replica.renderings.changed(&id);
+        }
+        match found {
             Found::Kept(record) => {
                 replica.records.insert(id, record);
             }

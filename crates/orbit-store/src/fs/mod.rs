@@ -31,6 +31,7 @@
 //! does can leave a record behind that a new agent of the same name would inherit.
 
 mod agents;
+mod follow;
 mod history;
 mod inbox;
 mod index;
@@ -77,6 +78,11 @@ pub(crate) struct Inner {
     inbox_index: index::RecordIndex<crate::InboxMessage>,
     /// Each agent's tasks (see `index`).
     task_index: index::RecordIndex<crate::Task>,
+    /// The last whole listing of every agent's tasks, by the generation of each agent's index
+    /// it was joined from (see `tasks`).
+    all_tasks: std::sync::Mutex<
+        crate::render::JoinedBody<Vec<(crate::AgentName, crate::render::Generation)>, crate::Task>,
+    >,
     /// Ticks at every task change made through this store (see `TaskStore::watch_changes`).
     task_changes: tokio::sync::watch::Sender<u64>,
 }
@@ -112,6 +118,7 @@ impl FsStore {
             histories: history::HistoryCache::default(),
             inbox_index: index::RecordIndex::default(),
             task_index: index::RecordIndex::default(),
+            all_tasks: std::sync::Mutex::default(),
             task_changes: tokio::sync::watch::channel(0).0,
         };
         // Agents whose deletion a crash interrupted.

@@ -33,8 +33,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::follow::Followed;
 use super::{FsStore, Inner, io};
-use crate::render::{Render, Rendered, Renderings};
+use crate::render::{Body, Listing, Render, Rendered, Renderings};
 use crate::{
     AgentName, Error, MessagePreview, NewSession, Result, Session, SessionId, SessionMessage,
     SessionPatch, SessionStore, TranscriptCursor, TranscriptEntry, TranscriptPage,
@@ -68,9 +69,13 @@ struct Journal {
     /// Bytes of the line that put each live session, to decide when to compact.
     live_bytes: HashMap<SessionId, u64>,
     sessions: BTreeMap<SessionId, Session>,
-    /// The renderings of the sessions listed whole (`SessionStore::list_rendered`), each
-    /// forgotten when its session changes.
+    /// The renderings of the sessions listed whole (`SessionStore::list_rendered`) and their
+    /// last body (see `render`), each rendering forgotten, and the body dropped, when a
+    /// session changes.
     renderings: Renderings<SessionId, Session>,
+    /// The file as last read, held open (see `follow`), so that a read can tell with one
+    /// `stat` that nothing was appended and the file was not replaced.
+    followed: Option<Followed>,
 }
 
 impl Journal {
@@ -79,12 +84,12 @@ impl Journal {
             Entry::Header { .. } => {}
             Entry::Put { session } => {
                 self.live_bytes.insert(session.id, bytes);
-                self.renderings.forget(&session.id);
+                self.renderings.changed(&session.id);
                 self.sessions.insert(session.id, *session);
             }
             Entry::Delete { id } => {
                 self.live_bytes.remove(&id);
-                self.renderings.forget(&id);
+                self.renderings.changed(&id);
                 self.sessions.remove(&id);
             }
         }
@@ -109,7 +114,8 @@ impl Journal {
             }
             Err(err) => return Err(Error::io(path, err)),
         };
-        let len = file.metadata().map_err(|err| Error::io(path, err))?.len();
+        let metadata = file.metadata().map_err(|err| Error::io(path, err))?;
+        let len = metadata.len();
         let header = read_header(&mut file, path)?;
         if header.is_none() || header != self.journal || len < self.offset {
             // A different file (or one whose header is not complete yet): start over.
@@ -133,7 +139,21 @@ impl Journal {
             }
             self.offset += complete as u64;
         }
+        // The file held before is let go first, so that a journal never holds two.
+        self.followed = None;
+        self.followed = Followed::hold(file, &metadata);
         Ok(len)
+    }
+
+    /// Catches up with the file for a reader: nothing to do when the file is the one held
+    /// since the last refresh and no longer than this journal consumed (one `stat`; see
+    /// `follow`). The journal is only appended to, or replaced by a rename, so the same file
+    /// at the same length holds nothing new.
+    fn refresh_to_read(&mut self, path: &Path) -> Result<()> {
+        if self.followed.as_ref().is_some_and(|followed| followed.unchanged(path, self.offset)) {
+            return Ok(());
+        }
+        self.refresh(path).map(drop)
     }
 }
 
@@ -196,19 +216,20 @@ impl Inner {
         self.require_agent(agent)?;
         let journal = self.sessions.journal(agent);
         let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
-        journal.refresh(&self.journal_path(agent))?;
+        journal.refresh_to_read(&self.journal_path(agent))?;
         Ok(read(&journal.sessions))
     }
 
-    /// Every session, newest first, rendered by `render`: the renderings kept for the sessions
-    /// unchanged since they were last listed, new ones for the others.
-    fn render_sessions(&self, agent: &AgentName, render: Render<Session>) -> Result<Vec<Rendered>> {
+    /// Every session, newest first, as `listing` writes it: the body kept while the journal
+    /// has not changed since it was joined, else one joined from the renderings kept for the
+    /// sessions unchanged since they were last listed and new ones for the others.
+    fn sessions_body(&self, agent: &AgentName, listing: &Listing<Session>) -> Result<Body> {
         self.require_agent(agent)?;
         let journal = self.sessions.journal(agent);
         let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
-        journal.refresh(&self.journal_path(agent))?;
+        journal.refresh_to_read(&self.journal_path(agent))?;
         let Journal { sessions, renderings, .. } = &mut *journal;
-        Ok(sessions.iter().rev().map(|(id, session)| renderings.get(id, session, render)).collect())
+        Ok(renderings.body(sessions.iter().rev(), listing))
     }
 
     /// Changes the journal under the cross-process lock. `change` sees every session as of
@@ -362,13 +383,9 @@ impl SessionStore for FsStore {
         .await
     }
 
-    async fn list_rendered(
-        &self,
-        agent: &AgentName,
-        render: Render<Session>,
-    ) -> Result<Vec<Rendered>> {
+    async fn list_rendered(&self, agent: &AgentName, listing: Listing<Session>) -> Result<Body> {
         let agent = agent.clone();
-        self.blocking(move |s| s.render_sessions(&agent, render)).await
+        self.blocking(move |s| s.sessions_body(&agent, &listing)).await
     }
 
     async fn list_page(
