@@ -179,9 +179,15 @@ impl<T> Default for Replica<T> {
 impl<T> Replica<T> {
     /// Whether this replica is current without a refresh: its log is the file it read last,
     /// grown by nothing since, and no record is awaited (see the module docs). One `stat`.
-    fn current(&self, log: &Path) -> bool {
-        self.awaiting.is_empty()
-            && self.followed.as_ref().is_some_and(|followed| followed.unchanged(log, self.offset))
+    /// A log found changed is let go at once: the refresh that follows holds the file anew,
+    /// and a log deleted with its agent is not kept open meanwhile.
+    fn current(&mut self, log: &Path) -> bool {
+        let current = self.awaiting.is_empty()
+            && self.followed.as_ref().is_some_and(|followed| followed.unchanged(log, self.offset));
+        if !current {
+            self.followed = None;
+        }
+        current
     }
 }
 
@@ -306,7 +312,7 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         listing: &Listing<T>,
     ) -> Option<Body> {
         let replica = self.existing(agent)?;
-        let replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
         let body = replica.renderings.kept_body(listing)?;
         replica.current(log).then_some(body)
     }
@@ -315,7 +321,7 @@ impl<T: DeserializeOwned> RecordIndex<T> {
     /// [`current_body`](Self::current_body)).
     pub(crate) fn current_generation(&self, agent: &AgentName, log: &Path) -> Option<Generation> {
         let replica = self.existing(agent)?;
-        let replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
         replica.current(log).then(|| replica.renderings.generation())
     }
 
@@ -362,6 +368,16 @@ impl<T: DeserializeOwned> RecordIndex<T> {
     /// Forgets `agent`'s replica: the agent was deleted here.
     pub(crate) fn forget(&self, agent: &AgentName) {
         self.replicas.lock().unwrap_or_else(PoisonError::into_inner).remove(agent);
+    }
+
+    /// Forgets the replicas of agents not in `agents` (sorted): agents deleted, here or by
+    /// another process, whose replicas would otherwise keep their records and hold their
+    /// deleted logs open. Forgetting is always safe: a replica is rebuilt when next listed.
+    pub(crate) fn keep_only(&self, agents: &[AgentName]) {
+        let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
+        if replicas.len() > agents.len() {
+            replicas.retain(|agent, _| agents.binary_search(agent).is_ok());
+        }
     }
 
     fn replica(&self, agent: &AgentName) -> Arc<Mutex<Replica<T>>> {

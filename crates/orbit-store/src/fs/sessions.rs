@@ -196,6 +196,12 @@ impl JournalCache {
         let mut journals = self.journals.lock().unwrap_or_else(PoisonError::into_inner);
         journals.entry(agent.clone()).or_default().clone()
     }
+
+    /// Forgets an agent's journal: the agent is gone (deleted here, or found gone), so its
+    /// sessions are not kept and its deleted journal is not held open.
+    pub(crate) fn forget(&self, agent: &AgentName) {
+        self.journals.lock().unwrap_or_else(PoisonError::into_inner).remove(agent);
+    }
 }
 
 impl Inner {
@@ -207,13 +213,23 @@ impl Inner {
         self.agent_dir(agent).join("sessions").join(format!("{id}.jsonl"))
     }
 
+    /// The agent exists; an agent found gone (deleted by another process) has its journal
+    /// forgotten here too.
+    fn require_journal(&self, agent: &AgentName) -> Result<()> {
+        let exists = self.require_agent(agent);
+        if exists.is_err() {
+            self.sessions.forget(agent);
+        }
+        exists
+    }
+
     /// Reads with the journal replayed up to date, without the cross-process lock.
     pub(super) fn read_sessions<T>(
         &self,
         agent: &AgentName,
         read: impl FnOnce(&BTreeMap<SessionId, Session>) -> T,
     ) -> Result<T> {
-        self.require_agent(agent)?;
+        self.require_journal(agent)?;
         let journal = self.sessions.journal(agent);
         let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
         journal.refresh_to_read(&self.journal_path(agent))?;
@@ -224,7 +240,7 @@ impl Inner {
     /// has not changed since it was joined, else one joined from the renderings kept for the
     /// sessions unchanged since they were last listed and new ones for the others.
     fn sessions_body(&self, agent: &AgentName, listing: &Listing<Session>) -> Result<Body> {
-        self.require_agent(agent)?;
+        self.require_journal(agent)?;
         let journal = self.sessions.journal(agent);
         let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
         journal.refresh_to_read(&self.journal_path(agent))?;

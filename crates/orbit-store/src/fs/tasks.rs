@@ -138,6 +138,7 @@ impl Inner {
     /// or deleted by other processes come and go at once.
     fn all_tasks_body(&self, listing: &Listing<Task>) -> Result<Body> {
         let agents = self.agents_with_tasks()?;
+        self.task_index.keep_only(&agents);
         let mut state = Vec::with_capacity(agents.len());
         for agent in agents {
             let log = self.tasks_log(&agent);

@@ -213,3 +213,43 @@ async fn a_kept_body_answers_only_its_own_listing_and_state() {
     assert_ne!(one, two);
     assert_eq!(two, listing().write(&here.tasks.list_by_agent(&bot).await.unwrap()));
 }
+
+/// Files of this test's directory that this process holds open though they were deleted.
+fn deleted_files_held(dir: &std::path::Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with(&prefix) && target.ends_with(" (deleted)"))
+        .collect()
+}
+
+/// The logs and journals held open for the one-`stat` check are let go when their agent is
+/// deleted, here or by another process, so that deleted files are not kept open.
+#[tokio::test]
+async fn the_files_of_a_deleted_agent_are_not_held_open() {
+    let (dir, here, there) = two_stores();
+    let agents = [name("ann"), name("bob")];
+    for agent in &agents {
+        here.agents.create(agent, NewAgent::default()).await.unwrap();
+        here.tasks.create(agent, task("one")).await.unwrap();
+        here.sessions.create(agent, NewSession::default()).await.unwrap();
+        here.sessions.list_rendered(agent, listing()).await.unwrap();
+    }
+    here.tasks.list_all_rendered(listing()).await.unwrap();
+    there.tasks.list_all_rendered(listing()).await.unwrap();
+    there.sessions.list_rendered(&agents[1], listing()).await.unwrap();
+    assert!(deleted_files_held(dir.path()).is_empty());
+
+    // Deleted by the other store: let go at this store's next listings.
+    there.agents.delete(&agents[0]).await.unwrap();
+    here.tasks.list_all_rendered(listing()).await.unwrap();
+    let gone = here.sessions.list_rendered(&agents[0], listing()).await.unwrap_err();
+    assert_eq!(gone.kind(), orbit_store::ErrorKind::NotFound);
+    // Deleted here: let go at once.
+    here.agents.delete(&agents[1]).await.unwrap();
+    there.tasks.list_all_rendered(listing()).await.unwrap();
+    there.sessions.list_rendered(&agents[1], listing()).await.unwrap_err();
+    assert_eq!(deleted_files_held(dir.path()), Vec::<String>::new());
+}
