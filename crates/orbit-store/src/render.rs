@@ -15,8 +15,9 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::lru::{Held, Pool};
 
 /// How a caller renders one record; a plain function, so that a store can tell two apart and
 /// keep its renderings.
@@ -69,28 +70,19 @@ impl<T> Listing<T> {
 
     /// The body of the renderings of each part, one part after another (every agent's tasks).
     pub fn join_parts(&self, parts: &[&[Rendered]]) -> Body {
-        self.join_ranges(parts).0
-    }
-
-    /// The body, and where each rendering of each part lies in it.
-    fn join_ranges(&self, parts: &[&[Rendered]]) -> (Body, Vec<Range<usize>>) {
-        let records = parts.iter().map(|part| part.len()).sum::<usize>();
         let size = parts.iter().flat_map(|part| part.iter()).map(|r| r.len() + 1).sum::<usize>()
             + self.open.len()
             + self.close.len();
         let mut body = Vec::with_capacity(size);
-        let mut ranges = Vec::with_capacity(records);
         body.extend_from_slice(self.open.as_bytes());
-        for record in parts.iter().flat_map(|part| part.iter()) {
-            if !ranges.is_empty() {
+        for (n, record) in parts.iter().flat_map(|part| part.iter()).enumerate() {
+            if n > 0 {
                 body.push(b',');
             }
-            let start = body.len();
             body.extend_from_slice(record);
-            ranges.push(start..body.len());
         }
         body.extend_from_slice(self.close.as_bytes());
-        (Body::from(body), ranges)
+        Body::from(body)
     }
 }
 
@@ -117,10 +109,13 @@ impl Generation {
 /// same step, which forgets the record's rendering, takes a new [`Generation`] and drops the
 /// body.
 ///
-/// Memory: a body kept costs its bytes, once: the renderings of the records it holds are
-/// slices of it (re-pointed at each new body), so the old body is freed as soon as the last
-/// answer sending it is done. Renderings made since the last body (a changed record's) cost
-/// their own bytes until the next body. One body per index, dropped at its next change.
+/// Memory: every rendering is its own allocation, so a record's rendering is freed with the
+/// record (never pinned by a slice into some body). A body kept costs its bytes again, on top
+/// of the renderings, and is held in one process-wide pool ([`BODIES`]): all kept bodies (of
+/// every index, and every [`JoinedBody`]) cost at most [`BODIES_MAX_BYTES`] together, the
+/// least recently answered dropped first to make room. A body dropped from the pool is joined
+/// again from the renderings at its next listing. One body per index, dropped at its next
+/// change.
 pub(crate) struct Renderings<K, T> {
     kept: HashMap<K, (Render<T>, Rendered)>,
     generation: Generation,
@@ -130,7 +125,18 @@ pub(crate) struct Renderings<K, T> {
 struct KeptBody<T> {
     generation: Generation,
     listing: Listing<T>,
-    body: Body,
+    body: Held<Body>,
+}
+
+/// The bytes all kept bodies of a process may cost together.
+pub(crate) const BODIES_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Every kept body of the process (see [`Renderings`]).
+static BODIES: Pool<Body> = Pool::new(BODIES_MAX_BYTES);
+
+/// Keeps `body` in [`BODIES`]; `None` when it is larger than the whole pool.
+fn keep_body(body: &Body) -> Option<Held<Body>> {
+    BODIES.keep(body.clone(), body.len() as u64)
 }
 
 impl<K, T> Default for Renderings<K, T> {
@@ -171,8 +177,10 @@ impl<K: Eq + Hash + Clone, T> Renderings<K, T> {
     /// The kept body of `listing`, if it was joined in the current generation.
     pub(crate) fn kept_body(&self, listing: &Listing<T>) -> Option<Body> {
         let kept = self.body.as_ref()?;
-        (kept.generation == self.generation && kept.listing.same_as(listing))
-            .then(|| kept.body.clone())
+        if kept.generation != self.generation || !kept.listing.same_as(listing) {
+            return None;
+        }
+        kept.body.touch(Body::clone)
     }
 
     /// The whole body of `records` (every record of the index, in the listing's order) as
@@ -190,28 +198,24 @@ impl<K: Eq + Hash + Clone, T> Renderings<K, T> {
         if let Some(body) = self.kept_body(listing) {
             return body;
         }
-        let (keys, rendered): (Vec<&K>, Vec<Rendered>) =
-            records.map(|(key, record)| (key, self.get(key, record, listing.render))).unzip();
-        let (body, ranges) = listing.join_ranges(&[&rendered]);
-        drop(rendered);
-        // Each rendering becomes a slice of the new body, so that the bytes are held once and
-        // the previous body (which the old slices shared) is freed.
-        for (key, range) in keys.into_iter().zip(ranges) {
-            if let Some((_, bytes)) = self.kept.get_mut(key) {
-                *bytes = body.slice(range);
-            }
-        }
-        self.body =
-            Some(KeptBody { generation: self.generation, listing: *listing, body: body.clone() });
+        let rendered: Vec<Rendered> =
+            records.map(|(key, record)| self.get(key, record, listing.render)).collect();
+        let body = listing.join_parts(&[&rendered]);
+        self.body = keep_body(&body).map(|held| KeptBody {
+            generation: self.generation,
+            listing: *listing,
+            body: held,
+        });
         body
     }
 }
 
 /// The last whole body of a listing joined from several indexes (every agent's tasks), keyed
 /// by the state of each: answered again only while every one of them is in the state it was
-/// joined from. Memory: that one body, until the next one replaces it.
+/// joined from. Memory: that one body, until the next one replaces it, held in the same pool
+/// as every index's (see [`Renderings`]).
 pub(crate) struct JoinedBody<S, T> {
-    kept: Option<(S, Listing<T>, Body)>,
+    kept: Option<(S, Listing<T>, Held<Body>)>,
 }
 
 impl<S, T> Default for JoinedBody<S, T> {
@@ -225,7 +229,7 @@ impl<S: PartialEq, T> JoinedBody<S, T> {
     pub(crate) fn get(&self, state: &S, listing: &Listing<T>) -> Option<Body> {
         match &self.kept {
             Some((kept, made_by, body)) if kept == state && made_by.same_as(listing) => {
-                Some(body.clone())
+                body.touch(Body::clone)
             }
             _ => None,
         }
@@ -234,7 +238,8 @@ impl<S: PartialEq, T> JoinedBody<S, T> {
     /// Keeps `body`, joined by `listing` from indexes in the states `state`, instead of the
     /// one kept before.
     pub(crate) fn keep(&mut self, state: S, listing: &Listing<T>, body: Body) {
-        self.kept = Some((state, *listing, body));
+        self.kept = None;
+        self.kept = keep_body(&body).map(|held| (state, *listing, held));
     }
 }
 
@@ -292,6 +297,21 @@ mod tests {
         assert_eq!(&renderings.body(records.iter(), &loud)[..], b"[SEVEN]");
         let framed = Listing { open: "{\"x\":[", close: "]}", ..LISTING };
         assert_eq!(&renderings.body(records.iter(), &framed)[..], b"{\"x\":[<seven>]}");
+    }
+
+    #[test]
+    fn a_kept_rendering_is_its_own_allocation_not_a_slice_of_a_body() {
+        // A rendering that pointed into the body would keep the whole body alive after the
+        // body is dropped (the index drained to one record keeps the bytes of all it had).
+        let records: std::collections::BTreeMap<u32, String> =
+            (0..100).map(|n| (n, format!("record {n}"))).collect();
+        let mut renderings = Renderings::<u32, String>::default();
+        let body = renderings.body(records.iter(), &LISTING);
+        let span = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
+        for (key, record) in &records {
+            let rendering = renderings.get(key, record, render);
+            assert!(!span.contains(&(rendering.as_ptr() as usize)), "rendering {key} in the body");
+        }
     }
 
     #[test]

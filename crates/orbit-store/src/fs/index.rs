@@ -257,7 +257,7 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         source: &Source<'_, T>,
         read: impl FnOnce(&BTreeMap<String, T>) -> R,
     ) -> Result<R> {
-        self.with_replica(agent, source, |replica| read(&replica.records))
+        self.with_replica(agent, source, false, |replica| read(&replica.records))
     }
 
     /// The whole listing of `agent`'s replica, brought up to date, in id order, as `listing`
@@ -270,7 +270,7 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         source: &Source<'_, T>,
         listing: &Listing<T>,
     ) -> Result<Body> {
-        self.with_replica(agent, source, |replica| {
+        self.with_replica(agent, source, true, |replica| {
             let Replica { records, renderings, .. } = replica;
             renderings.body(records.iter(), listing)
         })
@@ -284,7 +284,7 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         source: &Source<'_, T>,
         render: Render<T>,
     ) -> Result<(Generation, Vec<Rendered>)> {
-        self.with_replica(agent, source, |replica| {
+        self.with_replica(agent, source, true, |replica| {
             let Replica { records, renderings, .. } = replica;
             let rendered =
                 records.iter().map(|(id, record)| renderings.get(id, record, render)).collect();
@@ -299,7 +299,7 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         agent: &AgentName,
         source: &Source<'_, T>,
     ) -> Result<Generation> {
-        self.with_replica(agent, source, |replica| replica.renderings.generation())
+        self.with_replica(agent, source, true, |replica| replica.renderings.generation())
     }
 
     /// The body of `listing` kept for `agent`'s replica, when the replica is current without a
@@ -325,15 +325,18 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         replica.current(log).then(|| replica.renderings.generation())
     }
 
+    /// Refreshes `agent`'s replica and reads it; `hold` for whole listings, which keep the log
+    /// held for their next one-`stat` check (see `refresh`).
     fn with_replica<R>(
         &self,
         agent: &AgentName,
         source: &Source<'_, T>,
+        hold: bool,
         body: impl FnOnce(&mut Replica<T>) -> R,
     ) -> Result<R> {
         let replica = self.replica(agent);
         let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(err) = refresh(&mut replica, source) {
+        if let Err(err) = refresh(&mut replica, source, hold) {
             *replica = Replica::default();
             return Err(err);
         }
@@ -347,7 +350,7 @@ impl<T: DeserializeOwned> RecordIndex<T> {
     pub(crate) fn settle(&self, agent: &AgentName, source: &Source<'_, T>) -> Result<()> {
         let replica = self.replica(agent);
         let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(err) = refresh(&mut replica, source) {
+        if let Err(err) = refresh(&mut replica, source, false) {
             *replica = Replica::default();
             return Err(err);
         }
@@ -400,7 +403,15 @@ pub(crate) fn after<T>(
     records.range::<String, _>((from, Bound::Unbounded)).map(|(_, record)| record)
 }
 
-fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>) -> Result<()> {
+/// Brings `replica` up to date with `source`. With `hold` (a whole listing's refresh) the log
+/// is held open afterwards for the next listing's one-`stat` check; without (a writer's, or a
+/// partial read's), the file held before is let go, so that only listings use the process's
+/// few held descriptors (see `follow`).
+fn refresh<T: DeserializeOwned>(
+    replica: &mut Replica<T>,
+    source: &Source<'_, T>,
+    hold: bool,
+) -> Result<()> {
     let log = source.log;
     let mut file = match File::open(log) {
         Ok(file) => file,
@@ -414,8 +425,12 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
     catch_up(replica, source, &mut file, metadata.len())?;
     // Held from here on, for the next listing's one-`stat` check (see `follow`); the file
     // held before is let go first, so that a replica never holds two.
-    replica.followed = None;
-    replica.followed = Followed::hold(file, &metadata);
+    if hold {
+        replica.followed = None;
+        replica.followed = Followed::hold(file, &metadata);
+    } else if !replica.followed.as_ref().is_some_and(|followed| followed.is(&metadata)) {
+        replica.followed = None;
+    }
     Ok(())
 }
 
@@ -595,17 +610,17 @@ mod tests {
             // Readers that read the directory whole at some moment of the race (a process's
             // first listing), and one that only follows the log, all racing the creator.
             let mut follower = Replica::default();
-            refresh(&mut follower, &source).unwrap();
+            refresh(&mut follower, &source, true).unwrap();
             let mut scanned = Vec::new();
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                refresh(&mut follower, &source).unwrap();
+                refresh(&mut follower, &source, true).unwrap();
                 let mut replica = Replica::default();
-                refresh(&mut replica, &source).unwrap();
+                refresh(&mut replica, &source, true).unwrap();
                 scanned.push(replica);
             }
             assert!(scanned.len() > 10, "the readers hardly raced the creator");
             for replica in scanned.iter_mut().chain([&mut follower]) {
-                refresh(replica, &source).unwrap();
+                refresh(replica, &source, true).unwrap();
                 assert_eq!(replica.records.len(), CREATED, "records a reader lost");
             }
         });
@@ -615,6 +630,35 @@ mod tests {
         let records = dir.join("records");
         fs::create_dir_all(&records).unwrap();
         (records, dir.join("records.changes.jsonl"))
+    }
+
+    fn holds(index: &RecordIndex<serde_json::Value>, agent: &AgentName) -> bool {
+        index.existing(agent).unwrap().lock().unwrap().followed.is_some()
+    }
+
+    /// Only whole listings take one of the process's few held descriptors: a writer's refresh
+    /// (settle) or a partial read keeps a file already held only while it is the same file.
+    #[test]
+    fn only_a_whole_listing_takes_a_held_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (records, log) = directory(dir.path());
+        let source = Source { dir: &records, log: &log, keep: keep_all };
+        let agent = AgentName::parse("worker").unwrap();
+        let index = RecordIndex::<serde_json::Value>::default();
+        let listing = Listing { open: "[", render: |_| b"x".to_vec(), close: "]" };
+
+        index.read(&agent, &source, |_| ()).unwrap();
+        index.settle(&agent, &source).unwrap();
+        assert!(!holds(&index, &agent), "a read or a writer's refresh held the log");
+        index.body(&agent, &source, &listing).unwrap();
+        assert!(holds(&index, &agent), "a whole listing holds its log");
+        note(&log, "a", Change::Changed, true).unwrap();
+        index.settle(&agent, &source).unwrap();
+        assert!(holds(&index, &agent), "the same file, still held");
+        // Replaced (as past its bound): the writer's refresh lets the old file go.
+        io::write_bytes(&log, &header_line(&log).unwrap()).unwrap();
+        index.read(&agent, &source, |_| ()).unwrap();
+        assert!(!holds(&index, &agent), "a replaced log's old file still held");
     }
 
     #[test]

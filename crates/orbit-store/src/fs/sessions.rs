@@ -19,10 +19,19 @@
 //!   a new file, with a new header, renamed over the old one; readers notice the new header and
 //!   replay it from the start.
 //!
-//! A reader knows the file it replayed by the header's id, read again at every refresh, and
-//! never by device and inode: a filesystem reuses a freed inode at once, so a journal deleted
-//! with its agent, or compacted twice, can come back under the same inode with a longer length,
-//! and a reader trusting the inode would go on from its old offset in a different file.
+//! A reader knows the file it replayed by the header's id, read again at every refresh that
+//! opens the file, and never by device and inode alone: a filesystem reuses a freed inode at
+//! once, so a journal deleted with its agent, or compacted twice, can come back under the same
+//! inode with a longer length, and a reader trusting an inode it does not hold would go on
+//! from its old offset in a different file.
+//!
+//! The one exception is the reader's shortcut (`Journal::refresh_to_read`): a reader that
+//! still holds open the file it replayed last (`follow`) skips the refresh when one `stat` of
+//! the path names that very device and inode at the length consumed. A held file's inode
+//! cannot be freed, so it cannot be reused; the journal is only appended to or replaced by a
+//! rename, so the same file at the same length holds nothing new. A reader whose held file was
+//! let go (the process's few slots are given to the files checked most recently) refreshes as
+//! above, reading the header.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -104,8 +113,10 @@ impl Journal {
     }
 
     /// Catches up with the file: replays what was appended since the last read, or the
-    /// whole file when it was replaced. Returns the file's length.
-    fn refresh(&mut self, path: &Path) -> Result<u64> {
+    /// whole file when it was replaced. Returns the file's length. A reader (`hold`) keeps
+    /// the file held for its next one-`stat` check; a writer lets go of the file it held
+    /// (see `follow`: only readers of listings use a slot of the process's bounded few).
+    fn refresh(&mut self, path: &Path, hold: bool) -> Result<u64> {
         let mut file = match File::open(path) {
             Ok(file) => file,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -140,8 +151,12 @@ impl Journal {
             self.offset += complete as u64;
         }
         // The file held before is let go first, so that a journal never holds two.
-        self.followed = None;
-        self.followed = Followed::hold(file, &metadata);
+        if hold {
+            self.followed = None;
+            self.followed = Followed::hold(file, &metadata);
+        } else if !self.followed.as_ref().is_some_and(|followed| followed.is(&metadata)) {
+            self.followed = None;
+        }
         Ok(len)
     }
 
@@ -153,7 +168,7 @@ impl Journal {
         if self.followed.as_ref().is_some_and(|followed| followed.unchanged(path, self.offset)) {
             return Ok(());
         }
-        self.refresh(path).map(drop)
+        self.refresh(path, true).map(drop)
     }
 }
 
@@ -276,7 +291,7 @@ impl Inner {
         self.with_agent(agent, || {
             io::with_lock(&self.agent_dir(agent).join("sessions.lock"), || {
                 let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
-                let len = journal.refresh(&path)?;
+                let len = journal.refresh(&path, false)?;
                 if journal.journal.is_none() {
                     // A new journal, or one from before headers: give it a header first.
                     compact(&path, &mut journal, len > 0)?;
@@ -287,7 +302,7 @@ impl Inner {
                         .map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
                     io::append_line(&path, &line)?;
                     // Replaying our own line keeps the offset exact, torn-line repair included.
-                    journal.refresh(&path)?;
+                    journal.refresh(&path, false)?;
                     if journal.wants_compaction() {
                         compact(&path, &mut journal, true)?;
                     }
@@ -365,7 +380,7 @@ fn compact(path: &Path, journal: &mut Journal, log: bool) -> Result<()> {
         tracing::debug!(path = %path.display(), lines = journal.lines, sessions = journal.sessions.len(), "compacted session journal");
     }
     *journal = Journal::default();
-    journal.refresh(path)?;
+    journal.refresh(path, false)?;
     Ok(())
 }
 
