@@ -253,3 +253,130 @@ async fn the_files_of_a_deleted_agent_are_not_held_open() {
     there.sessions.list_rendered(&agents[1], listing()).await.unwrap_err();
     assert_eq!(deleted_files_held(dir.path()), Vec::<String>::new());
 }
+
+/// Appends `line` and a newline to `path`, as a writer of another process does.
+fn append_line(path: &std::path::Path, line: &str) {
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes()).unwrap();
+}
+
+/// The one pending message of `bot`, as its file holds it, with its id.
+fn the_open_message(dir: &std::path::Path, bot: &AgentName) -> (String, String) {
+    let open = dir.join("agents").join(bot.as_str()).join("inbox").join("open");
+    let entry = std::fs::read_dir(&open).unwrap().next().unwrap().unwrap().path();
+    let id = entry.file_stem().unwrap().to_string_lossy().into_owned();
+    (id, std::fs::read_to_string(&entry).unwrap())
+}
+
+/// A record announced as new (its creator holds the lock only shared, so its line may come
+/// before its file) turns the lock-free answer off until its file is found: the file may land
+/// without another line, and a listing that trusted the unchanged log would miss it.
+#[tokio::test]
+async fn an_announced_record_is_looked_for_until_found_though_the_log_stays_still() {
+    let (dir, here, _there) = two_stores();
+    let bot = name("bot");
+    here.agents.create(&bot, NewAgent::default()).await.unwrap();
+    here.inbox.send(message(&bot, "first")).await.unwrap();
+    here.inbox.pending_rendered(&bot, listing()).await.unwrap();
+
+    // A creator elsewhere, midway: its line is written, its file not yet.
+    let inbox = dir.path().join("agents/bot/inbox");
+    let (first, record) = the_open_message(dir.path(), &bot);
+    let second = orbit_store::MessageId::new().to_string();
+    append_line(&inbox.join("open.changes.jsonl"), &format!("{{\"new\":\"{second}\"}}"));
+    let body = here.inbox.pending_rendered(&bot, listing()).await.unwrap();
+    assert_eq!(body, listing().write(&here.inbox.get_pending(&bot).await.unwrap()));
+
+    // Its file lands, with no new line in the log.
+    let temp = inbox.join(format!(".{second}.tmp"));
+    std::fs::write(&temp, record.replace(&first, &second)).unwrap();
+    std::fs::rename(&temp, inbox.join("open").join(format!("{second}.json"))).unwrap();
+    let body = here.inbox.pending_rendered(&bot, listing()).await.unwrap();
+    let fresh = FsStore::open(dir.path()).unwrap().stores();
+    let pending = fresh.inbox.get_pending(&bot).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    assert_eq!(body, listing().write(&pending), "the announced message is missing");
+}
+
+/// Holds the lock file at `path` exclusively, as a writer of another process does.
+fn lock_exclusively(path: &std::path::Path) -> std::fs::File {
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(path);
+    let file = file.unwrap();
+    file.lock().unwrap();
+    file
+}
+
+/// A whole listing whose log has not grown answers without taking the lock (a writer holding
+/// it does not hold the listing up); once a line was appended it waits for the lock, and then
+/// answers the change the line announced.
+#[tokio::test]
+async fn a_listing_takes_no_lock_while_the_log_is_still_and_waits_once_it_grew() {
+    let (dir, here, _there) = two_stores();
+    let bot = name("bot");
+    here.agents.create(&bot, NewAgent::default()).await.unwrap();
+    here.inbox.send(message(&bot, "first")).await.unwrap();
+    let kept = here.inbox.pending_rendered(&bot, listing()).await.unwrap();
+
+    let inbox = dir.path().join("agents/bot/inbox");
+    let lock = lock_exclusively(&inbox.join(".lock"));
+    let listed =
+        tokio::time::timeout(Duration::from_secs(30), here.inbox.pending_rendered(&bot, listing()))
+            .await
+            .expect("a listing of a still log waited for the inbox lock");
+    assert_same_buffer(&kept, &listed.unwrap(), "inbox");
+
+    // A writer, holding the lock, announces a change and makes it.
+    let (id, record) = the_open_message(dir.path(), &bot);
+    append_line(&inbox.join("open.changes.jsonl"), &format!("{{\"changed\":\"{id}\"}}"));
+    let listing_now = {
+        let here = here.clone();
+        let bot = bot.clone();
+        tokio::spawn(async move { here.inbox.pending_rendered(&bot, listing()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!listing_now.is_finished(), "a listing answered past an announced change");
+    let path = inbox.join("open").join(format!("{id}.json"));
+    let temp = inbox.join(".rewritten.tmp");
+    std::fs::write(&temp, record.replace("first", "rewritten")).unwrap();
+    std::fs::rename(&temp, &path).unwrap();
+    drop(lock);
+    let body = listing_now.await.unwrap().unwrap();
+    let pending = here.inbox.get_pending(&bot).await.unwrap();
+    assert_eq!(pending[0].message, "rewritten");
+    assert_eq!(body, listing().write(&pending));
+}
+
+/// The tasks of an agent, and every agent's tasks, answer without `tasks.lock` while the
+/// agent's log has not grown (as the inbox above), and wait for it once a line was appended.
+#[tokio::test]
+async fn task_listings_take_no_lock_while_the_log_is_still() {
+    let (dir, here, _there) = two_stores();
+    let bot = name("bot");
+    here.agents.create(&bot, NewAgent::default()).await.unwrap();
+    here.tasks.create(&bot, task("one")).await.unwrap();
+    let kept = here.tasks.list_rendered(&bot, listing()).await.unwrap();
+    let kept_all = here.tasks.list_all_rendered(listing()).await.unwrap();
+    let id = here.tasks.list_by_agent(&bot).await.unwrap()[0].id;
+
+    let lock = lock_exclusively(&dir.path().join("agents/bot/tasks.lock"));
+    let (listed, listed_all) = tokio::time::timeout(Duration::from_secs(30), async {
+        let listed = here.tasks.list_rendered(&bot, listing()).await.unwrap();
+        (listed, here.tasks.list_all_rendered(listing()).await.unwrap())
+    })
+    .await
+    .expect("a listing of a still log waited for tasks.lock");
+    assert_same_buffer(&kept, &listed, "tasks");
+    assert_same_buffer(&kept_all, &listed_all, "all tasks");
+
+    let log = dir.path().join("agents/bot/tasks.changes.jsonl");
+    append_line(&log, &format!("{{\"changed\":\"{id}\"}}"));
+    let listing_all = {
+        let here = here.clone();
+        tokio::spawn(async move { here.tasks.list_all_rendered(listing()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!listing_all.is_finished(), "every agent's tasks answered past an announced change");
+    drop(lock);
+    let body = listing_all.await.unwrap().unwrap();
+    assert_eq!(body, listing().write(&here.tasks.list_by_agent(&bot).await.unwrap()));
+}
