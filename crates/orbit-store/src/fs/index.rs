@@ -48,7 +48,8 @@
 //!
 //! Memory: one entry per record that the index keeps, the record itself (parsed, as the
 //! listing answers it) plus its id as a key in a `BTreeMap`, about 100 bytes of overhead each;
-//! for an index listed whole, its last body (see `render::Renderings`) and one descriptor.
+//! for an index listed whole, each record's rendering, and its last body and its held log
+//! while the process-wide pools keep them (see `render::Renderings` and `follow`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};

@@ -151,8 +151,9 @@ async fn the_tasks_of_an_agent_follow_another_process() {
 }
 
 /// Every agent's tasks, as another process changes tasks, makes agents, deletes them and
-/// makes one again under the same name (whose log is a new file, perhaps under a reused
-/// inode): each listing here is what a store opened afresh lists.
+/// makes one again under the same name (whose log is a new file, a different inode: the old
+/// one is held here until the check finds it replaced): each listing here is what a store
+/// opened afresh lists.
 #[tokio::test]
 async fn every_agents_tasks_follow_another_process() {
     let (dir, here, there) = two_stores();
