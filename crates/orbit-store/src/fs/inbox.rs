@@ -365,8 +365,13 @@ impl InboxStore for FsStore {
         let agent = agent.clone();
         self.blocking(move |s| {
             // The kept body, without a lock, while the index's log shows no change (see
-            // `index`); else under the inbox lock, from the index brought up to date.
-            s.require_agent(&agent)?;
+            // `index`); else under the inbox lock, from the index brought up to date. An agent
+            // found gone (deleted by another process) has its replica forgotten, so that its
+            // deleted log is not held open.
+            if let Err(err) = s.require_agent(&agent) {
+                s.inbox_index.forget(&agent);
+                return Err(err);
+            }
             let log = s.open_log(&agent);
             if let Some(body) = s.inbox_index.current_body(&agent, &log, &listing) {
                 return Ok(body);

@@ -237,6 +237,8 @@ async fn the_files_of_a_deleted_agent_are_not_held_open() {
         here.tasks.create(agent, task("one")).await.unwrap();
         here.sessions.create(agent, NewSession::default()).await.unwrap();
         here.sessions.list_rendered(agent, listing()).await.unwrap();
+        here.inbox.send(message(agent, "one")).await.unwrap();
+        here.inbox.pending_rendered(agent, listing()).await.unwrap();
     }
     here.tasks.list_all_rendered(listing()).await.unwrap();
     there.tasks.list_all_rendered(listing()).await.unwrap();
@@ -247,6 +249,8 @@ async fn the_files_of_a_deleted_agent_are_not_held_open() {
     there.agents.delete(&agents[0]).await.unwrap();
     here.tasks.list_all_rendered(listing()).await.unwrap();
     let gone = here.sessions.list_rendered(&agents[0], listing()).await.unwrap_err();
+    assert_eq!(gone.kind(), orbit_store::ErrorKind::NotFound);
+    let gone = here.inbox.pending_rendered(&agents[0], listing()).await.unwrap_err();
     assert_eq!(gone.kind(), orbit_store::ErrorKind::NotFound);
     // Deleted here: let go at once.
     here.agents.delete(&agents[1]).await.unwrap();
