@@ -293,16 +293,6 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         })
     }
 
-    /// The generation of `agent`'s replica, brought up to date. The caller holds the
-    /// directory's lock.
-    pub(crate) fn generation(
-        &self,
-        agent: &AgentName,
-        source: &Source<'_, T>,
-    ) -> Result<Generation> {
-        self.with_replica(agent, source, true, |replica| replica.renderings.generation())
-    }
-
     /// The body of `listing` kept for `agent`'s replica, when the replica is current without a
     /// refresh (one `stat` of `log`, no lock: see the module docs) and the body was joined in
     /// its generation; `None` tells the caller to refresh under its locks.

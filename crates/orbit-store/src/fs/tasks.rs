@@ -139,19 +139,24 @@ impl Inner {
     fn all_tasks_body(&self, listing: &Listing<Task>) -> Result<Body> {
         let agents = self.agents_with_tasks()?;
         self.task_index.keep_only(&agents);
+        // An agent not current without a refresh is read (rendered) once, under its locks,
+        // here; its renderings serve the join below if the kept body does not answer.
         let mut state = Vec::with_capacity(agents.len());
+        let mut read = Vec::with_capacity(agents.len());
         for agent in agents {
             let log = self.tasks_log(&agent);
-            let generation = match self.task_index.current_generation(&agent, &log) {
-                Some(generation) => Some(generation),
-                None => {
-                    self.read_tasks(&agent, |index, source| index.generation(&agent, source))?
-                }
+            let (generation, rendered) = match self.task_index.current_generation(&agent, &log) {
+                Some(generation) => (generation, None),
+                None => match self.read_tasks(&agent, |index, source| {
+                    index.rendered(&agent, source, listing.render)
+                })? {
+                    Some((generation, rendered)) => (generation, Some(rendered)),
+                    // An agent deleted meanwhile has no tasks, and no place in the state.
+                    None => continue,
+                },
             };
-            // An agent deleted meanwhile has no tasks, and no place in the state.
-            if let Some(generation) = generation {
-                state.push((agent, generation));
-            }
+            state.push((agent, generation));
+            read.push(rendered);
         }
         let all_tasks = &self.all_tasks;
         if let Some(body) =
@@ -163,10 +168,13 @@ impl Inner {
         // kept under the generations it was joined from, never under older ones.
         let mut joined_state = Vec::with_capacity(state.len());
         let mut parts = Vec::with_capacity(state.len());
-        for (agent, _) in state {
-            let read = self.read_tasks(&agent, |index, source| {
-                index.rendered(&agent, source, listing.render)
-            })?;
+        for ((agent, generation), rendered) in state.into_iter().zip(read) {
+            let read = match rendered {
+                Some(rendered) => Some((generation, rendered)),
+                None => self.read_tasks(&agent, |index, source| {
+                    index.rendered(&agent, source, listing.render)
+                })?,
+            };
             if let Some((generation, rendered)) = read {
                 joined_state.push((agent, generation));
                 parts.push(rendered);
