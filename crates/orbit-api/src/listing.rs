@@ -1,17 +1,29 @@
 //! Whole listings answered from the store's renderings of their records (`orbit_store::render`):
-//! the store keeps each record's JSON view beside the record until it changes, so answering
-//! 1,000 unchanged records joins 1,000 kept byte strings instead of cloning, converting and
-//! serializing each record again. The body is byte for byte what serializing the listing's
-//! body type (`SessionsBody`, `MessagesBody`, `TasksBody` without `nextCursor`) writes; the
-//! tests below hold the two together.
+//! the store keeps each record's JSON view beside the record until it changes, and the whole
+//! joined body of a listing until anything in it changes, so answering 1,000 unchanged records
+//! sends the same buffer again instead of cloning, converting and serializing each record (or
+//! even copying their bytes). The body is byte for byte what serializing the listing's body
+//! type (`SessionsBody`, `MessagesBody`, `TasksBody` without `nextCursor`) writes; the tests
+//! below hold the two together.
 
 use actix_web::HttpResponse;
 use actix_web::http::header::ContentType;
-use orbit_store::render::Rendered;
+use orbit_store::render::{Body, Listing, Rendered};
 use orbit_store::{InboxMessage, Session, SessionMessage, Task};
 use serde::Serialize;
 
 use crate::views::{MessageView, SessionMessageView, SessionView, TaskView};
+
+/// `{"sessions":[...]}`, as `SessionsBody` serializes without a cursor.
+pub const SESSIONS: Listing<Session> =
+    Listing { open: "{\"sessions\":[", render: session, close: "]}" };
+
+/// `{"messages":[...]}`, as `MessagesBody` serializes without a cursor.
+pub const MESSAGES: Listing<InboxMessage> =
+    Listing { open: "{\"messages\":[", render: message, close: "]}" };
+
+/// `{"tasks":[...]}`, as `TasksBody` serializes without a cursor.
+pub const TASKS: Listing<Task> = Listing { open: "{\"tasks\":[", render: task, close: "]}" };
 
 /// A session's view as JSON (`orbit_store::render::Render`).
 pub fn session(session: &Session) -> Vec<u8> {
@@ -43,9 +55,9 @@ fn to_json(view: &impl Serialize) -> Vec<u8> {
     })
 }
 
-/// `200 {"<key>":[<record>,...]}` from the records' renderings, in order.
-pub fn answer(key: &'static str, records: &[Rendered]) -> HttpResponse {
-    HttpResponse::Ok().content_type(ContentType::json()).body(body(key, records))
+/// `200` with a whole listing's body, as the store joined (or kept) it.
+pub fn answer(body: Body) -> HttpResponse {
+    HttpResponse::Ok().content_type(ContentType::json()).body(body)
 }
 
 /// `200 {"session":{...},"messages":[<message>,...]}`: a session with its history, as
@@ -61,16 +73,6 @@ fn detail_body(session: Session, messages: &[Rendered]) -> Vec<u8> {
     body.extend_from_slice(&session);
     body.extend_from_slice(b",\"messages\":");
     array(&mut body, messages);
-    body.push(b'}');
-    body
-}
-
-fn body(key: &str, records: &[Rendered]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(size_of_all(records) + key.len() + 8);
-    body.extend_from_slice(b"{\"");
-    body.extend_from_slice(key.as_bytes());
-    body.extend_from_slice(b"\":");
-    array(&mut body, records);
     body.push(b'}');
     body
 }
@@ -125,7 +127,8 @@ mod tests {
                 next_cursor: None,
             })
             .unwrap();
-            assert_eq!(body("sessions", &rendered(some, session)), expected);
+            assert_eq!(SESSIONS.write(some), expected);
+            assert_eq!(SESSIONS.join(&rendered(some, session)), expected);
         }
 
         let messages: Vec<InboxMessage> = (0..3)
@@ -144,7 +147,7 @@ mod tests {
             next_cursor: None,
         })
         .unwrap();
-        assert_eq!(body("messages", &rendered(&messages, message)), expected);
+        assert_eq!(MESSAGES.write(&messages), expected);
 
         let tasks: Vec<Task> = (0..2)
             .map(|index| {
@@ -167,7 +170,10 @@ mod tests {
         let expected =
             serde_json::to_vec(&TasksBody { tasks: views::all(tasks.clone()), next_cursor: None })
                 .unwrap();
-        assert_eq!(body("tasks", &rendered(&tasks, task)), expected);
+        assert_eq!(TASKS.write(&tasks), expected);
+        let (first, rest) = tasks.split_at(1);
+        let parts = [rendered(first, task), rendered(rest, task)];
+        assert_eq!(TASKS.join_parts(&[&parts[0], &parts[1]]), expected, "joined from two agents");
 
         for count in [0, 1, 3] {
             let history: Vec<SessionMessage> = (0..count)

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::render::{Render, Rendered};
+use crate::render::{Body, Listing};
 use crate::{AgentName, InstanceId, Lease, LeaseToken, MessageId, Result, SessionId};
 
 /// Whether a message asks or answers.
@@ -175,14 +175,15 @@ pub trait InboxStore: Send + Sync {
         let pending = self.get_pending(agent).await?;
         Ok(pending.into_iter().filter(|m| after.is_none_or(|a| m.id > a)).take(limit).collect())
     }
-    /// [`get_pending`](Self::get_pending), each message rendered by `render`; a store may keep
-    /// the renderings of unchanged messages (see [`render`](crate::render)).
+    /// [`get_pending`](Self::get_pending) as `listing` writes it; a store may keep the
+    /// renderings of unchanged messages and the body of an unchanged listing (see
+    /// [`render`](crate::render)).
     async fn pending_rendered(
         &self,
         agent: &AgentName,
-        render: Render<InboxMessage>,
-    ) -> Result<Vec<Rendered>> {
-        Ok(crate::render::each(&self.get_pending(agent).await?, render))
+        listing: Listing<InboxMessage>,
+    ) -> Result<Body> {
+        Ok(listing.write(&self.get_pending(agent).await?))
     }
     /// One message wherever it is in its life; `NotFound` when unknown.
     async fn get(&self, agent: &AgentName, id: &MessageId) -> Result<InboxMessage>;

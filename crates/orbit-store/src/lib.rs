@@ -24,6 +24,7 @@ mod ids;
 mod inbox;
 mod lease;
 pub mod limits;
+mod lru;
 mod mem;
 mod memory;
 pub mod render;

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::render::{Render, Rendered};
+use crate::render::{Body, Listing, Render, Rendered};
 use crate::{
     AgentName, Lease, LeaseToken, PermissionMode, Result, SessionId, TranscriptCursor,
     TranscriptEntry, TranscriptPage,
@@ -283,14 +283,11 @@ pub trait SessionStore: Send + Sync {
         let sessions = self.list_by_agent(agent).await?;
         Ok(sessions.into_iter().filter(|s| before.is_none_or(|b| s.id < b)).take(limit).collect())
     }
-    /// [`list_by_agent`](Self::list_by_agent), each session rendered by `render`; a store
-    /// may keep the renderings of unchanged sessions (see [`render`](crate::render)).
-    async fn list_rendered(
-        &self,
-        agent: &AgentName,
-        render: Render<Session>,
-    ) -> Result<Vec<Rendered>> {
-        Ok(crate::render::each(&self.list_by_agent(agent).await?, render))
+    /// [`list_by_agent`](Self::list_by_agent) as `listing` writes it; a store may keep the
+    /// renderings of unchanged sessions and the body of an unchanged listing (see
+    /// [`render`](crate::render)).
+    async fn list_rendered(&self, agent: &AgentName, listing: Listing<Session>) -> Result<Body> {
+        Ok(listing.write(&self.list_by_agent(agent).await?))
     }
     /// Applies a partial update atomically with respect to other updates.
     async fn update(

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::render::{Render, Rendered};
+use crate::render::{Body, Listing};
 use crate::{AgentName, Lease, LeaseToken, Result, RunId, SessionId, TaskId};
 
 /// How a task's schedule is written.
@@ -411,21 +411,18 @@ pub trait TaskStore: Send + Sync {
         let tasks = self.list_by_agent(agent).await?;
         Ok(tasks.into_iter().filter(|t| after.is_none_or(|a| t.id > a)).take(limit).collect())
     }
-    /// [`list_by_agent`](Self::list_by_agent), each task rendered by `render`; a store may
-    /// keep the renderings of unchanged tasks (see [`render`](crate::render)).
-    async fn list_rendered(
-        &self,
-        agent: &AgentName,
-        render: Render<Task>,
-    ) -> Result<Vec<Rendered>> {
-        Ok(crate::render::each(&self.list_by_agent(agent).await?, render))
+    /// [`list_by_agent`](Self::list_by_agent) as `listing` writes it; a store may keep the
+    /// renderings of unchanged tasks and the body of an unchanged listing (see
+    /// [`render`](crate::render)).
+    async fn list_rendered(&self, agent: &AgentName, listing: Listing<Task>) -> Result<Body> {
+        Ok(listing.write(&self.list_by_agent(agent).await?))
     }
     /// Every agent's tasks.
     async fn list_all(&self) -> Result<Vec<Task>>;
-    /// [`list_all`](Self::list_all), each task rendered by `render`, as
+    /// [`list_all`](Self::list_all) as `listing` writes it, as
     /// [`list_rendered`](Self::list_rendered).
-    async fn list_all_rendered(&self, render: Render<Task>) -> Result<Vec<Rendered>> {
-        Ok(crate::render::each(&self.list_all().await?, render))
+    async fn list_all_rendered(&self, listing: Listing<Task>) -> Result<Body> {
+        Ok(listing.write(&self.list_all().await?))
     }
     /// Applies a partial update atomically with respect to other updates.
     async fn update(&self, agent: &AgentName, id: &TaskId, patch: TaskPatch) -> Result<Task>;

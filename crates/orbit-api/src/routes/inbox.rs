@@ -108,8 +108,8 @@ async fn list(
     query: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     let Some(limit) = query.limit()? else {
-        let messages = state.stores.inbox.pending_rendered(&path.name, listing::message).await?;
-        return Ok(listing::answer("messages", &messages));
+        let messages = state.stores.inbox.pending_rendered(&path.name, listing::MESSAGES).await?;
+        return Ok(listing::answer(messages));
     };
     let after = query.cursor(|cursor| MessageId::parse(cursor).ok())?;
     let messages = state.stores.inbox.pending_page(&path.name, after, limit + 1).await?;

@@ -150,8 +150,8 @@ async fn list(
     query: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     let Some(limit) = query.limit()? else {
-        let sessions = state.stores.sessions.list_rendered(&path.name, listing::session).await?;
-        return Ok(listing::answer("sessions", &sessions));
+        let sessions = state.stores.sessions.list_rendered(&path.name, listing::SESSIONS).await?;
+        return Ok(listing::answer(sessions));
     };
     let before = query.cursor(|cursor| SessionId::parse(cursor).ok())?;
     let sessions = state.stores.sessions.list_page(&path.name, before, limit + 1).await?;

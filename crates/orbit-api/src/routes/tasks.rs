@@ -226,8 +226,8 @@ async fn list_all(state: Data<AppState>, query: web::Query<PageQuery>) -> ApiRes
         Some((AgentName::parse(agent).ok()?, TaskId::parse(task).ok()?))
     })?;
     let Some(limit) = limit else {
-        let tasks = state.stores.tasks.list_all_rendered(listing::task).await?;
-        return Ok(listing::answer("tasks", &tasks));
+        let tasks = state.stores.tasks.list_all_rendered(listing::TASKS).await?;
+        return Ok(listing::answer(tasks));
     };
     let tasks = state.stores.tasks.list_all().await?;
     let tasks: Vec<Task> = tasks
@@ -250,8 +250,8 @@ async fn list(
     query: web::Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     let Some(limit) = query.limit()? else {
-        let tasks = state.stores.tasks.list_rendered(&path.name, listing::task).await?;
-        return Ok(listing::answer("tasks", &tasks));
+        let tasks = state.stores.tasks.list_rendered(&path.name, listing::TASKS).await?;
+        return Ok(listing::answer(tasks));
     };
     let after = query.cursor(|cursor| TaskId::parse(cursor).ok())?;
     let tasks = state.stores.tasks.list_page(&path.name, after, limit + 1).await?;

@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 
 use super::{agent, claimer, interval_task, request};
-use crate::render::Rendered;
+use crate::render::{Listing, Rendered};
 use crate::{
     ErrorKind, NewSession, Role, SessionId, SessionMessage, SessionPatch, Stores, TaskPatch,
     TaskStatus,
@@ -17,24 +17,30 @@ fn pretty<T: Debug>(record: &T) -> Vec<u8> {
     format!("{record:#?}").into_bytes()
 }
 
+/// Records rendered by `debug` between brackets, with commas.
+fn listing<T: Debug>() -> Listing<T> {
+    Listing { open: "[[", render: debug, close: "]]" }
+}
+
 fn bytes(rendered: Vec<Rendered>) -> Vec<Vec<u8>> {
     rendered.iter().map(|record| record.to_vec()).collect()
 }
 
-/// Every rendered listing is the plain listing's records rendered one by one, in order.
+/// Every rendered listing is the plain listing's records rendered one by one, in order, and
+/// joined.
 async fn assert_rendered_as_listed(stores: &Stores, agent: &crate::AgentName, what: &str) {
     let sessions = stores.sessions.list_by_agent(agent).await.unwrap();
-    let rendered = stores.sessions.list_rendered(agent, debug).await.unwrap();
-    assert_eq!(bytes(rendered), sessions.iter().map(debug).collect::<Vec<_>>(), "sessions {what}");
+    let rendered = stores.sessions.list_rendered(agent, listing()).await.unwrap();
+    assert_eq!(rendered, listing().write(&sessions), "sessions {what}");
     let pending = stores.inbox.get_pending(agent).await.unwrap();
-    let rendered = stores.inbox.pending_rendered(agent, debug).await.unwrap();
-    assert_eq!(bytes(rendered), pending.iter().map(debug).collect::<Vec<_>>(), "inbox {what}");
+    let rendered = stores.inbox.pending_rendered(agent, listing()).await.unwrap();
+    assert_eq!(rendered, listing().write(&pending), "inbox {what}");
     let tasks = stores.tasks.list_by_agent(agent).await.unwrap();
-    let rendered = stores.tasks.list_rendered(agent, debug).await.unwrap();
-    assert_eq!(bytes(rendered), tasks.iter().map(debug).collect::<Vec<_>>(), "tasks {what}");
+    let rendered = stores.tasks.list_rendered(agent, listing()).await.unwrap();
+    assert_eq!(rendered, listing().write(&tasks), "tasks {what}");
     let all = stores.tasks.list_all().await.unwrap();
-    let rendered = stores.tasks.list_all_rendered(debug).await.unwrap();
-    assert_eq!(bytes(rendered), all.iter().map(debug).collect::<Vec<_>>(), "all tasks {what}");
+    let rendered = stores.tasks.list_all_rendered(listing()).await.unwrap();
+    assert_eq!(rendered, listing().write(&all), "all tasks {what}");
 }
 
 /// Rendered listings answer what rendering each record of the plain listing gives, in order,
@@ -69,20 +75,28 @@ pub async fn rendered_listings_follow_their_records(stores: &Stores) {
     stores.tasks.create(&painter, interval_task("a new task")).await.unwrap();
     assert_rendered_as_listed(stores, &painter, "after changes").await;
 
-    let rendered = stores.sessions.list_rendered(&painter, pretty).await.unwrap();
+    let pretty_listing = Listing { open: "(", render: pretty, close: ")" };
+    let rendered = stores.sessions.list_rendered(&painter, pretty_listing).await.unwrap();
     let listed = stores.sessions.list_by_agent(&painter).await.unwrap();
-    assert_eq!(bytes(rendered), listed.iter().map(pretty).collect::<Vec<_>>(), "another render");
-    let rendered = stores.inbox.pending_rendered(&painter, pretty).await.unwrap();
+    assert_eq!(rendered, pretty_listing.write(&listed), "another render");
+    let pretty_listing = Listing { open: "(", render: pretty, close: ")" };
+    let rendered = stores.inbox.pending_rendered(&painter, pretty_listing).await.unwrap();
     let listed = stores.inbox.get_pending(&painter).await.unwrap();
-    assert_eq!(bytes(rendered), listed.iter().map(pretty).collect::<Vec<_>>(), "another render");
-    let rendered = stores.tasks.list_rendered(&painter, pretty).await.unwrap();
+    assert_eq!(rendered, pretty_listing.write(&listed), "another render");
+    let pretty_listing = Listing { open: "(", render: pretty, close: ")" };
+    let rendered = stores.tasks.list_rendered(&painter, pretty_listing).await.unwrap();
     let listed = stores.tasks.list_by_agent(&painter).await.unwrap();
-    assert_eq!(bytes(rendered), listed.iter().map(pretty).collect::<Vec<_>>(), "another render");
+    assert_eq!(rendered, pretty_listing.write(&listed), "another render");
+    let framed = Listing { open: "{", ..pretty_listing };
+    let rendered = stores.tasks.list_rendered(&painter, framed).await.unwrap();
+    assert_eq!(rendered, framed.write(&listed), "another frame");
 
     let unknown = crate::AgentName::parse("nobody-paints").unwrap();
-    let missing = stores.sessions.list_rendered(&unknown, debug).await.unwrap_err();
+    let missing = stores.sessions.list_rendered(&unknown, listing()).await.unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
-    let missing = stores.tasks.list_rendered(&unknown, debug).await.unwrap_err();
+    let missing = stores.inbox.pending_rendered(&unknown, listing()).await.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    let missing = stores.tasks.list_rendered(&unknown, listing()).await.unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
 }
 

@@ -139,6 +139,7 @@ impl AgentStore for FsStore {
                 s.trash_agent_dir(&name)?;
                 s.inbox_index.forget(&name);
                 s.task_index.forget(&name);
+                s.sessions.forget(&name);
                 io::sync_dir(&s.root.join("agents"))?;
                 Ok(tasks)
             })?;

@@ -33,7 +33,7 @@ use time::OffsetDateTime;
 
 use super::index::{self, Change};
 use super::{FsStore, Inner, io};
-use crate::render::{Render, Rendered};
+use crate::render::{Body, Listing};
 use crate::{
     AgentName, Claimer, Error, InboxMessage, InboxStore, Lease, LeaseToken, MessageId,
     MessageStatus, NewMessage, Result, timestamp,
@@ -137,15 +137,11 @@ impl Inner {
         })
     }
 
-    /// The pending messages, oldest first, rendered (see `index`). The caller holds the inbox
-    /// lock.
-    fn render_pending(
-        &self,
-        agent: &AgentName,
-        render: Render<InboxMessage>,
-    ) -> Result<Vec<Rendered>> {
+    /// The whole listing of the pending messages, oldest first, as `listing` writes it (see
+    /// `index`). The caller holds the inbox lock.
+    fn pending_body(&self, agent: &AgentName, listing: &Listing<InboxMessage>) -> Result<Body> {
         let (dir, log) = (self.inbox_dir(agent, OPEN), self.open_log(agent));
-        self.inbox_index.render(agent, &pending_source(&dir, &log), render)
+        self.inbox_index.body(agent, &pending_source(&dir, &log), listing)
     }
 
     /// Runs `body` holding the agent's inbox lock (exclusive, or shared for reads), with the
@@ -366,11 +362,25 @@ impl InboxStore for FsStore {
     async fn pending_rendered(
         &self,
         agent: &AgentName,
-        render: Render<InboxMessage>,
-    ) -> Result<Vec<Rendered>> {
+        listing: Listing<InboxMessage>,
+    ) -> Result<Body> {
         let agent = agent.clone();
-        self.blocking(move |s| s.with_inbox(&agent, false, || s.render_pending(&agent, render)))
-            .await
+        self.blocking(move |s| {
+            // The kept body, without a lock, while the index's log shows no change (see
+            // `index`); else under the inbox lock, from the index brought up to date. An agent
+            // found gone (deleted by another process) has its replica forgotten, so that its
+            // deleted log is not held open.
+            if let Err(err) = s.require_agent(&agent) {
+                s.inbox_index.forget(&agent);
+                return Err(err);
+            }
+            let log = s.open_log(&agent);
+            if let Some(body) = s.inbox_index.current_body(&agent, &log, &listing) {
+                return Ok(body);
+            }
+            s.with_inbox(&agent, false, || s.pending_body(&agent, &listing))
+        })
+        .await
     }
 
     async fn pending_page(

@@ -34,8 +34,22 @@
 //! for. A writer holding the lock exclusively knows no creator is midway, so it ends the wait
 //! for such ids ([`RecordIndex::settle`]) with a `changed` line about each.
 //!
+//! A whole listing (`render`) answers the body it kept while the replica's generation has not
+//! moved. Before it takes any lock it checks whether its replica is current as it stands:
+//! the log it read last is held open (`follow`), so one `stat` of the log's path tells whether
+//! it is still that file and no longer than the replica consumed, and no id is awaited. Then
+//! the listing answers the kept body without opening, locking or reading anything else. That
+//! is as right as a refresh under the lock: a writer appends its line before it touches a
+//! record, so a log that has not grown means no writer in any process has begun a change
+//! since the replica's last refresh, and the answer is the directory as it is at the `stat`.
+//! A log replaced (by the exclusive writer past its bound, or made anew with the agent) is a
+//! different inode, which the held file rules out being reused; a log gone (the agent deleted)
+//! fails the `stat`; either way the listing refreshes the ordinary way, under its locks.
+//!
 //! Memory: one entry per record that the index keeps, the record itself (parsed, as the
-//! listing answers it) plus its id as a key in a `BTreeMap`, about 100 bytes of overhead each.
+//! listing answers it) plus its id as a key in a `BTreeMap`, about 100 bytes of overhead each;
+//! for an index listed whole, each record's rendering, and its last body and its held log
+//! while the process-wide pools keep them (see `render::Renderings` and `follow`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -47,9 +61,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::follow::Followed;
 use super::io;
 use crate::ids::JournalId;
-use crate::render::{Render, Rendered, Renderings};
+use crate::render::{Body, Generation, Listing, Render, Rendered, Renderings};
 use crate::{AgentName, Error, Result};
 
 /// The log is replaced by an empty one past this size (about 100,000 changes).
@@ -142,9 +157,11 @@ struct Replica<T> {
     /// Ids to look at again at every refresh: announced as `new` with no file yet, or with a
     /// file that could not be read.
     awaiting: BTreeSet<String>,
-    /// The renderings of the records listed whole (see `render`), each forgotten when its
-    /// record is read again.
+    /// The renderings of the records listed whole and their last body (see `render`), each
+    /// rendering forgotten, and the body dropped, when a record changes.
     renderings: Renderings<String, T>,
+    /// The log as this replica last read it, held open (see `follow`).
+    followed: Option<Followed>,
 }
 
 impl<T> Default for Replica<T> {
@@ -155,7 +172,23 @@ impl<T> Default for Replica<T> {
             records: BTreeMap::new(),
             awaiting: BTreeSet::new(),
             renderings: Renderings::default(),
+            followed: None,
         }
+    }
+}
+
+impl<T> Replica<T> {
+    /// Whether this replica is current without a refresh: its log is the file it read last,
+    /// grown by nothing since, and no record is awaited (see the module docs). One `stat`.
+    /// A log found changed is let go at once: the refresh that follows holds the file anew,
+    /// and a log deleted with its agent is not kept open meanwhile.
+    fn current(&mut self, log: &Path) -> bool {
+        let current = self.awaiting.is_empty()
+            && self.followed.as_ref().is_some_and(|followed| followed.unchanged(log, self.offset));
+        if !current {
+            self.followed = None;
+        }
+        current
     }
 }
 
@@ -225,33 +258,76 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         source: &Source<'_, T>,
         read: impl FnOnce(&BTreeMap<String, T>) -> R,
     ) -> Result<R> {
-        self.with_replica(agent, source, |replica| read(&replica.records))
+        self.with_replica(agent, source, false, |replica| read(&replica.records))
+    }
+
+    /// The whole listing of `agent`'s replica, brought up to date, in id order, as `listing`
+    /// writes it: the body kept when nothing changed since it was joined, else one joined from
+    /// the renderings kept for unchanged records and new ones for the others. The caller holds
+    /// the directory's lock, shared or exclusive.
+    pub(crate) fn body(
+        &self,
+        agent: &AgentName,
+        source: &Source<'_, T>,
+        listing: &Listing<T>,
+    ) -> Result<Body> {
+        self.with_replica(agent, source, true, |replica| {
+            let Replica { records, renderings, .. } = replica;
+            renderings.body(records.iter(), listing)
+        })
     }
 
     /// Every record of `agent`'s replica, brought up to date, in id order, rendered by
-    /// `render`: the renderings kept for records unchanged since they were last rendered, new
-    /// ones for the others. The caller holds the directory's lock, shared or exclusive.
-    pub(crate) fn render(
+    /// `render`, with the generation they are of. The caller holds the directory's lock.
+    pub(crate) fn rendered(
         &self,
         agent: &AgentName,
         source: &Source<'_, T>,
         render: Render<T>,
-    ) -> Result<Vec<Rendered>> {
-        self.with_replica(agent, source, |replica| {
+    ) -> Result<(Generation, Vec<Rendered>)> {
+        self.with_replica(agent, source, true, |replica| {
             let Replica { records, renderings, .. } = replica;
-            records.iter().map(|(id, record)| renderings.get(id, record, render)).collect()
+            let rendered =
+                records.iter().map(|(id, record)| renderings.get(id, record, render)).collect();
+            (renderings.generation(), rendered)
         })
     }
 
+    /// The body of `listing` kept for `agent`'s replica, when the replica is current without a
+    /// refresh (one `stat` of `log`, no lock: see the module docs) and the body was joined in
+    /// its generation; `None` tells the caller to refresh under its locks.
+    pub(crate) fn current_body(
+        &self,
+        agent: &AgentName,
+        log: &Path,
+        listing: &Listing<T>,
+    ) -> Option<Body> {
+        let replica = self.existing(agent)?;
+        let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
+        let body = replica.renderings.kept_body(listing)?;
+        replica.current(log).then_some(body)
+    }
+
+    /// The generation of `agent`'s replica, when it is current without a refresh (as
+    /// [`current_body`](Self::current_body)).
+    pub(crate) fn current_generation(&self, agent: &AgentName, log: &Path) -> Option<Generation> {
+        let replica = self.existing(agent)?;
+        let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
+        replica.current(log).then(|| replica.renderings.generation())
+    }
+
+    /// Refreshes `agent`'s replica and reads it; `hold` for whole listings, which keep the log
+    /// held for their next one-`stat` check (see `refresh`).
     fn with_replica<R>(
         &self,
         agent: &AgentName,
         source: &Source<'_, T>,
+        hold: bool,
         body: impl FnOnce(&mut Replica<T>) -> R,
     ) -> Result<R> {
         let replica = self.replica(agent);
         let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(err) = refresh(&mut replica, source) {
+        if let Err(err) = refresh(&mut replica, source, hold) {
             *replica = Replica::default();
             return Err(err);
         }
@@ -265,7 +341,7 @@ impl<T: DeserializeOwned> RecordIndex<T> {
     pub(crate) fn settle(&self, agent: &AgentName, source: &Source<'_, T>) -> Result<()> {
         let replica = self.replica(agent);
         let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(err) = refresh(&mut replica, source) {
+        if let Err(err) = refresh(&mut replica, source, false) {
             *replica = Replica::default();
             return Err(err);
         }
@@ -288,9 +364,23 @@ impl<T: DeserializeOwned> RecordIndex<T> {
         self.replicas.lock().unwrap_or_else(PoisonError::into_inner).remove(agent);
     }
 
+    /// Forgets the replicas of agents not in `agents` (sorted): agents deleted, here or by
+    /// another process, whose replicas would otherwise keep their records and hold their
+    /// deleted logs open. Forgetting is always safe: a replica is rebuilt when next listed.
+    pub(crate) fn keep_only(&self, agents: &[AgentName]) {
+        let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
+        if replicas.len() > agents.len() {
+            replicas.retain(|agent, _| agents.binary_search(agent).is_ok());
+        }
+    }
+
     fn replica(&self, agent: &AgentName) -> Arc<Mutex<Replica<T>>> {
         let mut replicas = self.replicas.lock().unwrap_or_else(PoisonError::into_inner);
         replicas.entry(agent.clone()).or_default().clone()
+    }
+
+    fn existing(&self, agent: &AgentName) -> Option<Arc<Mutex<Replica<T>>>> {
+        self.replicas.lock().unwrap_or_else(PoisonError::into_inner).get(agent).cloned()
     }
 }
 
@@ -304,7 +394,15 @@ pub(crate) fn after<T>(
     records.range::<String, _>((from, Bound::Unbounded)).map(|(_, record)| record)
 }
 
-fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>) -> Result<()> {
+/// Brings `replica` up to date with `source`. With `hold` (a whole listing's refresh) the log
+/// is held open afterwards for the next listing's one-`stat` check; without (a writer's, or a
+/// partial read's), the file held before is let go, so that only listings use the process's
+/// few held descriptors (see `follow`).
+fn refresh<T: DeserializeOwned>(
+    replica: &mut Replica<T>,
+    source: &Source<'_, T>,
+    hold: bool,
+) -> Result<()> {
     let log = source.log;
     let mut file = match File::open(log) {
         Ok(file) => file,
@@ -314,14 +412,34 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
         }
         Err(err) => return Err(Error::io(log, err)),
     };
-    let len = file.metadata().map_err(|err| Error::io(log, err))?.len();
-    let header = read_header(&mut file, log)?;
+    let metadata = file.metadata().map_err(|err| Error::io(log, err))?;
+    catch_up(replica, source, &mut file, metadata.len())?;
+    // Held from here on, for the next listing's one-`stat` check (see `follow`); the file
+    // held before is let go first, so that a replica never holds two.
+    if hold {
+        replica.followed = None;
+        replica.followed = Followed::hold(file, &metadata);
+    } else if !replica.followed.as_ref().is_some_and(|followed| followed.is(&metadata)) {
+        replica.followed = None;
+    }
+    Ok(())
+}
+
+/// Brings `replica` up to date with the log `file`, `len` bytes long.
+fn catch_up<T: DeserializeOwned>(
+    replica: &mut Replica<T>,
+    source: &Source<'_, T>,
+    file: &mut File,
+    len: u64,
+) -> Result<()> {
+    let log = source.log;
+    let header = read_header(file, log)?;
     if header.is_none() || header != replica.log || len < replica.offset {
         // A log new to this process: read every record. Lines appended from here on are read
         // at the next refresh, so nothing written during the scan is missed; a creator whose
         // line came before but whose file is not there yet (one holds the lock only shared)
         // is awaited, as its line were read now.
-        let bytes = read_from(&mut file, log, 0, len)?;
+        let bytes = read_from(file, log, 0, len)?;
         let (lines, consumed) = io::parse_jsonl::<Line>(log, &bytes);
         let mut records = BTreeMap::new();
         let mut listed = BTreeSet::new();
@@ -352,21 +470,33 @@ fn refresh<T: DeserializeOwned>(replica: &mut Replica<T>, source: &Source<'_, T>
             records,
             awaiting,
             renderings: Renderings::default(),
+            followed: None,
         };
         return Ok(());
     }
     if len == replica.offset && replica.awaiting.is_empty() {
         return Ok(());
     }
-    let bytes = read_from(&mut file, log, replica.offset, len)?;
+    let bytes = read_from(file, log, replica.offset, len)?;
     let (lines, complete) = io::parse_jsonl::<Line>(log, &bytes);
     // The last line about an id says whether it may still be on its way.
     let mut touched: BTreeMap<String, Change> =
         std::mem::take(&mut replica.awaiting).into_iter().map(|id| (id, Change::New)).collect();
     touched.extend(last_changes(lines));
     for (id, change) in touched {
-        replica.renderings.forget(&id);
-        match source.load(&id)? {
+        // A record read again is a change (its rendering forgotten, a new generation, the
+        // body dropped); one still missing or left out, as it was, is not.
+        let found = source.load(&id)?;
+        let changed = match &found {
+            Found::Kept(_) => true,
+            Found::Skipped | Found::Missing | Found::Unreadable => {
+                replica.records.contains_key(&id)
+            }
+        };
+        if changed {
+            replica.renderings.changed(&id);
+        }
+        match found {
             Found::Kept(record) => {
                 replica.records.insert(id, record);
             }
@@ -471,17 +601,17 @@ mod tests {
             // Readers that read the directory whole at some moment of the race (a process's
             // first listing), and one that only follows the log, all racing the creator.
             let mut follower = Replica::default();
-            refresh(&mut follower, &source).unwrap();
+            refresh(&mut follower, &source, true).unwrap();
             let mut scanned = Vec::new();
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                refresh(&mut follower, &source).unwrap();
+                refresh(&mut follower, &source, true).unwrap();
                 let mut replica = Replica::default();
-                refresh(&mut replica, &source).unwrap();
+                refresh(&mut replica, &source, true).unwrap();
                 scanned.push(replica);
             }
             assert!(scanned.len() > 10, "the readers hardly raced the creator");
             for replica in scanned.iter_mut().chain([&mut follower]) {
-                refresh(replica, &source).unwrap();
+                refresh(replica, &source, true).unwrap();
                 assert_eq!(replica.records.len(), CREATED, "records a reader lost");
             }
         });
@@ -491,6 +621,35 @@ mod tests {
         let records = dir.join("records");
         fs::create_dir_all(&records).unwrap();
         (records, dir.join("records.changes.jsonl"))
+    }
+
+    fn holds(index: &RecordIndex<serde_json::Value>, agent: &AgentName) -> bool {
+        index.existing(agent).unwrap().lock().unwrap().followed.is_some()
+    }
+
+    /// Only whole listings take one of the process's few held descriptors: a writer's refresh
+    /// (settle) or a partial read keeps a file already held only while it is the same file.
+    #[test]
+    fn only_a_whole_listing_takes_a_held_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (records, log) = directory(dir.path());
+        let source = Source { dir: &records, log: &log, keep: keep_all };
+        let agent = AgentName::parse("worker").unwrap();
+        let index = RecordIndex::<serde_json::Value>::default();
+        let listing = Listing { open: "[", render: |_| b"x".to_vec(), close: "]" };
+
+        index.read(&agent, &source, |_| ()).unwrap();
+        index.settle(&agent, &source).unwrap();
+        assert!(!holds(&index, &agent), "a read or a writer's refresh held the log");
+        index.body(&agent, &source, &listing).unwrap();
+        assert!(holds(&index, &agent), "a whole listing holds its log");
+        note(&log, "a", Change::Changed, true).unwrap();
+        index.settle(&agent, &source).unwrap();
+        assert!(holds(&index, &agent), "the same file, still held");
+        // Replaced (as past its bound): the writer's refresh lets the old file go.
+        io::write_bytes(&log, &header_line(&log).unwrap()).unwrap();
+        index.read(&agent, &source, |_| ()).unwrap();
+        assert!(!holds(&index, &agent), "a replaced log's old file still held");
     }
 
     #[test]

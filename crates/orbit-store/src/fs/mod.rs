@@ -33,6 +33,7 @@
 mod agents;
 mod data_dir_id;
 mod dirsync;
+mod follow;
 mod history;
 mod inbox;
 mod index;
@@ -83,6 +84,11 @@ pub(crate) struct Inner {
     task_index: index::RecordIndex<crate::Task>,
     /// The shared fsyncs of the directories new records go into (see `dirsync`).
     dir_syncs: dirsync::DirSyncs,
+    /// The last whole listing of every agent's tasks, by the generation of each agent's index
+    /// it was joined from (see `tasks`).
+    all_tasks: std::sync::Mutex<
+        crate::render::JoinedBody<Vec<(crate::AgentName, crate::render::Generation)>, crate::Task>,
+    >,
     /// Ticks at every task change made through this store (see `TaskStore::watch_changes`).
     task_changes: tokio::sync::watch::Sender<u64>,
 }
@@ -119,6 +125,7 @@ impl FsStore {
             inbox_index: index::RecordIndex::default(),
             task_index: index::RecordIndex::default(),
             dir_syncs: dirsync::DirSyncs::default(),
+            all_tasks: std::sync::Mutex::default(),
             task_changes: tokio::sync::watch::channel(0).0,
         };
         // Agents whose deletion a crash interrupted.

@@ -19,10 +19,19 @@
 //!   a new file, with a new header, renamed over the old one; readers notice the new header and
 //!   replay it from the start.
 //!
-//! A reader knows the file it replayed by the header's id, read again at every refresh, and
-//! never by device and inode: a filesystem reuses a freed inode at once, so a journal deleted
-//! with its agent, or compacted twice, can come back under the same inode with a longer length,
-//! and a reader trusting the inode would go on from its old offset in a different file.
+//! A reader knows the file it replayed by the header's id, read again at every refresh that
+//! opens the file, and never by device and inode alone: a filesystem reuses a freed inode at
+//! once, so a journal deleted with its agent, or compacted twice, can come back under the same
+//! inode with a longer length, and a reader trusting an inode it does not hold would go on
+//! from its old offset in a different file.
+//!
+//! The one exception is the reader's shortcut (`Journal::refresh_to_read`): a reader that
+//! still holds open the file it replayed last (`follow`) skips the refresh when one `stat` of
+//! the path names that very device and inode at the length consumed. A held file's inode
+//! cannot be freed, so it cannot be reused; the journal is only appended to or replaced by a
+//! rename, so the same file at the same length holds nothing new. A reader whose held file was
+//! let go (the process's few slots are given to the files checked most recently) refreshes as
+//! above, reading the header.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -33,8 +42,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::follow::Followed;
 use super::{FsStore, Inner, io};
-use crate::render::{Render, Rendered, Renderings};
+use crate::render::{Body, Listing, Render, Rendered, Renderings};
 use crate::{
     AgentName, Error, MessagePreview, NewSession, Result, Session, SessionId, SessionMessage,
     SessionPatch, SessionStore, TranscriptCursor, TranscriptEntry, TranscriptPage,
@@ -68,9 +78,13 @@ struct Journal {
     /// Bytes of the line that put each live session, to decide when to compact.
     live_bytes: HashMap<SessionId, u64>,
     sessions: BTreeMap<SessionId, Session>,
-    /// The renderings of the sessions listed whole (`SessionStore::list_rendered`), each
-    /// forgotten when its session changes.
+    /// The renderings of the sessions listed whole (`SessionStore::list_rendered`) and their
+    /// last body (see `render`), each rendering forgotten, and the body dropped, when a
+    /// session changes.
     renderings: Renderings<SessionId, Session>,
+    /// The file as last read, held open (see `follow`), so that a read can tell with one
+    /// `stat` that nothing was appended and the file was not replaced.
+    followed: Option<Followed>,
 }
 
 impl Journal {
@@ -79,12 +93,12 @@ impl Journal {
             Entry::Header { .. } => {}
             Entry::Put { session } => {
                 self.live_bytes.insert(session.id, bytes);
-                self.renderings.forget(&session.id);
+                self.renderings.changed(&session.id);
                 self.sessions.insert(session.id, *session);
             }
             Entry::Delete { id } => {
                 self.live_bytes.remove(&id);
-                self.renderings.forget(&id);
+                self.renderings.changed(&id);
                 self.sessions.remove(&id);
             }
         }
@@ -99,8 +113,10 @@ impl Journal {
     }
 
     /// Catches up with the file: replays what was appended since the last read, or the
-    /// whole file when it was replaced. Returns the file's length.
-    fn refresh(&mut self, path: &Path) -> Result<u64> {
+    /// whole file when it was replaced. Returns the file's length. A reader (`hold`) keeps
+    /// the file held for its next one-`stat` check; a writer lets go of the file it held
+    /// (see `follow`: only readers of listings use a slot of the process's bounded few).
+    fn refresh(&mut self, path: &Path, hold: bool) -> Result<u64> {
         let mut file = match File::open(path) {
             Ok(file) => file,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
@@ -109,7 +125,8 @@ impl Journal {
             }
             Err(err) => return Err(Error::io(path, err)),
         };
-        let len = file.metadata().map_err(|err| Error::io(path, err))?.len();
+        let metadata = file.metadata().map_err(|err| Error::io(path, err))?;
+        let len = metadata.len();
         let header = read_header(&mut file, path)?;
         if header.is_none() || header != self.journal || len < self.offset {
             // A different file (or one whose header is not complete yet): start over.
@@ -133,7 +150,25 @@ impl Journal {
             }
             self.offset += complete as u64;
         }
+        // The file held before is let go first, so that a journal never holds two.
+        if hold {
+            self.followed = None;
+            self.followed = Followed::hold(file, &metadata);
+        } else if !self.followed.as_ref().is_some_and(|followed| followed.is(&metadata)) {
+            self.followed = None;
+        }
         Ok(len)
+    }
+
+    /// Catches up with the file for a reader: nothing to do when the file is the one held
+    /// since the last refresh and no longer than this journal consumed (one `stat`; see
+    /// `follow`). The journal is only appended to, or replaced by a rename, so the same file
+    /// at the same length holds nothing new.
+    fn refresh_to_read(&mut self, path: &Path) -> Result<()> {
+        if self.followed.as_ref().is_some_and(|followed| followed.unchanged(path, self.offset)) {
+            return Ok(());
+        }
+        self.refresh(path, true).map(drop)
     }
 }
 
@@ -176,6 +211,12 @@ impl JournalCache {
         let mut journals = self.journals.lock().unwrap_or_else(PoisonError::into_inner);
         journals.entry(agent.clone()).or_default().clone()
     }
+
+    /// Forgets an agent's journal: the agent is gone (deleted here, or found gone), so its
+    /// sessions are not kept and its deleted journal is not held open.
+    pub(crate) fn forget(&self, agent: &AgentName) {
+        self.journals.lock().unwrap_or_else(PoisonError::into_inner).remove(agent);
+    }
 }
 
 impl Inner {
@@ -187,28 +228,39 @@ impl Inner {
         self.agent_dir(agent).join("sessions").join(format!("{id}.jsonl"))
     }
 
+    /// The agent exists; an agent found gone (deleted by another process) has its journal
+    /// forgotten here too.
+    fn require_journal(&self, agent: &AgentName) -> Result<()> {
+        let exists = self.require_agent(agent);
+        if exists.is_err() {
+            self.sessions.forget(agent);
+        }
+        exists
+    }
+
     /// Reads with the journal replayed up to date, without the cross-process lock.
     pub(super) fn read_sessions<T>(
         &self,
         agent: &AgentName,
         read: impl FnOnce(&BTreeMap<SessionId, Session>) -> T,
     ) -> Result<T> {
-        self.require_agent(agent)?;
+        self.require_journal(agent)?;
         let journal = self.sessions.journal(agent);
         let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
-        journal.refresh(&self.journal_path(agent))?;
+        journal.refresh_to_read(&self.journal_path(agent))?;
         Ok(read(&journal.sessions))
     }
 
-    /// Every session, newest first, rendered by `render`: the renderings kept for the sessions
-    /// unchanged since they were last listed, new ones for the others.
-    fn render_sessions(&self, agent: &AgentName, render: Render<Session>) -> Result<Vec<Rendered>> {
-        self.require_agent(agent)?;
+    /// Every session, newest first, as `listing` writes it: the body kept while the journal
+    /// has not changed since it was joined, else one joined from the renderings kept for the
+    /// sessions unchanged since they were last listed and new ones for the others.
+    fn sessions_body(&self, agent: &AgentName, listing: &Listing<Session>) -> Result<Body> {
+        self.require_journal(agent)?;
         let journal = self.sessions.journal(agent);
         let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
-        journal.refresh(&self.journal_path(agent))?;
+        journal.refresh_to_read(&self.journal_path(agent))?;
         let Journal { sessions, renderings, .. } = &mut *journal;
-        Ok(sessions.iter().rev().map(|(id, session)| renderings.get(id, session, render)).collect())
+        Ok(renderings.body(sessions.iter().rev(), listing))
     }
 
     /// Changes the journal under the cross-process lock. `change` sees every session as of
@@ -239,7 +291,7 @@ impl Inner {
         self.with_agent(agent, || {
             io::with_lock(&self.agent_dir(agent).join("sessions.lock"), || {
                 let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
-                let len = journal.refresh(&path)?;
+                let len = journal.refresh(&path, false)?;
                 if journal.journal.is_none() {
                     // A new journal, or one from before headers: give it a header first.
                     compact(&path, &mut journal, len > 0)?;
@@ -250,7 +302,7 @@ impl Inner {
                         .map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
                     io::append_line(&path, &line)?;
                     // Replaying our own line keeps the offset exact, torn-line repair included.
-                    journal.refresh(&path)?;
+                    journal.refresh(&path, false)?;
                     if journal.wants_compaction() {
                         compact(&path, &mut journal, true)?;
                     }
@@ -328,7 +380,7 @@ fn compact(path: &Path, journal: &mut Journal, log: bool) -> Result<()> {
         tracing::debug!(path = %path.display(), lines = journal.lines, sessions = journal.sessions.len(), "compacted session journal");
     }
     *journal = Journal::default();
-    journal.refresh(path)?;
+    journal.refresh(path, false)?;
     Ok(())
 }
 
@@ -362,13 +414,9 @@ impl SessionStore for FsStore {
         .await
     }
 
-    async fn list_rendered(
-        &self,
-        agent: &AgentName,
-        render: Render<Session>,
-    ) -> Result<Vec<Rendered>> {
+    async fn list_rendered(&self, agent: &AgentName, listing: Listing<Session>) -> Result<Body> {
         let agent = agent.clone();
-        self.blocking(move |s| s.render_sessions(&agent, render)).await
+        self.blocking(move |s| s.sessions_body(&agent, &listing)).await
     }
 
     async fn list_page(

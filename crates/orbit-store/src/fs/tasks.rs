@@ -22,13 +22,14 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::PoisonError;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::index::{self, Change};
 use super::{FsStore, Inner, io};
-use crate::render::{Render, Rendered};
+use crate::render::{Body, Listing, Rendered};
 use crate::{
     AgentName, ChangeCursor, Error, Lease, LeaseToken, NewTask, Result, Run, RunId, RunOutcome,
     RunStart, RunStatus, SessionId, Task, TaskChange, TaskChanges, TaskId, TaskPatch, TaskStore,
@@ -90,7 +91,8 @@ impl Inner {
         index::note(&log, &id.to_string(), Change::Changed, true)
     }
 
-    /// Every agent, in name order, for listing every agent's tasks.
+    /// Every agent, in name order, for listing every agent's tasks: read from `agents/` at
+    /// every call, so that agents made or deleted by another process are listed or not.
     fn agents_with_tasks(&self) -> Result<Vec<AgentName>> {
         let names = io::list_names(&self.root.join("agents"), "")?;
         Ok(names
@@ -113,25 +115,97 @@ impl Inner {
         after: Option<TaskId>,
         limit: usize,
     ) -> Result<Vec<Task>> {
-        self.read_tasks(agent, |index, source| {
+        let tasks = self.read_tasks(agent, |index, source| {
             index.read(agent, source, |tasks| {
                 index::after(tasks, after.map(|id| id.to_string())).take(limit).cloned().collect()
             })
-        })
+        })?;
+        Ok(tasks.unwrap_or_default())
     }
 
-    /// The agent's tasks in id order, rendered (see `index`).
-    fn render_tasks(&self, agent: &AgentName, render: Render<Task>) -> Result<Vec<Rendered>> {
-        self.read_tasks(agent, |index, source| index.render(agent, source, render))
+    /// The agent's whole listing of tasks in id order, as `listing` writes it (see `index`):
+    /// the kept body, without a lock, while the index's log shows no change; else under the
+    /// locks, from the index brought up to date.
+    fn tasks_body(&self, agent: &AgentName, listing: &Listing<Task>) -> Result<Body> {
+        if let Some(body) = self.task_index.current_body(agent, &self.tasks_log(agent), listing) {
+            return Ok(body);
+        }
+        let body = self.read_tasks(agent, |index, source| index.body(agent, source, listing))?;
+        Ok(body.unwrap_or_else(|| listing.write(&[])))
     }
 
-    /// Reads the agent's index of tasks under `tasks.lock` taken shared (see `index`); an
-    /// agent deleted meanwhile has no tasks.
-    fn read_tasks<R: Default>(
+    /// Every agent's tasks, by agent name then id, as `listing` writes them: the body joined
+    /// last, while every agent listed then is listed now and each one's index is in the
+    /// generation it was joined from.
+    ///
+    /// An agent whose change log has not grown since this process last read it costs one
+    /// `stat` of its `agent.json` (listing `agents/`) and one of its log, with no lock taken
+    /// and no file opened: see `index` for why a log that has not grown, and is still the file
+    /// held open since, means that no process has begun a change to the agent's tasks. Any
+    /// other agent (new here, changed, replaced with its directory) is brought up to date under
+    /// its locks as before. The agents are read from `agents/` at every call, so agents made
+    /// or deleted by other processes come and go at once.
+    fn all_tasks_body(&self, listing: &Listing<Task>) -> Result<Body> {
+        let agents = self.agents_with_tasks()?;
+        self.task_index.keep_only(&agents);
+        // An agent not current without a refresh is read (rendered) once, under its locks,
+        // here; its renderings serve the join below if the kept body does not answer.
+        let mut state = Vec::with_capacity(agents.len());
+        let mut read = Vec::with_capacity(agents.len());
+        for agent in agents {
+            let log = self.tasks_log(&agent);
+            let (generation, rendered) = match self.task_index.current_generation(&agent, &log) {
+                Some(generation) => (generation, None),
+                None => match self.read_tasks(&agent, |index, source| {
+                    index.rendered(&agent, source, listing.render)
+                })? {
+                    Some((generation, rendered)) => (generation, Some(rendered)),
+                    // An agent deleted meanwhile has no tasks, and no place in the state.
+                    None => continue,
+                },
+            };
+            state.push((agent, generation));
+            read.push(rendered);
+        }
+        let all_tasks = &self.all_tasks;
+        if let Some(body) =
+            all_tasks.lock().unwrap_or_else(PoisonError::into_inner).get(&state, listing)
+        {
+            return Ok(body);
+        }
+        // Joined from each index as it is now, which may be newer than `state`: the body is
+        // kept under the generations it was joined from, never under older ones.
+        let mut joined_state = Vec::with_capacity(state.len());
+        let mut parts = Vec::with_capacity(state.len());
+        for ((agent, generation), rendered) in state.into_iter().zip(read) {
+            let read = match rendered {
+                Some(rendered) => Some((generation, rendered)),
+                None => self.read_tasks(&agent, |index, source| {
+                    index.rendered(&agent, source, listing.render)
+                })?,
+            };
+            if let Some((generation, rendered)) = read {
+                joined_state.push((agent, generation));
+                parts.push(rendered);
+            }
+        }
+        let parts: Vec<&[Rendered]> = parts.iter().map(Vec::as_slice).collect();
+        let body = listing.join_parts(&parts);
+        all_tasks.lock().unwrap_or_else(PoisonError::into_inner).keep(
+            joined_state,
+            listing,
+            body.clone(),
+        );
+        Ok(body)
+    }
+
+    /// Reads the agent's index of tasks under `tasks.lock` taken shared (see `index`); `None`
+    /// for an agent deleted meanwhile, which has no tasks.
+    fn read_tasks<R>(
         &self,
         agent: &AgentName,
         read: impl FnOnce(&index::RecordIndex<Task>, &index::Source<'_, Task>) -> Result<R>,
-    ) -> Result<R> {
+    ) -> Result<Option<R>> {
         let dir = self.agent_dir(agent).join("tasks");
         let log = self.tasks_log(agent);
         let source = index::Source { dir: &dir, log: &log, keep: |_: &Task| true };
@@ -146,9 +220,9 @@ impl Inner {
         match read {
             Err(err) if !self.agent_exists(agent) => {
                 tracing::debug!(%agent, error = %err, "the agent went while its tasks were read");
-                Ok(R::default())
+                Ok(None)
             }
-            read => read,
+            read => read.map(Some),
         }
     }
 
@@ -358,15 +432,11 @@ impl TaskStore for FsStore {
         .await
     }
 
-    async fn list_rendered(
-        &self,
-        agent: &AgentName,
-        render: Render<Task>,
-    ) -> Result<Vec<Rendered>> {
+    async fn list_rendered(&self, agent: &AgentName, listing: Listing<Task>) -> Result<Body> {
         let agent = agent.clone();
         self.blocking(move |s| {
             s.require_agent(&agent)?;
-            s.render_tasks(&agent, render)
+            s.tasks_body(&agent, &listing)
         })
         .await
     }
@@ -382,15 +452,8 @@ impl TaskStore for FsStore {
         .await
     }
 
-    async fn list_all_rendered(&self, render: Render<Task>) -> Result<Vec<Rendered>> {
-        self.blocking(move |s| {
-            let mut tasks = Vec::new();
-            for agent in s.agents_with_tasks()? {
-                tasks.extend(s.render_tasks(&agent, render)?);
-            }
-            Ok(tasks)
-        })
-        .await
+    async fn list_all_rendered(&self, listing: Listing<Task>) -> Result<Body> {
+        self.blocking(move |s| s.all_tasks_body(&listing)).await
     }
 
     async fn update(&self, agent: &AgentName, id: &TaskId, patch: TaskPatch) -> Result<Task> {

@@ -85,14 +85,10 @@ async fn rendered_sessions_follow_other_processes_writes() {
     }
     for step in 0..4 {
         // Listed (and so rendered) here before each change there.
-        let rendered = here.sessions.list_rendered(&bot, render).await.unwrap();
+        let listing = orbit_store::render::Listing { open: "[", render, close: "]" };
+        let rendered = here.sessions.list_rendered(&bot, listing).await.unwrap();
         let listed = there.sessions.list_by_agent(&bot).await.unwrap();
-        let expected: Vec<Vec<u8>> = listed.iter().map(render).collect();
-        assert_eq!(
-            rendered.iter().map(|r| r.to_vec()).collect::<Vec<_>>(),
-            expected,
-            "step {step}"
-        );
+        assert_eq!(rendered, listing.write(&listed), "step {step}");
         match step {
             0 => {
                 let patch =

@@ -8,6 +8,7 @@ mod crash;
 mod ids;
 mod index;
 mod journal;
+mod kept;
 mod multiprocess;
 mod new_records;
 mod transcripts;
