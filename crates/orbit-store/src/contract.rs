@@ -1107,10 +1107,31 @@ pub async fn instances_of_one_name_share_a_data_dir(stores: &Stores) {
         register(node_identity("racer", "dir-1"), in_secs(30)),
         register(node_identity("racer", "dir-2"), in_secs(30))
     );
-    assert!(x.is_err() || y.is_err(), "both took one name");
+    let outcomes = [&x, &y].map(|outcome| outcome.as_ref().map_err(crate::Error::kind));
+    assert!(
+        matches!(outcomes, [Ok(_), Err(ErrorKind::Conflict)] | [Err(ErrorKind::Conflict), Ok(_)]),
+        "exactly one takes the name, the other is refused: {x:?} {y:?}"
+    );
     // A lapsed instance's name is free.
-    register(node_identity("gone", "dir-1"), in_secs(-1)).await.unwrap();
-    register(node_identity("gone", "dir-2"), in_secs(30)).await.expect("the old node is gone");
+    let lapsed = register(node_identity("gone", "dir-1"), in_secs(-1)).await.unwrap();
+    let taker =
+        register(node_identity("gone", "dir-2"), in_secs(30)).await.expect("the old node is gone");
+    // ...and stays the taker's: the lapsed instance, come back, may not renew under it.
+    let lost = stores.instances.heartbeat(&lapsed.id, in_secs(30)).await.unwrap_err();
+    assert_eq!(lost.kind(), ErrorKind::Conflict, "{lost}");
+    assert!(lost.to_string().contains(&taker.id.to_string()), "names the taker: {lost}");
+    stores.instances.heartbeat(&taker.id, in_secs(30)).await.expect("the taker renews");
+    let registered = stores.instances.list().await.unwrap();
+    let old =
+        registered.iter().find(|i| i.id == lapsed.id).expect("the refused renewal wrote nothing");
+    assert!(old.until < timestamp::now(), "still lapsed: {old:?}");
+    // Registering anew (as after a prune), it is refused as any newcomer would be.
+    let again = register(node_identity("gone", "dir-1"), in_secs(30)).await.unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Conflict, "{again}");
+    // A lapsed instance whose name nobody took renews.
+    let dozed = register(node_identity("dozer", "dir-1"), in_secs(-1)).await.unwrap();
+    let woke = stores.instances.heartbeat(&dozed.id, in_secs(30)).await.expect("nobody took it");
+    assert!(woke.live_at(timestamp::now()));
 }
 
 /// Two callers racing to make the agent's first main session agree on one.
