@@ -989,7 +989,10 @@ pub async fn turn_aborts_go_with_the_hold(stores: &Stores) {
     let renewed = sessions.renew_turn(&a, &session.id, &held.token, in_secs(30)).await.unwrap();
     assert!(!renewed.abort_requested, "nobody asked yet");
     let taken = sessions.request_turn_abort(&a, &session.id, timestamp::now()).await.unwrap();
-    assert_eq!(taken, keeps_holds, "a live hold takes the request, where holds are kept");
+    assert_eq!(taken.is_some(), keeps_holds, "a live hold takes the request, where kept");
+    if let Some(token) = taken {
+        assert_eq!(token, held.token, "and says which hold took it");
+    }
     let renewed = sessions.renew_turn(&a, &session.id, &held.token, in_secs(30)).await.unwrap();
     assert_eq!(renewed.abort_requested, keeps_holds, "the holder learns it at its renewal");
     if !keeps_holds {
@@ -1002,14 +1005,14 @@ pub async fn turn_aborts_go_with_the_hold(stores: &Stores) {
     assert!(!renewed.abort_requested, "a new turn's hold starts without the old request");
     sessions.release_turn(&a, &session.id, &next.token).await.unwrap();
     let none = sessions.request_turn_abort(&a, &session.id, timestamp::now()).await.unwrap();
-    assert!(!none, "no turn runs: nothing takes the request");
+    assert_eq!(none, None, "no turn runs: nothing takes the request");
     // A hold whose lease lapsed (its node died) runs nothing either.
     let lapsed = Lease::new(InstanceId::new(), in_secs(5));
     sessions.hold_turn(&a, &session.id, &lapsed, timestamp::now()).await.unwrap();
     let none = sessions.request_turn_abort(&a, &session.id, in_secs(10)).await.unwrap();
-    assert!(!none, "a lapsed hold takes no request");
+    assert_eq!(none, None, "a lapsed hold takes no request");
     let missing = sessions.request_turn_abort(&a, &SessionId::new(), timestamp::now()).await;
-    assert!(!missing.unwrap(), "an unknown session runs nothing");
+    assert_eq!(missing.unwrap(), None, "an unknown session runs nothing");
 }
 
 /// A node gone for good releases what was pinned to it: a session loses its pin and its

@@ -175,9 +175,18 @@ pub enum SignalKind {
     AgentDeleted { agent: AgentName },
     /// The session was deleted: the same for its turn and CLI state.
     SessionDeleted { agent: AgentName, session: SessionId },
-    /// Abort the session's running turn; whoever aborts one answers [`SignalKind::Done`]
-    /// with the same `request`.
-    AbortTurn { agent: AgentName, session: SessionId, request: String },
+    /// Abort the session's running turn, the one of the hold `hold` (the token
+    /// [`crate::SessionStore::request_turn_abort`] answered), so that an abort meant for one
+    /// turn never stops the session's next; whoever aborts it answers [`SignalKind::Done`]
+    /// with the same `request`. A signal without `hold` (from a node of an older version)
+    /// aborts whatever turn of the session runs.
+    AbortTurn {
+        agent: AgentName,
+        session: SessionId,
+        request: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hold: Option<crate::LeaseToken>,
+    },
     /// Answer a permission request of the session's running turn; whoever answers it says
     /// [`SignalKind::Done`] with the same `request`.
     AnswerPermission {
