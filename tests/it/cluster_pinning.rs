@@ -196,6 +196,7 @@ fn a_second_node_under_a_taken_name_is_refused_at_its_start() {
     let refused = start_refused(&database.url, second_dir.path(), &model, &twin);
     assert!(refused.contains("under this node's name, on another data directory"), "{refused}");
     assert!(refused.contains("'twin'"), "names the name: {refused}");
+    assert!(refused.contains("retry once it has"), "says a lapsing name frees: {refused}");
     assert!(listening(&a) && listening(&a_again), "the running node goes on");
 
     a.kill();

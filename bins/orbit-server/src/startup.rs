@@ -47,7 +47,7 @@ pub enum StartupError {
     )]
     NodeRenamed { asked: String, kept: String, path: std::path::PathBuf },
     #[error(
-        "another node of this database is running under this node's name, on another data directory: {0}. Give each node's data directory a name of its own (--node-name / ORBIT_NODE_NAME at its first start); processes sharing one data directory share its name"
+        "another node of this database is running under this node's name, on another data directory: {0}. Give each node's data directory a name of its own (--node-name / ORBIT_NODE_NAME at its first start); processes sharing one data directory share its name. If that node is this one, restarted on a new data directory, or it stopped less than a lease (--lease-secs) ago, its registration has yet to lapse: retry once it has"
     )]
     NodeNameTaken(String),
     #[error("cannot register this node: {0}")]
