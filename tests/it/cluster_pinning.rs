@@ -2,7 +2,10 @@
 //! the worktree: the API names that node, the other node answers 409 naming it, and only
 //! that node's scheduler runs the task. Two `orbit-server` processes on one database.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use orbit_testkit::postgres::TestDatabase;
 use orbit_testkit::{ModelServer, Reply, Rule, last_user_text};
@@ -193,19 +196,76 @@ fn a_second_node_under_a_taken_name_is_refused_at_its_start() {
     let refused = start_refused(&database.url, second_dir.path(), &model, &twin);
     assert!(refused.contains("under this node's name, on another data directory"), "{refused}");
     assert!(refused.contains("'twin'"), "names the name: {refused}");
-    let listening = |node: &Node| {
-        actix_web::rt::System::new()
-            .block_on(async { call(node, "GET", "/api/agents", None).await.0 == 200 })
-    };
+    assert!(refused.contains("retry once it has"), "says a lapsing name frees: {refused}");
     assert!(listening(&a) && listening(&a_again), "the running node goes on");
 
     a.kill();
     a_again.kill();
     // The killed node's registration lapses with its heartbeat (3 s): the name is free.
-    std::thread::sleep(Duration::from_secs(4));
+    wait_for_no_live_registration(&database);
     let mut b = Node::start_with(&database.url, second_dir.path(), &model, &twin);
     assert!(listening(&b), "the name of a node that is gone can be taken");
     b.stop();
+}
+
+/// A node away longer than its lease (suspended, cut off from the database) may come back
+/// to find its name taken by a node of another data directory that started meanwhile. It
+/// does not run on under that name: its next heartbeat is refused, whether its
+/// registration only lapsed or was pruned too, and it stops serving and exits with a
+/// failure, while the node that took the name goes on.
+#[test]
+fn a_node_that_comes_back_to_find_its_name_taken_stops() {
+    let database = TestDatabase::new();
+    let model = ModelServer::start(vec![Rule::always(Reply::Text("ok".into()))]);
+    let (first_dir, second_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let twin = ["--node-name", "twin"];
+    let mut lapsed = Node::start_with(&database.url, first_dir.path(), &model, &twin);
+    let mut pruned = Node::start_with(&database.url, first_dir.path(), &model, &twin);
+    let pid = |node: &Node| Pid::from_raw(node.child.id() as i32);
+    for node in [&lapsed, &pruned] {
+        kill(pid(node), Signal::SIGSTOP).unwrap();
+    }
+    wait_for_no_live_registration(&database);
+    // One of them is away so long that another node pruned its registration.
+    database.execute(&format!("DELETE FROM instances WHERE doc->>'pid' = '{}'", pruned.child.id()));
+    let mut taker = Node::start_with(&database.url, second_dir.path(), &model, &twin);
+    assert!(listening(&taker), "the name of a node that seems gone can be taken");
+
+    for node in [&lapsed, &pruned] {
+        kill(pid(node), Signal::SIGCONT).unwrap();
+    }
+    for (node, what) in [(&mut lapsed, "lapsed"), (&mut pruned, "pruned")] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = node.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the {what} node runs on under a taken name");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(!status.success(), "the {what} node exits with a failure: {status}");
+        assert!(node.logged("this node lost its name"), "the {what} node says why");
+        assert!(node.logged("'twin' is taken"), "the {what} node names the name");
+    }
+    assert!(listening(&taker), "the node that took the name goes on");
+    let registered = database.query("SELECT count(*) FROM instances WHERE until > now()");
+    assert_eq!(registered.trim(), "1", "only the taker is registered");
+    taker.stop();
+}
+
+/// Whether `node` answers.
+fn listening(node: &Node) -> bool {
+    actix_web::rt::System::new()
+        .block_on(async { call(node, "GET", "/api/agents", None).await.0 == 200 })
+}
+
+/// Waits until every registration in `database` has lapsed (a 3 s lease).
+fn wait_for_no_live_registration(database: &TestDatabase) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while database.query("SELECT count(*) FROM instances WHERE until > now()").trim() != "0" {
+        assert!(Instant::now() < deadline, "a registration never lapsed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Starts a node that must refuse to start: what it said on stderr.

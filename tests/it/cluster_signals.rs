@@ -173,7 +173,7 @@ fn an_abort_whose_signal_is_lost_is_found_at_the_holds_renewal() {
         let held = held["session"]["id"].as_str().unwrap().to_owned();
         database.execute(&format!(
             "INSERT INTO session_turns (agent, session_id, instance, token, until) \
-             VALUES ('bot', '{held}', 'deaf', 'token', now() + interval '10 minutes')"
+             VALUES ('bot', '{held}', 'deaf', '01JAAAAAAAAAAAAAAAAAAAAAAA', now() + interval '10 minutes')"
         ));
         let abort = format!("/api/agents/bot/sessions/{held}/abort");
         let (status, body) = call(&b, "POST", &abort, None).await;
@@ -190,6 +190,55 @@ fn an_abort_whose_signal_is_lost_is_found_at_the_holds_renewal() {
     });
     a.stop();
     b.stop();
+}
+
+/// An abort signal names the hold of the turn it was recorded against, so an abort meant
+/// for one turn never stops the session's next (its signal may arrive after that turn ended
+/// and the next began): a signal naming another hold leaves the running turn alone, one
+/// naming its hold aborts it. The signals are sent into the database directly, as another
+/// node would send them.
+#[test]
+fn an_abort_signal_stops_only_the_turn_of_the_hold_it_names() {
+    let database = TestDatabase::new();
+    let model = slow_model();
+    let ([mut a], _dirs) = start_nodes(&database.url, [&model]);
+    actix_web::rt::System::new().block_on(async {
+        let (status, _) = call(&a, "POST", "/api/agents", Some(json!({"name": "bot"}))).await;
+        assert_eq!(status, 201);
+        let (_, session) = call(&a, "POST", "/api/agents/bot/sessions", None).await;
+        let session = session["session"]["id"].as_str().unwrap().to_owned();
+        let running =
+            start_chat(&a, json!({"agentName": "bot", "sessionId": session, "message": "slow"}));
+        wait_until(Duration::from_secs(30), "A's turn never reached its model", || {
+            !model.requests().is_empty()
+        })
+        .await;
+        let hold = database.query(&format!(
+            "SELECT token FROM session_turns WHERE agent = 'bot' AND session_id = '{session}'"
+        ));
+        let send_abort = |hold: &str, request: &str| {
+            let signal = json!({
+                "from": "01JBBBBBBBBBBBBBBBBBBBBBBB",
+                "what": {"kind": "abortTurn", "agent": "bot", "session": session, "request": request, "hold": hold},
+            });
+            database.execute(&format!("SELECT pg_notify('orbit_signals', '{signal}')"));
+        };
+
+        // An abort recorded against an earlier turn's hold.
+        send_abort("01JCCCCCCCCCCCCCCCCCCCCCCC", "stale");
+        wait_until(Duration::from_secs(30), "A never heard the stale abort", || {
+            a.logged("meant for an earlier turn")
+        })
+        .await;
+        assert!(!running.is_finished(), "the running turn goes on");
+        assert!(!a.logged("turn aborted through another node"), "nothing was aborted");
+
+        // The abort of this turn's hold.
+        send_abort(hold.trim(), "current");
+        assert_cut_short(&running.await.unwrap(), "an abort naming the turn's hold");
+        assert!(a.logged("turn aborted through another node"), "by the signal");
+    });
+    a.stop();
 }
 
 /// A task deleted through one node stops its run on the node that runs it (the change feed

@@ -50,7 +50,7 @@ pub enum StartupError {
     )]
     NodeRenamed { asked: String, kept: String, path: std::path::PathBuf },
     #[error(
-        "another node of this database is running under this node's name, on another data directory: {0}. Give each node's data directory a name of its own (--node-name / ORBIT_NODE_NAME at its first start); processes sharing one data directory share its name"
+        "another node of this database is running under this node's name, on another data directory: {0}. Give each node's data directory a name of its own (--node-name / ORBIT_NODE_NAME at its first start); processes sharing one data directory share its name. If that node is this one, restarted on a new data directory, or it stopped less than a lease (--lease-secs) ago, its registration has yet to lapse: retry once it has"
     )]
     NodeNameTaken(String),
     #[error("cannot register this node: {0}")]
@@ -291,12 +291,15 @@ impl Application {
     /// Serves until SIGINT or SIGTERM, then stops in order: no new connections, no more task
     /// runs, running turns finish up to a deadline and the rest are aborted (each settles its
     /// inbox claims and records itself), every CLI process ends side by side, the instance
-    /// is deregistered.
+    /// is deregistered. A node that lost its name to a node of another data directory (its
+    /// heartbeat lapsed, and the other started under the name meanwhile) stops the same way
+    /// at once, aborting its turns rather than finishing them, and answers an error: it must
+    /// not run on under a name another node holds.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         // Background loops are told to stop, and their end awaited, like mini-redis's
         // `shutdown` and `shutdown_complete`.
         let stopping_loops = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(
+        let mut heartbeat = tokio::spawn(heartbeat(
             self.pool.clone(),
             self.instance,
             self.identity.clone(),
@@ -315,25 +318,46 @@ impl Application {
         });
         let handle = self.server.handle();
         let mut server = tokio::spawn(self.server);
-        let served = tokio::select! {
-            served = &mut server => served,
+        let mut name_lost = None;
+        let stop = tokio::select! {
+            served = &mut server => Err(served),
             () = stop_signal() => {
                 tracing::info!("stopping: no new requests or task runs; finishing running turns");
+                Ok(TURN_DEADLINE)
+            }
+            beaten = &mut heartbeat => {
+                let err = match beaten {
+                    Ok(Some(err)) => err.to_string(),
+                    Ok(None) => "the heartbeat stopped".to_owned(),
+                    Err(err) => format!("the heartbeat failed: {err}"),
+                };
+                tracing::error!(error = %err, "stopping at once: this node lost its name");
+                name_lost = Some(err);
+                Ok(Duration::ZERO)
+            }
+        };
+        let served = match stop {
+            Err(served) => served,
+            Ok(deadline) => {
                 // Event streams never end by themselves; they end now, so the server's stop
                 // does not wait for them.
                 self.pool.activity().close();
-                let stopping = tokio::spawn(async move { handle.stop(true).await });
+                let graceful = name_lost.is_none();
+                let stopping = tokio::spawn(async move { handle.stop(graceful).await });
                 // Turns of chats and of task runs finish, or are aborted, side by side under
                 // one deadline.
                 let _ = stop_scheduler.send(());
                 let pool = self.pool.clone();
-                let _ = tokio::join!(scheduling, pool.shutdown(TURN_DEADLINE));
+                let _ = tokio::join!(scheduling, pool.shutdown(deadline));
                 let _ = stopping.await;
                 server.await
             }
         };
         stopping_loops.cancel();
-        let _ = tokio::join!(eviction, heartbeat);
+        if name_lost.is_none() {
+            let _ = heartbeat.await;
+        }
+        let _ = eviction.await;
         for listener in [signals, relay].into_iter().flatten() {
             let _ = listener.await;
         }
@@ -341,6 +365,9 @@ impl Application {
             tracing::warn!(error = %err, "could not deregister this instance");
         }
         tracing::info!("stopped");
+        if let Some(err) = name_lost {
+            return Err(std::io::Error::other(format!("this node lost its name: {err}")));
+        }
         served.unwrap_or_else(|err| Err(std::io::Error::other(err)))
     }
 }
@@ -359,29 +386,35 @@ async fn register(
 
 /// Renews this instance's registration at a third of the lease, and withdraws the copies
 /// of waiting tool calls it shared that no turn of it holds any more (a withdrawal that
-/// failed while the database was away).
+/// failed while the database was away), until told to stop, or until the registration is
+/// refused because its node's name is another node's now: then it answers why, and the
+/// node must stop.
 async fn heartbeat(
     pool: AgentPool,
     instance: InstanceId,
     identity: NodeIdentity,
     lease: Duration,
     stop: CancellationToken,
-) {
+) -> Option<orbit_store::Error> {
     let stores = pool.stores().clone();
     loop {
         tokio::select! {
             () = tokio::time::sleep(lease / 3) => {}
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => return None,
         }
         let until = orbit_store::timestamp::now() + lease;
-        match stores.instances.heartbeat(&instance, until).await {
-            Ok(_) => {}
-            // Pruned by another server while this one was suspended: register again.
+        let renewed = match stores.instances.heartbeat(&instance, until).await {
+            // Pruned by another server while this one was suspended: register again, under
+            // the same check as at the start.
             Err(err) if err.kind() == orbit_store::ErrorKind::NotFound => {
-                if let Err(err) = register(&stores, instance, &identity, lease).await {
-                    tracing::error!(error = %err, "could not register this instance again");
-                }
+                register(&stores, instance, &identity, lease).await
             }
+            renewed => renewed.map(drop),
+        };
+        match renewed {
+            Ok(()) => {}
+            // Lapsed, and another data directory's node took the name meanwhile.
+            Err(err) if err.kind() == orbit_store::ErrorKind::Conflict => return Some(err),
             Err(err) => {
                 tracing::warn!(error = %err, "could not renew this instance's registration")
             }

@@ -35,11 +35,16 @@ impl AgentPool {
             return Ok(());
         }
         let now = orbit_store::timestamp::now();
-        if !self.stores().sessions.request_turn_abort(agent, session, now).await? {
+        let Some(hold) = self.stores().sessions.request_turn_abort(agent, session, now).await?
+        else {
             return Err(Error::NotRunning(session.to_string()));
-        }
-        let ask =
-            |request| SignalKind::AbortTurn { agent: agent.clone(), session: *session, request };
+        };
+        let ask = |request| SignalKind::AbortTurn {
+            agent: agent.clone(),
+            session: *session,
+            request,
+            hold: Some(hold),
+        };
         if !self.ask_other_nodes(ask).await? {
             tracing::info!(%agent, %session, "no node answered the abort; the node holding the turn aborts it at its next renewal");
         }
@@ -166,9 +171,18 @@ impl AgentPool {
                     pool.forget_session(&agent, &session).await;
                 });
             }
-            SignalKind::AbortTurn { agent, session, request } => {
+            SignalKind::AbortTurn { agent, session, request, hold } => {
                 let Some(local) = self.find(&agent, &session) else { return };
-                if local.abort().is_err() {
+                let aborted = match hold {
+                    // Only the turn the request was recorded against: by the time the signal
+                    // arrives that turn may have ended and the session's next begun.
+                    Some(hold) => local.abort_held(&hold),
+                    None => local.abort(),
+                };
+                if aborted.is_err() {
+                    if local.is_running() {
+                        tracing::info!(%agent, %session, "an abort meant for an earlier turn of the session leaves its running turn alone");
+                    }
                     return;
                 }
                 tracing::info!(%agent, %session, "turn aborted through another node");

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use crate::PgStore;
 use crate::db::{self, doc, docs, json, not_found, transaction};
+use crate::error::Failure;
 
 /// The longest signal: PostgreSQL's limit on a notification's payload (8000 bytes), less a
 /// margin.
@@ -26,6 +27,27 @@ const APPROVAL_INPUT_BYTES: usize = 32 * 1024;
 
 /// A registration expired this long ago is dropped by the next listing.
 const PRUNE_AFTER: Duration = Duration::from_secs(60 * 60);
+
+/// Orders registrations and renewals, so that two nodes registering at once under one name
+/// see each other, and a lapsed node renewing sees whoever took its name meanwhile. The
+/// isolation is said rather than assumed: each statement must see what the transactions
+/// before the lock's release committed, which READ COMMITTED gives (a database whose
+/// default is REPEATABLE READ would keep the snapshot taken before the lock was granted).
+async fn lock_registry(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), Failure> {
+    tx.batch_execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+    db::execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK]).await.map(drop)
+}
+
+/// The database's clock: whether another node's registration is live is judged by one
+/// clock for every node, not by each asker's own (a node's `until` is still its own clock's,
+/// so nodes' clocks must agree to well within the lease; see docs/architecture.md).
+async fn database_now(tx: &deadpool_postgres::Transaction<'_>) -> Result<OffsetDateTime, Failure> {
+    let row = db::row(tx, "SELECT statement_timestamp()", &[]).await?;
+    match row {
+        Some(row) => Ok(row.try_get(0)?),
+        None => Err(Failure::Store(orbit_store::Error::Backend("no clock".into()))),
+    }
+}
 
 #[async_trait]
 impl InstanceStore for PgStore {
@@ -48,9 +70,8 @@ impl InstanceStore for PgStore {
             node: Some(node.clone()),
         };
         transaction!(self, |tx| async {
-            // Registrations are ordered by this lock, so that two nodes registering at once
-            // under one name see each other.
-            db::execute(&tx, "SELECT pg_advisory_xact_lock($1)", &[&REGISTRY_LOCK]).await?;
+            lock_registry(&tx).await?;
+            let now = database_now(&tx).await?;
             let registered: Vec<Instance> =
                 docs(&db::rows(&tx, "SELECT doc FROM instances WHERE until > $1", &[&now]).await?);
             node.check_unique(&id, &registered, now)?;
@@ -67,6 +88,7 @@ impl InstanceStore for PgStore {
 
     async fn heartbeat(&self, id: &InstanceId, until: OffsetDateTime) -> Result<Instance> {
         transaction!(self, |tx| async {
+            lock_registry(&tx).await?;
             let row = db::row(
                 &tx,
                 "SELECT doc FROM instances WHERE id = $1 FOR UPDATE",
@@ -75,6 +97,13 @@ impl InstanceStore for PgStore {
             .await?
             .ok_or_else(|| not_found("instance", id))?;
             let mut instance: Instance = doc(&row)?;
+            let now = database_now(&tx).await?;
+            if !instance.live_at(now) {
+                let registered: Vec<Instance> = docs(
+                    &db::rows(&tx, "SELECT doc FROM instances WHERE until > $1", &[&now]).await?,
+                );
+                instance.check_renewal(&registered, now)?;
+            }
             instance.heartbeat_at = timestamp::now();
             instance.until = until;
             db::execute(

@@ -332,14 +332,14 @@ impl SessionStore for PgStore {
         agent: &AgentName,
         id: &SessionId,
         now: time::OffsetDateTime,
-    ) -> Result<bool> {
-        let marked = transaction!(self, |tx| db::execute(
+    ) -> Result<Option<LeaseToken>> {
+        let marked = transaction!(self, |tx| db::row(
             &tx,
             "UPDATE session_turns SET abort_requested = true \
-             WHERE agent = $1 AND session_id = $2 AND until > $3",
+             WHERE agent = $1 AND session_id = $2 AND until > $3 RETURNING token",
             &[&agent.as_str(), &id.to_string(), &now]
         ))?;
-        Ok(marked > 0)
+        marked.map(|row| LeaseToken::parse(row.get::<_, &str>(0))).transpose()
     }
 
     async fn release_turn(

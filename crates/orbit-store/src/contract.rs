@@ -993,7 +993,10 @@ pub async fn turn_aborts_go_with_the_hold(stores: &Stores) {
     let renewed = sessions.renew_turn(&a, &session.id, &held.token, in_secs(30)).await.unwrap();
     assert!(!renewed.abort_requested, "nobody asked yet");
     let taken = sessions.request_turn_abort(&a, &session.id, timestamp::now()).await.unwrap();
-    assert_eq!(taken, keeps_holds, "a live hold takes the request, where holds are kept");
+    assert_eq!(taken.is_some(), keeps_holds, "a live hold takes the request, where kept");
+    if let Some(token) = taken {
+        assert_eq!(token, held.token, "and says which hold took it");
+    }
     let renewed = sessions.renew_turn(&a, &session.id, &held.token, in_secs(30)).await.unwrap();
     assert_eq!(renewed.abort_requested, keeps_holds, "the holder learns it at its renewal");
     if !keeps_holds {
@@ -1006,14 +1009,14 @@ pub async fn turn_aborts_go_with_the_hold(stores: &Stores) {
     assert!(!renewed.abort_requested, "a new turn's hold starts without the old request");
     sessions.release_turn(&a, &session.id, &next.token).await.unwrap();
     let none = sessions.request_turn_abort(&a, &session.id, timestamp::now()).await.unwrap();
-    assert!(!none, "no turn runs: nothing takes the request");
+    assert_eq!(none, None, "no turn runs: nothing takes the request");
     // A hold whose lease lapsed (its node died) runs nothing either.
     let lapsed = Lease::new(InstanceId::new(), in_secs(5));
     sessions.hold_turn(&a, &session.id, &lapsed, timestamp::now()).await.unwrap();
     let none = sessions.request_turn_abort(&a, &session.id, in_secs(10)).await.unwrap();
-    assert!(!none, "a lapsed hold takes no request");
+    assert_eq!(none, None, "a lapsed hold takes no request");
     let missing = sessions.request_turn_abort(&a, &SessionId::new(), timestamp::now()).await;
-    assert!(!missing.unwrap(), "an unknown session runs nothing");
+    assert_eq!(missing.unwrap(), None, "an unknown session runs nothing");
 }
 
 /// A node gone for good releases what was pinned to it: a session loses its pin and its
@@ -1111,10 +1114,31 @@ pub async fn instances_of_one_name_share_a_data_dir(stores: &Stores) {
         register(node_identity("racer", "dir-1"), in_secs(30)),
         register(node_identity("racer", "dir-2"), in_secs(30))
     );
-    assert!(x.is_err() || y.is_err(), "both took one name");
+    let outcomes = [&x, &y].map(|outcome| outcome.as_ref().map_err(crate::Error::kind));
+    assert!(
+        matches!(outcomes, [Ok(_), Err(ErrorKind::Conflict)] | [Err(ErrorKind::Conflict), Ok(_)]),
+        "exactly one takes the name, the other is refused: {x:?} {y:?}"
+    );
     // A lapsed instance's name is free.
-    register(node_identity("gone", "dir-1"), in_secs(-1)).await.unwrap();
-    register(node_identity("gone", "dir-2"), in_secs(30)).await.expect("the old node is gone");
+    let lapsed = register(node_identity("gone", "dir-1"), in_secs(-1)).await.unwrap();
+    let taker =
+        register(node_identity("gone", "dir-2"), in_secs(30)).await.expect("the old node is gone");
+    // ...and stays the taker's: the lapsed instance, come back, may not renew under it.
+    let lost = stores.instances.heartbeat(&lapsed.id, in_secs(30)).await.unwrap_err();
+    assert_eq!(lost.kind(), ErrorKind::Conflict, "{lost}");
+    assert!(lost.to_string().contains(&taker.id.to_string()), "names the taker: {lost}");
+    stores.instances.heartbeat(&taker.id, in_secs(30)).await.expect("the taker renews");
+    let registered = stores.instances.list().await.unwrap();
+    let old =
+        registered.iter().find(|i| i.id == lapsed.id).expect("the refused renewal wrote nothing");
+    assert!(old.until < timestamp::now(), "still lapsed: {old:?}");
+    // Registering anew (as after a prune), it is refused as any newcomer would be.
+    let again = register(node_identity("gone", "dir-1"), in_secs(30)).await.unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Conflict, "{again}");
+    // A lapsed instance whose name nobody took renews.
+    let dozed = register(node_identity("dozer", "dir-1"), in_secs(-1)).await.unwrap();
+    let woke = stores.instances.heartbeat(&dozed.id, in_secs(30)).await.expect("nobody took it");
+    assert!(woke.live_at(timestamp::now()));
 }
 
 /// Two callers racing to make the agent's first main session agree on one.

@@ -65,6 +65,18 @@ impl Instance {
     pub fn live_at(&self, now: OffsetDateTime) -> bool {
         self.until > now
     }
+
+    /// Refuses (`Conflict`) to renew this registration once it lapsed and, meanwhile, a
+    /// live instance of another data directory took its node's name: the name is that
+    /// node's now, and this process must stop rather than run on under it. A live
+    /// registration renews unchecked, since no other directory could register the name
+    /// while it was live.
+    pub fn check_renewal(&self, registered: &[Instance], now: OffsetDateTime) -> Result<()> {
+        match &self.node {
+            Some(node) if !self.live_at(now) => node.check_unique(&self.id, registered, now),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Which node a server process is: the node's name (`--node-name`, kept in the data
@@ -133,7 +145,11 @@ pub trait InstanceStore: Send + Sync {
         until: OffsetDateTime,
     ) -> Result<Instance>;
     /// Renews the registration. `NotFound` when it was removed (deregistered, or pruned by
-    /// another instance long after it expired): the caller should register again.
+    /// another instance long after it expired): the caller should register again, under
+    /// the same check. `Conflict` when it lapsed and another data directory's live instance
+    /// has taken its node's name meanwhile ([`Instance::check_renewal`], checked and written
+    /// as one step under the lock that orders registrations): the process has lost its name
+    /// and must stop.
     async fn heartbeat(&self, id: &InstanceId, until: OffsetDateTime) -> Result<Instance>;
     /// Every registration, expired ones included (pruned a while after they expire).
     async fn list(&self) -> Result<Vec<Instance>>;
@@ -205,9 +221,18 @@ pub enum SignalKind {
     AgentDeleted { agent: AgentName },
     /// The session was deleted: the same for its turn and CLI state.
     SessionDeleted { agent: AgentName, session: SessionId },
-    /// Abort the session's running turn; whoever aborts one answers [`SignalKind::Done`]
-    /// with the same `request`.
-    AbortTurn { agent: AgentName, session: SessionId, request: String },
+    /// Abort the session's running turn, the one of the hold `hold` (the token
+    /// [`crate::SessionStore::request_turn_abort`] answered), so that an abort meant for one
+    /// turn never stops the session's next; whoever aborts it answers [`SignalKind::Done`]
+    /// with the same `request`. A signal without `hold` (from a node of an older version)
+    /// aborts whatever turn of the session runs.
+    AbortTurn {
+        agent: AgentName,
+        session: SessionId,
+        request: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hold: Option<crate::LeaseToken>,
+    },
     /// Answer a permission request of the session's running turn; whoever answers it says
     /// [`SignalKind::Done`] with the same `request`.
     AnswerPermission {

@@ -370,18 +370,19 @@ pub trait SessionStore: Send + Sync {
     }
     /// Records that the session's running turn is to be aborted, against its hold, so that
     /// the node holding it learns so at its next renewal even if no signal reached it; the
-    /// request goes with the hold (a next turn's hold starts without one). Whether a live hold
-    /// (at `now`) was there to take it: `false` means no turn of the session runs on any
-    /// node. A store that keeps no holds answers `false`: its one machine's pool knows its
-    /// turns itself.
+    /// request goes with the hold (a next turn's hold starts without one). The token of the
+    /// live hold (at `now`) that took it, so that the request, passed on to the node holding
+    /// the turn, aborts that turn and never a next one; `None` means no turn of the session
+    /// runs on any node. A store that keeps no holds answers `None`: its one machine's pool
+    /// knows its turns itself.
     async fn request_turn_abort(
         &self,
         agent: &AgentName,
         id: &SessionId,
         now: OffsetDateTime,
-    ) -> Result<bool> {
+    ) -> Result<Option<LeaseToken>> {
         let _ = (agent, id, now);
-        Ok(false)
+        Ok(None)
     }
     /// Lets go of a held turn (nothing when `token` no longer holds it).
     async fn release_turn(

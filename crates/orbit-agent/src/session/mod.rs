@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedMutexGuard, oneshot};
 
 use crate::event::{CliResult, TurnEvent};
-use orbit_store::{AgentName, PermissionMode, RunId, SessionId};
+use orbit_store::{AgentName, LeaseToken, PermissionMode, RunId, SessionId};
 use tokio::sync::{mpsc, watch};
 
 use crate::policy::{Decision, DeniedTool, SessionControl};
@@ -145,6 +145,9 @@ pub struct SessionAgent {
     next_turn: AtomicU64,
     /// The id of the turn asked to stop (see [`AbortSignal`]).
     abort: watch::Sender<u64>,
+    /// The hold of the turn last held across nodes, with that turn's id: an abort asked
+    /// through another node names the hold, and stops that turn alone.
+    held_turn: Mutex<Option<(LeaseToken, u64)>>,
     live: Arc<tokio::sync::Mutex<Option<LiveProcess>>>,
     last_used: Mutex<Instant>,
     control: Arc<SessionControl>,
@@ -262,6 +265,7 @@ impl SessionAgent {
             current_turn: AtomicU64::new(0),
             next_turn: AtomicU64::new(1),
             abort: watch::channel(0).0,
+            held_turn: Mutex::new(None),
             live: Arc::new(tokio::sync::Mutex::new(None)),
             last_used: Mutex::new(Instant::now()),
             current: Mutex::new(None),
@@ -314,6 +318,24 @@ impl SessionAgent {
         // its id yet, and a turn ignores requests from before it began.
         self.abort.send_replace(ANY_TURN);
         Ok(())
+    }
+
+    /// Interrupts the running turn if it is the one held by `hold` (see
+    /// [`SessionStore::request_turn_abort`](orbit_store::SessionStore::request_turn_abort)).
+    /// `NotRunning` when that turn runs here no more.
+    pub fn abort_held(&self, hold: &LeaseToken) -> Result<()> {
+        let held = *self.held_turn.lock().unwrap_or_else(PoisonError::into_inner);
+        match held {
+            Some((token, turn))
+                if token == *hold
+                    && self.is_running()
+                    && self.current_turn.load(Ordering::SeqCst) == turn =>
+            {
+                self.abort.send_replace(turn);
+                Ok(())
+            }
+            _ => Err(Error::NotRunning(self.session.to_string())),
+        }
     }
 
     /// Interrupts the turn `id` (see [`Turn::id`]) if it still runs; never another one, and

@@ -41,6 +41,8 @@ impl SessionAgent {
             }
             held => held?,
         }
+        *self.held_turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((lease.token, turn));
         let renewing = {
             let (sessions, agent, session) = (sessions.clone(), self.agent.clone(), self.session);
             let (every, token) = (options.claim_lease, lease.token);

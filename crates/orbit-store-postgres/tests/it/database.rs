@@ -111,7 +111,7 @@ async fn a_task_change_on_one_node_wakes_the_other() {
     let start = b.tasks.changes_since(None).await.unwrap();
     let mut ticks = b.tasks.watch_changes();
     // The listener's first tick, at connecting, may come any time: start from a quiet watch.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_listening(&b).await;
     ticks.borrow_and_update();
     let task = a.tasks.create(&bot, interval_task("p")).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), ticks.changed())
@@ -141,7 +141,7 @@ async fn an_agent_deleted_on_one_node_tells_the_other_of_its_tasks() {
     let start = b.tasks.changes_since(None).await.unwrap();
     let mut ticks = b.tasks.watch_changes();
     // The listener's first tick, at connecting, may come any time: start from a quiet watch.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_listening(&b).await;
     ticks.borrow_and_update();
     a.agents.delete(&bot).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), ticks.changed())
@@ -155,6 +155,25 @@ async fn an_agent_deleted_on_one_node_tells_the_other_of_its_tasks() {
     for task in &made {
         let gone = b.tasks.get(&bot, task).await.unwrap_err();
         assert_eq!(gone.kind(), ErrorKind::NotFound, "{gone}");
+    }
+}
+
+/// Waits until `stores`' listening connection is up: it hears a signal sent through it. Its
+/// tick at connecting comes before it hands on any signal, so the watch is quiet from then.
+async fn until_listening(stores: &orbit_store::Stores) {
+    let mut heard = stores.instances.watch_signals().expect("a database store has signals");
+    let probe = orbit_store::Signal {
+        from: InstanceId::new(),
+        what: orbit_store::SignalKind::Done { request: "probe".into() },
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // A signal sent before the connection listens is lost: send again until one is heard.
+        stores.instances.signal(probe.clone()).await.unwrap();
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(100), heard.recv()).await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the store never listened");
     }
 }
 
@@ -348,6 +367,7 @@ async fn a_flood_of_activity_never_crowds_out_a_control_signal() {
             agent: bot.clone(),
             session: SessionId::new(),
             request: "r".into(),
+            hold: None,
         },
     };
     // Listening by now: an abort is heard (the connection is made as the store opens).

@@ -132,7 +132,7 @@ impl AgentStore for FsStore {
     async fn delete(&self, name: &AgentName) -> Result<()> {
         let name = name.clone();
         self.blocking(move |s| {
-            let tasks = s.with_agent_exclusive(&name, || {
+            s.with_agent_exclusive(&name, || {
                 s.require_agent(&name)?;
                 let tasks = s.task_ids(&name)?;
                 // One rename makes the agent and everything of it unknown at once.
@@ -141,13 +141,18 @@ impl AgentStore for FsStore {
                 s.task_index.forget(&name);
                 s.sessions.forget(&name);
                 io::sync_dir(&s.root.join("agents"))?;
-                Ok(tasks)
+                // Its tasks went with it: every scheduler is told of each, as of a task
+                // deleted alone, rather than planning them until it next re-reads every task.
+                // Still under the agent's lock, right after the rename: a deletion and its
+                // announcement are one step to whoever takes the lock next, and a process
+                // killed between them leaves the smallest window (a scheduler that missed
+                // the changes still drops the tasks at its next re-read of every task). The
+                // feed's lock is a leaf: nothing is locked inside it.
+                for task in &tasks {
+                    s.publish_change(&name, task);
+                }
+                Ok(())
             })?;
-            // Its tasks went with it: every scheduler is told of each, as of a task deleted
-            // alone, rather than planning them until it next re-reads every task.
-            for task in &tasks {
-                s.publish_change(&name, task);
-            }
             s.empty_trash();
             Ok(())
         })

@@ -74,15 +74,21 @@ impl InstanceStore for FsStore {
     async fn heartbeat(&self, id: &InstanceId, until: OffsetDateTime) -> Result<Instance> {
         let id = *id;
         self.blocking(move |s| {
-            let path = s.instance_path(&id);
-            // Only this instance writes its record, so the read and the write need no lock;
-            // a record pruned meanwhile is recreated by a new registration, not here.
-            let mut instance: Instance =
-                io::read_json(&path)?.ok_or_else(|| Error::not_found("instance", id))?;
-            instance.heartbeat_at = timestamp::now();
-            instance.until = until;
-            io::write_json(&path, &instance)?;
-            Ok(instance)
+            // Under the registry's lock: a lapsed registration is checked against the names
+            // registered meanwhile, as a new one would be.
+            io::with_lock(&s.root.join("instances.lock"), || {
+                let path = s.instance_path(&id);
+                let mut instance: Instance =
+                    io::read_json(&path)?.ok_or_else(|| Error::not_found("instance", id))?;
+                let now = timestamp::now();
+                if !instance.live_at(now) {
+                    instance.check_renewal(&s.prune_instances()?, now)?;
+                }
+                instance.heartbeat_at = now;
+                instance.until = until;
+                io::write_json(&path, &instance)?;
+                Ok(instance)
+            })
         })
         .await
     }

@@ -202,10 +202,13 @@ impl InstanceStore for MemStore {
     }
 
     async fn heartbeat(&self, id: &InstanceId, until: OffsetDateTime) -> Result<Instance> {
+        let now = timestamp::now();
         let mut state = self.state();
+        let registered: Vec<Instance> = state.instances.values().cloned().collect();
         let instance =
             state.instances.get_mut(id).ok_or_else(|| Error::not_found("instance", id))?;
-        instance.heartbeat_at = timestamp::now();
+        instance.check_renewal(&registered, now)?;
+        instance.heartbeat_at = now;
         instance.until = until;
         Ok(instance.clone())
     }
