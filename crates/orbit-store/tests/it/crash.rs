@@ -16,8 +16,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use orbit_store::{
-    AgentName, AgentPatch, FsStore, MessageId, MessageType, NewAgent, NewMessage, NewSession,
-    NewTask, Role, ScheduleType, SessionId, SessionMessage, SessionPatch, Stores, TaskId,
+    AgentName, AgentPatch, FsStore, MessageId, MessageType, NewAgent, NewMessage, NewSession, Role,
+    SessionId, SessionMessage, SessionPatch, Stores, TaskId,
 };
 
 const DIR: &str = "ORBIT_STORE_CRASH_DIR";
@@ -247,27 +247,11 @@ async fn crash_writer_child() {
         let stores = stores.clone();
         tokio::spawn(async move {
             for n in 0u64.. {
-                let task = NewTask {
-                    name: None,
-                    prompt: format!("lane {lane} task {n}"),
-                    schedule_type: ScheduleType::Cron,
-                    schedule_value: "0 9 * * 1".into(),
-                    context_mode: Default::default(),
-                    timezone: None,
-                    next_run: None,
-                    worktree: false,
-                    branch: None,
-                    node: None,
-                };
+                let task = crate::records::weekly_task(format!("lane {lane} task {n}"));
                 let task = stores.tasks.create(&agent(), task).await.unwrap();
                 println!("ACK task {}", task.id);
-                let message = NewMessage {
-                    from_agent: agent().into(),
-                    to_agent: agent(),
-                    message: format!("lane {lane} note {n}"),
-                    message_type: MessageType::Request,
-                    request_id: None,
-                };
+                let message =
+                    crate::records::request(&agent(), &agent(), format!("lane {lane} note {n}"));
                 let sent = stores.inbox.send(message).await.unwrap();
                 println!("ACK inbox {}", sent.id);
             }

@@ -10,48 +10,18 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use orbit_store::{
-    AgentName, Claimer, FsStore, InstanceId, MessageType, NewAgent, NewMessage, NewTask,
-    ScheduleType, SessionId, Stores, TaskPatch, timestamp,
-};
+use orbit_store::{AgentName, FsStore, NewAgent, NewMessage, Stores, TaskPatch};
 
 const DIR: &str = "ORBIT_STORE_INDEX_DIR";
 
-fn worker() -> AgentName {
-    AgentName::parse("worker").unwrap()
-}
+use crate::records::{claimer, request, weekly_task as task};
 
 fn message(text: &str) -> NewMessage {
-    NewMessage {
-        from_agent: AgentName::parse("sender").unwrap().into(),
-        to_agent: worker(),
-        message: text.to_owned(),
-        message_type: MessageType::Request,
-        request_id: None,
-    }
+    request(&AgentName::parse("sender").unwrap(), &worker(), text)
 }
 
-fn task(prompt: &str) -> NewTask {
-    NewTask {
-        node: None,
-        name: None,
-        prompt: prompt.to_owned(),
-        schedule_type: ScheduleType::Cron,
-        schedule_value: "0 9 * * 1".into(),
-        context_mode: Default::default(),
-        timezone: None,
-        next_run: None,
-        worktree: false,
-        branch: None,
-    }
-}
-
-fn claimer() -> Claimer {
-    Claimer {
-        session: SessionId::new(),
-        instance: InstanceId::new(),
-        until: timestamp::now() + Duration::from_secs(60),
-    }
+fn worker() -> AgentName {
+    AgentName::parse("worker").unwrap()
 }
 
 /// Every listing of `stores` equals that of a store opened afresh on `dir`. The whole
@@ -154,7 +124,7 @@ async fn listings_stay_current_with_writers_in_other_stores() {
                 }
             }
             3 => tasks.push(
-                writer.tasks.create(&worker(), task(&format!("task {step}"))).await.unwrap().id,
+                writer.tasks.create(&worker(), task(format!("task {step}"))).await.unwrap().id,
             ),
             4 => {
                 let id = tasks[step % tasks.len()];
@@ -280,7 +250,7 @@ async fn index_writer_child() {
                 .await
                 .unwrap();
         }
-        let task = stores.tasks.create(&worker(), task(&format!("task {step}"))).await.unwrap();
+        let task = stores.tasks.create(&worker(), task(format!("task {step}"))).await.unwrap();
         if step.is_multiple_of(3) {
             stores.tasks.delete(&worker(), &task.id).await.unwrap();
         } else {

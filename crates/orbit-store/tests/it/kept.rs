@@ -9,9 +9,14 @@ use std::time::Duration;
 
 use orbit_store::render::{Body, Listing};
 use orbit_store::{
-    AgentName, Claimer, FsStore, InstanceId, MessageType, NewAgent, NewMessage, NewSession,
-    NewTask, ScheduleType, SessionId, SessionPatch, Stores, TaskPatch, timestamp,
+    AgentName, FsStore, NewAgent, NewMessage, NewSession, SessionPatch, Stores, TaskPatch,
 };
+
+use crate::records::{claimer, request, weekly_task as task};
+
+fn message(to: &AgentName, text: &str) -> NewMessage {
+    request(&name("sender"), to, text)
+}
 
 fn render<T: serde::Serialize>(record: &T) -> Vec<u8> {
     serde_json::to_vec(record).unwrap()
@@ -23,39 +28,6 @@ fn listing<T: serde::Serialize>() -> Listing<T> {
 
 fn name(name: &str) -> AgentName {
     AgentName::parse(name).unwrap()
-}
-
-fn message(to: &AgentName, text: &str) -> NewMessage {
-    NewMessage {
-        from_agent: name("sender").into(),
-        to_agent: to.clone(),
-        message: text.to_owned(),
-        message_type: MessageType::Request,
-        request_id: None,
-    }
-}
-
-fn task(prompt: &str) -> NewTask {
-    NewTask {
-        node: None,
-        name: None,
-        prompt: prompt.to_owned(),
-        schedule_type: ScheduleType::Cron,
-        schedule_value: "0 9 * * 1".into(),
-        context_mode: Default::default(),
-        timezone: None,
-        next_run: None,
-        worktree: false,
-        branch: None,
-    }
-}
-
-fn claimer() -> Claimer {
-    Claimer {
-        session: SessionId::new(),
-        instance: InstanceId::new(),
-        until: timestamp::now() + Duration::from_secs(60),
-    }
 }
 
 fn two_stores() -> (tempfile::TempDir, Stores, Stores) {

@@ -11,5 +11,6 @@ mod journal;
 mod kept;
 mod multiprocess;
 mod new_records;
+mod records;
 mod transcripts;
 mod upgrade;

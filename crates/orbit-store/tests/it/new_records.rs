@@ -2,37 +2,16 @@
 //! the directory's shared by concurrent writers (`fs::dirsync`). Opening a store replays
 //! nothing, so what is on disk is what the store answers.
 
-use orbit_store::{
-    AgentName, Error, FsStore, MessageType, NewAgent, NewMessage, NewTask, ScheduleType,
-};
+use orbit_store::{AgentName, Error, FsStore, NewAgent, NewMessage};
+
+use crate::records::{request, weekly_task as task};
+
+fn message(text: &str) -> NewMessage {
+    request(&agent(), &agent(), text)
+}
 
 fn agent() -> AgentName {
     AgentName::parse("writer").unwrap()
-}
-
-fn message(text: &str) -> NewMessage {
-    NewMessage {
-        from_agent: agent().into(),
-        to_agent: agent(),
-        message: text.to_owned(),
-        message_type: MessageType::Request,
-        request_id: None,
-    }
-}
-
-fn task(prompt: &str) -> NewTask {
-    NewTask {
-        name: None,
-        prompt: prompt.to_owned(),
-        schedule_type: ScheduleType::Cron,
-        schedule_value: "0 9 * * 1".into(),
-        context_mode: Default::default(),
-        timezone: None,
-        next_run: None,
-        worktree: false,
-        branch: None,
-        node: None,
-    }
 }
 
 /// Finding (b) of the commit log's review: a store opening the directory replayed the log's
@@ -81,7 +60,7 @@ async fn concurrent_creates_sharing_fsyncs_are_all_there() {
     for n in 0..48 {
         let stores = stores.clone();
         writers.spawn(async move {
-            let task = stores.tasks.create(&agent(), task(&format!("t{n}"))).await.unwrap();
+            let task = stores.tasks.create(&agent(), task(format!("t{n}"))).await.unwrap();
             let sent = stores.inbox.send(message(&format!("m{n}"))).await.unwrap();
             (task.id, sent.id)
         });
