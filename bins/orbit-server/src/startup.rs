@@ -25,6 +25,10 @@ const TURN_DEADLINE: Duration = Duration::from_secs(4);
 
 /// How old a shared copy of a tool call no turn holds must be before a heartbeat withdraws it.
 const STRAY_APPROVAL_AGE: Duration = Duration::from_secs(5);
+
+/// How long a stop waits for its last words to the store: the relay's last activity and
+/// the deregistration (a database that is away would make each wait its full deadline).
+const LAST_WORDS: Duration = Duration::from_secs(2);
 /// How long an aborted turn's CLI gets to stop before it is killed, at shutdown.
 const SHUTDOWN_ABORT_GRACE: Duration = Duration::from_secs(2);
 
@@ -327,11 +331,16 @@ impl Application {
             }
             beaten = &mut heartbeat => {
                 let err = match beaten {
-                    Ok(Some(err)) => err.to_string(),
+                    Ok(Some(err)) => {
+                        tracing::error!(error = %err, "stopping at once: this node lost its name");
+                        err.to_string()
+                    }
                     Ok(None) => "the heartbeat stopped".to_owned(),
-                    Err(err) => format!("the heartbeat failed: {err}"),
+                    Err(err) => {
+                        tracing::error!(error = %err, "stopping at once: the heartbeat failed");
+                        format!("the heartbeat failed: {err}")
+                    }
                 };
-                tracing::error!(error = %err, "stopping at once: this node lost its name");
                 name_lost = Some(err);
                 Ok(Duration::ZERO)
             }
@@ -358,11 +367,24 @@ impl Application {
             let _ = heartbeat.await;
         }
         let _ = eviction.await;
-        for listener in [signals, relay].into_iter().flatten() {
-            let _ = listener.await;
+        if let Some(signals) = signals {
+            let _ = signals.await;
         }
-        if let Err(err) = self.stores.instances.deregister(&self.instance).await {
-            tracing::warn!(error = %err, "could not deregister this instance");
+        // The relay tells the other nodes how this node's last turns ended, but a database
+        // that is away must not hold the stop past its deadline: each signal may wait for it.
+        if let Some(mut relay) = relay
+            && tokio::time::timeout(LAST_WORDS, &mut relay).await.is_err()
+        {
+            tracing::warn!("the other nodes were not told all of this node's last activity");
+            relay.abort();
+        }
+        // A registration left behind lapses with its lease; waiting longer helps nobody.
+        match tokio::time::timeout(LAST_WORDS, self.stores.instances.deregister(&self.instance))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "could not deregister this instance"),
+            Err(_) => tracing::warn!("could not deregister this instance in time"),
         }
         tracing::info!("stopped");
         if let Some(err) = name_lost {
@@ -407,7 +429,16 @@ async fn heartbeat(
             // Pruned by another server while this one was suspended: register again, under
             // the same check as at the start.
             Err(err) if err.kind() == orbit_store::ErrorKind::NotFound => {
-                register(&stores, instance, &identity, lease).await
+                let registered = register(&stores, instance, &identity, lease).await;
+                // The pruning took this instance's shared copies of waiting calls with it.
+                if registered.is_ok() {
+                    for approval in pool.local_pending_approvals() {
+                        if let Err(err) = stores.instances.share_approval(&approval).await {
+                            tracing::warn!(error = %err, "could not share a waiting call again");
+                        }
+                    }
+                }
+                registered
             }
             renewed => renewed.map(drop),
         };

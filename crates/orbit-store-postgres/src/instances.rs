@@ -60,15 +60,7 @@ impl InstanceStore for PgStore {
         until: OffsetDateTime,
     ) -> Result<Instance> {
         let now = timestamp::now();
-        let instance = Instance {
-            id,
-            host: host.to_owned(),
-            pid,
-            started_at: now,
-            heartbeat_at: now,
-            until,
-            node: Some(node.clone()),
-        };
+        let instance = Instance::registered(id, host, pid, node, now, until);
         transaction!(self, |tx| async {
             lock_registry(&tx).await?;
             let now = database_now(&tx).await?;

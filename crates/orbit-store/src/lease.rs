@@ -61,6 +61,20 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// A registration made at `now` of process `pid` on `host` as `node`, alive until `until`:
+    /// what every store writes when it registers one.
+    pub fn registered(
+        id: InstanceId,
+        host: &str,
+        pid: u32,
+        node: &NodeIdentity,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Self {
+        let node = Some(node.clone());
+        Self { id, host: host.to_owned(), pid, started_at: now, heartbeat_at: now, until, node }
+    }
+
     /// Whether it counts as running at `now`: its heartbeat has not lapsed.
     pub fn live_at(&self, now: OffsetDateTime) -> bool {
         self.until > now

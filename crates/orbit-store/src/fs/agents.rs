@@ -140,7 +140,9 @@ impl AgentStore for FsStore {
                 s.inbox_index.forget(&name);
                 s.task_index.forget(&name);
                 s.sessions.forget(&name);
-                io::sync_dir(&s.root.join("agents"))?;
+                // The agent is gone for every reader from the rename on, so its tasks' changes
+                // are told even when the directory's fsync fails (the error is still answered).
+                let synced = io::sync_dir(&s.root.join("agents"));
                 // Its tasks went with it: every scheduler is told of each, as of a task
                 // deleted alone, rather than planning them until it next re-reads every task.
                 // Still under the agent's lock, right after the rename: a deletion and its
@@ -151,7 +153,7 @@ impl AgentStore for FsStore {
                 for task in &tasks {
                     s.publish_change(&name, task);
                 }
-                Ok(())
+                synced
             })?;
             s.empty_trash();
             Ok(())

@@ -55,15 +55,7 @@ impl InstanceStore for FsStore {
             io::with_lock(&s.root.join("instances.lock"), || {
                 let now = timestamp::now();
                 node.check_unique(&id, &s.prune_instances()?, now)?;
-                let instance = Instance {
-                    id,
-                    host,
-                    pid,
-                    started_at: now,
-                    heartbeat_at: now,
-                    until,
-                    node: Some(node),
-                };
+                let instance = Instance::registered(id, &host, pid, &node, now, until);
                 io::write_json(&s.instance_path(&instance.id), &instance)?;
                 Ok(instance)
             })

@@ -188,15 +188,7 @@ impl InstanceStore for MemStore {
         let mut state = self.state();
         let registered: Vec<Instance> = state.instances.values().cloned().collect();
         node.check_unique(&id, &registered, now)?;
-        let instance = Instance {
-            id,
-            host: host.to_owned(),
-            pid,
-            started_at: now,
-            heartbeat_at: now,
-            until,
-            node: Some(node.clone()),
-        };
+        let instance = Instance::registered(id, host, pid, node, now, until);
         state.instances.insert(id, instance.clone());
         Ok(instance)
     }
