@@ -134,12 +134,16 @@ impl NodeIdentity {
 }
 
 impl Instance {
-    /// How a person is told where it runs: by its node's name, or, in a registration that
-    /// names none, by its id and host.
-    pub fn described(&self) -> String {
+    /// How a person asking node `asking` is told where it runs: by its node's name, or by
+    /// its id, pid and host when the name says nothing to them (a registration that names
+    /// none, or a process of the asking node itself: processes on one data directory share
+    /// its name).
+    pub fn described_to(&self, asking: &str) -> String {
         match &self.node {
-            Some(node) if !node.name.is_empty() => format!("node '{}'", node.name),
-            _ => format!("instance {} on host '{}'", self.id, self.host),
+            Some(node) if !node.name.is_empty() && node.name != asking => {
+                format!("node '{}'", node.name)
+            }
+            _ => format!("instance {} (pid {}) on host '{}'", self.id, self.pid, self.host),
         }
     }
 }
@@ -270,19 +274,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_instance_is_described_by_its_node_or_else_its_id_and_host() {
+    fn an_instance_is_described_by_its_node_or_else_its_id_pid_and_host() {
         let now = crate::timestamp::now();
         let mut instance = Instance {
             id: InstanceId::new(),
             host: "box".into(),
-            pid: 1,
+            pid: 7,
             started_at: now,
             heartbeat_at: now,
             until: now,
             node: None,
         };
-        assert_eq!(instance.described(), format!("instance {} on host 'box'", instance.id));
+        let by_id = format!("instance {} (pid 7) on host 'box'", instance.id);
+        assert_eq!(instance.described_to("worker-b"), by_id);
         instance.node = Some(NodeIdentity { name: "worker-a".into(), data_dir: "dir-1".into() });
-        assert_eq!(instance.described(), "node 'worker-a'");
+        assert_eq!(instance.described_to("worker-b"), "node 'worker-a'");
+        assert_eq!(instance.described_to("worker-a"), by_id, "a sibling process of the asker");
     }
 }

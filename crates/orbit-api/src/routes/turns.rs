@@ -78,7 +78,7 @@ async fn watch(state: Data<AppState>, path: SessionPath) -> ApiResult<impl Respo
                 Code::Conflict,
                 format!(
                     "the turn of session {id} runs on {}; watch it through that node",
-                    holder.described()
+                    holder.described_to(state.pool.node())
                 ),
             ),
             _ => ApiError::not_found(format!("session {id} has no running turn")),
