@@ -30,16 +30,16 @@ pub(crate) async fn connection(pool: &Pool) -> Result<Object, Failure> {
 }
 
 /// Runs `operation` under `deadline`, turning the lapse into `Unavailable`.
-pub(crate) async fn within<T>(
+pub(crate) async fn within<T, E: From<orbit_store::Error>>(
     deadline: Duration,
-    operation: impl Future<Output = orbit_store::Result<T>>,
-) -> orbit_store::Result<T> {
+    operation: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     match tokio::time::timeout(deadline, operation).await {
         Ok(result) => result,
-        Err(_) => Err(orbit_store::Error::Unavailable(format!(
+        Err(_) => Err(E::from(orbit_store::Error::Unavailable(format!(
             "the database did not answer within {} s",
             deadline.as_secs()
-        ))),
+        )))),
     }
 }
 

@@ -9,6 +9,28 @@ pub enum Error {
     /// The connection pool could not be built.
     #[error("cannot build the connection pool: {0}")]
     Pool(String),
+    /// A migration the database applied differs from this binary's of the same version: it
+    /// was edited after it was applied, so the schema is not what this binary's SQL says.
+    #[error(
+        "the database's migration {version} ({applied_name}) was applied from SQL with checksum \
+         {applied_checksum}, but this Orbit's migration {version} ({name}) has checksum \
+         {checksum}: a migration was edited after it was applied. Run a binary whose \
+         migrations match the database's (migrations are only ever added, never edited)"
+    )]
+    EditedMigration {
+        version: i32,
+        applied_name: String,
+        applied_checksum: String,
+        name: String,
+        checksum: String,
+    },
+    /// The database has a schema version this binary does not know: a newer Orbit migrated
+    /// it.
+    #[error(
+        "the database has schema version {version} ({name}), newer than this Orbit knows (up \
+         to {known}): a newer Orbit node migrated it. Upgrade this node to that Orbit's version"
+    )]
+    NewerSchema { version: i32, name: String, known: i32 },
     /// Connecting, migrating or reading the schema failed.
     #[error("{0}")]
     Store(#[from] orbit_store::Error),

@@ -5,7 +5,8 @@
 //!
 //! - Opening connects a pool sized by [`PgOptions::pool_size`] and applies the embedded,
 //!   versioned schema migrations under an advisory lock (`migrate`), so nodes starting at once
-//!   migrate once.
+//!   migrate once; an applied migration edited since, or a schema a newer Orbit migrated,
+//!   refuses the start.
 //! - Every operation is one transaction (`db`), retried when the failure was transient and
 //!   safe to retry, under a deadline: a database that is away makes the operation fail with
 //!   `Error::Unavailable` rather than hang, and the pool reconnects when it is back.
