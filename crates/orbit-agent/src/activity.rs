@@ -21,7 +21,10 @@
 //!
 //! On a cluster, what happens on one node is relayed to the others (`relay`) and announced
 //! there too, marked [`Announced::relayed`] so that it is not relayed again. The activities
-//! derive serde for that node-to-node form only; what clients see is `orbit-api`'s.
+//! derive serde for that node-to-node form only; what clients see is `orbit-api`'s. When some
+//! of the other nodes' news never reached this node (its connection listening for it was
+//! lost, or a queue on the way overflowed), the bus is told ([`ActivityBus::announce_news_lost`])
+//! and every subscriber reads [`Next::NewsLost`] at that place in the stream.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,15 +165,37 @@ pub enum Next {
     /// Announcements after the subscriber's position are no longer held: it should reload
     /// what it shows. It reads on from the newest.
     Missed,
+    /// Some of the other nodes' news never reached this node, here in the stream: the
+    /// subscriber should reload what it shows, and reads on.
+    NewsLost,
     /// The bus was closed (the server stops).
     Closed,
+}
+
+/// One place in the ring.
+#[derive(Debug, Clone)]
+enum Entry {
+    Event(Arc<Announced>),
+    /// News relayed from other nodes was lost here ([`ActivityBus::announce_news_lost`]).
+    NewsLost {
+        id: u64,
+    },
+}
+
+impl Entry {
+    fn id(&self) -> u64 {
+        match self {
+            Entry::Event(announced) => announced.id,
+            Entry::NewsLost { id } => *id,
+        }
+    }
 }
 
 struct Shared {
     /// This bus's stream id: the ids it gives mean something only with it.
     stream: String,
     capacity: usize,
-    ring: Mutex<VecDeque<Arc<Announced>>>,
+    ring: Mutex<VecDeque<Entry>>,
     /// The id of the newest announcement (one below the first id before any).
     newest: watch::Sender<u64>,
     closed: AtomicBool,
@@ -224,14 +249,24 @@ impl ActivityBus {
         self.push(activity, at, true);
     }
 
+    /// Tells every subscriber that some of the other nodes' news never reached this node
+    /// (the connection it is relayed on was lost, or it came faster than a queue on the way
+    /// could hold): they should reload what they show.
+    pub fn announce_news_lost(&self) {
+        self.push_entry(|id| Entry::NewsLost { id });
+    }
+
     fn push(&self, activity: Activity, at: OffsetDateTime, relayed: bool) {
+        self.push_entry(|id| Entry::Event(Arc::new(Announced { id, at, activity, relayed })));
+    }
+
+    fn push_entry(&self, entry: impl FnOnce(u64) -> Entry) {
         let mut ring = self.shared.ring.lock().unwrap_or_else(PoisonError::into_inner);
         let id = *self.shared.newest.borrow() + 1;
-        let announced = Arc::new(Announced { id, at, activity, relayed });
         if ring.len() == self.shared.capacity {
             ring.pop_front();
         }
-        ring.push_back(announced);
+        ring.push_back(entry(id));
         // Under the ring's lock, so ids are in the ring in order.
         self.shared.newest.send_replace(id);
     }
@@ -307,17 +342,20 @@ impl Subscription {
 
     fn read(&mut self, newest: u64) -> Next {
         let ring = self.shared.ring.lock().unwrap_or_else(PoisonError::into_inner);
-        let oldest = ring.front().map_or(newest + 1, |first| first.id);
+        let oldest = ring.front().map_or(newest + 1, Entry::id);
         // Behind the ring, or ahead of the bus (an id from another server's stream).
         if self.cursor + 1 < oldest || self.cursor > newest {
-            self.cursor = ring.back().map_or(newest, |last| last.id);
+            self.cursor = ring.back().map_or(newest, Entry::id);
             return Next::Missed;
         }
         let index = usize::try_from(self.cursor + 1 - oldest).unwrap_or(usize::MAX);
         match ring.get(index) {
             Some(next) => {
-                self.cursor = next.id;
-                Next::Event(next.clone())
+                self.cursor = next.id();
+                match next {
+                    Entry::Event(announced) => Next::Event(announced.clone()),
+                    Entry::NewsLost { .. } => Next::NewsLost,
+                }
             }
             None => {
                 self.cursor = newest;
@@ -384,6 +422,25 @@ mod tests {
         // An id no bus of this process gave: missed too.
         let mut stranger = bus.subscribe(Some(bus.newest() + 10));
         assert!(matches!(stranger.next().await, Next::Missed));
+    }
+
+    #[tokio::test]
+    async fn lost_news_is_read_by_every_subscriber_in_its_place_and_reading_goes_on() {
+        let bus = ActivityBus::new(8);
+        let (mut first, mut second) = (bus.subscribe(None), bus.subscribe(None));
+        bus.announce(changed("a"));
+        bus.announce_news_lost();
+        let lost_at = bus.newest();
+        bus.announce(changed("b"));
+        for reader in [&mut first, &mut second] {
+            assert_eq!(event(reader.next().await), changed("a"));
+            assert!(matches!(reader.next().await, Next::NewsLost));
+            assert_eq!(reader.position(), lost_at);
+            assert_eq!(event(reader.next().await), changed("b"));
+        }
+        // A client resuming from before the loss is told of it too.
+        let mut resuming = bus.subscribe(Some(lost_at - 1));
+        assert!(matches!(resuming.next().await, Next::NewsLost));
     }
 
     #[tokio::test]

@@ -1,16 +1,20 @@
 //! Every node's activity on every node's event stream: what happens on this node is relayed
-//! to the others through the store's signals (PostgreSQL's `NOTIFY`), and what they relay is
-//! announced on this node's bus, marked as relayed so that it goes no further.
+//! to the others through the store (`InstanceStore::relay`, PostgreSQL's `NOTIFY`), and what
+//! they relay is announced on this node's bus, marked as relayed so that it goes no further.
 //!
 //! A task change is not relayed: every node reads it from the store's change feed and
 //! announces it itself, so relaying it would show it twice. The rest happens on one node
 //! only (a turn, an approval, an inbox claim, a session or agent changed through it, a run
-//! it runs) and is relayed once, in a compact form well under a notification's limit (a
-//! turn's error text is cut; nothing carries a tool's input). Relaying is news like the bus
-//! itself: a node that is not listening at that moment never hears it, and the records stay
-//! the truth.
+//! it runs) and is relayed once, in a compact form (a turn's error text is cut; nothing
+//! carries a tool's input). The relay sends what was announced while its last relay was on
+//! its way as one batch, in order, which the store packs into as few messages as it can.
+//!
+//! Relaying is news like the bus itself, but a loss is never silent: when this node's relay
+//! fell behind its bus or a relay failed, the next batch carries a lost marker, and the other
+//! nodes tell their clients to reload (`ActivityBus::announce_news_lost`), as a node does
+//! when the store says its own listening missed some (`Relayed::Lost`) or its queue of
+//! relayed news overflowed. The records stay the truth.
 
-use orbit_store::SignalKind;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -82,12 +86,56 @@ fn json_len(c: char) -> usize {
     }
 }
 
+/// The most announcements relayed in one batch: a burst larger than this is sent as several.
+const BATCH: usize = 1024;
+
+/// The item that tells the other nodes that this node's news was lost before it was relayed
+/// (its relay fell behind its bus, or a relay failed): their clients should reload.
+fn lost_marker() -> serde_json::Value {
+    serde_json::json!({ LOST: true })
+}
+
+/// The key of [`lost_marker`].
+const LOST: &str = "lost";
+
+/// What the relay gathered to send since its last relay.
+#[derive(Default)]
+struct Batch {
+    news: Vec<serde_json::Value>,
+    /// How many announcements it read (some are not relayed).
+    read: usize,
+    /// Whether the bus closed (for this reader: never, see `subscribe_past_close`).
+    closed: bool,
+}
+
+impl Batch {
+    /// Adds what the bus said next; whether to read on.
+    fn add(&mut self, next: Next) -> bool {
+        self.read += 1;
+        match next {
+            Next::Event(announced) => self.news.extend(compact(&announced)),
+            Next::Missed => {
+                tracing::warn!("fell behind this node's activity: the other nodes miss some");
+                self.news.push(lost_marker());
+            }
+            // The other nodes' news lost here: each node finds out its own losses.
+            Next::NewsLost => {}
+            Next::Closed => self.closed = true,
+        }
+        !self.closed && self.read < BATCH
+    }
+}
+
 impl AgentPool {
     /// Relays this node's activity to the other nodes until `shutdown` resolves, and then
     /// what was announced before it; `None` when the store carries no signals (nobody to
     /// tell). The clients' streams end before the turns drain at a stop, this relay after
     /// them: it is not ended by [`crate::ActivityBus::close`], so the other nodes hear how
     /// the draining turns, approvals and runs ended.
+    ///
+    /// What was announced while the last relay was being sent goes in the next, as one batch
+    /// (the store packs it into as few messages as it can), in order: a burst costs a few
+    /// round trips to the database rather than one per announcement.
     pub fn spawn_activity_relay(
         &self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -98,51 +146,78 @@ impl AgentPool {
         let pool = self.clone();
         Some(tokio::spawn(async move {
             tokio::pin!(shutdown);
+            // Whether news was lost since the last relay that reached the store.
+            let mut lost = false;
+            let mut stopping = false;
             loop {
-                let next = tokio::select! {
-                    // What is announced goes before the stop, so none of it is left behind.
-                    biased;
-                    next = subscription.next() => next,
-                    () = &mut shutdown => break,
-                };
-                if !pool.relay(next).await {
+                let mut batch = Batch::default();
+                if lost {
+                    batch.news.push(lost_marker());
+                }
+                let mut reading = true;
+                if !stopping {
+                    tokio::select! {
+                        // What is announced goes before the stop, so none of it is left behind.
+                        biased;
+                        next = subscription.next() => reading = batch.add(next),
+                        () = &mut shutdown => stopping = true,
+                    }
+                }
+                while reading {
+                    let Some(next) = subscription.ready() else { break };
+                    reading = batch.add(next);
+                }
+                // At a stop, what was announced before it is sent, and then the relay ends.
+                if batch.read == 0 {
                     return;
                 }
-            }
-            while let Some(next) = subscription.ready() {
-                if !pool.relay(next).await {
+                if !batch.news.is_empty() {
+                    lost = !pool.relay(batch.news).await;
+                }
+                if batch.closed {
                     return;
                 }
             }
         }))
     }
 
-    /// Tells the other nodes of one announcement; false once there are no more.
-    async fn relay(&self, next: Next) -> bool {
-        match next {
-            Next::Event(announced) => {
-                if let Some(news) = compact(&announced) {
-                    self.tell_other_nodes(SignalKind::Activity { news }).await;
-                }
-                true
+    /// Tells the other nodes of a batch of news; whether the store took it.
+    async fn relay(&self, news: Vec<serde_json::Value>) -> bool {
+        let count = news.len();
+        match self.stores().instances.relay(self.instance(), news).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(error = %err, count, "could not relay this node's activity");
+                false
             }
-            Next::Missed => {
-                tracing::warn!("fell behind this node's activity: the other nodes miss some");
-                true
-            }
-            Next::Closed => false,
         }
     }
 
-    /// Announces here what another node relayed.
-    pub(crate) fn hear_news(&self, news: serde_json::Value) {
-        match serde_json::from_value::<News>(news) {
-            Ok(News { at, activity }) => self.activity().announce_relayed(activity, at),
-            // From a node of another version, perhaps: not for this one.
-            Err(err) => {
-                tracing::warn!(error = %err, "ignored another node's activity it cannot read")
+    /// Announces here what another node relayed, in its order: its activity, and that some
+    /// of its news was lost before it was relayed.
+    pub(crate) fn hear_news(&self, news: Vec<serde_json::Value>) {
+        for item in news {
+            if item.get(LOST).is_some() {
+                self.activity().announce_news_lost();
+                continue;
+            }
+            match serde_json::from_value::<News>(item) {
+                Ok(News { at, activity }) => self.activity().announce_relayed(activity, at),
+                // From a node of another version, perhaps: not for this one.
+                Err(err) => {
+                    tracing::warn!(error = %err, "ignored another node's activity it cannot read")
+                }
             }
         }
+    }
+}
+
+/// The items of relayed news: an array's, or one item (from a node that relays one at a
+/// time).
+pub(crate) fn items(news: serde_json::Value) -> Vec<serde_json::Value> {
+    match news {
+        serde_json::Value::Array(items) => items,
+        item => vec![item],
     }
 }
 
@@ -152,7 +227,7 @@ mod tests {
 
     use std::sync::Arc;
 
-    use orbit_store::{AgentName, SessionId, TaskId};
+    use orbit_store::{AgentName, SessionId, SignalKind, TaskId};
 
     use super::*;
     use crate::ActivityBus;

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use orbit_store::{AgentName, SessionId, Signal, SignalKind};
+use orbit_store::{AgentName, Relayed, SessionId, Signal, SignalKind};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::{AgentPool, Error, Result};
@@ -129,16 +129,21 @@ impl AgentPool {
             loop {
                 let signal = tokio::select! {
                     signal = signals.recv() => signal,
-                    Some(news) = next_news(activity.as_mut()) => match news {
-                        Ok(news) => Ok(news),
-                        Err(RecvError::Lagged(missed)) => {
-                            tracing::warn!(missed, "missed other nodes' activity");
-                            continue;
+                    Some(news) = next_news(activity.as_mut()) => {
+                        match news {
+                            Ok(Relayed::News { from, news }) if from != pool.instance() => {
+                                pool.hear_news(news);
+                            }
+                            Ok(Relayed::News { .. }) => {}
+                            Ok(Relayed::Lost) => pool.activity().announce_news_lost(),
+                            // Dropped for a full queue: this node's clients miss some.
+                            Err(RecvError::Lagged(missed)) => {
+                                tracing::warn!(missed, "missed other nodes' activity");
+                                pool.activity().announce_news_lost();
+                            }
+                            Err(RecvError::Closed) => activity = None,
                         }
-                        Err(RecvError::Closed) => {
-                            activity = None;
-                            continue;
-                        }
+                        continue;
                     },
                     () = &mut shutdown => return,
                 };
@@ -207,7 +212,7 @@ impl AgentPool {
                     async move { pool.tell_other_nodes(SignalKind::Done { request }).await },
                 );
             }
-            SignalKind::Activity { news } => self.hear_news(news),
+            SignalKind::Activity { news } => self.hear_news(crate::relay::items(news)),
             SignalKind::Done { .. } => {}
         }
     }
@@ -216,7 +221,7 @@ impl AgentPool {
 /// The next relayed activity of a receiver kept apart, or `None` at once without one (so
 /// that its branch of a `select!` is disabled).
 async fn next_news(
-    activity: Option<&mut tokio::sync::broadcast::Receiver<orbit_store::Signal>>,
-) -> Option<Result<orbit_store::Signal, RecvError>> {
+    activity: Option<&mut tokio::sync::broadcast::Receiver<Relayed>>,
+) -> Option<Result<Relayed, RecvError>> {
     Some(activity?.recv().await)
 }

@@ -19,9 +19,9 @@ use crate::wire;
 pub enum ServerEvent {
     /// Always first: the stream is live from here. Its id is the newest event's.
     Ready {},
-    /// Events were missed (the stream resumed from an id the server no longer holds, or
-    /// the client read too slowly): reload what you show. After a slow client's resync the
-    /// stream ends; reconnect.
+    /// Events were missed (the stream resumed from an id the server no longer holds, the
+    /// client read too slowly, or on a cluster this node missed other nodes' events): reload
+    /// what you show. After a slow client's resync the stream ends; reconnect.
     Resync { reason: String },
     /// An agent was made, changed or deleted: read it again (404: it is gone).
     AgentChanged {

@@ -13,9 +13,8 @@ use crate::PgStore;
 use crate::db::{self, doc, docs, json, not_found, transaction};
 use crate::error::Failure;
 
-/// The longest signal: PostgreSQL's limit on a notification's payload (8000 bytes), less a
-/// margin.
-const SIGNAL_BYTES: usize = 7900;
+/// The longest signal: a notification's payload.
+const SIGNAL_BYTES: usize = crate::news::PAYLOAD_BYTES;
 
 /// Names the registry's advisory lock among the database's.
 const REGISTRY_LOCK: i64 = 0x0_7b17_1d00;
@@ -223,7 +222,12 @@ impl InstanceStore for PgStore {
         Some(self.inner.signals.subscribe())
     }
 
-    fn watch_activity(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+    /// Notifications on the activity channel, packed and stored by `news`.
+    async fn relay(&self, from: InstanceId, news: Vec<serde_json::Value>) -> Result<()> {
+        crate::news::send(self, from, &news).await
+    }
+
+    fn watch_activity(&self) -> Option<tokio::sync::broadcast::Receiver<orbit_store::Relayed>> {
         Some(self.inner.activity.subscribe())
     }
 }

@@ -18,7 +18,8 @@
 //!
 //! - Task changes made by other nodes wake this node's scheduler through `LISTEN/NOTIFY`
 //!   (`notify`), and nodes tell each other of deleted agents and sessions and of turns to
-//!   abort on the same connection (`InstanceStore::signal`).
+//!   abort on the same connection (`InstanceStore::signal`), and relay their news in batches
+//!   (`news`).
 //!
 //! What stays on the node: the agents' working directories (under [`PgOptions::workspaces`]).
 
@@ -29,6 +30,7 @@ mod inbox;
 mod instances;
 mod memory;
 mod migrate;
+mod news;
 mod notify;
 mod sessions;
 mod tasks;
@@ -96,9 +98,9 @@ pub(crate) struct Inner {
     /// Every node's signals, as the listening connection receives them
     /// (`InstanceStore::watch_signals`).
     pub(crate) signals: tokio::sync::broadcast::Sender<orbit_store::Signal>,
-    /// Every node's relayed activity, apart from the signals so that a flood of it never
-    /// crowds out a control signal (`InstanceStore::watch_activity`).
-    pub(crate) activity: tokio::sync::broadcast::Sender<orbit_store::Signal>,
+    /// Every node's relayed news, apart from the signals so that a flood of it never crowds
+    /// out a control signal, and word of news lost (`InstanceStore::watch_activity`).
+    pub(crate) activity: tokio::sync::broadcast::Sender<orbit_store::Relayed>,
 }
 
 impl PgStore {
@@ -124,7 +126,11 @@ impl PgStore {
             .recycle_timeout(Some(bound))
             .build()
             .map_err(|err| Error::Pool(err.to_string()))?;
-        let listener_config = config.clone();
+        // The listening connection is named apart from the pool's, by process, so that an
+        // operator (or a test) looking at `pg_stat_activity` can tell which node it is.
+        let mut listener_config = config.clone();
+        let name = config.get_application_name().unwrap_or("orbit");
+        listener_config.application_name(format!("{name} listener (pid {})", std::process::id()));
         let feed = db::within(options.operation_timeout, migrate::run(&pool)).await?;
         let inner = Inner {
             pool,

@@ -8,14 +8,21 @@
 //! The same connection listens for nodes' signals (`InstanceStore::signal`): each is handed
 //! to this node's `watch_signals` receivers. A signal missed while the connection was down
 //! is lost; what it told is found out otherwise (a deleted session's record is gone).
+//!
+//! And for nodes' relayed news (`InstanceStore::relay`, read by `news`), handed to the
+//! `watch_activity` receivers. News missed while the connection was down is lost too, and is
+//! not found out otherwise: when the connection listens again after it was lost (or after
+//! connecting failed), the receivers are told first (`Relayed::Lost`), so that the event
+//! streams tell their clients to reload.
 
 use std::sync::Weak;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use orbit_store::Relayed;
 use tokio_postgres::AsyncMessage;
 
-use crate::Inner;
+use crate::{Inner, news};
 
 /// The channel task changes are announced on.
 pub(crate) const TASK_CHANGES: &str = "orbit_task_changes";
@@ -35,6 +42,9 @@ const GONE_CHECK: Duration = Duration::from_secs(10);
 
 /// Listens until the store is gone.
 pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
+    // Whether the node has not been listening for a while since it first listened (or tried
+    // to): news relayed meanwhile never reached it.
+    let mut deaf = false;
     loop {
         match config.connect(tokio_postgres::NoTls).await {
             Ok((client, mut connection)) => {
@@ -70,8 +80,9 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
                     .await
                 {
                     Ok(()) => {
-                        // Whatever changed while this node was not listening is in the feed.
-                        if !tick(&store) {
+                        // Whatever changed while this node was not listening is in the feed;
+                        // the news relayed meanwhile is lost, and its receivers told.
+                        if !tick(&store) || (deaf && !hand_on_news(&store, Relayed::Lost)) {
                             return;
                         }
                         loop {
@@ -81,10 +92,13 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
                                         None => false,
                                         Some(Heard::TaskChange) => tick(&store),
                                         Some(Heard::Signal(payload)) => {
-                                            hand_on(&store, &payload, false)
+                                            hand_on(&store, &payload)
                                         }
                                         Some(Heard::Activity(payload)) => {
-                                            hand_on(&store, &payload, true)
+                                            match news::read(&client, &payload).await {
+                                                Some(news) => hand_on_news(&store, news),
+                                                None => store.strong_count() > 0,
+                                            }
                                         }
                                     };
                                     if !delivered {
@@ -113,6 +127,7 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
         if store.strong_count() == 0 {
             return;
         }
+        deaf = true;
         tokio::time::sleep(RECONNECT_AFTER).await;
     }
 }
@@ -124,14 +139,12 @@ enum Heard {
     Activity(String),
 }
 
-/// Hands a signal to the store's receivers of signals, or of activity; `false` once the
-/// store is gone.
-fn hand_on(store: &Weak<Inner>, payload: &str, activity: bool) -> bool {
+/// Hands a signal to the store's receivers of signals; `false` once the store is gone.
+fn hand_on(store: &Weak<Inner>, payload: &str) -> bool {
     let Some(inner) = store.upgrade() else { return false };
-    let receivers = if activity { &inner.activity } else { &inner.signals };
     match serde_json::from_str(payload) {
         // Nobody listening is no failure: the signal was for turns this node does not run.
-        Ok(signal) => drop(receivers.send(signal)),
+        Ok(signal) => drop(inner.signals.send(signal)),
         // From a node of another version, perhaps (a newer one relays kinds this one does
         // not know, often): not for this one, and not worth more than a short note.
         Err(err) => {
@@ -139,6 +152,14 @@ fn hand_on(store: &Weak<Inner>, payload: &str, activity: bool) -> bool {
             tracing::debug!(error = %err, bytes = payload.len(), kind, "ignored a signal it cannot read");
         }
     }
+    true
+}
+
+/// Hands news to the store's receivers of news; `false` once the store is gone.
+fn hand_on_news(store: &Weak<Inner>, news: Relayed) -> bool {
+    let Some(inner) = store.upgrade() else { return false };
+    // Nobody listening is no failure: a node without event streams has nobody to tell.
+    drop(inner.activity.send(news));
     true
 }
 

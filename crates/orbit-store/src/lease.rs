@@ -185,11 +185,19 @@ pub trait InstanceStore: Send + Sync {
     fn watch_signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
         None
     }
-    /// The [`SignalKind::Activity`] signals of every process sharing the store, apart from
-    /// the others (which [`InstanceStore::watch_signals`] gives) so that a flood of them
-    /// never crowds a control signal out; `None` when the store carries them with the rest
-    /// or carries none.
-    fn watch_activity(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+    /// Tells every other server process sharing the store of this one's news (`orbit-agent`'s
+    /// activity in its compact node-to-node form, each item opaque to the store): what it
+    /// announced since it last relayed, in order, in as few messages as the store can. The
+    /// others hear it in the order relayed ([`InstanceStore::watch_activity`]). At most once,
+    /// like a signal. By default there is nobody to tell.
+    async fn relay(&self, _from: InstanceId, _news: Vec<serde_json::Value>) -> Result<()> {
+        Ok(())
+    }
+    /// The news every process sharing the store relays (this one's own included), apart from
+    /// the signals ([`InstanceStore::watch_signals`]) so that a flood of it never crowds a
+    /// control signal out, and [`Relayed::Lost`] where some may have been lost on the way;
+    /// `None` when the store carries none.
+    fn watch_activity(&self) -> Option<tokio::sync::broadcast::Receiver<Relayed>> {
         None
     }
     /// Keeps a copy of a tool call that waits for a person in a turn of `approval.instance`,
@@ -220,6 +228,16 @@ pub trait InstanceStore: Send + Sync {
     async fn shared_approvals(&self, _now: OffsetDateTime) -> Result<Option<Vec<PendingApproval>>> {
         Ok(None)
     }
+}
+
+/// What a process hears of the news the others relay ([`InstanceStore::watch_activity`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Relayed {
+    /// Items process `from` relayed, in its order ([`InstanceStore::relay`]).
+    News { from: InstanceId, news: Vec<serde_json::Value> },
+    /// Some news relayed meanwhile may never reach this process: its connection listening
+    /// for news was lost and is made again (or the store could not read what it was told).
+    Lost,
 }
 
 /// A word from one server process to the others that share its store.
@@ -263,9 +281,10 @@ pub enum SignalKind {
     },
     /// The answer to a request: the node running the turn did what it asked.
     Done { request: String },
-    /// News of something that happened on the sending node, for the event streams of the
-    /// others: `orbit-agent`'s activity in its compact node-to-node form, which the store
-    /// carries without reading. Nobody answers it.
+    /// News of what happened on the sending node, for the event streams of the others:
+    /// `orbit-agent`'s activity in its compact node-to-node form, which the store carries
+    /// without reading; an array of items from [`InstanceStore::relay`] (one item, not in an
+    /// array, from a node of an older version). Nobody answers it.
     Activity { news: serde_json::Value },
 }
 

@@ -49,7 +49,7 @@ pub use ids::{
 pub use inbox::{
     Claimer, InboxMessage, InboxStore, MessageStatus, MessageType, NewMessage, Sender, SenderKind,
 };
-pub use lease::{Instance, InstanceStore, Lease, NodeIdentity, Signal, SignalKind};
+pub use lease::{Instance, InstanceStore, Lease, NodeIdentity, Relayed, Signal, SignalKind};
 pub use mem::MemStore;
 pub use memory::{MemoryHit, MemoryStore};
 pub use schedule::{Schedule, ScheduleError};

@@ -9,7 +9,10 @@
 //! node (or to a later start of this one) resyncs rather than resuming at a wrong place.
 //! A client that reads too slowly falls behind the ring: it is told `resync` and its stream
 //! ends, and one that stops reading altogether is dropped after the slow-client
-//! limit (`client_stream`). Nothing is ever waited for on a client's behalf.
+//! limit (`client_stream`). On a cluster, where this node missed some of the other nodes'
+//! news (its connection listening for it was lost, or a queue on the way overflowed), every
+//! client is told `resync` at that place in the stream and reads on. Nothing is ever waited
+//! for on a client's behalf.
 
 use std::time::Duration;
 
@@ -100,6 +103,14 @@ async fn events(state: Data<AppState>, req: HttpRequest) -> impl Responder {
                     if !resuming {
                         break;
                     }
+                }
+                // Not the client's doing: its stream goes on.
+                Next::NewsLost => {
+                    let reason = "this node missed some of the other nodes' events (its \
+                                  connection to the database was lost, or they came faster \
+                                  than it could take them)";
+                    let resync = ServerEvent::Resync { reason: reason.into() };
+                    client.send_event(&resync, id(subscription.position()), label).await;
                 }
                 Next::Closed => break,
             }
