@@ -335,3 +335,55 @@ fn a_node_lists_and_answers_its_own_calls_while_the_database_is_away() {
     a.stop();
     b.stop();
 }
+
+/// A node whose connection listening for the others' news is lost (its backend terminated)
+/// tells every client of its event stream `resync` once it listens again, and the other
+/// nodes' news reaches them afterwards; a node whose connection stayed tells its clients
+/// nothing.
+#[test]
+fn a_node_that_missed_news_tells_its_clients_to_resync() {
+    let database = TestDatabase::new();
+    let (model_a, model_b) = (asking_model(), asking_model());
+    let ([mut a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
+    actix_web::rt::System::new().block_on(async {
+        let (on_a, _reading_a) = Events::open(&a, None).await;
+        let (on_b, _reading_b) = Events::open(&b, None).await;
+        // B listens: a change made on A reaches B's stream.
+        assert_eq!(call(&a, "POST", "/api/agents", Some(json!({"name": "before"}))).await.0, 201);
+        on_b.wait_for("B never showed A's change", |events| {
+            events.count("agent_changed", "agentName", "before") == 1
+        })
+        .await;
+
+        let listener = format!("orbit listener (pid {})", b.child.id());
+        let ended = database.query(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = '{listener}' AND datname = current_database()"
+        ));
+        assert_eq!(ended, "1", "B's listening connection, and only it");
+        on_b.wait_for("B never told its client to resync", |events| {
+            events.all().iter().any(|e| e["type"] == "resync")
+        })
+        .await;
+        let resync = on_b.all().into_iter().find(|e| e["type"] == "resync").unwrap();
+        let reason = resync["reason"].as_str().unwrap();
+        assert!(reason.contains("missed some of the other nodes' events"), "{reason}");
+
+        // News flows again, on the same stream.
+        assert_eq!(call(&a, "POST", "/api/agents", Some(json!({"name": "after"}))).await.0, 201);
+        on_b.wait_for("B never showed A's change after it listened again", |events| {
+            events.count("agent_changed", "agentName", "after") == 1
+        })
+        .await;
+        on_a.wait_for("A's own change", |events| {
+            events.count("agent_changed", "agentName", "after") == 1
+        })
+        .await;
+        let resyncs =
+            |events: &Events| events.all().iter().filter(|e| e["type"] == "resync").count();
+        assert_eq!(resyncs(&on_b), 1, "{:?}", on_b.all());
+        assert_eq!(resyncs(&on_a), 0, "A missed nothing: {:?}", on_a.all());
+    });
+    a.stop();
+    b.stop();
+}

@@ -284,6 +284,32 @@ mod tests {
         }
     }
 
+    /// A relay that fell behind its bus marks the loss for the other nodes in its batch; a
+    /// loss of the other nodes' news on this node is not relayed (each node finds its own).
+    #[tokio::test]
+    async fn a_batch_marks_what_the_relay_missed_and_keeps_the_order() {
+        let bus = ActivityBus::new(3);
+        let mut reader = bus.subscribe_past_close();
+        let changed =
+            |name: &str| Activity::AgentChanged { agent: AgentName::parse(name).unwrap() };
+        for name in ["a", "b", "c", "d"] {
+            bus.announce(changed(name));
+        }
+        let mut batch = Batch::default();
+        assert!(batch.add(reader.ready().unwrap()), "fell out of the ring: missed");
+        bus.announce_news_lost();
+        bus.announce(changed("e"));
+        bus.announce(changed("f"));
+        while let Some(next) = reader.ready() {
+            assert!(batch.add(next));
+        }
+        let agents: Vec<serde_json::Value> =
+            batch.news.iter().map(|item| item["activity"]["agent"].clone()).collect();
+        assert_eq!(batch.news[0], lost_marker(), "{:?}", batch.news);
+        assert_eq!(agents[1..], [serde_json::json!("e"), serde_json::json!("f")]);
+        assert_eq!(batch.news.len(), 3, "{:?}", batch.news);
+    }
+
     #[tokio::test]
     async fn a_task_change_is_not_relayed_since_every_node_reads_the_feed() {
         let bus = ActivityBus::default();
