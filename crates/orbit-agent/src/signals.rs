@@ -225,3 +225,122 @@ async fn next_news(
 ) -> Option<Result<Relayed, RecvError>> {
     Some(activity?.recv().await)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use orbit_store::{Instance, InstanceId, InstanceStore, MemStore, NodeIdentity, Stores};
+    use serde_json::json;
+    use time::OffsetDateTime;
+    use tokio::sync::broadcast;
+
+    use super::*;
+    use crate::activity::{Activity, Next};
+    use crate::claude::{ClaudeCli, ClaudeCliConfig};
+    use crate::{AgentPool, PoolOptions};
+
+    /// A store whose signals and news the test sends by hand, with room for two news.
+    struct Relaying {
+        inner: Arc<dyn InstanceStore>,
+        signals: broadcast::Sender<Signal>,
+        news: broadcast::Sender<Relayed>,
+    }
+
+    #[async_trait]
+    impl InstanceStore for Relaying {
+        async fn register(
+            &self,
+            id: InstanceId,
+            host: &str,
+            pid: u32,
+            node: &NodeIdentity,
+            until: OffsetDateTime,
+        ) -> orbit_store::Result<Instance> {
+            self.inner.register(id, host, pid, node, until).await
+        }
+        async fn heartbeat(
+            &self,
+            id: &InstanceId,
+            until: OffsetDateTime,
+        ) -> orbit_store::Result<Instance> {
+            self.inner.heartbeat(id, until).await
+        }
+        async fn list(&self) -> orbit_store::Result<Vec<Instance>> {
+            self.inner.list().await
+        }
+        async fn deregister(&self, id: &InstanceId) -> orbit_store::Result<()> {
+            self.inner.deregister(id).await
+        }
+        fn watch_signals(&self) -> Option<broadcast::Receiver<Signal>> {
+            Some(self.signals.subscribe())
+        }
+        fn watch_activity(&self) -> Option<broadcast::Receiver<Relayed>> {
+            Some(self.news.subscribe())
+        }
+    }
+
+    fn changed(name: &str) -> serde_json::Value {
+        json!({"at": "2026-12-01T15:00:00Z", "activity": {"type": "agentChanged", "agent": name}})
+    }
+
+    /// What the bus says next, as the agent's name of a change or `lost`.
+    async fn next(reader: &mut crate::activity::Subscription) -> String {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), reader.next()).await;
+        match next.unwrap() {
+            Next::Event(announced) => match &announced.activity {
+                Activity::AgentChanged { agent } if announced.relayed => agent.to_string(),
+                other => panic!("{other:?}"),
+            },
+            Next::NewsLost => "lost".into(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// News lost anywhere on its way to this node (the store's queue overflowed, the store's
+    /// listening was lost, the sender missed some) is announced in its place, and the rest is
+    /// heard in order; this node's own news, heard back, is not announced again.
+    #[tokio::test]
+    async fn news_lost_on_the_way_is_announced_in_its_place() {
+        let memory = MemStore::new(std::env::temp_dir()).stores();
+        let relaying = Arc::new(Relaying {
+            inner: memory.instances.clone(),
+            signals: broadcast::channel(8).0,
+            news: broadcast::channel(2).0,
+        });
+        let stores = Stores { instances: relaying.clone(), ..memory };
+        let runtime = ClaudeCli::new(ClaudeCliConfig {
+            bin: "claude".into(),
+            config_dir: std::env::temp_dir(),
+            user_config_dir: None,
+            env: Vec::new(),
+            max_turns: None,
+        });
+        let pool = AgentPool::new(stores, Arc::new(runtime), PoolOptions::default());
+        let mut reader = pool.activity().subscribe(None);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let listener = pool.spawn_signal_listener(async move { drop(stopped.await) }).unwrap();
+        let other = InstanceId::new();
+        let from_other = |news| Relayed::News { from: other, news };
+        // Three before the listener reads, with room for two: the first is dropped.
+        for name in ["a", "b", "c"] {
+            relaying.news.send(from_other(vec![changed(name)])).unwrap();
+        }
+        for expected in ["lost", "b", "c"] {
+            assert_eq!(next(&mut reader).await, expected);
+        }
+        relaying.news.send(Relayed::Lost).unwrap();
+        assert_eq!(next(&mut reader).await, "lost");
+        let own = Relayed::News { from: pool.instance(), news: vec![changed("mine")] };
+        relaying.news.send(own).unwrap();
+        relaying.news.send(from_other(vec![json!({"lost": true}), changed("d")])).unwrap();
+        for expected in ["lost", "d"] {
+            assert_eq!(next(&mut reader).await, expected);
+        }
+        stop.send(()).unwrap();
+        listener.await.unwrap();
+    }
+}
