@@ -303,10 +303,8 @@ async fn claims_move_on_what_a_crash_or_damage_left_in_open() {
     let mut closed: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     closed["status"] = "read".into();
-    let mut log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(inbox.join("open.changes.jsonl"))
-        .unwrap();
+    let mut log =
+        std::fs::OpenOptions::new().append(true).open(inbox.join("open.changes.jsonl")).unwrap();
     std::io::Write::write_all(&mut log, format!("{{\"changed\":\"{}\"}}\n", sent[1]).as_bytes())
         .unwrap();
     std::fs::write(&file, serde_json::to_vec(&closed).unwrap()).unwrap();
