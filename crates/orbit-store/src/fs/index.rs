@@ -32,7 +32,11 @@
 //!
 //! A creator killed between its `new` line and its file leaves an id that every refresh looks
 //! for. A writer holding the lock exclusively knows no creator is midway, so it ends the wait
-//! for such ids ([`RecordIndex::settle`]) with a `changed` line about each.
+//! for such ids ([`RecordIndex::settle`]) with a `changed` line about each. Refreshed and
+//! settled so, a replica is the directory (less the files that cannot be read): the inbox's
+//! claims choose their messages from it and read only the files they change
+//! ([`RecordIndex::read_settled`]), and the files there but not kept (`strays`) are named for
+//! them to move on.
 //!
 //! A whole listing (`render`) answers the body it kept while the replica's generation has not
 //! moved. Before it takes any lock it checks whether its replica is current as it stands:
