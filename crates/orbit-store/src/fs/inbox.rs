@@ -159,50 +159,116 @@ impl Inner {
         })
     }
 
-    /// The open messages, oldest first, with closed ones that a crash left in `open/` moved
-    /// on when `repair` (the caller holds the lock exclusively).
-    fn open_messages(&self, agent: &AgentName, repair: bool) -> Result<Vec<InboxMessage>> {
-        let dir = self.inbox_dir(agent, OPEN);
-        if repair {
-            let log = self.open_log(agent);
-            let source = pending_source(&dir, &log);
-            // Best effort: the listing below does not need the index.
-            if let Err(err) = self.inbox_index.settle(agent, &source) {
-                tracing::warn!(%agent, error = %err, "could not settle the inbox index");
-            }
-        }
-        let mut open = Vec::new();
-        for name in io::list_names(&dir, ".json")? {
-            let path = dir.join(&name);
-            match io::read_json::<InboxMessage>(&path) {
-                Ok(Some(message)) if message.status == MessageStatus::Pending => open.push(message),
-                Ok(Some(message)) => {
-                    if repair {
-                        self.move_closed(agent, &message)?;
+    /// Gives back every claim whose lease lapsed before `now`, then answers the messages
+    /// nobody holds, oldest first, up to `limit` of them (`claim`: claimed for it, each file
+    /// read again first; else as the index holds them). The caller holds the inbox lock
+    /// exclusively, so the index of `open/` brought up to date is the directory (see
+    /// `index::RecordIndex::read_settled`): the messages are chosen from it in memory and only
+    /// the files changed are read, never the whole directory. What a crash or damage left in
+    /// `open/` that is not pending is moved on first.
+    fn take_unclaimed(
+        &self,
+        agent: &AgentName,
+        now: OffsetDateTime,
+        claim: Option<&Claimer>,
+        limit: usize,
+    ) -> Result<Vec<InboxMessage>> {
+        let (dir, log) = (self.inbox_dir(agent, OPEN), self.open_log(agent));
+        let found = self.inbox_index.read_settled(
+            agent,
+            &pending_source(&dir, &log),
+            |pending, strays| {
+                let mut found =
+                    Unclaimed { strays: strays.iter().cloned().collect(), ..Unclaimed::default() };
+                let mut free = 0;
+                // Ids are ULIDs: key order is age order.
+                for message in pending.values() {
+                    match message.lease {
+                        Some(lease) if lease.expired_at(now) => {
+                            found.lapsed.push(message.id);
+                            found.candidates.push(message.clone());
+                        }
+                        Some(_) => {}
+                        // Past `limit` free ones only lapsed claims are still looked for.
+                        None if free < limit => {
+                            free += 1;
+                            found.candidates.push(message.clone());
+                        }
+                        None => {}
                     }
                 }
-                Ok(None) => {}
+                found
+            },
+        )?;
+        self.move_strays(agent, &found.strays)?;
+        let mut given_back = std::collections::HashMap::new();
+        for id in &found.lapsed {
+            // The file decides: under the lock it is what the index says, read all the same.
+            let Some(message) = self.read_open(agent, id)? else { continue };
+            if message.lease.is_some_and(|lease| lease.expired_at(now)) {
+                let holder =
+                    message.lease.map(|lease| lease.instance.to_string()).unwrap_or_default();
+                tracing::info!(%agent, message = %id, %holder, "taking back an inbox claim whose lease lapsed");
+                // A holder that vanished may have shown the message to the model: it counts.
+                given_back.insert(*id, self.give_back(agent, message, true)?);
+            }
+        }
+        let mut taken = Vec::new();
+        for candidate in found.candidates {
+            if taken.len() == limit {
+                break;
+            }
+            let message = match given_back.remove(&candidate.id) {
+                Some(message) => message,
+                None if candidate.lease.is_some() => continue,
+                None => candidate,
+            };
+            let Some(claimer) = claim else {
+                if message.status == MessageStatus::Pending && message.lease.is_none() {
+                    taken.push(message);
+                }
+                continue;
+            };
+            // Only a claimed message's file is read, and it decides.
+            let Some(message) = self.read_open(agent, &message.id)? else { continue };
+            if message.lease.is_none() {
+                taken.push(self.claim_one(agent, message, claimer)?);
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Moves on the files in `open/` that are not pending messages (`strays`, normally none):
+    /// a message rewritten closed whose move a crash cut short goes where its status says, and
+    /// a file that does not parse is set aside in `dead/`. The caller holds the lock
+    /// exclusively.
+    fn move_strays(&self, agent: &AgentName, strays: &[String]) -> Result<()> {
+        let dir = self.inbox_dir(agent, OPEN);
+        for id in strays {
+            let name = format!("{id}.json");
+            let path = dir.join(&name);
+            match io::read_json::<InboxMessage>(&path) {
+                Ok(Some(message)) if message.status != MessageStatus::Pending => {
+                    self.move_closed(agent, &message)?;
+                }
+                // Pending (read again, and kept, by the next refresh) or gone.
+                Ok(_) => {}
                 // A transient read error (EIO, EACCES) is skipped this time, not filed away.
                 Err(err @ Error::Io { .. }) => {
                     tracing::warn!(error = %err, "skipping an inbox message that could not be read");
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "setting aside an inbox message that does not parse");
-                    if repair {
-                        if let Some(id) = name.strip_suffix(".json") {
-                            index::note(&self.open_log(agent), id, Change::Changed, true)?;
-                        }
-                        io::ensure_dir(&self.inbox_dir(agent, DEAD))?;
-                        io::rename(
-                            &path,
-                            &self.inbox_dir(agent, DEAD).join(format!("{name}.corrupt")),
-                        )?;
-                    }
+                    index::note(&self.open_log(agent), id, Change::Changed, true)?;
+                    io::ensure_dir(&self.inbox_dir(agent, DEAD))?;
+                    io::rename(
+                        &path,
+                        &self.inbox_dir(agent, DEAD).join(format!("{name}.corrupt")),
+                    )?;
                 }
             }
         }
-        // Ids are ULIDs: name order is age order.
-        Ok(open)
+        Ok(())
     }
 
     /// Moves a message already rewritten with a closed status out of `open/`.
@@ -257,30 +323,6 @@ impl Inner {
         Ok(message)
     }
 
-    /// Gives back every claim whose lease lapsed before `now`. A holder that vanished may
-    /// have shown the message to the model, so the delivery counts.
-    fn recover_expired(
-        &self,
-        agent: &AgentName,
-        open: Vec<InboxMessage>,
-        now: OffsetDateTime,
-    ) -> Result<Vec<InboxMessage>> {
-        let mut kept = Vec::with_capacity(open.len());
-        for message in open {
-            match message.lease {
-                Some(lease) if lease.expired_at(now) => {
-                    tracing::info!(%agent, message = %message.id, holder = %lease.instance, "taking back an inbox claim whose lease lapsed");
-                    let message = self.give_back(agent, message, true)?;
-                    if message.status == MessageStatus::Pending {
-                        kept.push(message);
-                    }
-                }
-                _ => kept.push(message),
-            }
-        }
-        Ok(kept)
-    }
-
     fn claim_one(
         &self,
         agent: &AgentName,
@@ -314,6 +356,18 @@ impl Inner {
         }
         Ok(None)
     }
+}
+
+/// What a claim found in the index of `open/`, before touching any file.
+#[derive(Default)]
+struct Unclaimed {
+    /// Every message whose claim lapsed, oldest first.
+    lapsed: Vec<MessageId>,
+    /// The messages that may be taken, oldest first: the first `limit` unclaimed ones, and
+    /// every lapsed one among them (given back first, unless it is then set aside as dead).
+    candidates: Vec<InboxMessage>,
+    /// Files in `open/` that are not pending messages.
+    strays: Vec<String>,
 }
 
 /// Where the index of pending messages reads from: `open/`, keeping the pending ones.
@@ -408,9 +462,7 @@ impl InboxStore for FsStore {
         let agent = agent.clone();
         self.blocking(move |s| {
             s.with_inbox(&agent, true, || {
-                let open = s.open_messages(&agent, true)?;
-                let open = s.recover_expired(&agent, open, timestamp::now())?;
-                Ok(open.into_iter().filter(|m| m.lease.is_none()).collect())
+                s.take_unclaimed(&agent, timestamp::now(), None, usize::MAX)
             })
         })
         .await
@@ -453,13 +505,7 @@ impl InboxStore for FsStore {
         let (agent, claimer) = (agent.clone(), *claimer);
         self.blocking(move |s| {
             s.with_inbox(&agent, true, || {
-                let open = s.open_messages(&agent, true)?;
-                let open = s.recover_expired(&agent, open, timestamp::now())?;
-                open.into_iter()
-                    .filter(|m| m.lease.is_none())
-                    .take(limit)
-                    .map(|message| s.claim_one(&agent, message, &claimer))
-                    .collect()
+                s.take_unclaimed(&agent, timestamp::now(), Some(&claimer), limit)
             })
         })
         .await

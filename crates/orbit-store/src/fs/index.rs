@@ -32,7 +32,11 @@
 //!
 //! A creator killed between its `new` line and its file leaves an id that every refresh looks
 //! for. A writer holding the lock exclusively knows no creator is midway, so it ends the wait
-//! for such ids ([`RecordIndex::settle`]) with a `changed` line about each.
+//! for such ids ([`RecordIndex::settle`]) with a `changed` line about each. Refreshed and
+//! settled so, a replica is the directory (less the files that cannot be read): the inbox's
+//! claims choose their messages from it and read only the files they change
+//! ([`RecordIndex::read_settled`]), and the files there but not kept (`strays`) are named for
+//! them to move on.
 //!
 //! A whole listing (`render`) answers the body it kept while the replica's generation has not
 //! moved. Before it takes any lock it checks whether its replica is current as it stands:
@@ -157,6 +161,10 @@ struct Replica<T> {
     /// Ids to look at again at every refresh: announced as `new` with no file yet, or with a
     /// file that could not be read.
     awaiting: BTreeSet<String>,
+    /// Ids whose file is there but not kept: not belonging in the index (the inbox's closed
+    /// messages a crash left in `open/`) or not parseable. Normally none; a writer holding the
+    /// lock exclusively moves them on (see [`RecordIndex::read_settled`]).
+    strays: BTreeSet<String>,
     /// The renderings of the records listed whole and their last body (see `render`), each
     /// rendering forgotten, and the body dropped, when a record changes.
     renderings: Renderings<String, T>,
@@ -171,6 +179,7 @@ impl<T> Default for Replica<T> {
             offset: 0,
             records: BTreeMap::new(),
             awaiting: BTreeSet::new(),
+            strays: BTreeSet::new(),
             renderings: Renderings::default(),
             followed: None,
         }
@@ -339,6 +348,22 @@ impl<T: DeserializeOwned> RecordIndex<T> {
     /// exclusively, so no creator is midway and a missing file will not appear; a `changed`
     /// line about each tells every process's index to stop looking for it.
     pub(crate) fn settle(&self, agent: &AgentName, source: &Source<'_, T>) -> Result<()> {
+        self.read_settled(agent, source, |_, _| ())
+    }
+
+    /// Settles `agent`'s replica (see [`settle`](Self::settle)) and reads it: its records,
+    /// and the ids of files there but not kept (`strays`). The caller holds the directory's
+    /// lock exclusively: no writer in any process is midway and every change before the lock
+    /// was named in the log before it was made, so the records are then the directory's kept
+    /// records as they are, except those whose files could not be read (left out, as a read
+    /// of the whole directory leaves them out). So a writer can choose what to change from
+    /// the index and read only the files it changes.
+    pub(crate) fn read_settled<R>(
+        &self,
+        agent: &AgentName,
+        source: &Source<'_, T>,
+        read: impl FnOnce(&BTreeMap<String, T>, &BTreeSet<String>) -> R,
+    ) -> Result<R> {
         let replica = self.replica(agent);
         let mut replica = replica.lock().unwrap_or_else(PoisonError::into_inner);
         if let Err(err) = refresh(&mut replica, source, false) {
@@ -356,7 +381,7 @@ impl<T: DeserializeOwned> RecordIndex<T> {
             note(source.log, &id, Change::Changed, true)?;
             replica.awaiting.remove(&id);
         }
-        Ok(())
+        Ok(read(&replica.records, &replica.strays))
     }
 
     /// Forgets `agent`'s replica: the agent was deleted here.
@@ -444,6 +469,7 @@ fn catch_up<T: DeserializeOwned>(
         let mut records = BTreeMap::new();
         let mut listed = BTreeSet::new();
         let mut awaiting = BTreeSet::new();
+        let mut strays = BTreeSet::new();
         for name in io::list_names(source.dir, ".json")? {
             let Some(id) = name.strip_suffix(".json") else { continue };
             listed.insert(id.to_owned());
@@ -454,7 +480,10 @@ fn catch_up<T: DeserializeOwned>(
                 Found::Unreadable => {
                     awaiting.insert(id.to_owned());
                 }
-                Found::Skipped | Found::Missing => {}
+                Found::Skipped => {
+                    strays.insert(id.to_owned());
+                }
+                Found::Missing => {}
             }
         }
         // Judged against the listing, not the directory as it is now: a file that appeared
@@ -469,6 +498,7 @@ fn catch_up<T: DeserializeOwned>(
             offset: consumed as u64,
             records,
             awaiting,
+            strays,
             renderings: Renderings::default(),
             followed: None,
         };
@@ -495,6 +525,11 @@ fn catch_up<T: DeserializeOwned>(
         };
         if changed {
             replica.renderings.changed(&id);
+        }
+        if matches!(found, Found::Skipped) {
+            replica.strays.insert(id.clone());
+        } else {
+            replica.strays.remove(&id);
         }
         match found {
             Found::Kept(record) => {

@@ -18,6 +18,15 @@
 //! its line, or the append failed and was logged) reaches other live schedulers only when they
 //! next re-read that task or restart; the writer's own scheduler and every scheduler started
 //! after it see the task.
+//!
+//! A change's line is appended after its record is written and its task lock let go, so lines
+//! of racing writers may come in another order than their records (an update's line before
+//! the create's, a delete's before an update's). That is harmless because a line carries no
+//! state: it names a task, and its reader re-reads the task (`get`) after reading the line.
+//! Every change's line comes after the change, so a reader that has read it then reads that
+//! change or a newer one; the last change's line comes after the last change, so the reader
+//! ends with the final state (or the task gone), whatever order the lines took. Publishing
+//! under the lock would only make creators, who hold it shared, wait on the feed's own lock.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -286,7 +295,9 @@ impl Inner {
     }
 
     /// Tells every process that a task changed. A failure is logged, not returned: the
-    /// change itself is stored, and other schedulers re-read every task now and then.
+    /// change itself is stored, and other schedulers re-read every task now and then. Called
+    /// after the change is made and its lock let go: the line only says "read this task
+    /// again", so lines in another order than their changes are harmless (see the module docs).
     pub(super) fn publish_change(&self, agent: &AgentName, task: &TaskId) {
         let published = io::with_lock(&self.root.join("task-changes.lock"), || {
             let path = self.feed_path();

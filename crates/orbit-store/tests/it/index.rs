@@ -279,3 +279,48 @@ async fn one_unreadable_record_does_not_fail_the_listings() {
     assert_eq!(stores.tasks.list_all().await.unwrap().len(), 2);
     assert_listings_current(dir.path(), &stores, "with an unreadable record").await;
 }
+
+/// Claims pick their messages from the index, so what a crash or damage left in `open/` that
+/// is not a pending message reaches them through the index too: a message rewritten as read
+/// whose move a crash cut short (its log line written, as a writer writes it first) is moved
+/// to `archive/` by the next claim of a store that had read the directory before, and a file
+/// that does not parse is set aside in `dead/` by a store that reads the directory afresh.
+/// Neither is ever claimed, and the claims go on, oldest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_move_on_what_a_crash_or_damage_left_in_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = with_agents(dir.path()).await;
+    let mut sent = Vec::new();
+    for text in ["one", "two", "three"] {
+        sent.push(stores.inbox.send(message(text)).await.unwrap().id);
+    }
+    let me = claimer();
+    let first = stores.inbox.claim_unclaimed(&worker(), &me, 1).await.unwrap();
+    assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), [sent[0]]);
+
+    let inbox = dir.path().join("agents/worker/inbox");
+    let file = inbox.join(format!("open/{}.json", sent[1]));
+    let mut closed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    closed["status"] = "read".into();
+    let mut log =
+        std::fs::OpenOptions::new().append(true).open(inbox.join("open.changes.jsonl")).unwrap();
+    std::io::Write::write_all(&mut log, format!("{{\"changed\":\"{}\"}}\n", sent[1]).as_bytes())
+        .unwrap();
+    std::fs::write(&file, serde_json::to_vec(&closed).unwrap()).unwrap();
+
+    let next = stores.inbox.claim_unclaimed(&worker(), &me, 5).await.unwrap();
+    assert_eq!(next.iter().map(|m| m.id).collect::<Vec<_>>(), [sent[2]], "the read one is not");
+    assert!(!file.exists(), "the read message was left in open/");
+    assert!(inbox.join(format!("archive/{}.json", sent[1])).is_file());
+
+    let damaged = inbox.join("open/00000000000000000000000000.json");
+    std::fs::write(&damaged, b"{not json").unwrap();
+    let fresh = FsStore::open(dir.path()).unwrap().stores();
+    assert!(fresh.inbox.claim_unclaimed(&worker(), &me, 5).await.unwrap().is_empty());
+    assert!(!damaged.exists(), "the damaged file was left in open/");
+    assert!(inbox.join("dead/00000000000000000000000000.json.corrupt").is_file());
+    // Both stores' indexes follow the moves: the listings still hold only what is pending.
+    assert_listings_current(dir.path(), &stores, "after the claims moved them on").await;
+    assert_listings_current(dir.path(), &fresh, "after the claims moved them on").await;
+}

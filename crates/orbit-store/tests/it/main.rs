@@ -5,6 +5,7 @@
 
 mod contract;
 mod crash;
+mod feed;
 mod ids;
 mod index;
 mod journal;

@@ -1,5 +1,5 @@
-//! Claims under contention: 64 claimers in one process, claimers in two processes, and a
-//! claim whose holder process was killed.
+//! Claims under contention: 64 claimers in one process, claimers in two processes (by id, and
+//! in batches picked from each process's index), and claims whose holder process was killed.
 //!
 //! The child processes are this test binary run again on one test (`child_claimer`), which
 //! does nothing unless its environment names a role.
@@ -70,6 +70,41 @@ async fn claim_all(
                         won.push(message);
                     }
                 }
+            }
+        }));
+    }
+    let mut won = Vec::new();
+    for handle in handles {
+        won.extend(handle.await.unwrap());
+    }
+    won
+}
+
+/// Claims everything it can with `claimers` concurrent sessions taking batches of one to
+/// three messages (`claim_unclaimed`, which picks them from the index of `open/`); returns
+/// what it won.
+async fn claim_all_in_batches(
+    stores: &Stores,
+    worker: &AgentName,
+    claimers: usize,
+    lease: Duration,
+) -> Vec<InboxMessage> {
+    let instance = InstanceId::new();
+    let mut handles = Vec::new();
+    for claimer in 0..claimers {
+        let (inbox, worker) = (stores.inbox.clone(), worker.clone());
+        handles.push(tokio::spawn(async move {
+            let session = SessionId::new();
+            let mut won = Vec::new();
+            loop {
+                let me = Claimer { session, instance, until: lease_until(lease) };
+                let batch = inbox.claim_unclaimed(&worker, &me, 1 + claimer % 3).await.unwrap();
+                // None free now: done once no message is left unclaimed (the others may
+                // hold the rest).
+                if batch.is_empty() && inbox.get_unclaimed(&worker).await.unwrap().is_empty() {
+                    return won;
+                }
+                won.extend(batch);
             }
         }));
     }
@@ -152,6 +187,69 @@ async fn claimers_in_two_processes_take_each_message_once() {
     assert_exactly_once(&won, &ids);
 }
 
+/// The claims of each process pick their messages from its own index of `open/`, which learns
+/// of the other process's claims only from the change log: each message is still claimed by
+/// exactly one claimer, and every one is claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_claimers_in_two_processes_take_each_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_stores, _worker, ids) = seeded(dir.path(), 600).await;
+    let mut children = [
+        spawn_child("claim-batches-and-hold", dir.path()),
+        spawn_child("claim-batches-and-hold", dir.path()),
+    ];
+    std::fs::write(dir.path().join("go"), b"").unwrap();
+    let mut won: Vec<MessageId> = Vec::new();
+    let mut each = Vec::new();
+    for child in &mut children {
+        let held = held_claims(child);
+        each.push(held.len());
+        won.extend(held);
+    }
+    std::fs::write(dir.path().join("exit"), b"").unwrap();
+    for child in &mut children {
+        assert!(child.wait().unwrap().success());
+    }
+    assert_exactly_once(&won, &ids);
+    assert!(each.iter().all(|&n| n > 0), "one process claimed everything: no race ({each:?})");
+}
+
+/// A killed process's batch claims lapse, and a claim in another process takes them back,
+/// counting the delivery, then claims them oldest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_claims_of_a_killed_process_are_taken_back_by_a_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stores, worker, ids) = seeded(dir.path(), 5).await;
+    let mut oldest_first: Vec<MessageId> = ids.iter().copied().collect();
+    oldest_first.sort();
+    // This store's index is built before the child claims: it learns of them from the log.
+    assert_eq!(stores.inbox.get_unclaimed(&worker).await.unwrap().len(), 5);
+    let mut child = spawn_child("claim-batches-and-die", dir.path());
+    std::fs::write(dir.path().join("go"), b"").unwrap();
+    assert_eq!(held_claims(&mut child), ids);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let me = Claimer {
+        session: SessionId::new(),
+        instance: InstanceId::new(),
+        until: lease_until(Duration::from_secs(60)),
+    };
+    assert!(
+        stores.inbox.claim_unclaimed(&worker, &me, 10).await.unwrap().is_empty(),
+        "claims held before their lease lapses"
+    );
+    let deadline = Instant::now() + CHILD_LEASE * 4;
+    let taken = loop {
+        let taken = stores.inbox.claim_unclaimed(&worker, &me, 10).await.unwrap();
+        if !taken.is_empty() || Instant::now() > deadline {
+            break taken;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(taken.iter().map(|m| m.id).collect::<Vec<_>>(), oldest_first);
+    assert!(taken.iter().all(|m| m.deliveries == 1 && m.claimed_by == Some(me.session)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_of_a_killed_process_become_claimable_when_their_leases_lapse() {
     let dir = tempfile::tempdir().unwrap();
@@ -200,16 +298,26 @@ async fn child_claimer() {
     let worker = AgentName::parse("worker").unwrap();
     // Five claims are taken well within a short lease; six hundred are not, and a lease that
     // lapses while its holder is still busy claiming is rightly taken by the other process.
-    let lease = if role == "claim-and-renew" { CHILD_LEASE } else { Duration::from_secs(120) };
-    let held = claim_all(&stores, &worker, 8, lease).await;
+    let lease = if role == "claim-and-renew" || role == "claim-batches-and-die" {
+        CHILD_LEASE
+    } else {
+        Duration::from_secs(120)
+    };
+    let held = if role.starts_with("claim-batches") {
+        claim_all_in_batches(&stores, &worker, 8, lease).await
+    } else {
+        claim_all(&stores, &worker, 8, lease).await
+    };
     for message in &held {
         println!("WON {}", message.id);
     }
     println!("HOLDING");
     // A holder renews its claims while it lives, as a turn does.
     let deadline = Instant::now() + Duration::from_secs(120);
+    // A holder about to be killed does not renew: it hangs until the kill, as a stuck one.
+    let renews = role != "claim-batches-and-die";
     while !dir.join("exit").exists() && Instant::now() < deadline {
-        for message in &held {
+        for message in held.iter().filter(|_| renews) {
             let token = message.lease.unwrap().token;
             stores.inbox.renew(&worker, &message.id, &token, lease_until(lease)).await.unwrap();
         }
