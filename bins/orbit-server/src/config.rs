@@ -30,6 +30,14 @@ pub struct Settings {
     #[arg(long, env = "ORBIT_NODE_NAME", value_parser = node_name)]
     pub node_name: Option<String>,
 
+    /// Where the other nodes of the cluster reach this node's API (`http://host:port`), to
+    /// forward to it a watcher of a turn it runs. Default: `http://` and the address it
+    /// listens on, when that is one address; none when it listens on every address
+    /// (`0.0.0.0`, `::`), and then the other nodes answer 409 to a watcher of its turns.
+    /// Its host must be one this node answers to (its own address, or an `--allowed-host`).
+    #[arg(long, env = "ORBIT_ADVERTISE_URL", value_parser = advertise_url)]
+    pub advertise_url: Option<String>,
+
     /// Most connections to the database this node holds open.
     #[arg(long, env = "ORBIT_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub database_pool_size: u64,
@@ -201,6 +209,23 @@ impl Settings {
 fn node_name(name: &str) -> Result<String, String> {
     orbit_store::limits::check_node_name(name).map_err(|err| err.to_string())?;
     Ok(name.to_owned())
+}
+
+/// An address the other nodes can forward to: `http://` and an authority, nothing after it
+/// but an optional `/` (the API's paths are appended to it). Plain HTTP only: the nodes'
+/// forwarding client carries no TLS, so a cluster's nodes talk over a private network.
+fn advertise_url(url: &str) -> Result<String, String> {
+    let uri: actix_web::http::Uri =
+        url.parse().map_err(|err| format!("not a URL ({err}): expected http://host:port"))?;
+    let plain = uri.scheme_str() == Some("http")
+        && uri.authority().is_some_and(|authority| !authority.host().is_empty())
+        && uri.authority().is_some_and(|authority| !authority.as_str().contains('@'))
+        && matches!(uri.path(), "" | "/")
+        && uri.query().is_none();
+    if !plain {
+        return Err("expected http://host:port, with no path, query or user".into());
+    }
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 fn ask_timeout_secs() -> clap::builder::RangedU64ValueParser<u64> {

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("../migrations/0004_session_turns.sql")),
     (5, include_str!("../migrations/0005_turn_aborts.sql")),
     (6, include_str!("../migrations/0006_pending_approvals.sql")),
+    (7, include_str!("../migrations/0007_instance_addresses.sql")),
 ];
 
 /// An arbitrary constant naming Orbit's migration lock among the database's advisory locks.
