@@ -194,6 +194,15 @@ impl Settings {
         orbit_agent::workdir::WorkdirPolicy::new(&self.workdir_roots, !self.bind.ip().is_loopback())
     }
 
+    /// Where the other nodes reach this one, listening on `bound`: `--advertise-url`, else
+    /// `http://` and the bound address when it is one address. None when it listens on every
+    /// address: which of the machine's addresses the others reach is not for it to guess.
+    pub fn advertised_address(&self, bound: SocketAddr) -> Option<String> {
+        self.advertise_url
+            .clone()
+            .or_else(|| (!bound.ip().is_unspecified()).then(|| format!("http://{bound}")))
+    }
+
     /// The data directory, defaulting to `~/.orbit`.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| {
@@ -251,6 +260,32 @@ mod tests {
                 let err = Settings::try_parse_from(["orbit-server", flag, bad]).unwrap_err();
                 assert!(err.to_string().contains(flag), "{err}");
             }
+        }
+    }
+
+    #[test]
+    fn a_node_advertises_its_one_address_or_the_url_it_was_given() {
+        let bound = |addr: &str| addr.parse::<std::net::SocketAddr>().unwrap();
+        let plain = Settings::parse_from(["orbit-server"]);
+        let advertised = plain.advertised_address(bound("127.0.0.1:40001"));
+        assert_eq!(advertised.as_deref(), Some("http://127.0.0.1:40001"));
+        let v6 = plain.advertised_address(bound("[::1]:40001"));
+        assert_eq!(v6.as_deref(), Some("http://[::1]:40001"));
+        assert_eq!(plain.advertised_address(bound("0.0.0.0:3001")), None, "every address");
+        assert_eq!(plain.advertised_address(bound("[::]:3001")), None, "every address");
+        let given = ["orbit-server", "--advertise-url", "http://node-1.internal:3001/"];
+        let given = Settings::parse_from(given).advertised_address(bound("0.0.0.0:3001"));
+        assert_eq!(given.as_deref(), Some("http://node-1.internal:3001"), "its slash trimmed");
+        for bad in [
+            "https://node-1:3001",
+            "node-1:3001",
+            "http://node-1:3001/api",
+            "http://node-1:3001/?x=1",
+            "http://user@node-1:3001",
+            "http://",
+        ] {
+            let refused = Settings::try_parse_from(["orbit-server", "--advertise-url", bad]);
+            assert!(refused.is_err(), "{bad} is refused");
         }
     }
 

@@ -258,10 +258,7 @@ impl Application {
         let local = listener.local_addr().map_err(bind_error)?;
         let port = local.port();
         // Known only now that the port is bound (port 0 picks one).
-        let address = settings
-            .advertise_url
-            .clone()
-            .or_else(|| (!local.ip().is_unspecified()).then(|| format!("http://{local}")));
+        let address = settings.advertised_address(local);
         let state = Data::new(AppState {
             stores: stores.clone(),
             pool: pool.clone(),
