@@ -117,3 +117,61 @@ pub async fn watch(
         (status, _) => unreachable(format!("it answered {status}")),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use orbit_store::NodeIdentity;
+
+    use super::*;
+
+    fn holder(address: Option<&str>, alive_for: time::Duration) -> Instance {
+        let now = orbit_store::timestamp::now();
+        let node = NodeIdentity { name: "worker-a".into(), data_dir: "dir-a".into() };
+        Instance::registered(InstanceId::new(), "box", 7, &node, address, now, now + alive_for)
+    }
+
+    async fn watched(request: HttpRequest, holder: &Instance) -> ApiError {
+        let (name, id) = (AgentName::parse("bot").unwrap(), SessionId::new());
+        let asking = ("worker-b", InstanceId::new());
+        match watch(&request, holder, asking, (&name, &id)).await {
+            Ok(_) => panic!("no node listens: nothing may be streamed"),
+            Err(err) => err,
+        }
+    }
+
+    /// Whatever the holder's address, a request forwarded already, a holder without an
+    /// address and one whose registration lapsed are answered here, naming the node.
+    #[actix_web::test]
+    async fn a_watcher_is_not_forwarded_again_nor_to_a_holder_without_a_live_address() {
+        let reachable = holder(Some("http://127.0.0.1:9"), time::Duration::seconds(30));
+        let request = actix_web::test::TestRequest::default()
+            .insert_header((FORWARDED, InstanceId::new().to_string()))
+            .to_http_request();
+        let again = watched(request, &reachable).await;
+        assert_eq!(again.code, Code::Conflict);
+        assert!(again.message.contains("not forwarded again"), "{}", again.message);
+        assert!(again.message.contains("node 'worker-a'"), "{}", again.message);
+
+        let plain = || actix_web::test::TestRequest::default().to_http_request();
+        let nowhere = watched(plain(), &holder(None, time::Duration::seconds(30))).await;
+        assert_eq!(nowhere.code, Code::Conflict);
+        assert!(nowhere.message.contains("--advertise-url"), "says how: {}", nowhere.message);
+        let lapsed = holder(Some("http://127.0.0.1:9"), time::Duration::seconds(-1));
+        assert_eq!(watched(plain(), &lapsed).await.code, Code::Conflict, "not live");
+    }
+
+    /// A holder whose port is closed is a 502 naming it and its address.
+    #[actix_web::test]
+    async fn a_holder_that_refuses_the_connection_is_unreachable() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let address = format!("http://{closed}");
+        let holder = holder(Some(&address), time::Duration::seconds(30));
+        let request = actix_web::test::TestRequest::default().to_http_request();
+        let err = watched(request, &holder).await;
+        assert_eq!(err.code, Code::NodeUnreachable);
+        assert!(err.message.contains(&address), "{}", err.message);
+        assert!(err.message.contains("node 'worker-a'"), "{}", err.message);
+    }
+}
