@@ -11,7 +11,27 @@ use orbit_testkit::postgres::TestDatabase;
 use orbit_testkit::{ModelServer, Reply, Rule};
 use serde_json::{Value, json};
 
-use crate::nodes::{Node, call, client, start_nodes, wait_until};
+use crate::nodes::{Node, client, wait_until};
+
+/// The token of the nodes started with one; the others ignore it.
+const TOKEN: &str = "cluster-secret";
+
+/// A request to `node` carrying the cluster's token.
+fn request(node: &Node, method: &str, path: &str) -> awc::ClientRequest {
+    let method = awc::http::Method::from_bytes(method.as_bytes()).unwrap();
+    client().request(method, node.url(path)).bearer_auth(TOKEN)
+}
+
+/// The status and JSON body of a call with the token.
+async fn call(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let request = request(node, method, path);
+    let mut response = match body {
+        Some(body) => request.send_json(&body).await.unwrap(),
+        None => request.send().await.unwrap(),
+    };
+    let bytes = response.body().limit(1 << 24).await.unwrap();
+    (response.status().as_u16(), serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
 
 /// A model that asks to run a command when told "write the file" and says "done" after it.
 fn asking_model() -> ModelServer {
@@ -35,7 +55,7 @@ struct Watched(Arc<Mutex<Vec<Value>>>);
 impl Watched {
     /// Opens `GET path` on `node`, which must answer 200 with a stream.
     async fn open(node: &Node, path: &str) -> (Self, actix_web::rt::task::JoinHandle<()>) {
-        let mut response = client().get(node.url(path)).send().await.unwrap();
+        let mut response = request(node, "GET", path).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path} on port {}", node.port);
         let content_type = response.headers().get("content-type").unwrap().to_str().unwrap();
         assert_eq!(content_type, "text/event-stream");
@@ -78,9 +98,9 @@ async fn waiting_call(node: &Node) -> String {
 
 /// A chat on `node` left running; its events once it ends.
 fn start_chat(node: &Node, body: Value) -> actix_web::rt::task::JoinHandle<Vec<Value>> {
-    let url = node.url("/api/chat");
+    let chat = request(node, "POST", "/api/chat");
     actix_web::rt::spawn(async move {
-        let mut response = client().post(url).send_json(&body).await.unwrap();
+        let mut response = chat.send_json(&body).await.unwrap();
         let bytes = response.body().limit(1 << 24).await.unwrap_or_default();
         String::from_utf8_lossy(&bytes)
             .lines()
@@ -99,18 +119,22 @@ async fn asking_session(node: &Node) -> String {
 }
 
 /// B passes A's turn through: the same events as A's own watcher gives, through to the
-/// turn's end; a request B forwarded is never forwarded again.
+/// turn's end; a request B forwarded is never forwarded again. The nodes share a token,
+/// which B passes on.
 #[test]
 fn a_turn_on_one_node_is_watched_through_another() {
     let database = TestDatabase::new();
     let (model_a, model_b) = (asking_model(), asking_model());
-    let ([mut a, mut b], _dirs) = start_nodes(&database.url, [&model_a, &model_b]);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let token = ["--api-token", TOKEN];
+    let mut a = Node::start_with(&database.url, dirs[0].path(), &model_a, &token);
+    let mut b = Node::start_with(&database.url, dirs[1].path(), &model_b, &token);
     let node_a = std::fs::read_to_string(a.data.join("node-name")).unwrap().trim().to_owned();
     actix_web::rt::System::new().block_on(async {
         let session = asking_session(&a).await;
         let chat = json!({"agentName": "bot", "sessionId": session, "message": "write the file"});
         let running = start_chat(&a, chat);
-        let request = waiting_call(&a).await;
+        let waiting = waiting_call(&a).await;
 
         let stream = format!("/api/agents/bot/sessions/{session}/stream");
         let (on_a, reading_a) = Watched::open(&a, &stream).await;
@@ -129,8 +153,7 @@ fn a_turn_on_one_node_is_watched_through_another() {
         );
 
         // A request a node forwarded is answered where it lands, never passed on again.
-        let forwarded = client()
-            .get(b.url(&stream))
+        let forwarded = request(&b, "GET", &stream)
             .insert_header(("orbit-forwarded-by", "01JD2Y7W3Q5ZK8X9M4N6P0R1ST"))
             .send()
             .await;
@@ -143,7 +166,7 @@ fn a_turn_on_one_node_is_watched_through_another() {
         crate::schema::check_answer("GET", &stream, 409, &body);
 
         // The answer ends the turn; both watchers' streams end with it, alike.
-        let answer = format!("/api/agents/bot/sessions/{session}/permissions/{request}");
+        let answer = format!("/api/agents/bot/sessions/{session}/permissions/{waiting}");
         let (status, body) = call(&a, "POST", &answer, Some(json!({"allow": true}))).await;
         assert_eq!(status, 200, "{body}");
         let chatted = running.await.unwrap();
@@ -162,6 +185,8 @@ fn a_turn_on_one_node_is_watched_through_another() {
 
         let (status, body) = call(&b, "GET", &stream, None).await;
         assert_eq!(status, 404, "no turn runs anywhere: {body}");
+        let untokened = client().get(b.url(&stream)).send().await.unwrap();
+        assert_eq!(untokened.status(), 401, "B checks the token itself");
     });
     a.stop();
     b.stop();
