@@ -286,6 +286,12 @@ impl Application {
         })?;
         let address = registration.address.as_deref().unwrap_or("none");
         tracing::info!(%instance, %address, "registered");
+        // Said at start rather than found at the first watcher another node turns away.
+        if registration.address.is_none() && settings.database_url.is_some() {
+            tracing::warn!(
+                "the other nodes cannot pass this node's turns to their watchers: it listens on every address and was given no --advertise-url (ORBIT_ADVERTISE_URL)"
+            );
+        }
         let server = crate::listener::serve(listener, state, options).map_err(bind_error)?;
         Ok(Self { port, server, pool, scheduler, stores, registration, lease })
     }
