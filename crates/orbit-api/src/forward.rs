@@ -101,7 +101,10 @@ pub async fn watch(
         let events = answer.take_while(|chunk| std::future::ready(chunk.is_ok()));
         return Ok(HttpResponse::Ok()
             .insert_header((header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream")))
+            // The headers of this node's own event streams (`actix_web_lab::sse`), none of the
+            // other node's.
             .insert_header((header::CACHE_CONTROL, HeaderValue::from_static("no-cache")))
+            .insert_header((header::CONTENT_ENCODING, HeaderValue::from_static("identity")))
             .streaming(events));
     }
     let status = answer.status();
