@@ -165,9 +165,17 @@ fn a_nodes_approvals_and_activity_are_seen_on_another() {
         assert_eq!(listed[0]["input"]["command"], "echo hi > made.txt");
         let (status, body) = call(&b, "GET", "/api/agents/bot/approvals", None).await;
         assert_eq!((status, &body["approvals"]), (200, &json!(listed)), "{body}");
-        // A's turn is watched on A: B says so, naming A.
+        // A's turn is watched on A, and through B (cluster_watch.rs); a request B was handed
+        // by another node already is not passed on again: B says where the turn runs.
         let stream = format!("/api/agents/bot/sessions/{session}/stream");
-        let (status, body) = call(&b, "GET", &stream, None).await;
+        let forwarded = crate::nodes::client()
+            .get(b.url(&stream))
+            .insert_header(("orbit-forwarded-by", "01JD2Y7W3Q5ZK8X9M4N6P0R1ST"))
+            .send()
+            .await;
+        let mut forwarded = forwarded.unwrap();
+        let status = forwarded.status().as_u16();
+        let body: Value = forwarded.json().await.unwrap();
         assert_eq!((status, &body["code"]), (409, &json!("conflict")), "{body}");
         let node_a = std::fs::read_to_string(a.data.join("node-name")).unwrap();
         let named = format!("runs on node '{}'", node_a.trim());

@@ -14,6 +14,7 @@ mod cluster_news;
 mod cluster_outage;
 mod cluster_pinning;
 mod cluster_signals;
+mod cluster_watch;
 mod console;
 mod edges;
 mod events;

@@ -30,6 +30,14 @@ pub struct Settings {
     #[arg(long, env = "ORBIT_NODE_NAME", value_parser = node_name)]
     pub node_name: Option<String>,
 
+    /// Where the other nodes of the cluster reach this node's API (`http://host:port`), to
+    /// forward to it a watcher of a turn it runs. Default: `http://` and the address it
+    /// listens on, when that is one address; none when it listens on every address
+    /// (`0.0.0.0`, `::`), and then the other nodes answer 409 to a watcher of its turns.
+    /// Its host must be one this node answers to (its own address, or an `--allowed-host`).
+    #[arg(long, env = "ORBIT_ADVERTISE_URL", value_parser = advertise_url)]
+    pub advertise_url: Option<String>,
+
     /// Most connections to the database this node holds open.
     #[arg(long, env = "ORBIT_DATABASE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub database_pool_size: u64,
@@ -186,6 +194,15 @@ impl Settings {
         orbit_agent::workdir::WorkdirPolicy::new(&self.workdir_roots, !self.bind.ip().is_loopback())
     }
 
+    /// Where the other nodes reach this one, listening on `bound`: `--advertise-url`, else
+    /// `http://` and the bound address when it is one address. None when it listens on every
+    /// address: which of the machine's addresses the others reach is not for it to guess.
+    pub fn advertised_address(&self, bound: SocketAddr) -> Option<String> {
+        self.advertise_url
+            .clone()
+            .or_else(|| (!bound.ip().is_unspecified()).then(|| format!("http://{bound}")))
+    }
+
     /// The data directory, defaulting to `~/.orbit`.
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(|| {
@@ -201,6 +218,23 @@ impl Settings {
 fn node_name(name: &str) -> Result<String, String> {
     orbit_store::limits::check_node_name(name).map_err(|err| err.to_string())?;
     Ok(name.to_owned())
+}
+
+/// An address the other nodes can forward to: `http://` and an authority, nothing after it
+/// but an optional `/` (the API's paths are appended to it). Plain HTTP only: the nodes'
+/// forwarding client carries no TLS, so a cluster's nodes talk over a private network.
+fn advertise_url(url: &str) -> Result<String, String> {
+    let uri: actix_web::http::Uri =
+        url.parse().map_err(|err| format!("not a URL ({err}): expected http://host:port"))?;
+    let plain = uri.scheme_str() == Some("http")
+        && uri.authority().is_some_and(|authority| !authority.host().is_empty())
+        && uri.authority().is_some_and(|authority| !authority.as_str().contains('@'))
+        && matches!(uri.path(), "" | "/")
+        && uri.query().is_none();
+    if !plain {
+        return Err("expected http://host:port, with no path, query or user".into());
+    }
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 fn ask_timeout_secs() -> clap::builder::RangedU64ValueParser<u64> {
@@ -226,6 +260,32 @@ mod tests {
                 let err = Settings::try_parse_from(["orbit-server", flag, bad]).unwrap_err();
                 assert!(err.to_string().contains(flag), "{err}");
             }
+        }
+    }
+
+    #[test]
+    fn a_node_advertises_its_one_address_or_the_url_it_was_given() {
+        let bound = |addr: &str| addr.parse::<std::net::SocketAddr>().unwrap();
+        let plain = Settings::parse_from(["orbit-server"]);
+        let advertised = plain.advertised_address(bound("127.0.0.1:40001"));
+        assert_eq!(advertised.as_deref(), Some("http://127.0.0.1:40001"));
+        let v6 = plain.advertised_address(bound("[::1]:40001"));
+        assert_eq!(v6.as_deref(), Some("http://[::1]:40001"));
+        assert_eq!(plain.advertised_address(bound("0.0.0.0:3001")), None, "every address");
+        assert_eq!(plain.advertised_address(bound("[::]:3001")), None, "every address");
+        let given = ["orbit-server", "--advertise-url", "http://node-1.internal:3001/"];
+        let given = Settings::parse_from(given).advertised_address(bound("0.0.0.0:3001"));
+        assert_eq!(given.as_deref(), Some("http://node-1.internal:3001"), "its slash trimmed");
+        for bad in [
+            "https://node-1:3001",
+            "node-1:3001",
+            "http://node-1:3001/api",
+            "http://node-1:3001/?x=1",
+            "http://user@node-1:3001",
+            "http://",
+        ] {
+            let refused = Settings::try_parse_from(["orbit-server", "--advertise-url", bad]);
+            assert!(refused.is_err(), "{bad} is refused");
         }
     }
 

@@ -167,8 +167,7 @@ pub struct Application {
     pool: AgentPool,
     scheduler: Scheduler,
     stores: Stores,
-    instance: InstanceId,
-    identity: NodeIdentity,
+    registration: Registration,
     lease: Duration,
 }
 
@@ -258,6 +257,8 @@ impl Application {
         let listener = TcpListener::bind(settings.bind).map_err(bind_error)?;
         let local = listener.local_addr().map_err(bind_error)?;
         let port = local.port();
+        // Known only now that the port is bound (port 0 picks one).
+        let address = settings.advertised_address(local);
         let state = Data::new(AppState {
             stores: stores.clone(),
             pool: pool.clone(),
@@ -278,13 +279,21 @@ impl Application {
         };
         // Registered before serving, so that a second node under this name on another
         // data directory is refused at its start rather than sharing the pinned work.
-        register(&stores, instance, &identity, lease).await.map_err(|err| match err.kind() {
+        let registration = Registration { instance, identity, address };
+        registration.register(&stores, lease).await.map_err(|err| match err.kind() {
             orbit_store::ErrorKind::Conflict => StartupError::NodeNameTaken(err.to_string()),
             _ => StartupError::Register(err),
         })?;
-        tracing::info!(%instance, "registered");
+        let address = registration.address.as_deref().unwrap_or("none");
+        tracing::info!(%instance, %address, "registered");
+        // Said at start rather than found at the first watcher another node turns away.
+        if registration.address.is_none() && settings.database_url.is_some() {
+            tracing::warn!(
+                "the other nodes cannot pass this node's turns to their watchers: it listens on every address and was given no --advertise-url (ORBIT_ADVERTISE_URL)"
+            );
+        }
         let server = crate::listener::serve(listener, state, options).map_err(bind_error)?;
-        Ok(Self { port, server, pool, scheduler, stores, instance, identity, lease })
+        Ok(Self { port, server, pool, scheduler, stores, registration, lease })
     }
 
     /// The port actually bound (useful with port 0).
@@ -305,8 +314,7 @@ impl Application {
         let stopping_loops = CancellationToken::new();
         let mut heartbeat = tokio::spawn(heartbeat(
             self.pool.clone(),
-            self.instance,
-            self.identity.clone(),
+            self.registration.clone(),
             self.lease,
             stopping_loops.clone(),
         ));
@@ -379,8 +387,11 @@ impl Application {
             relay.abort();
         }
         // A registration left behind lapses with its lease; waiting longer helps nobody.
-        match tokio::time::timeout(LAST_WORDS, self.stores.instances.deregister(&self.instance))
-            .await
+        match tokio::time::timeout(
+            LAST_WORDS,
+            self.stores.instances.deregister(&self.registration.instance),
+        )
+        .await
         {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "could not deregister this instance"),
@@ -394,16 +405,26 @@ impl Application {
     }
 }
 
-/// Registers this process in the store's registry as `identity`, alive for a lease.
-async fn register(
-    stores: &Stores,
+/// What this process registers in the store's registry: who it is and where it is reached.
+#[derive(Clone)]
+struct Registration {
     instance: InstanceId,
-    identity: &NodeIdentity,
-    lease: Duration,
-) -> orbit_store::Result<()> {
-    let until = orbit_store::timestamp::now() + lease;
-    let host = hostname();
-    stores.instances.register(instance, &host, std::process::id(), identity, until).await.map(drop)
+    identity: NodeIdentity,
+    /// Where the other nodes reach this one (`--advertise-url`, else `http://` and the bound
+    /// address when it is one address).
+    address: Option<String>,
+}
+
+impl Registration {
+    /// Registers this process, alive for a lease.
+    async fn register(&self, stores: &Stores, lease: Duration) -> orbit_store::Result<()> {
+        let until = orbit_store::timestamp::now() + lease;
+        let (host, pid) = (hostname(), std::process::id());
+        let (identity, address) = (&self.identity, self.address.as_deref());
+        let registered =
+            stores.instances.register(self.instance, &host, pid, identity, address, until);
+        registered.await.map(drop)
+    }
 }
 
 /// Renews this instance's registration at a third of the lease, and withdraws the copies
@@ -413,12 +434,12 @@ async fn register(
 /// node must stop.
 async fn heartbeat(
     pool: AgentPool,
-    instance: InstanceId,
-    identity: NodeIdentity,
+    registration: Registration,
     lease: Duration,
     stop: CancellationToken,
 ) -> Option<orbit_store::Error> {
     let stores = pool.stores().clone();
+    let instance = registration.instance;
     loop {
         tokio::select! {
             () = tokio::time::sleep(lease / 3) => {}
@@ -429,7 +450,7 @@ async fn heartbeat(
             // Pruned by another server while this one was suspended: register again, under
             // the same check as at the start.
             Err(err) if err.kind() == orbit_store::ErrorKind::NotFound => {
-                let registered = register(&stores, instance, &identity, lease).await;
+                let registered = registration.register(&stores, lease).await;
                 // The pruning took this instance's shared copies of waiting calls with it.
                 if registered.is_ok() {
                     for approval in pool.local_pending_approvals() {

@@ -416,9 +416,10 @@ mod tests {
             host: &str,
             pid: u32,
             node: &orbit_store::NodeIdentity,
+            address: Option<&str>,
             until: time::OffsetDateTime,
         ) -> orbit_store::Result<Instance> {
-            self.inner.register(id, host, pid, node, until).await
+            self.inner.register(id, host, pid, node, address, until).await
         }
         async fn heartbeat(
             &self,

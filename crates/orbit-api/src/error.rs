@@ -49,6 +49,9 @@ pub enum Code {
     Busy,
     /// 500: an internal fault, logged with its cause.
     Internal,
+    /// 502: the node that runs what was asked for cannot be reached from this one, or refused
+    /// this node's forwarded request.
+    NodeUnreachable,
     /// 503: the store's database cannot be reached or did not answer in time; the request may
     /// succeed once it is back.
     StoreUnavailable,
@@ -56,7 +59,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in the order of their statuses.
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 18] = [
         Code::InvalidInput,
         Code::InvalidJson,
         Code::InvalidSchedule,
@@ -73,6 +76,7 @@ impl Code {
         Code::Busy,
         Code::HeadersTooLarge,
         Code::Internal,
+        Code::NodeUnreachable,
         Code::StoreUnavailable,
     ];
 
@@ -99,6 +103,7 @@ impl Code {
                 (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large")
             }
             Code::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Code::NodeUnreachable => (StatusCode::BAD_GATEWAY, "node_unreachable"),
             Code::StoreUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }

@@ -10,6 +10,7 @@ mod console;
 mod endpoint;
 mod error;
 mod extract;
+mod forward;
 mod guard;
 mod listing;
 mod middleware;

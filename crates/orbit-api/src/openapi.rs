@@ -119,7 +119,7 @@ pub fn error_statuses(endpoint: &Endpoint) -> BTreeMap<u16, Vec<Code>> {
         Code::MethodNotAllowed => false,
         // Answered by the connection before any route is chosen.
         Code::MalformedRequest | Code::HeadersTooLarge => false,
-        Code::Conflict | Code::Busy => false,
+        Code::Conflict | Code::Busy | Code::NodeUnreachable => false,
     };
     let mut statuses: BTreeMap<u16, Vec<Code>> = BTreeMap::new();
     for code in Code::ALL {

@@ -56,10 +56,11 @@ impl InstanceStore for PgStore {
         host: &str,
         pid: u32,
         node: &NodeIdentity,
+        address: Option<&str>,
         until: OffsetDateTime,
     ) -> Result<Instance> {
         let now = timestamp::now();
-        let instance = Instance::registered(id, host, pid, node, now, until);
+        let instance = Instance::registered(id, host, pid, node, address, now, until);
         transaction!(self, |tx| async {
             lock_registry(&tx).await?;
             let now = database_now(&tx).await?;
@@ -68,9 +69,9 @@ impl InstanceStore for PgStore {
             node.check_unique(&id, &registered, now)?;
             db::execute(
                 &tx,
-                "INSERT INTO instances (id, until, doc) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO UPDATE SET until = $2, doc = $3",
-                &[&id.to_string(), &until, &json(&instance)?],
+                "INSERT INTO instances (id, until, address, doc) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (id) DO UPDATE SET until = $2, address = $3, doc = $4",
+                &[&id.to_string(), &until, &address, &json(&instance)?],
             )
             .await
         })?;

@@ -43,6 +43,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_turn_aborts"),
     migration!(6, "0006_pending_approvals"),
     migration!(7, "0007_relayed_news"),
+    migration!(8, "0008_instance_addresses"),
 ];
 
 /// An arbitrary constant naming Orbit's migration lock among the database's advisory locks.

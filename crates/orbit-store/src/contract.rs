@@ -1062,26 +1062,32 @@ pub async fn records_are_released_from_a_node_and_pinned_again(stores: &Stores) 
     assert_eq!(plain.node, None, "a task without a worktree is pinned nowhere");
 }
 
-/// Instances register under fresh ids, beat, list and deregister.
+/// Instances register under fresh ids, beat, list and deregister; where each is reached is
+/// kept through all of it.
 pub async fn instances_register_and_beat(stores: &Stores) {
     let node = node_identity("node-a", "dir-1");
+    let address = "http://127.0.0.1:3001";
     let first = stores
         .instances
-        .register(InstanceId::new(), "host-a", 1, &node, in_secs(15))
+        .register(InstanceId::new(), "host-a", 1, &node, Some(address), in_secs(15))
         .await
         .unwrap();
     let second = stores
         .instances
-        .register(InstanceId::new(), "host-a", 1, &node, in_secs(15))
+        .register(InstanceId::new(), "host-a", 1, &node, None, in_secs(15))
         .await
         .unwrap();
     assert_eq!(first.node.as_ref(), Some(&node), "the node is kept with the instance");
+    assert_eq!(first.address.as_deref(), Some(address));
+    assert_eq!(second.address, None, "an instance may have no address");
     assert_ne!(first.id, second.id, "the same pid twice is two instances");
     let beat = stores.instances.heartbeat(&first.id, in_secs(30)).await.unwrap();
     assert!(beat.until > first.until);
+    assert_eq!(beat.address.as_deref(), Some(address), "a heartbeat keeps the address");
     let listed: HashSet<_> =
-        stores.instances.list().await.unwrap().into_iter().map(|i| i.id).collect();
-    assert_eq!(listed, HashSet::from([first.id, second.id]));
+        stores.instances.list().await.unwrap().into_iter().map(|i| (i.id, i.address)).collect();
+    let expected = [(first.id, Some(address.to_owned())), (second.id, None)];
+    assert_eq!(listed, HashSet::from(expected), "the addresses read back as registered");
     stores.instances.deregister(&second.id).await.unwrap();
     assert_eq!(
         stores.instances.heartbeat(&second.id, in_secs(30)).await.unwrap_err().kind(),
@@ -1100,7 +1106,7 @@ fn node_identity(name: &str, data_dir: &str) -> NodeIdentity {
 pub async fn instances_of_one_name_share_a_data_dir(stores: &Stores) {
     let register = |node: NodeIdentity, until| {
         let instances = stores.instances.clone();
-        async move { instances.register(InstanceId::new(), "host", 1, &node, until).await }
+        async move { instances.register(InstanceId::new(), "host", 1, &node, None, until).await }
     };
     let live = register(node_identity("worker", "dir-1"), in_secs(30)).await.unwrap();
     register(node_identity("worker", "dir-1"), in_secs(30)).await.expect("one directory, one name");

@@ -58,21 +58,35 @@ pub struct Instance {
     /// The node it is (absent from registrations made before nodes were named in them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<NodeIdentity>,
+    /// Where the other nodes reach its API (`http://host:port`, `--advertise-url`), to forward
+    /// a watcher of a turn it runs; absent when it has none (it listens on every address and
+    /// was given none, or registered before nodes said where they are reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl Instance {
-    /// A registration made at `now` of process `pid` on `host` as `node`, alive until `until`:
-    /// what every store writes when it registers one.
+    /// A registration made at `now` of process `pid` on `host` as `node`, reached at
+    /// `address`, alive until `until`: what every store writes when it registers one.
     pub fn registered(
         id: InstanceId,
         host: &str,
         pid: u32,
         node: &NodeIdentity,
+        address: Option<&str>,
         now: OffsetDateTime,
         until: OffsetDateTime,
     ) -> Self {
-        let node = Some(node.clone());
-        Self { id, host: host.to_owned(), pid, started_at: now, heartbeat_at: now, until, node }
+        Self {
+            id,
+            host: host.to_owned(),
+            pid,
+            started_at: now,
+            heartbeat_at: now,
+            until,
+            node: Some(node.clone()),
+            address: address.map(str::to_owned),
+        }
     }
 
     /// Whether it counts as running at `now`: its heartbeat has not lapsed.
@@ -151,8 +165,8 @@ impl Instance {
 /// The registry of server processes sharing one store.
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
-    /// Registers this process under `id` (fresh for every start) as `node`, alive until
-    /// `until`. `Conflict` while a live instance has the node's name on another data
+    /// Registers this process under `id` (fresh for every start) as `node`, reached by the
+    /// other nodes at `address` (none when it cannot say), alive until `until`. `Conflict` while a live instance has the node's name on another data
     /// directory ([`NodeIdentity::check_unique`], checked and written as one step).
     async fn register(
         &self,
@@ -160,6 +174,7 @@ pub trait InstanceStore: Send + Sync {
         host: &str,
         pid: u32,
         node: &NodeIdentity,
+        address: Option<&str>,
         until: OffsetDateTime,
     ) -> Result<Instance>;
     /// Renews the registration. `NotFound` when it was removed (deregistered, or pruned by
@@ -303,6 +318,7 @@ mod tests {
             heartbeat_at: now,
             until: now,
             node: None,
+            address: None,
         };
         let by_id = format!("instance {} (pid 7) on host 'box'", instance.id);
         assert_eq!(instance.described_to("worker-b"), by_id);

@@ -4,12 +4,14 @@
 //! A watcher reads the turn's log (`orbit_agent::TurnWatcher`): the turn's events from its
 //! start, as far as the turn's replay buffer holds them, then live, and its stream ends when
 //! the turn ends. It is forwarded through a `ClientStream` of its own, bounded like the chat's,
-//! so a slow watcher is dropped alone, and one that leaves never touches the turn.
+//! so a slow watcher is dropped alone, and one that leaves never touches the turn. A turn
+//! another node of the cluster runs is watched through this node all the same: its stream
+//! is passed through from that node (`forward`).
 
 use std::time::Duration;
 
 use actix_web::web::Data;
-use actix_web::{HttpResponse, Responder, web};
+use actix_web::{Either, HttpRequest, HttpResponse, Responder, web};
 use orbit_store::TranscriptCursor;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -18,6 +20,7 @@ use crate::client_stream::ClientStream;
 use crate::endpoint::Endpoint;
 use crate::error::{ApiError, ApiResult, Code};
 use crate::extract::SessionPath;
+use crate::forward;
 use crate::routes::chat::ChatEvent;
 use crate::views::{self, TranscriptBody};
 use crate::{AppState, wire};
@@ -33,12 +36,14 @@ pub fn endpoints() -> Vec<Endpoint> {
             "/api/agents/{name}/sessions/{id}/stream",
             "watchSession",
             "Attach to the session's running turn: its events so far, then live, as server-sent \
-             events; the stream ends with the turn (404 when no turn runs; 409 naming the node \
-             when another node runs it)",
+             events; the stream ends with the turn (404 when no turn runs). A turn another node \
+             runs is passed through from that node; 409 naming the node when that node registered \
+             no address (or the request was forwarded already), 502 naming it when it cannot be \
+             reached",
             || web::get().to(watch),
         )
         .events::<ChatEvent>()
-        .errors(&[Code::Conflict]),
+        .errors(&[Code::Conflict, Code::NodeUnreachable]),
         Endpoint::new::<TranscriptBody>(
             "GET",
             "/api/agents/{name}/sessions/{id}/transcript",
@@ -67,22 +72,24 @@ pub struct TranscriptQuery {
     cursor: Option<String>,
 }
 
-async fn watch(state: Data<AppState>, path: SessionPath) -> ApiResult<impl Responder> {
+async fn watch(
+    state: Data<AppState>,
+    path: SessionPath,
+    request: HttpRequest,
+) -> ApiResult<Either<impl Responder, HttpResponse>> {
     let (name, id) = (path.name, path.id);
     state.stores.sessions.get(&name, &id).await?;
     let Some(mut watcher) = state.pool.find(&name, &id).and_then(|agent| agent.watch()) else {
-        // A turn another node runs is watched there: its events live on that node alone.
+        // A turn another node runs is watched there, its events living on that node alone:
+        // its stream is passed through.
         let now = orbit_store::timestamp::now();
-        return Err(match state.stores.sessions.turn_holder(&name, &id, now).await? {
-            Some(holder) if holder.id != state.pool.instance() => ApiError::new(
-                Code::Conflict,
-                format!(
-                    "the turn of session {id} runs on {}; watch it through that node",
-                    holder.described_to(state.pool.node())
-                ),
-            ),
-            _ => ApiError::not_found(format!("session {id} has no running turn")),
-        });
+        return match state.stores.sessions.turn_holder(&name, &id, now).await? {
+            Some(holder) if holder.id != state.pool.instance() => {
+                let asking = (state.pool.node(), state.pool.instance());
+                forward::watch(&request, &holder, asking, (&name, &id)).await.map(Either::Right)
+            }
+            _ => Err(ApiError::not_found(format!("session {id} has no running turn"))),
+        };
     };
     let (mut client, response) = ClientStream::new(state.slow_client_timeout);
     // The client leaving is waited on alongside the next event: a turn may go quiet for many
@@ -99,7 +106,7 @@ async fn watch(state: Data<AppState>, path: SessionPath) -> ApiResult<impl Respo
             client.send(&*event, &id).await;
         }
     });
-    Ok(response.with_keep_alive(Duration::from_secs(15)))
+    Ok(Either::Left(response.with_keep_alive(Duration::from_secs(15))))
 }
 
 async fn transcript(

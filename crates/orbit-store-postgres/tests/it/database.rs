@@ -375,7 +375,7 @@ async fn a_sessions_turn_holder_is_named_while_its_lease_lives() {
     let lease = Duration::from_secs(30);
     let node_a = stores
         .instances
-        .register(InstanceId::new(), "host", 1, &node_named("worker-a"), now + lease)
+        .register(InstanceId::new(), "host", 1, &node_named("worker-a"), None, now + lease)
         .await
         .unwrap();
     let sessions = &stores.sessions;
@@ -402,7 +402,7 @@ async fn the_database_shares_approvals() {
     let lease = Duration::from_secs(30);
     let instance = stores
         .instances
-        .register(InstanceId::new(), "host", 1, &node_named("a"), now + lease)
+        .register(InstanceId::new(), "host", 1, &node_named("a"), None, now + lease)
         .await
         .unwrap();
     let bot = AgentName::parse("bot").unwrap();

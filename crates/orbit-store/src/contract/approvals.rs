@@ -28,11 +28,17 @@ fn waiting(agent: &AgentName, session: SessionId, instance: InstanceId) -> Pendi
 pub async fn approvals_are_listed_while_they_wait(stores: &Stores) {
     let instances = &stores.instances;
     let soon = timestamp::now() + time::Duration::seconds(60);
-    let live =
-        instances.register(InstanceId::new(), "host-a", 1, &node("node-a"), soon).await.unwrap().id;
+    let live = instances
+        .register(InstanceId::new(), "host-a", 1, &node("node-a"), None, soon)
+        .await
+        .unwrap()
+        .id;
     let past = timestamp::now() - time::Duration::seconds(1);
-    let lapsed =
-        instances.register(InstanceId::new(), "host-b", 2, &node("node-b"), past).await.unwrap().id;
+    let lapsed = instances
+        .register(InstanceId::new(), "host-b", 2, &node("node-b"), None, past)
+        .await
+        .unwrap()
+        .id;
     let bot = AgentName::parse("bot").unwrap();
     stores.agents.create(&bot, NewAgent::default()).await.unwrap();
     let session = stores.sessions.create(&bot, NewSession::default()).await.unwrap().id;

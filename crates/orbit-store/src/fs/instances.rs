@@ -46,16 +46,18 @@ impl InstanceStore for FsStore {
         host: &str,
         pid: u32,
         node: &NodeIdentity,
+        address: Option<&str>,
         until: OffsetDateTime,
     ) -> Result<Instance> {
-        let (host, node) = (host.to_owned(), node.clone());
+        let (host, node, address) = (host.to_owned(), node.clone(), address.map(str::to_owned));
         self.blocking(move |s| {
             // Registrations are ordered by the registry's lock, so that two processes
             // registering at once see each other.
             io::with_lock(&s.root.join("instances.lock"), || {
                 let now = timestamp::now();
                 node.check_unique(&id, &s.prune_instances()?, now)?;
-                let instance = Instance::registered(id, &host, pid, &node, now, until);
+                let instance =
+                    Instance::registered(id, &host, pid, &node, address.as_deref(), now, until);
                 io::write_json(&s.instance_path(&instance.id), &instance)?;
                 Ok(instance)
             })

@@ -182,13 +182,14 @@ impl InstanceStore for MemStore {
         host: &str,
         pid: u32,
         node: &NodeIdentity,
+        address: Option<&str>,
         until: OffsetDateTime,
     ) -> Result<Instance> {
         let now = timestamp::now();
         let mut state = self.state();
         let registered: Vec<Instance> = state.instances.values().cloned().collect();
         node.check_unique(&id, &registered, now)?;
-        let instance = Instance::registered(id, host, pid, node, now, until);
+        let instance = Instance::registered(id, host, pid, node, address, now, until);
         state.instances.insert(id, instance.clone());
         Ok(instance)
     }
