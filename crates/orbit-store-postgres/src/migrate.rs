@@ -216,7 +216,9 @@ mod tests {
         assert!(record.is_empty() && apply.is_empty());
         let (record, apply) = plan(MIGRATIONS, &recorded(&MIGRATIONS[..2])).unwrap();
         assert!(record.is_empty());
-        assert_eq!(apply.iter().map(|m| m.version).collect::<Vec<_>>(), [3, 4, 5, 6, 7]);
+        let after_two: Vec<i32> = MIGRATIONS[2..].iter().map(|m| m.version).collect();
+        assert_eq!(after_two.first(), Some(&3));
+        assert_eq!(apply.iter().map(|m| m.version).collect::<Vec<_>>(), after_two);
     }
 
     #[test]
@@ -224,7 +226,9 @@ mod tests {
         let older: Vec<Applied> = (1..=3).map(|version| applied(version, None)).collect();
         let (record, apply) = plan(MIGRATIONS, &older).unwrap();
         assert_eq!(record.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2, 3]);
-        assert_eq!(apply.iter().map(|m| m.version).collect::<Vec<_>>(), [4, 5, 6, 7]);
+        let after_three: Vec<i32> = MIGRATIONS[3..].iter().map(|m| m.version).collect();
+        assert_eq!(after_three.first(), Some(&4));
+        assert_eq!(apply.iter().map(|m| m.version).collect::<Vec<_>>(), after_three);
     }
 
     #[test]
