@@ -79,3 +79,39 @@ async fn concurrent_creates_sharing_fsyncs_are_all_there() {
         assert_eq!(pending, messages);
     }
 }
+
+/// Task creates of two stores on one directory, many at once, publish on the change feed; the
+/// first of them finds the feed past its size and replaces it. Every create's change is on the
+/// new feed exactly once: none went to the replaced file (an appender between its look at the
+/// feed and its write when the file was replaced) and no two lines were interleaved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_task_creates_each_publish_once_across_a_replaced_feed() {
+    use orbit_store::ChangeCursor;
+
+    let dir = tempfile::tempdir().unwrap();
+    let first = FsStore::open(dir.path()).unwrap().stores();
+    let second = FsStore::open(dir.path()).unwrap().stores();
+    first.agents.create(&agent(), NewAgent::default()).await.unwrap();
+    // A feed past its size (1 MiB), as a long-running directory has: the next publish
+    // replaces it.
+    let feed = dir.path().join("task-changes.jsonl");
+    let filler = format!("{}\n", "x".repeat(1023));
+    std::fs::write(&feed, filler.repeat(1100)).unwrap();
+
+    let mut writers = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let stores = if n % 2 == 0 { first.clone() } else { second.clone() };
+        writers.spawn(async move { stores.tasks.create(&agent(), task(format!("t{n}"))).await });
+    }
+    let mut created: Vec<_> =
+        writers.join_all().await.into_iter().map(|task| task.unwrap().id).collect();
+    created.sort();
+
+    assert!(std::fs::metadata(&feed).unwrap().len() < 64 * 1024, "the feed was not replaced");
+    let from_start = ChangeCursor { feed: ulid::Ulid::nil(), offset: 0 };
+    let changes = second.tasks.changes_since(Some(from_start)).await.unwrap();
+    assert!(!changes.reset);
+    let mut published: Vec<_> = changes.changes.iter().map(|change| change.task).collect();
+    published.sort();
+    assert_eq!(published, created, "each create's change once on the new feed");
+}
