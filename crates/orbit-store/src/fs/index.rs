@@ -33,10 +33,12 @@
 //! A creator killed between its `new` line and its file leaves an id that every refresh looks
 //! for. A writer holding the lock exclusively knows no creator is midway, so it ends the wait
 //! for such ids ([`RecordIndex::settle`]) with a `changed` line about each. Refreshed and
-//! settled so, a replica is the directory (less the files that cannot be read): the inbox's
-//! claims choose their messages from it and read only the files they change
-//! ([`RecordIndex::read_settled`]), and the files there but not kept (`strays`) are named for
-//! them to move on.
+//! settled so, a replica is the directory (less the files that cannot be read) as far as
+//! every change to it was logged: the inbox's claims choose their messages from it and read
+//! only the files they change ([`RecordIndex::read_settled`]), and the files there but not
+//! kept (`strays`) are named for them to move on. Damage (bit rot, EIO, EACCES) or a hand
+//! edit writes no line, so the file a claim reads decides, and one that disagrees with the
+//! replica is named in the log by the claim, for every process's replica to read again.
 //!
 //! A whole listing (`render`) answers the body it kept while the replica's generation has not
 //! moved. Before it takes any lock it checks whether its replica is current as it stands:
@@ -356,8 +358,11 @@ impl<T: DeserializeOwned> RecordIndex<T> {
     /// lock exclusively: no writer in any process is midway and every change before the lock
     /// was named in the log before it was made, so the records are then the directory's kept
     /// records as they are, except those whose files could not be read (left out, as a read
-    /// of the whole directory leaves them out). So a writer can choose what to change from
-    /// the index and read only the files it changes.
+    /// of the whole directory leaves them out) and those changed without a line (damage, a
+    /// hand edit). So a writer can choose what to change from the index and read only the
+    /// files it changes, letting each file decide and naming in the log one that disagrees.
+    /// A refresh that fails here fails the writer (unlike a listing's best effort): its own
+    /// line to the same log could not be written either.
     pub(crate) fn read_settled<R>(
         &self,
         agent: &AgentName,

@@ -2,6 +2,10 @@
 //! appended after its record is written and its lock let go, so racing writers' lines may come
 //! in another order than their records; a line carries no state, and a reader that re-reads
 //! each task it is told of, as the scheduler does, still ends with every task's final state.
+//!
+//! This guards the rule that every line comes after its change: a line published before its
+//! change could leave the reader with an older state. It does not assert that lines came out
+//! of order in a given run (that depends on timing); it holds whichever order they came in.
 
 use std::collections::BTreeMap;
 

@@ -324,3 +324,102 @@ async fn claims_move_on_what_a_crash_or_damage_left_in_open() {
     assert_listings_current(dir.path(), &stores, "after the claims moved them on").await;
     assert_listings_current(dir.path(), &fresh, "after the claims moved them on").await;
 }
+
+/// Sends three messages and builds the index of the worker's inbox (a listing reads them).
+async fn three_indexed(
+    stores: &Stores,
+    dir: &Path,
+) -> (Vec<orbit_store::MessageId>, Vec<std::path::PathBuf>) {
+    let mut sent = Vec::new();
+    for text in ["one", "two", "three"] {
+        sent.push(stores.inbox.send(message(text)).await.unwrap().id);
+    }
+    assert_eq!(stores.inbox.get_unclaimed(&worker()).await.unwrap().len(), 3);
+    let files =
+        sent.iter().map(|id| dir.join(format!("agents/worker/inbox/open/{id}.json"))).collect();
+    (sent, files)
+}
+
+/// A message file damaged after the index read it (bit rot: no log line says so) does not
+/// fail the claims of the agent: it is set aside in `dead/` and the others are claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_damaged_after_indexing_is_set_aside_and_the_rest_claimed() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = with_agents(dir.path()).await;
+    let (sent, files) = three_indexed(&stores, dir.path()).await;
+    std::fs::write(&files[0], b"{not json").unwrap();
+    let claimed = stores.inbox.claim_unclaimed(&worker(), &claimer(), 5).await.unwrap();
+    assert_eq!(claimed.iter().map(|m| m.id).collect::<Vec<_>>(), sent[1..]);
+    let dead = dir.path().join(format!("agents/worker/inbox/dead/{}.json.corrupt", sent[0]));
+    assert!(dead.is_file(), "the damaged file is set aside");
+    assert!(stores.inbox.get_unclaimed(&worker()).await.unwrap().is_empty());
+}
+
+/// A batch of one is not cut short by a damaged oldest message: the claim chooses again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_oldest_message_does_not_leave_a_batch_of_one_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = with_agents(dir.path()).await;
+    let (sent, files) = three_indexed(&stores, dir.path()).await;
+    std::fs::write(&files[0], b"{not json").unwrap();
+    for expected in &sent[1..] {
+        let claimed = stores.inbox.claim_unclaimed(&worker(), &claimer(), 1).await.unwrap();
+        assert_eq!(claimed.iter().map(|m| m.id).collect::<Vec<_>>(), [*expected]);
+    }
+    assert!(stores.inbox.claim_unclaimed(&worker(), &claimer(), 1).await.unwrap().is_empty());
+}
+
+/// A file that cannot be read (a directory by its name here; EIO or EACCES in life) is
+/// skipped by every claim, and not listed as unclaimed; once readable it is claimed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_unreadable_after_indexing_is_skipped_until_it_can_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = with_agents(dir.path()).await;
+    let (sent, files) = three_indexed(&stores, dir.path()).await;
+    let kept = std::fs::read(&files[0]).unwrap();
+    std::fs::remove_file(&files[0]).unwrap();
+    std::fs::create_dir(&files[0]).unwrap();
+    for expected in &sent[1..] {
+        let claimed = stores.inbox.claim_unclaimed(&worker(), &claimer(), 1).await.unwrap();
+        assert_eq!(claimed.iter().map(|m| m.id).collect::<Vec<_>>(), [*expected]);
+    }
+    assert!(stores.inbox.get_unclaimed(&worker()).await.unwrap().is_empty());
+    std::fs::remove_dir(&files[0]).unwrap();
+    std::fs::write(&files[0], kept).unwrap();
+    let claimed = stores.inbox.claim_unclaimed(&worker(), &claimer(), 1).await.unwrap();
+    assert_eq!(claimed.iter().map(|m| m.id).collect::<Vec<_>>(), [sent[0]]);
+}
+
+/// `get_unclaimed` reads the files it answers: a message damaged unlogged is not reported
+/// as claimable (a loop "claim; if none, ask what is unclaimed" would never end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unclaimed_listing_does_not_report_a_damaged_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = with_agents(dir.path()).await;
+    let (sent, files) = three_indexed(&stores, dir.path()).await;
+    std::fs::write(&files[1], b"{not json").unwrap();
+    let unclaimed = stores.inbox.get_unclaimed(&worker()).await.unwrap();
+    assert_eq!(unclaimed.iter().map(|m| m.id).collect::<Vec<_>>(), [sent[0], sent[2]]);
+}
+
+/// A file that did not parse, repaired by hand (no log line), is claimed again: the claim
+/// that finds the stray pending names it in the log, and the index takes it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_repaired_by_hand_is_claimed_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = with_agents(dir.path()).await;
+    let (sent, files) = three_indexed(&stores, dir.path()).await;
+    let kept = std::fs::read(&files[0]).unwrap();
+    // Damaged before the first claim looks, and noted in the log as a rewrite would be, so
+    // the index holds it as a stray; repaired unlogged before the claim moves it on.
+    std::fs::write(&files[0], b"{not json").unwrap();
+    let log = dir.path().join("agents/worker/inbox/open.changes.jsonl");
+    let mut line = format!("{{\"changed\":\"{}\"}}\n", sent[0]).into_bytes();
+    let mut all = std::fs::read(&log).unwrap();
+    all.append(&mut line);
+    std::fs::write(&log, all).unwrap();
+    assert_eq!(stores.inbox.pending_page(&worker(), None, 10).await.unwrap().len(), 2);
+    std::fs::write(&files[0], kept).unwrap();
+    let claimed = stores.inbox.claim_unclaimed(&worker(), &claimer(), 5).await.unwrap();
+    assert_eq!(claimed.iter().map(|m| m.id).collect::<Vec<_>>(), sent);
+}
