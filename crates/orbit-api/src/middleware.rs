@@ -87,7 +87,8 @@ fn private_answer(headers: &mut actix_web::http::header::HeaderMap) {
 }
 
 /// With a token configured, every request but `GET /health` and the web console's files
-/// (which hold no data) needs `Authorization: Bearer <token>`. The token is compared in constant time, never read from
+/// (which hold no data) needs `Authorization: Bearer <token>`, or, for a session's stream
+/// only, another node's proof of the token (`node_proof`). The token is compared in constant time, never read from
 /// the query string, never logged.
 ///
 /// The exemption is one exact raw path rather than a prefix of the protected ones: actix
@@ -104,6 +105,22 @@ fn token_refusal(state: &AppState, req: &ServiceRequest) -> Option<ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     if given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
+        return None;
+    }
+    // A watcher's stream another node of the cluster forwards here carries that node's proof
+    // of the shared token instead of the token itself (`node_proof`), for this one route.
+    let proof = req.headers().get(crate::node_proof::HEADER).and_then(|v| v.to_str().ok());
+    if let Some(proof) = proof
+        && req.method() == actix_web::http::Method::GET
+        && crate::node_proof::is_stream_path(req.path())
+        && crate::node_proof::verifies(
+            expected,
+            state.pool.instance(),
+            req.path(),
+            proof,
+            crate::node_proof::unix_now(),
+        )
+    {
         return None;
     }
     Some(ApiError::new(Code::Unauthorized, "a valid bearer token is required"))
