@@ -119,8 +119,8 @@ async fn asking_session(node: &Node) -> String {
 }
 
 /// B passes A's turn through: the same events as A's own watcher gives, through to the
-/// turn's end; a request B forwarded is never forwarded again. The nodes share a token,
-/// which B passes on.
+/// turn's end; a request B forwarded is never forwarded again. The nodes share a token, of
+/// which B sends A a proof (never the token itself), and A accepts nothing less.
 #[test]
 fn a_turn_on_one_node_is_watched_through_another() {
     let database = TestDatabase::new();
@@ -187,6 +187,13 @@ fn a_turn_on_one_node_is_watched_through_another() {
         assert_eq!(status, 404, "no turn runs anywhere: {body}");
         let untokened = client().get(b.url(&stream)).send().await.unwrap();
         assert_eq!(untokened.status(), 401, "B checks the token itself");
+        let forged = client()
+            .get(a.url(&stream))
+            .insert_header(("orbit-forwarded-auth", "1.00"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 401, "A takes no proof that is not one");
     });
     a.stop();
     b.stop();

@@ -161,11 +161,8 @@ async fn pass_through(
         }
     }
     let mut answer = forwarded.send().await.map_err(|err| unreachable(err.to_string()))?;
-    let media_type = answer
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let media_type =
+        answer.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let is_stream = media_type
         .as_deref()
         .and_then(|value| value.split(';').next())
@@ -340,7 +337,11 @@ mod tests {
                 let _ = closed_tx.send(());
             }
         });
-        FakeHolder { instance: holder(Some(&address), time::Duration::seconds(30)), request, closed }
+        FakeHolder {
+            instance: holder(Some(&address), time::Duration::seconds(30)),
+            request,
+            closed,
+        }
     }
 
     const STREAM_HEAD: &[u8] =
@@ -433,7 +434,8 @@ mod tests {
     /// and its stream is passed on as it sent it.
     #[actix_web::test]
     async fn the_holder_gets_a_proof_not_the_token_and_its_stream_is_passed_on() {
-        let fake = fake_holder(vec![Send(STREAM_HEAD), Send(b"f\r\ndata: {\"a\":1}\n\n\r\n0\r\n\r\n")]);
+        let fake =
+            fake_holder(vec![Send(STREAM_HEAD), Send(b"f\r\ndata: {\"a\":1}\n\n\r\n0\r\n\r\n")]);
         let (name, id) = (AgentName::parse("bot").unwrap(), SessionId::new());
         let request = actix_web::test::TestRequest::default()
             .insert_header((header::AUTHORIZATION, "Bearer secret"))
@@ -510,7 +512,8 @@ mod tests {
         assert_eq!(&first.await.unwrap().unwrap()[..], b": hi\n\n");
         drop(body);
         let closed = fake.closed;
-        let closed = tokio::task::spawn_blocking(move || closed.recv_timeout(Duration::from_secs(10)));
+        let closed =
+            tokio::task::spawn_blocking(move || closed.recv_timeout(Duration::from_secs(10)));
         assert!(closed.await.unwrap().is_ok(), "the holder's connection stays open");
     }
 }
