@@ -209,7 +209,9 @@ fn a_holder_that_cannot_be_reached_is_named_at_once() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let address = format!("http://{closed}");
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let advertise = ["--advertise-url", address.as_str()];
+    // A node refuses to start advertising a host its own Host check would refuse.
+    let authority = closed.to_string();
+    let advertise = ["--advertise-url", address.as_str(), "--allowed-host", authority.as_str()];
     let mut a = Node::start_with(&database.url, dirs[0].path(), &model_a, &advertise);
     let mut b = Node::start(&database.url, dirs[1].path(), &model_b);
     let node_a = std::fs::read_to_string(a.data.join("node-name")).unwrap().trim().to_owned();
