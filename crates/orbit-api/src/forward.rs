@@ -187,6 +187,11 @@ async fn pass_through(
         // The turn ended meanwhile, or moved: the holder's own words say so.
         (StatusCode::NOT_FOUND, Some(said)) => ApiError::not_found(said.error),
         (StatusCode::CONFLICT, Some(said)) => ApiError::new(Code::Conflict, said.error),
+        // Its database is away: worth retrying, as this node's own 503 is.
+        (StatusCode::SERVICE_UNAVAILABLE, Some(said)) => ApiError::new(
+            Code::StoreUnavailable,
+            format!("the turn of session {id} runs on {node}, which answered: {}", said.error),
+        ),
         (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN, _) => unreachable(format!(
             "it refused the forwarded request ({status}): the nodes of a cluster must share one API token, and each must answer to the host of its advertised address (--allowed-host)"
         )),
@@ -468,6 +473,17 @@ mod tests {
         let answered = tokio::time::timeout(Duration::from_secs(2), asked).await;
         let err = answered.expect("answered within the head limit").err().unwrap();
         assert_eq!(err.code, Code::NodeUnreachable, "{}", err.message);
+    }
+
+    /// A holder whose database is away answers 503, passed on as such: worth retrying.
+    #[actix_web::test]
+    async fn a_holder_without_its_database_is_store_unavailable_not_unreachable() {
+        let fake = fake_holder(vec![Send(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 46\r\n\r\n{\"error\":\"db away\",\"code\":\"store_unavailable\"}",
+        )]);
+        let err = passed_through(&fake.instance, None).await.err().unwrap();
+        assert_eq!(err.code, Code::StoreUnavailable, "{}", err.message);
+        assert!(err.message.contains("node 'worker-a'") && err.message.contains("db away"));
     }
 
     /// A holder that sends the stream's head and goes silent ends the stream with an error
