@@ -232,8 +232,11 @@ where
         loop {
             let why = match tokio::time::timeout(idle, upstream.next()).await {
                 Ok(Some(Ok(chunk))) => {
+                    // What was held before has no blank line (it would have been sent), so
+                    // only the new bytes and the last one before them are searched.
+                    let from = pending.len().saturating_sub(1);
                     pending.extend_from_slice(&chunk);
-                    if let Some(end) = events_end(&pending) {
+                    if let Some(end) = events_end(&pending, from) {
                         let events = pending.split_to(end).freeze();
                         return Some((Ok(events), Some((upstream, pending, lost))));
                     }
@@ -254,9 +257,11 @@ where
     })
 }
 
-/// Where the last whole event in `pending` ends: just past its last blank line.
-fn events_end(pending: &[u8]) -> Option<usize> {
-    pending.windows(2).rposition(|pair| pair == b"\n\n").map(|at| at + 2)
+/// Where the last whole event in `pending` ends: just past its last blank line, searched
+/// for from `from` on.
+fn events_end(pending: &[u8], from: usize) -> Option<usize> {
+    let searched = pending.get(from..)?;
+    searched.windows(2).rposition(|pair| pair == b"\n\n").map(|at| from + at + 2)
 }
 
 #[cfg(test)]
@@ -473,6 +478,26 @@ mod tests {
         let answered = tokio::time::timeout(Duration::from_secs(2), asked).await;
         let err = answered.expect("answered within the head limit").err().unwrap();
         assert_eq!(err.code, Code::NodeUnreachable, "{}", err.message);
+    }
+
+    /// An event split across chunks anywhere, its blank line too, is passed on whole.
+    #[actix_web::test]
+    async fn events_split_anywhere_are_passed_on_whole() {
+        let events: &[u8] = b"data: {\"a\":1}\n\n: keep-alive\n\ndata: {\"b\":2}\n\n";
+        for cut in 1..events.len() {
+            let (head, tail) = events.split_at(cut);
+            let pieces = vec![
+                Ok::<_, String>(Bytes::copy_from_slice(head)),
+                Ok(Bytes::copy_from_slice(tail)),
+            ];
+            let passed =
+                whole_events(futures_util::stream::iter(pieces), SHORT.idle, String::new());
+            let sent: Vec<Bytes> = passed.map(Result::unwrap).collect().await;
+            assert_eq!(sent.concat(), events, "cut at {cut}");
+            for piece in &sent {
+                assert!(piece.ends_with(b"\n\n"), "cut at {cut}: half an event {piece:?}");
+            }
+        }
     }
 
     /// A holder whose database is away answers 503, passed on as such: worth retrying.
