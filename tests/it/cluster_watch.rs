@@ -119,8 +119,8 @@ async fn asking_session(node: &Node) -> String {
 }
 
 /// B passes A's turn through: the same events as A's own watcher gives, through to the
-/// turn's end; a request B forwarded is never forwarded again. The nodes share a token,
-/// which B passes on.
+/// turn's end; a request B forwarded is never forwarded again. The nodes share a token, of
+/// which B sends A a proof (never the token itself), and A accepts nothing less.
 #[test]
 fn a_turn_on_one_node_is_watched_through_another() {
     let database = TestDatabase::new();
@@ -187,6 +187,13 @@ fn a_turn_on_one_node_is_watched_through_another() {
         assert_eq!(status, 404, "no turn runs anywhere: {body}");
         let untokened = client().get(b.url(&stream)).send().await.unwrap();
         assert_eq!(untokened.status(), 401, "B checks the token itself");
+        let forged = client()
+            .get(a.url(&stream))
+            .insert_header(("orbit-forwarded-auth", "1.00"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 401, "A takes no proof that is not one");
     });
     a.stop();
     b.stop();
@@ -202,7 +209,9 @@ fn a_holder_that_cannot_be_reached_is_named_at_once() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let address = format!("http://{closed}");
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let advertise = ["--advertise-url", address.as_str()];
+    // A node refuses to start advertising a host its own Host check would refuse.
+    let authority = closed.to_string();
+    let advertise = ["--advertise-url", address.as_str(), "--allowed-host", authority.as_str()];
     let mut a = Node::start_with(&database.url, dirs[0].path(), &model_a, &advertise);
     let mut b = Node::start(&database.url, dirs[1].path(), &model_b);
     let node_a = std::fs::read_to_string(a.data.join("node-name")).unwrap().trim().to_owned();

@@ -220,21 +220,39 @@ fn node_name(name: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
-/// An address the other nodes can forward to: `http://` and an authority, nothing after it
-/// but an optional `/` (the API's paths are appended to it). Plain HTTP only: the nodes'
-/// forwarding client carries no TLS, so a cluster's nodes talk over a private network.
+/// An address the other nodes can forward to, `http://host:port`, kept in that form built
+/// from its parts (the host lowercased; a trailing `/` is taken): the API's paths are put
+/// after it, so nothing may follow the port, and the nodes' forwarding client carries no
+/// TLS, so a cluster's nodes talk over a private network. The port is required and the host
+/// must be one the others can connect to, not `0.0.0.0` or `::`.
 fn advertise_url(url: &str) -> Result<String, String> {
+    let expected = "expected http://host:port, with no path, query, fragment or user";
+    if url.contains('#') {
+        return Err(format!("a fragment is not allowed: {expected}"));
+    }
     let uri: actix_web::http::Uri =
-        url.parse().map_err(|err| format!("not a URL ({err}): expected http://host:port"))?;
-    let plain = uri.scheme_str() == Some("http")
-        && uri.authority().is_some_and(|authority| !authority.host().is_empty())
-        && uri.authority().is_some_and(|authority| !authority.as_str().contains('@'))
+        url.parse().map_err(|err| format!("not a URL ({err}): {expected}"))?;
+    let Some(authority) = uri.authority().filter(|_| uri.scheme_str() == Some("http")) else {
+        return Err(expected.into());
+    };
+    let plain = !authority.host().is_empty()
+        && !authority.as_str().contains('@')
         && matches!(uri.path(), "" | "/")
         && uri.query().is_none();
     if !plain {
-        return Err("expected http://host:port, with no path, query or user".into());
+        return Err(expected.into());
     }
-    Ok(url.trim_end_matches('/').to_owned())
+    let Some(port) = authority.port_u16().filter(|port| *port != 0) else {
+        return Err(format!("a port from 1 to 65535 is required: {expected}"));
+    };
+    let host = authority.host().to_ascii_lowercase();
+    let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
+    if ip.is_ok_and(|ip| ip.is_unspecified()) {
+        return Err(format!(
+            "{host} is every address of a machine, not one the other nodes can connect to: {expected}"
+        ));
+    }
+    Ok(format!("http://{host}:{port}"))
 }
 
 fn ask_timeout_secs() -> clap::builder::RangedU64ValueParser<u64> {
@@ -276,6 +294,14 @@ mod tests {
         let given = ["orbit-server", "--advertise-url", "http://node-1.internal:3001/"];
         let given = Settings::parse_from(given).advertised_address(bound("0.0.0.0:3001"));
         assert_eq!(given.as_deref(), Some("http://node-1.internal:3001"), "its slash trimmed");
+        for (url, kept) in [
+            ("HTTP://Node-1:3001", "http://node-1:3001"),
+            ("http://[::1]:3001/", "http://[::1]:3001"),
+            ("http://10.0.0.1:3001", "http://10.0.0.1:3001"),
+        ] {
+            let given = Settings::parse_from(["orbit-server", "--advertise-url", url]);
+            assert_eq!(given.advertise_url.as_deref(), Some(kept), "{url}");
+        }
         for bad in [
             "https://node-1:3001",
             "node-1:3001",
@@ -283,6 +309,15 @@ mod tests {
             "http://node-1:3001/?x=1",
             "http://user@node-1:3001",
             "http://",
+            "http://node-1:3001#",
+            "http://node-1:3001/#x",
+            "http://node-1:99999",
+            "http://node-1:abc",
+            "http://node-1:",
+            "http://node-1:0",
+            "http://node-1",
+            "http://0.0.0.0:3001",
+            "http://[::]:3001",
         ] {
             let refused = Settings::try_parse_from(["orbit-server", "--advertise-url", bad]);
             assert!(refused.is_err(), "{bad} is refused");

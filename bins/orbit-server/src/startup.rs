@@ -59,6 +59,10 @@ pub enum StartupError {
     NodeNameTaken(String),
     #[error("cannot register this node: {0}")]
     Register(orbit_store::Error),
+    #[error(
+        "this node advertises {address} (--advertise-url), but would refuse a request for that host itself, so every watcher another node forwards here would be refused: add its host and port to --allowed-host (ORBIT_ALLOWED_HOSTS)"
+    )]
+    AdvertisedHostRefused { address: String },
     #[error("{0} (--workdir-root / ORBIT_WORKDIR_ROOTS)")]
     WorkdirRoot(#[from] orbit_agent::workdir::RootError),
 }
@@ -259,6 +263,10 @@ impl Application {
         let port = local.port();
         // Known only now that the port is bound (port 0 picks one).
         let address = settings.advertised_address(local);
+        let allowed_hosts = AllowedHosts::for_address(local, &settings.allowed_hosts);
+        if let Some(address) = &address {
+            refused_advertised_host(address, &allowed_hosts)?;
+        }
         let state = Data::new(AppState {
             stores: stores.clone(),
             pool: pool.clone(),
@@ -267,7 +275,7 @@ impl Application {
             body_limit: settings.body_limit,
             body_read_timeout: Duration::from_secs(settings.body_timeout_secs),
             slow_client_timeout: Duration::from_secs(settings.slow_client_timeout_secs),
-            allowed_hosts: AllowedHosts::for_address(local, &settings.allowed_hosts),
+            allowed_hosts,
             workdirs,
             access_log: settings.access_log,
         });
@@ -291,6 +299,9 @@ impl Application {
             tracing::warn!(
                 "the other nodes cannot pass this node's turns to their watchers: it listens on every address and was given no --advertise-url (ORBIT_ADVERTISE_URL)"
             );
+        }
+        if let Some(address) = &registration.address {
+            warn_of_a_shared_address(&stores, instance, address).await;
         }
         let server = crate::listener::serve(listener, state, options).map_err(bind_error)?;
         Ok(Self { port, server, pool, scheduler, stores, registration, lease })
@@ -405,6 +416,36 @@ impl Application {
     }
 }
 
+/// Refuses an advertised address whose host this node's own `Host` check would refuse: the
+/// other nodes forward watchers to it with that host, and each would get a 403. Said at start
+/// rather than found at the first watcher.
+fn refused_advertised_host(address: &str, allowed: &AllowedHosts) -> Result<(), StartupError> {
+    let host = address.strip_prefix("http://").unwrap_or(address);
+    if allowed.allows(host) {
+        return Ok(());
+    }
+    Err(StartupError::AdvertisedHostRefused { address: address.to_owned() })
+}
+
+/// Logs an error when another live instance registered this node's own address: the nodes
+/// would forward each other's watchers to whichever of them answers there, and a node that
+/// reaches itself answers 409. Not refused: the other may be a registration yet to lapse of
+/// this very node, restarted.
+async fn warn_of_a_shared_address(stores: &Stores, this: InstanceId, address: &str) {
+    let now = orbit_store::timestamp::now();
+    let Ok(instances) = stores.instances.list().await else { return };
+    let sharing = instances.iter().find(|other| {
+        other.id != this && other.live_at(now) && other.address.as_deref() == Some(address)
+    });
+    if let Some(other) = sharing {
+        tracing::error!(
+            %address,
+            other = %other.id,
+            "another live node registered this node's address: watchers forwarded to it may reach the wrong node; give each node its own --advertise-url (ORBIT_ADVERTISE_URL)"
+        );
+    }
+}
+
 /// What this process registers in the store's registry: who it is and where it is reached.
 #[derive(Clone)]
 struct Registration {
@@ -501,5 +542,29 @@ async fn stop_signal() {
     tokio::select! {
         _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// README's own set-up: every address, an advertised LAN address; refused once an
+    /// `--allowed-host` that is not that address narrows the hosts, and kept when it names it.
+    #[test]
+    fn an_advertised_host_this_node_would_refuse_is_refused_at_start() {
+        let every = "0.0.0.0:3001".parse().unwrap();
+        let advertised = "http://10.0.0.1:3001";
+        let any = AllowedHosts::for_address(every, &[]);
+        assert!(refused_advertised_host(advertised, &any).is_ok());
+        let proxy = AllowedHosts::for_address(every, &["orbit.example".into()]);
+        let refused = refused_advertised_host(advertised, &proxy).unwrap_err().to_string();
+        assert!(refused.contains(advertised) && refused.contains("--allowed-host"), "{refused}");
+        let both = AllowedHosts::for_address(every, &["orbit.example".into(), "10.0.0.1".into()]);
+        assert!(refused_advertised_host(advertised, &both).is_ok());
+        let loopback = AllowedHosts::for_address("127.0.0.1:3001".parse().unwrap(), &[]);
+        assert!(refused_advertised_host("http://127.0.0.1:3001", &loopback).is_ok());
     }
 }

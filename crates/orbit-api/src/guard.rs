@@ -81,7 +81,8 @@ impl AllowedHosts {
         Self::Only(hosts)
     }
 
-    fn allows(&self, host: &str) -> bool {
+    /// Whether a request with `Host: host` is answered.
+    pub fn allows(&self, host: &str) -> bool {
         match self {
             Self::Any => true,
             Self::Only(hosts) => hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)),

@@ -14,6 +14,7 @@ mod forward;
 mod guard;
 mod listing;
 mod middleware;
+mod node_proof;
 mod openapi;
 mod page;
 mod routes;

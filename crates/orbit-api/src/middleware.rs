@@ -87,7 +87,8 @@ fn private_answer(headers: &mut actix_web::http::header::HeaderMap) {
 }
 
 /// With a token configured, every request but `GET /health` and the web console's files
-/// (which hold no data) needs `Authorization: Bearer <token>`. The token is compared in constant time, never read from
+/// (which hold no data) needs `Authorization: Bearer <token>`, or, for a session's stream
+/// only, another node's proof of the token (`node_proof`). The token is compared in constant time, never read from
 /// the query string, never logged.
 ///
 /// The exemption is one exact raw path rather than a prefix of the protected ones: actix
@@ -98,15 +99,42 @@ fn token_refusal(state: &AppState, req: &ServiceRequest) -> Option<ApiError> {
     if req.path() == HEALTH || crate::console::is_console_file(req.path()) {
         return None;
     }
-    let given = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
+    if token_allows(expected, state.pool.instance(), req.method(), req.path(), req.headers()) {
         return None;
     }
     Some(ApiError::new(Code::Unauthorized, "a valid bearer token is required"))
+}
+
+/// Whether a request of `method` and `path` with `headers` shows the token `expected` to
+/// this instance (`this`): the bearer token itself, or, on a session's stream alone, another
+/// node's proof of it made for this instance and path (`node_proof`), which is how a watcher's
+/// stream another node of the cluster forwards comes.
+fn token_allows(
+    expected: &str,
+    this: orbit_store::InstanceId,
+    method: &actix_web::http::Method,
+    path: &str,
+    headers: &header::HeaderMap,
+) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
+        return true;
+    }
+    let proof = headers.get(crate::node_proof::HEADER).and_then(|v| v.to_str().ok());
+    proof.is_some_and(|proof| {
+        method == actix_web::http::Method::GET
+            && crate::node_proof::is_stream_path(path)
+            && crate::node_proof::verifies(
+                expected,
+                this,
+                path,
+                proof,
+                crate::node_proof::unix_now(),
+            )
+    })
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing of the token.
@@ -159,4 +187,48 @@ fn code_of(status: StatusCode) -> Code {
     } else {
         Code::InvalidInput
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use actix_web::http::Method;
+    use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+    use orbit_store::{InstanceId, SessionId};
+
+    use super::*;
+
+    fn with(name: &str, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::try_from(name).unwrap(), HeaderValue::try_from(value).unwrap());
+        headers
+    }
+
+    /// Another node's proof opens this instance's stream route, and nothing else: no other
+    /// route, method, instance or token; the bearer token opens every route.
+    #[test]
+    fn a_nodes_proof_opens_the_stream_route_alone() {
+        let this = InstanceId::new();
+        let stream = format!("/api/agents/bot/sessions/{}/stream", SessionId::new());
+        let now = crate::node_proof::unix_now();
+        let proof = |path: &str, to: InstanceId| {
+            with(
+                crate::node_proof::HEADER,
+                &crate::node_proof::sign("secret", to, path, now).unwrap(),
+            )
+        };
+        assert!(token_allows("secret", this, &Method::GET, &stream, &proof(&stream, this)));
+        assert!(!token_allows("other", this, &Method::GET, &stream, &proof(&stream, this)));
+        let elsewhere = proof(&stream, InstanceId::new());
+        assert!(!token_allows("secret", this, &Method::GET, &stream, &elsewhere));
+        assert!(!token_allows("secret", this, &Method::DELETE, &stream, &proof(&stream, this)));
+        let agents = "/api/agents";
+        assert!(!token_allows("secret", this, &Method::GET, agents, &proof(agents, this)));
+        assert!(!token_allows("secret", this, &Method::GET, &stream, &HeaderMap::new()));
+        let bearer = with("authorization", "Bearer secret");
+        assert!(token_allows("secret", this, &Method::GET, agents, &bearer));
+        let wrong = with("authorization", "Bearer secrets");
+        assert!(!token_allows("secret", this, &Method::GET, agents, &wrong));
+    }
 }

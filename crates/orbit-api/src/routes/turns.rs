@@ -85,7 +85,11 @@ async fn watch(
         let now = orbit_store::timestamp::now();
         return match state.stores.sessions.turn_holder(&name, &id, now).await? {
             Some(holder) if holder.id != state.pool.instance() => {
-                let asking = (state.pool.node(), state.pool.instance());
+                let asking = forward::Asking {
+                    node: state.pool.node(),
+                    instance: state.pool.instance(),
+                    token: state.api_token.as_deref(),
+                };
                 forward::watch(&request, &holder, asking, (&name, &id)).await.map(Either::Right)
             }
             _ => Err(ApiError::not_found(format!("session {id} has no running turn"))),
