@@ -47,7 +47,7 @@ fn fresh_records() -> String {
         .enumerate()
         .map(|(index, path)| {
             use sha2::Digest;
-            let sql = std::fs::read(path).unwrap();
+            let sql = std::fs::read_to_string(path).unwrap().replace("\r\n", "\n");
             let sum: String =
                 sha2::Sha256::digest(&sql).iter().map(|b| format!("{b:02x}")).collect();
             let name = path.file_stem().unwrap().to_str().unwrap();
@@ -79,6 +79,35 @@ async fn a_database_an_older_orbit_migrated_gets_its_checksums_recorded() {
         fresh_records()
     );
     assert!(store.stores().agents.list().await.unwrap().is_empty(), "and it serves");
+}
+
+/// A runtime role that does not own the schema (an administrator's role made it, and gave
+/// this one the rights to read and write it) starts on a database that is up to date: the
+/// start changes no table's definition then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_does_not_own_the_schema_starts_on_an_up_to_date_database() {
+    let database = TestDatabase::new();
+    drop(open_on(&database).await.unwrap());
+    let role = format!("runtime_{}", ulid::Ulid::new().to_string().to_lowercase());
+    database.execute(&format!(
+        "CREATE ROLE {role} LOGIN; \
+         GRANT USAGE ON SCHEMA public TO {role}; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
+         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}"
+    ));
+    let config: tokio_postgres::Config = database.url.parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(name) => name.clone(),
+        tokio_postgres::config::Host::Unix(dir) => dir.display().to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let dbname = config.get_dbname().unwrap();
+    let url = format!("host={host} port={port} user={role} dbname={dbname}");
+    let workspaces = tempfile::tempdir().unwrap();
+    let store = PgStore::open(PgOptions::new(url, workspaces.path())).await.unwrap();
+    assert!(store.stores().agents.list().await.unwrap().is_empty(), "and it serves");
+    drop(store);
+    database.execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
 }
 
 /// A node whose migration differs from the one the database applied (edited after release)
