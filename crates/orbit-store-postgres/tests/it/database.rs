@@ -585,6 +585,25 @@ async fn relayed_news_reaches_another_node_whole_and_in_order() {
     assert_eq!(guard.database.query("SELECT count(*) FROM relayed_news"), "1");
 }
 
+/// The rows of stored news are removed by the database's clock, which wrote them: a row
+/// older than ten minutes by it goes at the next stored relay, a younger one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_news_is_removed_by_the_databases_clock() {
+    let (store, guard) = crate::open(orbit_store::contract::options());
+    guard.database.execute(
+        "INSERT INTO relayed_news (at, payload) VALUES \
+         (now() - interval '11 minutes', 'old'), (now() - interval '9 minutes', 'young')",
+    );
+    let large = json!({"large": "é".repeat(20_000)});
+    store.stores().instances.relay(InstanceId::new(), vec![large]).await.unwrap();
+    assert_eq!(
+        guard
+            .database
+            .query("SELECT string_agg(left(payload, 5), ',' ORDER BY id) FROM relayed_news"),
+        "young,{\"fro"
+    );
+}
+
 /// A node whose listening connection is lost and made again is told that news may have been
 /// lost meanwhile, and hears news again afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
