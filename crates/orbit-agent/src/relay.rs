@@ -10,8 +10,9 @@
 //! its way as one batch, in order, which the store packs into as few messages as it can.
 //!
 //! Relaying is news like the bus itself, but a loss is never silent: when this node's relay
-//! fell behind its bus or a relay failed, the next batch carries a lost marker, and the other
-//! nodes tell their clients to reload (`ActivityBus::announce_news_lost`), as a node does
+//! fell behind its bus or a relay failed, the next batch carries a lost marker (sent alone
+//! after a short wait, doubling up to half a minute, when nothing new is announced; tried
+//! once more at a stop), and the other nodes tell their clients to reload (`ActivityBus::announce_news_lost`), as a node does
 //! when the store says its own listening missed some (`Relayed::Lost`) or its queue of
 //! relayed news overflowed. The records stay the truth.
 
@@ -89,6 +90,13 @@ fn json_len(c: char) -> usize {
 /// The most announcements relayed in one batch: a burst larger than this is sent as several.
 const BATCH: usize = 1024;
 
+/// How long the relay first waits, after a relay failed, to send the lost marker alone when
+/// nothing new is announced meanwhile; it doubles after each further failure.
+const LOST_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The longest the relay waits between two tries of the lost marker alone.
+const LOST_RETRY_MOST: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The item that tells the other nodes that this node's news was lost before it was relayed
 /// (its relay fell behind its bus, or a relay failed): their clients should reload.
 fn lost_marker() -> serde_json::Value {
@@ -148,6 +156,8 @@ impl AgentPool {
             tokio::pin!(shutdown);
             // Whether news was lost since the last relay that reached the store.
             let mut lost = false;
+            // How long to wait, while news is lost, before sending the lost marker alone.
+            let mut retry_after = LOST_RETRY_FIRST;
             let mut stopping = false;
             loop {
                 let mut batch = Batch::default();
@@ -161,18 +171,30 @@ impl AgentPool {
                         biased;
                         next = subscription.next() => reading = batch.add(next),
                         () = &mut shutdown => stopping = true,
+                        // The other nodes are told of a loss without waiting for this node
+                        // to announce something new, which may take hours.
+                        () = tokio::time::sleep(retry_after), if lost => {}
                     }
                 }
                 while reading {
                     let Some(next) = subscription.ready() else { break };
                     reading = batch.add(next);
                 }
-                // At a stop, what was announced before it is sent, and then the relay ends.
-                if batch.read == 0 {
+                if batch.read == 0 && stopping {
+                    // At a stop, what was announced before it is sent, and then the relay
+                    // ends: a loss not yet told is tried once more.
+                    if lost {
+                        pool.relay(batch.news).await;
+                    }
                     return;
                 }
                 if !batch.news.is_empty() {
-                    lost = !pool.relay(batch.news).await;
+                    let sent = pool.relay(batch.news).await;
+                    retry_after = match (sent, lost) {
+                        (false, true) => (retry_after * 2).min(LOST_RETRY_MOST),
+                        _ => LOST_RETRY_FIRST,
+                    };
+                    lost = !sent;
                 }
                 if batch.closed {
                     return;

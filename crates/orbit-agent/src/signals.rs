@@ -344,4 +344,95 @@ mod tests {
         stop.send(()).unwrap();
         listener.await.unwrap();
     }
+
+    /// A store whose first relay fails (the database away for a moment), and which keeps
+    /// what it relays after that.
+    struct FailingOnce {
+        inner: Arc<dyn InstanceStore>,
+        signals: broadcast::Sender<Signal>,
+        fail: std::sync::atomic::AtomicBool,
+        sent: std::sync::Mutex<Vec<Vec<serde_json::Value>>>,
+    }
+
+    #[async_trait]
+    impl InstanceStore for FailingOnce {
+        async fn register(
+            &self,
+            id: InstanceId,
+            host: &str,
+            pid: u32,
+            node: &NodeIdentity,
+            until: OffsetDateTime,
+        ) -> orbit_store::Result<Instance> {
+            self.inner.register(id, host, pid, node, until).await
+        }
+        async fn heartbeat(
+            &self,
+            id: &InstanceId,
+            until: OffsetDateTime,
+        ) -> orbit_store::Result<Instance> {
+            self.inner.heartbeat(id, until).await
+        }
+        async fn list(&self) -> orbit_store::Result<Vec<Instance>> {
+            self.inner.list().await
+        }
+        async fn deregister(&self, id: &InstanceId) -> orbit_store::Result<()> {
+            self.inner.deregister(id).await
+        }
+        fn watch_signals(&self) -> Option<broadcast::Receiver<Signal>> {
+            Some(self.signals.subscribe())
+        }
+        async fn relay(
+            &self,
+            _from: InstanceId,
+            news: Vec<serde_json::Value>,
+        ) -> orbit_store::Result<()> {
+            if self.fail.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(orbit_store::Error::Unavailable("away".into()));
+            }
+            self.sent.lock().unwrap().push(news);
+            Ok(())
+        }
+    }
+
+    /// A relay that failed is told to the other nodes without waiting for this node's next
+    /// announcement, which may take hours.
+    #[tokio::test]
+    async fn a_failed_relays_marker_is_sent_without_a_new_announcement() {
+        let memory = MemStore::new(std::env::temp_dir()).stores();
+        let failing = Arc::new(FailingOnce {
+            inner: memory.instances.clone(),
+            signals: broadcast::channel(8).0,
+            fail: std::sync::atomic::AtomicBool::new(true),
+            sent: std::sync::Mutex::new(Vec::new()),
+        });
+        let stores = Stores { instances: failing.clone(), ..memory };
+        let runtime = ClaudeCli::new(ClaudeCliConfig {
+            bin: "claude".into(),
+            config_dir: std::env::temp_dir(),
+            user_config_dir: None,
+            env: Vec::new(),
+            max_turns: None,
+        });
+        let pool = AgentPool::new(stores, Arc::new(runtime), PoolOptions::default());
+        let relay = pool.spawn_activity_relay(std::future::pending()).unwrap();
+        pool.activity().announce(Activity::AgentChanged {
+            agent: orbit_store::AgentName::parse("a").unwrap(),
+        });
+        // The marker's first retry is due after a second; ten give it ample room.
+        let mut sent = Vec::new();
+        for _ in 0..200 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            sent = failing.sent.lock().unwrap().clone();
+            if !sent.is_empty() {
+                break;
+            }
+        }
+        relay.abort();
+        assert_eq!(
+            sent,
+            [vec![serde_json::json!({"lost": true})]],
+            "with no new announcement the other nodes are told of the loss, alone"
+        );
+    }
 }

@@ -131,6 +131,10 @@ impl PgStore {
         let mut listener_config = config.clone();
         let name = config.get_application_name().unwrap_or("orbit");
         listener_config.application_name(format!("{name} listener (pid {})", std::process::id()));
+        // The listener only reads: the kernel notices a peer gone silent after half a minute
+        // rather than the default two hours (and `notify` asks it for answers besides).
+        listener_config.keepalives_idle(notify::SILENT_PEER);
+        listener_config.tcp_user_timeout(notify::SILENT_PEER);
         let feed = db::within(options.operation_timeout, migrate::run(&pool)).await?;
         let inner = Inner {
             pool,

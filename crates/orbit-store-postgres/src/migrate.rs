@@ -58,8 +58,11 @@ struct Applied {
     checksum: Option<String>,
 }
 
-/// The SHA-256 of the migration's SQL, in lowercase hex.
+/// The SHA-256 of the migration's SQL with its line endings made `\n`, in lowercase hex: a
+/// binary built from a checkout with `\r\n` line endings (Windows' `core.autocrlf`) checks
+/// the same migrations as one built from an `\n` checkout.
 fn checksum(sql: &str) -> String {
+    let sql = sql.replace("\r\n", "\n");
     Sha256::digest(sql.as_bytes()).iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -108,17 +111,41 @@ pub(crate) async fn run(pool: &Pool) -> Result<ulid::Ulid> {
     let tx = client.transaction().await.map_err(store)?;
     // Held until the transaction ends: a second node waits here, then finds nothing to do.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(store)?;
-    // The columns an older Orbit's table lacks are added, empty, for `plan` to fill.
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS orbit_migrations (
-            version integer PRIMARY KEY,
-            applied_at timestamptz NOT NULL DEFAULT now()
-        );
-        ALTER TABLE orbit_migrations ADD COLUMN IF NOT EXISTS name text,
-            ADD COLUMN IF NOT EXISTS checksum text",
-    )
-    .await
-    .map_err(store)?;
+    // The columns an older Orbit's table lacks are added, empty, for `plan` to fill. Only
+    // then: `ALTER TABLE` needs the table's owner, and a runtime role that does not own it
+    // still starts on a database that is up to date.
+    let columns: Vec<String> = tx
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'orbit_migrations'",
+            &[],
+        )
+        .await
+        .map_err(store)?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(store)?;
+    let has = |name: &str| columns.iter().any(|column| column == name);
+    if columns.is_empty() {
+        tx.batch_execute(
+            "CREATE TABLE orbit_migrations (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                name text,
+                checksum text
+            )",
+        )
+        .await
+        .map_err(store)?;
+    } else if !has("name") || !has("checksum") {
+        tx.batch_execute(
+            "ALTER TABLE orbit_migrations ADD COLUMN IF NOT EXISTS name text,
+                ADD COLUMN IF NOT EXISTS checksum text",
+        )
+        .await
+        .map_err(store)?;
+    }
     let rows = tx
         .query("SELECT version, name, checksum FROM orbit_migrations ORDER BY version", &[])
         .await
@@ -191,6 +218,13 @@ mod tests {
 
     fn recorded(migrations: &[Migration]) -> Vec<Applied> {
         migrations.iter().map(|m| applied(m.version, Some(checksum(m.sql)))).collect()
+    }
+
+    #[test]
+    fn the_checksum_does_not_depend_on_the_checkouts_line_endings() {
+        let sql = "CREATE TABLE a (\n    id integer\n);\n";
+        assert_eq!(checksum(&sql.replace('\n', "\r\n")), checksum(sql));
+        assert_ne!(checksum("CREATE TABLE b ();\n"), checksum(sql));
     }
 
     #[test]

@@ -87,14 +87,20 @@ pub(crate) async fn send(
     }
     let payloads = pack(from, news);
     let from = &from.to_string();
-    let kept_since = orbit_store::timestamp::now() - STORED_FOR;
+    // By the database's clock, which wrote `at`: a node whose clock runs ahead removes no row
+    // the others have yet to read.
+    let stored_for = STORED_FOR.as_secs_f64();
     transaction!(store, |tx| async {
         for payload in &payloads {
             let notified = match payload {
                 Payload::Inline(text) => text.clone(),
                 Payload::Stored(text) => {
-                    db::execute(&tx, "DELETE FROM relayed_news WHERE at < $1", &[&kept_since])
-                        .await?;
+                    db::execute(
+                        &tx,
+                        "DELETE FROM relayed_news WHERE at < now() - make_interval(secs => $1)",
+                        &[&stored_for],
+                    )
+                    .await?;
                     let row = db::row(
                         &tx,
                         "INSERT INTO relayed_news (payload) VALUES ($1) RETURNING id",

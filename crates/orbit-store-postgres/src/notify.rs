@@ -13,7 +13,10 @@
 //! `watch_activity` receivers. News missed while the connection was down is lost too, and is
 //! not found out otherwise: when the connection listens again after it was lost (or after
 //! connecting failed), the receivers are told first (`Relayed::Lost`), so that the event
-//! streams tell their clients to reload.
+//! streams tell their clients to reload. The connection only reads, so it is asked for an
+//! answer whenever it has been quiet for a while ([`GONE_CHECK`]), and the read of a stored
+//! row has a deadline ([`ANSWER_WITHIN`]): a connection that stopped answering without
+//! closing, or a read held up, is given up and made again rather than left deaf.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -37,8 +40,17 @@ pub(crate) const ACTIVITY: &str = "orbit_activity";
 /// How long to wait before connecting again after the listening connection failed.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
-/// How often a quiet listener checks that its store still exists.
+/// How often a quiet listener checks that its store still exists and that its connection
+/// still answers.
 const GONE_CHECK: Duration = Duration::from_secs(10);
+
+/// How long the listening connection may take to answer a query (the check that it still
+/// answers, the read of a stored row) before it is given up and made again.
+pub(crate) const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+
+/// How long the kernel lets the listening connection's peer be silent (TCP keepalive, and
+/// data left unacknowledged) before it closes the connection.
+pub(crate) const SILENT_PEER: Duration = Duration::from_secs(30);
 
 /// Listens until the store is gone.
 pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
@@ -95,9 +107,17 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
                                             hand_on(&store, &payload)
                                         }
                                         Some(Heard::Activity(payload)) => {
-                                            match news::read(&client, &payload).await {
-                                                Some(news) => hand_on_news(&store, news),
-                                                None => store.strong_count() > 0,
+                                            let read = news::read(&client, &payload);
+                                            match tokio::time::timeout(ANSWER_WITHIN, read).await {
+                                                Ok(Some(news)) => hand_on_news(&store, news),
+                                                Ok(None) => store.strong_count() > 0,
+                                                // A row held up (a lock, a slow server) must
+                                                // not hold up the signals behind it: listening
+                                                // again tells the receivers news was lost.
+                                                Err(_) => {
+                                                    tracing::warn!("reading news another node stored took too long");
+                                                    false
+                                                }
                                             }
                                         }
                                     };
@@ -105,9 +125,17 @@ pub(crate) async fn listen(config: tokio_postgres::Config, store: Weak<Inner>) {
                                         break;
                                     }
                                 }
-                                // A store dropped while all is quiet lets its connection go.
+                                // A store dropped while all is quiet lets its connection go,
+                                // and a connection that stopped answering without closing (a
+                                // firewall forgot it, the server's host died) is made again:
+                                // only reading, the listener would not notice for hours.
                                 () = tokio::time::sleep(GONE_CHECK) => {
                                     if store.strong_count() == 0 {
+                                        break;
+                                    }
+                                    let ping = client.simple_query("");
+                                    if !matches!(tokio::time::timeout(ANSWER_WITHIN, ping).await, Ok(Ok(_))) {
+                                        tracing::warn!("the database's notification connection stopped answering");
                                         break;
                                     }
                                 }

@@ -47,7 +47,7 @@ fn fresh_records() -> String {
         .enumerate()
         .map(|(index, path)| {
             use sha2::Digest;
-            let sql = std::fs::read(path).unwrap();
+            let sql = std::fs::read_to_string(path).unwrap().replace("\r\n", "\n");
             let sum: String =
                 sha2::Sha256::digest(&sql).iter().map(|b| format!("{b:02x}")).collect();
             let name = path.file_stem().unwrap().to_str().unwrap();
@@ -79,6 +79,35 @@ async fn a_database_an_older_orbit_migrated_gets_its_checksums_recorded() {
         fresh_records()
     );
     assert!(store.stores().agents.list().await.unwrap().is_empty(), "and it serves");
+}
+
+/// A runtime role that does not own the schema (an administrator's role made it, and gave
+/// this one the rights to read and write it) starts on a database that is up to date: the
+/// start changes no table's definition then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_does_not_own_the_schema_starts_on_an_up_to_date_database() {
+    let database = TestDatabase::new();
+    drop(open_on(&database).await.unwrap());
+    let role = format!("runtime_{}", ulid::Ulid::new().to_string().to_lowercase());
+    database.execute(&format!(
+        "CREATE ROLE {role} LOGIN; \
+         GRANT USAGE ON SCHEMA public TO {role}; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}; \
+         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}"
+    ));
+    let config: tokio_postgres::Config = database.url.parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(name) => name.clone(),
+        tokio_postgres::config::Host::Unix(dir) => dir.display().to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let dbname = config.get_dbname().unwrap();
+    let url = format!("host={host} port={port} user={role} dbname={dbname}");
+    let workspaces = tempfile::tempdir().unwrap();
+    let store = PgStore::open(PgOptions::new(url, workspaces.path())).await.unwrap();
+    assert!(store.stores().agents.list().await.unwrap().is_empty(), "and it serves");
+    drop(store);
+    database.execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
 }
 
 /// A node whose migration differs from the one the database applied (edited after release)
@@ -556,6 +585,25 @@ async fn relayed_news_reaches_another_node_whole_and_in_order() {
     assert_eq!(guard.database.query("SELECT count(*) FROM relayed_news"), "1");
 }
 
+/// The rows of stored news are removed by the database's clock, which wrote them: a row
+/// older than ten minutes by it goes at the next stored relay, a younger one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_news_is_removed_by_the_databases_clock() {
+    let (store, guard) = crate::open(orbit_store::contract::options());
+    guard.database.execute(
+        "INSERT INTO relayed_news (at, payload) VALUES \
+         (now() - interval '11 minutes', 'old'), (now() - interval '9 minutes', 'young')",
+    );
+    let large = json!({"large": "é".repeat(20_000)});
+    store.stores().instances.relay(InstanceId::new(), vec![large]).await.unwrap();
+    assert_eq!(
+        guard
+            .database
+            .query("SELECT string_agg(left(payload, 5), ',' ORDER BY id) FROM relayed_news"),
+        "young,{\"fro"
+    );
+}
+
 /// A node whose listening connection is lost and made again is told that news may have been
 /// lost meanwhile, and hears news again afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -573,6 +621,154 @@ async fn a_listener_that_reconnects_says_news_was_lost() {
     let next = tokio::time::timeout(Duration::from_secs(30), heard.recv()).await;
     assert_eq!(next.expect("told within 30 s").unwrap(), Relayed::Lost);
     until_hearing_news(&stores, &mut heard).await;
+}
+
+/// A listening connection that stops answering without closing (a firewall forgot the flow,
+/// the database's host died) is given up and made again, and the node told news was lost,
+/// long before TCP's own two hours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_whose_connection_went_silent_says_news_was_lost() {
+    let database = TestDatabase::new();
+    let proxy = SilencingProxy::start(&database.url).await;
+    let workspaces = tempfile::tempdir().unwrap();
+    let store = PgStore::open(PgOptions::new(proxy.url.clone(), workspaces.path())).await.unwrap();
+    let stores = store.stores();
+    let mut heard = stores.instances.watch_activity().unwrap();
+    until_hearing_news(&stores, &mut heard).await;
+    proxy.silence_open_connections();
+    // Noticed at the next quiet check (10 s) when it does not answer within 5 s.
+    let next = tokio::time::timeout(Duration::from_secs(40), heard.recv()).await;
+    assert_eq!(next.expect("told within 40 s").unwrap(), Relayed::Lost);
+}
+
+/// A TCP proxy on 127.0.0.1 to a database, whose open connections can be made to stop
+/// forwarding without closing, as a peer that went away silently; later connections work.
+struct SilencingProxy {
+    /// The database's URL through the proxy.
+    url: String,
+    /// Connections numbered below this forward nothing more.
+    silenced_below: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SilencingProxy {
+    async fn start(url: &str) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let host = config.get_hosts()[0].clone();
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut through = format!(
+            "host=127.0.0.1 port={} user={} dbname={}",
+            listener.local_addr().unwrap().port(),
+            config.get_user().unwrap(),
+            config.get_dbname().unwrap(),
+        );
+        if let Some(password) = config.get_password() {
+            through += &format!(" password={}", String::from_utf8_lossy(password));
+        }
+        let silenced_below = Arc::new(AtomicU64::new(0));
+        let next = Arc::new(AtomicU64::new(0));
+        let (silenced, numbering) = (silenced_below.clone(), next.clone());
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                let number = numbering.fetch_add(1, Ordering::SeqCst);
+                let server: Box<dyn Duplex> = match &host {
+                    tokio_postgres::config::Host::Tcp(name) => Box::new(
+                        tokio::net::TcpStream::connect((name.as_str(), port)).await.unwrap(),
+                    ),
+                    tokio_postgres::config::Host::Unix(dir) => Box::new(
+                        tokio::net::UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                            .await
+                            .unwrap(),
+                    ),
+                };
+                let (client_read, client_write) = tokio::io::split(client);
+                let (server_read, server_write) = tokio::io::split(server);
+                tokio::spawn(forward(client_read, server_write, number, silenced.clone()));
+                tokio::spawn(forward(server_read, client_write, number, silenced.clone()));
+            }
+        });
+        Self { url: through, silenced_below, next }
+    }
+
+    fn silence_open_connections(&self) {
+        use std::sync::atomic::Ordering;
+        self.silenced_below.store(self.next.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+/// Copies connection `number`'s bytes from `from` to `to` until either closes, or until the
+/// connection is silenced: then holds both open without a word.
+async fn forward(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    number: u64,
+    silenced_below: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0; 16 * 1024];
+    loop {
+        let Ok(read) = from.read(&mut buffer).await else { return };
+        if read == 0 {
+            return;
+        }
+        if number < silenced_below.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A stream to the database, by TCP or a Unix socket.
+trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for T {}
+
+/// A stored row the listener cannot read (a table locked by a migration or an operator)
+/// does not hold up the control signals behind it: the node is told news was lost and the
+/// signals still come, while the lock is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_row_held_up_does_not_hold_up_the_signals() {
+    let (store, guard) = crate::open(orbit_store::contract::options());
+    let stores = store.stores();
+    let mut heard = stores.instances.watch_activity().unwrap();
+    let mut signals = stores.instances.watch_signals().unwrap();
+    until_hearing_news(&stores, &mut heard).await;
+    // Another connection takes the table and holds it until the end of the test.
+    let (locking, connection) =
+        tokio_postgres::connect(&guard.database.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    locking.batch_execute("BEGIN; LOCK TABLE relayed_news IN ACCESS EXCLUSIVE MODE").await.unwrap();
+    let pointer = json!({"from": InstanceId::new().to_string(), "stored": 1}).to_string();
+    guard.database.query(&format!("SELECT pg_notify('orbit_activity', '{pointer}')"));
+    let next = tokio::time::timeout(Duration::from_secs(60), heard.recv()).await;
+    assert_eq!(next.expect("told within 60 s, the lock still held").unwrap(), Relayed::Lost);
+    let signal = orbit_store::Signal {
+        from: InstanceId::new(),
+        what: orbit_store::SignalKind::SessionDeleted {
+            agent: AgentName::parse("bot").unwrap(),
+            session: SessionId::new(),
+        },
+    };
+    let got = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            stores.instances.signal(signal.clone()).await.unwrap();
+            if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), signals.recv()).await
+            {
+                return got.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("a signal heard within 60 s, the lock still held");
+    assert_eq!(got, signal);
+    // The lock was held throughout: its transaction is still open.
+    locking.batch_execute("COMMIT").await.unwrap();
 }
 
 /// The relay's transport, measured (not asserted; docs/benchmarks.md): items from one node to
