@@ -56,3 +56,38 @@ fn a_node_on_files_has_no_clock_to_agree_with() {
     assert!(!node.logged("the database's"), "and says nothing of a database's clock");
     node.stop();
 }
+
+/// A running node whose clock drifts off the database's stops at its next heartbeat (a
+/// third of a lease), with a failure and the figures, as a node that lost its name does.
+#[test]
+fn a_running_node_whose_clock_drifts_off_stops() {
+    let database = TestDatabase::new();
+    let model = ModelServer::start(vec![Rule::always(Reply::Text("ok".into()))]);
+    let dir = tempfile::tempdir().unwrap();
+    let shift_file = dir.path().join("clock-shift");
+    std::fs::write(&shift_file, "0").unwrap();
+    let hook = shift_file.to_str().unwrap();
+    let mut node = Node::start_in(Some(&database.url), dir.path(), &model, &[], &[(SHIFT, hook)]);
+    assert!(listening(&node), "a node whose clock agrees starts");
+    // Two heartbeats (1 s each) with the clock still right: it runs on.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    assert!(matches!(node.child.try_wait(), Ok(None)), "a node whose clock agrees runs on");
+
+    std::fs::write(&shift_file, "-4000").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the node runs on with its clock off");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(!status.success(), "it exits with a failure: {status}");
+    assert!(
+        node.logged("stopping at once: this machine's clock is behind the database's by"),
+        "it says why, with the offset"
+    );
+    assert!(node.logged("bound_ms=500"), "and the bound");
+    let registered = database.query("SELECT count(*) FROM instances");
+    assert_eq!(registered.trim(), "0", "it deregistered on its way out");
+}

@@ -21,7 +21,8 @@ const READINGS: usize = 5;
 
 /// The test hook: milliseconds added to this process's clock where it is compared with the
 /// store's, so that a test can run a node whose clock seems off (the machine's clock cannot
-/// be changed by a test). It only ever shifts this comparison, never a time the node writes
+/// be changed by a test); a number, or the path of a file holding one, read at every check
+/// so that a test can move a running node's clock. It only ever shifts this comparison, never a time the node writes
 /// or judges a lease by: at worst it makes a node refuse to start or stop, which whoever
 /// sets a server's environment can do anyway.
 const TEST_OFFSET_VAR: &str = "ORBIT_TEST_CLOCK_OFFSET_MS";
@@ -78,7 +79,10 @@ impl Reading {
 
 /// This process's clock as the check sees it (shifted by the test hook, when set).
 fn local_now() -> OffsetDateTime {
-    let shift = std::env::var(TEST_OFFSET_VAR).ok().and_then(|ms| ms.trim().parse::<i64>().ok());
+    let shift = std::env::var(TEST_OFFSET_VAR).ok().and_then(|hook| match hook.parse::<i64>() {
+        Ok(ms) => Some(ms),
+        Err(_) => std::fs::read_to_string(&hook).ok()?.trim().parse().ok(),
+    });
     OffsetDateTime::now_utc() + time::Duration::milliseconds(shift.unwrap_or(0))
 }
 
