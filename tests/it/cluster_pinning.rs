@@ -11,7 +11,7 @@ use orbit_testkit::postgres::TestDatabase;
 use orbit_testkit::{ModelServer, Reply, Rule, last_user_text};
 use serde_json::{Value, json};
 
-use crate::nodes::{Node, call, chat, start_nodes, wait_until};
+use crate::nodes::{Node, call, chat, start_nodes, start_refused, wait_until};
 
 fn node_name(node: &Node) -> String {
     std::fs::read_to_string(node.data.join("node-name")).unwrap().trim().to_owned()
@@ -193,7 +193,7 @@ fn a_second_node_under_a_taken_name_is_refused_at_its_start() {
     let mut a_again = Node::start_with(&database.url, first_dir.path(), &model, &twin);
     assert_eq!(node_name(&a_again), "twin", "one data directory, one name, two processes");
 
-    let refused = start_refused(&database.url, second_dir.path(), &model, &twin);
+    let refused = start_refused(&database.url, second_dir.path(), &model, &twin, &[]);
     assert!(refused.contains("under this node's name, on another data directory"), "{refused}");
     assert!(refused.contains("'twin'"), "names the name: {refused}");
     assert!(refused.contains("retry once it has"), "says a lapsing name frees: {refused}");
@@ -266,45 +266,6 @@ fn wait_for_no_live_registration(database: &TestDatabase) {
         assert!(Instant::now() < deadline, "a registration never lapsed");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Starts a node that must refuse to start: what it said on stderr.
-fn start_refused(
-    database_url: &str,
-    dir: &std::path::Path,
-    model: &ModelServer,
-    args: &[&str],
-) -> String {
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"))
-        .args(["--bind", "127.0.0.1:0", "--lease-secs", "3", "--data-dir"])
-        .arg(dir.join("data"))
-        .arg("--claude-bin")
-        .arg(orbit_testkit::claude_bin())
-        .args(args)
-        .env("ORBIT_DATABASE_URL", database_url)
-        .envs(orbit_testkit::cli_env(model, &tmp))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the node started, or hung, instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "refused: {stderr}");
-    stderr
 }
 
 /// A chat's status and, when refused, its JSON answer.

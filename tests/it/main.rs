@@ -9,6 +9,7 @@ mod browser;
 mod browser_actions;
 mod browser_attacks;
 mod cluster;
+mod cluster_clocks;
 mod cluster_crash;
 mod cluster_news;
 mod cluster_outage;

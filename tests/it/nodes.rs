@@ -44,20 +44,36 @@ impl Node {
 
     /// The same with more arguments.
     pub fn start_with(database_url: &str, dir: &Path, model: &ModelServer, args: &[&str]) -> Self {
+        Self::start_in(Some(database_url), dir, model, args, &[])
+    }
+
+    /// A node on `database_url`, or on files in its data directory without one, with more
+    /// arguments and environment variables.
+    pub fn start_in(
+        database_url: Option<&str>,
+        dir: &Path,
+        model: &ModelServer,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let (data, tmp) = (dir.join("data"), dir.join("tmp"));
         std::fs::create_dir_all(&tmp).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"));
+        command
             .args(["--bind", "127.0.0.1:0", "--lease-secs", "3", "--data-dir"])
             .arg(&data)
             .arg("--claude-bin")
             .arg(orbit_testkit::claude_bin())
             .args(args)
-            .env("ORBIT_DATABASE_URL", database_url)
+            .env_remove("ORBIT_DATABASE_URL")
             .envs(orbit_testkit::cli_env(model, &tmp))
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        if let Some(url) = database_url {
+            command.env("ORBIT_DATABASE_URL", url);
+        }
+        let mut child = command.spawn().unwrap();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -115,6 +131,47 @@ impl Drop for Node {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Starts a node that must refuse to start: what it said on stderr.
+pub fn start_refused(
+    database_url: &str,
+    dir: &std::path::Path,
+    model: &ModelServer,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> String {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_orbit-server-under-test"))
+        .args(["--bind", "127.0.0.1:0", "--lease-secs", "3", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--claude-bin")
+        .arg(orbit_testkit::claude_bin())
+        .args(args)
+        .env("ORBIT_DATABASE_URL", database_url)
+        .envs(orbit_testkit::cli_env(model, &tmp))
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node started, or hung, instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "refused: {stderr}");
+    stderr
 }
 
 pub fn client() -> awc::Client {

@@ -15,6 +15,7 @@ use orbit_store_postgres::{PgOptions, PgStore};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Verdict;
 use crate::config::Settings;
 use crate::listener::ListenerOptions;
 
@@ -57,6 +58,12 @@ pub enum StartupError {
         "another node of this database is running under this node's name, on another data directory: {0}. Give each node's data directory a name of its own (--node-name / ORBIT_NODE_NAME at its first start); processes sharing one data directory share its name. If that node is this one, restarted on a new data directory, or it stopped less than a lease (--lease-secs) ago, its registration has yet to lapse: retry once it has"
     )]
     NodeNameTaken(String),
+    #[error(
+        "this machine's clock is {0}, more than a node may be off ({1} ms, a sixth of --lease-secs): nodes judge each other's leases by their clocks, so a clock that far off could take work another node holds. Synchronize this machine's clock (NTP: chrony or systemd-timesyncd) and start again"
+    )]
+    ClockOffset(String, u128),
+    #[error("cannot read the database's clock: {0}")]
+    Clock(orbit_store::Error),
     #[error("cannot register this node: {0}")]
     Register(orbit_store::Error),
     #[error(
@@ -285,6 +292,24 @@ impl Application {
             max_connections: settings.max_connections,
             header_timeout: Duration::from_secs(settings.header_timeout_secs),
         };
+        // Checked before registering, so that a node whose clock is off never takes work.
+        let clock_bound = crate::clock::max_offset(lease);
+        match crate::clock::check(stores.instances.as_ref(), clock_bound).await {
+            Err(err) => return Err(StartupError::Clock(err)),
+            Ok(None) => {}
+            Ok(Some((reading, Verdict::Differs))) => {
+                return Err(StartupError::ClockOffset(reading.describe(), clock_bound.as_millis()));
+            }
+            Ok(Some((reading, Verdict::Agrees))) => {
+                tracing::info!(clock = %reading.describe(), "this clock agrees with the database's");
+            }
+            // Checked again at every heartbeat, which stops the node once it is sure.
+            Ok(Some((reading, Verdict::Unsure))) => tracing::warn!(
+                clock = %reading.describe(),
+                bound_ms = clock_bound.as_millis(),
+                "cannot tell whether this clock agrees with the database's: its answers are too slow"
+            ),
+        }
         // Registered before serving, so that a second node under this name on another
         // data directory is refused at its start rather than sharing the pinned work.
         let registration = Registration { instance, identity, address };
@@ -350,9 +375,23 @@ impl Application {
             }
             beaten = &mut heartbeat => {
                 let err = match beaten {
-                    Ok(Some(err)) => {
+                    Ok(Some(HeartbeatStop::NameLost(err))) => {
                         tracing::error!(error = %err, "stopping at once: this node lost its name");
-                        err.to_string()
+                        format!("this node lost its name: {err}")
+                    }
+                    Ok(Some(HeartbeatStop::ClockOff { reading, bound })) => {
+                        tracing::error!(
+                            offset_ms = reading.offset.whole_milliseconds(),
+                            round_trip_ms = reading.round_trip.as_millis(),
+                            bound_ms = bound.as_millis(),
+                            "stopping at once: this machine's clock is {}, more than a node may be off; synchronize it (NTP)",
+                            reading.describe()
+                        );
+                        format!(
+                            "this machine's clock is {}, more than a node may be off ({} ms): synchronize it (NTP)",
+                            reading.describe(),
+                            bound.as_millis()
+                        )
                     }
                     Ok(None) => "the heartbeat stopped".to_owned(),
                     Err(err) => {
@@ -410,7 +449,7 @@ impl Application {
         }
         tracing::info!("stopped");
         if let Some(err) = name_lost {
-            return Err(std::io::Error::other(format!("this node lost its name: {err}")));
+            return Err(std::io::Error::other(err));
         }
         served.unwrap_or_else(|err| Err(std::io::Error::other(err)))
     }
@@ -468,17 +507,25 @@ impl Registration {
     }
 }
 
-/// Renews this instance's registration at a third of the lease, and withdraws the copies
-/// of waiting tool calls it shared that no turn of it holds any more (a withdrawal that
-/// failed while the database was away), until told to stop, or until the registration is
-/// refused because its node's name is another node's now: then it answers why, and the
-/// node must stop.
+/// Why the heartbeat stopped the node.
+enum HeartbeatStop {
+    /// Its registration lapsed and another data directory's node took its name meanwhile.
+    NameLost(orbit_store::Error),
+    /// Its clock is off the database's by more than `bound`, beyond doubt.
+    ClockOff { reading: crate::clock::Reading, bound: Duration },
+}
+
+/// Renews this instance's registration at a third of the lease, checks this clock against
+/// the store's, and withdraws the copies of waiting tool calls it shared that no turn of it
+/// holds any more (a withdrawal that failed while the database was away), until told to
+/// stop, or until the registration is refused because its node's name is another node's
+/// now, or the clock is off: then it answers why, and the node must stop.
 async fn heartbeat(
     pool: AgentPool,
     registration: Registration,
     lease: Duration,
     stop: CancellationToken,
-) -> Option<orbit_store::Error> {
+) -> Option<HeartbeatStop> {
     let stores = pool.stores().clone();
     let instance = registration.instance;
     loop {
@@ -507,10 +554,29 @@ async fn heartbeat(
         match renewed {
             Ok(()) => {}
             // Lapsed, and another data directory's node took the name meanwhile.
-            Err(err) if err.kind() == orbit_store::ErrorKind::Conflict => return Some(err),
+            Err(err) if err.kind() == orbit_store::ErrorKind::Conflict => {
+                return Some(HeartbeatStop::NameLost(err));
+            }
             Err(err) => {
                 tracing::warn!(error = %err, "could not renew this instance's registration")
             }
+        }
+        // The first reading beyond doubt stops the node: a reading counts only when its
+        // round trip cannot turn it, so it is a fact about the clock, not noise, and waiting
+        // for another would let the node judge leases by that clock for another third of a
+        // lease, past the margin the bound leaves. A reading too slow to tell only warns.
+        let bound = crate::clock::max_offset(lease);
+        match crate::clock::check(stores.instances.as_ref(), bound).await {
+            Ok(Some((reading, Verdict::Differs))) => {
+                return Some(HeartbeatStop::ClockOff { reading, bound });
+            }
+            Ok(Some((reading, Verdict::Unsure))) => tracing::warn!(
+                clock = %reading.describe(),
+                bound_ms = bound.as_millis(),
+                "cannot tell whether this clock agrees with the database's: its answers are too slow"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "could not read the database's clock"),
         }
         // A call made just now may be held but not yet in the list read below: only copies
         // older than a few seconds go.

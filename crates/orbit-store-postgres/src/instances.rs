@@ -137,6 +137,18 @@ impl InstanceStore for PgStore {
         .map(drop)
     }
 
+    /// `clock_timestamp()`, the time the statement reads it, rather than the start of its
+    /// transaction or statement: the caller brackets the call with its own clock.
+    async fn clock(&self) -> Result<Option<OffsetDateTime>> {
+        let now: OffsetDateTime = transaction!(self, |tx| async {
+            match db::row(&tx, "SELECT clock_timestamp()", &[]).await? {
+                Some(row) => Ok(row.try_get(0)?),
+                None => Err(Failure::Store(orbit_store::Error::Backend("no clock".into()))),
+            }
+        })?;
+        Ok(Some(now))
+    }
+
     async fn share_approval(&self, approval: &PendingApproval) -> Result<()> {
         let approval = &capped(approval.clone());
         transaction!(self, |tx| async {

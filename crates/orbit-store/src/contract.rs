@@ -75,7 +75,7 @@ macro_rules! store_contract_tests {
             tasks_lifecycle, runs_lifecycle, runs_are_kept_to_a_bound, run_leases, run_expiry_follows_the_callers_clock, slots_fire_once_in_order, task_change_feed,
             deleting_an_agent_tells_the_feed_of_its_tasks, turn_aborts_go_with_the_hold,
             records_are_released_from_a_node_and_pinned_again,
-            instances_register_and_beat, instances_of_one_name_share_a_data_dir, approvals_are_listed_while_they_wait,
+            instances_register_and_beat, store_clock_agrees_with_this_one, instances_of_one_name_share_a_data_dir, approvals_are_listed_while_they_wait,
             main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused, listings_page_by_cursor,
             rendered_listings_follow_their_records, rendered_history_follows_its_messages);
@@ -1060,6 +1060,26 @@ pub async fn records_are_released_from_a_node_and_pinned_again(stores: &Stores) 
     let plain = stores.tasks.create(&a, interval_task("plain")).await.unwrap();
     let plain = stores.tasks.update(&a, &plain.id, pin("b")).await.unwrap();
     assert_eq!(plain.node, None, "a task without a worktree is pinned nowhere");
+}
+
+/// A store's clock, when it has one of its own, reads the time: on this one machine, the
+/// same as this process's clock within a generous bound (a database server's clock is the
+/// machine's). A store sharing this process's clock says so with `None`.
+pub async fn store_clock_agrees_with_this_one(stores: &Stores) {
+    let before = OffsetDateTime::now_utc();
+    let clock = stores.instances.clock().await.unwrap();
+    let after = OffsetDateTime::now_utc();
+    if let Some(clock) = clock {
+        let slack = time::Duration::seconds(2);
+        assert!(
+            before - slack <= clock && clock <= after + slack,
+            "the store's clock reads {clock}, this process's {before}..{after}"
+        );
+    }
+    // Read twice, it does not go back.
+    if let (Some(first), Some(second)) = (clock, stores.instances.clock().await.unwrap()) {
+        assert!(first <= second, "the store's clock went back from {first} to {second}");
+    }
 }
 
 /// Instances register under fresh ids, beat, list and deregister; where each is reached is

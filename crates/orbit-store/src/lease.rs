@@ -188,6 +188,13 @@ pub trait InstanceStore: Send + Sync {
     async fn list(&self) -> Result<Vec<Instance>>;
     /// Removes the registration at a clean stop.
     async fn deregister(&self, id: &InstanceId) -> Result<()>;
+    /// What time it is by the store's own clock, for stores that have one apart from this
+    /// process's (a database server, on another machine perhaps): the leases every node
+    /// writes and judges must agree with it, so a node checks its clock against it. `None`
+    /// for a store that shares this process's clock (files, memory).
+    async fn clock(&self) -> Result<Option<OffsetDateTime>> {
+        Ok(None)
+    }
     /// Tells every other server process sharing the store about work one of them may be
     /// doing (a turn to abort, a session or agent that is gone). At most once and not
     /// kept: a process that is not listening at that moment never hears it, so nothing may
