@@ -362,9 +362,10 @@ mod tests {
             host: &str,
             pid: u32,
             node: &NodeIdentity,
+            address: Option<&str>,
             until: OffsetDateTime,
         ) -> orbit_store::Result<Instance> {
-            self.inner.register(id, host, pid, node, until).await
+            self.inner.register(id, host, pid, node, address, until).await
         }
         async fn heartbeat(
             &self,
