@@ -243,11 +243,15 @@ mod tests {
     use crate::claude::{ClaudeCli, ClaudeCliConfig};
     use crate::{AgentPool, PoolOptions};
 
-    /// A store whose signals and news the test sends by hand, with room for two news.
+    /// A store whose signals and news the test sends by hand (no news heard without
+    /// `news`), whose first relay fails when `fail` says so (the database away for a moment),
+    /// and which keeps what it relays after that.
     struct Relaying {
         inner: Arc<dyn InstanceStore>,
         signals: broadcast::Sender<Signal>,
-        news: broadcast::Sender<Relayed>,
+        news: Option<broadcast::Sender<Relayed>>,
+        fail: std::sync::atomic::AtomicBool,
+        sent: std::sync::Mutex<Vec<Vec<serde_json::Value>>>,
     }
 
     #[async_trait]
@@ -280,7 +284,18 @@ mod tests {
             Some(self.signals.subscribe())
         }
         fn watch_activity(&self) -> Option<broadcast::Receiver<Relayed>> {
-            Some(self.news.subscribe())
+            self.news.as_ref().map(broadcast::Sender::subscribe)
+        }
+        async fn relay(
+            &self,
+            _from: InstanceId,
+            news: Vec<serde_json::Value>,
+        ) -> orbit_store::Result<()> {
+            if self.fail.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(orbit_store::Error::Unavailable("away".into()));
+            }
+            self.sent.lock().unwrap().push(news);
+            Ok(())
         }
     }
 
@@ -307,10 +322,13 @@ mod tests {
     #[tokio::test]
     async fn news_lost_on_the_way_is_announced_in_its_place() {
         let memory = MemStore::new(std::env::temp_dir()).stores();
+        let news = broadcast::channel(2).0;
         let relaying = Arc::new(Relaying {
             inner: memory.instances.clone(),
             signals: broadcast::channel(8).0,
-            news: broadcast::channel(2).0,
+            news: Some(news.clone()),
+            fail: std::sync::atomic::AtomicBool::new(false),
+            sent: std::sync::Mutex::new(Vec::new()),
         });
         let stores = Stores { instances: relaying.clone(), ..memory };
         let runtime = ClaudeCli::new(ClaudeCliConfig {
@@ -328,16 +346,16 @@ mod tests {
         let from_other = |news| Relayed::News { from: other, news };
         // Three before the listener reads, with room for two: the first is dropped.
         for name in ["a", "b", "c"] {
-            relaying.news.send(from_other(vec![changed(name)])).unwrap();
+            news.send(from_other(vec![changed(name)])).unwrap();
         }
         for expected in ["lost", "b", "c"] {
             assert_eq!(next(&mut reader).await, expected);
         }
-        relaying.news.send(Relayed::Lost).unwrap();
+        news.send(Relayed::Lost).unwrap();
         assert_eq!(next(&mut reader).await, "lost");
         let own = Relayed::News { from: pool.instance(), news: vec![changed("mine")] };
-        relaying.news.send(own).unwrap();
-        relaying.news.send(from_other(vec![json!({"lost": true}), changed("d")])).unwrap();
+        news.send(own).unwrap();
+        news.send(from_other(vec![json!({"lost": true}), changed("d")])).unwrap();
         for expected in ["lost", "d"] {
             assert_eq!(next(&mut reader).await, expected);
         }
@@ -345,65 +363,15 @@ mod tests {
         listener.await.unwrap();
     }
 
-    /// A store whose first relay fails (the database away for a moment), and which keeps
-    /// what it relays after that.
-    struct FailingOnce {
-        inner: Arc<dyn InstanceStore>,
-        signals: broadcast::Sender<Signal>,
-        fail: std::sync::atomic::AtomicBool,
-        sent: std::sync::Mutex<Vec<Vec<serde_json::Value>>>,
-    }
-
-    #[async_trait]
-    impl InstanceStore for FailingOnce {
-        async fn register(
-            &self,
-            id: InstanceId,
-            host: &str,
-            pid: u32,
-            node: &NodeIdentity,
-            address: Option<&str>,
-            until: OffsetDateTime,
-        ) -> orbit_store::Result<Instance> {
-            self.inner.register(id, host, pid, node, address, until).await
-        }
-        async fn heartbeat(
-            &self,
-            id: &InstanceId,
-            until: OffsetDateTime,
-        ) -> orbit_store::Result<Instance> {
-            self.inner.heartbeat(id, until).await
-        }
-        async fn list(&self) -> orbit_store::Result<Vec<Instance>> {
-            self.inner.list().await
-        }
-        async fn deregister(&self, id: &InstanceId) -> orbit_store::Result<()> {
-            self.inner.deregister(id).await
-        }
-        fn watch_signals(&self) -> Option<broadcast::Receiver<Signal>> {
-            Some(self.signals.subscribe())
-        }
-        async fn relay(
-            &self,
-            _from: InstanceId,
-            news: Vec<serde_json::Value>,
-        ) -> orbit_store::Result<()> {
-            if self.fail.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                return Err(orbit_store::Error::Unavailable("away".into()));
-            }
-            self.sent.lock().unwrap().push(news);
-            Ok(())
-        }
-    }
-
     /// A relay that failed is told to the other nodes without waiting for this node's next
     /// announcement, which may take hours.
     #[tokio::test]
     async fn a_failed_relays_marker_is_sent_without_a_new_announcement() {
         let memory = MemStore::new(std::env::temp_dir()).stores();
-        let failing = Arc::new(FailingOnce {
+        let failing = Arc::new(Relaying {
             inner: memory.instances.clone(),
             signals: broadcast::channel(8).0,
+            news: None,
             fail: std::sync::atomic::AtomicBool::new(true),
             sent: std::sync::Mutex::new(Vec::new()),
         });
