@@ -9,6 +9,14 @@
 //! holder's by more than those two thirds. With every node within a sixth of a lease of the
 //! database's clock, two nodes differ by a third of a lease at most, which leaves another
 //! third for the renewal's own delays (a slow database, a busy machine).
+//!
+//! The margin that matters is the holder's lease, not the asker's, and nothing makes every
+//! node run with one `--lease-secs`: a node with an hour's lease must not be allowed ten
+//! minutes off the database's clock while its neighbours hold 30 s leases. So the bound is
+//! also capped at [`MAX_OFFSET_CAP`], a sixth of the shortest lease a node accepts (3 s),
+//! which keeps the argument true whatever lease each node runs with, and keeps two nodes
+//! within a second of each other (the forwarding proof's 30 s window, the scheduler's
+//! slots).
 
 use std::time::{Duration, Instant};
 
@@ -22,14 +30,25 @@ const READINGS: usize = 5;
 /// The test hook: milliseconds added to this process's clock where it is compared with the
 /// store's, so that a test can run a node whose clock seems off (the machine's clock cannot
 /// be changed by a test); a number, or the path of a file holding one, read at every check
-/// so that a test can move a running node's clock. It only ever shifts this comparison, never a time the node writes
-/// or judges a lease by: at worst it makes a node refuse to start or stop, which whoever
-/// sets a server's environment can do anyway.
+/// so that a test can move a running node's clock. It only ever shifts this comparison,
+/// never a time the node writes or judges a lease by, but it can hide a real offset as well
+/// as fake one, so it is for tests alone and the server warns at its start when it is set.
 const TEST_OFFSET_VAR: &str = "ORBIT_TEST_CLOCK_OFFSET_MS";
 
-/// The largest offset from the store's clock a node may run with, for leases of `lease`.
+/// A sixth of the shortest lease a node accepts (`--lease-secs` 3): the most any node may be
+/// off, whatever its own lease.
+pub const MAX_OFFSET_CAP: Duration = Duration::from_millis(500);
+
+/// The largest offset from the store's clock a node may run with, for leases of `lease`: a
+/// sixth of it, and never more than [`MAX_OFFSET_CAP`].
 pub fn max_offset(lease: Duration) -> Duration {
-    lease / 6
+    (lease / 6).min(MAX_OFFSET_CAP)
+}
+
+/// Whether the test hook is set: the server warns at its start, since the hook also hides
+/// a real offset.
+pub fn test_hook_set() -> bool {
+    std::env::var_os(TEST_OFFSET_VAR).is_some()
 }
 
 /// One comparison of this process's clock with the store's.
@@ -88,7 +107,10 @@ fn local_now() -> OffsetDateTime {
 
 /// One reading of the store's clock: `None` for a store sharing this process's clock.
 async fn read(store: &dyn InstanceStore) -> orbit_store::Result<Option<Reading>> {
-    let (before, started) = (local_now(), Instant::now());
+    // The timer starts first: a stall between the two reads then widens the round trip,
+    // and so the uncertainty, instead of passing for an offset known to a millisecond.
+    let started = Instant::now();
+    let before = local_now();
     let Some(theirs) = store.clock().await? else {
         return Ok(None);
     };
@@ -131,9 +153,12 @@ mod tests {
     }
 
     #[test]
-    fn the_bound_is_a_sixth_of_the_lease() {
-        assert_eq!(max_offset(Duration::from_secs(30)), Duration::from_secs(5));
+    fn the_bound_is_a_sixth_of_the_lease_and_never_more_than_the_shortest_leases() {
         assert_eq!(max_offset(Duration::from_secs(3)), Duration::from_millis(500));
+        assert_eq!(max_offset(Duration::from_millis(1200)), Duration::from_millis(200));
+        // A long lease does not buy a node a wider bound: its neighbours' leases may be short.
+        assert_eq!(max_offset(Duration::from_secs(30)), MAX_OFFSET_CAP);
+        assert_eq!(max_offset(Duration::from_secs(3600)), MAX_OFFSET_CAP);
     }
 
     #[test]

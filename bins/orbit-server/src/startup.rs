@@ -59,7 +59,7 @@ pub enum StartupError {
     )]
     NodeNameTaken(String),
     #[error(
-        "this machine's clock is {0}, more than a node may be off ({1} ms, a sixth of --lease-secs): nodes judge each other's leases by their clocks, so a clock that far off could take work another node holds. Synchronize this machine's clock (NTP: chrony or systemd-timesyncd) and start again"
+        "this machine's clock is {0}, more than a node may be off ({1} ms: a sixth of --lease-secs, 500 ms at most): nodes judge each other's leases by their clocks, so a clock that far off could take work another node holds. Synchronize this machine's clock (NTP: chrony or systemd-timesyncd), or the database server's if it is the one that is off (then every node says so), and start again"
     )]
     ClockOffset(String, u128),
     #[error("cannot read the database's clock: {0}")]
@@ -293,6 +293,12 @@ impl Application {
             header_timeout: Duration::from_secs(settings.header_timeout_secs),
         };
         // Checked before registering, so that a node whose clock is off never takes work.
+        if crate::clock::test_hook_set() {
+            tracing::warn!(
+                "ORBIT_TEST_CLOCK_OFFSET_MS is set: this node's clock check sees a shifted clock \
+                 (a test hook; it can hide a real offset, never set it outside tests)"
+            );
+        }
         let clock_bound = crate::clock::max_offset(lease);
         match crate::clock::check(stores.instances.as_ref(), clock_bound).await {
             Err(err) => return Err(StartupError::Clock(err)),
@@ -384,11 +390,11 @@ impl Application {
                             offset_ms = reading.offset.whole_milliseconds(),
                             round_trip_ms = reading.round_trip.as_millis(),
                             bound_ms = bound.as_millis(),
-                            "stopping at once: this machine's clock is {}, more than a node may be off; synchronize it (NTP)",
+                            "stopping at once: this machine's clock is {}, more than a node may be off; synchronize it (NTP), or the database server's if every node says so",
                             reading.describe()
                         );
                         format!(
-                            "this machine's clock is {}, more than a node may be off ({} ms): synchronize it (NTP)",
+                            "this machine's clock is {}, more than a node may be off ({} ms): synchronize it (NTP), or the database server's if every node says so",
                             reading.describe(),
                             bound.as_millis()
                         )
@@ -565,8 +571,18 @@ async fn heartbeat(
         // round trip cannot turn it, so it is a fact about the clock, not noise, and waiting
         // for another would let the node judge leases by that clock for another third of a
         // lease, past the margin the bound leaves. A reading too slow to tell only warns.
+        // The check has a sixth of a lease at most, so that slow readings never push the next
+        // renewal past the lease (it comes a third of a lease after this one).
         let bound = crate::clock::max_offset(lease);
-        match crate::clock::check(stores.instances.as_ref(), bound).await {
+        let checked =
+            tokio::time::timeout(lease / 6, crate::clock::check(stores.instances.as_ref(), bound))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(orbit_store::Error::Unavailable(
+                        "the database's clock did not answer in time".into(),
+                    ))
+                });
+        match checked {
             Ok(Some((reading, Verdict::Differs))) => {
                 return Some(HeartbeatStop::ClockOff { reading, bound });
             }
