@@ -31,7 +31,7 @@ fn a_node_whose_clock_is_off_the_databases_is_refused_at_its_start() {
         .and_then(|millis| millis.parse().ok())
         .unwrap_or_else(|| panic!("names the offset in ms: {ahead}"));
     assert!((1_900..=2_100).contains(&offset), "the offset measured is the shift: {ahead}");
-    assert!(ahead.contains("500 ms, a sixth of --lease-secs"), "names the bound: {ahead}");
+    assert!(ahead.contains("500 ms: a sixth of --lease-secs"), "names the bound: {ahead}");
     assert!(ahead.contains("Synchronize this machine's clock (NTP"), "says what to do: {ahead}");
 
     let behind = start_refused(&database.url, dir.path(), &model, &[], &[(SHIFT, "-3000")]);
