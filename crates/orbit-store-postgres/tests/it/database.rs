@@ -81,6 +81,38 @@ async fn a_database_an_older_orbit_migrated_gets_its_checksums_recorded() {
     assert!(store.stores().agents.list().await.unwrap().is_empty(), "and it serves");
 }
 
+/// A database the previous release migrated (versions 1 to 6, recorded without names or
+/// checksums) is brought up to date in one start: its six migrations get their checksums
+/// recorded, the newer ones are applied, and it serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_previous_release_is_recorded_and_migrated_in_one_start() {
+    let database = TestDatabase::new();
+    drop(open_on(&database).await.unwrap());
+    // Undo what migrations 7 and 8 made, and the records this release keeps: the schema as
+    // the previous binary left it.
+    database.execute(
+        "DROP TABLE relayed_news; ALTER TABLE instances DROP COLUMN address; \
+         DELETE FROM orbit_migrations WHERE version > 6; \
+         ALTER TABLE orbit_migrations DROP COLUMN name, DROP COLUMN checksum",
+    );
+    assert_eq!(database.query("SELECT count(*) FROM orbit_migrations"), "6");
+    let store = open_on(&database).await.unwrap();
+    assert_eq!(
+        database.query("SELECT version, name, checksum FROM orbit_migrations ORDER BY version"),
+        fresh_records()
+    );
+    assert_eq!(database.query("SELECT count(*) FROM relayed_news"), "0", "7 applied");
+    assert_eq!(
+        database.query(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_name = 'instances' AND column_name = 'address'"
+        ),
+        "1",
+        "8 applied"
+    );
+    assert!(store.stores().agents.list().await.unwrap().is_empty(), "and it serves");
+}
+
 /// A runtime role that does not own the schema (an administrator's role made it, and gave
 /// this one the rights to read and write it) starts on a database that is up to date: the
 /// start changes no table's definition then.
