@@ -36,6 +36,7 @@ mod dirsync;
 mod follow;
 mod history;
 mod inbox;
+mod inbox_claims;
 mod index;
 mod instances;
 pub(crate) mod io;
