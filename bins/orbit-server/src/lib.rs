@@ -3,5 +3,6 @@
 pub mod clock;
 pub mod config;
 pub mod listener;
+mod registration;
 pub mod startup;
 pub mod telemetry;
