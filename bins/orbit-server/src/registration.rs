@@ -12,6 +12,11 @@ use crate::clock::Verdict;
 /// How old a shared copy of a tool call no turn holds must be before a heartbeat withdraws it.
 const STRAY_APPROVAL_AGE: Duration = Duration::from_secs(5);
 
+/// How often a running node checks its clock against the store's at least (more often with a
+/// lease under a minute: every third of it), so that a node with a long lease notices a
+/// clock that jumped within seconds, not a third of its lease later.
+const CLOCK_CHECK_EVERY: Duration = Duration::from_secs(20);
+
 /// What this process registers in the store's registry: who it is and where it is reached.
 #[derive(Clone)]
 pub(crate) struct Registration {
@@ -59,11 +64,46 @@ pub(crate) async fn heartbeat(
 ) -> Option<HeartbeatStop> {
     let stores = pool.stores().clone();
     let instance = registration.instance;
+    let bound = crate::clock::max_offset(lease);
+    // The clock is checked on a task of its own, beside the renewals: a slow reading never
+    // delays a renewal, and a renewal never cuts a slow reading short (a reading that ends,
+    // however late, still stops a node whose clock it shows off beyond doubt). One check
+    // runs at a time, started every `clock_every`.
+    let clock_every = (lease / 3).min(CLOCK_CHECK_EVERY);
+    let mut clock_check: Option<tokio::task::JoinHandle<ClockChecked>> = None;
+    let mut next_beat = tokio::time::Instant::now() + lease / 3;
+    let mut next_clock = tokio::time::Instant::now() + clock_every;
     loop {
         tokio::select! {
-            () = tokio::time::sleep(lease / 3) => {}
-            () = stop.cancelled() => return None,
+            () = tokio::time::sleep_until(next_beat) => {}
+            () = stop.cancelled() => {
+                if let Some(check) = clock_check.take() {
+                    check.abort();
+                }
+                return None;
+            }
+            () = tokio::time::sleep_until(next_clock), if clock_check.is_none() => {
+                next_clock = tokio::time::Instant::now() + clock_every;
+                let instances = stores.instances.clone();
+                clock_check = Some(tokio::spawn(async move {
+                    crate::clock::check(instances.as_ref(), bound).await
+                }));
+                continue;
+            }
+            checked = async {
+                match clock_check.as_mut() {
+                    Some(check) => check.await,
+                    None => std::future::pending().await,
+                }
+            }, if clock_check.is_some() => {
+                clock_check = None;
+                if let Some(reading) = clock_off(checked, bound) {
+                    return Some(HeartbeatStop::ClockOff { reading, bound });
+                }
+                continue;
+            }
         }
+        next_beat = tokio::time::Instant::now() + lease / 3;
         let until = orbit_store::timestamp::now() + lease;
         let renewed = match stores.instances.heartbeat(&instance, until).await {
             // Pruned by another server while this one was suspended: register again, under
@@ -92,33 +132,6 @@ pub(crate) async fn heartbeat(
                 tracing::warn!(error = %err, "could not renew this instance's registration")
             }
         }
-        // The first reading beyond doubt stops the node: a reading counts only when its
-        // round trip cannot turn it, so it is a fact about the clock, not noise, and waiting
-        // for another would let the node judge leases by that clock for another third of a
-        // lease, past the margin the bound leaves. A reading too slow to tell only warns.
-        // The check has a sixth of a lease at most, so that slow readings never push the next
-        // renewal past the lease (it comes a third of a lease after this one).
-        let bound = crate::clock::max_offset(lease);
-        let checked =
-            tokio::time::timeout(lease / 6, crate::clock::check(stores.instances.as_ref(), bound))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(orbit_store::Error::Unavailable(
-                        "the database's clock did not answer in time".into(),
-                    ))
-                });
-        match checked {
-            Ok(Some((reading, Verdict::Differs))) => {
-                return Some(HeartbeatStop::ClockOff { reading, bound });
-            }
-            Ok(Some((reading, Verdict::Unsure))) => tracing::warn!(
-                clock = %reading.describe(),
-                bound_ms = bound.as_millis(),
-                "cannot tell whether this clock agrees with the database's: its answers are too slow"
-            ),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "could not read the database's clock"),
-        }
         // A call made just now may be held but not yet in the list read below: only copies
         // older than a few seconds go.
         let before = orbit_store::timestamp::now() - STRAY_APPROVAL_AGE;
@@ -126,6 +139,42 @@ pub(crate) async fn heartbeat(
             pool.local_pending_approvals().into_iter().map(|a| a.request_id).collect();
         if let Err(err) = stores.instances.keep_approvals(&instance, &waiting, before).await {
             tracing::warn!(error = %err, "could not withdraw stray copies of settled tool calls");
+        }
+    }
+}
+
+/// What one check of the clock gave: its task's outcome, then the store's.
+type ClockChecked = orbit_store::Result<Option<(crate::clock::Reading, Verdict)>>;
+
+/// The reading that shows this clock off the store's beyond doubt, if the check gave one;
+/// anything else (agrees, unsure, the store or the task failed) is logged and let be.
+///
+/// The first reading beyond doubt stops the node: a reading counts only when its round trip
+/// cannot turn it, so it is a fact about the clock, not noise, and waiting for another would
+/// let the node judge leases by that clock for longer, past the margin the bound leaves. A
+/// reading too slow to tell only warns: a slow database is not a wrong clock.
+fn clock_off(
+    checked: Result<ClockChecked, tokio::task::JoinError>,
+    bound: Duration,
+) -> Option<crate::clock::Reading> {
+    match checked {
+        Ok(Ok(Some((reading, Verdict::Differs)))) => Some(reading),
+        Ok(Ok(Some((reading, Verdict::Unsure)))) => {
+            tracing::warn!(
+                clock = %reading.describe(),
+                bound_ms = bound.as_millis(),
+                "cannot tell whether this clock agrees with the database's: its answers are too slow"
+            );
+            None
+        }
+        Ok(Ok(_)) => None,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "could not read the database's clock");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "the clock check ended without an answer");
+            None
         }
     }
 }
