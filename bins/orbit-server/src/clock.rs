@@ -98,9 +98,15 @@ impl Reading {
 
 /// This process's clock as the check sees it (shifted by the test hook, when set).
 fn local_now() -> OffsetDateTime {
-    let shift = std::env::var(TEST_OFFSET_VAR).ok().and_then(|hook| match hook.parse::<i64>() {
-        Ok(ms) => Some(ms),
-        Err(_) => std::fs::read_to_string(&hook).ok()?.trim().parse().ok(),
+    let shift = std::env::var(TEST_OFFSET_VAR).ok().and_then(|hook| {
+        let shift = match hook.parse::<i64>() {
+            Ok(ms) => Some(ms),
+            Err(_) => std::fs::read_to_string(&hook).ok().and_then(|ms| ms.trim().parse().ok()),
+        };
+        if shift.is_none() {
+            tracing::warn!(hook = %hook, "{TEST_OFFSET_VAR} is neither a number of milliseconds nor a file holding one: ignored");
+        }
+        shift
     });
     OffsetDateTime::now_utc() + time::Duration::milliseconds(shift.unwrap_or(0))
 }
