@@ -330,6 +330,26 @@ async fn until_listening(stores: &orbit_store::Stores) {
     }
 }
 
+/// Sends `signal` until `heard` hears it (a signal sent before the connection listens is
+/// lost) or `within` passes: what was heard, or `None`.
+async fn until_heard(
+    stores: &orbit_store::Stores,
+    signal: &orbit_store::Signal,
+    heard: &mut tokio::sync::broadcast::Receiver<orbit_store::Signal>,
+    within: Duration,
+) -> Option<orbit_store::Signal> {
+    tokio::time::timeout(within, async {
+        loop {
+            stores.instances.signal(signal.clone()).await.unwrap();
+            if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), heard.recv()).await {
+                return got.unwrap();
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
 fn interval_task(prompt: &str) -> orbit_store::NewTask {
     orbit_store::NewTask {
         node: None,
@@ -524,17 +544,9 @@ async fn a_flood_of_activity_never_crowds_out_a_control_signal() {
         },
     };
     // Listening by now: an abort is heard (the connection is made as the store opens).
-    let heard = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            stores.instances.signal(abort.clone()).await.unwrap();
-            if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), control.recv()).await
-            {
-                return got.unwrap();
-            }
-        }
-    })
-    .await
-    .expect("heard within 30 s");
+    let heard = until_heard(&stores, &abort, &mut control, Duration::from_secs(30))
+        .await
+        .expect("heard within 30 s");
     assert_eq!(heard, abort);
     while control.try_recv().is_ok() {}
 
@@ -787,17 +799,9 @@ async fn a_stored_row_held_up_does_not_hold_up_the_signals() {
             session: SessionId::new(),
         },
     };
-    let got = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            stores.instances.signal(signal.clone()).await.unwrap();
-            if let Ok(got) = tokio::time::timeout(Duration::from_millis(200), signals.recv()).await
-            {
-                return got.unwrap();
-            }
-        }
-    })
-    .await
-    .expect("a signal heard within 60 s, the lock still held");
+    let got = until_heard(&stores, &signal, &mut signals, Duration::from_secs(60))
+        .await
+        .expect("a signal heard within 60 s, the lock still held");
     assert_eq!(got, signal);
     // The lock was held throughout: its transaction is still open.
     locking.batch_execute("COMMIT").await.unwrap();
