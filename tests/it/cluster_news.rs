@@ -9,25 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use orbit_testkit::postgres::TestDatabase;
-use orbit_testkit::{ModelServer, Reply, Rule};
 use serde_json::{Value, json};
 
-use crate::nodes::{Node, call, start_nodes, wait_until};
-
-/// A model that asks to run a command when told "write the file" and says "done" after it.
-fn asking_model() -> ModelServer {
-    ModelServer::start(vec![
-        Rule::after_tool_result(Reply::Text("done".into())),
-        Rule::when_user_says(
-            "write the file",
-            Reply::ToolUse {
-                name: "Bash".into(),
-                input: json!({"command": "echo hi > made.txt", "description": "write"}),
-            },
-        ),
-        Rule::always(Reply::Text("ok".into())),
-    ])
-}
+use crate::nodes::{Node, asking_model, call, start_nodes, wait_until};
 
 /// One event of a stream with its id.
 type Framed = (Option<String>, Value);

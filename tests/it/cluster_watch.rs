@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use orbit_testkit::postgres::TestDatabase;
-use orbit_testkit::{ModelServer, Reply, Rule};
 use serde_json::{Value, json};
 
-use crate::nodes::{Node, client, wait_until};
+use crate::nodes::{Node, asking_model, client, wait_until};
 
 /// The token of the nodes started with one; the others ignore it.
 const TOKEN: &str = "cluster-secret";
@@ -31,21 +30,6 @@ async fn call(node: &Node, method: &str, path: &str, body: Option<Value>) -> (u1
     };
     let bytes = response.body().limit(1 << 24).await.unwrap();
     (response.status().as_u16(), serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
-/// A model that asks to run a command when told "write the file" and says "done" after it.
-fn asking_model() -> ModelServer {
-    ModelServer::start(vec![
-        Rule::after_tool_result(Reply::Text("done".into())),
-        Rule::when_user_says(
-            "write the file",
-            Reply::ToolUse {
-                name: "Bash".into(),
-                input: json!({"command": "echo hi > made.txt", "description": "write"}),
-            },
-        ),
-        Rule::always(Reply::Text("ok".into())),
-    ])
 }
 
 /// The events of a watcher's stream so far, read on a task of its own until the stream ends.

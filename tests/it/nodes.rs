@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use orbit_testkit::ModelServer;
-use serde_json::Value;
+use orbit_testkit::{ModelServer, Reply, Rule};
+use serde_json::{Value, json};
 
 /// An `orbit-server` process on port 0, a node of the cluster on `database_url`.
 pub struct Node {
@@ -208,4 +208,19 @@ pub async fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> b
         assert!(Instant::now() < deadline, "{what}");
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A model that asks to run a command when told "write the file" and says "done" after it.
+pub fn asking_model() -> ModelServer {
+    ModelServer::start(vec![
+        Rule::after_tool_result(Reply::Text("done".into())),
+        Rule::when_user_says(
+            "write the file",
+            Reply::ToolUse {
+                name: "Bash".into(),
+                input: json!({"command": "echo hi > made.txt", "description": "write"}),
+            },
+        ),
+        Rule::always(Reply::Text("ok".into())),
+    ])
 }
