@@ -299,6 +299,32 @@ mod tests {
         }
     }
 
+    /// A pool on memory stores whose instance store is a [`Relaying`] hearing `news` (none
+    /// without it), its first relay failing when `fail` says so.
+    fn relaying_pool(
+        news: Option<broadcast::Sender<Relayed>>,
+        fail: bool,
+    ) -> (Arc<Relaying>, AgentPool) {
+        let memory = MemStore::new(std::env::temp_dir()).stores();
+        let relaying = Arc::new(Relaying {
+            inner: memory.instances.clone(),
+            signals: broadcast::channel(8).0,
+            news,
+            fail: std::sync::atomic::AtomicBool::new(fail),
+            sent: std::sync::Mutex::new(Vec::new()),
+        });
+        let stores = Stores { instances: relaying.clone(), ..memory };
+        let runtime = ClaudeCli::new(ClaudeCliConfig {
+            bin: "claude".into(),
+            config_dir: std::env::temp_dir(),
+            user_config_dir: None,
+            env: Vec::new(),
+            max_turns: None,
+        });
+        let pool = AgentPool::new(stores, Arc::new(runtime), PoolOptions::default());
+        (relaying, pool)
+    }
+
     fn changed(name: &str) -> serde_json::Value {
         json!({"at": "2026-12-01T15:00:00Z", "activity": {"type": "agentChanged", "agent": name}})
     }
@@ -321,24 +347,8 @@ mod tests {
     /// heard in order; this node's own news, heard back, is not announced again.
     #[tokio::test]
     async fn news_lost_on_the_way_is_announced_in_its_place() {
-        let memory = MemStore::new(std::env::temp_dir()).stores();
         let news = broadcast::channel(2).0;
-        let relaying = Arc::new(Relaying {
-            inner: memory.instances.clone(),
-            signals: broadcast::channel(8).0,
-            news: Some(news.clone()),
-            fail: std::sync::atomic::AtomicBool::new(false),
-            sent: std::sync::Mutex::new(Vec::new()),
-        });
-        let stores = Stores { instances: relaying.clone(), ..memory };
-        let runtime = ClaudeCli::new(ClaudeCliConfig {
-            bin: "claude".into(),
-            config_dir: std::env::temp_dir(),
-            user_config_dir: None,
-            env: Vec::new(),
-            max_turns: None,
-        });
-        let pool = AgentPool::new(stores, Arc::new(runtime), PoolOptions::default());
+        let (_relaying, pool) = relaying_pool(Some(news.clone()), false);
         let mut reader = pool.activity().subscribe(None);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let listener = pool.spawn_signal_listener(async move { drop(stopped.await) }).unwrap();
@@ -367,23 +377,7 @@ mod tests {
     /// announcement, which may take hours.
     #[tokio::test]
     async fn a_failed_relays_marker_is_sent_without_a_new_announcement() {
-        let memory = MemStore::new(std::env::temp_dir()).stores();
-        let failing = Arc::new(Relaying {
-            inner: memory.instances.clone(),
-            signals: broadcast::channel(8).0,
-            news: None,
-            fail: std::sync::atomic::AtomicBool::new(true),
-            sent: std::sync::Mutex::new(Vec::new()),
-        });
-        let stores = Stores { instances: failing.clone(), ..memory };
-        let runtime = ClaudeCli::new(ClaudeCliConfig {
-            bin: "claude".into(),
-            config_dir: std::env::temp_dir(),
-            user_config_dir: None,
-            env: Vec::new(),
-            max_turns: None,
-        });
-        let pool = AgentPool::new(stores, Arc::new(runtime), PoolOptions::default());
+        let (failing, pool) = relaying_pool(None, true);
         let relay = pool.spawn_activity_relay(std::future::pending()).unwrap();
         pool.activity().announce(Activity::AgentChanged {
             agent: orbit_store::AgentName::parse("a").unwrap(),
