@@ -31,9 +31,10 @@
 //! does can leave a record behind that a new agent of the same name would inherit.
 
 mod agents;
+mod created;
 mod data_dir_id;
-mod dirsync;
 mod follow;
+mod groupsync;
 mod history;
 mod inbox;
 mod inbox_claims;
@@ -59,11 +60,13 @@ pub struct FsOptions {
     pub max_deliveries: u32,
     /// How many finished runs a task keeps; older ones are removed as new ones start.
     pub runs_kept: usize,
+    /// A log of new records (see `created`) this long is checkpointed.
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for FsOptions {
     fn default() -> Self {
-        Self { max_deliveries: 3, runs_kept: 200 }
+        Self { max_deliveries: 3, runs_kept: 200, checkpoint_bytes: created::CHECKPOINT_BYTES }
     }
 }
 
@@ -83,8 +86,8 @@ pub(crate) struct Inner {
     inbox_index: index::RecordIndex<crate::InboxMessage>,
     /// Each agent's tasks (see `index`).
     task_index: index::RecordIndex<crate::Task>,
-    /// The shared fsyncs of the directories new records go into (see `dirsync`).
-    dir_syncs: dirsync::DirSyncs,
+    /// The logs that make new inbox messages and tasks durable (see `created`).
+    created: created::CreateLogs,
     /// The last whole listing of every agent's tasks, by the generation of each agent's index
     /// it was joined from (see `tasks`).
     all_tasks: std::sync::Mutex<
@@ -118,6 +121,7 @@ impl FsStore {
         let probe = root.join(".write-probe");
         io::write_bytes(&probe, b"ok")?;
         io::remove_file(&probe)?;
+        let created = created::CreateLogs::new(options.checkpoint_bytes);
         let inner = Inner {
             root,
             options,
@@ -125,13 +129,15 @@ impl FsStore {
             histories: history::HistoryCache::default(),
             inbox_index: index::RecordIndex::default(),
             task_index: index::RecordIndex::default(),
-            dir_syncs: dirsync::DirSyncs::default(),
+            created,
             all_tasks: std::sync::Mutex::default(),
             task_changes: tokio::sync::watch::channel(0).0,
         };
         // Agents whose deletion a crash interrupted.
         inner.empty_trash();
         inner.migrate_inboxes();
+        // New records a power loss took, from the logs that made them durable.
+        inner.replay_created();
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -208,6 +214,34 @@ impl Inner {
             .join(".trash")
             .join(format!("{agent}.{}", crate::ids::new_ulid()));
         io::rename(&self.agent_dir(agent), &trash)
+    }
+
+    /// Brings back, from the logs of new records, the inbox messages and tasks whose files a
+    /// power loss took, and empties those logs (see `created`). An agent that cannot be
+    /// replayed is logged and its logs stay, for the next open.
+    fn replay_created(&self) {
+        let Ok(agents) = io::list_names(&self.root.join("agents"), "") else { return };
+        for name in agents {
+            let Ok(agent) = crate::AgentName::parse(&name) else { continue };
+            for (what, replayed) in [
+                ("inbox messages", self.replay_inbox(&agent)),
+                ("tasks", self.replay_tasks(&agent)),
+            ] {
+                match replayed {
+                    Ok(0) => {}
+                    Ok(restored) => tracing::warn!(
+                        %agent,
+                        restored,
+                        "brought back {what} whose files a crash took, from the log of new records"
+                    ),
+                    Err(err) => tracing::error!(
+                        %agent,
+                        error = %err,
+                        "could not replay the log of new {what}; it is kept for the next open"
+                    ),
+                }
+            }
+        }
     }
 
     /// Removes what deletions left in the trash.

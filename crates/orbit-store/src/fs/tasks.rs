@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::index::{self, Change};
-use super::{FsStore, Inner, io};
+use super::{FsStore, Inner, created, io};
 use crate::render::{Body, Listing, Rendered};
 use crate::{
     AgentName, ChangeCursor, Error, Lease, LeaseToken, NewTask, Result, Run, RunId, RunOutcome,
@@ -241,6 +241,50 @@ impl Inner {
         self.with_agent(agent, || io::with_lock(&self.agent_dir(agent).join("tasks.lock"), body))
     }
 
+    /// The directory of an agent's task files.
+    fn tasks_dir(&self, agent: &AgentName) -> PathBuf {
+        self.agent_dir(agent).join("tasks")
+    }
+
+    /// Makes the new tasks of the agent's log durable in their files and lets the log go (see
+    /// `created`). A failure is logged: the log stays, and the next checkpoint or open takes
+    /// it up.
+    fn checkpoint_tasks(&self, agent: &AgentName) {
+        let dir = self.tasks_dir(agent);
+        let Some(_under_way) = self.created.checkpointing(&dir) else { return };
+        let lock = self.agent_dir(agent).join("tasks.lock");
+        let done = self.with_tasks(agent, || created::seal(&dir, &self.created)).and_then(|()| {
+            self.with_agent(agent, || {
+                io::with_lock_mode(&lock, false, || created::checkpoint(&dir))
+            })
+        });
+        if let Err(err) = done {
+            tracing::warn!(%agent, error = %err, "could not checkpoint the log of new tasks");
+        }
+    }
+
+    /// Brings back the new tasks of the agent's log that a power loss took (see `created`).
+    /// Run at open.
+    pub(super) fn replay_tasks(&self, agent: &AgentName) -> Result<usize> {
+        let dir = self.tasks_dir(agent);
+        if !created::has_logs(&dir)? {
+            return Ok(0);
+        }
+        let mut restored = Vec::new();
+        self.with_tasks(agent, || {
+            created::replay(&dir, self.created.boot(), &[], |name, task: Task| {
+                self.note_task(agent, &task.id)?;
+                io::write_json(&dir.join(name), &task)?;
+                restored.push(task.id);
+                Ok(())
+            })
+        })?;
+        for id in &restored {
+            self.publish_change(agent, id);
+        }
+        Ok(restored.len())
+    }
+
     fn put_task(&self, task: &Task) -> Result<()> {
         let path = self.task_path(&task.agent_name, &task.id);
         self.note_task(&task.agent_name, &task.id)?;
@@ -387,9 +431,9 @@ impl TaskStore for FsStore {
             let now = timestamp::now();
             let task = Task::new(&agent, new, now);
             // A fresh id: no one else can name this file, so creators hold `tasks.lock` only
-            // shared and their fsyncs overlap, the directory's shared (see `dirsync`); the
-            // index's line comes first (see `index`).
-            s.with_agent(&agent, || {
+            // shared, and the log of new records makes the file durable, its sync shared by
+            // concurrent creators (see `created`); the index's line comes first (see `index`).
+            let due = s.with_agent(&agent, || {
                 io::with_lock_mode(&s.agent_dir(&agent).join("tasks.lock"), false, || {
                     let log = s.tasks_log(&agent);
                     let id = task.id.to_string();
@@ -397,7 +441,7 @@ impl TaskStore for FsStore {
                     let path = s.task_path(&agent, &task.id);
                     let dir = path.parent().unwrap_or(&s.root);
                     let written = io::ensure_dir(dir)
-                        .and_then(|()| io::write_new_json(&path, &task, &s.dir_syncs));
+                        .and_then(|()| created::write_new(&path, &task, &s.created));
                     if written.is_err() {
                         // Readers stop waiting for it; a partial file never got its name.
                         let _ = index::note(&log, &id, Change::Changed, false);
@@ -406,6 +450,9 @@ impl TaskStore for FsStore {
                 })
             })?;
             s.publish_change(&agent, &task.id);
+            if due {
+                s.checkpoint_tasks(&agent);
+            }
             Ok(task)
         })
         .await
@@ -486,8 +533,16 @@ impl TaskStore for FsStore {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
             s.with_tasks(&agent, || {
+                let path = s.task_path(&agent, &id);
+                if !path.exists() {
+                    return Err(Error::not_found("task", id));
+                }
                 s.note_task(&agent, &id)?;
-                if !io::remove_file(&s.task_path(&agent, &id))? {
+                // The create's line may still be in the log of new records: a tombstone keeps
+                // it from bringing the task back after a power loss (see `created`).
+                let dir = path.parent().unwrap_or(&s.root);
+                created::tombstone(dir, &format!("{id}.json"), &s.created)?;
+                if !io::remove_file(&path)? {
                     return Err(Error::not_found("task", id));
                 }
                 io::remove_dir_all(&s.runs_dir(&agent, &id))?;
