@@ -5,39 +5,52 @@
 //! rename, then the directory fsynced. Each create paid its own file's fsync. Instead, the
 //! create now writes and renames its file without an fsync, then appends the whole record as
 //! one line to the directory's log of new records (`.created.jsonl`) and waits for an
-//! `fdatasync` of that log, shared by every writer of this process that appended meanwhile
-//! (`groupsync`). The line is the commit point: once its sync has succeeded the create is
-//! answered, and a power loss that takes the unsynced file away, or leaves it torn, is
-//! repaired from the line at the next open (`replay`).
+//! `fdatasync` of that log, shared by every writer of this process that appended to the same
+//! file meanwhile (`groupsync`, rounds per inode). The line is the commit point: once its sync
+//! has succeeded the create is answered, and a power loss that takes the unsynced file away,
+//! or leaves it torn, is repaired from the line at the next open ([`replay`]).
 //!
 //! Why this is sound although other writers change and remove these files without the log:
 //!
 //! - Every later change of such a record is a durable rewrite (`io::write_json`, fsynced) or a
 //!   move of a file so rewritten (an inbox message is rewritten closed before it leaves
 //!   `open/`), so a record whose file is found anywhere it may go (for a message: `open/`,
-//!   `archive/`, `dead/`), whole and naming its id, is never replayed over.
+//!   `archive/`, `dead/`, or set aside as `<name>.corrupt`), whole and naming its id, is never
+//!   replayed over; a file that cannot be read fails the replay instead.
 //! - The one removal, deleting a task, first appends a tombstone (`{"gone":"<name>"}`) and
-//!   syncs it, so a deleted task is not brought back. An agent's deletion moves the whole
-//!   directory, logs included.
-//! - A writer renames its file before it appends its line, so a line always names a file that
-//!   was there; a replay that finds it missing everywhere knows a power loss took it.
-//! - Writers append under their directory's lock held shared; replay and the sealing of a log
-//!   (below) hold it exclusively, so neither sees a create midway.
+//!   syncs it; names are fresh ids, so a tombstone is final, in whatever order logs are read.
+//!   An agent's deletion moves the whole directory, logs included.
+//! - Lines carry the kernel's boot id ([`boot_id`]), and only lines of an earlier boot are
+//!   replayed: a killed process leaves its files to the page cache, so only a restart of the
+//!   machine loses them, and a record missing in this boot was removed on purpose, even by
+//!   something that writes no tombstone (an older Orbit, an operator's hand). Such records are
+//!   named in the log at open, not brought back.
+//! - A writer renames its file before it opens the log for its line, so a line always names a
+//!   file that was there, and a line that lands in a log sealed meanwhile names a file renamed
+//!   before the seal (see [`seal`]).
+//! - Replay holds the directory's lock exclusively, so it sees no create midway; a replay that
+//!   fails fails the store's open, since serving without answered records would let a later
+//!   checkpoint drop their lines.
 //!
-//! The log is bounded by checkpoints. Once it passes [`CHECKPOINT_BYTES`], the writer that saw
-//! it seals it (renames it to `.created.<ulid>.sealed.jsonl`, under the lock held exclusively,
-//! so no append is midway), then, under the lock shared (creates go on into a new log), makes
-//! every file the sealed log names durable with one `syncfs` of the file system and removes the
-//! sealed log. A checkpoint that fails or is cut short leaves its sealed log, which the next
-//! checkpoint or open takes up. `syncfs` writes back every dirty page of the file system, other
-//! processes' too, so its cost depends on the neighbours; it is paid once per checkpoint, by
-//! one create in about a thousand, instead of an fsync in every create.
+//! The log is bounded by checkpoints. Once it passes `FsOptions::checkpoint_bytes` (512 KiB by
+//! default), the create that saw it answers, and a background task seals it (renames it to
+//! `.created.<ulid>.sealed.jsonl`; creates go on into a new log) and makes every file the
+//! sealed log names durable with one `syncfs` of the file system before removing it. Neither
+//! step takes a lock (see [`seal`]), so sustained creates cannot starve it and no create
+//! waits for it. A checkpoint cut short leaves its sealed log, which the next checkpoint or
+//! open takes up. `syncfs` writes back every dirty page of the file system, other processes'
+//! too, so its cost depends on the neighbours; it is paid once per checkpoint, off the request
+//! path, instead of an fsync in every create. An open replays every agent's logs, then empties
+//! them all after one `syncfs`.
 //!
 //! What stays undetected: `syncfs` reports a writeback error once per file system (errseq,
 //! Linux 5.8 and later), so an error that another process's `syncfs` saw first is not seen by
-//! the checkpoint, which then drops lines whose files the disk did not keep. An fsync of each
-//! file would see it, at the price of one cache flush per record, which is what this log
-//! saves.
+//! the checkpoint, which then drops lines whose files the disk did not keep; and on a file
+//! system whose `syncfs` does nothing (FUSE without `FUSE_SYNCFS`) a checkpoint makes nothing
+//! durable. An fsync of each file would see both, at the price of one cache flush per record,
+//! which is what this log saves. Lines carry no checksum: on a file system that can show
+//! stale blocks after a power loss (ext4 without a journal, or `data=writeback`), a torn tail
+//! is skipped only because it does not parse as a record of this directory.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -49,7 +62,7 @@ use std::sync::{Mutex, PoisonError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::groupsync::GroupSyncs;
+use super::groupsync::{FileId, GroupSyncs};
 use super::io;
 use crate::{Error, Result};
 
@@ -73,7 +86,7 @@ pub(crate) struct CreateLogs {
     /// The (device, inode) of each log whose directory entry this process synced; a log made
     /// anew (after a checkpoint or a replay removed the old one) gets its directory synced
     /// once more by the first create that finds it.
-    durable: Mutex<HashMap<PathBuf, (u64, u64)>>,
+    durable: Mutex<HashMap<PathBuf, FileId>>,
     /// The directories a checkpoint of this process is under way in.
     checkpointing: Mutex<HashSet<PathBuf>>,
 }
@@ -134,8 +147,10 @@ pub(crate) fn write_new_with<T: Serialize>(
     line.push(b'}');
     let appended = logs.append(dir, &line);
     let synced = match appended {
-        Ok((file, len)) => {
-            let group = logs.syncs.get(&dir.join(LOG));
+        Ok((file, len, id)) => {
+            // Rounds are per log file, not per path: a writer whose line went to a log sealed
+            // meanwhile must be answered by a sync of that very file.
+            let group = logs.syncs.get(id);
             group
                 .sync(|| sync_log(&file))
                 .map(|()| len)
@@ -163,7 +178,8 @@ pub(crate) fn write_new_with<T: Serialize>(
 }
 
 /// Appends a tombstone for `name` and syncs it: a removed record's line, still in a log, must
-/// not bring it back at the next open. The caller holds the directory's lock exclusively.
+/// not bring it back at the next open. The caller holds the directory's lock (exclusively for
+/// a deletion; shared after its own failed create, whose name no one else uses).
 pub(crate) fn tombstone(dir: &Path, name: &str, logs: &CreateLogs) -> Result<()> {
     let mut line = b"{\"gone\":".to_vec();
     line.extend_from_slice(
@@ -171,7 +187,7 @@ pub(crate) fn tombstone(dir: &Path, name: &str, logs: &CreateLogs) -> Result<()>
             .map_err(|err| Error::Corrupt { path: dir.join(name), source: err })?,
     );
     line.push(b'}');
-    let (file, _) = logs.append(dir, &line)?;
+    let (file, _, _) = logs.append(dir, &line)?;
     file.sync_data().map_err(|err| Error::io(dir.join(LOG), err))
 }
 
@@ -215,7 +231,7 @@ impl CreateLogs {
 
     /// Appends `line` to `dir`'s log, making the log if there is none (and its directory entry
     /// durable once per log file); answers the open log and its length after the line.
-    fn append(&self, dir: &Path, line: &[u8]) -> Result<(File, u64)> {
+    fn append(&self, dir: &Path, line: &[u8]) -> Result<(File, u64, FileId)> {
         let path = dir.join(LOG);
         let appended = io::append_locked(&path, line)?;
         // The sync comes after the file's lock is let go, so that appends of other writers
@@ -223,10 +239,12 @@ impl CreateLogs {
         let io_err = |err| Error::io(&path, err);
         appended.file.unlock().map_err(io_err)?;
         let meta = appended.file.metadata().map_err(io_err)?;
-        let id = (meta.dev(), meta.ino());
+        let id = FileId { device: meta.dev(), inode: meta.ino() };
+        // A log this writer made, or one this process has not synced the directory entry of
+        // (inodes are reused, so an inode seen before is not proof on its own).
         let known =
             self.durable.lock().unwrap_or_else(PoisonError::into_inner).get(&path) == Some(&id);
-        if !known {
+        if appended.before == 0 || !known {
             io::sync_dir(dir)?;
             let mut durable = self.durable.lock().unwrap_or_else(PoisonError::into_inner);
             if durable.len() >= 4096 {
@@ -234,7 +252,12 @@ impl CreateLogs {
             }
             durable.insert(path.clone(), id);
         }
-        Ok((appended.file, appended.after))
+        Ok((appended.file, appended.after, id))
+    }
+
+    /// Forgets what this process knew of `dir`'s live log, which it sealed or removed.
+    fn forget(&self, dir: &Path) {
+        self.durable.lock().unwrap_or_else(PoisonError::into_inner).remove(&dir.join(LOG));
     }
 }
 
@@ -267,8 +290,13 @@ fn split(path: &Path) -> Result<(&Path, &str)> {
 }
 
 /// Seals `dir`'s live log for a checkpoint, if it is still due one: renames it to a sealed
-/// name, so that creates go on into a new one. The caller holds the directory's lock
-/// exclusively, so no append is midway.
+/// name, so that creates go on into a new one.
+///
+/// No lock is needed. A writer renames its record's file before it opens the log for its
+/// line, so a line that lands in a log after that log was sealed names a file renamed before
+/// the seal, which the checkpoint's `syncfs` (begun after the seal) makes durable; and the
+/// writer's own sync is of the file its line went to (rounds are per file), so it is answered
+/// by that line's sync whatever happened to the name.
 pub(crate) fn seal(dir: &Path, logs: &CreateLogs) -> Result<()> {
     let from = dir.join(LOG);
     let len = match fs::metadata(&from) {
@@ -281,23 +309,36 @@ pub(crate) fn seal(dir: &Path, logs: &CreateLogs) -> Result<()> {
     if len < logs.checkpoint_bytes {
         return Ok(());
     }
-    let to = dir.join(format!("{SEALED_PREFIX}{}{SEALED_SUFFIX}", crate::ids::new_ulid()));
-    io::rename(&from, &to).map(|_| ())
+    seal_now(dir, logs).map(|_| ())
 }
 
-/// Makes every file that `dir`'s sealed logs name durable, with one `syncfs`, then removes
-/// those logs. The caller holds the directory's lock shared (no record is removed meanwhile).
+/// Renames `dir`'s live log to a new sealed name; answers that name, or `None` when there was
+/// no live log.
+fn seal_now(dir: &Path, logs: &CreateLogs) -> Result<Option<PathBuf>> {
+    let to = dir.join(format!("{SEALED_PREFIX}{}{SEALED_SUFFIX}", crate::ids::new_ulid()));
+    logs.forget(dir);
+    Ok(io::rename(&dir.join(LOG), &to)?.then_some(to))
+}
+
+/// Makes every file that `dir`'s sealed logs name durable, with one `syncfs` begun after
+/// they were sealed, then removes those logs (not one sealed meanwhile). No lock is needed
+/// (see [`seal`]); a deletion's tombstone goes to the live log, never a sealed one.
 pub(crate) fn checkpoint(dir: &Path) -> Result<()> {
     let sealed = sealed_logs(dir)?;
     if sealed.is_empty() {
         return Ok(());
     }
-    let handle = File::open(dir).map_err(|err| Error::io(dir, err))?;
-    rustix::fs::syncfs(&handle).map_err(|err| Error::io(dir, err.into()))?;
+    sync_file_system(dir)?;
     for log in &sealed {
         io::remove_file(log)?;
     }
     io::sync_dir(dir)
+}
+
+/// One `syncfs` of the file system holding `path`.
+pub(crate) fn sync_file_system(path: &Path) -> Result<()> {
+    let handle = File::open(path).map_err(|err| Error::io(path, err))?;
+    rustix::fs::syncfs(&handle).map_err(|err| Error::io(path, err.into()))
 }
 
 /// `dir`'s sealed logs, oldest first.
@@ -319,92 +360,183 @@ pub(crate) fn has_logs(dir: &Path) -> Result<bool> {
     Ok(dir.join(LOG).exists() || !sealed_logs(dir)?.is_empty())
 }
 
-/// Brings back the records of `dir`'s logs that a power loss took, then empties the logs: run
-/// at open, holding the directory's lock exclusively. A record is brought back (through
-/// `rewrite`, which writes it durably and tells the indexes) when its line was written before
-/// `this_boot` (see [`boot_id`]), is not followed by a tombstone, and its file is neither in `dir` whole, naming the same id, nor anywhere in
-/// `elsewhere` (the directories the record may have moved to). Answers how many came back.
+/// What a replay of one directory did, and what is left to do once every directory is
+/// replayed.
+#[derive(Debug, Default)]
+pub(crate) struct Replayed {
+    /// Records brought back.
+    pub(crate) restored: usize,
+    /// Records of this boot's lines found nowhere: removed behind the store's back, or lost
+    /// without a restart of the machine (see [`boot_id`]); named in the log, not brought back.
+    pub(crate) missing: Vec<String>,
+    /// The logs read, all sealed now: to be removed after a `syncfs` begun after the replay.
+    pub(crate) logs: Vec<PathBuf>,
+}
+
+/// Where a record's file was looked for.
+enum Found {
+    /// Whole, naming its id, in the directory or elsewhere.
+    Whole,
+    /// Missing everywhere, or in the directory but empty, torn or another record.
+    Lost,
+}
+
+/// Brings back the records of `dir`'s logs that a power loss took, and seals the live log:
+/// run at open, holding the directory's lock exclusively (no create is midway). A record is
+/// brought back (through `rewrite`, which writes it durably and tells the indexes) when its
+/// line was written before this boot (`logs_here`, see [`boot_id`]), no tombstone names it
+/// (in any log, in any order: names are fresh ids, so a tombstone is final), its record
+/// belongs here (`belongs`, and its file name is its id) and its file is neither in `dir`
+/// whole nor anywhere in `elsewhere` (the directories the record may have moved to, or been
+/// set aside in as `<name>.corrupt`). A file that cannot be read (EIO, EACCES) fails the
+/// replay rather than be taken for lost: writing the create back would undo its later
+/// changes.
 pub(crate) fn replay<T: DeserializeOwned + Serialize>(
     dir: &Path,
-    this_boot: Option<&str>,
+    logs_here: &CreateLogs,
     elsewhere: &[PathBuf],
+    belongs: impl Fn(&T) -> bool,
     mut rewrite: impl FnMut(&str, T) -> Result<()>,
-) -> Result<usize> {
+) -> Result<Replayed> {
+    let this_boot = logs_here.boot();
     let mut logs = sealed_logs(dir)?;
     let live = dir.join(LOG);
     if live.exists() {
         logs.push(live);
     }
+    let mut replayed = Replayed::default();
     if logs.is_empty() {
-        return Ok(0);
+        return Ok(replayed);
     }
-    let mut records: Vec<(String, Option<T>)> = Vec::new();
+    // Each named record's last line of a put: `Some` for an earlier boot's, `None` for this
+    // boot's.
+    let mut puts: Vec<(String, Option<T>)> = Vec::new();
     let mut position: HashMap<String, usize> = HashMap::new();
+    let mut gone: HashSet<String> = HashSet::new();
     for log in &logs {
         let bytes = match fs::read(log) {
             Ok(bytes) => bytes,
             Err(err) if err.kind() == stdio::ErrorKind::NotFound => continue,
             Err(err) => return Err(Error::io(log, err)),
         };
-        // A torn line (a writer killed midway, or a power loss after the last sync) was
-        // never answered, and is skipped.
-        for line in bytes.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()) {
+        let lines: Vec<&[u8]> =
+            bytes.split(|byte| *byte == b'\n').filter(|line| !line.is_empty()).collect();
+        for (at, line) in lines.iter().enumerate() {
             let (name, record) = match serde_json::from_slice::<Line<T>>(line) {
-                // A line written since this boot needs nothing: a process's death keeps the page
-                // cache, so its file was there and whatever took it since did so on purpose.
+                // A line written since this boot needs no record kept: a process's death
+                // leaves the page cache, so its file was there.
                 Ok(Line::Put { put, boot: Some(boot), .. }) if Some(boot.as_str()) == this_boot => {
                     (put, None)
                 }
                 Ok(Line::Put { put, record, .. }) => (put, Some(record)),
-                Ok(Line::Gone { gone }) => (gone, None),
-                Err(_) => continue,
+                Ok(Line::Gone { gone: name }) => {
+                    gone.insert(name);
+                    continue;
+                }
+                Err(err) => {
+                    // A torn last line (a writer killed midway, or a power loss after the last
+                    // sync) was never answered; anything else is worth a word.
+                    if at + 1 < lines.len() {
+                        tracing::warn!(
+                            log = %log.display(),
+                            error = %err,
+                            "skipping a line of the log of new records that does not parse"
+                        );
+                    }
+                    continue;
+                }
             };
             if !plain_name(&name) {
-                tracing::warn!(log = %log.display(), name, "skipping a line that names no record file");
+                tracing::warn!(
+                    log = %log.display(),
+                    name,
+                    "skipping a line that names no record file"
+                );
                 continue;
             }
             match position.get(&name) {
-                Some(&at) => records[at].1 = record,
+                Some(&at) => puts[at].1 = record,
                 None => {
-                    position.insert(name.clone(), records.len());
-                    records.push((name, record));
+                    position.insert(name.clone(), puts.len());
+                    puts.push((name, record));
                 }
             }
         }
     }
-    let mut restored = 0;
-    for (name, record) in records {
-        let Some(record) = record else { continue };
-        if !names_itself(&name, &record) {
-            tracing::warn!(dir = %dir.display(), name, "skipping a line whose record has another id");
+    for (name, record) in puts {
+        if gone.contains(&name) {
             continue;
         }
-        if whole(&dir.join(&name), &record)
-            || elsewhere.iter().any(|other| other.join(&name).exists())
-        {
-            continue;
+        match record {
+            None => {
+                if matches!(locate(dir, &name, elsewhere, None::<&T>)?, Found::Lost) {
+                    replayed.missing.push(name);
+                }
+            }
+            Some(record) => {
+                if !names_itself(&name, &record) || !belongs(&record) {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        name,
+                        "skipping a line whose record is not this directory's"
+                    );
+                    continue;
+                }
+                if matches!(locate(dir, &name, elsewhere, Some(&record))?, Found::Whole) {
+                    continue;
+                }
+                tracing::warn!(
+                    dir = %dir.display(),
+                    name,
+                    "bringing back a new record a crash took"
+                );
+                rewrite(&name, record)?;
+                replayed.restored += 1;
+            }
         }
-        tracing::warn!(dir = %dir.display(), name, "bringing back a new record a crash took");
-        rewrite(&name, record)?;
-        restored += 1;
     }
-    // Every record the logs name is now durable (brought back durably, or found): one
-    // `syncfs` for the found ones whose files were never synced, then the logs go.
-    let handle = File::open(dir).map_err(|err| Error::io(dir, err))?;
-    rustix::fs::syncfs(&handle).map_err(|err| Error::io(dir, err.into()))?;
-    for log in &logs {
-        io::remove_file(log)?;
+    if let Some(sealed) = seal_now(dir, logs_here)? {
+        logs.pop_if(|log| *log == dir.join(LOG));
+        logs.push(sealed);
     }
-    io::sync_dir(dir)?;
-    Ok(restored)
+    replayed.logs = logs;
+    Ok(replayed)
 }
 
-/// Whether `path` holds a whole JSON record with the same `id` as `record`.
-fn whole<T: Serialize>(path: &Path, record: &T) -> bool {
-    let Ok(bytes) = fs::read(path) else { return false };
-    let Ok(found) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return false };
-    let Ok(expected) = serde_json::to_value(record) else { return false };
-    found.get("id").is_some() && found.get("id") == expected.get("id")
+/// Looks for the record `name` in `dir` (whole, naming the id of `record` when given) and in
+/// `elsewhere`; a read error other than "not found" is an error.
+fn locate<T: Serialize>(
+    dir: &Path,
+    name: &str,
+    elsewhere: &[PathBuf],
+    record: Option<&T>,
+) -> Result<Found> {
+    let path = dir.join(name);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let Some(record) = record else { return Ok(Found::Whole) };
+            let found = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+            let expected = serde_json::to_value(record).ok();
+            let id = |value: &Option<serde_json::Value>| value.as_ref()?.get("id").cloned();
+            if id(&found).is_some() && id(&found) == id(&expected) {
+                return Ok(Found::Whole);
+            }
+            // Empty, torn or another record: what a power loss leaves of an unsynced file.
+            return Ok(Found::Lost);
+        }
+        Err(err) if err.kind() == stdio::ErrorKind::NotFound => {}
+        Err(err) => return Err(Error::io(&path, err)),
+    }
+    for other in elsewhere {
+        for candidate in [other.join(name), other.join(format!("{name}.corrupt"))] {
+            match fs::symlink_metadata(&candidate) {
+                Ok(_) => return Ok(Found::Whole),
+                Err(err) if err.kind() == stdio::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io(&candidate, err)),
+            }
+        }
+    }
+    Ok(Found::Lost)
 }
 
 /// Whether `name` is `<id>.json` for the record's own `id`.
@@ -453,12 +585,25 @@ mod tests {
     /// Replays `dir` as an open does, writing back what it brings back; answers those ids.
     fn replay_into(dir: &Path, elsewhere: &[PathBuf]) -> Vec<String> {
         let mut restored = Vec::new();
-        replay(dir, Some("this boot"), elsewhere, |name, record: Record| {
-            fs::write(dir.join(name), serde_json::to_vec(&record).unwrap()).unwrap();
-            restored.push(record.id);
-            Ok(())
-        })
+        let logs = CreateLogs::default().with_boot("this boot");
+        let replayed = replay(
+            dir,
+            &logs,
+            elsewhere,
+            |_: &Record| true,
+            |name, record: Record| {
+                fs::write(dir.join(name), serde_json::to_vec(&record).unwrap()).unwrap();
+                restored.push(record.id);
+                Ok(())
+            },
+        )
         .unwrap();
+        assert_eq!(replayed.restored, restored.len());
+        // As the store does once every directory is replayed.
+        sync_file_system(dir).unwrap();
+        for log in replayed.logs {
+            fs::remove_file(log).unwrap();
+        }
         restored.sort();
         restored
     }
@@ -603,9 +748,9 @@ mod tests {
         assert!(replay_into(&dir, &[]).is_empty(), "a failed create came back");
     }
 
-    /// Past its length a create says the log is due a checkpoint; sealing and the checkpoint then leave no log,
-    /// and the records stay. A seal by a second writer that saw the old log long finds the
-    /// new one short and leaves it.
+    /// Past its length a create says the log is due a checkpoint; sealing and the checkpoint
+    /// then leave no log, and the records stay. A seal by a second writer that saw the old log
+    /// long finds the new one short and leaves it.
     #[test]
     fn a_long_log_is_sealed_and_checkpointed_away() {
         let root = tempfile::tempdir().unwrap();
@@ -651,8 +796,69 @@ mod tests {
         write_new(&dir.join("since.json"), &record("since"), &now).unwrap();
         fs::remove_file(dir.join("before.json")).unwrap();
         fs::remove_file(dir.join("since.json")).unwrap();
-        assert_eq!(replay_into(&dir, &[]), ["before"]);
-        assert_eq!(names(&dir), ["before.json"]);
+        let logs = CreateLogs::default().with_boot("this boot");
+        let replayed = replay(
+            &dir,
+            &logs,
+            &[],
+            |_: &Record| true,
+            |name, record: Record| {
+                fs::write(dir.join(name), serde_json::to_vec(&record).unwrap()).unwrap();
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(replayed.restored, 1);
+        assert_eq!(replayed.missing, ["since.json"], "a record gone in this boot is not named");
+        assert_eq!(replayed.logs.len(), 1, "the live log is sealed for its removal");
+        assert!(!dir.join(LOG).exists());
+        assert!(names(&dir).contains(&"before.json".to_owned()));
+        assert!(!dir.join("since.json").exists());
+    }
+
+    /// Names are fresh ids, so a tombstone is final: a put read after it (logs sealed out of
+    /// order, by a clock stepped back) does not bring the record back. A record set aside as
+    /// `<name>.corrupt` where it may go does not come back either.
+    #[test]
+    fn a_tombstone_wins_in_any_order_and_a_record_set_aside_stays_aside() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, dead) = (root.path().join("open"), root.path().join("dead"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(&dead).unwrap();
+        let logs = CreateLogs::default().with_boot("an earlier boot");
+        write_new(&dir.join("deleted.json"), &record("deleted"), &logs).unwrap();
+        write_new(&dir.join("aside.json"), &record("aside"), &logs).unwrap();
+        let put = fs::read_to_string(dir.join(LOG)).unwrap();
+        tombstone(&dir, "deleted.json", &logs).unwrap();
+        fs::remove_file(dir.join("deleted.json")).unwrap();
+        fs::rename(dir.join("aside.json"), dead.join("aside.json.corrupt")).unwrap();
+        // The puts again, in a log that sorts after the one holding the tombstone.
+        fs::write(dir.join(format!("{SEALED_PREFIX}0{SEALED_SUFFIX}")), b"").unwrap();
+        fs::rename(dir.join(LOG), dir.join(format!("{SEALED_PREFIX}0{SEALED_SUFFIX}"))).unwrap();
+        fs::write(dir.join(LOG), put).unwrap();
+        assert!(replay_into(&dir, &[dead]).is_empty());
+        assert!(!dir.join("deleted.json").exists());
+        assert!(!dir.join("aside.json").exists());
+    }
+
+    /// A record's file that cannot be read (here a directory stands in for EIO) fails the
+    /// replay instead of being taken for lost: writing the create back would undo its later
+    /// changes. The logs stay for the next attempt.
+    #[test]
+    fn a_record_that_cannot_be_read_fails_the_replay_and_keeps_the_logs() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("open");
+        fs::create_dir_all(&dir).unwrap();
+        let logs = CreateLogs::default().with_boot("an earlier boot");
+        write_new(&dir.join("unreadable.json"), &record("unreadable"), &logs).unwrap();
+        fs::remove_file(dir.join("unreadable.json")).unwrap();
+        fs::create_dir(dir.join("unreadable.json")).unwrap();
+        let now = CreateLogs::default().with_boot("this boot");
+        let failed = replay(&dir, &now, &[], |_: &Record| true, |_, _: Record| Ok(()));
+        assert!(failed.is_err(), "an unreadable record was taken for lost");
+        assert!(has_logs(&dir).unwrap());
+        fs::remove_dir(dir.join("unreadable.json")).unwrap();
+        assert_eq!(replay_into(&dir, &[]), ["unreadable"]);
     }
 
     #[test]

@@ -27,27 +27,34 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 /// At most this many files' rounds are kept; past it, the idle ones are dropped (a writer
 /// that comes later starts afresh, which loses nothing: no round is under way for them).
 const KEPT_FILES: usize = 256;
 
-/// The group commit of every file this process shares syncs of, by path.
+/// A file, by device and inode: rounds are per file, whatever its name is meanwhile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FileId {
+    pub(crate) device: u64,
+    pub(crate) inode: u64,
+}
+
+/// The group commit of every file this process shares syncs of.
 #[derive(Default)]
 pub(crate) struct GroupSyncs {
-    files: Mutex<HashMap<PathBuf, Arc<GroupSync>>>,
+    files: Mutex<HashMap<FileId, Arc<GroupSync>>>,
 }
 
 impl GroupSyncs {
-    /// The group commit of the file at `path`.
-    pub(crate) fn get(&self, path: &Path) -> Arc<GroupSync> {
+    /// The group commit of `file`, held open by the caller (so its inode is not reused while
+    /// the caller's round runs).
+    pub(crate) fn get(&self, file: FileId) -> Arc<GroupSync> {
         let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-        if files.len() >= KEPT_FILES && !files.contains_key(path) {
+        if files.len() >= KEPT_FILES && !files.contains_key(&file) {
             files.retain(|_, sync| Arc::strong_count(sync) > 1);
         }
-        files.entry(path.to_path_buf()).or_default().clone()
+        files.entry(file).or_default().clone()
     }
 }
 

@@ -137,7 +137,7 @@ impl FsStore {
         inner.empty_trash();
         inner.migrate_inboxes();
         // New records a power loss took, from the logs that made them durable.
-        inner.replay_created();
+        inner.replay_created()?;
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -156,6 +156,14 @@ impl FsStore {
             memory: Arc::new(self.clone()),
             instances: Arc::new(self.clone()),
         }
+    }
+
+    /// Runs the checkpoint of a log of new records (see `created`) on the blocking pool,
+    /// detached: the create that found the log due is answered meanwhile. One cut short (the
+    /// process stops) leaves a sealed log, which the next checkpoint or open takes up.
+    fn checkpoint_in_background(&self, work: impl FnOnce(&Inner) + Send + 'static) {
+        let inner = self.inner.clone();
+        drop(tokio::task::spawn_blocking(move || work(&inner)));
     }
 
     /// Runs blocking file work off the async threads.
@@ -217,31 +225,70 @@ impl Inner {
     }
 
     /// Brings back, from the logs of new records, the inbox messages and tasks whose files a
-    /// power loss took, and empties those logs (see `created`). An agent that cannot be
-    /// replayed is logged and its logs stay, for the next open.
-    fn replay_created(&self) {
-        let Ok(agents) = io::list_names(&self.root.join("agents"), "") else { return };
+    /// power loss took, then empties those logs after one `syncfs` (see `created`). Fails
+    /// when an agent's logs cannot be replayed: serving without records whose creates were
+    /// answered would let a later checkpoint drop their lines for good. A failed `syncfs`
+    /// only keeps the logs (sealed) for the next open.
+    fn replay_created(&self) -> Result<()> {
+        let agents = io::list_names(&self.root.join("agents"), "")?;
+        let mut logs = Vec::new();
         for name in agents {
             let Ok(agent) = crate::AgentName::parse(&name) else { continue };
+            if !self.agent_dir(&agent).join("agent.json").exists() {
+                continue;
+            }
             for (what, replayed) in [
                 ("inbox messages", self.replay_inbox(&agent)),
                 ("tasks", self.replay_tasks(&agent)),
             ] {
-                match replayed {
-                    Ok(0) => {}
-                    Ok(restored) => tracing::warn!(
+                let replayed = replayed.map_err(|err| {
+                    tracing::error!(%agent, error = %err, "could not replay the log of new {what}");
+                    err
+                })?;
+                if replayed.restored > 0 {
+                    tracing::warn!(
                         %agent,
-                        restored,
+                        restored = replayed.restored,
                         "brought back {what} whose files a crash took, from the log of new records"
-                    ),
-                    Err(err) => tracing::error!(
-                        %agent,
-                        error = %err,
-                        "could not replay the log of new {what}; it is kept for the next open"
-                    ),
+                    );
                 }
+                if !replayed.missing.is_empty() {
+                    let first: Vec<&str> =
+                        replayed.missing.iter().take(20).map(String::as_str).collect();
+                    tracing::warn!(
+                        %agent,
+                        missing = replayed.missing.len(),
+                        files = %first.join(" "),
+                        "{what} created in this boot are gone although no tombstone names them: \
+                         removed behind the store's back, or lost without a restart of the \
+                         machine; they are not brought back"
+                    );
+                }
+                logs.extend(replayed.logs);
             }
         }
+        if logs.is_empty() {
+            return Ok(());
+        }
+        if let Err(err) = created::sync_file_system(&self.root) {
+            tracing::error!(
+                error = %err,
+                "could not sync the file system after replaying the logs of new records; they \
+                 are kept for the next open"
+            );
+            return Ok(());
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for log in &logs {
+            io::remove_file(log)?;
+            if let Some(dir) = log.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            io::sync_dir(&dir)?;
+        }
+        Ok(())
     }
 
     /// Removes what deletions left in the trash.

@@ -247,17 +247,12 @@ impl Inner {
     }
 
     /// Makes the new tasks of the agent's log durable in their files and lets the log go (see
-    /// `created`). A failure is logged: the log stays, and the next checkpoint or open takes
-    /// it up.
+    /// `created`), off the request path and without `tasks.lock`. A failure is logged: the
+    /// sealed log stays, and the next checkpoint or open takes it up.
     fn checkpoint_tasks(&self, agent: &AgentName) {
         let dir = self.tasks_dir(agent);
         let Some(_under_way) = self.created.checkpointing(&dir) else { return };
-        let lock = self.agent_dir(agent).join("tasks.lock");
-        let done = self.with_tasks(agent, || created::seal(&dir, &self.created)).and_then(|()| {
-            self.with_agent(agent, || {
-                io::with_lock_mode(&lock, false, || created::checkpoint(&dir))
-            })
-        });
+        let done = created::seal(&dir, &self.created).and_then(|()| created::checkpoint(&dir));
         if let Err(err) = done {
             tracing::warn!(%agent, error = %err, "could not checkpoint the log of new tasks");
         }
@@ -265,24 +260,30 @@ impl Inner {
 
     /// Brings back the new tasks of the agent's log that a power loss took (see `created`).
     /// Run at open.
-    pub(super) fn replay_tasks(&self, agent: &AgentName) -> Result<usize> {
+    pub(super) fn replay_tasks(&self, agent: &AgentName) -> Result<created::Replayed> {
         let dir = self.tasks_dir(agent);
         if !created::has_logs(&dir)? {
-            return Ok(0);
+            return Ok(created::Replayed::default());
         }
         let mut restored = Vec::new();
-        self.with_tasks(agent, || {
-            created::replay(&dir, self.created.boot(), &[], |name, task: Task| {
-                self.note_task(agent, &task.id)?;
-                io::write_json(&dir.join(name), &task)?;
-                restored.push(task.id);
-                Ok(())
-            })
+        let replayed = self.with_tasks(agent, || {
+            created::replay(
+                &dir,
+                &self.created,
+                &[],
+                |task: &Task| task.agent_name == *agent,
+                |name, task: Task| {
+                    self.note_task(agent, &task.id)?;
+                    io::write_json(&dir.join(name), &task)?;
+                    restored.push(task.id);
+                    Ok(())
+                },
+            )
         })?;
         for id in &restored {
             self.publish_change(agent, id);
         }
-        Ok(restored.len())
+        Ok(replayed)
     }
 
     fn put_task(&self, task: &Task) -> Result<()> {
@@ -427,35 +428,38 @@ impl TaskStore for FsStore {
             return Err(Error::Invalid("prompt must not be empty".into()));
         }
         let agent = agent.clone();
-        self.blocking(move |s| {
-            let now = timestamp::now();
-            let task = Task::new(&agent, new, now);
-            // A fresh id: no one else can name this file, so creators hold `tasks.lock` only
-            // shared, and the log of new records makes the file durable, its sync shared by
-            // concurrent creators (see `created`); the index's line comes first (see `index`).
-            let due = s.with_agent(&agent, || {
-                io::with_lock_mode(&s.agent_dir(&agent).join("tasks.lock"), false, || {
-                    let log = s.tasks_log(&agent);
-                    let id = task.id.to_string();
-                    index::note(&log, &id, Change::New, false)?;
-                    let path = s.task_path(&agent, &task.id);
-                    let dir = path.parent().unwrap_or(&s.root);
-                    let written = io::ensure_dir(dir)
-                        .and_then(|()| created::write_new(&path, &task, &s.created));
-                    if written.is_err() {
-                        // Readers stop waiting for it; a partial file never got its name.
-                        let _ = index::note(&log, &id, Change::Changed, false);
-                    }
-                    written
-                })
-            })?;
-            s.publish_change(&agent, &task.id);
-            if due {
-                s.checkpoint_tasks(&agent);
-            }
-            Ok(task)
-        })
-        .await
+        let (task, due) = self
+            .blocking(move |s| {
+                let now = timestamp::now();
+                let task = Task::new(&agent, new, now);
+                // A fresh id: no one else can name this file, so creators hold `tasks.lock` only
+                // shared, and the log of new records makes the file durable, its sync shared by
+                // concurrent creators (see `created`); the index's line comes first (see `index`).
+                let due = s.with_agent(&agent, || {
+                    io::with_lock_mode(&s.agent_dir(&agent).join("tasks.lock"), false, || {
+                        let log = s.tasks_log(&agent);
+                        let id = task.id.to_string();
+                        index::note(&log, &id, Change::New, false)?;
+                        let path = s.task_path(&agent, &task.id);
+                        let dir = path.parent().unwrap_or(&s.root);
+                        let written = io::ensure_dir(dir)
+                            .and_then(|()| created::write_new(&path, &task, &s.created));
+                        if written.is_err() {
+                            // Readers stop waiting for it; a partial file never got its name.
+                            let _ = index::note(&log, &id, Change::Changed, false);
+                        }
+                        written
+                    })
+                })?;
+                s.publish_change(&agent, &task.id);
+                Ok((task, due))
+            })
+            .await?;
+        if due {
+            let agent = task.agent_name.clone();
+            self.checkpoint_in_background(move |s| s.checkpoint_tasks(&agent));
+        }
+        Ok(task)
     }
 
     async fn get(&self, agent: &AgentName, id: &TaskId) -> Result<Task> {
@@ -545,6 +549,8 @@ impl TaskStore for FsStore {
                 if !io::remove_file(&path)? {
                     return Err(Error::not_found("task", id));
                 }
+                // The deletion is answered durable, like every other change.
+                io::sync_dir(dir)?;
                 io::remove_dir_all(&s.runs_dir(&agent, &id))?;
                 Ok(())
             })?;
