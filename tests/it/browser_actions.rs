@@ -9,7 +9,8 @@ use std::time::Duration;
 use orbit_testkit::{Reply, Rule};
 use serde_json::{Value, json};
 
-use crate::browser::{Browser, browser_wanted, say};
+use crate::browser::say;
+use crate::browser_driver::{Browser, browser_wanted};
 use crate::helpers::TestApp;
 
 /// A long answer: a word a second.

@@ -10,7 +10,8 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use orbit_testkit::{Reply, Rule};
 use serde_json::{Value, json};
 
-use crate::browser::{Browser, browser_wanted, say};
+use crate::browser::say;
+use crate::browser_driver::{Browser, browser_wanted};
 use crate::helpers::TestApp;
 
 /// Markup that would show up as elements (and run, were the policy not there) if any text
@@ -247,7 +248,9 @@ async fn another_origin_can_neither_frame_nor_drive_the_console() {
     }
     assert_eq!(loaded, true, "the frame loaded");
     let frame = browser.try_element("#framed").await.unwrap();
-    browser.command("POST", "/frame", Some(json!({"id": {crate::browser::ELEMENT: frame}}))).await;
+    browser
+        .command("POST", "/frame", Some(json!({"id": {crate::browser_driver::ELEMENT: frame}})))
+        .await;
     let script = "return {url: location.href, console: !!document.getElementById('main')};";
     let inside =
         browser.command("POST", "/execute/sync", Some(json!({"script": script, "args": []}))).await;

@@ -8,6 +8,7 @@ mod api;
 mod browser;
 mod browser_actions;
 mod browser_attacks;
+mod browser_driver;
 mod cluster;
 mod cluster_clocks;
 mod cluster_crash;

@@ -1,11 +1,14 @@
 //! orbit-store-postgres's integration tests, one binary so they link once: the shared store
-//! contract on a real PostgreSQL, and what only a database store has to show.
+//! contract on a real PostgreSQL, and what only a database store has to show (`database`:
+//! nodes on one database; `migrations`; `news`: what nodes relay to each other).
 
 // Test code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod contract;
 mod database;
+mod migrations;
+mod news;
 
 use orbit_store::{FsOptions, Stores};
 use orbit_store_postgres::{PgOptions, PgStore};

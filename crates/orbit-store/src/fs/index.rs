@@ -21,7 +21,7 @@
 //!   until they appear or a `changed` line about them comes (a send that failed says so; one
 //!   that crashed leaves an id to look for, one failed `open` per refresh);
 //! - the log is replaced by an empty one (new header) only under the exclusive lock, once past
-//!   [`LOG_MAX_BYTES`]; readers notice the new header and read the directory again;
+//!   `LOG_MAX_BYTES` (`change_log`); readers notice the new header and read the directory again;
 //! - the log is never fsynced: it matters only to processes that are running, which all read
 //!   the same page cache, and a process that starts (after any crash) reads the directory first.
 //!
@@ -52,156 +52,28 @@
 //! different inode, which the held file rules out being reused; a log gone (the agent deleted)
 //! fails the `stat`; either way the listing refreshes the ordinary way, under its locks.
 //!
+//! The change log's lines and files are `change_log`'s; a replica and its refresh are
+//! `replica`'s; this module keeps each agent's replica and answers the store's reads from it.
+//!
 //! Memory: one entry per record that the index keeps, the record itself (parsed, as the
 //! listing answers it) plus its id as a key in a `BTreeMap`, about 100 bytes of overhead each;
 //! for an index listed whole, each record's rendering, and its last body and its held log
 //! while the process-wide pools keep them (see `render::Renderings` and `follow`).
 
+mod change_log;
+mod replica;
+
+pub(crate) use change_log::{Change, note};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
-use super::follow::Followed;
-use super::io;
-use crate::ids::JournalId;
-use crate::render::{Body, Generation, Listing, Render, Rendered, Renderings};
-use crate::{AgentName, Error, Result};
-
-/// The log is replaced by an empty one past this size (about 100,000 changes).
-const LOG_MAX_BYTES: u64 = 4 * 1024 * 1024;
-/// Bytes read at the start of the log to find its header.
-const HEADER_PROBE: usize = 128;
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Line {
-    Log(JournalId),
-    New(String),
-    Changed(String),
-}
-
-/// What a writer is about to do to a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Change {
-    /// Create it under a fresh id, holding the directory's lock shared.
-    New,
-    /// Rewrite, move or remove it, holding the directory's lock exclusively.
-    Changed,
-}
-
-/// Appends a change line to `log` (made if missing), unsynced. With `may_replace` (the caller
-/// holds the lock exclusively) a log past its bound is first replaced by an empty one.
-pub(crate) fn note(log: &Path, id: &str, change: Change, may_replace: bool) -> Result<()> {
-    let len = match fs::metadata(log) {
-        Ok(meta) => Some(meta.len()),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-        Err(err) => return Err(Error::io(log, err)),
-    };
-    match len {
-        None => create_log(log)?,
-        // A log without a header (cut short by a power loss: it is never synced) would make
-        // every reader read the whole directory at every refresh, so it is replaced too.
-        Some(len) if may_replace && (len > LOG_MAX_BYTES || !has_header(log)?) => {
-            io::write_bytes(log, &header_line(log)?)?;
-        }
-        Some(_) => {}
-    }
-    let line = match change {
-        Change::New => Line::New(id.to_owned()),
-        Change::Changed => Line::Changed(id.to_owned()),
-    };
-    let bytes = serde_json::to_vec(&line)
-        .map_err(|err| Error::Corrupt { path: log.into(), source: err })?;
-    io::append_line_unsynced(log, &bytes)
-}
-
-fn has_header(log: &Path) -> Result<bool> {
-    let mut file = File::open(log).map_err(|err| Error::io(log, err))?;
-    Ok(read_header(&mut file, log)?.is_some())
-}
-
-fn header_line(log: &Path) -> Result<Vec<u8>> {
-    let mut line = serde_json::to_vec(&Line::Log(JournalId::new()))
-        .map_err(|err| Error::Corrupt { path: log.into(), source: err })?;
-    line.push(b'\n');
-    Ok(line)
-}
-
-/// Makes a log holding only its header, unless one exists: written aside and linked into
-/// place, so that it never replaces a log someone else made meanwhile. Its directory must
-/// exist: a log is never what brings back the directory of an agent deleted meanwhile.
-fn create_log(log: &Path) -> Result<()> {
-    let Some(dir) = log.parent() else { return Ok(()) };
-    let name = log.file_name().and_then(|n| n.to_str()).unwrap_or("log");
-    let temp = dir.join(format!(".{name}.{}.tmp", crate::ids::new_ulid()));
-    let written = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
-        file.write_all(&header_line(log).map_err(std::io::Error::other)?)
-    })();
-    let linked = written.and_then(|()| fs::hard_link(&temp, log));
-    let _ = fs::remove_file(&temp);
-    match linked {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(err) => Err(Error::io(log, err)),
-    }
-}
-
-/// One directory's records as this process last read them.
-struct Replica<T> {
-    /// The header of the log consumed; `None` until the first refresh.
-    log: Option<JournalId>,
-    /// Bytes of the log consumed (always the end of a complete line).
-    offset: u64,
-    records: BTreeMap<String, T>,
-    /// Ids to look at again at every refresh: announced as `new` with no file yet, or with a
-    /// file that could not be read.
-    awaiting: BTreeSet<String>,
-    /// Ids whose file is there but not kept: not belonging in the index (the inbox's closed
-    /// messages a crash left in `open/`) or not parseable. Normally none; a writer holding the
-    /// lock exclusively moves them on (see [`RecordIndex::read_settled`]).
-    strays: BTreeSet<String>,
-    /// The renderings of the records listed whole and their last body (see `render`), each
-    /// rendering forgotten, and the body dropped, when a record changes.
-    renderings: Renderings<String, T>,
-    /// The log as this replica last read it, held open (see `follow`).
-    followed: Option<Followed>,
-}
-
-impl<T> Default for Replica<T> {
-    fn default() -> Self {
-        Self {
-            log: None,
-            offset: 0,
-            records: BTreeMap::new(),
-            awaiting: BTreeSet::new(),
-            strays: BTreeSet::new(),
-            renderings: Renderings::default(),
-            followed: None,
-        }
-    }
-}
-
-impl<T> Replica<T> {
-    /// Whether this replica is current without a refresh: its log is the file it read last,
-    /// grown by nothing since, and no record is awaited (see the module docs). One `stat`.
-    /// A log found changed is let go at once: the refresh that follows holds the file anew,
-    /// and a log deleted with its agent is not kept open meanwhile.
-    fn current(&mut self, log: &Path) -> bool {
-        let current = self.awaiting.is_empty()
-            && self.followed.as_ref().is_some_and(|followed| followed.unchanged(log, self.offset));
-        if !current {
-            self.followed = None;
-        }
-        current
-    }
-}
+use crate::render::{Body, Generation, Listing, Render, Rendered};
+use crate::{AgentName, Result};
+use replica::{Replica, refresh};
 
 /// Where an index reads from, and which records it keeps.
 pub(crate) struct Source<'a, T> {
@@ -211,42 +83,6 @@ pub(crate) struct Source<'a, T> {
     pub log: &'a Path,
     /// Whether a record belongs in the index (the inbox keeps only pending messages).
     pub keep: fn(&T) -> bool,
-}
-
-/// What one read of a record's file found. A refresh decides from this single observation
-/// whether to keep, drop or await a record: looking at the file twice (a read, then an
-/// `exists`) would let a creator's file appear in between, and the record be neither kept
-/// nor awaited, missing from the listing for good.
-enum Found<T> {
-    /// There, and belonging in the index.
-    Kept(T),
-    /// There, but not kept (the inbox's closed messages) or not parseable.
-    Skipped,
-    /// No file.
-    Missing,
-    /// There, but reading it failed (EACCES, EIO, a directory by that name): left out of
-    /// listings, as a full read leaves it out, and read again at every refresh. One such
-    /// file must not fail every listing of the directory.
-    Unreadable,
-}
-
-impl<T: DeserializeOwned> Source<'_, T> {
-    /// The record `id` as its file is now.
-    fn load(&self, id: &str) -> Result<Found<T>> {
-        match io::read_json::<T>(&self.dir.join(format!("{id}.json"))) {
-            Ok(Some(record)) if (self.keep)(&record) => Ok(Found::Kept(record)),
-            Ok(Some(_)) => Ok(Found::Skipped),
-            Ok(None) => Ok(Found::Missing),
-            Err(err @ Error::Io { .. }) => {
-                tracing::warn!(error = %err, "leaving out a record that could not be read");
-                Ok(Found::Unreadable)
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "skipping a record that does not parse");
-                Ok(Found::Skipped)
-            }
-        }
-    }
 }
 
 /// Each agent's replica of one kind of record directory, shared by the store's clones.
@@ -424,190 +260,13 @@ pub(crate) fn after<T>(
     records.range::<String, _>((from, Bound::Unbounded)).map(|(_, record)| record)
 }
 
-/// Brings `replica` up to date with `source`. With `hold` (a whole listing's refresh) the log
-/// is held open afterwards for the next listing's one-`stat` check; without (a writer's, or a
-/// partial read's), the file held before is let go, so that only listings use the process's
-/// few held descriptors (see `follow`).
-fn refresh<T: DeserializeOwned>(
-    replica: &mut Replica<T>,
-    source: &Source<'_, T>,
-    hold: bool,
-) -> Result<()> {
-    let log = source.log;
-    let mut file = match File::open(log) {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            create_log(log)?;
-            File::open(log).map_err(|err| Error::io(log, err))?
-        }
-        Err(err) => return Err(Error::io(log, err)),
-    };
-    let metadata = file.metadata().map_err(|err| Error::io(log, err))?;
-    catch_up(replica, source, &mut file, metadata.len())?;
-    // Held from here on, for the next listing's one-`stat` check (see `follow`); the file
-    // held before is let go first, so that a replica never holds two.
-    if hold {
-        replica.followed = None;
-        replica.followed = Followed::hold(file, &metadata);
-    } else if !replica.followed.as_ref().is_some_and(|followed| followed.is(&metadata)) {
-        replica.followed = None;
-    }
-    Ok(())
-}
-
-/// Brings `replica` up to date with the log `file`, `len` bytes long.
-fn catch_up<T: DeserializeOwned>(
-    replica: &mut Replica<T>,
-    source: &Source<'_, T>,
-    file: &mut File,
-    len: u64,
-) -> Result<()> {
-    let log = source.log;
-    let header = read_header(file, log)?;
-    if header.is_none() || header != replica.log || len < replica.offset {
-        // A log new to this process: read every record. Lines appended from here on are read
-        // at the next refresh, so nothing written during the scan is missed; a creator whose
-        // line came before but whose file is not there yet (one holds the lock only shared)
-        // is awaited, as its line were read now.
-        let bytes = read_from(file, log, 0, len)?;
-        let (lines, consumed) = io::parse_jsonl::<Line>(log, &bytes);
-        let mut records = BTreeMap::new();
-        let mut listed = BTreeSet::new();
-        let mut awaiting = BTreeSet::new();
-        let mut strays = BTreeSet::new();
-        for name in io::list_names(source.dir, ".json")? {
-            let Some(id) = name.strip_suffix(".json") else { continue };
-            listed.insert(id.to_owned());
-            match source.load(id)? {
-                Found::Kept(record) => {
-                    records.insert(id.to_owned(), record);
-                }
-                Found::Unreadable => {
-                    awaiting.insert(id.to_owned());
-                }
-                Found::Skipped => {
-                    strays.insert(id.to_owned());
-                }
-                Found::Missing => {}
-            }
-        }
-        // Judged against the listing, not the directory as it is now: a file that appeared
-        // since was not read, and is awaited (read at the next refresh) like one still to come.
-        for (id, change) in last_changes(lines) {
-            if change == Change::New && !listed.contains(&id) {
-                awaiting.insert(id);
-            }
-        }
-        *replica = Replica {
-            log: header,
-            offset: consumed as u64,
-            records,
-            awaiting,
-            strays,
-            renderings: Renderings::default(),
-            followed: None,
-        };
-        return Ok(());
-    }
-    if len == replica.offset && replica.awaiting.is_empty() {
-        return Ok(());
-    }
-    let bytes = read_from(file, log, replica.offset, len)?;
-    let (lines, complete) = io::parse_jsonl::<Line>(log, &bytes);
-    // The last line about an id says whether it may still be on its way.
-    let mut touched: BTreeMap<String, Change> =
-        std::mem::take(&mut replica.awaiting).into_iter().map(|id| (id, Change::New)).collect();
-    touched.extend(last_changes(lines));
-    for (id, change) in touched {
-        // A record read again is a change (its rendering forgotten, a new generation, the
-        // body dropped); one still missing or left out, as it was, is not.
-        let found = source.load(&id)?;
-        let changed = match &found {
-            Found::Kept(_) => true,
-            Found::Skipped | Found::Missing | Found::Unreadable => {
-                replica.records.contains_key(&id)
-            }
-        };
-        if changed {
-            replica.renderings.changed(&id);
-        }
-        if matches!(found, Found::Skipped) {
-            replica.strays.insert(id.clone());
-        } else {
-            replica.strays.remove(&id);
-        }
-        match found {
-            Found::Kept(record) => {
-                replica.records.insert(id, record);
-            }
-            Found::Skipped => {
-                replica.records.remove(&id);
-            }
-            Found::Missing => {
-                replica.records.remove(&id);
-                if change == Change::New {
-                    replica.awaiting.insert(id);
-                }
-            }
-            Found::Unreadable => {
-                replica.records.remove(&id);
-                replica.awaiting.insert(id);
-            }
-        }
-    }
-    replica.offset += complete as u64;
-    Ok(())
-}
-
-/// The log's bytes from `from` to `len`.
-fn read_from(file: &mut File, log: &Path, from: u64, len: u64) -> Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(len.saturating_sub(from) as usize);
-    file.seek(SeekFrom::Start(from)).map_err(|err| Error::io(log, err))?;
-    file.take(len.saturating_sub(from))
-        .read_to_end(&mut bytes)
-        .map_err(|err| Error::io(log, err))?;
-    Ok(bytes)
-}
-
-/// The last change each line names, by id: whether a record may still be on its way.
-fn last_changes(lines: Vec<Line>) -> BTreeMap<String, Change> {
-    let mut last = BTreeMap::new();
-    for line in lines {
-        match line {
-            Line::Log(_) => {}
-            Line::New(id) => {
-                last.insert(id, Change::New);
-            }
-            Line::Changed(id) => {
-                last.insert(id, Change::Changed);
-            }
-        }
-    }
-    last
-}
-
-/// The id in a log's header line; `None` for a file without a complete one.
-fn read_header(file: &mut File, log: &Path) -> Result<Option<JournalId>> {
-    let mut probe = [0u8; HEADER_PROBE];
-    let mut filled = 0;
-    file.seek(SeekFrom::Start(0)).map_err(|err| Error::io(log, err))?;
-    while filled < probe.len() {
-        match file.read(&mut probe[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(err) => return Err(Error::io(log, err)),
-        }
-    }
-    let Some(end) = probe[..filled].iter().position(|b| *b == b'\n') else { return Ok(None) };
-    match serde_json::from_slice::<Line>(&probe[..end]) {
-        Ok(Line::Log(id)) => Ok(Some(id)),
-        _ => Ok(None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
+    use super::change_log::{has_header, header_line};
     use super::*;
+    use crate::fs::io;
 
     fn keep_all(_: &serde_json::Value) -> bool {
         true

@@ -10,11 +10,11 @@
 //! <root>/agents/<name>/inbox/open.changes.jsonl    change log of `open/` (see `index`)
 //! <root>/agents/<name>/tasks/<id>.json             a task
 //! <root>/agents/<name>/tasks.changes.jsonl         change log of `tasks/` (see `index`)
-//! <root>/agents/<name>/runs/<task>/<run>.json      a run record
+//! <root>/agents/<name>/runs/<task>/<run>.json      a run record (see `runs`)
 //! <root>/agents/.locks/<name>.lock                 the agent's lock (see below)
 //! <root>/agents/.trash/                            agents being deleted
 //! <root>/instances/<id>.json                       registered server processes
-//! <root>/task-changes.jsonl                        the task change feed (see `tasks`)
+//! <root>/task-changes.jsonl                        the task change feed (see `task_feed`)
 //! <root>/agents/<name>/memory/YYYY-MM-DD.md        daily memory
 //! <root>/workspaces/<name>/                        the agent's working directory (kept on delete)
 //! ```
@@ -42,7 +42,9 @@ mod index;
 mod instances;
 pub(crate) mod io;
 mod memory;
+mod runs;
 mod sessions;
+mod task_feed;
 mod tasks;
 mod transcripts;
 

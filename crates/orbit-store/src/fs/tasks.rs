@@ -1,35 +1,13 @@
-//! Tasks as `agents/<name>/tasks/<id>.json`, runs as `agents/<name>/runs/<task>/<run>.json`,
-//! and the task change feed `task-changes.jsonl`.
+//! Tasks as `agents/<name>/tasks/<id>.json`: created, read, listed, updated and deleted; their
+//! runs and slots are in `runs`, the change feed that tells every process of a change in
+//! `task_feed`.
 //!
 //! Every change to a task or its runs holds the agent's `tasks.lock` exclusively (creating a
-//! task under a fresh id holds it shared, as listings do), so a slot claim (the
-//! task's `lastSlot` moves forward or the claim is refused), a run start (refused while the
-//! task's newest run runs under a live lease) and a run's settling (refused to a holder whose
-//! lease was found lapsed) are each one step. The task record points at its newest run, so no
-//! fire lists the runs directory; a task keeps its newest `runs_kept` runs. Listings read an
-//! index of `tasks/` (see `index`) under `tasks.lock` taken shared, so that no change is half
-//! done while they look; its change log is `tasks.changes.jsonl`.
-//!
-//! The change feed tells every process sharing the directory that a task was created, updated
-//! or deleted: an append-only file with a header line naming it (like the session journal),
-//! which readers tail from their offset. It is a wake-up call, not data: it is appended without
-//! fsync, and replaced by an empty one when it grows past a bound, which tells its readers to
-//! re-read every task. A change whose line is lost (the writer crashed between the task and
-//! its line, or the append failed and was logged) reaches other live schedulers only when they
-//! next re-read that task or restart; the writer's own scheduler and every scheduler started
-//! after it see the task.
-//!
-//! A change's line is appended after its record is written and its task lock let go, so lines
-//! of racing writers may come in another order than their records (an update's line before
-//! the create's, a delete's before an update's). That is harmless because a line carries no
-//! state: it names a task, and its reader re-reads the task (`get`) after reading the line.
-//! Every change's line comes after the change, so a reader that has read it then reads that
-//! change or a newer one; the last change's line comes after the last change, so the reader
-//! ends with the final state (or the task gone), whatever order the lines took. Publishing
-//! under the lock would only make creators, who hold it shared, wait on the feed's own lock.
+//! task under a fresh id holds it shared, as listings do), so that each is one step (`runs`
+//! says what that makes of slot claims and runs). Listings read an index of `tasks/` (see
+//! `index`) under `tasks.lock` taken shared, so that no change is half done while they look;
+//! its change log is `tasks.changes.jsonl`.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::PoisonError;
 
@@ -37,38 +15,16 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::index::{self, Change};
-use super::{FsStore, Inner, created, io};
+use super::{FsStore, Inner, created, io, runs};
 use crate::render::{Body, Listing, Rendered};
 use crate::{
     AgentName, ChangeCursor, Error, Lease, LeaseToken, NewTask, Result, Run, RunId, RunOutcome,
-    RunStart, RunStatus, SessionId, Task, TaskChange, TaskChanges, TaskId, TaskPatch, TaskStore,
-    timestamp,
+    RunStart, SessionId, Task, TaskChanges, TaskId, TaskPatch, TaskStore, timestamp,
 };
-
-/// The change feed is replaced by an empty one past this size.
-const FEED_MAX_BYTES: u64 = 1024 * 1024;
-
-/// The header line is far shorter; a longer first line is not a header.
-const HEADER_MAX_BYTES: u64 = 256;
-
-#[derive(serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-enum FeedLine {
-    Header { feed: crate::ids::JournalId },
-    Change(TaskChange),
-}
 
 impl Inner {
     fn task_path(&self, agent: &AgentName, id: &TaskId) -> PathBuf {
         self.agent_dir(agent).join("tasks").join(format!("{id}.json"))
-    }
-
-    fn runs_dir(&self, agent: &AgentName, task: &TaskId) -> PathBuf {
-        self.agent_dir(agent).join("runs").join(task.to_string())
-    }
-
-    fn run_path(&self, agent: &AgentName, task: &TaskId, run: &RunId) -> PathBuf {
-        self.runs_dir(agent, task).join(format!("{run}.json"))
     }
 
     /// The ids of the agent's tasks, from its directory (unparsable names skipped).
@@ -80,7 +36,7 @@ impl Inner {
             .collect())
     }
 
-    fn get_task(&self, agent: &AgentName, id: &TaskId) -> Result<Task> {
+    pub(super) fn get_task(&self, agent: &AgentName, id: &TaskId) -> Result<Task> {
         io::read_json(&self.task_path(agent, id))?.ok_or_else(|| Error::not_found("task", id))
     }
 
@@ -113,7 +69,7 @@ impl Inner {
 
     /// The agent's tasks in id order, from the index, under `tasks.lock` taken shared (see
     /// `index`). An agent deleted meanwhile has none.
-    fn tasks_of(&self, agent: &AgentName) -> Result<Vec<Task>> {
+    pub(super) fn tasks_of(&self, agent: &AgentName) -> Result<Vec<Task>> {
         self.tasks_page(agent, None, usize::MAX)
     }
 
@@ -237,7 +193,11 @@ impl Inner {
 
     /// Runs a change to an agent's tasks or runs: the agent exists and stays, and no other
     /// change to its tasks runs meanwhile.
-    fn with_tasks<T>(&self, agent: &AgentName, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub(super) fn with_tasks<T>(
+        &self,
+        agent: &AgentName,
+        body: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         self.with_agent(agent, || io::with_lock(&self.agent_dir(agent).join("tasks.lock"), body))
     }
 
@@ -286,138 +246,11 @@ impl Inner {
         Ok(replayed)
     }
 
-    fn put_task(&self, task: &Task) -> Result<()> {
+    pub(super) fn put_task(&self, task: &Task) -> Result<()> {
         let path = self.task_path(&task.agent_name, &task.id);
         self.note_task(&task.agent_name, &task.id)?;
         io::ensure_dir(path.parent().unwrap_or(&self.root))?;
         io::write_json(&path, task)
-    }
-
-    fn read_run(&self, agent: &AgentName, task: &TaskId, run: &RunId) -> Result<Run> {
-        io::read_json(&self.run_path(agent, task, run))?.ok_or_else(|| Error::not_found("run", run))
-    }
-
-    fn put_run(&self, agent: &AgentName, run: &Run) -> Result<()> {
-        let dir = self.runs_dir(agent, &run.task_id);
-        io::ensure_dir(&dir)?;
-        io::write_json(&dir.join(format!("{}.json", run.id)), run)
-    }
-
-    /// The task's newest run, through the task's pointer.
-    fn newest_run(&self, task: &Task) -> Result<Option<Run>> {
-        match task.latest_run {
-            Some(run) => Ok(io::read_json(&self.run_path(&task.agent_name, &task.id, &run))?),
-            None => Ok(None),
-        }
-    }
-
-    /// Adds a run as the task's newest, and drops runs beyond the retention.
-    fn add_run(&self, mut task: Task, run: &Run) -> Result<()> {
-        // The pointer first: a crash between the two leaves a pointer to no run, which reads
-        // as "no run", never a running run that nothing points at and nothing settles.
-        task.latest_run = Some(run.id);
-        self.put_task(&task)?;
-        self.put_run(&task.agent_name, run)?;
-        let dir = self.runs_dir(&task.agent_name, &task.id);
-        let names = io::list_names(&dir, ".json")?;
-        let excess = names.len().saturating_sub(self.options.runs_kept);
-        for name in names.iter().take(excess) {
-            io::remove_file(&dir.join(name))?;
-        }
-        Ok(())
-    }
-
-    fn interrupt(&self, agent: &AgentName, mut run: Run, now: OffsetDateTime) -> Result<Run> {
-        let holder = run.lease.map(|lease| lease.instance.to_string()).unwrap_or_default();
-        tracing::warn!(%agent, task = %run.task_id, run = %run.id, %holder, "marking a run interrupted: its server stopped renewing it");
-        run.interrupt(now);
-        self.put_run(agent, &run)?;
-        Ok(run)
-    }
-
-    fn feed_path(&self) -> PathBuf {
-        self.root.join("task-changes.jsonl")
-    }
-
-    /// Tells every process that a task changed. A failure is logged, not returned: the
-    /// change itself is stored, and other schedulers re-read every task now and then. Called
-    /// after the change is made and its lock let go: the line only says "read this task
-    /// again", so lines in another order than their changes are harmless (see the module docs).
-    pub(super) fn publish_change(&self, agent: &AgentName, task: &TaskId) {
-        let published = io::with_lock(&self.root.join("task-changes.lock"), || {
-            let path = self.feed_path();
-            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            if len == 0 || len > FEED_MAX_BYTES {
-                let mut header =
-                    serde_json::to_vec(&FeedLine::Header { feed: crate::ids::JournalId::new() })
-                        .map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
-                header.push(b'\n');
-                io::write_bytes(&path, &header)?;
-            }
-            let line = serde_json::to_vec(&FeedLine::Change(TaskChange {
-                agent: agent.clone(),
-                task: *task,
-            }))
-            .map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
-            io::append_line_unsynced(&path, &line)
-        });
-        if let Err(err) = published {
-            tracing::warn!(%agent, %task, error = %err, "could not publish a task change");
-        }
-        // After the feed line, so that a scheduler woken by the tick finds the change there.
-        self.task_changes.send_modify(|ticks| *ticks = ticks.wrapping_add(1));
-    }
-
-    /// Reads the feed past `cursor`: its header line, then only the bytes after the cursor,
-    /// because schedulers poll it at every wake and it grows up to `FEED_MAX_BYTES`.
-    fn read_feed(&self, cursor: Option<ChangeCursor>) -> Result<TaskChanges> {
-        let path = self.feed_path();
-        let file = match File::open(&path) {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                // No feed yet: nothing changed since whatever the reader read.
-                let cursor = ChangeCursor { feed: ulid::Ulid::nil(), offset: 0 };
-                return Ok(TaskChanges { changes: Vec::new(), reset: false, cursor });
-            }
-            Err(err) => return Err(Error::io(&path, err)),
-        };
-        let len = file.metadata().map_err(|err| Error::io(&path, err))?.len();
-        let mut reader = BufReader::new(file);
-        let mut first = Vec::new();
-        (&mut reader)
-            .take(HEADER_MAX_BYTES)
-            .read_until(b'\n', &mut first)
-            .map_err(|err| Error::io(&path, err))?;
-        let (header, header_len) = io::parse_jsonl::<FeedLine>(&path, &first);
-        let feed = match header.first() {
-            Some(FeedLine::Header { feed }) => feed.ulid(),
-            _ => ulid::Ulid::nil(),
-        };
-        let same_feed = cursor.is_some_and(|c| c.feed == feed || c.feed.is_nil());
-        let from = match cursor {
-            Some(c) if same_feed && c.offset <= len => c.offset.max(header_len as u64),
-            // A new reader, or a replaced feed: read it all to find its end.
-            _ => header_len as u64,
-        };
-        reader.seek(SeekFrom::Start(from)).map_err(|err| Error::io(&path, err))?;
-        let mut bytes = Vec::new();
-        reader.read_to_end(&mut bytes).map_err(|err| Error::io(&path, err))?;
-        let (lines, complete) = io::parse_jsonl::<FeedLine>(&path, &bytes);
-        let end = ChangeCursor { feed, offset: from + complete as u64 };
-        let Some(cursor) = cursor else {
-            return Ok(TaskChanges { changes: Vec::new(), reset: false, cursor: end });
-        };
-        if !same_feed || cursor.offset > len {
-            return Ok(TaskChanges { changes: Vec::new(), reset: true, cursor: end });
-        }
-        let changes = lines
-            .into_iter()
-            .filter_map(|line| match line {
-                FeedLine::Change(change) => Some(change),
-                FeedLine::Header { .. } => None,
-            })
-            .collect();
-        Ok(TaskChanges { changes, reset: false, cursor: end })
     }
 }
 
@@ -568,28 +401,7 @@ impl TaskStore for FsStore {
         lease: Lease,
         now: OffsetDateTime,
     ) -> Result<RunStart> {
-        let (agent, task_id) = (agent.clone(), *task);
-        self.blocking(move |s| {
-            s.with_tasks(&agent, || {
-                let task = s.get_task(&agent, &task_id)?;
-                if let Some(previous) = s.newest_run(&task)?
-                    && previous.status == RunStatus::Running
-                {
-                    match previous.lease {
-                        Some(held) if !held.expired_at(now) => {
-                            return Ok(RunStart::Overlap(previous));
-                        }
-                        _ => {
-                            s.interrupt(&agent, previous, now)?;
-                        }
-                    }
-                }
-                let run = Run::started(task_id, session, lease, now);
-                s.add_run(task, &run)?;
-                Ok(RunStart::Started(run))
-            })
-        })
-        .await
+        runs::start_run(self, agent, task, session, lease, now).await
     }
 
     async fn record_skip(
@@ -598,33 +410,7 @@ impl TaskStore for FsStore {
         task: &TaskId,
         now: OffsetDateTime,
     ) -> Result<Run> {
-        let (agent, task_id) = (agent.clone(), *task);
-        self.blocking(move |s| {
-            s.with_tasks(&agent, || {
-                let task = s.get_task(&agent, &task_id)?;
-                // Skips join the newest skip record while no run started after it (ids are
-                // ULIDs, so a later run has a greater id).
-                let consecutive = task
-                    .latest_skip
-                    .is_some_and(|skip| task.latest_run.is_none_or(|run| run < skip));
-                if consecutive
-                    && let Some(skip_id) = task.latest_skip
-                    && let Ok(mut skip) = s.read_run(&agent, &task_id, &skip_id)
-                {
-                    skip.skipped_slots = Some(skip.skipped_slots.unwrap_or(1).saturating_add(1));
-                    skip.completed_at = Some(now);
-                    s.put_run(&agent, &skip)?;
-                    return Ok(skip);
-                }
-                let run = Run::skipped(task_id, now);
-                s.put_run(&agent, &run)?;
-                let mut task = task;
-                task.latest_skip = Some(run.id);
-                s.put_task(&task)?;
-                Ok(run)
-            })
-        })
-        .await
+        runs::record_skip(self, agent, task, now).await
     }
 
     async fn renew_run(
@@ -635,19 +421,7 @@ impl TaskStore for FsStore {
         token: &LeaseToken,
         until: OffsetDateTime,
     ) -> Result<()> {
-        let (agent, task, run_id, token) = (agent.clone(), *task, *run, *token);
-        self.blocking(move |s| {
-            s.with_tasks(&agent, || {
-                let mut run = s.read_run(&agent, &task, &run_id)?;
-                if !run.renew(&token, until) {
-                    return Err(Error::Conflict(format!(
-                        "run {run_id} is no longer held by this server"
-                    )));
-                }
-                s.put_run(&agent, &run)
-            })
-        })
-        .await
+        runs::renew_run(self, agent, task, run, token, until).await
     }
 
     async fn finish_run(
@@ -659,22 +433,7 @@ impl TaskStore for FsStore {
         outcome: RunOutcome,
         now: OffsetDateTime,
     ) -> Result<Run> {
-        let (agent, task, run_id, token) = (agent.clone(), *task, *run, *token);
-        self.blocking(move |s| {
-            s.with_tasks(&agent, || {
-                let mut run = s.read_run(&agent, &task, &run_id)?;
-                if !run.is_held_by(&token) {
-                    return Err(Error::Conflict(format!(
-                        "run {run_id} is no longer held by this server (it is {:?})",
-                        run.status
-                    )));
-                }
-                run.complete(outcome, now);
-                s.put_run(&agent, &run)?;
-                Ok(run)
-            })
-        })
-        .await
+        runs::finish_run(self, agent, task, run, token, outcome, now).await
     }
 
     async fn interrupt_lapsed_run(
@@ -684,64 +443,19 @@ impl TaskStore for FsStore {
         run: &RunId,
         now: OffsetDateTime,
     ) -> Result<Option<Run>> {
-        let (agent, task, run_id) = (agent.clone(), *task, *run);
-        self.blocking(move |s| {
-            s.with_tasks(&agent, || {
-                let run = s.read_run(&agent, &task, &run_id)?;
-                let lapsed = run.status == RunStatus::Running
-                    && run.lease.is_none_or(|lease| lease.expired_at(now));
-                if !lapsed {
-                    return Ok(None);
-                }
-                s.interrupt(&agent, run, now).map(Some)
-            })
-        })
-        .await
+        runs::interrupt_lapsed_run(self, agent, task, run, now).await
     }
 
     async fn list_runs(&self, agent: &AgentName, task: &TaskId) -> Result<Vec<Run>> {
-        let (agent, task) = (agent.clone(), *task);
-        self.blocking(move |s| {
-            s.get_task(&agent, &task)?;
-            let dir = s.runs_dir(&agent, &task);
-            let mut runs: Vec<Run> = io::list_names(&dir, ".json")?
-                .iter()
-                .filter_map(|name| io::read_json_lenient(&dir.join(name)))
-                .collect();
-            runs.sort_by_key(|run| std::cmp::Reverse(run.id));
-            Ok(runs)
-        })
-        .await
+        runs::list_runs(self, agent, task).await
     }
 
     async fn latest_run(&self, agent: &AgentName, task: &TaskId) -> Result<Option<Run>> {
-        let (agent, task) = (agent.clone(), *task);
-        self.blocking(move |s| {
-            let task = s.get_task(&agent, &task)?;
-            s.newest_run(&task)
-        })
-        .await
+        runs::latest_run(self, agent, task).await
     }
 
     async fn running_runs(&self) -> Result<Vec<(AgentName, Run)>> {
-        self.blocking(|s| {
-            let mut running = Vec::new();
-            for name in io::list_names(&s.root.join("agents"), "")? {
-                let Ok(agent) = AgentName::parse(&name) else { continue };
-                if !s.agent_exists(&agent) {
-                    continue;
-                }
-                for task in s.tasks_of(&agent)? {
-                    if let Some(run) =
-                        s.newest_run(&task)?.filter(|r| r.status == RunStatus::Running)
-                    {
-                        running.push((agent.clone(), run));
-                    }
-                }
-            }
-            Ok(running)
-        })
-        .await
+        runs::running_runs(self).await
     }
 
     async fn claim_slot(
@@ -750,19 +464,7 @@ impl TaskStore for FsStore {
         task: &TaskId,
         slot: OffsetDateTime,
     ) -> Result<bool> {
-        let (agent, task) = (agent.clone(), *task);
-        self.blocking(move |s| {
-            s.with_tasks(&agent, || {
-                let mut record = s.get_task(&agent, &task)?;
-                if record.last_slot.is_some_and(|last| last >= slot) {
-                    return Ok(false);
-                }
-                record.last_slot = Some(slot);
-                s.put_task(&record)?;
-                Ok(true)
-            })
-        })
-        .await
+        runs::claim_slot(self, agent, task, slot).await
     }
 
     async fn changes_since(&self, cursor: Option<ChangeCursor>) -> Result<TaskChanges> {
