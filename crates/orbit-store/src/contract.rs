@@ -85,7 +85,7 @@ pub const RUNS_KEPT: usize = 8;
 
 /// The settings the factory must build its stores with.
 pub fn options() -> FsOptions {
-    FsOptions { max_deliveries: 3, runs_kept: RUNS_KEPT, ..FsOptions::default() }
+    FsOptions { max_deliveries: 3, runs_kept: RUNS_KEPT }
 }
 
 /// Generates one `#[tokio::test]` per contract case for a store factory.

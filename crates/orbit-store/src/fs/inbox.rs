@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::index::{self, Change};
-use super::{FsStore, Inner, created, io};
+use super::{FsStore, Inner, io};
 use crate::render::{Body, Listing};
 use crate::{
     AgentName, Claimer, Error, InboxMessage, InboxStore, Lease, LeaseToken, MessageId,
@@ -164,40 +164,6 @@ impl Inner {
         })
     }
 
-    /// Makes the new messages of `open/`'s log durable in their files and lets the log go (see
-    /// `created`), off the request path and without the inbox lock. A failure is logged: the
-    /// sealed log stays, and the next checkpoint or open takes it up.
-    pub(super) fn checkpoint_inbox(&self, agent: &AgentName) {
-        let dir = self.inbox_dir(agent, OPEN);
-        let Some(_under_way) = self.created.checkpointing(&dir) else { return };
-        let done = created::seal(&dir, &self.created).and_then(|()| created::checkpoint(&dir));
-        if let Err(err) = done {
-            tracing::warn!(%agent, error = %err, "could not checkpoint the log of new inbox messages");
-        }
-    }
-
-    /// Brings back the new messages of `open/`'s log that a power loss took (see `created`).
-    /// Run at open, after `migrate_inboxes`.
-    pub(super) fn replay_inbox(&self, agent: &AgentName) -> Result<created::Replayed> {
-        let dir = self.inbox_dir(agent, OPEN);
-        if !created::has_logs(&dir)? {
-            return Ok(created::Replayed::default());
-        }
-        let elsewhere = [self.inbox_dir(agent, ARCHIVE), self.inbox_dir(agent, DEAD)];
-        self.with_inbox(agent, true, || {
-            created::replay(
-                &dir,
-                &self.created,
-                &elsewhere,
-                |message: &InboxMessage| message.to_agent == *agent,
-                |name, message: InboxMessage| {
-                    self.note_open(agent, &message.id, Change::Changed)?;
-                    io::write_json(&dir.join(name), &message)
-                },
-            )
-        })
-    }
-
     /// Moves a message already rewritten with a closed status out of `open/`.
     pub(super) fn move_closed(&self, agent: &AgentName, message: &InboxMessage) -> Result<()> {
         let state = match message.status {
@@ -304,37 +270,27 @@ impl InboxStore for FsStore {
         if new.message.trim().is_empty() {
             return Err(Error::Invalid("message must not be empty".into()));
         }
-        let agent = new.to_agent.clone();
-        let to = agent.clone();
-        let (message, due) = self
-            .blocking(move |s| {
-                let agent = to;
-                // A fresh id: no one else can name this file, so the lock is taken only shared,
-                // for the index's log (see `index`): its line comes first, the file after, made
-                // durable by a line in the log of new records, whose sync concurrent senders
-                // share (see `created`).
-                s.with_inbox(&agent, false, || {
-                    let message = InboxMessage::new(new);
-                    s.note_open(&agent, &message.id, Change::New)?;
-                    let dir = s.inbox_dir(&agent, OPEN);
-                    io::ensure_dir(&dir)?;
-                    let path = s.message_path(&agent, OPEN, &message.id);
-                    match created::write_new(&path, &message, &s.created) {
-                        Ok(due) => Ok((message, due)),
-                        Err(err) => {
-                            // Readers stop waiting for it; a partial file never got its name.
-                            let id = message.id.to_string();
-                            let _ = index::note(&s.open_log(&agent), &id, Change::Changed, false);
-                            Err(err)
-                        }
-                    }
-                })
+        self.blocking(move |s| {
+            let agent = new.to_agent.clone();
+            // A fresh id: no one else can name this file, so the lock is taken only shared,
+            // for the index's log (see `index`): its line comes first, the file after, with
+            // the directory's fsync shared by concurrent senders (see `dirsync`).
+            s.with_inbox(&agent, false, || {
+                let message = InboxMessage::new(new);
+                s.note_open(&agent, &message.id, Change::New)?;
+                let dir = s.inbox_dir(&agent, OPEN);
+                io::ensure_dir(&dir)?;
+                let path = s.message_path(&agent, OPEN, &message.id);
+                if let Err(err) = io::write_new_json(&path, &message, &s.dir_syncs) {
+                    // Readers stop waiting for it; a partial file never got its name.
+                    let id = message.id.to_string();
+                    let _ = index::note(&s.open_log(&agent), &id, Change::Changed, false);
+                    return Err(err);
+                }
+                Ok(message)
             })
-            .await?;
-        if due {
-            self.checkpoint_in_background(move |s| s.checkpoint_inbox(&agent));
-        }
-        Ok(message)
+        })
+        .await
     }
 
     async fn get_pending(&self, agent: &AgentName) -> Result<Vec<InboxMessage>> {

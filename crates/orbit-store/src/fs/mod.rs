@@ -31,10 +31,9 @@
 //! does can leave a record behind that a new agent of the same name would inherit.
 
 mod agents;
-mod created;
 mod data_dir_id;
+mod dirsync;
 mod follow;
-mod groupsync;
 mod history;
 mod inbox;
 mod inbox_claims;
@@ -62,13 +61,11 @@ pub struct FsOptions {
     pub max_deliveries: u32,
     /// How many finished runs a task keeps; older ones are removed as new ones start.
     pub runs_kept: usize,
-    /// A log of new records (see `created`) this long is checkpointed.
-    pub checkpoint_bytes: u64,
 }
 
 impl Default for FsOptions {
     fn default() -> Self {
-        Self { max_deliveries: 3, runs_kept: 200, checkpoint_bytes: created::CHECKPOINT_BYTES }
+        Self { max_deliveries: 3, runs_kept: 200 }
     }
 }
 
@@ -88,8 +85,8 @@ pub(crate) struct Inner {
     inbox_index: index::RecordIndex<crate::InboxMessage>,
     /// Each agent's tasks (see `index`).
     task_index: index::RecordIndex<crate::Task>,
-    /// The logs that make new inbox messages and tasks durable (see `created`).
-    created: created::CreateLogs,
+    /// The shared fsyncs of the directories new records go into (see `dirsync`).
+    dir_syncs: dirsync::DirSyncs,
     /// The last whole listing of every agent's tasks, by the generation of each agent's index
     /// it was joined from (see `tasks`).
     all_tasks: std::sync::Mutex<
@@ -123,7 +120,6 @@ impl FsStore {
         let probe = root.join(".write-probe");
         io::write_bytes(&probe, b"ok")?;
         io::remove_file(&probe)?;
-        let created = created::CreateLogs::new(options.checkpoint_bytes);
         let inner = Inner {
             root,
             options,
@@ -131,15 +127,13 @@ impl FsStore {
             histories: history::HistoryCache::default(),
             inbox_index: index::RecordIndex::default(),
             task_index: index::RecordIndex::default(),
-            created,
+            dir_syncs: dirsync::DirSyncs::default(),
             all_tasks: std::sync::Mutex::default(),
             task_changes: tokio::sync::watch::channel(0).0,
         };
         // Agents whose deletion a crash interrupted.
         inner.empty_trash();
         inner.migrate_inboxes();
-        // New records a power loss took, from the logs that made them durable.
-        inner.replay_created()?;
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -158,14 +152,6 @@ impl FsStore {
             memory: Arc::new(self.clone()),
             instances: Arc::new(self.clone()),
         }
-    }
-
-    /// Runs the checkpoint of a log of new records (see `created`) on the blocking pool,
-    /// detached: the create that found the log due is answered meanwhile. One cut short (the
-    /// process stops) leaves a sealed log, which the next checkpoint or open takes up.
-    fn checkpoint_in_background(&self, work: impl FnOnce(&Inner) + Send + 'static) {
-        let inner = self.inner.clone();
-        drop(tokio::task::spawn_blocking(move || work(&inner)));
     }
 
     /// Runs blocking file work off the async threads.
@@ -224,73 +210,6 @@ impl Inner {
             .join(".trash")
             .join(format!("{agent}.{}", crate::ids::new_ulid()));
         io::rename(&self.agent_dir(agent), &trash)
-    }
-
-    /// Brings back, from the logs of new records, the inbox messages and tasks whose files a
-    /// power loss took, then empties those logs after one `syncfs` (see `created`). Fails
-    /// when an agent's logs cannot be replayed: serving without records whose creates were
-    /// answered would let a later checkpoint drop their lines for good. A failed `syncfs`
-    /// only keeps the logs (sealed) for the next open.
-    fn replay_created(&self) -> Result<()> {
-        let agents = io::list_names(&self.root.join("agents"), "")?;
-        let mut logs = Vec::new();
-        for name in agents {
-            let Ok(agent) = crate::AgentName::parse(&name) else { continue };
-            if !self.agent_dir(&agent).join("agent.json").exists() {
-                continue;
-            }
-            for (what, replayed) in [
-                ("inbox messages", self.replay_inbox(&agent)),
-                ("tasks", self.replay_tasks(&agent)),
-            ] {
-                let replayed = replayed.map_err(|err| {
-                    tracing::error!(%agent, error = %err, "could not replay the log of new {what}");
-                    err
-                })?;
-                if replayed.restored > 0 {
-                    tracing::warn!(
-                        %agent,
-                        restored = replayed.restored,
-                        "brought back {what} whose files a crash took, from the log of new records"
-                    );
-                }
-                if !replayed.missing.is_empty() {
-                    let first: Vec<&str> =
-                        replayed.missing.iter().take(20).map(String::as_str).collect();
-                    tracing::warn!(
-                        %agent,
-                        missing = replayed.missing.len(),
-                        files = %first.join(" "),
-                        "{what} created in this boot are gone although no tombstone names them: \
-                         removed behind the store's back, or lost without a restart of the \
-                         machine; they are not brought back"
-                    );
-                }
-                logs.extend(replayed.logs);
-            }
-        }
-        if logs.is_empty() {
-            return Ok(());
-        }
-        if let Err(err) = created::sync_file_system(&self.root) {
-            tracing::error!(
-                error = %err,
-                "could not sync the file system after replaying the logs of new records; they \
-                 are kept for the next open"
-            );
-            return Ok(());
-        }
-        let mut dirs = std::collections::BTreeSet::new();
-        for log in &logs {
-            io::remove_file(log)?;
-            if let Some(dir) = log.parent() {
-                dirs.insert(dir.to_path_buf());
-            }
-        }
-        for dir in dirs {
-            io::sync_dir(&dir)?;
-        }
-        Ok(())
     }
 
     /// Removes what deletions left in the trash.

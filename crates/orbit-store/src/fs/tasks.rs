@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::index::{self, Change};
-use super::{FsStore, Inner, created, io, runs};
+use super::{FsStore, Inner, io, runs};
 use crate::render::{Body, Listing, Rendered};
 use crate::{
     AgentName, ChangeCursor, Error, Lease, LeaseToken, NewTask, Result, Run, RunId, RunOutcome,
@@ -201,51 +201,6 @@ impl Inner {
         self.with_agent(agent, || io::with_lock(&self.agent_dir(agent).join("tasks.lock"), body))
     }
 
-    /// The directory of an agent's task files.
-    fn tasks_dir(&self, agent: &AgentName) -> PathBuf {
-        self.agent_dir(agent).join("tasks")
-    }
-
-    /// Makes the new tasks of the agent's log durable in their files and lets the log go (see
-    /// `created`), off the request path and without `tasks.lock`. A failure is logged: the
-    /// sealed log stays, and the next checkpoint or open takes it up.
-    fn checkpoint_tasks(&self, agent: &AgentName) {
-        let dir = self.tasks_dir(agent);
-        let Some(_under_way) = self.created.checkpointing(&dir) else { return };
-        let done = created::seal(&dir, &self.created).and_then(|()| created::checkpoint(&dir));
-        if let Err(err) = done {
-            tracing::warn!(%agent, error = %err, "could not checkpoint the log of new tasks");
-        }
-    }
-
-    /// Brings back the new tasks of the agent's log that a power loss took (see `created`).
-    /// Run at open.
-    pub(super) fn replay_tasks(&self, agent: &AgentName) -> Result<created::Replayed> {
-        let dir = self.tasks_dir(agent);
-        if !created::has_logs(&dir)? {
-            return Ok(created::Replayed::default());
-        }
-        let mut restored = Vec::new();
-        let replayed = self.with_tasks(agent, || {
-            created::replay(
-                &dir,
-                &self.created,
-                &[],
-                |task: &Task| task.agent_name == *agent,
-                |name, task: Task| {
-                    self.note_task(agent, &task.id)?;
-                    io::write_json(&dir.join(name), &task)?;
-                    restored.push(task.id);
-                    Ok(())
-                },
-            )
-        })?;
-        for id in &restored {
-            self.publish_change(agent, id);
-        }
-        Ok(replayed)
-    }
-
     pub(super) fn put_task(&self, task: &Task) -> Result<()> {
         let path = self.task_path(&task.agent_name, &task.id);
         self.note_task(&task.agent_name, &task.id)?;
@@ -261,38 +216,32 @@ impl TaskStore for FsStore {
             return Err(Error::Invalid("prompt must not be empty".into()));
         }
         let agent = agent.clone();
-        let (task, due) = self
-            .blocking(move |s| {
-                let now = timestamp::now();
-                let task = Task::new(&agent, new, now);
-                // A fresh id: no one else can name this file, so creators hold `tasks.lock` only
-                // shared, and the log of new records makes the file durable, its sync shared by
-                // concurrent creators (see `created`); the index's line comes first (see `index`).
-                let due = s.with_agent(&agent, || {
-                    io::with_lock_mode(&s.agent_dir(&agent).join("tasks.lock"), false, || {
-                        let log = s.tasks_log(&agent);
-                        let id = task.id.to_string();
-                        index::note(&log, &id, Change::New, false)?;
-                        let path = s.task_path(&agent, &task.id);
-                        let dir = path.parent().unwrap_or(&s.root);
-                        let written = io::ensure_dir(dir)
-                            .and_then(|()| created::write_new(&path, &task, &s.created));
-                        if written.is_err() {
-                            // Readers stop waiting for it; a partial file never got its name.
-                            let _ = index::note(&log, &id, Change::Changed, false);
-                        }
-                        written
-                    })
-                })?;
-                s.publish_change(&agent, &task.id);
-                Ok((task, due))
-            })
-            .await?;
-        if due {
-            let agent = task.agent_name.clone();
-            self.checkpoint_in_background(move |s| s.checkpoint_tasks(&agent));
-        }
-        Ok(task)
+        self.blocking(move |s| {
+            let now = timestamp::now();
+            let task = Task::new(&agent, new, now);
+            // A fresh id: no one else can name this file, so creators hold `tasks.lock` only
+            // shared and their fsyncs overlap, the directory's shared (see `dirsync`); the
+            // index's line comes first (see `index`).
+            s.with_agent(&agent, || {
+                io::with_lock_mode(&s.agent_dir(&agent).join("tasks.lock"), false, || {
+                    let log = s.tasks_log(&agent);
+                    let id = task.id.to_string();
+                    index::note(&log, &id, Change::New, false)?;
+                    let path = s.task_path(&agent, &task.id);
+                    let dir = path.parent().unwrap_or(&s.root);
+                    let written = io::ensure_dir(dir)
+                        .and_then(|()| io::write_new_json(&path, &task, &s.dir_syncs));
+                    if written.is_err() {
+                        // Readers stop waiting for it; a partial file never got its name.
+                        let _ = index::note(&log, &id, Change::Changed, false);
+                    }
+                    written
+                })
+            })?;
+            s.publish_change(&agent, &task.id);
+            Ok(task)
+        })
+        .await
     }
 
     async fn get(&self, agent: &AgentName, id: &TaskId) -> Result<Task> {
@@ -370,20 +319,10 @@ impl TaskStore for FsStore {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
             s.with_tasks(&agent, || {
-                let path = s.task_path(&agent, &id);
-                if !path.exists() {
-                    return Err(Error::not_found("task", id));
-                }
                 s.note_task(&agent, &id)?;
-                // The create's line may still be in the log of new records: a tombstone keeps
-                // it from bringing the task back after a power loss (see `created`).
-                let dir = path.parent().unwrap_or(&s.root);
-                created::tombstone(dir, &format!("{id}.json"), &s.created)?;
-                if !io::remove_file(&path)? {
+                if !io::remove_file(&s.task_path(&agent, &id))? {
                     return Err(Error::not_found("task", id));
                 }
-                // The deletion is answered durable, like every other change.
-                io::sync_dir(dir)?;
                 io::remove_dir_all(&s.runs_dir(&agent, &id))?;
                 Ok(())
             })?;

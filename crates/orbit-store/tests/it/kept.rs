@@ -240,12 +240,7 @@ fn append_line(path: &std::path::Path, line: &str) {
 /// The one pending message of `bot`, as its file holds it, with its id.
 fn the_open_message(dir: &std::path::Path, bot: &AgentName) -> (String, String) {
     let open = dir.join("agents").join(bot.as_str()).join("inbox").join("open");
-    // Names that start with a dot are the store's own (the log of new records, temp files).
-    let entry = std::fs::read_dir(&open)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .find(|path| !path.file_name().unwrap().to_string_lossy().starts_with('.'))
-        .unwrap();
+    let entry = std::fs::read_dir(&open).unwrap().next().unwrap().unwrap().path();
     let id = entry.file_stem().unwrap().to_string_lossy().into_owned();
     (id, std::fs::read_to_string(&entry).unwrap())
 }

@@ -1,21 +1,24 @@
-//! Group commit: the writers of this process that need one file synced at the same time (the
-//! log of new records of one directory, see `created`) share the sync.
+//! Group commit of directory fsyncs: the writers of this process that put new records into one
+//! directory at the same time share the fsync that makes their names durable.
 //!
-//! A writer is durable once a sync of the file that *began after* its write has succeeded.
-//! The first writer to ask leads a round, one sync; writers that ask while it runs join the
-//! next round, which one of them leads when the running one ends, so under load one sync
-//! answers every writer that arrived during the previous one.
+//! A new record is durable once its own file was synced before its rename (see
+//! `io::write_new_json`) and a sync of its directory that *began after* that rename has
+//! succeeded. The first writer to ask leads a round, one fsync of the directory; writers that
+//! ask while it runs join the next round, which one of them leads when the running one ends, so
+//! under load one fsync answers every writer that arrived during the previous one.
 //!
 //! Each writer is answered by the outcome of its own round and of no other: a round that began
-//! before its write says nothing about it, and after a failed sync the kernel may have
+//! before its rename says nothing about it, and after a failed fsync the kernel may have
 //! dropped what it could not write, so a later round's success says nothing about the writers
 //! of the failed one either.
 //!
-//! The rounds are per process; a sync makes the file durable whichever process asks, so
+//! Nothing is logged and nothing is replayed: a crash before a writer's round ends leaves its
+//! write unanswered, and whether the disk kept the file or not, both outcomes are allowed. The
+//! rounds are per process; an fsync makes the directory durable whichever process asks, so
 //! writers of other processes only miss the sharing, not the durability.
 //!
 //! Callers wait for their round while holding their directory's lock shared (an inbox's
-//! `.lock`, an agent's `tasks.lock`), for up to two syncs. flock is not fair, so a steady
+//! `.lock`, an agent's `tasks.lock`), for up to two fsyncs. flock is not fair, so a steady
 //! stream of overlapping senders can keep a holder of the lock exclusively (claim, ack, a
 //! task's update) waiting. Waiting for the round after letting the lock go would avoid that,
 //! but it is not correct as things stand: a claim could then take and act on a record whose
@@ -27,40 +30,33 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
-/// At most this many files' rounds are kept; past it, the idle ones are dropped (a writer
+/// At most this many directories' rounds are kept; past it, the idle ones are dropped (a writer
 /// that comes later starts afresh, which loses nothing: no round is under way for them).
-const KEPT_FILES: usize = 256;
+const KEPT_DIRECTORIES: usize = 256;
 
-/// A file, by device and inode: rounds are per file, whatever its name is meanwhile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct FileId {
-    pub(crate) device: u64,
-    pub(crate) inode: u64,
-}
-
-/// The group commit of every file this process shares syncs of.
+/// The group commit of every directory this process writes new records into.
 #[derive(Default)]
-pub(crate) struct GroupSyncs {
-    files: Mutex<HashMap<FileId, Arc<GroupSync>>>,
+pub(crate) struct DirSyncs {
+    dirs: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
 }
 
-impl GroupSyncs {
-    /// The group commit of `file`, held open by the caller (so its inode is not reused while
-    /// the caller's round runs).
-    pub(crate) fn get(&self, file: FileId) -> Arc<GroupSync> {
-        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
-        if files.len() >= KEPT_FILES && !files.contains_key(&file) {
-            files.retain(|_, sync| Arc::strong_count(sync) > 1);
+impl DirSyncs {
+    /// The group commit of `dir`.
+    pub(crate) fn get(&self, dir: &Path) -> Arc<DirSync> {
+        let mut dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
+        if dirs.len() >= KEPT_DIRECTORIES && !dirs.contains_key(dir) {
+            dirs.retain(|_, sync| Arc::strong_count(sync) > 1);
         }
-        files.entry(file).or_default().clone()
+        dirs.entry(dir.to_path_buf()).or_default().clone()
     }
 }
 
-/// One file's rounds of sync.
+/// One directory's rounds of fsync.
 #[derive(Default)]
-pub(crate) struct GroupSync {
+pub(crate) struct DirSync {
     state: Mutex<State>,
     /// Signalled when a round ends.
     ended: Condvar,
@@ -90,13 +86,13 @@ impl Round {
     }
 }
 
-impl GroupSync {
+impl DirSync {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Returns the outcome of a sync of the file that begins after this call: `sync` (the sync
-    /// itself) when this writer leads its round, another writer's when it joins one.
+    /// Returns the outcome of a sync of the directory that begins after this call: `sync` (the
+    /// fsync itself) when this writer leads its round, another writer's when it joins one.
     pub(crate) fn sync(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         let mut state = self.lock();
         let mine = state.next.clone();
@@ -131,7 +127,7 @@ impl GroupSync {
 /// A round under way; ending it (or dropping it, should the fsync panic) answers its writers
 /// and lets the next round begin.
 struct Leading<'a> {
-    dir: &'a GroupSync,
+    dir: &'a DirSync,
     round: &'a Round,
 }
 
@@ -150,7 +146,7 @@ impl Drop for Leading<'_> {
         let _ = self
             .round
             .outcome
-            .set(Err((io::ErrorKind::Other, "the shared sync did not return".into())));
+            .set(Err((io::ErrorKind::Other, "the directory's fsync did not return".into())));
         self.dir.lock().syncing = false;
         self.dir.ended.notify_all();
     }
@@ -167,7 +163,7 @@ mod tests {
 
     /// A writer on its own thread whose fsync, should it lead, is `fsync`; counts the fsyncs run.
     fn writer(
-        dir: &Arc<GroupSync>,
+        dir: &Arc<DirSync>,
         fsyncs: &Arc<AtomicUsize>,
         fsync: impl FnOnce() -> io::Result<()> + Send + 'static,
     ) -> JoinHandle<io::Result<()>> {
@@ -200,7 +196,7 @@ mod tests {
     const PATIENCE: Duration = Duration::from_secs(60);
 
     /// Waits until `count` writers have joined the round that has not begun.
-    fn wait_until_joined(dir: &GroupSync, count: usize) {
+    fn wait_until_joined(dir: &DirSync, count: usize) {
         let start = std::time::Instant::now();
         while Arc::strong_count(&dir.lock().next) < count + 1 {
             assert!(start.elapsed() < PATIENCE, "{count} writers never joined the next round");
@@ -218,7 +214,7 @@ mod tests {
 
     #[test]
     fn a_writer_is_not_answered_by_a_round_that_began_before_it() {
-        let (dir, fsyncs) = (Arc::new(GroupSync::default()), Arc::new(AtomicUsize::new(0)));
+        let (dir, fsyncs) = (Arc::new(DirSync::default()), Arc::new(AtomicUsize::new(0)));
         let (fsync, began, release) = held_fsync(Ok(()));
         let first = writer(&dir, &fsyncs, fsync);
         wait_for(&began);
@@ -233,7 +229,7 @@ mod tests {
 
     #[test]
     fn writers_that_arrive_during_a_round_share_the_next_one() {
-        let (dir, fsyncs) = (Arc::new(GroupSync::default()), Arc::new(AtomicUsize::new(0)));
+        let (dir, fsyncs) = (Arc::new(DirSync::default()), Arc::new(AtomicUsize::new(0)));
         let (fsync, began, release) = held_fsync(Ok(()));
         let first = writer(&dir, &fsyncs, fsync);
         wait_for(&began);
@@ -268,7 +264,7 @@ mod tests {
     /// round has succeeded (finding 5 of the h4 review: this was left to timing).
     #[test]
     fn every_writer_of_a_failed_round_is_answered_with_its_failure() {
-        let (dir, fsyncs) = (Arc::new(GroupSync::default()), Arc::new(AtomicUsize::new(0)));
+        let (dir, fsyncs) = (Arc::new(DirSync::default()), Arc::new(AtomicUsize::new(0)));
         let (fsync, began, release) = held_fsync(Ok(()));
         let first = writer(&dir, &fsyncs, fsync);
         wait_for(&began);
