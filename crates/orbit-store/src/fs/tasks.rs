@@ -320,9 +320,13 @@ impl TaskStore for FsStore {
         self.blocking(move |s| {
             s.with_tasks(&agent, || {
                 s.note_task(&agent, &id)?;
-                if !io::remove_file(&s.task_path(&agent, &id))? {
+                let path = s.task_path(&agent, &id);
+                if !io::remove_file(&path)? {
                     return Err(Error::not_found("task", id));
                 }
+                // Answered durable like every other change: without it a power loss could
+                // bring back, whole, a task whose deletion was answered.
+                io::sync_dir(path.parent().unwrap_or(&s.root))?;
                 io::remove_dir_all(&s.runs_dir(&agent, &id))?;
                 Ok(())
             })?;
