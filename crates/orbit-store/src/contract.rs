@@ -23,7 +23,10 @@ mod transcripts;
 
 pub use approvals::approvals_are_listed_while_they_wait;
 
-pub use rendered::{rendered_history_follows_its_messages, rendered_listings_follow_their_records};
+pub use rendered::{
+    rendered_detail_follows_its_session_and_messages, rendered_history_follows_its_messages,
+    rendered_listings_follow_their_records,
+};
 pub use transcripts::{
     transcripts_append_and_page, transcripts_belong_to_their_session, transcripts_page_by_bytes,
 };
@@ -78,7 +81,8 @@ macro_rules! store_contract_tests {
             instances_register_and_beat, store_clock_agrees_with_this_one, instances_of_one_name_share_a_data_dir, approvals_are_listed_while_they_wait,
             main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused, listings_page_by_cursor,
-            rendered_listings_follow_their_records, rendered_history_follows_its_messages);
+            rendered_listings_follow_their_records, rendered_history_follows_its_messages,
+            rendered_detail_follows_its_session_and_messages);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(
