@@ -1,7 +1,8 @@
 //! The issue #13 table, against Orbit alone: the real server on 127.0.0.1:0 with a fresh data
 //! directory, driven by an in-process load generator (awc, one thread) holding a fixed number
 //! of connections for a fixed time per scenario; then the machine's limits (an empty actix
-//! handler under the same load, an fsync on the data directory's disk).
+//! handler under the same load, one sending a fixed 30 kB body, an fsync on the data
+//! directory's disk).
 //!
 //! ```text
 //! cargo bench -p orbit-server --bench load                      # the table, 16 connections, 5 s
@@ -406,12 +407,30 @@ fn rss_bytes() -> usize {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// The machine's limits under the same load: an empty actix handler, and fsyncs on the disk
+/// The length of the answer to GET one session with 100 messages in the table.
+const SESSION_ANSWER_BYTES: usize = 30_200;
+
+/// A body of [`SESSION_ANSWER_BYTES`], made once: sending it is all the handler does.
+static FIXED_BODY: std::sync::LazyLock<actix_web::web::Bytes> =
+    std::sync::LazyLock::new(|| actix_web::web::Bytes::from(vec![b'x'; SESSION_ANSWER_BYTES]));
+
+/// Answers [`FIXED_BODY`] as the server answers JSON: the limit of a route that only sends
+/// a kept buffer of that size.
+async fn fixed_body() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(FIXED_BODY.clone())
+}
+
+/// The machine's limits under the same load: an empty actix handler, a handler sending a
+/// fixed body the size of one session's answer, and fsyncs on the disk
 /// holding the data directory.
 async fn limits(client: &Rc<awc::Client>, options: &Options, data: &Path) {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let server = actix_web::HttpServer::new(|| {
-        actix_web::App::new().route("/", actix_web::web::get().to(|| async { "ok" }))
+        actix_web::App::new()
+            .route("/", actix_web::web::get().to(|| async { "ok" }))
+            .route("/body", actix_web::web::get().to(fixed_body))
     })
     .workers(workers)
     .disable_signals()
@@ -425,6 +444,17 @@ async fn limits(client: &Rc<awc::Client>, options: &Options, data: &Path) {
         load(client, &format!("http://127.0.0.1:{port}"), &Request::get("/"), options).await;
     println!(
         "| empty actix handler, {} connections | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms |",
+        options.connections,
+        outcome.per_second,
+        outcome.p50.as_secs_f64() * 1e3,
+        outcome.p99.as_secs_f64() * 1e3
+    );
+    // What sending an answer the size of one session with 100 messages costs by itself.
+    let outcome =
+        load(client, &format!("http://127.0.0.1:{port}"), &Request::get("/body"), options).await;
+    println!(
+        "| actix handler answering a fixed {} body, {} connections | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms |",
+        human_bytes(outcome.bytes),
         options.connections,
         outcome.per_second,
         outcome.p50.as_secs_f64() * 1e3,
