@@ -73,6 +73,10 @@ impl Request {
 
 struct Outcome {
     per_second: f64,
+    /// CPU time the whole process (server and generator) spent per answer, in ms: on a
+    /// machine shared with other work this moves far less than the rate, which depends on
+    /// the share of the cores the process gets.
+    cpu_ms: f64,
     p50: Duration,
     p99: Duration,
     bytes: usize,
@@ -89,6 +93,7 @@ async fn load(
     let url = Rc::new(format!("{base}{}", request.path));
     let deadline = Instant::now() + Duration::from_secs_f64(options.seconds);
     let started = Instant::now();
+    let cpu_before = cpu_time();
     let mut handles = Vec::new();
     for _ in 0..options.connections {
         let (client, url, request) = (client.clone(), url.clone(), request.clone());
@@ -131,6 +136,7 @@ async fn load(
         bytes = bytes.max(size);
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
     latencies.sort();
     let at = |q: f64| {
         latencies
@@ -140,6 +146,7 @@ async fn load(
     };
     Outcome {
         per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        cpu_ms: cpu.as_secs_f64() * 1e3 / latencies.len().max(1) as f64,
         p50: at(0.5),
         p99: at(0.99),
         bytes,
@@ -251,8 +258,9 @@ impl Bench {
             None => ("".into(), "".into()),
         };
         println!(
-            "| {scenario} | {:.0} | {:.2} ms | {:.2} ms | {} | {plan} | {ratio} |",
+            "| {scenario} | {:.0} | {:.3} ms | {:.2} ms | {:.2} ms | {} | {plan} | {ratio} |",
             outcome.per_second,
+            outcome.cpu_ms,
             outcome.p50.as_secs_f64() * 1e3,
             outcome.p99.as_secs_f64() * 1e3,
             human_bytes(outcome.bytes),
@@ -262,7 +270,7 @@ impl Bench {
 
     async fn table(&self) {
         println!(
-            "| scenario | Orbit req/s | p50 | p99 | answer | plan's req/s | ratio |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| scenario | Orbit req/s | CPU per answer | p50 | p99 | answer | plan's req/s | ratio |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
         self.row("GET /health", Request::get("/health")).await;
 
@@ -397,6 +405,20 @@ fn human_bytes(bytes: usize) -> String {
     }
 }
 
+/// CPU time this process (every thread) has used so far, user and system, from
+/// `/proc/self/stat` (clock ticks of 10 ms: a 5 s row holds hundreds).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.iter().skip(11).take(2).filter_map(|f| f.parse::<u64>().ok()).sum();
+    Duration::from_millis(ticks * 10)
+}
+
 /// This process's resident memory (server, store caches and the load generator together).
 fn rss_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -443,9 +465,10 @@ async fn limits(client: &Rc<awc::Client>, options: &Options, data: &Path) {
     let outcome =
         load(client, &format!("http://127.0.0.1:{port}"), &Request::get("/"), options).await;
     println!(
-        "| empty actix handler, {} connections | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms |",
+        "| empty actix handler, {} connections | {:.0} req/s, CPU {:.3} ms per answer, p50 {:.2} ms, p99 {:.2} ms |",
         options.connections,
         outcome.per_second,
+        outcome.cpu_ms,
         outcome.p50.as_secs_f64() * 1e3,
         outcome.p99.as_secs_f64() * 1e3
     );
@@ -453,10 +476,11 @@ async fn limits(client: &Rc<awc::Client>, options: &Options, data: &Path) {
     let outcome =
         load(client, &format!("http://127.0.0.1:{port}"), &Request::get("/body"), options).await;
     println!(
-        "| actix handler answering a fixed {} body, {} connections | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms |",
+        "| actix handler answering a fixed {} body, {} connections | {:.0} req/s, CPU {:.3} ms per answer, p50 {:.2} ms, p99 {:.2} ms |",
         human_bytes(outcome.bytes),
         options.connections,
         outcome.per_second,
+        outcome.cpu_ms,
         outcome.p50.as_secs_f64() * 1e3,
         outcome.p99.as_secs_f64() * 1e3
     );
