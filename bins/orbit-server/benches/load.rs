@@ -1,7 +1,8 @@
 //! The issue #13 table, against Orbit alone: the real server on 127.0.0.1:0 with a fresh data
 //! directory, driven by an in-process load generator (awc, one thread) holding a fixed number
 //! of connections for a fixed time per scenario; then the machine's limits (an empty actix
-//! handler under the same load, an fsync on the data directory's disk).
+//! handler under the same load, one sending a fixed 30 kB body, an fsync on the data
+//! directory's disk).
 //!
 //! ```text
 //! cargo bench -p orbit-server --bench load                      # the table, 16 connections, 5 s
@@ -72,6 +73,10 @@ impl Request {
 
 struct Outcome {
     per_second: f64,
+    /// CPU time the whole process (server and generator) spent per answer, in ms: on a
+    /// machine shared with other work this moves far less than the rate, which depends on
+    /// the share of the cores the process gets.
+    cpu_ms: f64,
     p50: Duration,
     p99: Duration,
     bytes: usize,
@@ -88,6 +93,7 @@ async fn load(
     let url = Rc::new(format!("{base}{}", request.path));
     let deadline = Instant::now() + Duration::from_secs_f64(options.seconds);
     let started = Instant::now();
+    let cpu_before = cpu_time();
     let mut handles = Vec::new();
     for _ in 0..options.connections {
         let (client, url, request) = (client.clone(), url.clone(), request.clone());
@@ -130,6 +136,7 @@ async fn load(
         bytes = bytes.max(size);
     }
     let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
     latencies.sort();
     let at = |q: f64| {
         latencies
@@ -139,6 +146,7 @@ async fn load(
     };
     Outcome {
         per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        cpu_ms: cpu.as_secs_f64() * 1e3 / latencies.len().max(1) as f64,
         p50: at(0.5),
         p99: at(0.99),
         bytes,
@@ -250,8 +258,9 @@ impl Bench {
             None => ("".into(), "".into()),
         };
         println!(
-            "| {scenario} | {:.0} | {:.2} ms | {:.2} ms | {} | {plan} | {ratio} |",
+            "| {scenario} | {:.0} | {:.3} ms | {:.2} ms | {:.2} ms | {} | {plan} | {ratio} |",
             outcome.per_second,
+            outcome.cpu_ms,
             outcome.p50.as_secs_f64() * 1e3,
             outcome.p99.as_secs_f64() * 1e3,
             human_bytes(outcome.bytes),
@@ -261,7 +270,7 @@ impl Bench {
 
     async fn table(&self) {
         println!(
-            "| scenario | Orbit req/s | p50 | p99 | answer | plan's req/s | ratio |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| scenario | Orbit req/s | CPU per answer | p50 | p99 | answer | plan's req/s | ratio |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
         self.row("GET /health", Request::get("/health")).await;
 
@@ -396,6 +405,20 @@ fn human_bytes(bytes: usize) -> String {
     }
 }
 
+/// CPU time this process (every thread) has used so far, user and system, from
+/// `/proc/self/stat` (clock ticks of 10 ms: a 5 s row holds hundreds).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.iter().skip(11).take(2).filter_map(|f| f.parse::<u64>().ok()).sum();
+    Duration::from_millis(ticks * 10)
+}
+
 /// This process's resident memory (server, store caches and the load generator together).
 fn rss_bytes() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -406,12 +429,30 @@ fn rss_bytes() -> usize {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// The machine's limits under the same load: an empty actix handler, and fsyncs on the disk
+/// The length of the answer to GET one session with 100 messages in the table.
+const SESSION_ANSWER_BYTES: usize = 30_200;
+
+/// A body of [`SESSION_ANSWER_BYTES`], made once: sending it is all the handler does.
+static FIXED_BODY: std::sync::LazyLock<actix_web::web::Bytes> =
+    std::sync::LazyLock::new(|| actix_web::web::Bytes::from(vec![b'x'; SESSION_ANSWER_BYTES]));
+
+/// Answers [`FIXED_BODY`] as the server answers JSON: the limit of a route that only sends
+/// a kept buffer of that size.
+async fn fixed_body() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(FIXED_BODY.clone())
+}
+
+/// The machine's limits under the same load: an empty actix handler, a handler sending a
+/// fixed body the size of one session's answer, and fsyncs on the disk
 /// holding the data directory.
 async fn limits(client: &Rc<awc::Client>, options: &Options, data: &Path) {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let server = actix_web::HttpServer::new(|| {
-        actix_web::App::new().route("/", actix_web::web::get().to(|| async { "ok" }))
+        actix_web::App::new()
+            .route("/", actix_web::web::get().to(|| async { "ok" }))
+            .route("/body", actix_web::web::get().to(fixed_body))
     })
     .workers(workers)
     .disable_signals()
@@ -424,9 +465,22 @@ async fn limits(client: &Rc<awc::Client>, options: &Options, data: &Path) {
     let outcome =
         load(client, &format!("http://127.0.0.1:{port}"), &Request::get("/"), options).await;
     println!(
-        "| empty actix handler, {} connections | {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms |",
+        "| empty actix handler, {} connections | {:.0} req/s, CPU {:.3} ms per answer, p50 {:.2} ms, p99 {:.2} ms |",
         options.connections,
         outcome.per_second,
+        outcome.cpu_ms,
+        outcome.p50.as_secs_f64() * 1e3,
+        outcome.p99.as_secs_f64() * 1e3
+    );
+    // What sending an answer the size of one session with 100 messages costs by itself.
+    let outcome =
+        load(client, &format!("http://127.0.0.1:{port}"), &Request::get("/body"), options).await;
+    println!(
+        "| actix handler answering a fixed {} body, {} connections | {:.0} req/s, CPU {:.3} ms per answer, p50 {:.2} ms, p99 {:.2} ms |",
+        human_bytes(outcome.bytes),
+        options.connections,
+        outcome.per_second,
+        outcome.cpu_ms,
         outcome.p50.as_secs_f64() * 1e3,
         outcome.p99.as_secs_f64() * 1e3
     );

@@ -8,7 +8,7 @@
 
 use actix_web::HttpResponse;
 use actix_web::http::header::ContentType;
-use orbit_store::render::{Body, Listing, Rendered};
+use orbit_store::render::{Body, Detail, Listing};
 use orbit_store::{InboxMessage, Session, SessionMessage, Task};
 use serde::Serialize;
 
@@ -24,6 +24,14 @@ pub const MESSAGES: Listing<InboxMessage> =
 
 /// `{"tasks":[...]}`, as `TasksBody` serializes without a cursor.
 pub const TASKS: Listing<Task> = Listing { open: "{\"tasks\":[", render: task, close: "]}" };
+
+/// `{"session":{...},"messages":[...]}`: a session with its history, as serializing
+/// `SessionDetailBody` writes it.
+pub const SESSION_DETAIL: Detail<Session, SessionMessage> = Detail {
+    open: "{\"session\":",
+    head: session,
+    parts: Listing { open: ",\"messages\":[", render: session_message, close: "]}" },
+};
 
 /// A session's view as JSON (`orbit_store::render::Render`).
 pub fn session(session: &Session) -> Vec<u8> {
@@ -55,48 +63,15 @@ fn to_json(view: &impl Serialize) -> Vec<u8> {
     })
 }
 
-/// `200` with a whole listing's body, as the store joined (or kept) it.
+/// `200` with a whole listing's body (or a session's with its history), as the store joined
+/// (or kept) it.
 pub fn answer(body: Body) -> HttpResponse {
     HttpResponse::Ok().content_type(ContentType::json()).body(body)
 }
 
-/// `200 {"session":{...},"messages":[<message>,...]}`: a session with its history, as
-/// serializing `SessionDetailBody` writes it.
-pub fn session_detail(session: Session, messages: &[Rendered]) -> HttpResponse {
-    HttpResponse::Ok().content_type(ContentType::json()).body(detail_body(session, messages))
-}
-
-fn detail_body(session: Session, messages: &[Rendered]) -> Vec<u8> {
-    let session = to_json(&SessionView::from(session));
-    let mut body = Vec::with_capacity(session.len() + size_of_all(messages) + 32);
-    body.extend_from_slice(b"{\"session\":");
-    body.extend_from_slice(&session);
-    body.extend_from_slice(b",\"messages\":");
-    array(&mut body, messages);
-    body.push(b'}');
-    body
-}
-
-/// The bytes of the records with a comma after each.
-fn size_of_all(records: &[Rendered]) -> usize {
-    records.iter().map(|record| record.len() + 1).sum()
-}
-
-/// Writes `[<record>,...]`.
-fn array(body: &mut Vec<u8>, records: &[Rendered]) {
-    body.push(b'[');
-    for (index, record) in records.iter().enumerate() {
-        if index > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(record);
-    }
-    body.push(b']');
-}
-
 #[cfg(test)]
 mod tests {
-    use orbit_store::render::{self, Render};
+    use orbit_store::render::{self, Render, Rendered};
     use orbit_store::{
         AgentName, ContextMode, MessageType, NewMessage, NewSession, NewTask, Role, ScheduleType,
         Sender,
@@ -187,7 +162,7 @@ mod tests {
                 messages: views::all(history.clone()),
             })
             .unwrap();
-            let got = detail_body(sessions[2].clone(), &rendered(&history, session_message));
+            let got = SESSION_DETAIL.join(&sessions[2], &rendered(&history, session_message));
             assert_eq!(got, expected, "{count} messages");
         }
     }

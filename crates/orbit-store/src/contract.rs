@@ -44,7 +44,10 @@ pub use nodes::{
     instances_of_one_name_share_a_data_dir, instances_register_and_beat,
     records_are_released_from_a_node_and_pinned_again, store_clock_agrees_with_this_one,
 };
-pub use rendered::{rendered_history_follows_its_messages, rendered_listings_follow_their_records};
+pub use rendered::{
+    rendered_detail_follows_its_session_and_messages, rendered_history_follows_its_messages,
+    rendered_listings_follow_their_records,
+};
 pub use sessions::{
     session_messages, session_previews_and_day_cost, session_updates_do_not_lose_each_other,
     sessions_lifecycle, turn_aborts_go_with_the_hold,
@@ -103,7 +106,8 @@ macro_rules! store_contract_tests {
             instances_register_and_beat, store_clock_agrees_with_this_one, instances_of_one_name_share_a_data_dir, approvals_are_listed_while_they_wait,
             main_session_is_chosen_once, deleted_agent_leaves_nothing,
             memory_days_and_search, invalid_input_is_refused, listings_page_by_cursor,
-            rendered_listings_follow_their_records, rendered_history_follows_its_messages);
+            rendered_listings_follow_their_records, rendered_history_follows_its_messages,
+            rendered_detail_follows_its_session_and_messages);
     };
     (@cases $factory:expr; $($case:ident),*) => {
         $(

@@ -86,6 +86,58 @@ impl<T> Listing<T> {
     }
 }
 
+/// How one record with the list of its parts is written (a session with its history):
+/// `open`, the record by `head`, then its parts as `parts` writes them (for the API,
+/// `{"session":`, the session's view, then `,"messages":[`, each message's view, `]}`).
+pub struct Detail<H, T> {
+    /// Written before the record.
+    pub open: &'static str,
+    /// Renders the record.
+    pub head: Render<H>,
+    /// Writes the parts after the record.
+    pub parts: Listing<T>,
+}
+
+impl<H, T> Clone for Detail<H, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<H, T> Copy for Detail<H, T> {}
+
+impl<H, T> Detail<H, T> {
+    /// Whether `other` writes what this one does: the same functions and the same frame.
+    pub fn same_as(&self, other: &Self) -> bool {
+        // Comparing function pointers is what this wants: equal means the same code.
+        #[allow(unpredictable_function_pointer_comparisons)]
+        let same_head = self.head == other.head;
+        same_head && self.open == other.open && self.parts.same_as(&other.parts)
+    }
+
+    /// The body of `record` with its parts, already rendered by `self.parts.render`.
+    pub fn join(&self, record: &H, parts: &[Rendered]) -> Body {
+        let head = (self.head)(record);
+        let size = self.open.len()
+            + head.len()
+            + self.parts.open.len()
+            + parts.iter().map(|part| part.len() + 1).sum::<usize>()
+            + self.parts.close.len();
+        let mut body = Vec::with_capacity(size);
+        body.extend_from_slice(self.open.as_bytes());
+        body.extend_from_slice(&head);
+        body.extend_from_slice(self.parts.open.as_bytes());
+        for (n, part) in parts.iter().enumerate() {
+            if n > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(part);
+        }
+        body.extend_from_slice(self.parts.close.as_bytes());
+        Body::from(body)
+    }
+}
+
 /// Renders every record, in order: what a store without renderings in memory answers.
 pub fn each<T>(records: &[T], render: Render<T>) -> Vec<Rendered> {
     records.iter().map(|record| Rendered::from(render(record))).collect()
@@ -135,7 +187,7 @@ pub(crate) const BODIES_MAX_BYTES: u64 = 64 * 1024 * 1024;
 static BODIES: Pool<Body> = Pool::new(BODIES_MAX_BYTES);
 
 /// Keeps `body` in [`BODIES`]; `None` when it is larger than the whole pool.
-fn keep_body(body: &Body) -> Option<Held<Body>> {
+pub(crate) fn keep_body(body: &Body) -> Option<Held<Body>> {
     BODIES.keep(body.clone(), body.len() as u64)
 }
 

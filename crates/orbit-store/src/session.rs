@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::render::{Body, Listing, Render, Rendered};
+use crate::render::{Body, Detail, Listing, Render, Rendered};
 use crate::{
     AgentName, Lease, LeaseToken, PermissionMode, Result, SessionId, TranscriptCursor,
     TranscriptEntry, TranscriptPage,
@@ -320,6 +320,18 @@ pub trait SessionStore: Send + Sync {
         let session = self.get(agent, id).await?;
         let messages = self.get_messages(agent, id).await?;
         Ok((session, crate::render::each(&messages, render)))
+    }
+    /// The session with its whole history as one body, as `detail` writes it: what
+    /// [`get_rendered`](Self::get_rendered) answers, joined. A store may keep the body and
+    /// answer it again while neither the session nor its history changed.
+    async fn get_detail(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        detail: &Detail<Session, SessionMessage>,
+    ) -> Result<Body> {
+        let (session, messages) = self.get_rendered(agent, id, detail.parts.render).await?;
+        Ok(detail.join(&session, &messages))
     }
     /// Appends a turn's transcript entries, in order, as one step: a reader sees all of them
     /// or none. `NotFound` when the session does not exist.

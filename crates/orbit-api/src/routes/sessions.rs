@@ -177,9 +177,9 @@ async fn create(
 }
 
 async fn get(state: Data<AppState>, path: SessionPath) -> ApiResult<HttpResponse> {
-    let (session, messages) =
-        state.stores.sessions.get_rendered(&path.name, &path.id, listing::session_message).await?;
-    Ok(listing::session_detail(session, &messages))
+    let body =
+        state.stores.sessions.get_detail(&path.name, &path.id, &listing::SESSION_DETAIL).await?;
+    Ok(listing::answer(body))
 }
 
 async fn update(

@@ -3,7 +3,7 @@
 use std::fmt::Debug;
 
 use super::{agent, claimer, interval_task, request};
-use crate::render::{Listing, Rendered};
+use crate::render::{Detail, Listing, Rendered};
 use crate::{
     ErrorKind, NewSession, Role, SessionId, SessionMessage, SessionPatch, Stores, TaskPatch,
     TaskStatus,
@@ -126,5 +126,52 @@ pub async fn rendered_history_follows_its_messages(stores: &Stores) {
     let messages = stores.sessions.get_messages(&talker, &session.id).await.unwrap();
     assert_eq!(bytes(rendered), messages.iter().map(pretty).collect::<Vec<_>>(), "another render");
     let missing = stores.sessions.get_rendered(&talker, &SessionId::new(), debug).await;
+    assert_eq!(missing.unwrap_err().kind(), ErrorKind::NotFound);
+}
+
+/// A session read whole with its history (`get_detail`) is the session and its messages as
+/// read one by one, joined, after every change: a message appended, the session updated, and
+/// with another function or frame that one's.
+pub async fn rendered_detail_follows_its_session_and_messages(stores: &Stores) {
+    let detail = Detail { open: "<", head: debug, parts: listing() };
+    let expected =
+        |session: &crate::Session, messages: &[SessionMessage], detail: &Detail<_, _>| {
+            detail.join(session, &crate::render::each(messages, detail.parts.render))
+        };
+    let talker = agent(stores, "detailed").await;
+    let session = stores.sessions.create(&talker, NewSession::default()).await.unwrap();
+    for round in 0..3 {
+        for _ in 0..2 {
+            let body = stores.sessions.get_detail(&talker, &session.id, &detail).await.unwrap();
+            let read = stores.sessions.get(&talker, &session.id).await.unwrap();
+            let messages = stores.sessions.get_messages(&talker, &session.id).await.unwrap();
+            assert_eq!(read.message_count, round, "round {round}");
+            assert_eq!(body, expected(&read, &messages, &detail), "round {round}");
+        }
+        let message = SessionMessage::new(Role::User, format!("round {round}"));
+        stores.sessions.append_message(&talker, &session.id, message).await.unwrap();
+        let patch = SessionPatch { title: Some(format!("title {round}")), ..Default::default() };
+        stores.sessions.update(&talker, &session.id, patch).await.unwrap();
+    }
+    let read = stores.sessions.get(&talker, &session.id).await.unwrap();
+    let messages = stores.sessions.get_messages(&talker, &session.id).await.unwrap();
+    let body = stores.sessions.get_detail(&talker, &session.id, &detail).await.unwrap();
+    assert_eq!(body, expected(&read, &messages, &detail), "after the last change");
+    for other in [
+        Detail { head: pretty, ..detail },
+        Detail { open: "{", ..detail },
+        Detail { parts: Listing { render: pretty, ..listing() }, ..detail },
+        Detail { parts: Listing { close: "}", ..listing() }, ..detail },
+    ] {
+        let body = stores.sessions.get_detail(&talker, &session.id, &other).await.unwrap();
+        assert_eq!(body, expected(&read, &messages, &other), "another function or frame");
+    }
+    let missing = stores.sessions.get_detail(&talker, &SessionId::new(), &detail).await;
+    assert_eq!(missing.unwrap_err().kind(), ErrorKind::NotFound);
+    stores.sessions.delete(&talker, &session.id).await.unwrap();
+    let deleted = stores.sessions.get_detail(&talker, &session.id, &detail).await;
+    assert_eq!(deleted.unwrap_err().kind(), ErrorKind::NotFound, "deleted");
+    let unknown = crate::AgentName::parse("nobody-talks").unwrap();
+    let missing = stores.sessions.get_detail(&unknown, &session.id, &detail).await;
     assert_eq!(missing.unwrap_err().kind(), ErrorKind::NotFound);
 }

@@ -10,6 +10,16 @@
 //! damaged by hand) is read again from the start.
 //!
 //! Memory is bounded: at most [`KEPT`] histories are kept, and a new one pushes out another.
+//!
+//! Beside them, the last whole answer of each of the [`KEPT`] sessions read whole last
+//! (`SessionStore::get_detail`: the session's view and every message's) is kept as one buffer
+//! with what it was made from: the state of the agent's session journal the session was read
+//! in (its `Generation`) and the length of the history file then. It is answered again only
+//! while a `stat` of the history says that length (see `Inner::kept_detail` for the journal's
+//! side), so another process's append is seen at once. These are kept apart from the
+//! histories, under a lock never held across a file operation, so that the check never waits
+//! for a reader's I/O; the bodies are held in the process's pool of kept bodies
+//! (`render::BODIES_MAX_BYTES` in all).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,8 +28,9 @@ use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
 use super::io;
-use crate::render::{Render, Rendered};
-use crate::{Error, Result, SessionId, SessionMessage};
+use crate::lru::Held;
+use crate::render::{self, Body, Detail, Generation, Render, Rendered};
+use crate::{Error, Result, Session, SessionId, SessionMessage};
 
 /// Histories kept at once.
 const KEPT: usize = 64;
@@ -33,10 +44,23 @@ struct History {
     rendered: Option<(Render<SessionMessage>, Vec<Rendered>)>,
 }
 
+/// A session's whole answer as last joined, and what it was joined from.
+struct KeptDetail {
+    /// The state of the agent's session journal the session was read in.
+    journal: Generation,
+    /// The length of the history file the messages were read to.
+    offset: u64,
+    /// What wrote the body.
+    detail: Detail<Session, SessionMessage>,
+    body: Held<Body>,
+}
+
 /// The histories read last, shared by the store's clones.
 #[derive(Default)]
 pub(crate) struct HistoryCache {
     histories: Mutex<HashMap<SessionId, History>>,
+    /// Never held across a file operation (see the module's comment).
+    details: Mutex<HashMap<SessionId, KeptDetail>>,
 }
 
 impl HistoryCache {
@@ -53,16 +77,81 @@ impl HistoryCache {
         render: Render<SessionMessage>,
     ) -> Result<(usize, Vec<Rendered>)> {
         self.with_history(id, path, |history| {
-            let rendered = match &mut history.rendered {
-                // Equal function pointers are the same code (see `render`).
-                #[allow(unpredictable_function_pointer_comparisons)]
-                Some((made_by, rendered)) if *made_by == render => rendered,
-                slot => &mut slot.insert((render, Vec::new())).1,
-            };
-            let new = &history.messages[rendered.len().min(history.messages.len())..];
-            rendered.extend(new.iter().map(|message| Rendered::from(render(message))));
-            (history.messages.len(), rendered.clone())
+            let count = history.messages.len();
+            (count, rendered(history, render).to_vec())
         })
+    }
+
+    /// Reads the history as [`read_rendered`](Self::read_rendered) does and gives `join` the
+    /// count of messages and their renderings by `detail`'s function; a body `join` answers
+    /// (it answers none when the session's record disagrees with the count) is kept for
+    /// [`kept_detail`](Self::kept_detail), as made from the journal in state `journal`.
+    pub(crate) fn read_detail(
+        &self,
+        id: SessionId,
+        path: &Path,
+        journal: Generation,
+        detail: &Detail<Session, SessionMessage>,
+        join: impl FnOnce(usize, &[Rendered]) -> Option<Body>,
+    ) -> Result<Option<Body>> {
+        let (offset, body) = self.with_history(id, path, |history| {
+            let (count, offset) = (history.messages.len(), history.offset);
+            (offset, join(count, rendered(history, detail.parts.render)))
+        })?;
+        if let Some(body) = &body {
+            let kept = render::keep_body(body).map(|body| KeptDetail {
+                journal,
+                offset,
+                detail: *detail,
+                body,
+            });
+            let mut details = self.details.lock().unwrap_or_else(PoisonError::into_inner);
+            match kept {
+                Some(kept) => {
+                    if !details.contains_key(&id) && details.len() >= KEPT {
+                        // Any one, as for the histories.
+                        if let Some(other) = details.keys().next().copied() {
+                            details.remove(&other);
+                        }
+                    }
+                    details.insert(id, kept);
+                }
+                // Larger than every kept body together may be: none kept.
+                None => drop(details.remove(&id)),
+            }
+        }
+        Ok(body)
+    }
+
+    /// The body kept for session `id` by `detail`, if it was made from the journal in state
+    /// `journal` and its history file (`path`) is still the length it was read to then.
+    ///
+    /// The history is only appended to, and a writer appends a message before the journal
+    /// line that counts it, so the history at that length, with the session as of `journal`,
+    /// is what reading both now would give. One `stat`, no open; `None` whenever anything
+    /// else holds (nothing kept, another function, the file longer, shorter or unreadable).
+    pub(crate) fn kept_detail(
+        &self,
+        id: SessionId,
+        path: &Path,
+        journal: Generation,
+        detail: &Detail<Session, SessionMessage>,
+    ) -> Option<Body> {
+        let (offset, body) = {
+            let details = self.details.lock().unwrap_or_else(PoisonError::into_inner);
+            let kept = details.get(&id)?;
+            if kept.journal != journal || !kept.detail.same_as(detail) {
+                return None;
+            }
+            (kept.offset, kept.body.touch(Body::clone)?)
+        };
+        let len = match std::fs::metadata(path) {
+            Ok(metadata) => metadata.len(),
+            // A history is made by its first message's append: none yet is an empty one.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(_) => return None,
+        };
+        (len == offset).then_some(body)
     }
 
     fn with_history<R>(
@@ -89,7 +178,23 @@ impl HistoryCache {
     /// Forgets a session's history (deleted).
     pub(crate) fn forget(&self, id: &SessionId) {
         self.histories.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+        self.details.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
     }
+}
+
+/// Every message of `history` rendered by `render`: the renderings kept, and the messages
+/// appended since rendered now (a history is only appended to, so those kept stay right).
+fn rendered(history: &mut History, render: Render<SessionMessage>) -> &[Rendered] {
+    // Equal function pointers are the same code (see `render`).
+    #[allow(unpredictable_function_pointer_comparisons)]
+    let same = history.rendered.as_ref().is_some_and(|(made_by, _)| *made_by == render);
+    if !same {
+        history.rendered = Some((render, Vec::new()));
+    }
+    let Some((_, rendered)) = &mut history.rendered else { return &[] };
+    let new = &history.messages[rendered.len().min(history.messages.len())..];
+    rendered.extend(new.iter().map(|message| Rendered::from(render(message))));
+    rendered
 }
 
 fn read_on(history: &mut History, path: &Path) -> Result<()> {

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use super::follow::Followed;
 use super::{FsStore, Inner, io};
-use crate::render::{Body, Listing, Render, Rendered, Renderings};
+use crate::render::{Body, Detail, Listing, Render, Rendered, Renderings};
 use crate::{
     AgentName, Error, MessagePreview, NewSession, Result, Session, SessionId, SessionMessage,
     SessionPatch, SessionStore, TranscriptCursor, TranscriptEntry, TranscriptPage,
@@ -212,6 +212,11 @@ impl JournalCache {
         journals.entry(agent.clone()).or_default().clone()
     }
 
+    /// The agent's replayed journal, if this process has one, without making one.
+    fn existing(&self, agent: &AgentName) -> Option<Arc<Mutex<Journal>>> {
+        self.journals.lock().unwrap_or_else(PoisonError::into_inner).get(agent).cloned()
+    }
+
     /// Forgets an agent's journal: the agent is gone (deleted here, or found gone), so its
     /// sessions are not kept and its deleted journal is not held open.
     pub(crate) fn forget(&self, agent: &AgentName) {
@@ -249,6 +254,82 @@ impl Inner {
         let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
         journal.refresh_to_read(&self.journal_path(agent))?;
         Ok(read(&journal.sessions))
+    }
+
+    /// The whole answer kept for session `id` by `detail`, when a `stat` of the agent's
+    /// journal and one of the session's history show that neither changed since it was
+    /// joined: the journal is the file this process replayed last (held open, see `follow`)
+    /// at the length consumed, and no line was replayed since the body was joined (the
+    /// journal's generation); the history is the length it was read to (see `history`).
+    /// Every change of a session, in any process, is a journal line, and every new message
+    /// is appended to the history before its line; an agent deleted anywhere takes its
+    /// journal's path with it. So the body is what reading both now would give.
+    ///
+    /// This runs on the caller's thread, not the blocking pool: it opens nothing, does two
+    /// `stat`s of files this process has just read, and never waits for a lock that a thread
+    /// doing file work may hold (the journal's is taken only if free). Any other outcome is
+    /// `None`, and the caller reads the ordinary way.
+    fn kept_detail(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        detail: &Detail<Session, SessionMessage>,
+    ) -> Option<Body> {
+        let journal = self.sessions.existing(agent)?;
+        let generation = {
+            let journal = journal.try_lock().ok()?;
+            let followed = journal.followed.as_ref()?;
+            if !followed.unchanged(&self.journal_path(agent), journal.offset) {
+                return None;
+            }
+            journal.renderings.generation()
+        };
+        self.histories.kept_detail(*id, &self.messages_path(agent, id), generation, detail)
+    }
+
+    /// The session with its whole history as `detail` writes it, read the ordinary way (the
+    /// journal refreshed, the history read on from where it was read to), and kept for
+    /// [`kept_detail`](Self::kept_detail).
+    fn session_detail(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        detail: &Detail<Session, SessionMessage>,
+    ) -> Result<Body> {
+        self.require_journal(agent)?;
+        let journal = self.sessions.journal(agent);
+        let (session, generation) = {
+            let mut journal = journal.lock().unwrap_or_else(PoisonError::into_inner);
+            journal.refresh_to_read(&self.journal_path(agent))?;
+            (journal.sessions.get(id).cloned(), journal.renderings.generation())
+        };
+        let session = session.ok_or_else(|| Error::not_found("session", id))?;
+        let path = self.messages_path(agent, id);
+        let joined =
+            self.histories.read_detail(*id, &path, generation, detail, |count, messages| {
+                (session.message_count == count as u64).then(|| detail.join(&session, messages))
+            })?;
+        if let Some(body) = joined {
+            return Ok(body);
+        }
+        let (session, messages) = self.repaired_history(agent, id, detail.parts.render)?;
+        Ok(detail.join(&session, &messages))
+    }
+
+    /// The session and its history when its record and its history disagree on the count:
+    /// `messages_of` repairs the record, which is read again so that the answer shows the
+    /// repaired count.
+    fn repaired_history(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        render: Render<SessionMessage>,
+    ) -> Result<(Session, Vec<Rendered>)> {
+        let messages = self.messages_of(agent, id)?;
+        let session = self
+            .read_sessions(agent, |sessions| sessions.get(id).cloned())?
+            .ok_or_else(|| Error::not_found("session", id))?;
+        Ok((session, crate::render::each(&messages, render)))
     }
 
     /// Every session, newest first, as `listing` writes it: the body kept while the journal
@@ -515,15 +596,22 @@ impl SessionStore for FsStore {
             if session.message_count == count as u64 {
                 return Ok((session, rendered));
             }
-            // The record and its history disagree: `messages_of` repairs the record, which is
-            // read again so that the answer shows the repaired count.
-            let messages = s.messages_of(&agent, &id)?;
-            let session = s
-                .read_sessions(&agent, |sessions| sessions.get(&id).cloned())?
-                .ok_or_else(|| Error::not_found("session", id))?;
-            Ok((session, crate::render::each(&messages, render)))
+            s.repaired_history(&agent, &id, render)
         })
         .await
+    }
+
+    async fn get_detail(
+        &self,
+        agent: &AgentName,
+        id: &SessionId,
+        detail: &Detail<Session, SessionMessage>,
+    ) -> Result<Body> {
+        if let Some(body) = self.inner.kept_detail(agent, id, detail) {
+            return Ok(body);
+        }
+        let (agent, id, detail) = (agent.clone(), *id, *detail);
+        self.blocking(move |s| s.session_detail(&agent, &id, &detail)).await
     }
 
     async fn append_transcript(

@@ -1,15 +1,17 @@
 //! Whole listings answered from kept bodies (`render`, `fs::index`, `fs::follow`): a process
 //! that listed (and so kept a body, and holds the log it read) must answer what another
 //! process changed since, at its very next listing, for every listing: the sessions of an
-//! agent, its pending inbox, its tasks, and every agent's tasks. `here` and `there` below are
+//! agent, its pending inbox, its tasks, every agent's tasks, and one session with its history.
+//! `here` and `there` below are
 //! two `FsStore`s on one directory, each with its own indexes, kept bodies and file locks, as
 //! two server processes have.
 
 use std::time::Duration;
 
-use orbit_store::render::{Body, Listing};
+use orbit_store::render::{Body, Detail, Listing};
 use orbit_store::{
-    AgentName, FsStore, NewAgent, NewMessage, NewSession, SessionPatch, Stores, TaskPatch,
+    AgentName, FsStore, NewAgent, NewMessage, NewSession, Role, SessionId, SessionMessage,
+    SessionPatch, Stores, TaskPatch,
 };
 
 use crate::records::{claimer, request, weekly_task as task};
@@ -68,6 +70,71 @@ async fn the_sessions_of_an_agent_follow_another_process() {
         let expected = listing().write(&fresh.sessions.list_by_agent(&bot).await.unwrap());
         assert_eq!(body, expected, "step {step}");
     }
+}
+
+fn detail() -> Detail<orbit_store::Session, SessionMessage> {
+    Detail { open: "{\"session\":", head: render, parts: listing() }
+}
+
+/// A session with its history as a store without any kept body reads it.
+async fn fresh_detail(dir: &std::path::Path, agent: &AgentName, id: &SessionId) -> Body {
+    let fresh = FsStore::open(dir).unwrap().stores();
+    let messages = fresh.sessions.get_messages(agent, id).await.unwrap();
+    let session = fresh.sessions.get(agent, id).await.unwrap();
+    detail().join(&session, &orbit_store::render::each(&messages, render))
+}
+
+/// One session read whole (`get_detail`): the body kept by this process is answered while
+/// nothing changed, and never after another process appended a message, updated the session,
+/// wrote a message without its count (a writer that died between the two), deleted the
+/// session or deleted the agent.
+#[tokio::test]
+async fn a_session_with_its_history_follows_another_process() {
+    let (dir, here, there) = two_stores();
+    let bot = name("bot");
+    here.agents.create(&bot, NewAgent::default()).await.unwrap();
+    let session = here.sessions.create(&bot, NewSession::default()).await.unwrap();
+    let id = session.id;
+    let said = |text: &str| SessionMessage::new(Role::User, text.to_owned());
+    here.sessions.append_message(&bot, &id, said("here")).await.unwrap();
+    let kept = here.sessions.get_detail(&bot, &id, &detail()).await.unwrap();
+    assert_eq!(kept, fresh_detail(dir.path(), &bot, &id).await);
+    assert_same_buffer(
+        &kept,
+        &here.sessions.get_detail(&bot, &id, &detail()).await.unwrap(),
+        "detail",
+    );
+    let history = dir.path().join(format!("agents/bot/sessions/{id}.jsonl"));
+    for step in 0..4 {
+        match step {
+            0 => there.sessions.append_message(&bot, &id, said("there")).await.unwrap(),
+            1 => {
+                let patch = SessionPatch { title: Some("there".into()), ..SessionPatch::default() };
+                there.sessions.update(&bot, &id, patch).await.unwrap();
+            }
+            2 => {
+                let line = serde_json::to_string(&said("no count")).unwrap();
+                append_line(&history, &line);
+            }
+            _ => here.sessions.append_message(&bot, &id, said("here again")).await.unwrap(),
+        }
+        let body = here.sessions.get_detail(&bot, &id, &detail()).await.unwrap();
+        assert_eq!(body, fresh_detail(dir.path(), &bot, &id).await, "step {step}");
+        let again = here.sessions.get_detail(&bot, &id, &detail()).await.unwrap();
+        assert_eq!(again, body, "step {step}, read again");
+    }
+    let count = here.sessions.get(&bot, &id).await.unwrap().message_count;
+    assert_eq!(count, 4, "every message counted, the one written without its count too");
+
+    there.sessions.delete(&bot, &id).await.unwrap();
+    let gone = here.sessions.get_detail(&bot, &id, &detail()).await.unwrap_err();
+    assert_eq!(gone.kind(), orbit_store::ErrorKind::NotFound, "session deleted");
+
+    let other = here.sessions.create(&bot, NewSession::default()).await.unwrap();
+    here.sessions.get_detail(&bot, &other.id, &detail()).await.unwrap();
+    there.agents.delete(&bot).await.unwrap();
+    let gone = here.sessions.get_detail(&bot, &other.id, &detail()).await.unwrap_err();
+    assert_eq!(gone.kind(), orbit_store::ErrorKind::NotFound, "agent deleted");
 }
 
 #[tokio::test]
