@@ -522,6 +522,42 @@ async fn limits(client: &Rc<awc::Client>, options: &Options, data: &Path) {
         times[samples * 99 / 100].as_secs_f64() * 1e3
     );
     let _ = std::fs::remove_file(path);
+    new_files(options, data);
+}
+
+/// What creating a file costs here, with no fsync at all: `connections` threads each writing
+/// new 300-byte files under fresh names (temp file, then rename) into one directory, as a
+/// store that keeps one file per record (Orbit's inbox and tasks, the plan's every record)
+/// must. On ext4 without a journal the inode allocator skips every inode freed in the last
+/// seconds (`recently_deleted`), so this ceiling falls with whatever else deletes files on
+/// the same disk.
+fn new_files(options: &Options, data: &Path) {
+    let dir = data.join("new-file-probe");
+    std::fs::create_dir_all(&dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs_f64(options.seconds.min(3.0));
+    let started = Instant::now();
+    let writers: Vec<_> = (0..options.connections)
+        .map(|writer| {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut made = 0usize;
+                while Instant::now() < deadline {
+                    let temp = dir.join(format!(".{writer}.{made}.tmp"));
+                    std::fs::write(&temp, [b'x'; 300]).unwrap();
+                    std::fs::rename(&temp, dir.join(format!("{writer}.{made}.json"))).unwrap();
+                    made += 1;
+                }
+                made
+            })
+        })
+        .collect();
+    let made: usize = writers.into_iter().map(|writer| writer.join().unwrap()).sum();
+    println!(
+        "| new 300-byte file + rename, no fsync, {} threads | {:.0} files/s |",
+        options.connections,
+        made as f64 / started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 fn main() {
