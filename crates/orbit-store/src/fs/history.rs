@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::io;
 use crate::lru::Held;
@@ -53,7 +54,14 @@ struct KeptDetail {
     /// What wrote the body.
     detail: Detail<Session, SessionMessage>,
     body: Held<Body>,
+    /// When the body was last made or vouched for by a `stat`: past [`RECENT`], the check
+    /// leaves the caller's thread for the blocking pool (a path not looked at for long may
+    /// need the disk, or hang on a stuck mount).
+    checked: Instant,
 }
+
+/// How long a kept body may go unchecked and still be checked on the caller's thread.
+const RECENT: Duration = Duration::from_secs(1);
 
 /// The histories read last, shared by the store's clones.
 #[derive(Default)]
@@ -104,23 +112,36 @@ impl HistoryCache {
                 offset,
                 detail: *detail,
                 body,
+                checked: Instant::now(),
             });
+            // What leaves the map is dropped after the lock is let go: freeing a body of up
+            // to the pool's size must not hold up the caller's-thread check.
+            let mut dropped = Vec::new();
             let mut details = self.details.lock().unwrap_or_else(PoisonError::into_inner);
             match kept {
                 Some(kept) => {
                     if !details.contains_key(&id) && details.len() >= KEPT {
                         // Any one, as for the histories.
                         if let Some(other) = details.keys().next().copied() {
-                            details.remove(&other);
+                            dropped.extend(details.remove(&other));
                         }
                     }
-                    details.insert(id, kept);
+                    dropped.extend(details.insert(id, kept));
                 }
                 // Larger than every kept body together may be: none kept.
-                None => drop(details.remove(&id)),
+                None => dropped.extend(details.remove(&id)),
             }
+            drop(details);
+            drop(dropped);
         }
         Ok(body)
+    }
+
+    /// Whether a body is kept for session `id` that was made or vouched for within [`RECENT`]:
+    /// only then may it be checked on the caller's thread.
+    pub(crate) fn recently_checked(&self, id: SessionId) -> bool {
+        let details = self.details.lock().unwrap_or_else(PoisonError::into_inner);
+        details.get(&id).is_some_and(|kept| kept.checked.elapsed() <= RECENT)
     }
 
     /// The body kept for session `id` by `detail`, if it was made from the journal in state
@@ -140,7 +161,10 @@ impl HistoryCache {
         let (offset, body) = {
             let details = self.details.lock().unwrap_or_else(PoisonError::into_inner);
             let kept = details.get(&id)?;
-            if kept.journal != journal || !kept.detail.same_as(detail) {
+            if kept.journal != journal
+                || !kept.detail.same_as(detail)
+                || kept.checked.elapsed() > RECENT
+            {
                 return None;
             }
             (kept.offset, kept.body.touch(Body::clone)?)
@@ -151,7 +175,14 @@ impl HistoryCache {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
             Err(_) => return None,
         };
-        (len == offset).then_some(body)
+        if len != offset {
+            return None;
+        }
+        let mut details = self.details.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(kept) = details.get_mut(&id).filter(|kept| kept.journal == journal) {
+            kept.checked = Instant::now();
+        }
+        Some(body)
     }
 
     fn with_history<R>(
@@ -177,8 +208,10 @@ impl HistoryCache {
 
     /// Forgets a session's history (deleted).
     pub(crate) fn forget(&self, id: &SessionId) {
-        self.histories.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
-        self.details.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+        let history = self.histories.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+        let detail = self.details.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+        // Freed after the locks are let go (see `read_detail`).
+        drop((history, detail));
     }
 }
 

@@ -42,6 +42,7 @@ mod instances;
 pub(crate) mod io;
 mod memory;
 mod runs;
+mod session_journal;
 mod sessions;
 mod task_feed;
 mod tasks;
@@ -78,7 +79,7 @@ pub struct FsStore {
 pub(crate) struct Inner {
     root: PathBuf,
     options: FsOptions,
-    sessions: sessions::JournalCache,
+    sessions: session_journal::JournalCache,
     /// The message histories of the sessions read last (see `history`).
     histories: history::HistoryCache,
     /// Each agent's pending inbox messages (see `index`).
@@ -123,7 +124,7 @@ impl FsStore {
         let inner = Inner {
             root,
             options,
-            sessions: sessions::JournalCache::default(),
+            sessions: session_journal::JournalCache::default(),
             histories: history::HistoryCache::default(),
             inbox_index: index::RecordIndex::default(),
             task_index: index::RecordIndex::default(),
