@@ -45,49 +45,23 @@ async fn seeded(dir: &Path, count: usize) -> (Stores, AgentName, HashSet<Message
     (stores, worker, ids)
 }
 
+/// How the claimers of [`claim_all`] take messages.
+#[derive(Clone, Copy)]
+enum Claiming {
+    /// Each lists the unclaimed messages and claims them one by one (`claim`).
+    OneByOne,
+    /// Each takes batches of one to three (`claim_unclaimed`, which picks them from the index
+    /// of `open/`).
+    Batches,
+}
+
 /// Claims everything it can with `claimers` concurrent sessions; returns what it won.
 async fn claim_all(
     stores: &Stores,
     worker: &AgentName,
     claimers: usize,
     lease: Duration,
-) -> Vec<InboxMessage> {
-    let instance = InstanceId::new();
-    let mut handles = Vec::new();
-    for _ in 0..claimers {
-        let (inbox, worker) = (stores.inbox.clone(), worker.clone());
-        handles.push(tokio::spawn(async move {
-            let session = SessionId::new();
-            let mut won = Vec::new();
-            loop {
-                let unclaimed = inbox.get_unclaimed(&worker).await.unwrap();
-                if unclaimed.is_empty() {
-                    return won;
-                }
-                for message in unclaimed {
-                    let me = Claimer { session, instance, until: lease_until(lease) };
-                    if let Some(message) = inbox.claim(&worker, &message.id, &me).await.unwrap() {
-                        won.push(message);
-                    }
-                }
-            }
-        }));
-    }
-    let mut won = Vec::new();
-    for handle in handles {
-        won.extend(handle.await.unwrap());
-    }
-    won
-}
-
-/// Claims everything it can with `claimers` concurrent sessions taking batches of one to
-/// three messages (`claim_unclaimed`, which picks them from the index of `open/`); returns
-/// what it won.
-async fn claim_all_in_batches(
-    stores: &Stores,
-    worker: &AgentName,
-    claimers: usize,
-    lease: Duration,
+    claiming: Claiming,
 ) -> Vec<InboxMessage> {
     let instance = InstanceId::new();
     let mut handles = Vec::new();
@@ -98,13 +72,34 @@ async fn claim_all_in_batches(
             let mut won = Vec::new();
             loop {
                 let me = Claimer { session, instance, until: lease_until(lease) };
-                let batch = inbox.claim_unclaimed(&worker, &me, 1 + claimer % 3).await.unwrap();
-                // None free now: done once no message is left unclaimed (the others may
-                // hold the rest).
-                if batch.is_empty() && inbox.get_unclaimed(&worker).await.unwrap().is_empty() {
-                    return won;
+                match claiming {
+                    Claiming::OneByOne => {
+                        let unclaimed = inbox.get_unclaimed(&worker).await.unwrap();
+                        if unclaimed.is_empty() {
+                            return won;
+                        }
+                        for message in unclaimed {
+                            let me = Claimer { until: lease_until(lease), ..me };
+                            if let Some(message) =
+                                inbox.claim(&worker, &message.id, &me).await.unwrap()
+                            {
+                                won.push(message);
+                            }
+                        }
+                    }
+                    Claiming::Batches => {
+                        let batch =
+                            inbox.claim_unclaimed(&worker, &me, 1 + claimer % 3).await.unwrap();
+                        // None free now: done once no message is left unclaimed (the others
+                        // may hold the rest).
+                        if batch.is_empty()
+                            && inbox.get_unclaimed(&worker).await.unwrap().is_empty()
+                        {
+                            return won;
+                        }
+                        won.extend(batch);
+                    }
                 }
-                won.extend(batch);
             }
         }));
     }
@@ -132,7 +127,7 @@ fn assert_exactly_once(won: &[MessageId], expected: &HashSet<MessageId>) {
 async fn sixty_four_claimers_take_each_of_a_thousand_messages_once() {
     let dir = tempfile::tempdir().unwrap();
     let (stores, worker, ids) = seeded(dir.path(), 1000).await;
-    let won = claim_all(&stores, &worker, 64, Duration::from_secs(60)).await;
+    let won = claim_all(&stores, &worker, 64, Duration::from_secs(60), Claiming::OneByOne).await;
     let won: Vec<_> = won.iter().map(|m| m.id).collect();
     assert_exactly_once(&won, &ids);
 }
@@ -314,9 +309,9 @@ async fn child_claimer() {
         Duration::from_secs(120)
     };
     let held = if role.starts_with("claim-batches") {
-        claim_all_in_batches(&stores, &worker, 8, lease).await
+        claim_all(&stores, &worker, 8, lease, Claiming::Batches).await
     } else {
-        claim_all(&stores, &worker, 8, lease).await
+        claim_all(&stores, &worker, 8, lease, Claiming::OneByOne).await
     };
     for message in &held {
         println!("WON {}", message.id);
