@@ -166,8 +166,9 @@ impl Instance {
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
     /// Registers this process under `id` (fresh for every start) as `node`, reached by the
-    /// other nodes at `address` (none when it cannot say), alive until `until`. `Conflict` while a live instance has the node's name on another data
-    /// directory ([`NodeIdentity::check_unique`], checked and written as one step).
+    /// other nodes at `address` (none when it cannot say), alive until `until`. `Conflict`
+    /// while a live instance has the node's name on another data directory
+    /// ([`NodeIdentity::check_unique`], checked and written as one step).
     async fn register(
         &self,
         id: InstanceId,

@@ -52,6 +52,27 @@ async fn a_flood_of_activity_never_crowds_out_a_control_signal() {
     );
 }
 
+/// Two nodes' stores, the second's receiver of relayed news, and the database's guard.
+type Hearing = (
+    orbit_store::Stores,
+    orbit_store::Stores,
+    tokio::sync::broadcast::Receiver<Relayed>,
+    crate::Guard,
+);
+
+/// Two nodes on one database, `a` and `b`, with `b`'s receiver of relayed news already
+/// hearing `a`'s; the guard keeps the database.
+async fn two_nodes_hearing_each_other() -> Hearing {
+    let (first, guard) = crate::open(orbit_store::contract::options());
+    let second = PgStore::open(PgOptions::new(guard.database.url.clone(), guard.workspaces.path()))
+        .await
+        .unwrap();
+    let (a, b) = (first.stores(), second.stores());
+    let mut heard = b.instances.watch_activity().unwrap();
+    until_hearing_news(&a, &mut heard).await;
+    (a, b, heard, guard)
+}
+
 /// Waits until `stores` hears news it relays (its listening connection is up), and drains
 /// what it heard.
 async fn until_hearing_news(
@@ -80,13 +101,7 @@ async fn until_hearing_news(
 /// whole (through a row) in its place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_news_reaches_another_node_whole_and_in_order() {
-    let (first, guard) = crate::open(orbit_store::contract::options());
-    let second = PgStore::open(PgOptions::new(guard.database.url.clone(), guard.workspaces.path()))
-        .await
-        .unwrap();
-    let (a, b) = (first.stores(), second.stores());
-    let mut heard = b.instances.watch_activity().unwrap();
-    until_hearing_news(&a, &mut heard).await;
+    let (a, _b, mut heard, guard) = two_nodes_hearing_each_other().await;
 
     let from = InstanceId::new();
     let mut sent = Vec::new();
@@ -300,13 +315,7 @@ async fn a_stored_row_held_up_does_not_hold_up_the_signals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement"]
 async fn relay_throughput() {
-    let (first, guard) = crate::open(orbit_store::contract::options());
-    let second = PgStore::open(PgOptions::new(guard.database.url.clone(), guard.workspaces.path()))
-        .await
-        .unwrap();
-    let (a, b) = (first.stores(), second.stores());
-    let mut heard = b.instances.watch_activity().unwrap();
-    until_hearing_news(&a, &mut heard).await;
+    let (a, _b, mut heard, _guard) = two_nodes_hearing_each_other().await;
     // A turn's end as the relay sends it: about 230 bytes.
     let item = json!({"at": "2026-12-01T15:00:00.123456Z", "activity": {"type": "turnEnded",
         "agent": "reviewer", "session": "01KBDQ6ZQ0000000000000000AB",
