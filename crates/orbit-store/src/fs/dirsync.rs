@@ -1,5 +1,8 @@
 //! Group commit of directory fsyncs: the writers of this process that put new records into one
-//! directory at the same time share the fsync that makes their names durable.
+//! directory at the same time share the fsync that makes their names durable. The same rounds
+//! serve the writers that append durable lines to one file (`arrivals`), sharing its
+//! `fdatasync`: what is said below of a directory and its renames holds of a file and its
+//! appends.
 //!
 //! A new record is durable once its own file was synced before its rename (see
 //! `io::write_new_json`) and a sync of its directory that *began after* that rename has
@@ -28,29 +31,53 @@
 //! measured, and a fair lock (a queue in this process in front of flock) is the remedy
 //! should it show.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
-/// At most this many directories' rounds are kept; past it, the idle ones are dropped (a writer
-/// that comes later starts afresh, which loses nothing: no round is under way for them).
+/// At most this many directories' (or files') rounds are kept; past it, the idle ones are
+/// dropped (a writer that comes later starts afresh, which loses nothing: no round is under
+/// way for them).
 const KEPT_DIRECTORIES: usize = 256;
 
-/// The group commit of every directory this process writes new records into.
-#[derive(Default)]
-pub(crate) struct DirSyncs {
-    dirs: Mutex<HashMap<PathBuf, Arc<DirSync>>>,
+/// The group commit of every directory this process writes new records into, by path.
+pub(crate) type DirSyncs = SyncGroups<PathBuf>;
+
+/// The group commit of every append-only file this process appends durable lines to, by the
+/// file's device and inode (see `arrivals`): a file renamed away keeps its rounds, and one
+/// made under the same name has its own. An inode number is not reused while a writer waiting
+/// for its round holds the file open, and every writer holds its file open until answered.
+pub(crate) type FileSyncs = SyncGroups<(u64, u64)>;
+
+/// Rounds of fsync, one group per key.
+pub(crate) struct SyncGroups<K> {
+    groups: Mutex<HashMap<K, Arc<DirSync>>>,
 }
 
-impl DirSyncs {
-    /// The group commit of `dir`.
-    pub(crate) fn get(&self, dir: &Path) -> Arc<DirSync> {
-        let mut dirs = self.dirs.lock().unwrap_or_else(PoisonError::into_inner);
-        if dirs.len() >= KEPT_DIRECTORIES && !dirs.contains_key(dir) {
-            dirs.retain(|_, sync| Arc::strong_count(sync) > 1);
+impl<K> Default for SyncGroups<K> {
+    fn default() -> Self {
+        Self { groups: Mutex::default() }
+    }
+}
+
+impl<K: Eq + Hash> SyncGroups<K> {
+    /// The group commit of `key` (a directory's path, a file's device and inode).
+    pub(crate) fn get<Q>(&self, key: &Q) -> Arc<DirSync>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ToOwned<Owned = K> + ?Sized,
+    {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        if groups.len() >= KEPT_DIRECTORIES && !groups.contains_key(key) {
+            groups.retain(|_, sync| Arc::strong_count(sync) > 1);
         }
-        dirs.entry(dir.to_path_buf()).or_default().clone()
+        if let Some(group) = groups.get(key) {
+            return group.clone();
+        }
+        groups.entry(key.to_owned()).or_default().clone()
     }
 }
 

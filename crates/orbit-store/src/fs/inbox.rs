@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::index::{self, Change};
-use super::{FsStore, Inner, io};
+use super::{FsStore, Inner, arrivals, io};
 use crate::render::{Body, Listing};
 use crate::{
     AgentName, Claimer, Error, InboxMessage, InboxStore, Lease, LeaseToken, MessageId,
@@ -150,7 +150,10 @@ impl Inner {
     }
 
     /// Runs `body` holding the agent's inbox lock (exclusive, or shared for reads), with the
-    /// agent guarded against deletion.
+    /// agent guarded against deletion, and every message sent before it began made a file of
+    /// `open/` (see `arrivals`). Holding the lock exclusively, it drains first whatever waits,
+    /// so that nothing acts on a message of a batch a crash left; holding it shared, it drains
+    /// under the lock taken exclusively first, and only when a `stat` shows something waits.
     fn with_inbox<T>(
         &self,
         agent: &AgentName,
@@ -160,7 +163,39 @@ impl Inner {
         self.with_agent(agent, || {
             let dir = self.agent_dir(agent).join("inbox");
             io::ensure_dir(&dir)?;
-            io::with_lock_mode(&dir.join(".lock"), exclusive, body)
+            let lock = dir.join(".lock");
+            if !exclusive && arrivals::waiting(&dir) {
+                io::with_lock_mode(&lock, true, || self.drain_arrivals(agent, &dir))?;
+            }
+            io::with_lock_mode(&lock, exclusive, || {
+                if exclusive {
+                    self.drain_arrivals(agent, &dir)?;
+                }
+                body()
+            })
+        })
+    }
+
+    /// Makes a file of `open/` of every message sent so far (see `arrivals`): each not yet one
+    /// (a batch a crash left may have been made in part) is written and fsynced, its index
+    /// line first, and the directory is fsynced once for them all. The caller holds the inbox
+    /// lock exclusively.
+    fn drain_arrivals(&self, agent: &AgentName, dir: &Path) -> Result<()> {
+        arrivals::drain(dir, |messages: Vec<InboxMessage>| {
+            if messages.is_empty() {
+                return Ok(());
+            }
+            let open = self.inbox_dir(agent, OPEN);
+            io::ensure_dir(&open)?;
+            for message in &messages {
+                let path = self.message_path(agent, OPEN, &message.id);
+                if io::exists(&path)? {
+                    continue;
+                }
+                self.note_open(agent, &message.id, Change::Changed)?;
+                io::write_json_batched(&path, message)?;
+            }
+            io::sync_dir(&open)
         })
     }
 
@@ -272,23 +307,14 @@ impl InboxStore for FsStore {
         }
         self.blocking(move |s| {
             let agent = new.to_agent.clone();
-            // A fresh id: no one else can name this file, so the lock is taken only shared,
-            // for the index's log (see `index`): its line comes first, the file after, with
-            // the directory's fsync shared by concurrent senders (see `dirsync`).
-            s.with_inbox(&agent, false, || {
-                let message = InboxMessage::new(new);
-                s.note_open(&agent, &message.id, Change::New)?;
-                let dir = s.inbox_dir(&agent, OPEN);
-                io::ensure_dir(&dir)?;
-                let path = s.message_path(&agent, OPEN, &message.id);
-                if let Err(err) = io::write_new_json(&path, &message, &s.dir_syncs) {
-                    // Readers stop waiting for it; a partial file never got its name.
-                    let id = message.id.to_string();
-                    let _ = index::note(&s.open_log(&agent), &id, Change::Changed, false);
-                    return Err(err);
-                }
-                Ok(message)
-            })
+            let message = InboxMessage::new(new);
+            // A line of the inbox's arrivals, made a file of `open/` by the next step that
+            // takes the inbox's lock (see `arrivals`). The agent is guarded against deletion
+            // only while the line is written; its sync, shared with other senders, comes after.
+            let dir = s.agent_dir(&agent).join("inbox");
+            s.with_agent(&agent, || io::ensure_dir(&dir))?;
+            arrivals::append(&dir, &message, &s.file_syncs)?;
+            Ok(message)
         })
         .await
     }
@@ -305,16 +331,18 @@ impl InboxStore for FsStore {
     ) -> Result<Body> {
         let agent = agent.clone();
         self.blocking(move |s| {
-            // The kept body, without a lock, while the index's log shows no change (see
-            // `index`); else under the inbox lock, from the index brought up to date. An agent
+            // The kept body, without a lock, while nothing waits in the arrivals and the
+            // index's log shows no change (see `index`); else under the inbox lock, from the index brought up to date. An agent
             // found gone (deleted by another process) has its replica forgotten, so that its
             // deleted log is not held open.
             if let Err(err) = s.require_agent(&agent) {
                 s.inbox_index.forget(&agent);
                 return Err(err);
             }
+            // Messages sent but not yet files of `open/` are not in it (see `arrivals`).
             let log = s.open_log(&agent);
-            if let Some(body) = s.inbox_index.current_body(&agent, &log, &listing) {
+            let arrived = arrivals::waiting(&s.agent_dir(&agent).join("inbox"));
+            if !arrived && let Some(body) = s.inbox_index.current_body(&agent, &log, &listing) {
                 return Ok(body);
             }
             s.with_inbox(&agent, false, || s.pending_body(&agent, &listing))

@@ -141,6 +141,28 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_bytes(path, &bytes)
 }
 
+/// Atomically writes `path` like [`write_json`], except that the fsync of its directory is
+/// left to the caller, which makes a batch of such writes durable with one (`sync_dir`).
+pub(crate) fn write_json_batched<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
+    let temp = write_temp(path, &bytes)?;
+    if let Err(err) = fs::rename(&temp, path) {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::io(path, err));
+    }
+    Ok(())
+}
+
+/// Whether `path` names anything; an error other than a missing entry is an error.
+pub(crate) fn exists(path: &Path) -> Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(err) => Err(Error::io(path, err)),
+    }
+}
+
 /// Atomically creates `path`, a name no other writer uses (a fresh id), holding `value` as
 /// JSON: like [`write_json`], except that the fsync of `path`'s directory is shared with this
 /// process's concurrent writers of that directory (see `dirsync`).

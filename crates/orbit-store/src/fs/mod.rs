@@ -31,6 +31,7 @@
 //! does can leave a record behind that a new agent of the same name would inherit.
 
 mod agents;
+mod arrivals;
 mod data_dir_id;
 mod dirsync;
 mod follow;
@@ -88,6 +89,8 @@ pub(crate) struct Inner {
     task_index: index::RecordIndex<crate::Task>,
     /// The shared fsyncs of the directories new records go into (see `dirsync`).
     dir_syncs: dirsync::DirSyncs,
+    /// The shared fdatasyncs of the files new records are appended to (see `arrivals`).
+    file_syncs: dirsync::FileSyncs,
     /// The last whole listing of every agent's tasks, by the generation of each agent's index
     /// it was joined from (see `tasks`).
     all_tasks: std::sync::Mutex<
@@ -129,6 +132,7 @@ impl FsStore {
             inbox_index: index::RecordIndex::default(),
             task_index: index::RecordIndex::default(),
             dir_syncs: dirsync::DirSyncs::default(),
+            file_syncs: dirsync::FileSyncs::default(),
             all_tasks: std::sync::Mutex::default(),
             task_changes: tokio::sync::watch::channel(0).0,
         };

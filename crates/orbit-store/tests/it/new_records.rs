@@ -1,6 +1,8 @@
-//! New inbox messages and tasks: each durable through its own file's fsync and its directory's,
-//! the directory's shared by concurrent writers (`fs::dirsync`). Opening a store replays
-//! nothing, so what is on disk is what the store answers.
+//! New inbox messages and tasks: a task durable through its own file's fsync and its
+//! directory's, the directory's shared by concurrent writers (`fs::dirsync`); a message through
+//! a line of its inbox's arrivals, shared the same way, made a file by the next step that takes
+//! the inbox's lock (`fs::arrivals`). Opening a store replays nothing but those lines, so what
+//! is on disk is what the store answers.
 
 use orbit_store::{AgentName, Error, FsStore, NewAgent, NewMessage};
 
@@ -26,6 +28,8 @@ async fn opening_a_store_never_brings_back_a_record_removed_behind_its_back() {
     let kept_task = stores.tasks.create(&agent(), task("kept")).await.unwrap();
     let removed_message = stores.inbox.send(message("removed")).await.unwrap();
     let kept_message = stores.inbox.send(message("kept")).await.unwrap();
+    // A read makes the messages sent files of `open/` (see `fs::arrivals`).
+    assert_eq!(stores.inbox.get_pending(&agent()).await.unwrap().len(), 2);
     drop(stores);
 
     let agent_dir = dir.path().join("agents").join("writer");

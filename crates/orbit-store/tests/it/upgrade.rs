@@ -18,10 +18,13 @@ async fn inbox_messages_of_the_older_layout_survive_an_upgrade() {
             message_type: orbit_store::MessageType::Request,
             request_id: None,
         };
-        (
+        let sent = (
             stores.inbox.send(send("waiting")).await.unwrap(),
             stores.inbox.send(send("held")).await.unwrap(),
-        )
+        );
+        // A read makes the messages sent files of `open/` (see `fs::arrivals`).
+        assert_eq!(stores.inbox.get_pending(&bot).await.unwrap().len(), 2);
+        sent
     };
     // Lay the messages out as the older server did.
     let inbox = dir.path().join("agents/bot/inbox");

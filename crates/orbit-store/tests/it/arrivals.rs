@@ -1,0 +1,229 @@
+//! New inbox messages are lines of the inbox's arrivals until a step under the inbox's lock
+//! makes them files (`fs::arrivals`). A process that sends, lists, claims and reads messages
+//! at once is killed with SIGKILL at random moments, over and over, so that kills cut sends
+//! sharing an `fdatasync`, drains between their swap and their removal, and claims: every send
+//! it saw answered is there afterwards, nothing it read comes back, and no message is ever in
+//! two places.
+//!
+//! The child is this test binary run again on `arrivals::arrivals_child`; it prints `SENT <id>`
+//! after a send returns and `READ <id>` after marking a message it claimed read.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use orbit_store::{
+    AgentName, Claimer, FsStore, InstanceId, MessageId, MessageStatus, NewAgent, SessionId,
+    timestamp,
+};
+
+use crate::records::request;
+
+const DIR: &str = "ORBIT_STORE_ARRIVALS_DIR";
+const KILLS: usize = 40;
+/// A child's claims lapse soon, so that the next child (and the check at the end) takes back
+/// what a killed one held.
+const CHILD_LEASE: Duration = Duration::from_millis(300);
+
+fn agent() -> AgentName {
+    AgentName::parse("mailbox").unwrap()
+}
+
+fn random_below(bound: u64) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now()) % bound
+}
+
+/// Runs the child until killed at a random moment; returns the lines it finished printing.
+fn run_child_until_killed(dir: &Path) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "arrivals::arrivals_child", "--nocapture", "--test-threads=1"])
+        .env(DIR, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        // A line cut off by the kill has no newline and was never acknowledged.
+        while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.ends_with('\n') {
+                lines.push(line.trim_end().to_owned());
+            }
+            line.clear();
+        }
+        lines
+    });
+    std::thread::sleep(Duration::from_millis(20 + random_below(120)));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
+/// The ids of the message files in one of the inbox's directories.
+fn ids_in(dir: &Path, state: &str) -> Vec<MessageId> {
+    let Ok(entries) = std::fs::read_dir(dir.join("agents/mailbox/inbox").join(state)) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".json").and_then(|id| MessageId::parse(id).ok())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_drains_and_claims_survive_sigkill_at_random_moments() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = FsStore::open(dir.path()).unwrap().stores();
+    stores.agents.create(&agent(), NewAgent::default()).await.unwrap();
+    let (mut sent, mut read) = (HashSet::new(), HashMap::<MessageId, usize>::new());
+    for round in 0..KILLS {
+        for line in run_child_until_killed(dir.path()) {
+            // libtest prints `test <name> ... ` without a newline before the child's output.
+            let Some(start) = line.find("SENT ").or_else(|| line.find("READ ")) else {
+                continue;
+            };
+            match line[start..].split(' ').collect::<Vec<_>>().as_slice() {
+                ["SENT", id] => {
+                    sent.insert(MessageId::parse(id).unwrap());
+                }
+                ["READ", id] => *read.entry(MessageId::parse(id).unwrap()).or_default() += 1,
+                _ => {}
+            }
+        }
+        // Every third round only: a store opened afresh, as a restarted server, finishes what
+        // the child left, and the next child must meet that itself the other times.
+        if round % 3 != 2 && round + 1 < KILLS {
+            continue;
+        }
+        let fresh = FsStore::open(dir.path()).unwrap().stores();
+        for id in &sent {
+            let message = fresh.inbox.get(&agent(), id).await.unwrap_or_else(|err| {
+                panic!("round {round}: the answered send {id} is lost: {err}")
+            });
+            if read.contains_key(id) {
+                assert_eq!(message.status, MessageStatus::Read, "round {round}: {id} came back");
+            }
+        }
+        let open: HashSet<_> = ids_in(dir.path(), "open").into_iter().collect();
+        for id in ids_in(dir.path(), "archive").into_iter().chain(ids_in(dir.path(), "dead")) {
+            assert!(!open.contains(&id), "round {round}: {id} is both open and filed away");
+        }
+    }
+    assert!(sent.len() > KILLS, "the child sent too little to prove anything: {}", sent.len());
+    assert!(!read.is_empty(), "the child never read a message");
+    for (id, times) in &read {
+        assert_eq!(*times, 1, "{id} was delivered and read {times} times");
+    }
+    // Whatever is still pending is claimed here once each leases lapse: every message sent
+    // was read by a child or is taken now, and none twice.
+    tokio::time::sleep(CHILD_LEASE).await;
+    let claimer = Claimer {
+        session: SessionId::new(),
+        instance: InstanceId::new(),
+        until: timestamp::now() + Duration::from_secs(60),
+    };
+    let rest = stores.inbox.claim_unclaimed(&agent(), &claimer, usize::MAX).await.unwrap();
+    for message in &rest {
+        assert!(!read.contains_key(&message.id), "{} was read and is pending again", message.id);
+    }
+    let rest: HashSet<_> = rest.iter().map(|message| message.id).collect();
+    for id in sent.iter().filter(|id| !read.contains_key(id) && !rest.contains(id)) {
+        // Read by a child killed before it printed so, or set aside after the claims of
+        // three children were cut by their kills.
+        let message = stores.inbox.get(&agent(), id).await.unwrap();
+        assert!(
+            matches!(message.status, MessageStatus::Read | MessageStatus::Dead),
+            "{id} was neither read, pending nor set aside: {message:?}"
+        );
+    }
+}
+
+/// The child of the test above; a no-op when run as an ordinary test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn arrivals_child() {
+    let Ok(dir) = std::env::var(DIR) else { return };
+    let stores = FsStore::open(dir).unwrap().stores();
+    for lane in 0..3 {
+        let stores = stores.clone();
+        tokio::spawn(async move {
+            for n in 0u64.. {
+                let message = request(&agent(), &agent(), format!("lane {lane} note {n}"));
+                let sent = stores.inbox.send(message).await.unwrap();
+                println!("SENT {}", sent.id);
+                if n % 7 == 0 {
+                    // A listing drains with the lock taken shared first.
+                    stores.inbox.get_pending(&agent()).await.unwrap();
+                }
+            }
+        });
+    }
+    loop {
+        let claimer = Claimer {
+            session: SessionId::new(),
+            instance: InstanceId::new(),
+            until: timestamp::now() + CHILD_LEASE,
+        };
+        let claimed = stores.inbox.claim_unclaimed(&agent(), &claimer, 4).await.unwrap();
+        for message in claimed {
+            let token = message.lease.unwrap().token;
+            if stores.inbox.mark_read(&agent(), &message.id, &token).await.is_ok() {
+                println!("READ {}", message.id);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A batch a drain left behind when it was killed after making every message's file: the next
+/// step under the inbox's lock finishes it before it acts, so the messages that step claims and
+/// reads never come back from the batch.
+#[tokio::test]
+async fn a_batch_left_by_a_killed_drain_is_finished_before_a_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = FsStore::open(dir.path()).unwrap().stores();
+    stores.agents.create(&agent(), NewAgent::default()).await.unwrap();
+    let mut sent = Vec::new();
+    for text in ["one", "two"] {
+        sent.push(stores.inbox.send(request(&agent(), &agent(), text)).await.unwrap());
+    }
+    // Drained by a listing: both are files of `open/` now.
+    assert_eq!(stores.inbox.get_pending(&agent()).await.unwrap().len(), 2);
+    // As a drain killed after making the files and before removing its batch leaves it.
+    let mut batch = Vec::new();
+    for message in &sent {
+        batch.push(b'\n');
+        batch.extend(serde_json::to_vec(message).unwrap());
+        batch.push(b'\n');
+    }
+    let inbox = dir.path().join("agents/mailbox/inbox");
+    std::fs::write(inbox.join("arrivals.draining.jsonl"), batch).unwrap();
+
+    let claimer = Claimer {
+        session: SessionId::new(),
+        instance: InstanceId::new(),
+        until: timestamp::now() + Duration::from_secs(60),
+    };
+    let claimed = stores.inbox.claim_unclaimed(&agent(), &claimer, 1).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let token = claimed[0].lease.unwrap().token;
+    stores.inbox.mark_read(&agent(), &claimed[0].id, &token).await.unwrap();
+    stores.inbox.archive(&agent(), &sent[1].id).await.unwrap();
+
+    assert!(!inbox.join("arrivals.draining.jsonl").exists(), "the batch was finished");
+    assert!(stores.inbox.get_pending(&agent()).await.unwrap().is_empty());
+    let fresh = FsStore::open(dir.path()).unwrap().stores();
+    assert!(fresh.inbox.get_pending(&agent()).await.unwrap().is_empty());
+    assert_eq!(
+        fresh.inbox.get(&agent(), &claimed[0].id).await.unwrap().status,
+        MessageStatus::Read
+    );
+    assert!(ids_in(dir.path(), "open").is_empty(), "nothing is left in open/");
+}
