@@ -1,75 +1,101 @@
 //! New records made durable as lines appended to one file beside their directory, instead of
-//! one new file each; the records' own files are made from those lines later, in batches,
-//! by the next step that takes the records' lock exclusively ([`drain`]).
+//! one new file each; the records' own files are made from those lines later, in bounded
+//! steps, by the steps that take the records' lock ([`drain`]).
 //!
 //! ```text
-//! <dir>/arrivals.jsonl           new records, one JSON line each, every line preceded by a newline
-//! <dir>/arrivals.draining.jsonl  the batch being made into files
-//! <dir>/arrivals.lock            flock: appenders shared, the drain's swap of the two exclusive
+//! <dir>/arrivals.jsonl             new records, one JSON line each, every line preceded by a newline
+//! <dir>/arrivals.draining.jsonl    the batch being made into files
+//! <dir>/arrivals.lock              flock: appenders shared, the swap of the two exclusive
+//! <dir>/arrivals.unreadable.jsonl  whole lines that did not parse, kept
 //! ```
 //!
 //! Why: on this kind of disk a create is bound by making a file, not by its fsyncs (ext4's
 //! inode allocator searches under the directory's lock; docs/benchmarks.md), and a record that
 //! is one new file pays that search on the answer's path. An append makes no inode, and the
 //! `fdatasync` that makes it durable is shared by every writer of this process that appended
-//! to the file before it began (`dirsync`, by the file's inode). The files are still made, the
-//! record layout around them is unchanged, and nothing but [`append`] and [`drain`] knows the
-//! lines exist.
+//! to the file before it began (`sync_rounds`, by the file's inode). The files are still made, the
+//! record layout around them is unchanged, and nothing but this module knows the lines exist.
 //!
 //! Why it is correct:
 //!
 //! - **An answered append is durable.** The file exists under its name durably before anyone
-//!   appends to it: only [`make_file`] and the drain's swap make it, holding the lock
-//!   exclusively, and both fsync the directory before letting go. An appender opens it under
-//!   the lock held shared, so it is the file the name holds, and its line is synced by an
-//!   `fdatasync` that began after its `write` returned.
-//! - **Every appended line is drained exactly once into a file.** The drain swaps the file
-//!   under the lock held exclusively: it waits for every appender holding it shared, whose
-//!   `write`s are then complete, and renames the file to the batch's name; appenders that come
-//!   after open the new empty file. The batch is made into files (each fsynced, its directory
-//!   fsynced) and only then removed, and the removal is made durable before the drain returns.
-//! - **A batch left by a crash is finished before anything acts on its records.** The drain
-//!   runs at the start of every step under the records' exclusive lock (the inbox's claims,
-//!   settlings and archivings), so no step can have changed a record of a batch that still
-//!   exists: finishing it again remakes files that are unchanged since they were first made.
+//!   appends to it: only [`make_file`] and the [`swap`] make it, holding the lock exclusively,
+//!   and both fsync the directory before letting go. An appender opens it under the lock held
+//!   shared, so it is the file the name holds, and its line is synced by an `fdatasync` that
+//!   began after its `write` returned.
+//! - **Every appended line is drained.** The swap renames the file to the batch's name under
+//!   the lock held exclusively: it waits for every appender holding it shared, whose `write`s
+//!   are then complete, and appenders that come after open the new empty file. A batch is
+//!   made into files step by step (each file fsynced, the directory fsynced per step) and
+//!   removed, durably, only once its last record is a file.
+//! - **No record is made a file twice.** A step may give `make` records that are files
+//!   already: a batch a crash left, or one another drain worked on. `make` leaves a record
+//!   alone when its file exists wherever the record's life may have taken it (the inbox's
+//!   `open/`, `archive/` and `dead/`), so a batch finished again brings back nothing claimed,
+//!   read or archived since. A record whose file can be removed (a task deleted) must have no
+//!   batch left when it is removed: the task store finishes every batch before a deletion.
 //! - **A line torn by a crash is skipped, and tears no other line.** Each line starts with a
 //!   newline, so a line appended after a torn one (a writer killed mid-`write`, a power loss
 //!   before its sync) still starts a line of its own. Appends under the shared lock can run at
-//!   once in several processes; a regular file's `O_APPEND` writes do not interleave.
+//!   once in several processes; a regular file's `O_APPEND` writes do not interleave. A whole
+//!   line that does not parse (damage, a record of a newer Orbit) is kept beside the arrivals.
+//! - **Every step is bounded** ([`STEP_RECORDS`], [`STEP_BYTES`]), and a drain takes the
+//!   records' lock per step, so a backlog never holds it for long; a drain stops once it has
+//!   consumed as many bytes as waited when it began (see [`Drain`]), so sends that keep coming
+//!   cannot keep it going.
 //!
 //! What it costs: a read of the records first checks, with a `stat` of each of the two files,
-//! whether anything waits to be drained (see the inbox's `with_inbox`), and the step that
-//! drains pays the files' fsyncs the appends did not.
+//! whether anything waits to be drained, and the step that drains pays the files' fsyncs the
+//! appends did not.
 //!
 //! An `fdatasync` that fails answers its writers with the error, and their lines stay in the
 //! file: as after any failed fsync the disk's state is unknown, and such a record may still be
-//! drained (the session journal's appends are the same).
+//! drained (the session journal's appends are the same). An Orbit older than this module does
+//! not read the arrivals: a data directory handed back to one shows it none of the records
+//! still waiting.
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, ErrorKind, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::dirsync::FileSyncs;
 use super::io::{self, FILE_MODE};
+use super::sync_rounds::FileSyncs;
 use crate::{Error, Result};
 
 const ARRIVALS: &str = "arrivals.jsonl";
 const DRAINING: &str = "arrivals.draining.jsonl";
 const LOCK: &str = "arrivals.lock";
+/// Whole lines that do not parse, kept for whoever looks into them.
+const UNREADABLE: &str = "arrivals.unreadable.jsonl";
 
-/// Appends `record` to `dir`'s arrivals and returns once it is durable. `dir` exists.
-pub(crate) fn append<T: Serialize>(dir: &Path, record: &T, syncs: &FileSyncs) -> Result<()> {
+/// At most this many records are made files in one hold of the records' lock (see [`step`]),
+/// so that other holders (a claim's renewal) never wait long behind a drain.
+const STEP_RECORDS: usize = 64;
+/// Nor more than this many bytes of them, past the first record, so that a step's memory is
+/// bounded too.
+const STEP_BYTES: usize = 4 << 20;
+
+/// A line written to the arrivals and not yet synced (see [`append`]).
+pub(crate) struct Appended {
+    file: File,
+    path: std::path::PathBuf,
+}
+
+/// Writes `record` as a line of `dir`'s arrivals (`dir` exists), for [`Appended::sync`] to
+/// make durable: the caller writes under whatever guards the records' directory and syncs
+/// after letting it go, so that the shared sync is waited for holding nothing.
+pub(crate) fn append<T: Serialize>(dir: &Path, record: &T) -> Result<Appended> {
     let path = dir.join(ARRIVALS);
     let mut line = Vec::with_capacity(512);
     line.push(b'\n');
     serde_json::to_writer(&mut line, record)
         .map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
     line.push(b'\n');
-    let file = loop {
+    loop {
         let appended = io::with_lock_mode(&dir.join(LOCK), false, || {
             let mut file = match OpenOptions::new().append(true).open(&path) {
                 Ok(file) => file,
@@ -77,7 +103,7 @@ pub(crate) fn append<T: Serialize>(dir: &Path, record: &T, syncs: &FileSyncs) ->
                 Err(err) => return Err(Error::io(&path, err)),
             };
             // One `write`: a short one is not retried, since the rest would land after another
-            // appender's line; the part written fails to parse and is skipped.
+            // appender's line; the part written fails to parse and is set aside.
             match file.write(&line) {
                 Ok(written) if written == line.len() => Ok(Some(file)),
                 Ok(_) => Err(Error::io(&path, std::io::Error::other("a short write"))),
@@ -85,18 +111,25 @@ pub(crate) fn append<T: Serialize>(dir: &Path, record: &T, syncs: &FileSyncs) ->
             }
         })?;
         match appended {
-            Some(file) => break file,
+            Some(file) => return Ok(Appended { file, path }),
             None => make_file(dir)?,
         }
-    };
-    let metadata = file.metadata().map_err(|err| Error::io(&path, err))?;
-    syncs
-        .get(&(metadata.dev(), metadata.ino()))
-        .sync(|| file.sync_data())
-        .map_err(|err| Error::io(&path, err))
+    }
 }
 
-/// Whether anything waits in `dir` to be drained: lines appended, or a batch a crash left. An
+impl Appended {
+    /// Returns once the line is durable: an `fdatasync` of its file that began after its
+    /// `write` returned has succeeded, shared with this process's other appenders.
+    pub(crate) fn sync(self, syncs: &FileSyncs) -> Result<()> {
+        let metadata = self.file.metadata().map_err(|err| Error::io(&self.path, err))?;
+        syncs
+            .get((metadata.dev(), metadata.ino()))
+            .sync(|| self.file.sync_data())
+            .map_err(|err| Error::io(&self.path, err))
+    }
+}
+
+/// Whether anything waits in `dir` to be drained: lines appended, or a batch being drained. An
 /// error other than a missing file says yes, so that the drain reports it.
 pub(crate) fn waiting(dir: &Path) -> bool {
     // The arrivals first: a drain swaps them for an empty file while the batch's name exists,
@@ -107,71 +140,226 @@ pub(crate) fn waiting(dir: &Path) -> bool {
         Err(err) => err.kind() != ErrorKind::NotFound,
     };
     arrived
-        || !matches!(fs::symlink_metadata(dir.join(DRAINING)), Err(err) if err.kind() == ErrorKind::NotFound)
+        || !matches!(
+            fs::symlink_metadata(dir.join(DRAINING)),
+            Err(err) if err.kind() == ErrorKind::NotFound
+        )
 }
 
-/// Makes files of every record appended to `dir`'s arrivals so far. `make` is given the
-/// records of one batch, oldest first, and returns once each is a durable file; it may be given
-/// records it made files of before (a batch a crash left), and must then leave those files as
-/// they are. The caller holds the records' lock exclusively, and drains before acting on any
-/// record (see the module's doc).
-pub(crate) fn drain<T: DeserializeOwned>(
+/// A drain of what waited in a directory when it began, made in steps.
+pub(crate) struct Drain {
+    /// The batch this drain works on, held open so that its inode names that batch and no
+    /// later one, and the bytes of it made files of so far.
+    batch: Option<(File, u64)>,
+    /// The bytes left to drain: what waited when the drain began. Steps consume bytes in the
+    /// order they were appended, from the start of each batch they meet, so once this many
+    /// are consumed every line that waited at the beginning was made a file, by this drain
+    /// or by another.
+    left: u64,
+    /// Whether the drain may swap the arrivals in for a batch; one that only finishes the
+    /// batch being drained may not.
+    swaps: bool,
+}
+
+impl Drain {
+    /// A drain of what waits in `dir` now.
+    pub(crate) fn begin(dir: &Path) -> Result<Drain> {
+        let mut left = 0;
+        for name in [DRAINING, ARRIVALS] {
+            let path = dir.join(name);
+            match fs::metadata(&path) {
+                Ok(metadata) => left += metadata.len(),
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io(&path, err)),
+            }
+        }
+        Ok(Drain { batch: None, left, swaps: true })
+    }
+}
+
+/// Finishes the batch being drained in `dir`, if any, in one go: for a caller holding the
+/// records' lock exclusively that is about to remove a record's file, which must then be in
+/// no batch, lest a crash before the batch's end bring it back (see the module's doc).
+/// `make` is as for [`step`].
+pub(crate) fn finish_batch<T: DeserializeOwned>(
     dir: &Path,
     mut make: impl FnMut(Vec<T>) -> Result<()>,
 ) -> Result<()> {
+    let mut drain = Drain { batch: None, left: u64::MAX, swaps: false };
+    while step(dir, &mut drain, &mut make)? {}
+    Ok(())
+}
+
+/// Drains what waits in `dir`, one [`step`] per hold of `lock` (taken exclusively), so that
+/// other holders get the lock between steps. `make` is as for [`step`].
+pub(crate) fn drain<T: DeserializeOwned>(
+    dir: &Path,
+    lock: &Path,
+    mut make: impl FnMut(Vec<T>) -> Result<()>,
+) -> Result<()> {
+    if !waiting(dir) {
+        return Ok(());
+    }
+    let mut drain = Drain::begin(dir)?;
+    while io::with_lock(lock, || step(dir, &mut drain, &mut make))? {}
+    Ok(())
+}
+
+/// One step of `drain`: makes files of the next records of the batch (swapping the arrivals in
+/// for a batch when none is being drained), at most [`STEP_RECORDS`] of them, and removes the
+/// batch durably once all of its records are files. Returns whether the drain has more to do.
+///
+/// `make` is given records, oldest first, and returns once each is a durable file. It may be
+/// given records it made files of before (a batch a crash left, or one another drain worked
+/// on), and must then leave them as they are, wherever they went since: every record is in
+/// one batch only, and a batch is removed only once each of its records is a durable file, so
+/// a record given again was never made a file of anew by anyone else. The caller holds the
+/// records' lock exclusively.
+pub(crate) fn step<T: DeserializeOwned>(
+    dir: &Path,
+    drain: &mut Drain,
+    mut make: impl FnMut(Vec<T>) -> Result<()>,
+) -> Result<bool> {
+    if drain.left == 0 {
+        return Ok(false);
+    }
     let draining = dir.join(DRAINING);
-    if io::exists(&draining)? {
-        finish(dir, &draining, &mut make)?;
+    let file = match File::open(&draining) {
+        Ok(file) => file,
+        Err(err) if err.kind() == ErrorKind::NotFound => {
+            if !drain.swaps || !swap(dir)? {
+                return Ok(false);
+            }
+            File::open(&draining).map_err(|err| Error::io(&draining, err))?
+        }
+        Err(err) => return Err(Error::io(&draining, err)),
+    };
+    let metadata = file.metadata().map_err(|err| Error::io(&draining, err))?;
+    let from = match &drain.batch {
+        Some((held, offset)) if same_file(held, &metadata) => *offset,
+        _ => 0,
+    };
+    let (records, unreadable, consumed) = read_step(&file, &draining, from)?;
+    if !unreadable.is_empty() {
+        set_aside(dir, &unreadable)?;
     }
+    make(records)?;
+    drain.left = drain.left.saturating_sub(consumed);
+    let end = from + consumed;
+    if end >= metadata.len() {
+        fs::remove_file(&draining).map_err(|err| Error::io(&draining, err))?;
+        io::sync_dir(dir)?;
+        drain.batch = None;
+        if !drain.swaps {
+            return Ok(false);
+        }
+    } else {
+        drain.batch = Some((file, end));
+    }
+    Ok(drain.left > 0)
+}
+
+/// Renames the arrivals to the batch's name and puts an empty file in their place, when any
+/// line waits; returns whether it did. Under the arrivals' lock held exclusively, so that
+/// every appender's `write` is complete and none lands in the batch afterwards.
+fn swap(dir: &Path) -> Result<bool> {
     let arrivals = dir.join(ARRIVALS);
-    match fs::metadata(&arrivals) {
-        Ok(metadata) if metadata.len() > 0 => {}
-        Ok(_) => return Ok(()),
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(Error::io(&arrivals, err)),
-    }
     io::with_lock_mode(&dir.join(LOCK), true, || {
-        fs::rename(&arrivals, &draining).map_err(|err| Error::io(&arrivals, err))?;
+        match fs::metadata(&arrivals) {
+            Ok(metadata) if metadata.len() > 0 => {}
+            Ok(_) => return Ok(false),
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(err) => return Err(Error::io(&arrivals, err)),
+        }
+        fs::rename(&arrivals, dir.join(DRAINING)).map_err(|err| Error::io(&arrivals, err))?;
         create_empty(&arrivals)?;
         // Both names at once: should the rename be lost, the lines are drained from the old
         // name instead, and the new empty file is made again by the next appender.
-        io::sync_dir(dir)
-    })?;
-    finish(dir, &draining, &mut make)
+        io::sync_dir(dir)?;
+        Ok(true)
+    })
 }
 
-/// Makes files of a batch's records, then removes the batch durably.
-fn finish<T: DeserializeOwned>(
-    dir: &Path,
-    draining: &Path,
-    make: &mut impl FnMut(Vec<T>) -> Result<()>,
-) -> Result<()> {
-    let bytes = fs::read(draining).map_err(|err| Error::io(draining, err))?;
-    make(parse(draining, &bytes))?;
-    fs::remove_file(draining).map_err(|err| Error::io(draining, err))?;
-    io::sync_dir(dir)
-}
-
-/// The records of a batch, in the order appended. A line that does not parse (torn by a crash,
-/// or damaged) is skipped and logged: it was never answered, or it cannot be read by anyone.
-fn parse<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Vec<T> {
-    let mut records = Vec::new();
-    for line in bytes.split(|b| *b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
+/// The next records of a batch from byte `from`: the records parsed, the whole lines that do
+/// not parse, and the bytes consumed. A last line without its newline was torn by a crash
+/// (the batch is never appended to) and is skipped; it was never answered.
+fn read_step<T: DeserializeOwned>(
+    file: &File,
+    path: &Path,
+    from: u64,
+) -> Result<(Vec<T>, Vec<Vec<u8>>, u64)> {
+    let mut reader = BufReader::new(file);
+    reader.seek(SeekFrom::Start(from)).map_err(|err| Error::io(path, err))?;
+    let (mut records, mut unreadable) = (Vec::new(), Vec::new());
+    let (mut consumed, mut bytes) = (0u64, 0usize);
+    let mut line = Vec::new();
+    while records.len() + unreadable.len() < STEP_RECORDS && (bytes < STEP_BYTES || bytes == 0) {
+        line.clear();
+        let read = reader.read_until(b'\n', &mut line).map_err(|err| Error::io(path, err))?;
+        if read == 0 {
+            break;
+        }
+        consumed += read as u64;
+        if line.last() != Some(&b'\n') {
+            tracing::warn!(path = %path.display(), "skipping a torn last line of arrivals");
+            break;
+        }
+        let text = &line[..line.len() - 1];
+        if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice(line) {
+        bytes += text.len();
+        match serde_json::from_slice(text) {
             Ok(record) => records.push(record),
             Err(err) => {
-                tracing::warn!(path = %path.display(), error = %err, "skipping an arrived record that does not parse")
+                tracing::warn!(path = %path.display(), error = %err, "setting aside an arrived record that does not parse");
+                unreadable.push(text.to_vec());
             }
         }
     }
-    records
+    Ok((records, unreadable, consumed))
 }
 
-/// Makes `dir`'s arrivals file when it is missing (first use, or a drain that failed after
-/// its swap), durably, before anyone appends to it.
+/// Keeps whole lines that do not parse (damage, or a record of a newer Orbit) beside the
+/// arrivals, durably, before their batch is removed.
+fn set_aside(dir: &Path, lines: &[Vec<u8>]) -> Result<()> {
+    let path = dir.join(UNREADABLE);
+    for line in lines {
+        io::append_line(&path, line)?;
+    }
+    Ok(())
+}
+
+fn same_file(held: &File, metadata: &fs::Metadata) -> bool {
+    held.metadata().is_ok_and(|held| held.dev() == metadata.dev() && held.ino() == metadata.ino())
+}
+
+/// The records waiting in `dir` to be drained (a batch, then the arrivals), for a caller that
+/// excludes every appender and drainer and will not act on them: one deleting the whole
+/// directory, telling others what went with it.
+pub(crate) fn peek<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>> {
+    let mut records = Vec::new();
+    for path in [dir.join(DRAINING), dir.join(ARRIVALS)] {
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == ErrorKind::NotFound => continue,
+            Err(err) => return Err(Error::io(&path, err)),
+        };
+        let mut from = 0;
+        loop {
+            let (read, _, consumed) = read_step::<T>(&file, &path, from)?;
+            records.extend(read);
+            if consumed == 0 {
+                break;
+            }
+            from += consumed;
+        }
+    }
+    Ok(records)
+}
+
+/// Makes `dir`'s arrivals file when it is missing (first use, or a swap that failed after its
+/// rename), durably, before anyone appends to it.
 fn make_file(dir: &Path) -> Result<()> {
     io::with_lock_mode(&dir.join(LOCK), true, || {
         let path = dir.join(ARRIVALS);
@@ -198,25 +386,53 @@ mod tests {
 
     use super::*;
 
+    fn send(dir: &Path, record: u64, syncs: &FileSyncs) {
+        append(dir, &record).unwrap().sync(syncs).unwrap();
+    }
+
+    /// Drains `dir` the way a store does, its lock taken per step; the batches `make` got.
+    fn drain_batches(dir: &Path) -> Vec<Vec<u64>> {
+        let mut batches = Vec::new();
+        drain(dir, &dir.join(".lock"), |records: Vec<u64>| {
+            batches.push(records);
+            Ok(())
+        })
+        .unwrap();
+        batches
+    }
+
     /// A line torn by a crash (no newline, cut mid-record) is skipped, and the lines appended
     /// after it are each drained whole.
     #[test]
     fn a_torn_line_tears_no_line_appended_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let syncs = FileSyncs::default();
-        append(dir.path(), &1u64, &syncs).unwrap();
+        send(dir.path(), 1, &syncs);
         let mut file = OpenOptions::new().append(true).open(dir.path().join(ARRIVALS)).unwrap();
         file.write_all(b"\n{\"torn").unwrap();
-        append(dir.path(), &2u64, &syncs).unwrap();
-        append(dir.path(), &3u64, &syncs).unwrap();
-        let mut drained = Vec::new();
-        drain(dir.path(), |records: Vec<u64>| {
-            drained.extend(records);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(drained, [1, 2, 3]);
+        send(dir.path(), 2, &syncs);
+        send(dir.path(), 3, &syncs);
+        assert_eq!(drain_batches(dir.path()).concat(), [1, 2, 3]);
         assert!(!waiting(dir.path()), "nothing waits once drained");
+        // The torn part ends with the next line's leading newline, so it is kept as a whole
+        // line that does not parse.
+        let kept = fs::read_to_string(dir.path().join(UNREADABLE)).unwrap();
+        assert_eq!(kept, "{\"torn\n");
+    }
+
+    /// A whole line that does not parse is kept beside the arrivals, not dropped with its
+    /// batch; a last line torn by a crash is dropped (it was never answered).
+    #[test]
+    fn a_whole_line_that_does_not_parse_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncs = FileSyncs::default();
+        send(dir.path(), 1, &syncs);
+        let mut file = OpenOptions::new().append(true).open(dir.path().join(ARRIVALS)).unwrap();
+        file.write_all(b"\n\"a newer record\"\n\n{\"cut").unwrap();
+        assert_eq!(drain_batches(dir.path()).concat(), [1]);
+        let kept = fs::read_to_string(dir.path().join(UNREADABLE)).unwrap();
+        assert_eq!(kept, "\"a newer record\"\n");
+        assert!(!waiting(dir.path()));
     }
 
     /// A batch that `make` fails on stays, whole, for the next drain, ahead of what arrived
@@ -225,18 +441,65 @@ mod tests {
     fn a_batch_that_could_not_be_made_is_drained_again_first() {
         let dir = tempfile::tempdir().unwrap();
         let syncs = FileSyncs::default();
-        append(dir.path(), &1u64, &syncs).unwrap();
-        let failed = drain(dir.path(), |_: Vec<u64>| Err(Error::Invalid("disk full".into())));
+        send(dir.path(), 1, &syncs);
+        let lock = dir.path().join(".lock");
+        let failed = drain(dir.path(), &lock, |_: Vec<u64>| Err(Error::Invalid("full".into())));
         assert!(failed.is_err());
         assert!(waiting(dir.path()));
-        append(dir.path(), &2u64, &syncs).unwrap();
-        let mut batches = Vec::new();
-        drain(dir.path(), |records: Vec<u64>| {
-            batches.push(records);
+        send(dir.path(), 2, &syncs);
+        assert_eq!(drain_batches(dir.path()), [vec![1], vec![2]]);
+    }
+
+    /// A backlog is made files in steps of at most `STEP_RECORDS`, each its own hold of the
+    /// lock, oldest first.
+    #[test]
+    fn a_backlog_is_drained_in_bounded_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncs = FileSyncs::default();
+        let count = STEP_RECORDS as u64 * 2 + 5;
+        for record in 0..count {
+            send(dir.path(), record, &syncs);
+        }
+        let batches = drain_batches(dir.path());
+        assert!(batches.iter().all(|batch| batch.len() <= STEP_RECORDS), "a step too large");
+        assert_eq!(batches.len(), 3);
+        assert_eq!(batches.concat(), (0..count).collect::<Vec<_>>());
+        assert!(!waiting(dir.path()));
+    }
+
+    /// A drain stops once it has consumed what waited when it began, although more keeps
+    /// arriving; `finish_batch` finishes a batch left midway and swaps nothing in.
+    #[test]
+    fn a_drain_ends_and_a_finish_takes_only_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncs = FileSyncs::default();
+        for record in 0..(STEP_RECORDS as u64 + 1) {
+            send(dir.path(), record, &syncs);
+        }
+        // One step of a drain: the batch is swapped in and its first step made.
+        let mut drain = Drain::begin(dir.path()).unwrap();
+        let mut made = Vec::new();
+        assert!(
+            step(dir.path(), &mut drain, |records: Vec<u64>| {
+                made.extend(records);
+                Ok(())
+            })
+            .unwrap()
+        );
+        assert_eq!(made.len(), STEP_RECORDS);
+        send(dir.path(), 1000, &syncs);
+        let mut finished = Vec::new();
+        finish_batch(dir.path(), |records: Vec<u64>| {
+            finished.extend(records);
             Ok(())
         })
         .unwrap();
-        assert_eq!(batches, [vec![1], vec![2]]);
+        // From the batch's start: a finish does not know how far the drain got, and the
+        // records it gives again are left alone by `make`.
+        assert_eq!(finished, (0..(STEP_RECORDS as u64 + 1)).collect::<Vec<_>>());
+        assert!(!dir.path().join(DRAINING).exists());
+        assert!(waiting(dir.path()), "the record that arrived after waits");
+        assert_eq!(drain_batches(dir.path()).concat(), [1000]);
     }
 
     /// Writers appending from many threads while drains run: every answered append is drained,
@@ -253,27 +516,20 @@ mod tests {
                 std::thread::spawn(move || {
                     start.wait();
                     for n in 0..each {
-                        append(&dir, &(writer * each + n), &syncs).unwrap();
+                        send(&dir, writer * each + n, &syncs);
                     }
                 })
             })
             .collect();
         start.wait();
         let mut drained = Vec::new();
-        let drain_all = |drained: &mut Vec<u64>| {
-            drain(dir.path(), |records: Vec<u64>| {
-                drained.extend(records);
-                Ok(())
-            })
-            .unwrap()
-        };
         while handles.iter().any(|handle| !handle.is_finished()) {
-            drain_all(&mut drained);
+            drained.extend(drain_batches(dir.path()).concat());
         }
         for handle in handles {
             handle.join().unwrap();
         }
-        drain_all(&mut drained);
+        drained.extend(drain_batches(dir.path()).concat());
         let unique: HashSet<_> = drained.iter().copied().collect();
         assert_eq!(unique.len(), drained.len(), "a record drained twice");
         assert_eq!(unique, (0..writers * each).collect::<HashSet<_>>());

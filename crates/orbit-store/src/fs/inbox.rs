@@ -6,6 +6,7 @@
 //! inbox/archive/<id>.json   read or archived
 //! inbox/dead/<id>.json      set aside after too many failed deliveries, or unreadable
 //! inbox/.lock               held (flock) by every change of state
+//! inbox/arrivals.*          messages sent and not yet files of `open/` (see `arrivals`)
 //! ```
 //!
 //! Why a lock rather than renames alone: a state change reads the message, checks that the
@@ -18,13 +19,15 @@
 //! The message's content is the truth and its directory follows it: closing a message first
 //! rewrites it in place with its final status, then moves it to `archive/` or `dead/`. A crash
 //! between the two leaves a closed message in `open/`, which readers skip by its status and the
-//! next change under the lock moves on. Nothing is ever written anywhere but under the lock,
-//! except `send`, which creates a file under a name no one else can know yet.
+//! next change under the lock moves on. Nothing is ever written in these directories but under
+//! the lock held exclusively.
 //!
-//! Readers take the lock shared, so a listing sees every message exactly once even while
-//! messages move between directories. The pending listing reads an index of `open/` (see
-//! `index`), whose change log `open.changes.jsonl` every change to `open/` writes to first;
-//! `send` takes the lock shared too, for that log, and its fsyncs overlap with other sends'.
+//! `send` appends the message to the inbox's arrivals and touches none of them: every step but
+//! a claim's settling first makes the messages sent before it files of `open/`, in bounded
+//! steps under the lock held exclusively (`with_inbox`, `arrivals`). Readers then take the lock
+//! shared, so a listing sees every message exactly once even while messages move between
+//! directories. The pending listing reads an index of `open/` (see `index`), whose change log
+//! `open.changes.jsonl` every change to `open/` writes to first.
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +46,19 @@ pub(super) const OPEN: &str = "open";
 pub(super) const ARCHIVE: &str = "archive";
 pub(super) const DEAD: &str = "dead";
 
+/// What an inbox step does with the messages sent before it (see `arrivals`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Reads them, under the lock shared: they are made files first, as far as they can be.
+    Read,
+    /// Acts on pending messages (a claim, an archiving), under the lock exclusively: they are
+    /// made files first.
+    Act,
+    /// Settles a claim it holds, under the lock exclusively. Its message is a file already
+    /// (it was claimed), so nothing is drained: a renewal never waits for a drain.
+    Settle,
+}
+
 impl Inner {
     /// Moves messages of the older layout (`pending/<id>.json`, `claimed/<id>.<token>.<pid>.json`)
     /// into `open/`, claims given back: their holders were processes of an older server.
@@ -54,7 +70,7 @@ impl Inner {
             if !old.iter().any(|dir| dir.is_dir()) {
                 continue;
             }
-            let moved = self.with_inbox(&agent, true, || {
+            let moved = self.with_inbox(&agent, Step::Act, || {
                 let mut moved = 0;
                 for dir in &old {
                     for file in io::list_names(dir, ".json")? {
@@ -113,7 +129,7 @@ impl Inner {
     }
 
     /// Tells every process's index that a message in `open/` is about to change: before the
-    /// change, under the inbox lock (exclusive, or shared for a new message).
+    /// change, under the inbox lock held exclusively.
     pub(super) fn note_open(
         &self,
         agent: &AgentName,
@@ -150,53 +166,64 @@ impl Inner {
     }
 
     /// Runs `body` holding the agent's inbox lock (exclusive, or shared for reads), with the
-    /// agent guarded against deletion, and every message sent before it began made a file of
-    /// `open/` (see `arrivals`). Holding the lock exclusively, it drains first whatever waits,
-    /// so that nothing acts on a message of a batch a crash left; holding it shared, it drains
-    /// under the lock taken exclusively first, and only when a `stat` shows something waits.
+    /// agent guarded against deletion; unless it settles a claim, every message sent before
+    /// it began is a file of `open/` first (see `arrivals`).
     fn with_inbox<T>(
         &self,
         agent: &AgentName,
-        exclusive: bool,
+        step: Step,
         body: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
         self.with_agent(agent, || {
             let dir = self.agent_dir(agent).join("inbox");
             io::ensure_dir(&dir)?;
             let lock = dir.join(".lock");
-            if !exclusive && arrivals::waiting(&dir) {
-                io::with_lock_mode(&lock, true, || self.drain_arrivals(agent, &dir))?;
-            }
-            io::with_lock_mode(&lock, exclusive, || {
-                if exclusive {
-                    self.drain_arrivals(agent, &dir)?;
+            match step {
+                Step::Read => {
+                    // What cannot be drained now (a full disk, a file system gone read-only)
+                    // is not listed yet; the rest still is.
+                    if let Err(err) = self.drain_arrivals(agent, &dir, &lock) {
+                        tracing::warn!(%agent, error = %err, "could not make the inbox's new messages files; reading without them");
+                    }
                 }
-                body()
-            })
+                Step::Act => self.drain_arrivals(agent, &dir, &lock)?,
+                Step::Settle => {}
+            }
+            io::with_lock_mode(&lock, step != Step::Read, body)
         })
     }
 
-    /// Makes a file of `open/` of every message sent so far (see `arrivals`): each not yet one
-    /// (a batch a crash left may have been made in part) is written and fsynced, its index
-    /// line first, and the directory is fsynced once for them all. The caller holds the inbox
-    /// lock exclusively.
-    fn drain_arrivals(&self, agent: &AgentName, dir: &Path) -> Result<()> {
-        arrivals::drain(dir, |messages: Vec<InboxMessage>| {
+    /// Makes a file of `open/` of every message sent before the call (see `arrivals`), one
+    /// bounded step per hold of the inbox lock. A message that is a file already, wherever it
+    /// went since (a batch a crash left, or one another drain worked on), is left alone; the
+    /// others are written and fsynced, their index lines first, and `open/` is fsynced once
+    /// per step.
+    fn drain_arrivals(&self, agent: &AgentName, dir: &Path, lock: &Path) -> Result<()> {
+        arrivals::drain(dir, lock, |messages: Vec<InboxMessage>| {
             if messages.is_empty() {
                 return Ok(());
             }
             let open = self.inbox_dir(agent, OPEN);
             io::ensure_dir(&open)?;
             for message in &messages {
-                let path = self.message_path(agent, OPEN, &message.id);
-                if io::exists(&path)? {
+                if self.message_file_exists(agent, &message.id)? {
                     continue;
                 }
                 self.note_open(agent, &message.id, Change::Changed)?;
-                io::write_json_batched(&path, message)?;
+                io::write_json_batched(&self.message_path(agent, OPEN, &message.id), message)?;
             }
             io::sync_dir(&open)
         })
+    }
+
+    /// Whether message `id` is a file in any state, a damaged one set aside included.
+    fn message_file_exists(&self, agent: &AgentName, id: &MessageId) -> Result<bool> {
+        for state in [OPEN, ARCHIVE, DEAD] {
+            if io::exists(&self.message_path(agent, state, id))? {
+                return Ok(true);
+            }
+        }
+        io::exists(&self.inbox_dir(agent, DEAD).join(format!("{id}.json.corrupt")))
     }
 
     /// Moves a message already rewritten with a closed status out of `open/`.
@@ -309,11 +336,14 @@ impl InboxStore for FsStore {
             let agent = new.to_agent.clone();
             let message = InboxMessage::new(new);
             // A line of the inbox's arrivals, made a file of `open/` by the next step that
-            // takes the inbox's lock (see `arrivals`). The agent is guarded against deletion
-            // only while the line is written; its sync, shared with other senders, comes after.
+            // drains (see `arrivals`). The line is written with the agent guarded against
+            // deletion; its sync, shared with other senders, is waited for after.
             let dir = s.agent_dir(&agent).join("inbox");
-            s.with_agent(&agent, || io::ensure_dir(&dir))?;
-            arrivals::append(&dir, &message, &s.file_syncs)?;
+            let appended = s.with_agent(&agent, || {
+                io::ensure_dir(&dir)?;
+                arrivals::append(&dir, &message)
+            })?;
+            appended.sync(&s.file_syncs)?;
             Ok(message)
         })
         .await
@@ -321,7 +351,8 @@ impl InboxStore for FsStore {
 
     async fn get_pending(&self, agent: &AgentName) -> Result<Vec<InboxMessage>> {
         let agent = agent.clone();
-        self.blocking(move |s| s.with_inbox(&agent, false, || s.pending_messages(&agent))).await
+        self.blocking(move |s| s.with_inbox(&agent, Step::Read, || s.pending_messages(&agent)))
+            .await
     }
 
     async fn pending_rendered(
@@ -345,7 +376,7 @@ impl InboxStore for FsStore {
             if !arrived && let Some(body) = s.inbox_index.current_body(&agent, &log, &listing) {
                 return Ok(body);
             }
-            s.with_inbox(&agent, false, || s.pending_body(&agent, &listing))
+            s.with_inbox(&agent, Step::Read, || s.pending_body(&agent, &listing))
         })
         .await
     }
@@ -357,14 +388,16 @@ impl InboxStore for FsStore {
         limit: usize,
     ) -> Result<Vec<InboxMessage>> {
         let agent = agent.clone();
-        self.blocking(move |s| s.with_inbox(&agent, false, || s.pending_page(&agent, after, limit)))
-            .await
+        self.blocking(move |s| {
+            s.with_inbox(&agent, Step::Read, || s.pending_page(&agent, after, limit))
+        })
+        .await
     }
 
     async fn get(&self, agent: &AgentName, id: &MessageId) -> Result<InboxMessage> {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
-            s.with_inbox(&agent, false, || {
+            s.with_inbox(&agent, Step::Read, || {
                 s.find_message(&agent, &id)?.ok_or_else(|| Error::not_found("inbox message", id))
             })
         })
@@ -374,7 +407,7 @@ impl InboxStore for FsStore {
     async fn get_unclaimed(&self, agent: &AgentName) -> Result<Vec<InboxMessage>> {
         let agent = agent.clone();
         self.blocking(move |s| {
-            s.with_inbox(&agent, true, || {
+            s.with_inbox(&agent, Step::Act, || {
                 s.take_unclaimed(&agent, timestamp::now(), None, usize::MAX)
             })
         })
@@ -389,7 +422,7 @@ impl InboxStore for FsStore {
     ) -> Result<Option<InboxMessage>> {
         let (agent, id, claimer) = (agent.clone(), *id, *claimer);
         self.blocking(move |s| {
-            s.with_inbox(&agent, true, || {
+            s.with_inbox(&agent, Step::Act, || {
                 let Some(message) = s.read_open(&agent, &id)? else { return Ok(None) };
                 let free = message.lease.is_none_or(|lease| lease.expired_at(timestamp::now()));
                 if !free {
@@ -417,7 +450,7 @@ impl InboxStore for FsStore {
     ) -> Result<Vec<InboxMessage>> {
         let (agent, claimer) = (agent.clone(), *claimer);
         self.blocking(move |s| {
-            s.with_inbox(&agent, true, || {
+            s.with_inbox(&agent, Step::Act, || {
                 s.take_unclaimed(&agent, timestamp::now(), Some(&claimer), limit)
             })
         })
@@ -433,7 +466,7 @@ impl InboxStore for FsStore {
     ) -> Result<()> {
         let (agent, id, token) = (agent.clone(), *id, *token);
         self.blocking(move |s| {
-            s.with_inbox(&agent, true, || {
+            s.with_inbox(&agent, Step::Settle, || {
                 let mut message = s.held(&agent, &id, &token)?;
                 if let Some(lease) = message.lease.as_mut() {
                     lease.until = until;
@@ -453,7 +486,7 @@ impl InboxStore for FsStore {
     ) -> Result<InboxMessage> {
         let (agent, id, token) = (agent.clone(), *id, *token);
         self.blocking(move |s| {
-            s.with_inbox(&agent, true, || {
+            s.with_inbox(&agent, Step::Settle, || {
                 let message = s.held(&agent, &id, &token)?;
                 s.give_back(&agent, message, delivered)
             })
@@ -469,7 +502,7 @@ impl InboxStore for FsStore {
     ) -> Result<InboxMessage> {
         let (agent, id, token) = (agent.clone(), *id, *token);
         self.blocking(move |s| {
-            s.with_inbox(&agent, true, || {
+            s.with_inbox(&agent, Step::Settle, || {
                 let mut message = s.held(&agent, &id, &token)?;
                 message.status = MessageStatus::Read;
                 message.deliveries = message.deliveries.saturating_add(1);
@@ -485,7 +518,7 @@ impl InboxStore for FsStore {
     async fn archive(&self, agent: &AgentName, id: &MessageId) -> Result<InboxMessage> {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
-            s.with_inbox(&agent, true, || {
+            s.with_inbox(&agent, Step::Act, || {
                 let Some(mut message) = s.find_message(&agent, &id)? else {
                     return Err(Error::not_found("inbox message", id));
                 };
@@ -511,7 +544,7 @@ impl InboxStore for FsStore {
     async fn list_dead(&self, agent: &AgentName) -> Result<Vec<InboxMessage>> {
         let agent = agent.clone();
         self.blocking(move |s| {
-            s.with_inbox(&agent, false, || {
+            s.with_inbox(&agent, Step::Read, || {
                 let dir = s.inbox_dir(&agent, DEAD);
                 Ok(io::list_names(&dir, ".json")?
                     .iter()
@@ -530,7 +563,7 @@ impl InboxStore for FsStore {
     ) -> Result<Vec<InboxMessage>> {
         let agent = agent.clone();
         self.blocking(move |s| {
-            s.with_inbox(&agent, false, || {
+            s.with_inbox(&agent, Step::Read, || {
                 let dir = s.inbox_dir(&agent, ARCHIVE);
                 // Ids are ULIDs: name order is age order, and only the page's files are read.
                 let names = io::list_names(&dir, ".json")?;

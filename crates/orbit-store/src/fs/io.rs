@@ -3,9 +3,8 @@
 //! - [`write_json`] writes a uniquely named temp file in the target's directory, fsyncs it,
 //!   renames it over the target and fsyncs the directory, so a reader or a crash sees the
 //!   old record or the new one, never a mix.
-//! - [`write_new_json`] does the same for a new record under a fresh name, with the directory's
-//!   fsync shared by concurrent writers (see `dirsync`); a failed one removes the file again,
-//!   as best it can.
+//! - [`write_json_batched`] does the same but leaves the directory's fsync to the caller, who
+//!   makes a batch of new records durable with one (see `arrivals`).
 //! - [`create_json`] does the same but refuses to replace: it links the temp file to the
 //!   target, which fails when the target exists, so of two racing creators exactly one wins.
 //! - [`append_line`] appends one line under an exclusive lock of the file and fsyncs it. A
@@ -31,7 +30,6 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::dirsync::DirSyncs;
 use crate::{Error, Result};
 
 /// A temp file older than this is left over from a crash, not a write in progress.
@@ -161,57 +159,6 @@ pub(crate) fn exists(path: &Path) -> Result<bool> {
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(err) => Err(Error::io(path, err)),
     }
-}
-
-/// Atomically creates `path`, a name no other writer uses (a fresh id), holding `value` as
-/// JSON: like [`write_json`], except that the fsync of `path`'s directory is shared with this
-/// process's concurrent writers of that directory (see `dirsync`).
-///
-/// The record is visible from its rename on, before its create is answered; a reader holding
-/// the directory's lock shared may list it meanwhile. Callers hold that lock shared across
-/// this call, so the removal after a failed round (below) also happens before any holder of
-/// the lock exclusively (a claim, an update) can see the record: it is never acted upon,
-/// only possibly listed. Taking the lock exclusively for the removal would mean letting the
-/// shared one go first, and a claim could take the record in between.
-pub(crate) fn write_new_json<T: Serialize>(path: &Path, value: &T, syncs: &DirSyncs) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value)
-        .map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
-    write_new_bytes(path, &bytes, syncs, |dir| File::open(dir)?.sync_all())
-}
-
-/// [`write_new_json`] with the directory's fsync given, so that tests can make it fail.
-fn write_new_bytes(
-    path: &Path,
-    bytes: &[u8],
-    syncs: &DirSyncs,
-    fsync_dir: impl FnOnce(&Path) -> io::Result<()>,
-) -> Result<()> {
-    let dir = parent(path)?;
-    // The round is the one of the directory the name is renamed into, whatever the caller
-    // thinks it is.
-    let group = syncs.get(dir);
-    let temp = write_temp(path, bytes)?;
-    if let Err(err) = fs::rename(&temp, path) {
-        let _ = fs::remove_file(&temp);
-        return Err(Error::io(path, err));
-    }
-    if let Err(err) = group.sync(|| fsync_dir(dir)) {
-        // The write is answered as failed, so its name goes again, with an fsync of its own.
-        // Best effort: should either fail (a file system remounted read-only refuses the
-        // removal), the disk's state is unknown, as after any failed fsync, and the record
-        // may still be found; a leader whose fsync panics skips it altogether.
-        let removed = fs::remove_file(path).and_then(|()| File::open(dir)?.sync_all());
-        if let Err(removal) = removed {
-            tracing::error!(
-                path = %path.display(),
-                error = %removal,
-                "a new record whose directory fsync failed could not be removed again; it may \
-                 still be found although its create was answered as failed"
-            );
-        }
-        return Err(Error::io(dir, err));
-    }
-    Ok(())
 }
 
 /// Atomically creates `path` holding `value` as JSON; `false` when it exists already.
@@ -467,65 +414,5 @@ mod tests {
         })
         .unwrap();
         assert!(synced.is_empty(), "a directory that exists costs no fsync");
-    }
-
-    /// Finding (c) of the commit log's review: a create answered as failed could still appear
-    /// later. A new record whose directory fsync fails is answered as failed and is gone.
-    #[test]
-    fn a_new_record_whose_directory_fsync_fails_is_not_left_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("record.json");
-        let group = DirSyncs::default();
-        let failed = write_new_bytes(&path, b"{}", &group, |_| Err(io::Error::other("injected")));
-        assert!(failed.is_err());
-        assert!(!path.exists(), "a write answered as failed left its file");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "nor a temp file");
-
-        write_new_bytes(&path, b"{}", &group, |dir| File::open(dir)?.sync_all()).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"{}");
-    }
-
-    /// Finding 4 of the h4 review: a SIGKILL keeps the page cache, so no crash test notices a
-    /// directory fsync that runs before the rename it must cover. Here each round's fsync
-    /// fails naming itself and the records present when it began; every writer must be
-    /// answered by a round that saw its own record (rename first), and every file of a failed
-    /// round is gone afterwards.
-    #[test]
-    fn each_writer_is_answered_by_a_directory_fsync_that_began_after_its_rename() {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-
-        const WRITERS: usize = 8;
-        let dir = tempfile::tempdir().unwrap();
-        let syncs = Arc::new(DirSyncs::default());
-        let rounds = Arc::new(AtomicUsize::new(0));
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|writer| {
-                let (root, syncs, rounds) =
-                    (dir.path().to_path_buf(), syncs.clone(), rounds.clone());
-                std::thread::spawn(move || {
-                    let name = format!("record-{writer}.json");
-                    let answer = write_new_bytes(&root.join(&name), b"{}", &syncs, |dir| {
-                        let round = rounds.fetch_add(1, Ordering::SeqCst);
-                        // Let more writers rename and join the next round meanwhile.
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                        let present = list_names(dir, ".json").map_err(io::Error::other)?;
-                        Err(io::Error::other(format!("round {round} saw {}", present.join(" "))))
-                    });
-                    (name, answer.unwrap_err())
-                })
-            })
-            .collect();
-        for writer in writers {
-            let (name, err) = writer.join().unwrap();
-            let Error::Io { source, .. } = err else { panic!("not an fsync failure: {err}") };
-            let seen = source.to_string();
-            assert!(seen.starts_with("round "), "{seen}");
-            assert!(
-                seen.split(' ').any(|seen| seen == name),
-                "{name} was answered by a round that began before its rename: {seen}"
-            );
-        }
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "a failed round left files");
     }
 }

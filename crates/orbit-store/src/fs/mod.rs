@@ -33,7 +33,6 @@
 mod agents;
 mod arrivals;
 mod data_dir_id;
-mod dirsync;
 mod follow;
 mod history;
 mod inbox;
@@ -45,6 +44,7 @@ mod memory;
 mod runs;
 mod session_journal;
 mod sessions;
+mod sync_rounds;
 mod task_feed;
 mod tasks;
 mod transcripts;
@@ -87,10 +87,8 @@ pub(crate) struct Inner {
     inbox_index: index::RecordIndex<crate::InboxMessage>,
     /// Each agent's tasks (see `index`).
     task_index: index::RecordIndex<crate::Task>,
-    /// The shared fsyncs of the directories new records go into (see `dirsync`).
-    dir_syncs: dirsync::DirSyncs,
     /// The shared fdatasyncs of the files new records are appended to (see `arrivals`).
-    file_syncs: dirsync::FileSyncs,
+    file_syncs: sync_rounds::FileSyncs,
     /// The last whole listing of every agent's tasks, by the generation of each agent's index
     /// it was joined from (see `tasks`).
     all_tasks: std::sync::Mutex<
@@ -131,8 +129,7 @@ impl FsStore {
             histories: history::HistoryCache::default(),
             inbox_index: index::RecordIndex::default(),
             task_index: index::RecordIndex::default(),
-            dir_syncs: dirsync::DirSyncs::default(),
-            file_syncs: dirsync::FileSyncs::default(),
+            file_syncs: sync_rounds::FileSyncs::default(),
             all_tasks: std::sync::Mutex::default(),
             task_changes: tokio::sync::watch::channel(0).0,
         };

@@ -223,6 +223,7 @@ pub(super) async fn list_runs(
     let (agent, task) = (agent.clone(), *task);
     store
         .blocking(move |s| {
+            s.drain_tasks_before_read(&agent);
             s.get_task(&agent, &task)?;
             let dir = s.runs_dir(&agent, &task);
             let mut runs: Vec<Run> = io::list_names(&dir, ".json")?
@@ -243,6 +244,7 @@ pub(super) async fn latest_run(
     let (agent, task) = (agent.clone(), *task);
     store
         .blocking(move |s| {
+            s.drain_tasks_before_read(&agent);
             let task = s.get_task(&agent, &task)?;
             s.newest_run(&task)
         })

@@ -2,11 +2,14 @@
 //! runs and slots are in `runs`, the change feed that tells every process of a change in
 //! `task_feed`.
 //!
-//! Every change to a task or its runs holds the agent's `tasks.lock` exclusively (creating a
-//! task under a fresh id holds it shared, as listings do), so that each is one step (`runs`
-//! says what that makes of slot claims and runs). Listings read an index of `tasks/` (see
-//! `index`) under `tasks.lock` taken shared, so that no change is half done while they look;
-//! its change log is `tasks.changes.jsonl`.
+//! Every change to a task or its runs holds the agent's `tasks.lock` exclusively, so that each
+//! is one step (`runs` says what that makes of slot claims and runs). Listings read an index of
+//! `tasks/` (see `index`) under `tasks.lock` taken shared, so that no change is half done while
+//! they look; its change log is `tasks.changes.jsonl`.
+//!
+//! A new task is a line of `tasks/arrivals.jsonl` until the next step under `tasks.lock` makes
+//! it a file (see `arrivals`): every change drains first, holding the lock exclusively, and so
+//! does a read (one task, a listing, runs) that a `stat` shows something waits for.
 
 use std::path::PathBuf;
 use std::sync::PoisonError;
@@ -15,7 +18,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::index::{self, Change};
-use super::{FsStore, Inner, io, runs};
+use super::{FsStore, Inner, arrivals, io, runs};
 use crate::render::{Body, Listing, Rendered};
 use crate::{
     AgentName, ChangeCursor, Error, Lease, LeaseToken, NewTask, Result, Run, RunId, RunOutcome,
@@ -24,16 +27,63 @@ use crate::{
 
 impl Inner {
     fn task_path(&self, agent: &AgentName, id: &TaskId) -> PathBuf {
-        self.agent_dir(agent).join("tasks").join(format!("{id}.json"))
+        self.tasks_dir(agent).join(format!("{id}.json"))
     }
 
-    /// The ids of the agent's tasks, from its directory (unparsable names skipped).
+    /// The agent's tasks, one file each, and the arrivals of new ones (see `arrivals`).
+    fn tasks_dir(&self, agent: &AgentName) -> PathBuf {
+        self.agent_dir(agent).join("tasks")
+    }
+
+    /// Makes a file of `tasks/` of every task created before the call (see `arrivals`), one
+    /// bounded step per hold of `tasks.lock`. A task that is a file already (a batch a crash
+    /// left, or one another drain worked on) is left alone; the others are written and
+    /// fsynced, their index lines first, and `tasks/` is fsynced once per step.
+    fn drain_task_arrivals(&self, agent: &AgentName) -> Result<()> {
+        let lock = self.agent_dir(agent).join("tasks.lock");
+        arrivals::drain(&self.tasks_dir(agent), &lock, |tasks| self.make_task_files(agent, tasks))
+    }
+
+    /// The files of tasks that arrived (see [`drain_task_arrivals`](Self::drain_task_arrivals)).
+    /// The caller holds `tasks.lock` exclusively.
+    fn make_task_files(&self, agent: &AgentName, tasks: Vec<Task>) -> Result<()> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        for task in &tasks {
+            let path = self.task_path(agent, &task.id);
+            if io::exists(&path)? {
+                continue;
+            }
+            self.note_task(agent, &task.id)?;
+            io::write_json_batched(&path, task)?;
+        }
+        io::sync_dir(&self.tasks_dir(agent))
+    }
+
+    /// Drains the agent's task arrivals when a `stat` shows that something waits, so that a
+    /// read without `tasks.lock` (one task, its runs) finds every task created before it, as
+    /// far as they can be made files now (a full disk, a file system gone read-only): the
+    /// read goes on without the others.
+    pub(super) fn drain_tasks_before_read(&self, agent: &AgentName) {
+        if let Err(err) = self.with_agent(agent, || self.drain_task_arrivals(agent)) {
+            tracing::warn!(%agent, error = %err, "could not make the agent's new tasks files; reading without them");
+        }
+    }
+
+    /// The ids of the agent's tasks, from its directory (unparsable names skipped) and its
+    /// arrivals not yet drained. The caller excludes every other write to the agent.
     pub(super) fn task_ids(&self, agent: &AgentName) -> Result<Vec<TaskId>> {
-        let names = io::list_names(&self.agent_dir(agent).join("tasks"), ".json")?;
-        Ok(names
+        let dir = self.tasks_dir(agent);
+        let names = io::list_names(&dir, ".json")?;
+        let mut ids: Vec<TaskId> = names
             .iter()
             .filter_map(|name| name.strip_suffix(".json").and_then(|id| id.parse().ok()))
-            .collect())
+            .collect();
+        ids.extend(arrivals::peek::<Task>(&dir)?.iter().map(|task| task.id));
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
     }
 
     pub(super) fn get_task(&self, agent: &AgentName, id: &TaskId) -> Result<Task> {
@@ -92,7 +142,11 @@ impl Inner {
     /// the kept body, without a lock, while the index's log shows no change; else under the
     /// locks, from the index brought up to date.
     fn tasks_body(&self, agent: &AgentName, listing: &Listing<Task>) -> Result<Body> {
-        if let Some(body) = self.task_index.current_body(agent, &self.tasks_log(agent), listing) {
+        // Tasks created but not yet files of `tasks/` are not in the index (see `arrivals`).
+        let arrived = arrivals::waiting(&self.tasks_dir(agent));
+        if !arrived
+            && let Some(body) = self.task_index.current_body(agent, &self.tasks_log(agent), listing)
+        {
             return Ok(body);
         }
         let body = self.read_tasks(agent, |index, source| index.body(agent, source, listing))?;
@@ -119,7 +173,11 @@ impl Inner {
         let mut read = Vec::with_capacity(agents.len());
         for agent in agents {
             let log = self.tasks_log(&agent);
-            let (generation, rendered) = match self.task_index.current_generation(&agent, &log) {
+            let current = match arrivals::waiting(&self.tasks_dir(&agent)) {
+                true => None,
+                false => self.task_index.current_generation(&agent, &log),
+            };
+            let (generation, rendered) = match current {
                 Some(generation) => (generation, None),
                 None => match self.read_tasks(&agent, |index, source| {
                     index.rendered(&agent, source, listing.render)
@@ -178,9 +236,13 @@ impl Inner {
         // it a reader could hold the lock of a directory deleted meanwhile while it reads the
         // one made anew, and miss a change made under the new lock.
         let read = self.with_agent(agent, || {
-            io::with_lock_mode(&self.agent_dir(agent).join("tasks.lock"), false, || {
-                read(&self.task_index, &source)
-            })
+            // Tasks created before the read are files first (see `arrivals`), as far as they
+            // can be made now (a full disk, a file system gone read-only): the rest is read.
+            if let Err(err) = self.drain_task_arrivals(agent) {
+                tracing::warn!(%agent, error = %err, "could not make the agent's new tasks files; reading without them");
+            }
+            let lock = self.agent_dir(agent).join("tasks.lock");
+            io::with_lock_mode(&lock, false, || read(&self.task_index, &source))
         });
         match read {
             Err(err) if !self.agent_exists(agent) => {
@@ -191,14 +253,18 @@ impl Inner {
         }
     }
 
-    /// Runs a change to an agent's tasks or runs: the agent exists and stays, and no other
-    /// change to its tasks runs meanwhile.
+    /// Runs a change to an agent's tasks or runs: the agent exists and stays, no other change
+    /// to its tasks runs meanwhile, and every task created before it is a file (drained
+    /// first, so that nothing acts on a task of a batch a crash left; see `arrivals`).
     pub(super) fn with_tasks<T>(
         &self,
         agent: &AgentName,
         body: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        self.with_agent(agent, || io::with_lock(&self.agent_dir(agent).join("tasks.lock"), body))
+        self.with_agent(agent, || {
+            self.drain_task_arrivals(agent)?;
+            io::with_lock(&self.agent_dir(agent).join("tasks.lock"), body)
+        })
     }
 
     pub(super) fn put_task(&self, task: &Task) -> Result<()> {
@@ -219,25 +285,15 @@ impl TaskStore for FsStore {
         self.blocking(move |s| {
             let now = timestamp::now();
             let task = Task::new(&agent, new, now);
-            // A fresh id: no one else can name this file, so creators hold `tasks.lock` only
-            // shared and their fsyncs overlap, the directory's shared (see `dirsync`); the
-            // index's line comes first (see `index`).
-            s.with_agent(&agent, || {
-                io::with_lock_mode(&s.agent_dir(&agent).join("tasks.lock"), false, || {
-                    let log = s.tasks_log(&agent);
-                    let id = task.id.to_string();
-                    index::note(&log, &id, Change::New, false)?;
-                    let path = s.task_path(&agent, &task.id);
-                    let dir = path.parent().unwrap_or(&s.root);
-                    let written = io::ensure_dir(dir)
-                        .and_then(|()| io::write_new_json(&path, &task, &s.dir_syncs));
-                    if written.is_err() {
-                        // Readers stop waiting for it; a partial file never got its name.
-                        let _ = index::note(&log, &id, Change::Changed, false);
-                    }
-                    written
-                })
+            // A line of the agent's task arrivals, made a file of `tasks/` by the next step
+            // that drains (see `arrivals`). The line is written with the agent guarded against
+            // deletion; its sync, shared with other creators, is waited for after.
+            let dir = s.tasks_dir(&agent);
+            let appended = s.with_agent(&agent, || {
+                io::ensure_dir(&dir)?;
+                arrivals::append(&dir, &task)
             })?;
+            appended.sync(&s.file_syncs)?;
             s.publish_change(&agent, &task.id);
             Ok(task)
         })
@@ -248,6 +304,7 @@ impl TaskStore for FsStore {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
             s.require_agent(&agent)?;
+            s.drain_tasks_before_read(&agent);
             s.get_task(&agent, &id)
         })
         .await
@@ -319,6 +376,10 @@ impl TaskStore for FsStore {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
             s.with_tasks(&agent, || {
+                // Its file goes: no batch may hold it any more (see `arrivals`).
+                arrivals::finish_batch(&s.tasks_dir(&agent), |tasks| {
+                    s.make_task_files(&agent, tasks)
+                })?;
                 s.note_task(&agent, &id)?;
                 let path = s.task_path(&agent, &id);
                 if !io::remove_file(&path)? {

@@ -2,11 +2,12 @@
 //! makes them files (`fs::arrivals`). A process that sends, lists, claims and reads messages
 //! at once is killed with SIGKILL at random moments, over and over, so that kills cut sends
 //! sharing an `fdatasync`, drains between their swap and their removal, and claims: every send
-//! it saw answered is there afterwards, nothing it read comes back, and no message is ever in
-//! two places.
+//! it saw answered is there afterwards, nothing it read comes back, no message is ever in two
+//! places, and no task it deleted comes back. Tasks are lines of their arrivals the same way.
 //!
 //! The child is this test binary run again on `arrivals::arrivals_child`; it prints `SENT <id>`
-//! after a send returns and `READ <id>` after marking a message it claimed read.
+//! after a send returns, `READ <id>` after marking a message it claimed read, `KEEP <id>` after
+//! creating a task it keeps, and `GONE <id>` after deleting one it created.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -15,11 +16,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use orbit_store::{
-    AgentName, Claimer, FsStore, InstanceId, MessageId, MessageStatus, NewAgent, SessionId,
-    timestamp,
+    AgentName, Claimer, Error, FsStore, InstanceId, MessageId, MessageStatus, NewAgent, SessionId,
+    TaskId, timestamp,
 };
 
-use crate::records::request;
+use crate::records::{request, weekly_task};
 
 const DIR: &str = "ORBIT_STORE_ARRIVALS_DIR";
 const KILLS: usize = 40;
@@ -84,10 +85,13 @@ async fn sends_drains_and_claims_survive_sigkill_at_random_moments() {
     let stores = FsStore::open(dir.path()).unwrap().stores();
     stores.agents.create(&agent(), NewAgent::default()).await.unwrap();
     let (mut sent, mut read) = (HashSet::new(), HashMap::<MessageId, usize>::new());
+    let (mut kept, mut deleted) = (HashSet::new(), HashSet::new());
     for round in 0..KILLS {
         for line in run_child_until_killed(dir.path()) {
             // libtest prints `test <name> ... ` without a newline before the child's output.
-            let Some(start) = line.find("SENT ").or_else(|| line.find("READ ")) else {
+            let Some(start) =
+                ["SENT ", "READ ", "KEEP ", "GONE "].iter().find_map(|tag| line.find(tag))
+            else {
                 continue;
             };
             match line[start..].split(' ').collect::<Vec<_>>().as_slice() {
@@ -95,6 +99,12 @@ async fn sends_drains_and_claims_survive_sigkill_at_random_moments() {
                     sent.insert(MessageId::parse(id).unwrap());
                 }
                 ["READ", id] => *read.entry(MessageId::parse(id).unwrap()).or_default() += 1,
+                ["KEEP", id] => {
+                    kept.insert(TaskId::parse(id).unwrap());
+                }
+                ["GONE", id] => {
+                    deleted.insert(TaskId::parse(id).unwrap());
+                }
                 _ => {}
             }
         }
@@ -112,12 +122,24 @@ async fn sends_drains_and_claims_survive_sigkill_at_random_moments() {
                 assert_eq!(message.status, MessageStatus::Read, "round {round}: {id} came back");
             }
         }
+        for id in &kept {
+            fresh.tasks.get(&agent(), id).await.unwrap_or_else(|err| {
+                panic!("round {round}: the created task {id} is lost: {err}")
+            });
+        }
+        for id in &deleted {
+            assert!(
+                matches!(fresh.tasks.get(&agent(), id).await, Err(Error::NotFound { .. })),
+                "round {round}: the deleted task {id} came back"
+            );
+        }
         let open: HashSet<_> = ids_in(dir.path(), "open").into_iter().collect();
         for id in ids_in(dir.path(), "archive").into_iter().chain(ids_in(dir.path(), "dead")) {
             assert!(!open.contains(&id), "round {round}: {id} is both open and filed away");
         }
     }
     assert!(sent.len() > KILLS, "the child sent too little to prove anything: {}", sent.len());
+    assert!(!deleted.is_empty(), "the child never deleted a task");
     assert!(!read.is_empty(), "the child never read a message");
     for (id, times) in &read {
         assert_eq!(*times, 1, "{id} was delivered and read {times} times");
@@ -165,6 +187,21 @@ async fn arrivals_child() {
             }
         });
     }
+    // Tasks created and, every other one, deleted: a deleted task must never come back from a
+    // batch a kill left.
+    let tasks = stores.clone();
+    tokio::spawn(async move {
+        for n in 0u64.. {
+            let task =
+                tasks.tasks.create(&agent(), weekly_task(format!("task {n}"))).await.unwrap();
+            if n % 2 == 0 {
+                tasks.tasks.delete(&agent(), &task.id).await.unwrap();
+                println!("GONE {}", task.id);
+            } else {
+                println!("KEEP {}", task.id);
+            }
+        }
+    });
     loop {
         let claimer = Claimer {
             session: SessionId::new(),

@@ -5,8 +5,8 @@
 //! <ids>` after each write returns Ok; the parent kills it after a random delay, then checks
 //! every acknowledged write against the store and parses every file in the data directory.
 //! Beside its sequential writes, the writer creates tasks and sends inbox messages from
-//! several concurrent lanes, so that kills also cut writers sharing a directory's fsync
-//! (`fs::dirsync`).
+//! several concurrent lanes, so that kills also cut writers sharing an arrivals file's
+//! `fdatasync` (`fs::sync_rounds`).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;

@@ -1,8 +1,7 @@
-//! New inbox messages and tasks: a task durable through its own file's fsync and its
-//! directory's, the directory's shared by concurrent writers (`fs::dirsync`); a message through
-//! a line of its inbox's arrivals, shared the same way, made a file by the next step that takes
-//! the inbox's lock (`fs::arrivals`). Opening a store replays nothing but those lines, so what
-//! is on disk is what the store answers.
+//! New inbox messages and tasks: each durable as a line of its directory's arrivals, whose
+//! `fdatasync` concurrent writers share (`fs::sync_rounds`), and made a file by the next step
+//! that drains them (`fs::arrivals`). Opening a store replays nothing, so what is on disk (the
+//! files, and the lines not yet drained) is what the store answers.
 
 use orbit_store::{AgentName, Error, FsStore, NewAgent, NewMessage};
 
@@ -28,8 +27,9 @@ async fn opening_a_store_never_brings_back_a_record_removed_behind_its_back() {
     let kept_task = stores.tasks.create(&agent(), task("kept")).await.unwrap();
     let removed_message = stores.inbox.send(message("removed")).await.unwrap();
     let kept_message = stores.inbox.send(message("kept")).await.unwrap();
-    // A read makes the messages sent files of `open/` (see `fs::arrivals`).
+    // A read makes the messages sent and the tasks created files (see `fs::arrivals`).
     assert_eq!(stores.inbox.get_pending(&agent()).await.unwrap().len(), 2);
+    assert_eq!(stores.tasks.list_by_agent(&agent()).await.unwrap().len(), 2);
     drop(stores);
 
     let agent_dir = dir.path().join("agents").join("writer");
@@ -53,7 +53,7 @@ async fn opening_a_store_never_brings_back_a_record_removed_behind_its_back() {
     assert_eq!(pending.iter().map(|m| m.id).collect::<Vec<_>>(), [kept_message.id]);
 }
 
-/// Many creates at once, so that they share directory fsyncs: every one answered is there,
+/// Many creates at once, so that they share their arrivals' syncs: every one answered is there,
 /// for this store and for one opened afresh, and nothing else is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_sharing_fsyncs_are_all_there() {

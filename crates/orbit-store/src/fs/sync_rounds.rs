@@ -1,89 +1,52 @@
-//! Group commit of directory fsyncs: the writers of this process that put new records into one
-//! directory at the same time share the fsync that makes their names durable. The same rounds
-//! serve the writers that append durable lines to one file (`arrivals`), sharing its
-//! `fdatasync`: what is said below of a directory and its renames holds of a file and its
-//! appends.
+//! Group commit of `fdatasync`s: the writers of this process that append durable lines to one
+//! file (`arrivals`) at the same time share the sync that makes their lines durable.
 //!
-//! A new record is durable once its own file was synced before its rename (see
-//! `io::write_new_json`) and a sync of its directory that *began after* that rename has
-//! succeeded. The first writer to ask leads a round, one fsync of the directory; writers that
+//! A line is durable once a sync of its file that *began after* its `write` returned has
+//! succeeded. The first writer to ask leads a round, one `fdatasync` of the file; writers that
 //! ask while it runs join the next round, which one of them leads when the running one ends, so
-//! under load one fsync answers every writer that arrived during the previous one.
+//! under load one sync answers every writer that arrived during the previous one.
 //!
 //! Each writer is answered by the outcome of its own round and of no other: a round that began
-//! before its rename says nothing about it, and after a failed fsync the kernel may have
+//! before its `write` says nothing about it, and after a failed sync the kernel may have
 //! dropped what it could not write, so a later round's success says nothing about the writers
 //! of the failed one either.
 //!
-//! Nothing is logged and nothing is replayed: a crash before a writer's round ends leaves its
-//! write unanswered, and whether the disk kept the file or not, both outcomes are allowed. The
-//! rounds are per process; an fsync makes the directory durable whichever process asks, so
-//! writers of other processes only miss the sharing, not the durability.
-//!
-//! Callers wait for their round while holding their directory's lock shared (an inbox's
-//! `.lock`, an agent's `tasks.lock`), for up to two fsyncs. flock is not fair, so a steady
-//! stream of overlapping senders can keep a holder of the lock exclusively (claim, ack, a
-//! task's update) waiting. Waiting for the round after letting the lock go would avoid that,
-//! but it is not correct as things stand: a claim could then take and act on a record whose
-//! create is not yet answered, and should its round fail, the removal would take a claimed
-//! message away (or, skipped, leave a record the sender was told is not there, which it sends
-//! again: a duplicate). So the wait stays under the lock; that starvation has not been
-//! measured, and a fair lock (a queue in this process in front of flock) is the remedy
-//! should it show.
+//! The rounds are per process; a sync makes the file durable whichever process asks, so
+//! writers of other processes only miss the sharing, not the durability. Writers wait for
+//! their round holding no lock (see `arrivals`), so no one waits behind a sync but the writers
+//! it answers.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::io;
-use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
-/// At most this many directories' (or files') rounds are kept; past it, the idle ones are
-/// dropped (a writer that comes later starts afresh, which loses nothing: no round is under
-/// way for them).
-const KEPT_DIRECTORIES: usize = 256;
+/// At most this many files' rounds are kept; past it, the idle ones are dropped (a writer that
+/// comes later starts afresh, which loses nothing: no round is under way for them).
+const KEPT_FILES: usize = 256;
 
-/// The group commit of every directory this process writes new records into, by path.
-pub(crate) type DirSyncs = SyncGroups<PathBuf>;
-
-/// The group commit of every append-only file this process appends durable lines to, by the
-/// file's device and inode (see `arrivals`): a file renamed away keeps its rounds, and one
-/// made under the same name has its own. An inode number is not reused while a writer waiting
-/// for its round holds the file open, and every writer holds its file open until answered.
-pub(crate) type FileSyncs = SyncGroups<(u64, u64)>;
-
-/// Rounds of fsync, one group per key.
-pub(crate) struct SyncGroups<K> {
-    groups: Mutex<HashMap<K, Arc<DirSync>>>,
+/// The group commit of every file this process appends durable lines to, by the file's device
+/// and inode: a file renamed away keeps its rounds, and one made under the same name has its
+/// own. An inode number is not reused while a writer waiting for its round holds the file open,
+/// and every writer holds its file open until answered.
+#[derive(Default)]
+pub(crate) struct FileSyncs {
+    groups: Mutex<HashMap<(u64, u64), Arc<SyncGroup>>>,
 }
 
-impl<K> Default for SyncGroups<K> {
-    fn default() -> Self {
-        Self { groups: Mutex::default() }
-    }
-}
-
-impl<K: Eq + Hash> SyncGroups<K> {
-    /// The group commit of `key` (a directory's path, a file's device and inode).
-    pub(crate) fn get<Q>(&self, key: &Q) -> Arc<DirSync>
-    where
-        K: Borrow<Q>,
-        Q: Eq + Hash + ToOwned<Owned = K> + ?Sized,
-    {
+impl FileSyncs {
+    /// The group commit of the file with this device and inode.
+    pub(crate) fn get(&self, file: (u64, u64)) -> Arc<SyncGroup> {
         let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-        if groups.len() >= KEPT_DIRECTORIES && !groups.contains_key(key) {
+        if groups.len() >= KEPT_FILES && !groups.contains_key(&file) {
             groups.retain(|_, sync| Arc::strong_count(sync) > 1);
         }
-        if let Some(group) = groups.get(key) {
-            return group.clone();
-        }
-        groups.entry(key.to_owned()).or_default().clone()
+        groups.entry(file).or_default().clone()
     }
 }
 
-/// One directory's rounds of fsync.
+/// One file's rounds of sync.
 #[derive(Default)]
-pub(crate) struct DirSync {
+pub(crate) struct SyncGroup {
     state: Mutex<State>,
     /// Signalled when a round ends.
     ended: Condvar,
@@ -113,12 +76,12 @@ impl Round {
     }
 }
 
-impl DirSync {
+impl SyncGroup {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Returns the outcome of a sync of the directory that begins after this call: `sync` (the
+    /// Returns the outcome of a sync of the file that begins after this call: `sync` (the
     /// fsync itself) when this writer leads its round, another writer's when it joins one.
     pub(crate) fn sync(&self, sync: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
         let mut state = self.lock();
@@ -133,7 +96,7 @@ impl DirSync {
                 state.syncing = true;
                 state.next = Arc::default();
                 drop(state);
-                let leading = Leading { dir: self, round: &mine };
+                let leading = Leading { group: self, round: &mine };
                 let result = sync();
                 leading.end(&result);
                 return result;
@@ -154,7 +117,7 @@ impl DirSync {
 /// A round under way; ending it (or dropping it, should the fsync panic) answers its writers
 /// and lets the next round begin.
 struct Leading<'a> {
-    dir: &'a DirSync,
+    group: &'a SyncGroup,
     round: &'a Round,
 }
 
@@ -173,9 +136,9 @@ impl Drop for Leading<'_> {
         let _ = self
             .round
             .outcome
-            .set(Err((io::ErrorKind::Other, "the directory's fsync did not return".into())));
-        self.dir.lock().syncing = false;
-        self.dir.ended.notify_all();
+            .set(Err((io::ErrorKind::Other, "the file's sync did not return".into())));
+        self.group.lock().syncing = false;
+        self.group.ended.notify_all();
     }
 }
 
@@ -190,13 +153,13 @@ mod tests {
 
     /// A writer on its own thread whose fsync, should it lead, is `fsync`; counts the fsyncs run.
     fn writer(
-        dir: &Arc<DirSync>,
+        group: &Arc<SyncGroup>,
         fsyncs: &Arc<AtomicUsize>,
         fsync: impl FnOnce() -> io::Result<()> + Send + 'static,
     ) -> JoinHandle<io::Result<()>> {
-        let (dir, fsyncs) = (dir.clone(), fsyncs.clone());
+        let (group, fsyncs) = (group.clone(), fsyncs.clone());
         thread::spawn(move || {
-            dir.sync(|| {
+            group.sync(|| {
                 fsyncs.fetch_add(1, Ordering::SeqCst);
                 fsync()
             })
@@ -223,9 +186,9 @@ mod tests {
     const PATIENCE: Duration = Duration::from_secs(60);
 
     /// Waits until `count` writers have joined the round that has not begun.
-    fn wait_until_joined(dir: &DirSync, count: usize) {
+    fn wait_until_joined(group: &SyncGroup, count: usize) {
         let start = std::time::Instant::now();
-        while Arc::strong_count(&dir.lock().next) < count + 1 {
+        while Arc::strong_count(&group.lock().next) < count + 1 {
             assert!(start.elapsed() < PATIENCE, "{count} writers never joined the next round");
             thread::sleep(Duration::from_millis(1));
         }
@@ -241,13 +204,13 @@ mod tests {
 
     #[test]
     fn a_writer_is_not_answered_by_a_round_that_began_before_it() {
-        let (dir, fsyncs) = (Arc::new(DirSync::default()), Arc::new(AtomicUsize::new(0)));
+        let (group, fsyncs) = (Arc::new(SyncGroup::default()), Arc::new(AtomicUsize::new(0)));
         let (fsync, began, release) = held_fsync(Ok(()));
-        let first = writer(&dir, &fsyncs, fsync);
+        let first = writer(&group, &fsyncs, fsync);
         wait_for(&began);
         // The first round is under way: its fsync may have passed this writer's rename.
-        let late = writer(&dir, &fsyncs, || Ok(()));
-        wait_until_joined(&dir, 1);
+        let late = writer(&group, &fsyncs, || Ok(()));
+        wait_until_joined(&group, 1);
         release.send(()).unwrap();
         first.join().unwrap().unwrap();
         late.join().unwrap().unwrap();
@@ -256,12 +219,12 @@ mod tests {
 
     #[test]
     fn writers_that_arrive_during_a_round_share_the_next_one() {
-        let (dir, fsyncs) = (Arc::new(DirSync::default()), Arc::new(AtomicUsize::new(0)));
+        let (group, fsyncs) = (Arc::new(SyncGroup::default()), Arc::new(AtomicUsize::new(0)));
         let (fsync, began, release) = held_fsync(Ok(()));
-        let first = writer(&dir, &fsyncs, fsync);
+        let first = writer(&group, &fsyncs, fsync);
         wait_for(&began);
-        let waiting: Vec<_> = (0..6).map(|_| writer(&dir, &fsyncs, || Ok(()))).collect();
-        wait_until_joined(&dir, waiting.len());
+        let waiting: Vec<_> = (0..6).map(|_| writer(&group, &fsyncs, || Ok(()))).collect();
+        wait_until_joined(&group, waiting.len());
         release.send(()).unwrap();
         first.join().unwrap().unwrap();
         for writer in waiting {
@@ -291,9 +254,9 @@ mod tests {
     /// round has succeeded (finding 5 of the h4 review: this was left to timing).
     #[test]
     fn every_writer_of_a_failed_round_is_answered_with_its_failure() {
-        let (dir, fsyncs) = (Arc::new(DirSync::default()), Arc::new(AtomicUsize::new(0)));
+        let (group, fsyncs) = (Arc::new(SyncGroup::default()), Arc::new(AtomicUsize::new(0)));
         let (fsync, began, release) = held_fsync(Ok(()));
-        let first = writer(&dir, &fsyncs, fsync);
+        let first = writer(&group, &fsyncs, fsync);
         wait_for(&began);
         // Three writers join the second round; whichever leads it, its fsync fails once released.
         let (failing_began, failing_began_rx) = mpsc::channel();
@@ -307,7 +270,7 @@ mod tests {
             .map(|_| {
                 let (began, released) = (failing_began.clone(), failing_released.clone());
                 let (held, held_released) = (held.clone(), held_released.clone());
-                let (dir, fsyncs) = (dir.clone(), fsyncs.clone());
+                let (group, fsyncs) = (group.clone(), fsyncs.clone());
                 thread::spawn(move || {
                     ANSWERED_HOOK.with(|hook| {
                         *hook.borrow_mut() = Some(Box::new(move || {
@@ -315,7 +278,7 @@ mod tests {
                             let _ = held_released.lock().unwrap().recv();
                         }));
                     });
-                    dir.sync(|| {
+                    group.sync(|| {
                         fsyncs.fetch_add(1, Ordering::SeqCst);
                         let _ = began.send(());
                         let _ = released.lock().unwrap().recv();
@@ -324,14 +287,14 @@ mod tests {
                 })
             })
             .collect();
-        wait_until_joined(&dir, failed.len());
+        wait_until_joined(&group, failed.len());
         release.send(()).unwrap();
         first.join().unwrap().unwrap();
         wait_for(&failing_began_rx);
         // A writer that comes during the failing round joins the third, which succeeds while
         // the failing round's followers are held before they look at their answer.
-        let later = writer(&dir, &fsyncs, || Ok(()));
-        wait_until_joined(&dir, 1);
+        let later = writer(&group, &fsyncs, || Ok(()));
+        wait_until_joined(&group, 1);
         release_failing.send(()).unwrap();
         for _ in 0..failed.len() - 1 {
             held_rx.recv_timeout(PATIENCE).expect("a follower of the failing round was not held");
