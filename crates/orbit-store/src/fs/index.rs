@@ -16,10 +16,12 @@
 //!   exclusively. So a refresh never sees a line whose change is half done; a writer that
 //!   crashes after its line leaves a record in its old or new state, whichever the refresh
 //!   then reads, and its lock dies with it;
-//! - creators (the inbox's `send`) take the lock only shared, so a refresh may see a `new`
-//!   line before its file exists: such ids are awaited, and looked for again at every refresh
-//!   until they appear or a `changed` line about them comes (a send that failed says so; one
-//!   that crashed leaves an id to look for, one failed `open` per refresh);
+//! - new records are made files under the lock held exclusively (see `arrivals`), with a
+//!   `changed` line. An Orbit from before the arrivals created them under the lock held
+//!   shared, with a `new` line written before the file existed; such a line, from such a
+//!   process sharing the directory, is still read: its id is awaited, and looked for again at
+//!   every refresh until it appears or a `changed` line about it comes (a create that failed
+//!   said so; one that crashed leaves an id to look for, one failed `open` per refresh);
 //! - the log is replaced by an empty one (new header) only under the exclusive lock, once past
 //!   `LOG_MAX_BYTES` (`change_log`); readers notice the new header and read the directory again;
 //! - the log is never fsynced: it matters only to processes that are running, which all read

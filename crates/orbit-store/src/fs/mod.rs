@@ -8,7 +8,9 @@
 //! <root>/agents/<name>/sessions/<id>.jsonl         a session's messages
 //! <root>/agents/<name>/inbox/{open,archive,dead}/   inbox (see `inbox`)
 //! <root>/agents/<name>/inbox/open.changes.jsonl    change log of `open/` (see `index`)
+//! <root>/agents/<name>/inbox/arrivals.*            messages sent, not yet files (see `arrivals`)
 //! <root>/agents/<name>/tasks/<id>.json             a task
+//! <root>/agents/<name>/tasks/arrivals.*            tasks created, not yet files (see `arrivals`)
 //! <root>/agents/<name>/tasks.changes.jsonl         change log of `tasks/` (see `index`)
 //! <root>/agents/<name>/runs/<task>/<run>.json      a run record (see `runs`)
 //! <root>/agents/.locks/<name>.lock                 the agent's lock (see below)

@@ -31,7 +31,8 @@ pub(super) enum Line {
 /// What a writer is about to do to a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Change {
-    /// Create it under a fresh id, holding the directory's lock shared.
+    /// Create it under a fresh id, holding the directory's lock shared: what an Orbit from
+    /// before the arrivals wrote (see `index`); this one writes only `Changed`.
     New,
     /// Rewrite, move or remove it, holding the directory's lock exclusively.
     Changed,
