@@ -18,11 +18,12 @@
 //!
 //! Why it is correct:
 //!
-//! - **An answered append is durable.** The file exists under its name durably before anyone
-//!   appends to it: only [`make_file`] and the [`swap`] make it, holding the lock exclusively,
-//!   and both fsync the directory before letting go. An appender opens it under the lock held
-//!   shared, so it is the file the name holds, and its line is synced by an `fdatasync` that
-//!   began after its `write` returned.
+//! - **An answered append is durable.** The file's name is durable before anyone appends to
+//!   it: only [`make_file`] and the [`swap`] make it, holding the lock exclusively, and both
+//!   fsync the directory before they write its first byte, which appenders wait for (a maker
+//!   killed in between leaves a file the next appender makes again). An appender opens it under
+//!   the lock held shared, so it is the file the name holds, and its line is synced by an
+//!   `fdatasync` that began after its `write` returned.
 //! - **Every appended line is drained.** The swap renames the file to the batch's name under
 //!   the lock held exclusively: it waits for every appender holding it shared, whose `write`s
 //!   are then complete, and appenders that come after open the new empty file. A batch is
@@ -69,6 +70,9 @@ use crate::{Error, Result};
 const ARRIVALS: &str = "arrivals.jsonl";
 const DRAINING: &str = "arrivals.draining.jsonl";
 const LOCK: &str = "arrivals.lock";
+/// An arrivals file's first byte, written once its name is durable (see [`make_durably`]): an
+/// empty line, which readers skip.
+const HEADER: &[u8] = b"\n";
 /// Whole lines that do not parse, kept for whoever looks into them.
 const UNREADABLE: &str = "arrivals.unreadable.jsonl";
 
@@ -102,6 +106,11 @@ pub(crate) fn append<T: Serialize>(dir: &Path, record: &T) -> Result<Appended> {
                 Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
                 Err(err) => return Err(Error::io(&path, err)),
             };
+            // A file without its first byte may not have a durable name yet (its maker was
+            // killed before its directory's fsync): made again, it gets one.
+            if file.metadata().map_err(|err| Error::io(&path, err))?.len() < HEADER.len() as u64 {
+                return Ok(None);
+            }
             // One `write`: a short one is not retried, since the rest would land after another
             // appender's line; the part written fails to parse and is set aside.
             match file.write(&line) {
@@ -136,7 +145,7 @@ pub(crate) fn waiting(dir: &Path) -> bool {
     // and removes that name only once its records are files, so a drain running meanwhile is
     // seen by one of the two `stat`s.
     let arrived = match fs::metadata(dir.join(ARRIVALS)) {
-        Ok(metadata) => metadata.len() > 0,
+        Ok(metadata) => metadata.len() > HEADER.len() as u64,
         Err(err) => err.kind() != ErrorKind::NotFound,
     };
     arrived
@@ -165,7 +174,9 @@ impl Drain {
     /// A drain of what waits in `dir` now.
     pub(crate) fn begin(dir: &Path) -> Result<Drain> {
         let mut left = 0;
-        for name in [DRAINING, ARRIVALS] {
+        // The arrivals first, as in `waiting`: a swap between the two `stat`s then moves bytes
+        // counted already into a batch that is counted too, never out of sight of both.
+        for name in [ARRIVALS, DRAINING] {
             let path = dir.join(name);
             match fs::metadata(&path) {
                 Ok(metadata) => left += metadata.len(),
@@ -177,16 +188,19 @@ impl Drain {
     }
 }
 
-/// Finishes the batch being drained in `dir`, if any, in one go: for a caller holding the
-/// records' lock exclusively that is about to remove a record's file, which must then be in
-/// no batch, lest a crash before the batch's end bring it back (see the module's doc).
+/// Finishes the batch being drained in `dir`, if any, one [`step`] per hold of `lock` (taken
+/// exclusively), swapping nothing in: for a caller about to remove a record's file, which must
+/// then be in no batch, lest a crash before the batch's end bring it back (see the module's
+/// doc). After a [`drain`], the record is in the batch being drained or in none; any batch
+/// swapped in after this one is finished holds only records appended after the record was.
 /// `make` is as for [`step`].
 pub(crate) fn finish_batch<T: DeserializeOwned>(
     dir: &Path,
+    lock: &Path,
     mut make: impl FnMut(Vec<T>) -> Result<()>,
 ) -> Result<()> {
     let mut drain = Drain { batch: None, left: u64::MAX, swaps: false };
-    while step(dir, &mut drain, &mut make)? {}
+    while io::with_lock(lock, || step(dir, &mut drain, &mut make))? {}
     Ok(())
 }
 
@@ -266,16 +280,15 @@ fn swap(dir: &Path) -> Result<bool> {
     let arrivals = dir.join(ARRIVALS);
     io::with_lock_mode(&dir.join(LOCK), true, || {
         match fs::metadata(&arrivals) {
-            Ok(metadata) if metadata.len() > 0 => {}
+            Ok(metadata) if metadata.len() > HEADER.len() as u64 => {}
             Ok(_) => return Ok(false),
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
             Err(err) => return Err(Error::io(&arrivals, err)),
         }
         fs::rename(&arrivals, dir.join(DRAINING)).map_err(|err| Error::io(&arrivals, err))?;
-        create_empty(&arrivals)?;
         // Both names at once: should the rename be lost, the lines are drained from the old
-        // name instead, and the new empty file is made again by the next appender.
-        io::sync_dir(dir)?;
+        // name instead, and the new file is made again by the next appender.
+        make_durably(dir, &arrivals)?;
         Ok(true)
     })
 }
@@ -358,25 +371,29 @@ pub(crate) fn peek<T: DeserializeOwned>(dir: &Path) -> Result<Vec<T>> {
     Ok(records)
 }
 
-/// Makes `dir`'s arrivals file when it is missing (first use, or a swap that failed after its
-/// rename), durably, before anyone appends to it.
+/// Makes `dir`'s arrivals file when it is missing or has no first byte (first use, a swap
+/// that failed after its rename, a maker killed midway), before anyone appends to it.
 fn make_file(dir: &Path) -> Result<()> {
-    io::with_lock_mode(&dir.join(LOCK), true, || {
-        let path = dir.join(ARRIVALS);
-        if io::exists(&path)? {
-            return Ok(());
-        }
-        create_empty(&path)?;
-        io::sync_dir(dir)
-    })
+    io::with_lock_mode(&dir.join(LOCK), true, || make_durably(dir, &dir.join(ARRIVALS)))
 }
 
-fn create_empty(path: &Path) -> Result<()> {
-    match OpenOptions::new().write(true).create_new(true).mode(FILE_MODE).open(path) {
-        Ok(file) => file.sync_all().map_err(|err| Error::io(path, err)),
-        Err(err) if err.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(err) => Err(Error::io(path, err)),
+/// Makes the arrivals file at `path` (or finishes one made before), under the lock held
+/// exclusively: its name made durable by an fsync of `dir`, and only then its first byte
+/// written, which appenders wait for. So an append answered, which syncs the first byte with
+/// its own, is in a file whose name is durable too, even if the maker was killed before its
+/// directory's fsync and an appender came before the next maker.
+fn make_durably(dir: &Path, path: &Path) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|err| Error::io(path, err))?;
+    if file.metadata().map_err(|err| Error::io(path, err))?.len() >= HEADER.len() as u64 {
+        return Ok(());
     }
+    io::sync_dir(dir)?;
+    file.write_all(HEADER).map_err(|err| Error::io(path, err))
 }
 
 #[cfg(test)]
@@ -435,6 +452,23 @@ mod tests {
         assert!(!waiting(dir.path()));
     }
 
+    /// An arrivals file whose maker was killed before its directory's fsync (no first byte)
+    /// is made again by the next appender, which then appends after the first byte; an empty
+    /// file with its first byte is nothing waiting.
+    #[test]
+    fn a_file_without_its_first_byte_is_made_again_before_an_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let syncs = FileSyncs::default();
+        fs::write(dir.path().join(ARRIVALS), b"").unwrap();
+        assert!(!waiting(dir.path()));
+        send(dir.path(), 7, &syncs);
+        assert_eq!(fs::read(dir.path().join(ARRIVALS)).unwrap(), b"\n\n7\n");
+        assert!(waiting(dir.path()));
+        assert_eq!(drain_batches(dir.path()).concat(), [7]);
+        assert_eq!(fs::read(dir.path().join(ARRIVALS)).unwrap(), HEADER, "a fresh file");
+        assert!(!waiting(dir.path()));
+    }
+
     /// A batch that `make` fails on stays, whole, for the next drain, ahead of what arrived
     /// since.
     #[test]
@@ -489,7 +523,7 @@ mod tests {
         assert_eq!(made.len(), STEP_RECORDS);
         send(dir.path(), 1000, &syncs);
         let mut finished = Vec::new();
-        finish_batch(dir.path(), |records: Vec<u64>| {
+        finish_batch(dir.path(), &dir.path().join(".lock"), |records: Vec<u64>| {
             finished.extend(records);
             Ok(())
         })
@@ -502,8 +536,9 @@ mod tests {
         assert_eq!(drain_batches(dir.path()).concat(), [1000]);
     }
 
-    /// Writers appending from many threads while drains run: every answered append is drained,
-    /// exactly once.
+    /// Writers appending from many threads while drains run: every answered append is drained.
+    /// A drain that ended midway through a batch leaves it for the next, which starts that
+    /// batch from its beginning, so a record may be given again (`make` leaves it alone then).
     #[test]
     fn appends_racing_drains_are_each_drained_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -531,7 +566,7 @@ mod tests {
         }
         drained.extend(drain_batches(dir.path()).concat());
         let unique: HashSet<_> = drained.iter().copied().collect();
-        assert_eq!(unique.len(), drained.len(), "a record drained twice");
         assert_eq!(unique, (0..writers * each).collect::<HashSet<_>>());
+        assert!(!waiting(dir.path()));
     }
 }

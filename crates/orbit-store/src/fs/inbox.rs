@@ -51,6 +51,9 @@ pub(super) const DEAD: &str = "dead";
 enum Step {
     /// Reads them, under the lock shared: they are made files first, as far as they can be.
     Read,
+    /// Reads the messages filed away (`archive/`, `dead/`), under the lock shared: no new
+    /// message is one, so nothing is drained.
+    ReadFiled,
     /// Acts on pending messages (a claim, an archiving), under the lock exclusively: they are
     /// made files first.
     Act,
@@ -178,18 +181,25 @@ impl Inner {
             let dir = self.agent_dir(agent).join("inbox");
             io::ensure_dir(&dir)?;
             let lock = dir.join(".lock");
-            match step {
-                Step::Read => {
-                    // What cannot be drained now (a full disk, a file system gone read-only)
-                    // is not listed yet; the rest still is.
-                    if let Err(err) = self.drain_arrivals(agent, &dir, &lock) {
-                        tracing::warn!(%agent, error = %err, "could not make the inbox's new messages files; reading without them");
-                    }
+            let drained = match step {
+                Step::Read => self.drain_arrivals(agent, &dir, &lock),
+                Step::Act => {
+                    self.drain_arrivals(agent, &dir, &lock)?;
+                    Ok(())
                 }
-                Step::Act => self.drain_arrivals(agent, &dir, &lock)?,
-                Step::Settle => {}
+                Step::ReadFiled | Step::Settle => Ok(()),
+            };
+            let exclusive = matches!(step, Step::Act | Step::Settle);
+            match (io::with_lock_mode(&lock, exclusive, body), drained) {
+                // What could not be drained (a full disk, a file system gone read-only) is not
+                // read yet; the rest still is, but "not found" cannot be told then.
+                (Err(Error::NotFound { .. }), Err(err)) => Err(err),
+                (read, Err(err)) => {
+                    tracing::warn!(%agent, error = %err, "could not make the inbox's new messages files; read without them");
+                    read
+                }
+                (read, Ok(())) => read,
             }
-            io::with_lock_mode(&lock, step != Step::Read, body)
         })
     }
 
@@ -205,13 +215,18 @@ impl Inner {
             }
             let open = self.inbox_dir(agent, OPEN);
             io::ensure_dir(&open)?;
+            let mut files = Vec::with_capacity(messages.len());
             for message in &messages {
                 if self.message_file_exists(agent, &message.id)? {
                     continue;
                 }
                 self.note_open(agent, &message.id, Change::Changed)?;
-                io::write_json_batched(&self.message_path(agent, OPEN, &message.id), message)?;
+                files.push((self.message_path(agent, OPEN, &message.id), message));
             }
+            if files.is_empty() {
+                return Ok(());
+            }
+            io::write_json_all(&files)?;
             io::sync_dir(&open)
         })
     }
@@ -544,7 +559,7 @@ impl InboxStore for FsStore {
     async fn list_dead(&self, agent: &AgentName) -> Result<Vec<InboxMessage>> {
         let agent = agent.clone();
         self.blocking(move |s| {
-            s.with_inbox(&agent, Step::Read, || {
+            s.with_inbox(&agent, Step::ReadFiled, || {
                 let dir = s.inbox_dir(&agent, DEAD);
                 Ok(io::list_names(&dir, ".json")?
                     .iter()
@@ -563,7 +578,7 @@ impl InboxStore for FsStore {
     ) -> Result<Vec<InboxMessage>> {
         let agent = agent.clone();
         self.blocking(move |s| {
-            s.with_inbox(&agent, Step::Read, || {
+            s.with_inbox(&agent, Step::ReadFiled, || {
                 let dir = s.inbox_dir(&agent, ARCHIVE);
                 // Ids are ULIDs: name order is age order, and only the page's files are read.
                 let names = io::list_names(&dir, ".json")?;

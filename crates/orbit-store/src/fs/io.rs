@@ -3,8 +3,9 @@
 //! - [`write_json`] writes a uniquely named temp file in the target's directory, fsyncs it,
 //!   renames it over the target and fsyncs the directory, so a reader or a crash sees the
 //!   old record or the new one, never a mix.
-//! - [`write_json_batched`] does the same but leaves the directory's fsync to the caller, who
-//!   makes a batch of new records durable with one (see `arrivals`).
+//! - [`write_json_all`] does the same for several records, their files fsynced from several
+//!   threads at once and their directory's fsync left to the caller, who makes the batch
+//!   durable with one (see `arrivals`).
 //! - [`create_json`] does the same but refuses to replace: it links the temp file to the
 //!   target, which fails when the target exists, so of two racing creators exactly one wins.
 //! - [`append_line`] appends one line under an exclusive lock of the file and fsyncs it. A
@@ -139,17 +140,86 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write_bytes(path, &bytes)
 }
 
-/// Atomically writes `path` like [`write_json`], except that the fsync of its directory is
-/// left to the caller, which makes a batch of such writes durable with one (`sync_dir`).
-pub(crate) fn write_json_batched<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value)
-        .map_err(|err| Error::Corrupt { path: path.into(), source: err })?;
-    let temp = write_temp(path, &bytes)?;
-    if let Err(err) = fs::rename(&temp, path) {
-        let _ = fs::remove_file(&temp);
-        return Err(Error::io(path, err));
+/// How many files [`write_json_all`] fsyncs at once.
+const SYNC_THREADS: usize = 8;
+
+/// Atomically writes each `(path, value)` like [`write_json`], except that the fsync of their
+/// directory is left to the caller, which makes them durable with one (`sync_dir`). The temp
+/// files are fsynced from several threads at once, so that their flushes of the disk's cache
+/// merge (one sync after another would pay one flush each), and each is renamed over its path
+/// once every one is synced. On an error, the temp files not renamed are removed, and those
+/// renamed stay: each is a whole, synced record.
+pub(crate) fn write_json_all<T: Serialize>(records: &[(PathBuf, &T)]) -> Result<()> {
+    let mut temps = Vec::with_capacity(records.len());
+    let written = (|| {
+        for (path, value) in records {
+            let bytes = serde_json::to_vec_pretty(value)
+                .map_err(|err| Error::Corrupt { path: path.clone(), source: err })?;
+            let temp = temp_path_for(path)?;
+            temps.push(temp.clone());
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&temp)
+                .map_err(|err| Error::io(&temp, err))?;
+            file.write_all(&bytes).map_err(|err| Error::io(&temp, err))?;
+        }
+        sync_all_files(&temps)?;
+        Ok(())
+    })();
+    let mut renamed = 0;
+    let result = written.and_then(|()| {
+        for ((path, _), temp) in records.iter().zip(&temps) {
+            fs::rename(temp, path).map_err(|err| Error::io(path, err))?;
+            renamed += 1;
+        }
+        Ok(())
+    });
+    if result.is_err() {
+        for temp in &temps[renamed..] {
+            let _ = fs::remove_file(temp);
+        }
     }
-    Ok(())
+    result
+}
+
+/// Fsyncs every file of `paths`, several at once.
+fn sync_all_files(paths: &[PathBuf]) -> Result<()> {
+    if let [path] = paths {
+        return File::open(path)
+            .and_then(|file| file.sync_all())
+            .map_err(|err| Error::io(path, err));
+    }
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let per_thread = paths.len().div_ceil(SYNC_THREADS);
+    std::thread::scope(|scope| {
+        let syncs: Vec<_> = paths
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    for path in chunk {
+                        File::open(path)
+                            .and_then(|file| file.sync_all())
+                            .map_err(|err| Error::io(path, err))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        let mut result = Ok(());
+        for sync in syncs {
+            let synced = sync.join().unwrap_or_else(|_| {
+                Err(Error::io(&paths[0], io::Error::other("a thread syncing files panicked")))
+            });
+            if result.is_ok() {
+                result = synced;
+            }
+        }
+        result
+    })
 }
 
 /// Whether `path` names anything; an error other than a missing entry is an error.
@@ -414,5 +484,28 @@ mod tests {
         })
         .unwrap();
         assert!(synced.is_empty(), "a directory that exists costs no fsync");
+    }
+
+    /// Records written together are each whole at its path, with no temp file left; when one
+    /// cannot be written, none of the batch's temp files stays behind.
+    #[test]
+    fn records_written_together_are_whole_and_leave_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let values: Vec<u64> = (0..20).collect();
+        let records: Vec<_> =
+            values.iter().map(|v| (dir.path().join(format!("{v}.json")), v)).collect();
+        write_json_all(&records).unwrap();
+        for (path, value) in &records {
+            assert_eq!(fs::read_to_string(path).unwrap(), value.to_string());
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), values.len(), "a temp file left");
+
+        let other = tempfile::tempdir().unwrap();
+        let failing = vec![
+            (other.path().join("a.json"), &1u64),
+            (other.path().join("missing").join("b.json"), &2u64),
+        ];
+        assert!(write_json_all(&failing).is_err());
+        assert_eq!(fs::read_dir(other.path()).unwrap().count(), 0, "a temp file left");
     }
 }

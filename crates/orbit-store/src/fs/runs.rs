@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use time::OffsetDateTime;
 
+use super::tasks::TaskStep;
 use super::{FsStore, Inner, io};
 use crate::{
     AgentName, Error, Lease, LeaseToken, Result, Run, RunId, RunOutcome, RunStart, RunStatus,
@@ -82,7 +83,7 @@ pub(super) async fn start_run(
     let (agent, task_id) = (agent.clone(), *task);
     store
         .blocking(move |s| {
-            s.with_tasks(&agent, || {
+            s.with_tasks(&agent, TaskStep::Act, || {
                 let task = s.get_task(&agent, &task_id)?;
                 if let Some(previous) = s.newest_run(&task)?
                     && previous.status == RunStatus::Running
@@ -113,7 +114,7 @@ pub(super) async fn record_skip(
     let (agent, task_id) = (agent.clone(), *task);
     store
         .blocking(move |s| {
-            s.with_tasks(&agent, || {
+            s.with_tasks(&agent, TaskStep::Act, || {
                 let task = s.get_task(&agent, &task_id)?;
                 // Skips join the newest skip record while no run started after it (ids are
                 // ULIDs, so a later run has a greater id).
@@ -151,7 +152,7 @@ pub(super) async fn renew_run(
     let (agent, task, run_id, token) = (agent.clone(), *task, *run, *token);
     store
         .blocking(move |s| {
-            s.with_tasks(&agent, || {
+            s.with_tasks(&agent, TaskStep::Settle, || {
                 let mut run = s.read_run(&agent, &task, &run_id)?;
                 if !run.renew(&token, until) {
                     return Err(Error::Conflict(format!(
@@ -176,7 +177,7 @@ pub(super) async fn finish_run(
     let (agent, task, run_id, token) = (agent.clone(), *task, *run, *token);
     store
         .blocking(move |s| {
-            s.with_tasks(&agent, || {
+            s.with_tasks(&agent, TaskStep::Settle, || {
                 let mut run = s.read_run(&agent, &task, &run_id)?;
                 if !run.is_held_by(&token) {
                     return Err(Error::Conflict(format!(
@@ -202,7 +203,7 @@ pub(super) async fn interrupt_lapsed_run(
     let (agent, task, run_id) = (agent.clone(), *task, *run);
     store
         .blocking(move |s| {
-            s.with_tasks(&agent, || {
+            s.with_tasks(&agent, TaskStep::Settle, || {
                 let run = s.read_run(&agent, &task, &run_id)?;
                 let lapsed = run.status == RunStatus::Running
                     && run.lease.is_none_or(|lease| lease.expired_at(now));
@@ -223,8 +224,7 @@ pub(super) async fn list_runs(
     let (agent, task) = (agent.clone(), *task);
     store
         .blocking(move |s| {
-            s.drain_tasks_before_read(&agent);
-            s.get_task(&agent, &task)?;
+            s.read_task(&agent, || s.get_task(&agent, &task))?;
             let dir = s.runs_dir(&agent, &task);
             let mut runs: Vec<Run> = io::list_names(&dir, ".json")?
                 .iter()
@@ -244,8 +244,7 @@ pub(super) async fn latest_run(
     let (agent, task) = (agent.clone(), *task);
     store
         .blocking(move |s| {
-            s.drain_tasks_before_read(&agent);
-            let task = s.get_task(&agent, &task)?;
+            let task = s.read_task(&agent, || s.get_task(&agent, &task))?;
             s.newest_run(&task)
         })
         .await
@@ -282,7 +281,7 @@ pub(super) async fn claim_slot(
     let (agent, task) = (agent.clone(), *task);
     store
         .blocking(move |s| {
-            s.with_tasks(&agent, || {
+            s.with_tasks(&agent, TaskStep::Act, || {
                 let mut record = s.get_task(&agent, &task)?;
                 if record.last_slot.is_some_and(|last| last >= slot) {
                     return Ok(false);

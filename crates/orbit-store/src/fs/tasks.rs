@@ -25,6 +25,19 @@ use crate::{
     RunStart, SessionId, Task, TaskChanges, TaskId, TaskPatch, TaskStore, timestamp,
 };
 
+/// What a change to an agent's tasks does with the tasks created before it (see `arrivals`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum TaskStep {
+    /// Acts on tasks (an update, a slot claimed, a run started): they are made files first.
+    Act,
+    /// Removes a task's file: they are made files first, and the batch being drained is
+    /// finished, so that no batch holds the removed task.
+    Remove,
+    /// Settles a run under way (renewed, finished, interrupted): its task is a file already
+    /// (the run started), so nothing is drained, and a renewal never waits for a drain.
+    Settle,
+}
+
 impl Inner {
     fn task_path(&self, agent: &AgentName, id: &TaskId) -> PathBuf {
         self.tasks_dir(agent).join(format!("{id}.json"))
@@ -50,24 +63,39 @@ impl Inner {
         if tasks.is_empty() {
             return Ok(());
         }
+        let mut files = Vec::with_capacity(tasks.len());
         for task in &tasks {
             let path = self.task_path(agent, &task.id);
-            if io::exists(&path)? {
-                continue;
+            if !io::exists(&path)? {
+                files.push((path, task));
             }
-            self.note_task(agent, &task.id)?;
-            io::write_json_batched(&path, task)?;
         }
+        if files.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<TaskId> = files.iter().map(|(_, task)| task.id).collect();
+        self.note_tasks(agent, &ids)?;
+        io::write_json_all(&files)?;
         io::sync_dir(&self.tasks_dir(agent))
     }
 
-    /// Drains the agent's task arrivals when a `stat` shows that something waits, so that a
-    /// read without `tasks.lock` (one task, its runs) finds every task created before it, as
-    /// far as they can be made files now (a full disk, a file system gone read-only): the
-    /// read goes on without the others.
-    pub(super) fn drain_tasks_before_read(&self, agent: &AgentName) {
-        if let Err(err) = self.with_agent(agent, || self.drain_task_arrivals(agent)) {
-            tracing::warn!(%agent, error = %err, "could not make the agent's new tasks files; reading without them");
+    /// Reads one of the agent's tasks, or something of it (its runs), without `tasks.lock`,
+    /// with every task created before made a file first as far as they can be (a full disk, a
+    /// file system gone read-only): the read goes on without the others, but a task not found
+    /// then is the drain's error, since it may be one of them.
+    pub(super) fn read_task<T>(
+        &self,
+        agent: &AgentName,
+        read: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let drained = self.with_agent(agent, || self.drain_task_arrivals(agent));
+        match (read(), drained) {
+            (Err(Error::NotFound { .. }), Err(err)) => Err(err),
+            (read, Err(err)) => {
+                tracing::warn!(%agent, error = %err, "could not make the agent's new tasks files; read without them");
+                read
+            }
+            (read, Ok(())) => read,
         }
     }
 
@@ -98,12 +126,21 @@ impl Inner {
     /// Tells every process's index that a task is about to change; the caller holds
     /// `tasks.lock` exclusively, so it also ends the wait for tasks whose creators died.
     fn note_task(&self, agent: &AgentName, id: &TaskId) -> Result<()> {
-        let (dir, log) = (self.agent_dir(agent).join("tasks"), self.tasks_log(agent));
+        self.note_tasks(agent, std::slice::from_ref(id))
+    }
+
+    /// [`note_task`](Self::note_task) for several tasks at once: the index is settled first,
+    /// once, so that it does not read a noted task before its change is made.
+    fn note_tasks(&self, agent: &AgentName, ids: &[TaskId]) -> Result<()> {
+        let (dir, log) = (self.tasks_dir(agent), self.tasks_log(agent));
         let source = index::Source { dir: &dir, log: &log, keep: |_: &Task| true };
         if let Err(err) = self.task_index.settle(agent, &source) {
             tracing::warn!(%agent, error = %err, "could not settle the task index");
         }
-        index::note(&log, &id.to_string(), Change::Changed, true)
+        for id in ids {
+            index::note(&log, &id.to_string(), Change::Changed, true)?;
+        }
+        Ok(())
     }
 
     /// Every agent, in name order, for listing every agent's tasks: read from `agents/` at
@@ -253,17 +290,26 @@ impl Inner {
         }
     }
 
-    /// Runs a change to an agent's tasks or runs: the agent exists and stays, no other change
-    /// to its tasks runs meanwhile, and every task created before it is a file (drained
-    /// first, so that nothing acts on a task of a batch a crash left; see `arrivals`).
+    /// Runs a change to an agent's tasks or runs: the agent exists and stays, and no other
+    /// change to its tasks runs meanwhile. What it does with the tasks created before it (see
+    /// `arrivals`) is `step`'s.
     pub(super) fn with_tasks<T>(
         &self,
         agent: &AgentName,
+        step: TaskStep,
         body: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
         self.with_agent(agent, || {
-            self.drain_task_arrivals(agent)?;
-            io::with_lock(&self.agent_dir(agent).join("tasks.lock"), body)
+            if step != TaskStep::Settle {
+                self.drain_task_arrivals(agent)?;
+            }
+            let lock = self.agent_dir(agent).join("tasks.lock");
+            if step == TaskStep::Remove {
+                arrivals::finish_batch(&self.tasks_dir(agent), &lock, |tasks| {
+                    self.make_task_files(agent, tasks)
+                })?;
+            }
+            io::with_lock(&lock, body)
         })
     }
 
@@ -304,8 +350,7 @@ impl TaskStore for FsStore {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
             s.require_agent(&agent)?;
-            s.drain_tasks_before_read(&agent);
-            s.get_task(&agent, &id)
+            s.read_task(&agent, || s.get_task(&agent, &id))
         })
         .await
     }
@@ -360,7 +405,7 @@ impl TaskStore for FsStore {
     async fn update(&self, agent: &AgentName, id: &TaskId, patch: TaskPatch) -> Result<Task> {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
-            let task = s.with_tasks(&agent, || {
+            let task = s.with_tasks(&agent, TaskStep::Act, || {
                 let mut task = s.get_task(&agent, &id)?;
                 patch.apply(&mut task);
                 s.put_task(&task)?;
@@ -375,11 +420,7 @@ impl TaskStore for FsStore {
     async fn delete(&self, agent: &AgentName, id: &TaskId) -> Result<()> {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
-            s.with_tasks(&agent, || {
-                // Its file goes: no batch may hold it any more (see `arrivals`).
-                arrivals::finish_batch(&s.tasks_dir(&agent), |tasks| {
-                    s.make_task_files(&agent, tasks)
-                })?;
+            s.with_tasks(&agent, TaskStep::Remove, || {
                 s.note_task(&agent, &id)?;
                 let path = s.task_path(&agent, &id);
                 if !io::remove_file(&path)? {
