@@ -51,9 +51,9 @@
 //!
 //! An `fdatasync` that fails answers its writers with the error, and their lines stay in the
 //! file: as after any failed fsync the disk's state is unknown, and such a record may still be
-//! drained (the session journal's appends are the same). An Orbit older than this module does
-//! not read the arrivals: a data directory handed back to one shows it none of the records
-//! still waiting.
+//! drained (the session journal's appends are the same). An Orbit older than this module must
+//! not share a data directory with this one, nor take it back: it does not read the arrivals,
+//! and it removes records' files without finishing a batch first.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Seek, SeekFrom, Write};
