@@ -26,7 +26,7 @@
 //!   `fdatasync` that began after its `write` returned.
 //! - **Every appended line is drained.** The swap renames the file to the batch's name under
 //!   the lock held exclusively: it waits for every appender holding it shared, whose `write`s
-//!   are then complete, and appenders that come after open the new empty file. A batch is
+//!   are then complete, and appenders that come after open the new file (its first byte only). A batch is
 //!   made into files step by step (each file fsynced, the directory fsynced per step) and
 //!   removed, durably, only once its last record is a file.
 //! - **No record is made a file twice.** A step may give `make` records that are files
@@ -251,6 +251,8 @@ pub(crate) fn step<T: DeserializeOwned>(
     let metadata = file.metadata().map_err(|err| Error::io(&draining, err))?;
     let from = match &drain.batch {
         Some((held, offset)) if same_file(held, &metadata) => *offset,
+        // A batch swapped in after the one a finish began with: that one is finished.
+        Some(_) if !drain.swaps => return Ok(false),
         _ => 0,
     };
     let (records, unreadable, consumed) = read_step(&file, &draining, from)?;
@@ -273,8 +275,8 @@ pub(crate) fn step<T: DeserializeOwned>(
     Ok(drain.left > 0)
 }
 
-/// Renames the arrivals to the batch's name and puts an empty file in their place, when any
-/// line waits; returns whether it did. Under the arrivals' lock held exclusively, so that
+/// Renames the arrivals to the batch's name and puts a fresh file (its first byte only) in
+/// their place, when any line waits; returns whether it did. Under the arrivals' lock held exclusively, so that
 /// every appender's `write` is complete and none lands in the batch afterwards.
 fn swap(dir: &Path) -> Result<bool> {
     let arrivals = dir.join(ARRIVALS);

@@ -223,10 +223,10 @@ impl Inner {
                 self.note_open(agent, &message.id, Change::Changed)?;
                 files.push((self.message_path(agent, OPEN, &message.id), message));
             }
-            if files.is_empty() {
-                return Ok(());
-            }
             io::write_json_all(&files)?;
+            // Even when every file was there already: a drain killed after its renames and
+            // before this fsync left them in `open/` but not yet durable, and the batch's
+            // removal after this step fsyncs only `inbox/`.
             io::sync_dir(&open)
         })
     }

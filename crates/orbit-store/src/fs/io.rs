@@ -195,28 +195,29 @@ fn sync_all_files(paths: &[PathBuf]) -> Result<()> {
         return Ok(());
     }
     let per_thread = paths.len().div_ceil(SYNC_THREADS);
+    let sync_chunk = |chunk: &[PathBuf]| -> Result<()> {
+        for path in chunk {
+            File::open(path)
+                .and_then(|file| file.sync_all())
+                .map_err(|err| Error::io(path, err))?;
+        }
+        Ok(())
+    };
     std::thread::scope(|scope| {
-        let syncs: Vec<_> = paths
-            .chunks(per_thread)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    for path in chunk {
-                        File::open(path)
-                            .and_then(|file| file.sync_all())
-                            .map_err(|err| Error::io(path, err))?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
         let mut result = Ok(());
+        let mut syncs = Vec::new();
+        for chunk in paths.chunks(per_thread) {
+            // A thread the system will not give is no reason to fail: that chunk is synced here.
+            match std::thread::Builder::new().spawn_scoped(scope, move || sync_chunk(chunk)) {
+                Ok(sync) => syncs.push(sync),
+                Err(_) => result = result.and(sync_chunk(chunk)),
+            }
+        }
         for sync in syncs {
             let synced = sync.join().unwrap_or_else(|_| {
                 Err(Error::io(&paths[0], io::Error::other("a thread syncing files panicked")))
             });
-            if result.is_ok() {
-                result = synced;
-            }
+            result = result.and(synced);
         }
         result
     })

@@ -83,7 +83,7 @@ pub(super) async fn start_run(
     let (agent, task_id) = (agent.clone(), *task);
     store
         .blocking(move |s| {
-            s.with_tasks(&agent, TaskStep::Act, || {
+            s.with_tasks(&agent, TaskStep::ActOn(task_id), || {
                 let task = s.get_task(&agent, &task_id)?;
                 if let Some(previous) = s.newest_run(&task)?
                     && previous.status == RunStatus::Running
@@ -114,7 +114,7 @@ pub(super) async fn record_skip(
     let (agent, task_id) = (agent.clone(), *task);
     store
         .blocking(move |s| {
-            s.with_tasks(&agent, TaskStep::Act, || {
+            s.with_tasks(&agent, TaskStep::ActOn(task_id), || {
                 let task = s.get_task(&agent, &task_id)?;
                 // Skips join the newest skip record while no run started after it (ids are
                 // ULIDs, so a later run has a greater id).
@@ -281,7 +281,7 @@ pub(super) async fn claim_slot(
     let (agent, task) = (agent.clone(), *task);
     store
         .blocking(move |s| {
-            s.with_tasks(&agent, TaskStep::Act, || {
+            s.with_tasks(&agent, TaskStep::ActOn(task), || {
                 let mut record = s.get_task(&agent, &task)?;
                 if record.last_slot.is_some_and(|last| last >= slot) {
                     return Ok(false);

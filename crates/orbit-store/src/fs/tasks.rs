@@ -28,11 +28,13 @@ use crate::{
 /// What a change to an agent's tasks does with the tasks created before it (see `arrivals`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum TaskStep {
-    /// Acts on tasks (an update, a slot claimed, a run started): they are made files first.
-    Act,
-    /// Removes a task's file: they are made files first, and the batch being drained is
-    /// finished, so that no batch holds the removed task.
-    Remove,
+    /// Acts on one task (an update, a slot claimed, a run started): the tasks are made files
+    /// first unless that one is a file already, so that the scheduler's steps on a task it
+    /// knows never wait for a backlog of new ones.
+    ActOn(TaskId),
+    /// Removes a task's file: as for `ActOn`, and the batch being drained is finished, so
+    /// that no batch holds the removed task.
+    Remove(TaskId),
     /// Settles a run under way (renewed, finished, interrupted): its task is a file already
     /// (the run started), so nothing is drained, and a renewal never waits for a drain.
     Settle,
@@ -300,11 +302,17 @@ impl Inner {
         body: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
         self.with_agent(agent, || {
-            if step != TaskStep::Settle {
+            let drain = match step {
+                TaskStep::ActOn(id) | TaskStep::Remove(id) => {
+                    !io::exists(&self.task_path(agent, &id))?
+                }
+                TaskStep::Settle => false,
+            };
+            if drain {
                 self.drain_task_arrivals(agent)?;
             }
             let lock = self.agent_dir(agent).join("tasks.lock");
-            if step == TaskStep::Remove {
+            if matches!(step, TaskStep::Remove(_)) {
                 arrivals::finish_batch(&self.tasks_dir(agent), &lock, |tasks| {
                     self.make_task_files(agent, tasks)
                 })?;
@@ -405,7 +413,7 @@ impl TaskStore for FsStore {
     async fn update(&self, agent: &AgentName, id: &TaskId, patch: TaskPatch) -> Result<Task> {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
-            let task = s.with_tasks(&agent, TaskStep::Act, || {
+            let task = s.with_tasks(&agent, TaskStep::ActOn(id), || {
                 let mut task = s.get_task(&agent, &id)?;
                 patch.apply(&mut task);
                 s.put_task(&task)?;
@@ -420,7 +428,7 @@ impl TaskStore for FsStore {
     async fn delete(&self, agent: &AgentName, id: &TaskId) -> Result<()> {
         let (agent, id) = (agent.clone(), *id);
         self.blocking(move |s| {
-            s.with_tasks(&agent, TaskStep::Remove, || {
+            s.with_tasks(&agent, TaskStep::Remove(id), || {
                 s.note_task(&agent, &id)?;
                 let path = s.task_path(&agent, &id);
                 if !io::remove_file(&path)? {

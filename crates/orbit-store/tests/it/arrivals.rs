@@ -277,3 +277,49 @@ async fn a_batch_finished_again_brings_back_nothing_that_moved_on() {
     );
     assert_eq!(ids_in(dir.path(), "open"), [sent[2].id], "nothing came back to open/");
 }
+
+/// Steps that settle a claim, read what was filed away, or act on a task that is a file
+/// already drain nothing, so they never wait behind a backlog of new records; a listing then
+/// drains what waits.
+#[tokio::test]
+async fn settling_reading_filed_and_acting_on_a_known_task_drain_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores = FsStore::open(dir.path()).unwrap().stores();
+    stores.agents.create(&agent(), NewAgent::default()).await.unwrap();
+    let inbox = dir.path().join("agents/mailbox/inbox/arrivals.jsonl");
+    let tasks = dir.path().join("agents/mailbox/tasks/arrivals.jsonl");
+    let waits = |path: &std::path::Path| std::fs::metadata(path).unwrap().len() > 1;
+
+    stores.inbox.send(request(&agent(), &agent(), "first")).await.unwrap();
+    let claimer = Claimer {
+        session: SessionId::new(),
+        instance: InstanceId::new(),
+        until: timestamp::now() + Duration::from_secs(60),
+    };
+    let held = stores.inbox.claim_unclaimed(&agent(), &claimer, 1).await.unwrap();
+    assert!(!waits(&inbox), "a claim drains");
+    stores.inbox.send(request(&agent(), &agent(), "second")).await.unwrap();
+    assert!(waits(&inbox));
+    let token = held[0].lease.unwrap().token;
+    let later = timestamp::now() + Duration::from_secs(120);
+    stores.inbox.renew(&agent(), &held[0].id, &token, later).await.unwrap();
+    stores.inbox.mark_read(&agent(), &held[0].id, &token).await.unwrap();
+    stores.inbox.list_dead(&agent()).await.unwrap();
+    assert_eq!(stores.inbox.filed_page(&agent(), None, 10).await.unwrap().len(), 1);
+    assert!(waits(&inbox), "settling and reading filed messages drained");
+    assert_eq!(stores.inbox.get_pending(&agent()).await.unwrap().len(), 1);
+    assert!(!waits(&inbox), "a listing drains");
+
+    let known = stores.tasks.create(&agent(), weekly_task("known")).await.unwrap();
+    stores.tasks.get(&agent(), &known.id).await.unwrap();
+    assert!(!waits(&tasks), "a read of a task drains");
+    let new = stores.tasks.create(&agent(), weekly_task("new")).await.unwrap();
+    let patch = orbit_store::TaskPatch { name: Some("renamed".into()), ..Default::default() };
+    stores.tasks.update(&agent(), &known.id, patch).await.unwrap();
+    assert!(stores.tasks.claim_slot(&agent(), &known.id, timestamp::now()).await.unwrap());
+    assert!(waits(&tasks), "acting on a task that is a file drained");
+    // Acting on the task that waits makes it a file first.
+    let patch = orbit_store::TaskPatch { name: Some("also".into()), ..Default::default() };
+    stores.tasks.update(&agent(), &new.id, patch).await.unwrap();
+    assert!(!waits(&tasks));
+}
