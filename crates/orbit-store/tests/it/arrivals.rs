@@ -38,7 +38,10 @@ fn random_below(bound: u64) -> u64 {
 }
 
 /// Runs the child until killed at a random moment; returns the lines it finished printing.
-fn run_child_until_killed(dir: &Path) -> Vec<String> {
+/// With `after_first_read`, the moment is counted from the child's first read of a message,
+/// so that a loaded machine, where starting the child takes longer than the window, still
+/// sees claims and reads cut.
+fn run_child_until_killed(dir: &Path, after_first_read: bool) -> Vec<String> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "arrivals::arrivals_child", "--nocapture", "--test-threads=1"])
         .env(DIR, dir)
@@ -47,20 +50,29 @@ fn run_child_until_killed(dir: &Path) -> Vec<String> {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let (first_read, read) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut lines = Vec::new();
         let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
+        let (mut line, mut told) = (String::new(), false);
         // A line cut off by the kill has no newline and was never acknowledged.
         while stdout.read_line(&mut line).unwrap_or(0) > 0 {
             if line.ends_with('\n') {
+                if !told && line.contains("READ ") {
+                    told = true;
+                    let _ = first_read.send(());
+                }
                 lines.push(line.trim_end().to_owned());
             }
             line.clear();
         }
         lines
     });
-    std::thread::sleep(Duration::from_millis(50 + random_below(250)));
+    if after_first_read {
+        // Not a speed assertion: a bound on waiting for a child that never reads.
+        let _ = read.recv_timeout(Duration::from_secs(60));
+    }
+    std::thread::sleep(Duration::from_millis(20 + random_below(200)));
     child.kill().unwrap();
     child.wait().unwrap();
     reader.join().unwrap()
@@ -87,7 +99,7 @@ async fn sends_drains_and_claims_survive_sigkill_at_random_moments() {
     let (mut sent, mut read) = (HashSet::new(), HashMap::<MessageId, usize>::new());
     let (mut kept, mut deleted) = (HashSet::new(), HashSet::new());
     for round in 0..KILLS {
-        for line in run_child_until_killed(dir.path()) {
+        for line in run_child_until_killed(dir.path(), round % 2 == 1) {
             // libtest prints `test <name> ... ` without a newline before the child's output.
             let Some(start) =
                 ["SENT ", "READ ", "KEEP ", "GONE "].iter().find_map(|tag| line.find(tag))
