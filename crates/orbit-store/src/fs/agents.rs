@@ -138,6 +138,8 @@ impl AgentStore for FsStore {
                 // One rename makes the agent and everything of it unknown at once.
                 s.trash_agent_dir(&name)?;
                 s.inbox_index.forget(&name);
+                s.quiet_arrivals.forget(&s.agent_dir(&name).join("inbox"));
+                s.quiet_arrivals.forget(&s.agent_dir(&name).join("tasks"));
                 s.task_index.forget(&name);
                 s.sessions.forget(&name);
                 // The agent is gone for every reader from the rename on, so its tasks' changes

@@ -55,14 +55,17 @@
 //! not share a data directory with this one, nor take it back: it does not read the arrivals,
 //! and it removes records' files without finishing a batch first.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, ErrorKind, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::follow::Followed;
 use super::io::{self, FILE_MODE};
 use super::sync_rounds::FileSyncs;
 use crate::{Error, Result};
@@ -148,11 +151,83 @@ pub(crate) fn waiting(dir: &Path) -> bool {
         Ok(metadata) => metadata.len() > HEADER.len() as u64,
         Err(err) => err.kind() != ErrorKind::NotFound,
     };
-    arrived
-        || !matches!(
-            fs::symlink_metadata(dir.join(DRAINING)),
-            Err(err) if err.kind() == ErrorKind::NotFound
-        )
+    arrived || batch_exists(dir)
+}
+
+/// The arrivals files this process found with nothing waiting, held open (see `follow`), so
+/// that the next look at a directory costs one `stat` instead of two: for the listings that
+/// answer without a lock while nothing changed.
+#[derive(Default)]
+pub(crate) struct Quiet {
+    held: Mutex<HashMap<PathBuf, (Followed, u64)>>,
+}
+
+/// At most this many directories' arrivals are remembered; past it, all are forgotten (each is
+/// looked at the full way once more).
+const QUIET_MAX: usize = 4096;
+
+impl Quiet {
+    /// [`waiting`], with one `stat` when the arrivals are the file held since a look found
+    /// nothing waiting, at the same length. That is as right as the full look: a batch is made
+    /// only by a swap, which renames the arrivals away, so the same file at the same length
+    /// means nothing was appended and no swap came since that look, which saw no batch (the
+    /// file was opened before the batch's name was looked for). A held file's inode cannot be
+    /// reused; a file the pool let go is looked at the full way.
+    pub(crate) fn waiting(&self, dir: &Path) -> bool {
+        let arrivals = dir.join(ARRIVALS);
+        {
+            let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            if held.get(dir).is_some_and(|(file, len)| file.unchanged(&arrivals, *len)) {
+                return false;
+            }
+        }
+        let file = match File::open(&arrivals) {
+            Ok(file) => file,
+            Err(err) if err.kind() == ErrorKind::NotFound => return waiting(dir),
+            Err(_) => return true,
+        };
+        let Ok(metadata) = file.metadata() else { return true };
+        if metadata.len() > HEADER.len() as u64 || batch_exists(dir) {
+            return true;
+        }
+        let followed = Followed::hold(file, &metadata);
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.len() >= QUIET_MAX {
+            held.clear();
+        }
+        match followed {
+            Some(followed) => held.insert(dir.to_path_buf(), (followed, metadata.len())),
+            None => held.remove(dir),
+        };
+        false
+    }
+}
+
+impl Quiet {
+    /// Lets go of the arrivals held for `dir` (its agent is deleted), so that no deleted file
+    /// stays open.
+    pub(crate) fn forget(&self, dir: &Path) {
+        let removed = self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(dir);
+        drop(removed);
+    }
+
+    /// Lets go of the arrivals held for every directory but those `keep` says (their agents
+    /// are gone, deleted by another process).
+    pub(crate) fn keep_only(&self, keep: impl Fn(&Path) -> bool) {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone: Vec<_> = held.keys().filter(|dir| !keep(dir)).cloned().collect();
+        let removed: Vec<_> = gone.iter().filter_map(|dir| held.remove(dir)).collect();
+        drop(held);
+        drop(removed);
+    }
+}
+
+/// Whether a batch is being drained in `dir` (an error says yes, so that the drain reports it).
+fn batch_exists(dir: &Path) -> bool {
+    !matches!(
+        fs::symlink_metadata(dir.join(DRAINING)),
+        Err(err) if err.kind() == ErrorKind::NotFound
+    )
 }
 
 /// A drain of what waited in a directory when it began, made in steps.
@@ -469,6 +544,34 @@ mod tests {
         assert_eq!(drain_batches(dir.path()).concat(), [7]);
         assert_eq!(fs::read(dir.path().join(ARRIVALS)).unwrap(), HEADER, "a fresh file");
         assert!(!waiting(dir.path()));
+    }
+
+    /// The one-`stat` look answers as the full one: nothing waiting while the held file is
+    /// unchanged, something once a line is appended, and a batch after a swap.
+    #[test]
+    fn the_quiet_look_follows_appends_and_swaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (syncs, quiet) = (FileSyncs::default(), Quiet::default());
+        assert!(!quiet.waiting(dir.path()), "no arrivals at all");
+        send(dir.path(), 1, &syncs);
+        assert!(quiet.waiting(dir.path()));
+        drain_batches(dir.path());
+        assert!(!quiet.waiting(dir.path()));
+        assert!(!quiet.waiting(dir.path()), "held, and unchanged");
+        send(dir.path(), 2, &syncs);
+        assert!(quiet.waiting(dir.path()), "appended to");
+        // A swap with its batch left behind: the held file is renamed away.
+        let mut drain = Drain::begin(dir.path()).unwrap();
+        assert!(
+            !step(dir.path(), &mut drain, |_: Vec<u64>| Err(Error::Invalid("x".into())))
+                .is_ok_and(|more| more)
+        );
+        assert!(dir.path().join(DRAINING).exists());
+        assert!(quiet.waiting(dir.path()), "a batch left");
+        drain_batches(dir.path());
+        assert!(!quiet.waiting(dir.path()));
+        quiet.forget(dir.path());
+        assert!(!quiet.waiting(dir.path()));
     }
 
     /// A batch that `make` fails on stays, whole, for the next drain, ahead of what arrived

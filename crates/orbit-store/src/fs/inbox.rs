@@ -383,11 +383,12 @@ impl InboxStore for FsStore {
             // deleted log is not held open.
             if let Err(err) = s.require_agent(&agent) {
                 s.inbox_index.forget(&agent);
+                s.quiet_arrivals.forget(&s.agent_dir(&agent).join("inbox"));
                 return Err(err);
             }
             // Messages sent but not yet files of `open/` are not in it (see `arrivals`).
             let log = s.open_log(&agent);
-            let arrived = arrivals::waiting(&s.agent_dir(&agent).join("inbox"));
+            let arrived = s.quiet_arrivals.waiting(&s.agent_dir(&agent).join("inbox"));
             if !arrived && let Some(body) = s.inbox_index.current_body(&agent, &log, &listing) {
                 return Ok(body);
             }

@@ -91,6 +91,9 @@ pub(crate) struct Inner {
     task_index: index::RecordIndex<crate::Task>,
     /// The shared fdatasyncs of the files new records are appended to (see `arrivals`).
     file_syncs: sync_rounds::FileSyncs,
+    /// The arrivals found with nothing waiting, for the listings' one-`stat` look (see
+    /// `arrivals`).
+    quiet_arrivals: arrivals::Quiet,
     /// The last whole listing of every agent's tasks, by the generation of each agent's index
     /// it was joined from (see `tasks`).
     all_tasks: std::sync::Mutex<
@@ -132,6 +135,7 @@ impl FsStore {
             inbox_index: index::RecordIndex::default(),
             task_index: index::RecordIndex::default(),
             file_syncs: sync_rounds::FileSyncs::default(),
+            quiet_arrivals: arrivals::Quiet::default(),
             all_tasks: std::sync::Mutex::default(),
             task_changes: tokio::sync::watch::channel(0).0,
         };

@@ -11,7 +11,7 @@
 //! it a file (see `arrivals`): every change drains first, holding the lock exclusively, and so
 //! does a read (one task, a listing, runs) that a `stat` shows something waits for.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::PoisonError;
 
 use async_trait::async_trait;
@@ -182,7 +182,7 @@ impl Inner {
     /// locks, from the index brought up to date.
     fn tasks_body(&self, agent: &AgentName, listing: &Listing<Task>) -> Result<Body> {
         // Tasks created but not yet files of `tasks/` are not in the index (see `arrivals`).
-        let arrived = arrivals::waiting(&self.tasks_dir(agent));
+        let arrived = self.quiet_arrivals.waiting(&self.tasks_dir(agent));
         if !arrived
             && let Some(body) = self.task_index.current_body(agent, &self.tasks_log(agent), listing)
         {
@@ -206,13 +206,20 @@ impl Inner {
     fn all_tasks_body(&self, listing: &Listing<Task>) -> Result<Body> {
         let agents = self.agents_with_tasks()?;
         self.task_index.keep_only(&agents);
+        // An arrivals directory is `agents/<name>/<inbox or tasks>`.
+        self.quiet_arrivals.keep_only(|dir| {
+            let agent = dir.parent().and_then(Path::file_name).and_then(|name| name.to_str());
+            agent
+                .and_then(|name| AgentName::parse(name).ok())
+                .is_some_and(|agent| agents.binary_search(&agent).is_ok())
+        });
         // An agent not current without a refresh is read (rendered) once, under its locks,
         // here; its renderings serve the join below if the kept body does not answer.
         let mut state = Vec::with_capacity(agents.len());
         let mut read = Vec::with_capacity(agents.len());
         for agent in agents {
             let log = self.tasks_log(&agent);
-            let current = match arrivals::waiting(&self.tasks_dir(&agent)) {
+            let current = match self.quiet_arrivals.waiting(&self.tasks_dir(&agent)) {
                 true => None,
                 false => self.task_index.current_generation(&agent, &log),
             };
