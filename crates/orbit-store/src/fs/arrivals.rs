@@ -40,9 +40,6 @@
 //!   before its sync) still starts a line of its own. Appends under the shared lock can run at
 //!   once in several processes; a regular file's `O_APPEND` writes do not interleave. A whole
 //!   line that does not parse (damage, a record of a newer Orbit) is kept beside the arrivals.
-//! - **A swap seals the file it renames away** with one more empty line, under the lock held
-//!   exclusively, so that a reader holding that file (`Quiet`) learns from its length alone
-//!   that it may no longer be the arrivals.
 //! - **Every step is bounded** ([`STEP_RECORDS`], [`STEP_BYTES`]), and a drain takes the
 //!   records' lock per step, so a backlog never holds it for long; a drain stops once it has
 //!   consumed as many bytes as waited when it began (see [`Drain`]), so sends that keep coming
@@ -170,23 +167,20 @@ pub(crate) struct Quiet {
 const QUIET_MAX: usize = 4096;
 
 impl Quiet {
-    /// [`waiting`], with one `fstat` of a held file (no path looked up) when the arrivals file
-    /// held since a look found nothing waiting is still the length it was then. That is as
-    /// right as the full look while `dir` is the directory it was (a caller's next check, of
-    /// the change log held the same way, notices a directory replaced with its agent): lines
-    /// are appended to the file the path names, and a swap, the only way to make a batch or
-    /// to take the name from the file, seals the file with a byte first. So the same length
+    /// [`waiting`], with one `stat` when the arrivals are the file held since a look found
+    /// nothing waiting, at the same length. That is as right as the full look: a batch is made
+    /// only by a swap, which renames the arrivals away, so the same file at the same length
     /// means nothing was appended and no swap came since that look, which saw no batch (the
-    /// file was opened before the batch's name was looked for). A file the pool let go is
-    /// looked at the full way.
+    /// file was opened before the batch's name was looked for). A held file's inode cannot be
+    /// reused; a file the pool let go is looked at the full way.
     pub(crate) fn waiting(&self, dir: &Path) -> bool {
+        let arrivals = dir.join(ARRIVALS);
         {
             let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-            if held.get(dir).is_some_and(|(file, len)| file.len_unchanged(*len)) {
+            if held.get(dir).is_some_and(|(file, len)| file.unchanged(&arrivals, *len)) {
                 return false;
             }
         }
-        let arrivals = dir.join(ARRIVALS);
         let file = match File::open(&arrivals) {
             Ok(file) => file,
             Err(err) if err.kind() == ErrorKind::NotFound => return waiting(dir),
@@ -368,14 +362,6 @@ fn swap(dir: &Path) -> Result<bool> {
             Err(err) if err.kind() == ErrorKind::NotFound => return Ok(false),
             Err(err) => return Err(Error::io(&arrivals, err)),
         }
-        // Sealed first: a byte appended to the file about to be renamed away tells a reader
-        // holding it (`Quiet`) that it may no longer be the arrivals, without a look at the
-        // path. An empty line, which readers skip.
-        OpenOptions::new()
-            .append(true)
-            .open(&arrivals)
-            .and_then(|mut file| file.write_all(HEADER))
-            .map_err(|err| Error::io(&arrivals, err))?;
         fs::rename(&arrivals, dir.join(DRAINING)).map_err(|err| Error::io(&arrivals, err))?;
         // Both names at once: should the rename be lost, the lines are drained from the old
         // name instead, and the new file is made again by the next appender.
@@ -529,8 +515,7 @@ mod tests {
     }
 
     /// A whole line that does not parse is kept beside the arrivals, not dropped with its
-    /// batch. A last line torn by a crash (never answered) is closed by the swap's seal and
-    /// kept the same way.
+    /// batch; a last line torn by a crash is dropped (it was never answered).
     #[test]
     fn a_whole_line_that_does_not_parse_is_kept() {
         let dir = tempfile::tempdir().unwrap();
@@ -540,7 +525,7 @@ mod tests {
         file.write_all(b"\n\"a newer record\"\n\n{\"cut").unwrap();
         assert_eq!(drain_batches(dir.path()).concat(), [1]);
         let kept = fs::read_to_string(dir.path().join(UNREADABLE)).unwrap();
-        assert_eq!(kept, "\"a newer record\"\n{\"cut\n");
+        assert_eq!(kept, "\"a newer record\"\n");
         assert!(!waiting(dir.path()));
     }
 

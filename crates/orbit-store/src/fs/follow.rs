@@ -48,14 +48,6 @@ impl Followed {
         metadata.dev() == self.device && metadata.ino() == self.inode
     }
 
-    /// Whether this file is still `len` bytes long: one `fstat` of the held descriptor, no
-    /// path looked up. Only for a file that is always appended to before its name is taken
-    /// from it (the arrivals, sealed before their swap; see `arrivals`), so that the same
-    /// length means the path still names it; a file the pool let go is a "no".
-    pub(crate) fn len_unchanged(&self, len: u64) -> bool {
-        self.file.touch(|file| file.metadata().is_ok_and(|now| now.len() == len)) == Some(true)
-    }
-
     /// Whether `path` is still this file, `len` bytes long: one `stat`, no lock. An error
     /// (the file or its agent gone) is a "no", and so is a file the pool let go: then the
     /// inode may have been freed and reused, and the caller refreshes the ordinary way.
