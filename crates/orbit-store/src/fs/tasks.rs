@@ -396,7 +396,12 @@ impl TaskStore for FsStore {
     async fn list_rendered(&self, agent: &AgentName, listing: Listing<Task>) -> Result<Body> {
         let agent = agent.clone();
         self.blocking(move |s| {
-            s.require_agent(&agent)?;
+            // An agent found gone (deleted by another process) has its held arrivals let go,
+            // as the inbox's listing does.
+            if let Err(err) = s.require_agent(&agent) {
+                s.quiet_arrivals.forget(&s.tasks_dir(&agent));
+                return Err(err);
+            }
             s.tasks_body(&agent, &listing)
         })
         .await

@@ -424,3 +424,53 @@ async fn task_listings_take_no_lock_while_the_log_is_still() {
     let body = listing_all.await.unwrap().unwrap();
     assert_eq!(body, listing().write(&here.tasks.list_by_agent(&bot).await.unwrap()));
 }
+
+/// Another process replaces the agent (deleted, made again under its name, a task created and
+/// listed); this process's first listing after refreshes its index from the new directory's
+/// log. A task created after that is in the next listing: the arrivals looked at are the new
+/// directory's too, never a file held from the old one (the fourth review of the arrivals).
+#[tokio::test]
+async fn a_task_created_in_an_agent_replaced_by_another_process_is_listed() {
+    let (dir, here, there) = two_stores();
+    let bot = name("bot");
+    here.agents.create(&bot, NewAgent::default()).await.unwrap();
+    here.tasks.create(&bot, task("old")).await.unwrap();
+    here.tasks.list_rendered(&bot, listing()).await.unwrap();
+    here.tasks.list_rendered(&bot, listing()).await.unwrap();
+    there.agents.delete(&bot).await.unwrap();
+    there.agents.create(&bot, NewAgent::default()).await.unwrap();
+    there.tasks.create(&bot, task("new")).await.unwrap();
+    there.tasks.list_rendered(&bot, listing()).await.unwrap();
+    here.tasks.list_rendered(&bot, listing()).await.unwrap();
+    let answered = here.tasks.create(&bot, task("answered")).await.unwrap();
+    let body = here.tasks.list_rendered(&bot, listing()).await.unwrap();
+    let fresh = FsStore::open(dir.path()).unwrap().stores();
+    let expected = listing().write(&fresh.tasks.list_by_agent(&bot).await.unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        String::from_utf8_lossy(&expected),
+        "task {} answered before the listing",
+        answered.id
+    );
+}
+
+/// The same for a message sent, by the other process, to an agent it replaced.
+#[tokio::test]
+async fn a_message_sent_to_an_agent_replaced_by_another_process_is_listed() {
+    let (dir, here, there) = two_stores();
+    let bot = name("bot");
+    here.agents.create(&bot, NewAgent::default()).await.unwrap();
+    here.inbox.send(message(&bot, "old")).await.unwrap();
+    here.inbox.pending_rendered(&bot, listing()).await.unwrap();
+    here.inbox.pending_rendered(&bot, listing()).await.unwrap();
+    there.agents.delete(&bot).await.unwrap();
+    there.agents.create(&bot, NewAgent::default()).await.unwrap();
+    there.inbox.send(message(&bot, "new")).await.unwrap();
+    there.inbox.pending_rendered(&bot, listing()).await.unwrap();
+    here.inbox.pending_rendered(&bot, listing()).await.unwrap();
+    there.inbox.send(message(&bot, "answered")).await.unwrap();
+    let body = here.inbox.pending_rendered(&bot, listing()).await.unwrap();
+    let fresh = FsStore::open(dir.path()).unwrap().stores();
+    let expected = listing().write(&fresh.inbox.get_pending(&bot).await.unwrap());
+    assert_eq!(String::from_utf8_lossy(&body), String::from_utf8_lossy(&expected));
+}
