@@ -10,9 +10,7 @@
 //! creating a task it keeps, and `GONE <id>` after deleting one it created.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use orbit_store::{
@@ -20,6 +18,7 @@ use orbit_store::{
     TaskId, timestamp,
 };
 
+use crate::children::{random_below, run_until_killed};
 use crate::records::{request, weekly_task};
 
 const DIR: &str = "ORBIT_STORE_ARRIVALS_DIR";
@@ -30,52 +29,6 @@ const CHILD_LEASE: Duration = Duration::from_millis(300);
 
 fn agent() -> AgentName {
     AgentName::parse("mailbox").unwrap()
-}
-
-fn random_below(bound: u64) -> u64 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now()) % bound
-}
-
-/// Runs the child until killed at a random moment; returns the lines it finished printing.
-/// With `after_first_read`, the moment is counted from the child's first read of a message,
-/// so that a loaded machine, where starting the child takes longer than the window, still
-/// sees claims and reads cut.
-fn run_child_until_killed(dir: &Path, after_first_read: bool) -> Vec<String> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "arrivals::arrivals_child", "--nocapture", "--test-threads=1"])
-        .env(DIR, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (first_read, read) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut stdout = BufReader::new(stdout);
-        let (mut line, mut told) = (String::new(), false);
-        // A line cut off by the kill has no newline and was never acknowledged.
-        while stdout.read_line(&mut line).unwrap_or(0) > 0 {
-            if line.ends_with('\n') {
-                if !told && line.contains("READ ") {
-                    told = true;
-                    let _ = first_read.send(());
-                }
-                lines.push(line.trim_end().to_owned());
-            }
-            line.clear();
-        }
-        lines
-    });
-    if after_first_read {
-        // Not a speed assertion: a bound on waiting for a child that never reads.
-        let _ = read.recv_timeout(Duration::from_secs(60));
-    }
-    std::thread::sleep(Duration::from_millis(20 + random_below(200)));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    reader.join().unwrap()
 }
 
 /// The ids of the message files in one of the inbox's directories.
@@ -99,7 +52,10 @@ async fn sends_drains_and_claims_survive_sigkill_at_random_moments() {
     let (mut sent, mut read) = (HashSet::new(), HashMap::<MessageId, usize>::new());
     let (mut kept, mut deleted) = (HashSet::new(), HashSet::new());
     for round in 0..KILLS {
-        for line in run_child_until_killed(dir.path(), round % 2 == 1) {
+        // Every other child is killed after its first read.
+        let after = (round % 2 == 1).then_some("READ ");
+        let delay = Duration::from_millis(20 + random_below(200));
+        for line in run_until_killed("arrivals::arrivals_child", DIR, dir.path(), after, delay) {
             // libtest prints `test <name> ... ` without a newline before the child's output.
             let Some(start) =
                 ["SENT ", "READ ", "KEEP ", "GONE "].iter().find_map(|tag| line.find(tag))

@@ -8,11 +8,7 @@
 //! several concurrent lanes, so that kills also cut writers sharing an arrivals file's
 //! `fdatasync` (`fs::sync_rounds`).
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use orbit_store::{
@@ -20,15 +16,13 @@ use orbit_store::{
     SessionId, SessionMessage, SessionPatch, Stores, TaskId,
 };
 
+use crate::children::{random_below, run_until_killed};
+
 const DIR: &str = "ORBIT_STORE_CRASH_DIR";
 const KILLS: usize = 120;
 /// On a loaded machine many writers are killed before they write anything: rounds go on
 /// past `KILLS`, up to this many, until the writers did enough to prove something.
 const MAX_KILLS: usize = 4 * KILLS;
-
-fn random_below(bound: u64) -> u64 {
-    RandomState::new().hash_one(std::time::Instant::now()) % bound
-}
 
 fn agent() -> AgentName {
     AgentName::parse("writer").unwrap()
@@ -48,41 +42,10 @@ struct Acked {
 /// that a loaded machine, where starting a process takes longer than the first window, still
 /// sees writes cut.
 fn run_writer_until_killed(dir: &Path, acked: &mut Acked, after_first_write: bool) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash::crash_writer_child", "--nocapture", "--test-threads=1"])
-        .env(DIR, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (first_write, wrote) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        let mut stdout = BufReader::new(stdout);
-        let (mut line, mut told) = (String::new(), false);
-        // A line cut off by the kill has no newline and was never acknowledged.
-        while stdout.read_line(&mut line).unwrap_or(0) > 0 {
-            if line.ends_with('\n') {
-                if !told && line.contains("ACK ") {
-                    told = true;
-                    let _ = first_write.send(());
-                }
-                lines.push(line.trim_end().to_owned());
-            }
-            line.clear();
-        }
-        lines
-    });
-    if after_first_write {
-        // Not a speed assertion: a bound on waiting for a writer that never writes.
-        let _ = wrote.recv_timeout(Duration::from_secs(60));
-    }
     // Kill somewhere between start-up (or the first write) and well into the writing.
-    std::thread::sleep(Duration::from_millis(5 + random_below(60)));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    for line in reader.join().unwrap() {
+    let after = after_first_write.then_some("ACK ");
+    let delay = Duration::from_millis(5 + random_below(60));
+    for line in run_until_killed("crash::crash_writer_child", DIR, dir, after, delay) {
         // libtest prints `test <name> ... ` without a newline before the test's own output.
         let Some(start) = line.find("ACK ") else { continue };
         let parts: Vec<&str> = line[start..].split(' ').collect();

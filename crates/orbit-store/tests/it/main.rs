@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod arrivals;
+mod children;
 mod contract;
 mod crash;
 mod feed;
