@@ -645,7 +645,7 @@ mod tests {
     /// A drain that ended midway through a batch leaves it for the next, which starts that
     /// batch from its beginning, so a record may be given again (`make` leaves it alone then).
     #[test]
-    fn appends_racing_drains_are_each_drained_once() {
+    fn appends_racing_drains_are_each_drained() {
         let dir = tempfile::tempdir().unwrap();
         let syncs = Arc::new(FileSyncs::default());
         let (writers, each) = (8u64, 200u64);
